@@ -1,0 +1,7 @@
+//! hoplab's dataplane: what the net manager and the gateway do to packets.
+//!
+//! This crate is sans-IO: it never opens a socket, reads a clock or spawns
+//! a thread. [`wire`] reads the headers the rest of hoplab reasons about;
+//! the trace uses it to describe every hop of a captured packet.
+
+pub mod wire;

@@ -1,0 +1,308 @@
+//! A read-only summary of the headers that matter on each hop: addresses,
+//! ports, protocol, TCP flags and numbers, ICMP type and identifier, lengths.
+//!
+//! Parsing is done by `etherparse`; this module picks the fields out and
+//! gives them one text form. Untrusted input never panics: anything that is
+//! not a well-formed IPv4/IPv6 packet is an [`WireError`].
+
+use std::fmt;
+use std::net::IpAddr;
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+}
+
+/// TCP flag bits as they appear in the header's 13th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    /// ICMP or ICMPv6; `rest` is header bytes 5-8 (identifier and sequence
+    /// of an echo).
+    Icmp {
+        v6: bool,
+        ty: u8,
+        code: u8,
+        rest: [u8; 4],
+    },
+    /// A fragment after the first, or a protocol hoplab does not decode.
+    Other {
+        proto: u8,
+    },
+}
+
+/// The headers of one IP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// IP total length (IPv6: 40 + payload length).
+    pub len: u16,
+    /// IPv4 identification; IPv6 flow label.
+    pub ident: u32,
+    pub l4: L4,
+    /// The bytes after the transport header.
+    pub payload: Vec<u8>,
+}
+
+impl Summary {
+    pub fn proto_name(&self) -> &'static str {
+        match self.l4 {
+            L4::Tcp { .. } => "tcp",
+            L4::Udp { .. } => "udp",
+            L4::Icmp { v6: false, .. } => "icmp",
+            L4::Icmp { v6: true, .. } => "icmp6",
+            L4::Other { .. } => "ip",
+        }
+    }
+
+    /// Source and destination port (ICMP echo: the identifier on both).
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => Some((sport, dport)),
+            _ => None,
+        }
+    }
+
+    /// The ICMP echo identifier, if this is an echo request or reply.
+    pub fn echo_id(&self) -> Option<u16> {
+        match self.l4 {
+            L4::Icmp {
+                v6: false,
+                ty: 0 | 8,
+                rest,
+                ..
+            }
+            | L4::Icmp {
+                v6: true,
+                ty: 128 | 129,
+                rest,
+                ..
+            } => Some(u16::from_be_bytes([rest[0], rest[1]])),
+            _ => None,
+        }
+    }
+}
+
+/// Text of TCP flags in tcpdump's order and letters: `S`, `S.`, `P.`, `F.`, `R`.
+pub fn flags_text(flags: u8) -> String {
+    use tcp_flags::*;
+    let mut s = String::new();
+    for (bit, c) in [(SYN, 'S'), (FIN, 'F'), (PSH, 'P'), (RST, 'R'), (URG, 'U')] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    if flags & ACK != 0 {
+        s.push('.');
+    }
+    if s.is_empty() {
+        s.push_str("none");
+    }
+    s
+}
+
+/// Parse an Ethernet frame. `Ok(None)` for frames that carry no IP (ARP...).
+pub fn parse_ethernet(frame: &[u8]) -> Result<Option<Summary>, WireError> {
+    if frame.len() < 14 {
+        return Err(WireError::Malformed(format!(
+            "{}-byte Ethernet frame",
+            frame.len()
+        )));
+    }
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 | 0x86dd => parse_ip(&frame[14..]).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Parse a raw IP packet (as read from a TUN device).
+pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
+    let p = SlicedPacket::from_ip(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (src, dst, ttl, len, ident, proto) = match &p.net {
+        Some(NetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                h.ttl(),
+                h.total_len(),
+                u32::from(h.identification()),
+                h.protocol().0,
+            )
+        }
+        Some(NetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                h.hop_limit(),
+                h.payload_length().saturating_add(40),
+                h.flow_label().value(),
+                v6.payload().ip_number.0,
+            )
+        }
+        _ => return Err(WireError::Malformed("not IPv4 or IPv6".into())),
+    };
+    let (l4, payload) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let flags = t.header_slice().get(13).copied().unwrap_or(0) & 0x3f;
+            (
+                L4::Tcp {
+                    sport: t.source_port(),
+                    dport: t.destination_port(),
+                    seq: t.sequence_number(),
+                    ack: t.acknowledgment_number(),
+                    flags,
+                },
+                t.payload(),
+            )
+        }
+        Some(TransportSlice::Udp(u)) => (
+            L4::Udp {
+                sport: u.source_port(),
+                dport: u.destination_port(),
+            },
+            u.payload(),
+        ),
+        Some(TransportSlice::Icmpv4(i)) => (
+            L4::Icmp {
+                v6: false,
+                ty: i.type_u8(),
+                code: i.code_u8(),
+                rest: i.bytes5to8(),
+            },
+            i.payload(),
+        ),
+        Some(TransportSlice::Icmpv6(i)) => (
+            L4::Icmp {
+                v6: true,
+                ty: i.type_u8(),
+                code: i.code_u8(),
+                rest: i.bytes5to8(),
+            },
+            i.payload(),
+        ),
+        _ => (L4::Other { proto }, &[][..]),
+    };
+    Ok(Summary {
+        src,
+        dst,
+        ttl,
+        len,
+        ident,
+        l4,
+        payload: payload.to_vec(),
+    })
+}
+
+fn endpoint(f: &mut fmt::Formatter<'_>, a: IpAddr, port: Option<u16>) -> fmt::Result {
+    match (a, port) {
+        (IpAddr::V6(v6), Some(p)) => write!(f, "[{v6}]:{p}"),
+        (a, Some(p)) => write!(f, "{a}:{p}"),
+        (a, None) => write!(f, "{a}"),
+    }
+}
+
+/// The one text form of a packet's headers, e.g.
+/// `10.0.0.1:40000 > 10.0.0.2:80 tcp S. len=60 ttl=64`. Sequence numbers
+/// are printed raw here; the trace prints them relative.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ports = self.ports();
+        endpoint(f, self.src, ports.map(|p| p.0))?;
+        f.write_str(" > ")?;
+        endpoint(f, self.dst, ports.map(|p| p.1))?;
+        write!(f, " {}", self.proto_name())?;
+        match &self.l4 {
+            L4::Tcp {
+                flags, seq, ack, ..
+            } => write!(f, " {} seq={seq} ack={ack}", flags_text(*flags))?,
+            L4::Icmp { ty, code, rest, .. } => {
+                write!(f, " type={ty} code={code}")?;
+                if let Some(id) = self.echo_id() {
+                    write!(f, " id={id} seq={}", u16::from_be_bytes([rest[2], rest[3]]))?;
+                }
+            }
+            L4::Other { proto } => write!(f, " proto={proto}")?,
+            L4::Udp { .. } => {}
+        }
+        write!(f, " len={} ttl={}", self.len, self.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn tcp_frame() -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 1000, 65535)
+            .syn();
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    }
+
+    #[test]
+    fn tcp_syn_summary() {
+        let s = parse_ethernet(&tcp_frame()).unwrap().unwrap();
+        assert_eq!(
+            s.to_string(),
+            "10.0.0.1:40000 > 10.0.0.2:80 tcp S seq=1000 ack=0 len=40 ttl=64"
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_or_none_never_a_panic() {
+        let f = tcp_frame();
+        for n in 0..f.len() {
+            let _ = parse_ethernet(&f[..n]);
+        }
+        assert!(parse_ethernet(&f[..10]).is_err());
+        assert!(parse_ethernet(&f[..20]).is_err());
+    }
+
+    #[test]
+    fn arp_is_not_ip() {
+        let mut f = vec![0u8; 42];
+        f[12] = 0x08;
+        f[13] = 0x06;
+        assert_eq!(parse_ethernet(&f).unwrap(), None);
+    }
+
+    #[test]
+    fn flags_like_tcpdump() {
+        use tcp_flags::*;
+        assert_eq!(flags_text(SYN | ACK), "S.");
+        assert_eq!(flags_text(FIN | ACK), "F.");
+        assert_eq!(flags_text(PSH | ACK), "P.");
+        assert_eq!(flags_text(RST), "R");
+    }
+}

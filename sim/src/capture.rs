@@ -1,0 +1,310 @@
+//! Capture with AF_PACKET on every interface of every host, kernel
+//! timestamps (SO_TIMESTAMPNS), both directions, into one pcapng.
+//!
+//! Sockets are opened inside each host before the first packet of the
+//! traffic and bound to one interface; one reader thread polls them all and
+//! drains them once more after the last packet.
+
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+
+use crate::netns::NetNs;
+
+/// One captured interface: `host/ifname` and its link type.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub host: String,
+    pub ifname: String,
+    pub link: DataLink,
+}
+
+impl Iface {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.host, self.ifname)
+    }
+}
+
+/// One frame as the kernel handed it over.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Kernel receive timestamp, ns since the epoch.
+    pub ts_ns: u64,
+    /// Index into the capture's interface list.
+    pub iface: u32,
+    pub outgoing: bool,
+    pub data: Vec<u8>,
+}
+
+const SNAPLEN: usize = 65535;
+
+/// A running capture.
+pub struct Capture {
+    ifaces: Vec<Iface>,
+    stop: Arc<AtomicBool>,
+    reader: JoinHandle<io::Result<Vec<Frame>>>,
+}
+
+fn os(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Open a packet socket on `ifname` in the calling thread's namespace.
+fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
+    let cname = std::ffi::CString::new(ifname).map_err(|_| io::Error::other("NUL in ifname"))?;
+    // SAFETY: plain syscall; the result is checked and owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0, // receive nothing until bound to one interface below
+        )
+    };
+    if raw < 0 {
+        return Err(os("AF_PACKET socket"));
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `cname` is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(os(&format!("interface {ifname}")));
+    }
+    let one: libc::c_int = 1;
+    let rcvbuf: libc::c_int = 8 << 20;
+    for (opt, val) in [
+        (libc::SO_TIMESTAMPNS, &one),
+        (libc::SO_RCVBUFFORCE, &rcvbuf),
+    ] {
+        // SAFETY: `val` points to a c_int that outlives the call; its size is given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(os("setsockopt on AF_PACKET socket"));
+        }
+    }
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a fully initialised sockaddr_ll of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(os(&format!("bind AF_PACKET socket to {ifname}")));
+    }
+    // The link type, from the device's hardware type.
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(cname.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name in `ifr` and writes
+    // only into it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
+    if r != 0 {
+        return Err(os(&format!("SIOCGIFHWADDR {ifname}")));
+    }
+    // SAFETY: the ioctl succeeded, so ifru_hwaddr is the active member.
+    let hatype = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_family };
+    let link = match hatype {
+        libc::ARPHRD_NONE => DataLink::RAW,
+        _ => DataLink::ETHERNET,
+    };
+    Ok((fd, link))
+}
+
+/// Read every frame queued on `fd` (non-blocking) into `out`.
+fn drain(fd: &OwnedFd, iface: u32, buf: &mut [u8], out: &mut Vec<Frame>) -> io::Result<()> {
+    loop {
+        // SAFETY: all-zero is valid for these plain C structs.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut cbuf = [0u64; 16]; // 128 bytes, aligned for cmsghdr
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // SAFETY: every pointer in `msg` refers to a live local buffer of the
+        // length given; MSG_TRUNC makes the return value the full length.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(()),
+                io::ErrorKind::Interrupted => continue,
+                _ => Err(e),
+            };
+        }
+        let len = (n as usize).min(buf.len());
+        let mut ts_ns = 0u64;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled
+        // in, bounded by msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    ts_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        out.push(Frame {
+            ts_ns,
+            iface,
+            outgoing: sll.sll_pkttype == libc::PACKET_OUTGOING,
+            data: buf[..len].to_vec(),
+        });
+    }
+}
+
+impl Capture {
+    /// Open sockets on `ifaces` (`(host, ifname)`, hosts looked up in
+    /// `hosts`) and start reading.
+    pub fn start(targets: &[(&NetNs, &str)]) -> io::Result<Capture> {
+        let mut fds = Vec::new();
+        let mut ifaces = Vec::new();
+        for (ns, ifname) in targets {
+            let (fd, link) = ns.run(|| open_socket(ifname))??;
+            fds.push(fd);
+            ifaces.push(Iface {
+                host: ns.name().to_string(),
+                ifname: ifname.to_string(),
+                link,
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let reader = std::thread::Builder::new().name("capture".into()).spawn(
+            move || -> io::Result<Vec<Frame>> {
+                let mut frames = Vec::new();
+                let mut buf = vec![0u8; SNAPLEN];
+                let mut pfds: Vec<libc::pollfd> = fds
+                    .iter()
+                    .map(|f| libc::pollfd {
+                        fd: f.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                loop {
+                    let last = flag.load(Ordering::Acquire);
+                    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
+                    let r =
+                        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 20) };
+                    if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                        return Err(os("poll"));
+                    }
+                    for (i, p) in pfds.iter().enumerate() {
+                        if last || p.revents != 0 {
+                            drain(&fds[i], i as u32, &mut buf, &mut frames)?;
+                        }
+                    }
+                    if last {
+                        return Ok(frames);
+                    }
+                }
+            },
+        )?;
+        Ok(Capture {
+            ifaces,
+            stop,
+            reader,
+        })
+    }
+
+    /// Wait `settle`, drain every socket a last time and return what was seen,
+    /// ordered by kernel timestamp.
+    pub fn finish(self, settle: Duration) -> io::Result<(Vec<Iface>, Vec<Frame>)> {
+        std::thread::sleep(settle);
+        self.stop.store(true, Ordering::Release);
+        let mut frames = self
+            .reader
+            .join()
+            .map_err(|_| io::Error::other("capture thread panicked"))??;
+        frames.sort_by_key(|f| (f.ts_ns, f.iface));
+        Ok((self.ifaces, frames))
+    }
+}
+
+/// Write one pcapng: an interface block per `host/ifname` with nanosecond
+/// resolution declared, an enhanced packet block per frame with its
+/// direction in the flags word.
+pub fn write_pcapng(
+    path: &Path,
+    ifaces: &[Iface],
+    frames: &[Frame],
+) -> Result<(), pcap_file::PcapError> {
+    let file = File::create(path).map_err(pcap_file::PcapError::IoError)?;
+    let shb = SectionHeaderBlock {
+        options: vec![
+            pcap_file::pcapng::blocks::section_header::SectionHeaderOption::UserApplication(
+                format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+        ],
+        ..Default::default()
+    };
+    let mut w = PcapNgWriter::with_section_header(BufWriter::new(file), shb)?;
+    for i in ifaces {
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: i.link,
+            snaplen: SNAPLEN as u32,
+            options: vec![
+                InterfaceDescriptionOption::IfName(i.label().into()),
+                InterfaceDescriptionOption::IfDescription(
+                    format!("interface {} of host {}", i.ifname, i.host).into(),
+                ),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        })?;
+    }
+    for f in frames {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: f.iface,
+            timestamp: Duration::from_nanos(f.ts_ns),
+            original_len: f.data.len() as u32,
+            data: f.data.as_slice().into(),
+            options: vec![EnhancedPacketOption::Flags(if f.outgoing { 2 } else { 1 })],
+        })?;
+    }
+    use std::io::Write;
+    w.into_inner()
+        .flush()
+        .map_err(pcap_file::PcapError::IoError)?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! One scenario run, inside the sandbox: build, start, capture, traffic,
+//! trace, report. Every artifact lands in the output directory, also when a
+//! step does not meet its expectation or the run is interrupted after the
+//! capture started.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::capture::{self, Capture};
+use crate::process;
+use crate::scenario::Scenario;
+use crate::topology;
+use crate::trace::{self, StepReport, Trace};
+use crate::traffic;
+use crate::{report, sandbox, Error};
+
+pub struct Outcome {
+    pub trace: Trace,
+    /// Steps whose reply was not what the scenario expected.
+    pub unmet: Vec<String>,
+    pub pcapng: PathBuf,
+}
+
+fn phase(name: &str, t: Instant) {
+    tracing::info!(target: "hoplab", "{name}: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+}
+
+fn check_interrupt() -> Result<(), Error> {
+    if sandbox::interrupted() {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
+/// `logs/` under `out`.
+pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
+    let io = |what: String| move |source| Error::Io { what, source };
+    std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start runtime".into()))?;
+
+    let t = Instant::now();
+    let topo = rt.block_on(topology::build(sc))?;
+    phase("build", t);
+    check_interrupt()?;
+
+    let t = Instant::now();
+    let mut procs = Vec::new();
+    let started = (|| {
+        for (h, host) in &sc.hosts {
+            for p in &host.processes {
+                procs.push(process::start(&topo.hosts[h].ns, p, &out.join("logs"))?);
+                check_interrupt()?;
+            }
+        }
+        Ok::<(), Error>(())
+    })();
+    let stop_all = |procs: Vec<process::Running>| {
+        for p in procs {
+            p.stop(Duration::from_millis(500));
+        }
+    };
+    if let Err(e) = started {
+        stop_all(procs);
+        return Err(e);
+    }
+    phase("start", t);
+
+    let t = Instant::now();
+    let ifaces = sc.capture_interfaces();
+    let targets: Vec<_> = ifaces
+        .iter()
+        .map(|(h, i)| (&topo.hosts[h].ns, i.as_str()))
+        .collect();
+    let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
+
+    let mut reports = Vec::new();
+    let mut unmet = Vec::new();
+    for (i, step) in sc.traffic.iter().enumerate() {
+        if sandbox::interrupted() {
+            break;
+        }
+        let sport = step.source_port(i);
+        let seen = topo.hosts[&step.from]
+            .ns
+            .run(|| traffic::run_step(step, sport))
+            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let ok = seen.meets(step);
+        if !ok {
+            unmet.push(format!(
+                "{}: expected {:?}, got {}",
+                step.name,
+                step.expect,
+                seen.describe()
+            ));
+        }
+        reports.push(StepReport {
+            sent: format!(
+                "{} from {} port {sport} to {}, payload {} B",
+                step.proto,
+                step.from,
+                step.to,
+                step.payload.len()
+            ),
+            result: if ok {
+                format!("ok: {}", seen.describe())
+            } else {
+                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
+            },
+        });
+    }
+    phase("traffic", t);
+
+    let t = Instant::now();
+    let (ifs, frames) = cap
+        .finish(Duration::from_millis(sc.capture.settle_ms))
+        .map_err(io("capture".into()))?;
+    stop_all(procs);
+    let pcapng = out.join("capture.pcapng");
+    capture::write_pcapng(&pcapng, &ifs, &frames)?;
+    phase("capture", t);
+    check_interrupt()?;
+
+    let t = Instant::now();
+    let captured = trace::read_pcapng(&pcapng)?;
+    let tr = trace::build(sc, &captured, &reports);
+    std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
+    std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
+        .map_err(io("write report.md".into()))?;
+    phase("trace", t);
+    drop(topo);
+    Ok(Outcome {
+        trace: tr,
+        unmet,
+        pcapng,
+    })
+}

@@ -1,0 +1,292 @@
+//! Builds a scenario's hosts, bridges, links, addresses, routes, sysctls and
+//! firewalls inside the sandbox, over one rtnetlink connection per host.
+//!
+//! Order: namespaces with their base sysctls → bridges → veth pairs (both
+//! ends created in one message, the peer placed straight into its host) →
+//! scenario sysctls → bridge ports, addresses, links up → routes →
+//! nftables. Hosts are worked on concurrently; the kernel does the rest.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Stdio;
+
+use futures::future::try_join_all;
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use crate::netns::NetNs;
+use crate::scenario::{default_bridge_mac, default_link_mac, Mac, RouteDst, Scenario};
+use crate::Error;
+
+/// A built host: its namespace and its netlink handle.
+pub struct HostNs {
+    pub ns: NetNs,
+    handle: Handle,
+}
+
+/// Everything a run built. Dropping it releases the namespaces.
+pub struct Topology {
+    pub hosts: BTreeMap<String, HostNs>,
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
+impl HostNs {
+    async fn index_of(&self, ifname: &str) -> Result<u32, Error> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(ifname.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(m.header.index),
+            Ok(None) => Err(Error::Failed(format!(
+                "host {}: no interface {ifname}",
+                self.ns.name()
+            ))),
+            Err(e) => Err(nl(format!("host {}: look up {ifname}", self.ns.name()))(e)),
+        }
+    }
+
+    async fn set(&self, what: String, msg: LinkMessageBuilder<LinkUnspec>) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .map_err(nl(what))
+    }
+}
+
+/// Create the namespace of one host with the sysctls that keep captures quiet.
+fn make_host(name: &str, ipv6: bool, rt: &tokio::runtime::Handle) -> Result<HostNs, Error> {
+    let ns = NetNs::create(name).map_err(|source| Error::Io {
+        what: format!("host {name}: create network namespace"),
+        source,
+    })?;
+    let base: &[(&str, &str)] = if ipv6 {
+        &[
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            ("net.ipv6.conf.all.router_solicitations", "0"),
+            ("net.ipv6.conf.default.router_solicitations", "0"),
+            ("net.ipv6.conf.all.accept_ra", "0"),
+            ("net.ipv6.conf.default.accept_ra", "0"),
+        ]
+    } else {
+        &[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]
+    };
+    for (k, v) in base {
+        ns.sysctl(k, v).map_err(|source| Error::Io {
+            what: format!("host {name}"),
+            source,
+        })?;
+    }
+    // The netlink socket must be created inside the host; the connection
+    // task then runs on the shared runtime.
+    let (conn, handle, _) = ns
+        .run(|| {
+            let _guard = rt.enter();
+            rtnetlink::new_connection()
+        })
+        .and_then(|r| r)
+        .map_err(|source| Error::Io {
+            what: format!("host {name}: open netlink"),
+            source,
+        })?;
+    rt.spawn(conn);
+    Ok(HostNs { ns, handle })
+}
+
+/// Build the whole topology of `sc`.
+pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
+    let rt = tokio::runtime::Handle::current();
+    let mut hosts = BTreeMap::new();
+    for (name, h) in &sc.hosts {
+        hosts.insert(name.clone(), make_host(name, h.ipv6, &rt)?);
+    }
+    let topo = Topology { hosts };
+
+    // Bridges, with fixed MACs.
+    let mut bridges = Vec::new();
+    let mut bi = 0;
+    for (hname, h) in &sc.hosts {
+        for (bname, b) in &h.bridges {
+            let mac = b.mac.unwrap_or(default_bridge_mac(bi));
+            bi += 1;
+            let host = &topo.hosts[hname];
+            bridges.push(async move {
+                let msg = LinkBridge::new(bname).address(mac.0.to_vec()).build();
+                host.handle
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("host {hname}: create bridge {bname}")))
+            });
+        }
+    }
+    try_join_all(bridges).await?;
+
+    // Veth pairs: created in a's host, the peer placed into b's host.
+    let veths = sc.links.iter().enumerate().map(|(i, l)| {
+        let a = &topo.hosts[&l.a.host];
+        let b = &topo.hosts[&l.b.host];
+        let mac_a: Mac = l.a.mac.unwrap_or(default_link_mac(i, 0));
+        let mac_b: Mac = l.b.mac.unwrap_or(default_link_mac(i, 1));
+        async move {
+            let peer = LinkUnspec::new_with_name(&l.b.ifname)
+                .address(mac_b.0.to_vec())
+                .setns_by_fd(b.ns.raw_fd())
+                .build();
+            let msg = LinkVeth::new(&l.a.ifname, &l.b.ifname)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .address(mac_a.0.to_vec())
+                .build();
+            a.handle.link().add(msg).execute().await.map_err(nl(format!(
+                "links[{i}]: create veth {}/{} <-> {}/{}",
+                l.a.host, l.a.ifname, l.b.host, l.b.ifname
+            )))
+        }
+    });
+    try_join_all(veths).await?;
+
+    // Scenario sysctls, now that their interfaces exist.
+    for (hname, h) in &sc.hosts {
+        for (k, v) in &h.sysctls {
+            topo.hosts[hname]
+                .ns
+                .sysctl(k, &v.0)
+                .map_err(|source| Error::Io {
+                    what: format!("hosts.{hname}.sysctls"),
+                    source,
+                })?;
+        }
+    }
+
+    // Per host: bridge ports, addresses, up, routes.
+    let per_host = sc.hosts.iter().map(|(hname, h)| {
+        let host = &topo.hosts[hname];
+        async move {
+            let lo = host.index_of("lo").await?;
+            host.set(
+                format!("host {hname}: lo up"),
+                LinkUnspec::new_with_index(lo).up(),
+            )
+            .await?;
+            let mut ifaces: Vec<(&str, &[crate::scenario::Cidr], Option<&str>)> = Vec::new();
+            for (b, br) in &h.bridges {
+                ifaces.push((b, &br.addr, None));
+            }
+            for l in &sc.links {
+                for e in [&l.a, &l.b] {
+                    if &e.host == hname {
+                        ifaces.push((&e.ifname, &e.addr, e.bridge.as_deref()));
+                    }
+                }
+            }
+            for (ifname, addrs, bridge) in ifaces {
+                let idx = host.index_of(ifname).await?;
+                if let Some(b) = bridge {
+                    let bidx = host.index_of(b).await?;
+                    host.set(
+                        format!("host {hname}: attach {ifname} to bridge {b}"),
+                        LinkUnspec::new_with_index(idx).controller(bidx),
+                    )
+                    .await?;
+                }
+                for a in addrs {
+                    host.handle
+                        .address()
+                        .add(idx, a.addr, a.prefix)
+                        .execute()
+                        .await
+                        .map_err(nl(format!("host {hname}: add address {a} to {ifname}")))?;
+                }
+                host.set(
+                    format!("host {hname}: {ifname} up"),
+                    LinkUnspec::new_with_index(idx).up(),
+                )
+                .await?;
+            }
+            for (i, r) in h.routes.iter().enumerate() {
+                let what = format!("hosts.{hname}.routes[{i}]");
+                let v6 = match (&r.to, &r.via) {
+                    (RouteDst::Prefix(p), _) => p.addr.is_ipv6(),
+                    (RouteDst::Default, Some(v)) => v.is_ipv6(),
+                    (RouteDst::Default, None) => false,
+                };
+                let (dst, len) = match r.to {
+                    RouteDst::Prefix(p) => (p.addr, p.prefix),
+                    RouteDst::Default if v6 => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                    RouteDst::Default => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                };
+                let mut b = RouteMessageBuilder::<IpAddr>::new()
+                    .destination_prefix(dst, len)
+                    .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+                if let Some(v) = r.via {
+                    b = b
+                        .gateway(v)
+                        .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+                }
+                if let Some(d) = &r.dev {
+                    b = b.output_interface(host.index_of(d).await?);
+                }
+                host.handle
+                    .route()
+                    .add(b.build())
+                    .execute()
+                    .await
+                    .map_err(nl(what))?;
+            }
+            Ok::<(), Error>(())
+        }
+    });
+    try_join_all(per_host).await?;
+
+    for (hname, h) in &sc.hosts {
+        if let Some(script) = &h.firewall {
+            load_nft(&topo.hosts[hname].ns, script).map_err(|m| {
+                Error::Failed(format!(
+                    "hosts.{hname}.firewall: nft rejected the rules:\n{m}"
+                ))
+            })?;
+        }
+    }
+    Ok(topo)
+}
+
+/// Load an nftables script inside a host with `nft -f -`.
+fn load_nft(ns: &NetNs, script: &str) -> Result<(), String> {
+    let mut cmd = ns.command("nft");
+    cmd.args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run nft (install the nftables package): {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| format!("writing to nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+    }
+}

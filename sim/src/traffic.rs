@@ -1,0 +1,211 @@
+//! Built-in traffic injectors: a TCP, UDP or ICMP echo client with a fixed
+//! source port (ICMP: identifier) and a known payload, run inside its host.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::scenario::{Expect, Proto, Step};
+
+/// What a step saw, in words that are the same on every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Reply(Vec<u8>),
+    Silence,
+    Refused,
+    Error(String),
+}
+
+impl Observed {
+    pub fn describe(&self) -> String {
+        match self {
+            Observed::Reply(b) => format!("reply {:?} ({} B)", String::from_utf8_lossy(b), b.len()),
+            Observed::Silence => "no reply".into(),
+            Observed::Refused => "refused".into(),
+            Observed::Error(e) => format!("error: {e}"),
+        }
+    }
+
+    pub fn meets(&self, step: &Step) -> bool {
+        match (&step.expect, self) {
+            (Expect::Echo, Observed::Reply(b)) => b == step.payload.as_bytes(),
+            (Expect::Reply(t), Observed::Reply(b)) => b == t.as_bytes(),
+            (Expect::Silence, Observed::Silence) => true,
+            (Expect::Refused, Observed::Refused) => true,
+            _ => false,
+        }
+    }
+}
+
+fn unspecified(v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+fn classify(e: std::io::Error) -> Observed {
+    match e.kind() {
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => Observed::Refused,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Observed::Refused,
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => Observed::Silence,
+        _ => Observed::Error(e.to_string()),
+    }
+}
+
+/// Run one step in the calling thread's namespace (see `NetNs::run`).
+pub fn run_step(step: &Step, sport: u16) -> Observed {
+    let t = step.target().expect("validated");
+    let timeout = Duration::from_millis(step.timeout_ms);
+    let r = match step.proto {
+        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, timeout),
+        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, timeout),
+        Proto::Icmp => icmp(t.addr, sport, step, timeout),
+    };
+    r.unwrap_or_else(classify)
+}
+
+fn expected_len(step: &Step) -> usize {
+    match &step.expect {
+        Expect::Reply(t) => t.len(),
+        _ => step.payload.len(),
+    }
+}
+
+fn tcp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
+    s.connect_timeout(&to.into(), timeout)?;
+    let mut c = std::net::TcpStream::from(s);
+    c.set_nodelay(true)?;
+    c.write_all(step.payload.as_bytes())?;
+    // Read exactly the expected reply, then close: the client's FIN always
+    // follows the last data, so the packet sequence is the same every run.
+    let want = expected_len(step);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        c.set_read_timeout(Some(left))?;
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if got.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    c.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the server's FIN so the whole close is captured.
+    c.set_read_timeout(Some(timeout))?;
+    let _ = c.read(&mut buf);
+    Ok(if got.is_empty() {
+        Observed::Silence
+    } else {
+        Observed::Reply(got)
+    })
+}
+
+fn udp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+    let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
+    // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
+    // socket's own counter rather than 0.
+    s.connect(&to.into())?;
+    let u = std::net::UdpSocket::from(s);
+    u.send(step.payload.as_bytes())?;
+    u.set_read_timeout(Some(timeout))?;
+    let mut buf = [0u8; 65536];
+    let n = u.recv(&mut buf)?;
+    Ok(Observed::Reply(buf[..n].to_vec()))
+}
+
+fn icmp(to: IpAddr, ident: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+    let v4 = to.is_ipv4();
+    let (domain, proto, req_type, rep_type) = if v4 {
+        (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8)
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8)
+    };
+    let s = Socket::new(domain, Type::RAW, Some(proto))?;
+    let seq: u16 = 1;
+    let mut pkt = vec![req_type, 0, 0, 0];
+    pkt.extend_from_slice(&ident.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(step.payload.as_bytes());
+    if v4 {
+        let c = internet_checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    } // ICMPv6: the kernel fills in the checksum on raw ICMPv6 sockets.
+    s.send_to(&pkt, &SocketAddr::new(to, 0).into())?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Observed::Silence);
+        }
+        s.set_read_timeout(Some(left))?;
+        let (n, _) = s.recv_from(&mut buf)?;
+        // SAFETY: recv_from initialised the first `n` bytes.
+        let data: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        // Raw IPv4 sockets deliver the IP header too.
+        let icmp = if v4 {
+            let ihl = ((data.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
+            data.get(ihl..).unwrap_or(&[])
+        } else {
+            &data[..]
+        };
+        if icmp.len() < 8 {
+            continue;
+        }
+        let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+        if icmp[0] == rep_type && id == ident {
+            return Ok(Observed::Reply(icmp[8..].to_vec()));
+        }
+        // Destination unreachable carrying our request.
+        let unreachable = if v4 { icmp[0] == 3 } else { icmp[0] == 1 };
+        if unreachable && icmp.len() >= 8 {
+            return Ok(Observed::Refused);
+        }
+    }
+}
+
+/// RFC 1071 Internet checksum.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checksum_of_rfc1071_example() {
+        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2, checksum 220d.
+        assert_eq!(
+            super::internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0x220d
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! `hoplab`: run a scenario in its own namespaces, trace a capture, check a
+//! scenario file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hoplab_sim::{run, sandbox, scenario, trace};
+
+#[derive(Parser)]
+#[command(
+    name = "hoplab",
+    version,
+    about = "What does the gateway do to packets? Scenarios in namespaces, per-hop traces."
+)]
+struct Cli {
+    /// Print only errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a scenario in fresh namespaces, run its traffic, capture and trace it.
+    Run {
+        /// The scenario file (scenarios/NAME.yaml).
+        scenario: PathBuf,
+        /// Where to write capture.pcapng, trace.yaml, report.md and logs/.
+        #[arg(long, default_value = "target/scenarios/NAME")]
+        out: String,
+    },
+    /// Check a scenario file and report every problem with file, line and field.
+    Validate { scenarios: Vec<PathBuf> },
+    /// Trace a pcapng written by a run, for the scenario it came from.
+    Trace {
+        pcapng: PathBuf,
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+    /// The built-in echo server (started by scenarios; not for direct use).
+    #[command(name = "__echo", hide = true)]
+    Echo {
+        #[arg(long)]
+        tcp: Vec<u16>,
+        #[arg(long)]
+        udp: Vec<u16>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = if cli.quiet { "error" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_target(false)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run {
+            scenario: file,
+            out,
+        } => {
+            // Validate before making any namespace.
+            let sc = scenario::load(&file)?;
+            if !sandbox::inside() {
+                let code = sandbox::reexec().context("entering the sandbox")?;
+                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            }
+            sandbox::init().context("setting up the sandbox")?;
+            let out = PathBuf::from(out.replace("NAME", &sc.name));
+            let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
+            println!(
+                "{}: {} flows traced; {}",
+                sc.name,
+                o.trace.flows.len(),
+                out.display()
+            );
+            if !o.unmet.is_empty() {
+                for u in &o.unmet {
+                    eprintln!("unmet expectation: {u}");
+                }
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Validate { scenarios } => {
+            if scenarios.is_empty() {
+                bail!("name at least one scenario file");
+            }
+            let mut bad = 0;
+            for f in &scenarios {
+                match scenario::load(f) {
+                    Ok(_) => println!("{}: ok", f.display()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+            }
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Trace {
+            pcapng,
+            scenario: file,
+        } => {
+            let sc = scenario::load(&file)?;
+            let frames = trace::read_pcapng(&pcapng)?;
+            print!("{}", trace::build(&sc, &frames, &[]).to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Echo { tcp, udp } => {
+            hoplab_sim::echo::serve(&tcp, &udp).context("echo server")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
