@@ -40,6 +40,9 @@ enum Cmd {
         #[arg(long)]
         scenario: PathBuf,
     },
+    /// Build a chain of N hosts, ping across its ends, tear it down; print timings.
+    #[command(name = "__bench-chain", hide = true)]
+    BenchChain { hosts: usize },
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
     Echo {
@@ -127,6 +130,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let sc = scenario::load(&file)?;
             let frames = trace::read_pcapng(&pcapng)?;
             print!("{}", trace::build(&sc, &frames, &[]).to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchChain { hosts } => {
+            if !sandbox::inside() {
+                let code = sandbox::reexec().context("entering the sandbox")?;
+                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            }
+            sandbox::init().context("setting up the sandbox")?;
+            let b = run::bench_chain(hosts)?;
+            println!(
+                "build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
+                b.build_ms, b.traffic_ms, b.teardown_ms
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Echo { tcp, udp } => {

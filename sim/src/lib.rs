@@ -6,6 +6,7 @@
 //! [`capture::write_pcapng`] → [`trace::build`] → [`report::markdown`];
 //! [`snapshot`] compares the trace with the reviewed one.
 
+pub mod bench;
 pub mod capture;
 pub mod echo;
 pub mod netns;

@@ -139,3 +139,52 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         pcapng,
     })
 }
+
+/// Timings of one chain benchmark run, in milliseconds.
+pub struct ChainTimings {
+    pub build_ms: f64,
+    pub traffic_ms: f64,
+    pub teardown_ms: f64,
+}
+
+/// Build a chain of `n` hosts, run its two pings, tear it down.
+pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
+    let sc = crate::bench::chain(n);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            what: "start runtime".into(),
+            source,
+        })?;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let topo = rt.block_on(topology::build(&sc))?;
+    let build_ms = ms(t);
+    let t = Instant::now();
+    for (i, step) in sc.traffic.iter().enumerate() {
+        let seen = topo.hosts[&step.from]
+            .ns
+            .run(|| traffic::run_step(step, step.source_port(i)))
+            .map_err(|source| Error::Io {
+                what: step.name.clone(),
+                source,
+            })?;
+        if !seen.meets(step) {
+            return Err(Error::Failed(format!(
+                "chain-{n} {}: {}",
+                step.name,
+                seen.describe()
+            )));
+        }
+    }
+    let traffic_ms = ms(t);
+    let t = Instant::now();
+    drop(topo);
+    drop(rt);
+    Ok(ChainTimings {
+        build_ms,
+        traffic_ms,
+        teardown_ms: ms(t),
+    })
+}

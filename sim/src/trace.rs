@@ -168,6 +168,7 @@ struct Seen {
     ts_ns: u64,
     at: String,
     host: String,
+    ifname: String,
     outgoing: bool,
     s: Summary,
 }
@@ -189,7 +190,8 @@ fn identity(s: &Summary) -> u64 {
     h.finish()
 }
 
-/// Neighbour discovery, router and multicast-listener ICMPv6: link chatter.
+/// Link chatter whose timing no scenario controls: IGMP, and ICMPv6
+/// neighbour discovery, router and multicast-listener messages.
 fn is_chatter(s: &Summary) -> bool {
     matches!(
         s.l4,
@@ -197,8 +199,90 @@ fn is_chatter(s: &Summary) -> bool {
             v6: true,
             ty: 130..=143,
             ..
-        }
+        } | L4::Other { proto: 2 }
     )
+}
+
+/// What the trace needs to know of the wiring: veth peers and bridge ports.
+struct Wiring {
+    peer: HashMap<(String, String), (String, String)>,
+    port_of: HashMap<(String, String), String>,
+}
+
+impl Wiring {
+    fn of(sc: &Scenario) -> Wiring {
+        let mut w = Wiring {
+            peer: HashMap::new(),
+            port_of: HashMap::new(),
+        };
+        for l in &sc.links {
+            let a = (l.a.host.clone(), l.a.ifname.clone());
+            let b = (l.b.host.clone(), l.b.ifname.clone());
+            w.peer.insert(a.clone(), b.clone());
+            w.peer.insert(b, a);
+            for e in [&l.a, &l.b] {
+                if let Some(br) = &e.bridge {
+                    w.port_of
+                        .insert((e.host.clone(), e.ifname.clone()), br.clone());
+                }
+            }
+        }
+        w
+    }
+
+    /// Must frame `a` come before frame `b` on one packet's path (same TTL)?
+    fn before(&self, a: &Seen, b: &Seen) -> bool {
+        let ka = (a.host.clone(), a.ifname.clone());
+        let kb = (b.host.clone(), b.ifname.clone());
+        if a.outgoing && !b.outgoing && self.peer.get(&ka) == Some(&kb) {
+            return true; // across a veth pair
+        }
+        if a.host != b.host {
+            return false;
+        }
+        if ka == kb {
+            // A TUN hands the packet to its reader, which writes it back.
+            return a.outgoing && !b.outgoing;
+        }
+        let port_of =
+            |p: &(String, String), br: &(String, String)| self.port_of.get(p) == Some(&br.1);
+        match (a.outgoing, b.outgoing) {
+            (false, true) => true,               // in, then forwarded out
+            (false, false) => port_of(&ka, &kb), // up from a port to its bridge
+            (true, true) => port_of(&kb, &ka),   // down from a bridge to a port
+            (true, false) => false,
+        }
+    }
+}
+
+/// Order one packet's frames along its path. Kernel timestamps alone do not
+/// do it: a frame seen on a bridge port and on the bridge carries one
+/// timestamp. TTL only goes down; within one TTL, frames follow the wiring
+/// (out on a veth before in on its peer, in before out on a host, port
+/// before bridge on the way in, bridge before port on the way out); the
+/// timestamps order what the wiring leaves open.
+fn path_order(w: &Wiring, seen: &[Seen], chain: &mut Vec<usize>) {
+    chain.sort_by_key(|&i| (std::cmp::Reverse(seen[i].s.ttl), seen[i].ts_ns));
+    let mut out = Vec::with_capacity(chain.len());
+    let mut i = 0;
+    while i < chain.len() {
+        let ttl = seen[chain[i]].s.ttl;
+        let mut rest: Vec<usize> = chain[i..]
+            .iter()
+            .copied()
+            .take_while(|&j| seen[j].s.ttl == ttl)
+            .collect();
+        i += rest.len();
+        while !rest.is_empty() {
+            // The earliest frame that no other frame left must precede.
+            let pick = rest
+                .iter()
+                .position(|&a| !rest.iter().any(|&b| b != a && w.before(&seen[b], &seen[a])))
+                .unwrap_or(0);
+            out.push(rest.remove(pick));
+        }
+    }
+    *chain = out;
 }
 
 /// The step a packet belongs to: it has a hop on the step's host with the
@@ -255,6 +339,7 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
                     if f.outgoing { "out" } else { "in" }
                 ),
                 host: f.host.clone(),
+                ifname: f.ifname.clone(),
                 outgoing: f.outgoing,
                 s,
             }),
@@ -283,7 +368,11 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
             }
         }
     }
-    chains.sort_by_key(|c| seen[c[0]].ts_ns);
+    let wiring = Wiring::of(sc);
+    for c in &mut chains {
+        path_order(&wiring, &seen, c);
+    }
+    chains.sort_by_key(|c| c.iter().map(|&i| seen[i].ts_ns).min());
 
     // Which host owns which address: to tell delivered from lost.
     let mut owner: HashMap<IpAddr, String> = HashMap::new();

@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: run the real `hoplab` binary,
+//! each run in its own output directory, as CI does.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn hoplab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hoplab"))
+}
+
+/// A fresh, empty directory for one run's output.
+pub fn out_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Run `scenario` (a path) into `out`; returns the process output.
+pub fn run(scenario: &Path, out: &Path) -> Output {
+    hoplab()
+        .args(["--quiet", "run"])
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("hoplab runs")
+}
+
+pub fn scenario_path(name: &str) -> PathBuf {
+    root().join("scenarios").join(format!("{name}.yaml"))
+}
+
+/// Names of the shipped scenarios, sorted.
+pub fn scenario_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join("scenarios"))
+        .expect("scenarios/")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "yaml")
+                .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Write a scenario file for a test and return its path.
+pub fn write_scenario(tag: &str, text: &str) -> PathBuf {
+    let dir = out_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{tag}.yaml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Pids of processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(marker)
+            {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// What a run could leave behind in this (the host's) namespaces: links,
+/// named network namespaces, mounts, nftables tables.
+pub fn host_state() -> String {
+    let cmd = |c: &str, a: &[&str]| {
+        Command::new(c)
+            .args(a)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let links: Vec<String> = cmd("ip", &["-o", "link", "show"])
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .count();
+    format!(
+        "links: {links:?}\nnetns: {:?}\nmounts: {mounts}\nnft: {:?}",
+        cmd("ip", &["netns", "list"]),
+        cmd("nft", &["list", "tables"])
+    )
+}

@@ -1,0 +1,31 @@
+//! A scenario gives a byte-identical trace on every run, also when two runs
+//! of it happen at once.
+
+mod common;
+
+use common::*;
+
+fn trace_of(name: &str, tag: &str) -> String {
+    let out = out_dir(tag);
+    let o = run(&scenario_path(name), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out.join("trace.yaml")).unwrap()
+}
+
+#[test]
+fn ten_runs_give_byte_identical_traces() {
+    let first = trace_of("kube-proxy-dnat", "det");
+    for i in 1..10 {
+        let t = trace_of("kube-proxy-dnat", "det");
+        assert_eq!(first, t, "run {i} differs from run 0");
+    }
+}
+
+#[test]
+fn two_runs_of_one_scenario_at_once_do_not_interfere() {
+    let a = std::thread::spawn(|| trace_of("routed-pair", "par-a"));
+    let b = std::thread::spawn(|| trace_of("routed-pair", "par-b"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(a, b);
+    assert!(a.contains("delivered to server"));
+}

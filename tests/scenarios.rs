@@ -1,0 +1,86 @@
+//! Every shipped scenario against its reviewed snapshot.
+//!
+//! Update the snapshots with `cargo xtask scenario --accept` (or
+//! `cargo insta review` after a failing `cargo test`).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn every_scenario_matches_its_snapshot() {
+    let names = scenario_names();
+    assert!(names.len() >= 2, "the shipped scenarios are missing");
+    for name in names {
+        let out = out_dir(&name);
+        let o = run(&scenario_path(&name), &out);
+        assert!(
+            o.status.success(),
+            "{name}: run failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let trace = std::fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml written");
+        assert!(
+            !trace.contains("FAILED"),
+            "{name}: a step's expectation was not met"
+        );
+        insta::assert_snapshot!(name.as_str(), trace);
+    }
+}
+
+/// A scenario without a snapshot would pass unreviewed; a snapshot without
+/// a scenario is stale.
+#[test]
+fn every_scenario_has_a_snapshot_and_every_snapshot_a_scenario() {
+    let names = scenario_names();
+    let snaps = root().join("tests/snapshots");
+    for n in &names {
+        let p = hoplab_sim::snapshot::path(root(), n);
+        assert!(
+            p.exists(),
+            "scenario {n} has no snapshot: run `cargo xtask scenario {n} --accept` and review it"
+        );
+    }
+    for e in std::fs::read_dir(&snaps).unwrap().flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = f
+            .strip_prefix("scenarios__")
+            .and_then(|s| s.strip_suffix(".snap"))
+        {
+            assert!(names.iter().any(|x| x == n), "snapshot {f} has no scenario");
+        }
+    }
+}
+
+/// Each step's packets are all there: the DNAT scenario must show the
+/// rewrite to a ready pod and never reach pod3 through the service.
+#[test]
+fn kube_proxy_dnat_shows_the_dnat_step_and_skips_the_unready_pod() {
+    let out = out_dir("dnat-check");
+    let o = run(&scenario_path("kube-proxy-dnat"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = hoplab_sim::trace::Trace::from_yaml(
+        &std::fs::read_to_string(out.join("trace.yaml")).unwrap(),
+    )
+    .unwrap();
+    let pods: Vec<&str> = t.flows[..3]
+        .iter()
+        .map(|f| {
+            let syn = &f.packets[0];
+            assert!(syn.packet.starts_with("tcp S "), "{}", syn.packet);
+            let dnat = syn.hops.iter().find_map(|h| {
+                h.changed
+                    .as_deref()
+                    .filter(|c| c.contains("dst 10.96.0.100:80 ->"))
+            });
+            assert!(dnat.is_some(), "flow {}: no DNAT hop", f.step);
+            syn.end.trim_start_matches("delivered to ")
+        })
+        .collect();
+    assert_eq!(
+        pods,
+        ["pod1", "pod2", "pod1"],
+        "round robin over the ready pods"
+    );
+}
