@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::netns::NetNs;
-use crate::scenario::{Process, Ready};
+use crate::scenario::Process;
 use crate::Error;
 
 pub struct Running {
@@ -18,16 +18,29 @@ pub struct Running {
 }
 
 /// What a readiness check looks for, from the scenario or implied by `echo`.
-fn checks(p: &Process) -> Vec<Ready> {
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    TcpListen(u16),
+    UdpBound(u16),
+    DelayMs(u64),
+}
+
+fn checks(p: &Process) -> Vec<Check> {
     if let Some(r) = &p.ready {
-        return vec![r.clone()];
+        let c = match (r.tcp_listen, r.udp_bound, r.delay_ms) {
+            (Some(t), _, _) => Check::TcpListen(t),
+            (_, Some(u), _) => Check::UdpBound(u),
+            (_, _, Some(d)) => Check::DelayMs(d),
+            _ => unreachable!("validated: one readiness check"),
+        };
+        return vec![c];
     }
     match &p.echo {
         Some(e) => e
             .tcp
             .iter()
-            .map(|&t| Ready::TcpListen(t))
-            .chain(e.udp.iter().map(|&u| Ready::UdpBound(u)))
+            .map(|&t| Check::TcpListen(t))
+            .chain(e.udp.iter().map(|&u| Check::UdpBound(u)))
             .collect(),
         None => Vec::new(),
     }
@@ -92,15 +105,20 @@ pub fn start(ns: &NetNs, p: &Process, logs: &Path) -> Result<Running, Error> {
                 )));
             }
             let ready = match check {
-                Ready::TcpListen(port) => ns.run(|| port_bound("tcp", port)).unwrap_or(false),
-                Ready::UdpBound(port) => ns.run(|| port_bound("udp", port)).unwrap_or(false),
-                Ready::DelayMs(ms) => {
+                Check::TcpListen(port) => ns.run(|| port_bound("tcp", port)).unwrap_or(false),
+                Check::UdpBound(port) => ns.run(|| port_bound("udp", port)).unwrap_or(false),
+                Check::DelayMs(ms) => {
                     std::thread::sleep(Duration::from_millis(ms));
                     true
                 }
             };
             if ready {
                 break;
+            }
+            if crate::sandbox::interrupted() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Interrupted);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();

@@ -87,7 +87,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         let sport = step.source_port(i);
         let seen = topo.hosts[&step.from]
             .ns
-            .run(|| traffic::run_step(step, sport))
+            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
             .map_err(io(format!("traffic[{i}] {}", step.name)))?;
         let ok = seen.meets(step);
         if !ok {
@@ -123,7 +123,6 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let pcapng = out.join("capture.pcapng");
     capture::write_pcapng(&pcapng, &ifs, &frames)?;
     phase("capture", t);
-    check_interrupt()?;
 
     let t = Instant::now();
     let captured = trace::read_pcapng(&pcapng)?;
@@ -133,6 +132,8 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         .map_err(io("write report.md".into()))?;
     phase("trace", t);
     drop(topo);
+    // What was captured before an interruption is written all the same.
+    check_interrupt()?;
     Ok(Outcome {
         trace: tr,
         unmet,
@@ -165,7 +166,7 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     for (i, step) in sc.traffic.iter().enumerate() {
         let seen = topo.hosts[&step.from]
             .ns
-            .run(|| traffic::run_step(step, step.source_port(i)))
+            .run(|| traffic::run_step(step, step.source_port(i), &|| false))
             .map_err(|source| Error::Io {
                 what: step.name.clone(),
                 source,

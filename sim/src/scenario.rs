@@ -152,15 +152,27 @@ pub struct Echo {
     pub udp: Vec<u16>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum Ready {
+/// When a process counts as ready: give exactly one of the fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ready {
     /// A TCP socket listens on this port in the host.
-    TcpListen(u16),
+    #[serde(default)]
+    pub tcp_listen: Option<u16>,
     /// A UDP socket is bound to this port in the host.
-    UdpBound(u16),
+    #[serde(default)]
+    pub udp_bound: Option<u16>,
     /// Wait this long; for processes with nothing to observe.
-    DelayMs(u64),
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+impl Ready {
+    fn count(&self) -> usize {
+        usize::from(self.tcp_listen.is_some())
+            + usize::from(self.udp_bound.is_some())
+            + usize::from(self.delay_ms.is_some())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
@@ -208,8 +220,8 @@ fn default_step_timeout() -> u64 {
     1000
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// What a step expects back: `echo`, `silence`, `refused`, or `{reply: TEXT}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Expect {
     /// The reply equals the payload.
     #[default]
@@ -220,6 +232,43 @@ pub enum Expect {
     Silence,
     /// TCP: the connection is refused (RST); UDP/ICMP: an ICMP error comes back.
     Refused,
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Expect;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("echo, silence, refused or {reply: TEXT}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Expect, E> {
+                match v {
+                    "echo" => Ok(Expect::Echo),
+                    "silence" => Ok(Expect::Silence),
+                    "refused" => Ok(Expect::Refused),
+                    _ => Err(E::unknown_variant(
+                        v,
+                        &["echo", "silence", "refused", "reply"],
+                    )),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Expect, A::Error> {
+                let Some(k) = m.next_key::<String>()? else {
+                    return Err(de::Error::custom("empty map: write {reply: TEXT}"));
+                };
+                if k != "reply" {
+                    return Err(de::Error::unknown_field(&k, &["reply"]));
+                }
+                let t: String = m.next_value()?;
+                if m.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("write only {reply: TEXT}"));
+                }
+                Ok(Expect::Reply(t))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl fmt::Display for Expect {
@@ -575,6 +624,12 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
                 (None, Some(_)) => {}
                 _ => return bad(f, "give exactly one of `cmd` or `echo`"),
             }
+            if p.ready.as_ref().is_some_and(|r| r.count() != 1) {
+                return bad(
+                    format!("{f}.ready"),
+                    "give exactly one of tcp_listen, udp_bound or delay_ms",
+                );
+            }
         }
     }
     for (i, l) in sc.links.iter().enumerate() {
@@ -922,6 +977,22 @@ mod tests {
         assert_eq!(e.field, "links[0].b.ifname");
         let e = err(&OK.replace("host: b, ifname: eth0", "host: b, ifname: abcdefghijklmnop"));
         assert!(e.message.contains("15 bytes"));
+    }
+
+    #[test]
+    fn expectations_and_readiness_parse() {
+        let t = OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, expect: {reply: pong}}");
+        let sc = parse(Path::new("s.yaml"), "s", &t).unwrap();
+        assert_eq!(sc.traffic[0].expect, Expect::Reply("pong".into()));
+        let e = err(&OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, expect: maybe}"));
+        assert_eq!((e.field.as_str(), e.line), ("traffic[0].expect", 9), "{e}");
+        let p = "  a:\n    processes: [{name: p, cmd: [x], ready: {tcp_listen: 1, delay_ms: 2}}]";
+        let e = err(&OK.replace("  a: {}", p));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("hosts.a.processes[0].ready", 4),
+            "{e}"
+        );
     }
 
     #[test]

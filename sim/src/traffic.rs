@@ -57,15 +57,57 @@ fn classify(e: std::io::Error) -> Observed {
 }
 
 /// Run one step in the calling thread's namespace (see `NetNs::run`).
-pub fn run_step(step: &Step, sport: u16) -> Observed {
+/// Waits are cut into slices so that `cancelled` is checked at least every
+/// [`SLICE`]; a cancelled step reports what it saw so far.
+pub fn run_step(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> Observed {
     let t = step.target().expect("validated");
-    let timeout = Duration::from_millis(step.timeout_ms);
+    let w = Wait {
+        deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
+        cancelled,
+    };
     let r = match step.proto {
-        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, timeout),
-        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, timeout),
-        Proto::Icmp => icmp(t.addr, sport, step, timeout),
+        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, &w),
+        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, &w),
+        Proto::Icmp => icmp(t.addr, sport, step, &w),
     };
     r.unwrap_or_else(classify)
+}
+
+/// How often a waiting step checks whether the run was interrupted.
+pub const SLICE: Duration = Duration::from_millis(50);
+
+struct Wait<'a> {
+    deadline: Instant,
+    cancelled: &'a dyn Fn() -> bool,
+}
+
+impl Wait<'_> {
+    /// The next read timeout, or None when the step's time is up or the run
+    /// was interrupted.
+    fn next(&self) -> Option<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        (!left.is_zero() && !(self.cancelled)()).then(|| left.min(SLICE))
+    }
+
+    /// Call `f` with successive read timeouts until it returns something
+    /// other than a timeout.
+    fn read<T>(
+        &self,
+        mut f: impl FnMut(Duration) -> std::io::Result<T>,
+    ) -> std::io::Result<Option<T>> {
+        while let Some(t) = self.next() {
+            match f(t) {
+                Ok(v) => return Ok(Some(v)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn expected_len(step: &Step) -> usize {
@@ -75,11 +117,12 @@ fn expected_len(step: &Step) -> usize {
     }
 }
 
-fn tcp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
-    s.connect_timeout(&to.into(), timeout)?;
+    let timeout = w.deadline.saturating_duration_since(Instant::now());
+    s.connect_timeout(&to.into(), timeout.max(Duration::from_millis(1)))?;
     let mut c = std::net::TcpStream::from(s);
     c.set_nodelay(true)?;
     c.write_all(step.payload.as_bytes())?;
@@ -113,7 +156,7 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::R
     })
 }
 
-fn udp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
     // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
@@ -121,13 +164,19 @@ fn udp(to: SocketAddr, sport: u16, step: &Step, timeout: Duration) -> std::io::R
     s.connect(&to.into())?;
     let u = std::net::UdpSocket::from(s);
     u.send(step.payload.as_bytes())?;
-    u.set_read_timeout(Some(timeout))?;
     let mut buf = [0u8; 65536];
-    let n = u.recv(&mut buf)?;
-    Ok(Observed::Reply(buf[..n].to_vec()))
+    Ok(
+        match w.read(|t| {
+            u.set_read_timeout(Some(t))?;
+            u.recv(&mut buf)
+        })? {
+            Some(n) => Observed::Reply(buf[..n].to_vec()),
+            None => Observed::Silence,
+        },
+    )
 }
 
-fn icmp(to: IpAddr, ident: u16, step: &Step, timeout: Duration) -> std::io::Result<Observed> {
+fn icmp(to: IpAddr, ident: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
     let v4 = to.is_ipv4();
     let (domain, proto, req_type, rep_type) = if v4 {
         (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8)
@@ -145,15 +194,15 @@ fn icmp(to: IpAddr, ident: u16, step: &Step, timeout: Duration) -> std::io::Resu
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     } // ICMPv6: the kernel fills in the checksum on raw ICMPv6 sockets.
     s.send_to(&pkt, &SocketAddr::new(to, 0).into())?;
-    let deadline = Instant::now() + timeout;
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some((n, _)) = w.read(|t| {
+            s.set_read_timeout(Some(t))?;
+            s.recv_from(&mut buf)
+        })?
+        else {
             return Ok(Observed::Silence);
-        }
-        s.set_read_timeout(Some(left))?;
-        let (n, _) = s.recv_from(&mut buf)?;
+        };
         // SAFETY: recv_from initialised the first `n` bytes.
         let data: Vec<u8> = buf[..n]
             .iter()

@@ -1,0 +1,97 @@
+//! Bad scenarios are refused before anything is built, with the file, line,
+//! column and field in the message.
+
+mod common;
+
+use common::*;
+
+const GOOD: &str = "version: 1
+hosts:
+  a: {}
+  b: {}
+links:
+  - a: {host: a, ifname: eth0, addr: [10.0.0.1/24]}
+    b: {host: b, ifname: eth0, addr: [10.0.0.2/24]}
+traffic:
+  - {name: ping, from: a, proto: icmp, to: 10.0.0.2}
+";
+
+fn refused(tag: &str, text: &str) -> String {
+    let sc = write_scenario(tag, text);
+    let out = out_dir(&format!("{tag}-out"));
+    let o = run(&sc, &out);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{tag}: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        !out.exists(),
+        "{tag}: a refused scenario still produced output"
+    );
+    let v = hoplab().arg("validate").arg(&sc).output().unwrap();
+    assert_eq!(v.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains(&format!("{}:", sc.display())), "{err}");
+    err
+}
+
+#[test]
+fn the_good_scenario_validates() {
+    let sc = write_scenario("good", GOOD);
+    let v = hoplab().arg("validate").arg(&sc).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+#[test]
+fn yaml_syntax_error_names_line_and_column() {
+    let e = refused("syntax", &GOOD.replace("  b: {}", "  b: {]"));
+    assert!(e.contains(".yaml:4:"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_path() {
+    let e = refused(
+        "unknown",
+        &GOOD.replace("proto: icmp", "proto: icmp, colour: red"),
+    );
+    assert!(
+        e.contains(".yaml:9:") && e.contains("traffic[0]") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn undefined_host_and_interface_are_refused() {
+    let e = refused("undef-host", &GOOD.replace("{host: b,", "{host: c,"));
+    assert!(
+        e.contains(".yaml:7:") && e.contains("links[0].b.host: undefined host `c`"),
+        "{e}"
+    );
+    let e = refused(
+        "undef-if",
+        &format!("{GOOD}capture:\n  interfaces: [a/eth7]\n"),
+    );
+    assert!(
+        e.contains(".yaml:11:") && e.contains("host `a` has no interface `eth7`"),
+        "{e}"
+    );
+    let e = refused(
+        "undef-dev",
+        &GOOD.replace("  a: {}", "  a:\n    routes: [{to: default, dev: wlan0}]"),
+    );
+    assert!(e.contains("hosts.a.routes[0].dev"), "{e}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let o = hoplab()
+        .args(["run", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.yaml: cannot read scenario")
+    );
+}
