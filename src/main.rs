@@ -140,8 +140,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox::init().context("setting up the sandbox")?;
             let b = run::bench_chain(hosts)?;
             println!(
-                "build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
-                b.build_ms, b.traffic_ms, b.teardown_ms
+                "bare_ms={:.1} build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
+                b.bare_ms, b.build_ms, b.traffic_ms, b.teardown_ms
             );
             Ok(ExitCode::SUCCESS)
         }

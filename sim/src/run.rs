@@ -143,6 +143,8 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
 
 /// Timings of one chain benchmark run, in milliseconds.
 pub struct ChainTimings {
+    /// Baseline in the same process: create and drop `n` bare namespaces.
+    pub bare_ms: f64,
     pub build_ms: f64,
     pub traffic_ms: f64,
     pub teardown_ms: f64,
@@ -159,6 +161,13 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
             source,
         })?;
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let bare: Vec<_> = (0..n)
+        .map(|i| crate::netns::NetNs::create(&format!("bare{i}")))
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Io { what: "bare namespace".into(), source })?;
+    drop(bare);
+    let bare_ms = ms(t);
     let t = Instant::now();
     let topo = rt.block_on(topology::build(&sc))?;
     let build_ms = ms(t);
@@ -184,6 +193,7 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     drop(topo);
     drop(rt);
     Ok(ChainTimings {
+        bare_ms,
         build_ms,
         traffic_ms,
         teardown_ms: ms(t),
