@@ -165,7 +165,10 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     let bare: Vec<_> = (0..n)
         .map(|i| crate::netns::NetNs::create(&format!("bare{i}")))
         .collect::<Result<_, _>>()
-        .map_err(|source| Error::Io { what: "bare namespace".into(), source })?;
+        .map_err(|source| Error::Io {
+            what: "bare namespace".into(),
+            source,
+        })?;
     drop(bare);
     let bare_ms = ms(t);
     let t = Instant::now();

@@ -591,3 +591,172 @@ impl Trace {
         self.flows.iter().map(|f| (f.step.as_str(), f)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    const SC: &str = "version: 1
+hosts:
+  client: {}
+  node:
+    bridges: {br0: {addr: [10.1.0.1/24]}}
+  pod: {}
+links:
+  - a: {host: client, ifname: eth0, addr: [192.0.2.2/24]}
+    b: {host: node, ifname: eth0, addr: [192.0.2.1/24]}
+  - a: {host: node, ifname: p1, bridge: br0}
+    b: {host: pod, ifname: eth0, addr: [10.1.0.10/24]}
+traffic:
+  - {name: t, from: client, proto: tcp, to: \"10.96.0.1:80\"}
+";
+
+    fn tcp(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        ttl: u8,
+        syn: bool,
+        seq: u32,
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4(src, dst, ttl)
+            .tcp(sport, dport, seq, 1000);
+        // The SYN-ACK acknowledges the client's ISN 5000 + 1.
+        let b = if syn { b.syn() } else { b.syn().ack(5001) };
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    }
+
+    fn frame(ts: u64, at: &str, out: bool, data: Vec<u8>) -> Captured {
+        let (host, ifname) = at.split_once('/').unwrap();
+        Captured {
+            ts_ns: ts,
+            host: host.into(),
+            ifname: ifname.into(),
+            outgoing: out,
+            data,
+            link: DataLink::ETHERNET,
+        }
+    }
+
+    /// A SYN DNATed on `node` and its SYN-ACK, with timestamps that tie on
+    /// the bridge and its port and come in the wrong order across hosts.
+    fn frames() -> Vec<Captured> {
+        let (c, svc, pod) = ([192, 0, 2, 2], [10, 96, 0, 1], [10, 1, 0, 10]);
+        let syn = |d, ttl| {
+            tcp(
+                c,
+                d,
+                40000,
+                if d == svc { 80 } else { 3000 },
+                ttl,
+                true,
+                5000,
+            )
+        };
+        let synack = |s, ttl| {
+            tcp(
+                s,
+                c,
+                if s == svc { 80 } else { 3000 },
+                40000,
+                ttl,
+                false,
+                9000,
+            )
+        };
+        vec![
+            frame(10, "client/eth0", true, syn(svc, 64)),
+            frame(11, "node/eth0", false, syn(svc, 64)),
+            frame(12, "node/p1", true, syn(pod, 63)), // tie with br0 out: port sorts first by name
+            frame(12, "node/br0", true, syn(pod, 63)),
+            frame(12, "pod/eth0", false, syn(pod, 63)),
+            frame(20, "pod/eth0", true, synack(pod, 64)),
+            frame(21, "node/br0", false, synack(pod, 64)), // the bridge before the port, by timestamp
+            frame(22, "node/p1", false, synack(pod, 64)),
+            frame(23, "node/eth0", true, synack(svc, 63)),
+            frame(24, "client/eth0", false, synack(svc, 63)),
+        ]
+    }
+
+    #[test]
+    fn hops_follow_the_wiring_not_the_timestamps() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let t = build(&sc, &frames(), &[]);
+        assert_eq!(t.flows[0].packets.len(), 2, "{}", t.to_yaml());
+        let at = |p: usize| {
+            t.flows[0].packets[p]
+                .hops
+                .iter()
+                .map(|h| h.at.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            at(0),
+            [
+                "client/eth0 out",
+                "node/eth0 in",
+                "node/br0 out",
+                "node/p1 out",
+                "pod/eth0 in"
+            ]
+        );
+        assert_eq!(
+            at(1),
+            [
+                "pod/eth0 out",
+                "node/p1 in",
+                "node/br0 in",
+                "node/eth0 out",
+                "client/eth0 in"
+            ]
+        );
+        assert!(t.other.is_empty());
+    }
+
+    #[test]
+    fn nat_changes_and_relative_numbers_are_shown() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let t = build(&sc, &frames(), &[]);
+        let syn = &t.flows[0].packets[0];
+        assert_eq!(
+            syn.hops[0].hdr,
+            "192.0.2.2:40000 > 10.96.0.1:80 tcp S seq=0 len=40 ttl=64"
+        );
+        assert_eq!(
+            syn.hops[2].changed.as_deref(),
+            Some("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63")
+        );
+        assert_eq!(syn.end, "delivered to pod");
+        let synack = &t.flows[0].packets[1];
+        assert_eq!(
+            synack.hops[0].hdr,
+            "10.1.0.10:3000 > 192.0.2.2:40000 tcp S. seq=0 ack=1 len=40 ttl=64"
+        );
+        assert_eq!(
+            synack.hops[3].changed.as_deref(),
+            Some("src 10.1.0.10:3000 -> 10.96.0.1:80, ttl 64 -> 63")
+        );
+        assert_eq!(synack.end, "delivered to client");
+    }
+
+    #[test]
+    fn a_packet_that_stops_is_last_seen_where_it_stopped() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let t = build(&sc, &frames()[..2], &[]);
+        assert_eq!(t.flows[0].packets[0].end, "last seen at node/eth0 in");
+    }
+
+    #[test]
+    fn undecodable_frames_are_counted_not_fatal() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let mut f = frames();
+        f[1].data.truncate(20);
+        let t = build(&sc, &f, &[]);
+        assert_eq!(t.undecodable, 1);
+    }
+}
