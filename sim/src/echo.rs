@@ -14,20 +14,24 @@ fn bind_any<T>(port: u16, f: impl Fn(SocketAddr) -> std::io::Result<T>) -> std::
     Ok(out)
 }
 
+/// A socket of type `ty` bound to `a`; an IPv6 one takes IPv6 only, so it
+/// can sit beside the IPv4 one on the same port.
+fn bound(a: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(a), ty, None)?;
+    if a.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&a.into())?;
+    Ok(s)
+}
+
 /// Serve until killed. Returns only on a bind error.
 pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
     let mut threads = Vec::new();
     for &port in tcp {
-        // An IPv6 socket bound to [::] would also take IPv4 unless v6only;
-        // std sets no option, so bind v6 only after v4 holds the port.
         for l in bind_any(port, |a| {
-            let s =
-                socket2::Socket::new(socket2::Domain::for_address(a), socket2::Type::STREAM, None)?;
-            if a.is_ipv6() {
-                s.set_only_v6(true)?;
-            }
-            s.set_reuse_address(true)?;
-            s.bind(&a.into())?;
+            let s = bound(a, socket2::Type::STREAM)?;
             s.listen(128)?;
             Ok(TcpListener::from(s))
         })? {
@@ -53,13 +57,7 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
     }
     for &port in udp {
         for s in bind_any(port, |a| {
-            let s =
-                socket2::Socket::new(socket2::Domain::for_address(a), socket2::Type::DGRAM, None)?;
-            if a.is_ipv6() {
-                s.set_only_v6(true)?;
-            }
-            s.bind(&a.into())?;
-            Ok(UdpSocket::from(s))
+            Ok(UdpSocket::from(bound(a, socket2::Type::DGRAM)?))
         })? {
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];

@@ -582,7 +582,7 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
         check_name(format!("hosts.{h}"), h)?;
         let set = ifaces.entry(h.as_str()).or_default();
         set.insert("lo");
-        for (k, _) in &host.sysctls {
+        for k in host.sysctls.keys() {
             if !k.starts_with("net.") {
                 return bad(
                     format!("hosts.{h}.sysctls.{k}"),
