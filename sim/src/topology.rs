@@ -56,6 +56,44 @@ impl HostNs {
         }
     }
 
+    /// Wait until every interface in `names` is operationally up.
+    async fn wait_oper_up(&self, names: &[&str], within: std::time::Duration) -> Result<(), Error> {
+        use rtnetlink::packet_route::link::{LinkAttribute, State};
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut down = Vec::new();
+            let mut links = self.handle.link().get().execute();
+            while let Some(m) = links
+                .try_next()
+                .await
+                .map_err(nl(format!("host {}: list links", self.ns.name())))?
+            {
+                let name = m.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                let up = m.attributes.iter().any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+                if let Some(n) = name {
+                    if names.contains(&n.as_str()) && !up {
+                        down.push(n);
+                    }
+                }
+            }
+            if down.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Failed(format!(
+                    "host {}: links not up after {} ms: {}",
+                    self.ns.name(),
+                    within.as_millis(),
+                    down.join(", ")
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     async fn set(&self, what: String, msg: LinkMessageBuilder<LinkUnspec>) -> Result<(), Error> {
         self.handle
             .link()
@@ -254,6 +292,22 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         }
     });
     try_join_all(per_host).await?;
+
+    // IPv6 starts on a link only once the kernel has seen its carrier come
+    // up, which it reports in batches up to a second apart: wait for every
+    // link end of an IPv6 host to be operationally up before any traffic.
+    let v6 = sc.hosts.iter().filter(|(_, h)| h.ipv6).map(|(hname, _)| {
+        let host = &topo.hosts[hname];
+        let ends: Vec<&str> = sc
+            .links
+            .iter()
+            .flat_map(|l| [&l.a, &l.b])
+            .filter(|e| &e.host == hname)
+            .map(|e| e.ifname.as_str())
+            .collect();
+        async move { host.wait_oper_up(&ends, std::time::Duration::from_secs(3)).await }
+    });
+    try_join_all(v6).await?;
 
     for (hname, h) in &sc.hosts {
         if let Some(script) = &h.firewall {
