@@ -230,12 +230,16 @@ impl Capture {
                     if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                         return Err(os("poll"));
                     }
+                    let before = frames.len();
                     for (i, p) in pfds.iter().enumerate() {
                         if last || p.revents != 0 {
                             drain(&fds[i], i as u32, &mut buf, &mut frames)?;
                         }
                     }
-                    if last {
+                    // Once asked to stop, go on until a whole poll interval
+                    // passes with nothing new: the last packets of a busy
+                    // machine are not lost to a fixed wait.
+                    if last && r == 0 && frames.len() == before {
                         return Ok(frames);
                     }
                 }
@@ -248,8 +252,8 @@ impl Capture {
         })
     }
 
-    /// Wait `settle`, drain every socket a last time and return what was seen,
-    /// ordered by kernel timestamp.
+    /// Wait `settle`, then drain every socket until 20 ms pass with no new
+    /// frame, and return what was seen, ordered by kernel timestamp.
     pub fn finish(self, settle: Duration) -> io::Result<(Vec<Iface>, Vec<Frame>)> {
         std::thread::sleep(settle);
         self.stop.store(true, Ordering::Release);
