@@ -3,5 +3,7 @@
 //! This crate is sans-IO: it never opens a socket, reads a clock or spawns
 //! a thread. [`wire`] reads the headers the rest of hoplab reasons about;
 //! the trace uses it to describe every hop of a captured packet.
+//! [`netmanager`] is the net manager's sans-IO core (translation, tables, tunnel).
 
+pub mod netmanager;
 pub mod wire;

@@ -123,7 +123,7 @@ impl Delta {
     }
 
     /// Combines two deltas.
-    pub fn add(self, other: Delta) -> Delta {
+    pub fn combine(self, other: Delta) -> Delta {
         Delta(u32::from(fold(self.0 + other.0)))
     }
 
@@ -310,7 +310,10 @@ mod tests {
         let b = Delta::NONE.word(0xffff, 0).word(1, 2);
         assert_eq!(a.apply(0x1234), b.apply(0x1234));
         assert_eq!(
-            Delta::NONE.word(1, 2).add(Delta::NONE.word(3, 4)).apply(7),
+            Delta::NONE
+                .word(1, 2)
+                .combine(Delta::NONE.word(3, 4))
+                .apply(7),
             Delta::NONE.word(1, 2).word(3, 4).apply(7)
         );
     }

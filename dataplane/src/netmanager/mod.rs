@@ -1,0 +1,108 @@
+//! The net manager's sans-IO core, modelled on Oakestra's node-net-manager:
+//! service IP resolution, balancing, address translation between service
+//! IPs and instance namespace IPs, and the tunnel between nodes.
+//!
+//! No sockets, no clock, no threads: the time is passed in as milliseconds
+//! since an arbitrary origin ([`cache::Millis`]); a shell reads the TUN and
+//! the tunnel socket, runs the queries, and carries out the
+//! [`core::Action`]s.
+//!
+//! - [`checksum`]: RFC 1624 incremental and RFC 1071 full checksums;
+//! - [`packet`]: validated in-place views over IP packets, with setters
+//!   that keep the checksums right (including ICMP errors' quotes);
+//! - [`services`]: service IP kinds, instances, balancing;
+//! - [`cache`]: resolutions with TTL, queries in flight, queued packets;
+//! - [`conntrack`]: the conversion table (flows by full 5-tuple);
+//! - [`core`]: [`NetManagerCore`], tying it together.
+//!
+//! # Tuple transformations
+//!
+//! Notation: the client instance has namespace address `c.ns` and, if it
+//! has one, instance IP `c.ip` (when it has none, read `c.ip` as `c.ns`);
+//! it dials service IP `svc` (instance, round-robin or closest) on port
+//! `sp` from port `cp`; the chosen instance has namespace address `i.ns`.
+//! Ports are never rewritten. Tuples are `src:port → dst:port`.
+//!
+//! ## Local client → local instance (one node, N)
+//!
+//! 1. The client sends `c.ns:cp → svc:sp`; the route for the service range
+//!    leads to the TUN. N's core (`on_tun_packet`) resolves `svc`, chooses
+//!    `i`, records the flow (original key `c.ns:cp → svc:sp`, reply key
+//!    `i.ns:sp → c.ip:cp`), rewrites to **`c.ip:cp → i.ns:sp`** and writes
+//!    it back to the TUN; the kernel delivers it through the bridge.
+//! 2. The instance answers `i.ns:sp → c.ip:cp`; `c.ip` is in the service
+//!    range, so the answer reaches the TUN. N's core finds the reply key,
+//!    rewrites to **`svc:sp → c.ns:cp`** and writes it to the TUN: the
+//!    client sees the address it dialled.
+//!
+//! ## Local client on node A → instance on node B
+//!
+//! 1. A's core, as above, rewrites `c.ns:cp → svc:sp` to
+//!    **`c.ip:cp → i.ns:sp`**, and sends the whole IP packet as the payload
+//!    of a UDP datagram to B's tunnel port (`SendTunnel`).
+//! 2. B's core (`on_tunnel_datagram`, from A): no flow matches; `i.ns` is
+//!    in B's subnet, so it records a *passthrough* flow (original key
+//!    `c.ip:cp → i.ns:sp`, reply key `i.ns:sp → c.ip:cp`, peer A) and
+//!    writes the packet **unchanged** to its TUN.
+//! 3. The instance answers `i.ns:sp → c.ip:cp`; it reaches B's TUN. B's
+//!    core finds the passthrough reply key and sends the packet
+//!    **unchanged** back to A through the tunnel.
+//! 4. A's core (`on_tunnel_datagram`) finds its flow's reply key
+//!    `i.ns:sp → c.ip:cp`, rewrites to **`svc:sp → c.ns:cp`** and writes it
+//!    to A's TUN.
+//!
+//! ### Why the receiving node keeps state (and does not translate)
+//!
+//! The only node that knows which service IP the client dialled is the one
+//! that chose the instance, A; so A must be the one to translate the reply
+//! back, and it must receive the reply exactly as it expects it. If B
+//! treated the reply as a new outbound flow (as Oakestra does: `c.ip` is
+//! an instance IP), it would rewrite the source to the instance's own
+//! instance IP and the destination to `c.ns`, and need a resolution of
+//! `c.ip` — a query on the reply path — while A would need a second key to
+//! map it back. Keeping a passthrough entry on B costs one flow entry per
+//! remote flow (same expiry rules as every flow) and buys: no query and no
+//! rewrite on B, exact reply tuples at A, and a reply path that works when
+//! the client has no instance IP (`c.ns`, or the gateway's internal
+//! address) since B answers to the tunnel peer the flow came from. If B
+//! loses its state, the next packet from A (any packet, not only a SYN)
+//! recreates it.
+//!
+//! Shell requirement: the service ranges are routed to the TUN; if clients
+//! without an instance IP talk to remote instances, the other nodes'
+//! instance subnets must be routed to the TUN as well.
+//!
+//! ## ICMP
+//!
+//! Echo is a flow like any other, its identifier standing for both ports.
+//! An ICMP error (unreachable, time exceeded, packet too big, parameter
+//! problem) belongs to the flow of the packet it quotes, in the direction
+//! it travels (the quoted tuple reversed); it is rewritten like the flow's
+//! packets that way, with the quoted packet rewritten the opposite way
+//! (see [`packet`]). It never creates a flow.
+//!
+//! ## Resolution
+//!
+//! A packet for a service IP with no flow looks the IP up in the cache. A
+//! miss emits one `Query` and queues the packet; later packets for the
+//! same service queue behind it (64 per service by default); packets for
+//! other services and flows go on. On success the queued packets are
+//! forwarded; on failure or timeout each is dropped, counted, and answered
+//! with an ICMP destination unreachable (host unreachable; ICMPv6 address
+//! unreachable). Errors are not rate-limited by the core: the queue bound
+//! caps them per failed query, and a shell that needs RFC 1812/4443 rate
+//! limiting applies it to the `WriteTun` actions carrying ICMP errors.
+
+pub mod cache;
+pub mod checksum;
+pub mod conntrack;
+pub mod core;
+pub mod packet;
+pub mod services;
+
+#[cfg(test)]
+mod testutil;
+
+pub use self::cache::{Millis, ResolveError};
+pub use self::core::{Action, Config, Counters, DropReason, LocalInstance, NetManagerCore};
+pub use self::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};
