@@ -13,7 +13,7 @@ use std::process::Stdio;
 
 use futures::future::try_join_all;
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -72,7 +72,10 @@ impl HostNs {
                     LinkAttribute::IfName(n) => Some(n.clone()),
                     _ => None,
                 });
-                let up = m.attributes.iter().any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+                let up = m
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
                 if let Some(n) = name {
                     if names.contains(&n.as_str()) && !up {
                         down.push(n);
@@ -184,13 +187,18 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         let mac_a: Mac = l.a.mac.unwrap_or(default_link_mac(i, 0));
         let mac_b: Mac = l.b.mac.unwrap_or(default_link_mac(i, 1));
         async move {
+            // One segment per GSO packet: TCP hands the device MSS-sized
+            // segments, so every capture shows the frames a real wire
+            // would carry rather than 64 KiB super-packets.
             let peer = LinkUnspec::new_with_name(&l.b.ifname)
                 .address(mac_b.0.to_vec())
+                .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
                 .setns_by_fd(b.ns.raw_fd())
                 .build();
             let msg = LinkVeth::new(&l.a.ifname, &l.b.ifname)
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .address(mac_a.0.to_vec())
+                .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
                 .build();
             a.handle.link().add(msg).execute().await.map_err(nl(format!(
                 "links[{i}]: create veth {}/{} <-> {}/{}",
@@ -305,7 +313,10 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
             .filter(|e| &e.host == hname)
             .map(|e| e.ifname.as_str())
             .collect();
-        async move { host.wait_oper_up(&ends, std::time::Duration::from_secs(3)).await }
+        async move {
+            host.wait_oper_up(&ends, std::time::Duration::from_secs(3))
+                .await
+        }
     });
     try_join_all(v6).await?;
 

@@ -21,6 +21,13 @@ pub enum Observed {
 impl Observed {
     pub fn describe(&self) -> String {
         match self {
+            Observed::Reply(b) if b.len() > 40 => {
+                format!(
+                    "reply {:?}... ({} B)",
+                    String::from_utf8_lossy(&b[..32]),
+                    b.len()
+                )
+            }
             Observed::Reply(b) => format!("reply {:?} ({} B)", String::from_utf8_lossy(b), b.len()),
             Observed::Silence => "no reply".into(),
             Observed::Refused => "refused".into(),
