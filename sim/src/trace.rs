@@ -14,7 +14,7 @@
 //! timestamps are left out; ARP and IPv6 neighbour/multicast-listener
 //! chatter is left out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::BufReader;
@@ -584,11 +584,6 @@ impl Trace {
 
     pub fn from_yaml(text: &str) -> Result<Trace, serde_yaml::Error> {
         serde_yaml::from_str(text)
-    }
-
-    /// Hops per flow, for the report.
-    pub fn flow_map(&self) -> BTreeMap<&str, &Flow> {
-        self.flows.iter().map(|f| (f.step.as_str(), f)).collect()
     }
 }
 
