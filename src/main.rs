@@ -74,6 +74,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Outside the sandbox: run this same command inside one and return its
+/// exit code. Inside: set the sandbox up and return None, to go on.
+fn enter_sandbox() -> anyhow::Result<Option<ExitCode>> {
+    if !sandbox::inside() {
+        let code = sandbox::reexec().context("entering the sandbox")?;
+        return Ok(Some(ExitCode::from(code.clamp(0, 255) as u8)));
+    }
+    sandbox::init().context("setting up the sandbox")?;
+    Ok(None)
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Run {
@@ -82,11 +93,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // Validate before making any namespace.
             let sc = scenario::load(&file)?;
-            if !sandbox::inside() {
-                let code = sandbox::reexec().context("entering the sandbox")?;
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            if let Some(code) = enter_sandbox()? {
+                return Ok(code);
             }
-            sandbox::init().context("setting up the sandbox")?;
             let out = PathBuf::from(out.replace("NAME", &sc.name));
             let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
             println!(
@@ -133,11 +142,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BenchChain { hosts } => {
-            if !sandbox::inside() {
-                let code = sandbox::reexec().context("entering the sandbox")?;
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            if let Some(code) = enter_sandbox()? {
+                return Ok(code);
             }
-            sandbox::init().context("setting up the sandbox")?;
             let b = run::bench_chain(hosts)?;
             println!(
                 "bare_ms={:.1} build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",

@@ -395,6 +395,36 @@ impl NetManagerCore {
         }
     }
 
+    /// The common first step of both entry points: check the IP version
+    /// nibble, validate the packet, key it, and look its flow up (tracking
+    /// TCP state, except for ICMP errors, which only report on a flow).
+    #[allow(clippy::type_complexity)]
+    fn classify<'a>(
+        &mut self,
+        now: Millis,
+        buf: &'a mut [u8],
+    ) -> Result<
+        (
+            IpPacket<'a>,
+            FlowKey,
+            bool,
+            Option<(Dir, super::conntrack::Flow)>,
+        ),
+        DropReason,
+    > {
+        if !matches!(buf.first().map(|b| b >> 4), Some(4 | 6)) {
+            return Err(DropReason::NotIp);
+        }
+        let v = IpPacket::new_checked(buf).map_err(parse_error_reason)?;
+        let (key, is_error) = packet_key(&v)?;
+        let found = if is_error {
+            self.conntrack.get(now, &key)
+        } else {
+            self.conntrack.track(now, &key, v.tcp_flags())
+        };
+        Ok((v, key, is_error, found))
+    }
+
     fn drop(&mut self, out: &mut Vec<Action>, r: DropReason) {
         *self.counters.drop_counter(r) += 1;
         out.push(Action::Drop(r));
@@ -434,21 +464,9 @@ impl NetManagerCore {
     }
 
     fn tun_packet(&mut self, now: Millis, packet: &mut [u8], out: &mut Vec<Action>) {
-        if !matches!(packet.first().map(|b| b >> 4), Some(4 | 6)) {
-            return self.drop(out, DropReason::NotIp);
-        }
-        let mut v = match IpPacket::new_checked(packet) {
-            Ok(v) => v,
-            Err(e) => return self.drop(out, parse_error_reason(e)),
-        };
-        let (key, is_error) = match packet_key(&v) {
-            Ok(k) => k,
+        let (mut v, key, is_error, found) = match self.classify(now, packet) {
+            Ok(c) => c,
             Err(r) => return self.drop(out, r),
-        };
-        let found = if is_error {
-            self.conntrack.get(now, &key)
-        } else {
-            self.conntrack.track(now, &key, v.tcp_flags())
         };
         if let Some((dir, flow)) = found {
             match (dir, flow.kind) {
@@ -591,21 +609,9 @@ impl NetManagerCore {
         out: &mut Vec<Action>,
     ) {
         // The receiver tells IPv4 from IPv6 by the first nibble.
-        if !matches!(payload.first().map(|b| b >> 4), Some(4 | 6)) {
-            return self.drop(out, DropReason::NotIp);
-        }
-        let mut v = match IpPacket::new_checked(payload) {
-            Ok(v) => v,
-            Err(e) => return self.drop(out, parse_error_reason(e)),
-        };
-        let (key, is_error) = match packet_key(&v) {
-            Ok(k) => k,
+        let (mut v, key, is_error, found) = match self.classify(now, payload) {
+            Ok(c) => c,
             Err(r) => return self.drop(out, r),
-        };
-        let found = if is_error {
-            self.conntrack.get(now, &key)
-        } else {
-            self.conntrack.track(now, &key, v.tcp_flags())
         };
         match found.map(|(d, f)| (d, f.kind)) {
             Some((
