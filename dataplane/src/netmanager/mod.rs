@@ -13,6 +13,7 @@
 //! - [`services`]: service IP kinds, instances, balancing;
 //! - [`cache`]: resolutions with TTL, queries in flight, queued packets;
 //! - [`conntrack`]: the conversion table (flows by full 5-tuple);
+//! - [`control`]: the line protocol to the service managers;
 //! - [`core`]: [`NetManagerCore`], tying it together.
 //!
 //! # Tuple transformations
@@ -96,6 +97,7 @@
 pub mod cache;
 pub mod checksum;
 pub mod conntrack;
+pub mod control;
 pub mod core;
 pub mod packet;
 pub mod services;
