@@ -8,6 +8,8 @@
 
 pub mod bench;
 pub mod capture;
+pub mod cluster;
+pub mod control_plane;
 pub mod echo;
 pub mod netns;
 pub mod process;

@@ -64,10 +64,41 @@ fn port_bound(proto: &str, port: u16) -> bool {
     })
 }
 
-/// Start `p` in host `ns`; its output goes to `logs/<host>.<name>.log`.
-pub fn start(ns: &NetNs, p: &Process, logs: &Path) -> Result<Running, Error> {
+/// The net manager binary: `$HOPLAB_NETMANAGER`, else `netmanager` next
+/// to the running executable (cargo builds both into the same folder).
+fn netmanager_bin() -> Result<String, Error> {
+    if let Some(p) = std::env::var_os("HOPLAB_NETMANAGER") {
+        return Ok(p.to_string_lossy().into_owned());
+    }
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        what: "locate the running executable".into(),
+        source,
+    })?;
+    let bin = exe.with_file_name("netmanager");
+    if !bin.exists() {
+        return Err(Error::Failed(format!(
+            "net manager binary {} not found: build it (`cargo build --bins`) or set HOPLAB_NETMANAGER",
+            bin.display()
+        )));
+    }
+    Ok(bin.display().to_string())
+}
+
+/// Start `p` in host `ns`; its output goes to `<out>/logs/<host>.<name>.log`;
+/// a net manager's counters go to `<out>/counters/`.
+pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     let host = ns.name();
+    let logs = out.join("logs");
     let argv: Vec<String> = match (&p.cmd, &p.echo) {
+        (None, None) if p.netmanager.is_some() => {
+            let nm = p.netmanager.as_ref().expect("checked");
+            let counters = out.join("counters");
+            std::fs::create_dir_all(&counters).map_err(|source| Error::Io {
+                what: format!("create {}", counters.display()),
+                source,
+            })?;
+            nm.argv(&netmanager_bin()?, &out.join("ctl"), &counters)
+        }
         (Some(c), _) => c.clone(),
         (None, Some(e)) => {
             let mut v = vec!["/proc/self/exe".to_string(), "__echo".to_string()];

@@ -49,11 +49,12 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     check_interrupt()?;
 
     let t = Instant::now();
+    let control = crate::control_plane::ControlPlane::start(&sc.plan, out)?;
     let mut procs = Vec::new();
     let started = (|| {
         for (h, host) in &sc.hosts {
             for p in &host.processes {
-                procs.push(process::start(&topo.hosts[h].ns, p, &out.join("logs"))?);
+                procs.push(process::start(&topo.hosts[h].ns, p, out)?);
                 check_interrupt()?;
             }
         }
@@ -120,6 +121,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         .finish(Duration::from_millis(sc.capture.settle_ms))
         .map_err(io("capture".into()))?;
     stop_all(procs);
+    drop(control);
     let pcapng = out.join("capture.pcapng");
     capture::write_pcapng(&pcapng, &ifs, &frames)?;
     phase("capture", t);

@@ -55,9 +55,18 @@ pub struct Scenario {
     pub traffic: Vec<Step>,
     #[serde(default)]
     pub capture: Capture,
+    /// Oakestra clusters of worker nodes (see [`crate::cluster`]).
+    #[serde(default)]
+    pub clusters: Vec<crate::cluster::Cluster>,
+    /// Services with their service IPs and instances placed on nodes.
+    #[serde(default)]
+    pub services: Vec<crate::cluster::Service>,
     /// Name of the scenario: the file stem, filled in by [`load`].
     #[serde(skip)]
     pub name: String,
+    /// What the simulated service managers serve; filled in by [`parse`].
+    #[serde(skip)]
+    pub plan: crate::cluster::Plan,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +80,10 @@ pub struct Host {
     pub ipv6: bool,
     #[serde(default)]
     pub bridges: BTreeMap<String, Bridge>,
+    /// TUN devices (persistent, no packet information header), for the
+    /// processes that attach to them.
+    #[serde(default)]
+    pub tuns: BTreeMap<String, Tun>,
     #[serde(default)]
     pub routes: Vec<Route>,
     /// An nftables script loaded with `nft -f -` inside the host.
@@ -87,6 +100,13 @@ pub struct Bridge {
     pub addr: Vec<Cidr>,
     #[serde(default)]
     pub mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tun {
+    #[serde(default)]
+    pub addr: Vec<Cidr>,
 }
 
 /// A veth pair: `a` and `b` are its two ends.
@@ -137,6 +157,9 @@ pub struct Process {
     pub ready: Option<Ready>,
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout_ms: u64,
+    /// A worker node's net manager, added by [`crate::cluster::expand`].
+    #[serde(skip)]
+    pub netmanager: Option<crate::cluster::NetManagerArgs>,
 }
 
 fn default_ready_timeout() -> u64 {
@@ -491,6 +514,17 @@ pub fn load(path: &Path) -> Result<Scenario, LoadError> {
 pub fn parse(file: &Path, name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut sc: Scenario = serde_yaml::from_str(text).map_err(|e| from_yaml_error(file, &e))?;
     sc.name = name.to_string();
+    let located = |(field, message): Invalid| {
+        let (line, column) = locate(text, &field).unwrap_or((1, 1));
+        ScenarioError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field,
+            message,
+        }
+    };
+    sc.plan = crate::cluster::expand(&mut sc).map_err(located)?;
     validate(&sc).map_err(|(field, message)| {
         let (line, column) = locate(text, &field).unwrap_or((1, 1));
         ScenarioError {
@@ -593,6 +627,15 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
                 return bad(format!("hosts.{h}.sysctls.{k}"), "not a sysctl name");
             }
         }
+        for t in host.tuns.keys() {
+            check_ifname(format!("hosts.{h}.tuns.{t}"), t)?;
+            if !set.insert(t.as_str()) {
+                return bad(
+                    format!("hosts.{h}.tuns.{t}"),
+                    format!("interface `{t}` defined twice on host `{h}`"),
+                );
+            }
+        }
         for (b, br) in &host.bridges {
             check_ifname(format!("hosts.{h}.bridges.{b}"), b)?;
             if !set.insert(b.as_str()) {
@@ -622,6 +665,7 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
                     )
                 }
                 (None, Some(_)) => {}
+                (None, None) if p.netmanager.is_some() => {}
                 _ => return bad(f, "give exactly one of `cmd` or `echo`"),
             }
             if p.ready.as_ref().is_some_and(|r| r.count() != 1) {
@@ -790,7 +834,12 @@ impl Scenario {
         }
         let mut out = Vec::new();
         for (h, host) in &self.hosts {
-            let mut names: Vec<&str> = host.bridges.keys().map(|s| s.as_str()).collect();
+            let mut names: Vec<&str> = host
+                .bridges
+                .keys()
+                .chain(host.tuns.keys())
+                .map(|s| s.as_str())
+                .collect();
             for l in &self.links {
                 for e in [&l.a, &l.b] {
                     if &e.host == h {

@@ -180,6 +180,28 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
     }
     try_join_all(bridges).await?;
 
+    // TUNs: created persistent inside their host, so that they outlive
+    // this file descriptor and wait for the process that attaches to them;
+    // they go away with the namespace.
+    for (hname, h) in &sc.hosts {
+        for t in h.tuns.keys() {
+            topo.hosts[hname]
+                .ns
+                .run(|| {
+                    let dev = tun_rs::DeviceBuilder::new()
+                        .name(t)
+                        .enable(false)
+                        .build_sync()?;
+                    dev.persist()
+                })
+                .and_then(|r| r)
+                .map_err(|source| Error::Io {
+                    what: format!("hosts.{hname}.tuns.{t}: create TUN"),
+                    source,
+                })?;
+        }
+    }
+
     // Veth pairs: created in a's host, the peer placed into b's host.
     let veths = sc.links.iter().enumerate().map(|(i, l)| {
         let a = &topo.hosts[&l.a.host];
@@ -234,6 +256,9 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
             let mut ifaces: Vec<(&str, &[crate::scenario::Cidr], Option<&str>)> = Vec::new();
             for (b, br) in &h.bridges {
                 ifaces.push((b, &br.addr, None));
+            }
+            for (t, tun) in &h.tuns {
+                ifaces.push((t, &tun.addr, None));
             }
             for l in &sc.links {
                 for e in [&l.a, &l.b] {
