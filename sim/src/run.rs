@@ -33,16 +33,41 @@ fn check_interrupt() -> Result<(), Error> {
     }
 }
 
-/// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
-/// `logs/` under `out`.
-pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
+/// A built topology with its processes and control plane running.
+/// Dropping it stops the processes, then the control plane, then removes
+/// the namespaces.
+pub struct Started {
+    pub topo: topology::Topology,
+    procs: Vec<process::Running>,
+    control: Option<crate::control_plane::ControlPlane>,
+}
+
+impl Started {
+    /// The simulated control plane, if the scenario has clusters.
+    pub fn control(&self) -> Option<&crate::control_plane::ControlPlane> {
+        self.control.as_ref()
+    }
+
+    /// Stop the processes (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop_processes(&mut self) {
+        for p in self.procs.drain(..) {
+            p.stop(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.stop_processes();
+        self.control.take();
+    }
+}
+
+/// Build `sc`'s topology, start its control plane and processes (logs
+/// under `out/logs`).
+pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
     let io = |what: String| move |source| Error::Io { what, source };
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io("start runtime".into()))?;
-
     let t = Instant::now();
     let topo = rt.block_on(topology::build(sc))?;
     phase("build", t);
@@ -50,26 +75,32 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
 
     let t = Instant::now();
     let control = crate::control_plane::ControlPlane::start(&sc.plan, out)?;
-    let mut procs = Vec::new();
-    let started = (|| {
-        for (h, host) in &sc.hosts {
-            for p in &host.processes {
-                procs.push(process::start(&topo.hosts[h].ns, p, out)?);
-                check_interrupt()?;
-            }
-        }
-        Ok::<(), Error>(())
-    })();
-    let stop_all = |procs: Vec<process::Running>| {
-        for p in procs {
-            p.stop(Duration::from_millis(500));
-        }
+    let mut started = Started {
+        topo,
+        procs: Vec::new(),
+        control,
     };
-    if let Err(e) = started {
-        stop_all(procs);
-        return Err(e);
+    for (h, host) in &sc.hosts {
+        for p in &host.processes {
+            let r = process::start(&started.topo.hosts[h].ns, p, out)?;
+            started.procs.push(r);
+            check_interrupt()?;
+        }
     }
     phase("start", t);
+    Ok(started)
+}
+
+/// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
+/// `logs/` under `out`.
+pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
+    let io = |what: String| move |source| Error::Io { what, source };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start runtime".into()))?;
+    let mut started = start(sc, out, &rt)?;
+    let topo = &started.topo;
 
     let t = Instant::now();
     let ifaces = sc.capture_interfaces();
@@ -120,8 +151,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let (ifs, frames) = cap
         .finish(Duration::from_millis(sc.capture.settle_ms))
         .map_err(io("capture".into()))?;
-    stop_all(procs);
-    drop(control);
+    started.stop_processes();
     let pcapng = out.join("capture.pcapng");
     capture::write_pcapng(&pcapng, &ifs, &frames)?;
     phase("capture", t);
@@ -133,7 +163,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
         .map_err(io("write report.md".into()))?;
     phase("trace", t);
-    drop(topo);
+    drop(started);
     // What was captured before an interruption is written all the same.
     check_interrupt()?;
     Ok(Outcome {
