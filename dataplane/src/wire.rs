@@ -106,6 +106,19 @@ impl Summary {
             _ => None,
         }
     }
+
+    /// The IP packet this UDP datagram tunnels: `Some` when it is UDP to or
+    /// from `port` (the net manager's 50103) and its whole payload parses
+    /// as an IPv4/IPv6 packet; `None` otherwise (not UDP, another port, or
+    /// a payload that is not IP), so such a datagram stays a plain one.
+    pub fn tunnelled(&self, port: u16) -> Option<Summary> {
+        match self.l4 {
+            L4::Udp { sport, dport } if sport == port || dport == port => {
+                parse_ip(&self.payload).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Text of TCP flags in tcpdump's order and letters: `S`, `S.`, `P.`, `F.`, `R`.
@@ -295,6 +308,53 @@ mod tests {
         f[12] = 0x08;
         f[13] = 0x06;
         assert_eq!(parse_ethernet(&f).unwrap(), None);
+    }
+
+    fn udp_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 10, 1, 1], [10, 10, 1, 2], 64)
+            .udp(sport, dport);
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_tunnel_datagram_carries_the_inner_packet() {
+        let inner = &tcp_frame()[14..];
+        for (sport, dport) in [(50103, 50103), (40000, 50103), (50103, 40000)] {
+            let outer = parse_ethernet(&udp_frame(sport, dport, inner))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                outer.tunnelled(50103).map(|s| s.to_string()).as_deref(),
+                Some("10.0.0.1:40000 > 10.0.0.2:80 tcp S seq=1000 ack=0 len=40 ttl=64"),
+                "{sport} > {dport}"
+            );
+        }
+        // Another port, or no UDP at all: not a tunnel.
+        let other = parse_ethernet(&udp_frame(40000, 4789, inner))
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.tunnelled(50103), None);
+        let tcp = parse_ethernet(&tcp_frame()).unwrap().unwrap();
+        assert_eq!(tcp.tunnelled(80), None);
+    }
+
+    #[test]
+    fn a_tunnel_port_datagram_without_ip_inside_is_plain() {
+        // "hello" starts with 0x6: it looks like IPv6 and is not.
+        for payload in [
+            &b"hello"[..],
+            &[],
+            &[0x45, 0, 0, 40, 0, 0],
+            &tcp_frame()[14..30],
+        ] {
+            let s = parse_ethernet(&udp_frame(50103, 50103, payload))
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.tunnelled(50103), None, "{payload:?}");
+        }
     }
 
     #[test]

@@ -8,11 +8,36 @@
 //! (a fresh packet, such as an echo with the same bytes) or the same
 //! interface and direction come again (a retransmission).
 //!
+//! Tunnels: the net manager carries whole IP packets between nodes as the
+//! payload of UDP datagrams to or from port 50103 ([`TUNNEL_PORT`]). A
+//! frame that is such a datagram, and whose payload parses as an IPv4/IPv6
+//! packet, stands for that *inner* packet: its identity, TTL (for splitting
+//! and ordering paths), addresses (for where a packet ended) and ports (for
+//! the step it belongs to) are the inner packet's, and link chatter is
+//! recognised on it. So a packet read from node A's TUN, tunnelled over
+//! A's underlay, the switch and B's underlay, then written bare to B's TUN
+//! and delivered to an instance is one packet with one path; the outer
+//! TTL, which starts afresh at the tunnel, never splits it. Within one
+//! inner TTL, a tunnel endpoint's bare frame comes before its encapsulated
+//! one on the way out (TUN, then underlay) and after it on the way in. A
+//! datagram on port 50103 whose payload is not IP is a plain UDP packet.
+//!
+//! An encapsulated hop's `hdr` is the inner header, then the outer one as
+//! distinct keys, e.g. `10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=60
+//! ttl=63 | outer=udp outer.src=10.10.1.1:50103 outer.dst=10.10.1.2:50103
+//! outer.len=88 outer.ttl=64` (so the inner packet reads the same on bare
+//! and tunnelled hops, and a per-field snapshot diff names outer fields
+//! apart from inner ones). `changed` says `encapsulated in udp SRC > DST`
+//! or `decapsulated from udp SRC > DST` where the tunnel starts or ends,
+//! `outer src/dst/ttl/len A -> B` between tunnelled hops, then the inner
+//! packet's changes as on any hop.
+//!
 //! Normalisation, so that a trace is the same on every run: TCP sequence
 //! and acknowledgement numbers are relative to each direction's first
 //! sequence number; checksums, IP IDs, flow labels, MAC addresses and
-//! timestamps are left out; ARP and IPv6 neighbour/multicast-listener
-//! chatter is left out.
+//! timestamps are left out (of a tunnel's outer header too; its ports,
+//! addresses, length and TTL are shown); ARP and IPv6
+//! neighbour/multicast-listener chatter is left out.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,6 +46,7 @@ use std::io::BufReader;
 use std::net::IpAddr;
 use std::path::Path;
 
+use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{self, Summary, L4};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -170,7 +196,11 @@ struct Seen {
     host: String,
     ifname: String,
     outgoing: bool,
+    /// The packet: for a tunnel datagram, the inner packet.
     s: Summary,
+    /// The tunnel datagram's own headers, if `s` was seen encapsulated
+    /// (its payload, the inner packet, dropped).
+    outer: Option<Summary>,
 }
 
 fn identity(s: &Summary) -> u64 {
@@ -243,6 +273,11 @@ impl Wiring {
         if ka == kb {
             // A TUN hands the packet to its reader, which writes it back.
             return a.outgoing && !b.outgoing;
+        }
+        if a.outgoing == b.outgoing && a.outer.is_some() != b.outer.is_some() {
+            // A tunnel endpoint: read from the TUN, then sent encapsulated;
+            // received encapsulated, then written to the TUN.
+            return a.outer.is_some() != a.outgoing;
         }
         let port_of =
             |p: &(String, String), br: &(String, String)| self.port_of.get(p) == Some(&br.1);
@@ -329,8 +364,19 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
             DataLink::RAW => wire::parse_ip(&f.data).map(Some),
             _ => wire::parse_ethernet(&f.data),
         };
+        // A tunnel datagram stands for the packet it carries.
+        let parsed = parsed.map(|s| {
+            s.map(|s| match s.tunnelled(TUNNEL_PORT) {
+                Some(inner) => {
+                    let mut outer = s;
+                    outer.payload = Vec::new();
+                    (inner, Some(outer))
+                }
+                None => (s, None),
+            })
+        });
         match parsed {
-            Ok(Some(s)) if !is_chatter(&s) => seen.push(Seen {
+            Ok(Some((s, outer))) if !is_chatter(&s) => seen.push(Seen {
                 ts_ns: f.ts_ns,
                 at: format!(
                     "{}/{} {}",
@@ -342,6 +388,7 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
                 ifname: f.ifname.clone(),
                 outgoing: f.outgoing,
                 s,
+                outer,
             }),
             Ok(_) => {}
             Err(_) => undecodable += 1,
@@ -478,13 +525,40 @@ impl RelSeq {
     }
 }
 
-fn hdr_text(s: &Summary) -> String {
+fn hdr_text(s: &Summary, outer: Option<&Summary>) -> String {
     let full = s.to_string();
     // Drop the `ack=` of segments without the ACK flag: it means nothing.
-    match &s.l4 {
+    let full = match &s.l4 {
         L4::Tcp { flags, .. } if flags & wire::tcp_flags::ACK == 0 => full.replace(" ack=0", ""),
         _ => full,
+    };
+    match outer {
+        // Only what the outer header's text has that is deterministic:
+        // no IP ID, no checksum.
+        Some(o) => {
+            let ports = o.ports();
+            format!(
+                "{full} | outer={} outer.src={} outer.dst={} outer.len={} outer.ttl={}",
+                o.proto_name(),
+                endpoint(o.src, ports.map(|p| p.0)),
+                endpoint(o.dst, ports.map(|p| p.1)),
+                o.len,
+                o.ttl
+            )
+        }
+        None => full,
     }
+}
+
+/// `udp SRC > DST` of a tunnel datagram.
+fn tunnel_text(o: &Summary) -> String {
+    let ports = o.ports();
+    format!(
+        "{} {} > {}",
+        o.proto_name(),
+        endpoint(o.src, ports.map(|p| p.0)),
+        endpoint(o.dst, ports.map(|p| p.1))
+    )
 }
 
 fn endpoint(a: IpAddr, p: Option<u16>) -> String {
@@ -495,37 +569,56 @@ fn endpoint(a: IpAddr, p: Option<u16>) -> String {
     }
 }
 
-fn changes(prev: &Summary, cur: &Summary) -> Option<String> {
+/// What differs between two hops: the tunnel's start or end, or its outer
+/// header's changes, then the (inner) packet's own.
+fn changes(prev: &Shown, cur: &Shown) -> Option<String> {
     let mut v = Vec::new();
+    match (&prev.outer, &cur.outer) {
+        (None, Some(o)) => v.push(format!("encapsulated in {}", tunnel_text(o))),
+        (Some(o), None) => v.push(format!("decapsulated from {}", tunnel_text(o))),
+        (Some(p), Some(c)) => field_changes(p, c, "outer ", &mut v),
+        (None, None) => {}
+    }
+    field_changes(&prev.s, &cur.s, "", &mut v);
+    (!v.is_empty()).then(|| v.join(", "))
+}
+
+fn field_changes(prev: &Summary, cur: &Summary, pre: &str, v: &mut Vec<String>) {
     let (pp, cp) = (prev.ports(), cur.ports());
     let (ps, cs) = (
         endpoint(prev.src, pp.map(|p| p.0)),
         endpoint(cur.src, cp.map(|p| p.0)),
     );
     if ps != cs {
-        v.push(format!("src {ps} -> {cs}"));
+        v.push(format!("{pre}src {ps} -> {cs}"));
     }
     let (pd, cd) = (
         endpoint(prev.dst, pp.map(|p| p.1)),
         endpoint(cur.dst, cp.map(|p| p.1)),
     );
     if pd != cd {
-        v.push(format!("dst {pd} -> {cd}"));
+        v.push(format!("{pre}dst {pd} -> {cd}"));
     }
     if prev.echo_id() != cur.echo_id() {
         v.push(format!(
-            "icmp id {:?} -> {:?}",
+            "{pre}icmp id {:?} -> {:?}",
             prev.echo_id(),
             cur.echo_id()
         ));
     }
     if prev.ttl != cur.ttl {
-        v.push(format!("ttl {} -> {}", prev.ttl, cur.ttl));
+        v.push(format!("{pre}ttl {} -> {}", prev.ttl, cur.ttl));
     }
     if prev.len != cur.len {
-        v.push(format!("len {} -> {}", prev.len, cur.len));
+        v.push(format!("{pre}len {} -> {}", prev.len, cur.len));
     }
-    (!v.is_empty()).then(|| v.join(", "))
+}
+
+/// One hop's headers as rendered: the packet (TCP numbers relative) and,
+/// when tunnelled, the datagram that carries it.
+struct Shown {
+    s: Summary,
+    outer: Option<Summary>,
 }
 
 fn render(
@@ -535,18 +628,22 @@ fn render(
 ) -> Packet {
     let mut tcp = tcp;
     let mut out: Vec<Hop> = Vec::new();
-    let mut prev: Option<Summary> = None;
+    let mut prev: Option<Shown> = None;
     for h in hops {
         let s = match tcp.as_mut() {
             Some((rel, fwd)) => rel.rel(&h.s, *fwd),
             None => h.s.clone(),
         };
+        let cur = Shown {
+            s,
+            outer: h.outer.clone(),
+        };
         out.push(Hop {
             at: h.at.clone(),
-            hdr: hdr_text(&s),
-            changed: prev.as_ref().and_then(|p| changes(p, &s)),
+            hdr: hdr_text(&cur.s, cur.outer.as_ref()),
+            changed: prev.as_ref().and_then(|p| changes(p, &cur)),
         });
-        prev = Some(s);
+        prev = Some(cur);
     }
     let first = &hops[0].s;
     let last = hops.last().expect("a chain has a frame");
@@ -744,6 +841,412 @@ traffic:
         let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let t = build(&sc, &frames()[..2], &[]);
         assert_eq!(t.flows[0].packets[0].end, "last seen at node/eth0 in");
+    }
+
+    /// Two worker nodes joined by a switch; each has a TUN (`tun0`, not a
+    /// link of the scenario) and a bridge with one instance.
+    const TUNNEL_SC: &str = "version: 1
+hosts:
+  inst-a: {}
+  node-a:
+    bridges: {br0: {addr: [10.18.0.1/26]}}
+  switch:
+    bridges: {sw0: {}}
+  node-b:
+    bridges: {br0: {addr: [10.18.0.65/26]}}
+  inst-b: {}
+links:
+  - a: {host: inst-a, ifname: eth0, addr: [10.18.0.2/26]}
+    b: {host: node-a, ifname: veth-a, bridge: br0}
+  - a: {host: node-a, ifname: eth0, addr: [10.10.1.1/24]}
+    b: {host: switch, ifname: pa, bridge: sw0}
+  - a: {host: node-b, ifname: eth0, addr: [10.10.1.2/24]}
+    b: {host: switch, ifname: pb, bridge: sw0}
+  - a: {host: node-b, ifname: veth-b, bridge: br0}
+    b: {host: inst-b, ifname: eth0, addr: [10.18.0.66/26]}
+traffic:
+  - {name: t, from: inst-a, proto: tcp, to: \"10.30.0.2:80\"}
+";
+
+    /// A bare IPv4 TCP packet with IP ID 0x1234: a SYN (client ISN 5000) or
+    /// the SYN-ACK to it (ISN 9000).
+    fn ip_tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, syn: bool) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(src, dst, ttl).tcp(
+            sport,
+            dport,
+            if syn { 5000 } else { 9000 },
+            1000,
+        );
+        let b = if syn { b.syn() } else { b.syn().ack(5001) };
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        v
+    }
+
+    fn eth(ip: &[u8]) -> Vec<u8> {
+        let mut v = vec![4; 6];
+        v.extend([2; 6]);
+        v.extend(if ip[0] >> 4 == 6 {
+            [0x86, 0xdd]
+        } else {
+            [0x08, 0x00]
+        });
+        v.extend(ip);
+        v
+    }
+
+    /// `inner` in a UDP datagram between the net managers' tunnel sockets
+    /// (50103 to 50103), with an outer IP ID that must not show anywhere.
+    fn udp(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        ttl: u8,
+        id: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(src, dst, ttl)
+            .udp(sport, dport)
+            .write(&mut v, payload)
+            .unwrap();
+        v[4..6].copy_from_slice(&id.to_be_bytes());
+        eth(&v)
+    }
+
+    fn encap(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, inner: &[u8]) -> Vec<u8> {
+        udp(src, dst, TUNNEL_PORT, TUNNEL_PORT, ttl, id, inner)
+    }
+
+    fn raw(ts: u64, at: &str, out: bool, data: Vec<u8>) -> Captured {
+        Captured {
+            link: DataLink::RAW,
+            ..frame(ts, at, out, data)
+        }
+    }
+
+    /// inst-a dials service 10.30.0.2:80; node-a's net manager sends it as
+    /// 10.30.1.11 (inst-a's instance IP) to 10.18.0.66 (inst-b) through
+    /// the tunnel; node-b writes it unchanged to its TUN. The SYN-ACK goes
+    /// back the same way and node-a translates it back. Frames of a tunnel
+    /// endpoint tie on timestamps in the wrong order (the wiring orders
+    /// them), and the reply's outer TTL drops as if the underlay were routed.
+    fn tunnel_frames() -> Vec<Captured> {
+        let (c_ns, c_ip, svc, i_ns) = (
+            [10, 18, 0, 2],
+            [10, 30, 1, 11],
+            [10, 30, 0, 2],
+            [10, 18, 0, 66],
+        );
+        let (ua, ub) = ([10, 10, 1, 1], [10, 10, 1, 2]);
+        let syn_c = |ttl| ip_tcp(c_ns, svc, 40000, 80, ttl, true);
+        let syn_t = ip_tcp(c_ip, i_ns, 40000, 80, 63, true);
+        let synack_t = |ttl| ip_tcp(i_ns, c_ip, 80, 40000, ttl, false);
+        let synack_c = |ttl| ip_tcp(svc, c_ns, 80, 40000, ttl, false);
+        vec![
+            frame(10, "inst-a/eth0", true, eth(&syn_c(64))),
+            frame(11, "node-a/veth-a", false, eth(&syn_c(64))),
+            frame(11, "node-a/br0", false, eth(&syn_c(64))),
+            frame(12, "node-a/eth0", true, encap(ua, ub, 64, 0xbeef, &syn_t)),
+            raw(12, "node-a/tun0", true, syn_c(63)),
+            frame(13, "switch/pa", false, encap(ua, ub, 64, 0xbeef, &syn_t)),
+            frame(13, "switch/pb", true, encap(ua, ub, 64, 0xbeef, &syn_t)),
+            raw(14, "node-b/tun0", false, syn_t.clone()),
+            frame(14, "node-b/eth0", false, encap(ua, ub, 64, 0xbeef, &syn_t)),
+            frame(
+                15,
+                "node-b/br0",
+                true,
+                eth(&ip_tcp(c_ip, i_ns, 40000, 80, 62, true)),
+            ),
+            frame(
+                15,
+                "node-b/veth-b",
+                true,
+                eth(&ip_tcp(c_ip, i_ns, 40000, 80, 62, true)),
+            ),
+            frame(
+                16,
+                "inst-b/eth0",
+                false,
+                eth(&ip_tcp(c_ip, i_ns, 40000, 80, 62, true)),
+            ),
+            frame(20, "inst-b/eth0", true, eth(&synack_t(64))),
+            frame(21, "node-b/veth-b", false, eth(&synack_t(64))),
+            frame(21, "node-b/br0", false, eth(&synack_t(64))),
+            raw(22, "node-b/tun0", true, synack_t(63)),
+            frame(
+                23,
+                "node-b/eth0",
+                true,
+                encap(ub, ua, 64, 0x0101, &synack_t(63)),
+            ),
+            frame(
+                24,
+                "switch/pb",
+                false,
+                encap(ub, ua, 64, 0x0101, &synack_t(63)),
+            ),
+            frame(
+                24,
+                "switch/pa",
+                true,
+                encap(ub, ua, 64, 0x0101, &synack_t(63)),
+            ),
+            frame(
+                25,
+                "node-a/eth0",
+                false,
+                encap(ub, ua, 63, 0x0101, &synack_t(63)),
+            ),
+            raw(26, "node-a/tun0", false, synack_c(63)),
+            frame(27, "node-a/br0", true, eth(&synack_c(62))),
+            frame(27, "node-a/veth-a", true, eth(&synack_c(62))),
+            frame(28, "inst-a/eth0", false, eth(&synack_c(62))),
+        ]
+    }
+
+    fn hops_of(p: &Packet) -> Vec<(&str, &str, Option<&str>)> {
+        p.hops
+            .iter()
+            .map(|h| (h.at.as_str(), h.hdr.as_str(), h.changed.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let t = build(&sc, &tunnel_frames(), &[]);
+        assert!(t.other.is_empty(), "{}", t.to_yaml());
+        assert_eq!(t.undecodable, 0);
+        let f = &t.flows[0];
+        assert_eq!(f.packets.len(), 2, "{}", t.to_yaml());
+
+        let syn = &f.packets[0];
+        assert_eq!(syn.packet, "tcp S 10.18.0.2:40000 > 10.30.0.2:80");
+        let bare = "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=63";
+        let tunnelled = "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=63 \
+                         | outer=udp outer.src=10.10.1.1:50103 outer.dst=10.10.1.2:50103 \
+                         outer.len=68 outer.ttl=64";
+        assert_eq!(
+            hops_of(syn),
+            [
+                ("inst-a/eth0 out", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
+                ("node-a/veth-a in", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
+                ("node-a/br0 in", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
+                (
+                    "node-a/tun0 out",
+                    "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=63",
+                    Some("ttl 64 -> 63")
+                ),
+                (
+                    "node-a/eth0 out",
+                    tunnelled,
+                    Some(
+                        "encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103, \
+                         src 10.18.0.2:40000 -> 10.30.1.11:40000, dst 10.30.0.2:80 -> 10.18.0.66:80"
+                    )
+                ),
+                ("switch/pa in", tunnelled, None),
+                ("switch/pb out", tunnelled, None),
+                ("node-b/eth0 in", tunnelled, None),
+                (
+                    "node-b/tun0 in",
+                    bare,
+                    Some("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103")
+                ),
+                (
+                    "node-b/br0 out",
+                    "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=62",
+                    Some("ttl 63 -> 62")
+                ),
+                (
+                    "node-b/veth-b out",
+                    "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=62",
+                    None
+                ),
+                (
+                    "inst-b/eth0 in",
+                    "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=62",
+                    None
+                ),
+            ]
+        );
+        assert_eq!(syn.end, "delivered to inst-b");
+
+        // The reply: a packet of its own, in the same flow.
+        let synack = &f.packets[1];
+        assert_eq!(synack.packet, "tcp S. 10.18.0.66:80 > 10.30.1.11:40000");
+        let at: Vec<&str> = synack.hops.iter().map(|h| h.at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "inst-b/eth0 out",
+                "node-b/veth-b in",
+                "node-b/br0 in",
+                "node-b/tun0 out",
+                "node-b/eth0 out",
+                "switch/pb in",
+                "switch/pa out",
+                "node-a/eth0 in",
+                "node-a/tun0 in",
+                "node-a/br0 out",
+                "node-a/veth-a out",
+                "inst-a/eth0 in"
+            ]
+        );
+        let h = |i: usize| {
+            (
+                synack.hops[i].hdr.as_str(),
+                synack.hops[i].changed.as_deref(),
+            )
+        };
+        assert_eq!(
+            h(4),
+            (
+                "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
+                 | outer=udp outer.src=10.10.1.2:50103 outer.dst=10.10.1.1:50103 \
+                 outer.len=68 outer.ttl=64",
+                Some("encapsulated in udp 10.10.1.2:50103 > 10.10.1.1:50103")
+            )
+        );
+        assert_eq!(
+            h(7),
+            (
+                "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
+                 | outer=udp outer.src=10.10.1.2:50103 outer.dst=10.10.1.1:50103 \
+                 outer.len=68 outer.ttl=63",
+                Some("outer ttl 64 -> 63")
+            )
+        );
+        assert_eq!(
+            h(8),
+            (
+                "10.30.0.2:80 > 10.18.0.2:40000 tcp S. seq=0 ack=1 len=40 ttl=63",
+                Some(
+                    "decapsulated from udp 10.10.1.2:50103 > 10.10.1.1:50103, \
+                     src 10.18.0.66:80 -> 10.30.0.2:80, dst 10.30.1.11:40000 -> 10.18.0.2:40000"
+                )
+            )
+        );
+        assert_eq!(synack.end, "delivered to inst-a");
+        // Nothing of the outer IP IDs (0xbeef, 0x0101) in the text.
+        let y = t.to_yaml();
+        assert!(
+            !y.contains("48879") && !y.contains("257") && !y.contains("beef"),
+            "{y}"
+        );
+    }
+
+    #[test]
+    fn the_outer_ttl_never_splits_a_tunnelled_packet() {
+        // Retransmission-free, yet the outer TTL (64) is above the TTL the
+        // packet had on the TUN (63), and only the TUN hops and the
+        // tunnel hops are captured: still one path per packet.
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let frames: Vec<Captured> = tunnel_frames()
+            .into_iter()
+            .filter(|f| f.ifname == "tun0" || f.ifname == "eth0" && f.host.starts_with("node"))
+            .collect();
+        let t = build(&sc, &frames, &[]);
+        // No hop on the step's host (inst-a): not attributed.
+        assert!(t.flows[0].packets.is_empty(), "{}", t.to_yaml());
+        let at = |p: &Packet| p.hops.iter().map(|h| h.at.clone()).collect::<Vec<_>>();
+        assert_eq!(t.other.len(), 2, "{}", t.to_yaml());
+        assert_eq!(
+            at(&t.other[0]),
+            [
+                "node-a/tun0 out",
+                "node-a/eth0 out",
+                "node-b/eth0 in",
+                "node-b/tun0 in"
+            ]
+        );
+        assert_eq!(
+            at(&t.other[1]),
+            [
+                "node-b/tun0 out",
+                "node-b/eth0 out",
+                "node-a/eth0 in",
+                "node-a/tun0 in"
+            ]
+        );
+        assert_eq!(t.other[0].end, "last seen at node-b/tun0 in");
+    }
+
+    #[test]
+    fn a_tunnelled_packet_belongs_to_its_step_by_its_inner_ports() {
+        // The step runs on node-a itself and only the underlay is captured:
+        // every hop is a UDP datagram, the step is TCP from port 40000.
+        let sc = TUNNEL_SC.replace("from: inst-a", "from: node-a");
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", &sc).unwrap();
+        let frames: Vec<Captured> = tunnel_frames()
+            .into_iter()
+            .filter(|f| f.ifname == "eth0" && f.host.starts_with("node") || f.host == "switch")
+            .collect();
+        let t = build(&sc, &frames, &[]);
+        assert!(t.other.is_empty(), "{}", t.to_yaml());
+        let p = &t.flows[0].packets;
+        assert_eq!(p.len(), 2, "{}", t.to_yaml());
+        assert_eq!(p[0].packet, "tcp S 10.30.1.11:40000 > 10.18.0.66:80");
+        assert_eq!(p[0].hops.len(), 4);
+        assert_eq!(p[1].packet, "tcp S. 10.18.0.66:80 > 10.30.1.11:40000");
+        // Relative numbers: the SYN-ACK was taken as the reply.
+        assert!(p[1].hops[0]
+            .hdr
+            .starts_with("10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 "));
+    }
+
+    #[test]
+    fn a_tunnel_port_datagram_without_ip_inside_is_plain_udp() {
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let (ua, ub) = ([10, 10, 1, 1], [10, 10, 1, 2]);
+        // "hello" starts with 0x6, as IPv6 would; an IP packet on another
+        // port is no tunnel either.
+        let inner = ip_tcp([10, 30, 1, 11], [10, 18, 0, 66], 40000, 80, 63, true);
+        let frames = vec![
+            frame(10, "node-a/eth0", true, encap(ua, ub, 64, 7, b"hello")),
+            frame(11, "switch/pa", false, encap(ua, ub, 64, 7, b"hello")),
+            frame(
+                20,
+                "node-a/eth0",
+                true,
+                udp(ua, ub, 40000, 4789, 64, 8, &inner),
+            ),
+        ];
+        let t = build(&sc, &frames, &[]);
+        assert!(t.flows[0].packets.is_empty(), "{}", t.to_yaml());
+        assert_eq!(t.other.len(), 2, "{}", t.to_yaml());
+        assert_eq!(
+            t.other[0].packet,
+            "udp 10.10.1.1:50103 > 10.10.1.2:50103 (5 B payload)"
+        );
+        assert_eq!(
+            hops_of(&t.other[0]),
+            [
+                (
+                    "node-a/eth0 out",
+                    "10.10.1.1:50103 > 10.10.1.2:50103 udp len=33 ttl=64",
+                    None
+                ),
+                (
+                    "switch/pa in",
+                    "10.10.1.1:50103 > 10.10.1.2:50103 udp len=33 ttl=64",
+                    None
+                ),
+            ]
+        );
+        assert_eq!(t.other[0].end, "last seen at switch/pa in");
+        assert_eq!(
+            t.other[1].packet,
+            "udp 10.10.1.1:40000 > 10.10.1.2:4789 (40 B payload)"
+        );
+        assert_eq!(
+            t.other[1].hops[0].hdr,
+            "10.10.1.1:40000 > 10.10.1.2:4789 udp len=68 ttl=64"
+        );
     }
 
     #[test]
