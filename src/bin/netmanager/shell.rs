@@ -1,0 +1,290 @@
+//! The loop that owns the core: packets from the TUN and the tunnel
+//! socket, messages from the service manager, control commands, the expiry
+//! tick and the signals; and the execution of the core's actions.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hoplab_dataplane::netmanager::control::Message;
+use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
+use hoplab_dataplane::netmanager::{Action, Millis, NetManagerCore};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::Signal;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, info, trace, warn};
+use tun_rs::SyncDevice;
+
+use crate::control::{Command, Request};
+
+/// Receive buffer size: the largest IP packet.
+const BUF: usize = 65536;
+/// Packets handled from one source before the loop looks at the others.
+const BATCH: usize = 64;
+/// How often flows and resolutions are expired.
+const TICK: Duration = Duration::from_millis(100);
+/// Socket buffer sizes asked for the tunnel socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Binds the tunnel socket on the wildcard address of `node_addr`'s
+/// family, port [`TUNNEL_PORT`]; IPv6 is dual-stack.
+pub fn bind_tunnel(node_addr: IpAddr) -> anyhow::Result<UdpSocket> {
+    let addr = match node_addr {
+        IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, TUNNEL_PORT)),
+        IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, TUNNEL_PORT)),
+    };
+    let bind = || -> std::io::Result<UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false)?;
+        }
+        // Best effort: the kernel caps them at rmem_max / wmem_max.
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        UdpSocket::from_std(s.into())
+    };
+    bind().with_context(|| format!("binding the tunnel socket {addr}"))
+}
+
+/// Logs an I/O error at most once a second, with the number left out.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn warn(&mut self, what: &str, e: &std::io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            warn!(
+                "{what}: {e} ({} more since the last report)",
+                self.suppressed
+            );
+        } else {
+            warn!("{what}: {e}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Errors of the shell's own I/O (the core does not see them).
+#[derive(Debug, Default)]
+struct IoErrors {
+    tun_write: u64,
+    tunnel_send: u64,
+    tun_write_log: RateLimited,
+    tunnel_send_log: RateLimited,
+}
+
+/// The I/O side: the TUN, the tunnel socket, the query channel.
+pub struct Shell<'a> {
+    tun: &'a AsyncFd<SyncDevice>,
+    udp: &'a UdpSocket,
+    /// True if the tunnel socket is IPv6 (dual-stack): IPv4 peers are
+    /// addressed as IPv4-mapped.
+    udp_v6: bool,
+    queries: UnboundedSender<IpAddr>,
+    start: Instant,
+    errors: IoErrors,
+}
+
+impl<'a> Shell<'a> {
+    pub fn new(
+        tun: &'a AsyncFd<SyncDevice>,
+        udp: &'a UdpSocket,
+        queries: UnboundedSender<IpAddr>,
+        start: Instant,
+    ) -> Shell<'a> {
+        let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
+        Shell {
+            tun,
+            udp,
+            udp_v6,
+            queries,
+            start,
+            errors: IoErrors::default(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+
+    /// The loop. Returns on SIGTERM or SIGINT (`Ok`), or on an error of the
+    /// TUN or the tunnel socket that is not transient.
+    pub async fn run(
+        &mut self,
+        core: &mut NetManagerCore,
+        mut events: UnboundedReceiver<Message>,
+        mut control: Receiver<Request>,
+        sigterm: &mut Signal,
+        sigint: &mut Signal,
+    ) -> anyhow::Result<()> {
+        let mut tun_buf = vec![0u8; BUF];
+        let mut udp_buf = vec![0u8; BUF];
+        let (tun, udp) = (self.tun, self.udp);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => {
+                    info!("SIGTERM: stopping");
+                    return Ok(());
+                }
+                _ = sigint.recv() => {
+                    info!("SIGINT: stopping");
+                    return Ok(());
+                }
+                r = tun.readable() => {
+                    let mut guard = r.context("waiting for the TUN")?;
+                    let now = self.now();
+                    for _ in 0..BATCH {
+                        match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
+                            Ok(Ok(n)) => {
+                                let acts = core.on_tun_packet(now, &mut tun_buf[..n]);
+                                self.exec(acts).await;
+                            }
+                            Ok(Err(e)) if transient(&e) => {}
+                            Ok(Err(e)) => return Err(e).context("reading the TUN"),
+                            // WouldBlock: readiness cleared.
+                            Err(_would_block) => break,
+                        }
+                    }
+                }
+                r = udp.readable() => {
+                    r.context("waiting for the tunnel socket")?;
+                    let now = self.now();
+                    for _ in 0..BATCH {
+                        match udp.try_recv_from(&mut udp_buf) {
+                            Ok((n, from)) => {
+                                let from = from.ip().to_canonical();
+                                let acts = core.on_tunnel_datagram(now, from, &mut udp_buf[..n]);
+                                self.exec(acts).await;
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) if transient(&e) => {}
+                            Err(e) => return Err(e).context("receiving on the tunnel socket"),
+                        }
+                    }
+                }
+                Some(msg) = events.recv() => {
+                    let now = self.now();
+                    let acts = match msg {
+                        Message::Resolved(res) => core.on_resolution(now, res.service_ip, Ok(res)),
+                        Message::Failed(ip, e) => {
+                            debug!(%ip, "resolution failed: {e}");
+                            core.on_resolution(now, ip, Err(e))
+                        }
+                        Message::Invalidate(ip) => {
+                            debug!(%ip, "invalidated");
+                            core.invalidate(ip);
+                            Vec::new()
+                        }
+                        Message::Resolve(_) => Vec::new(),
+                    };
+                    self.exec(acts).await;
+                }
+                Some((cmd, reply)) = control.recv() => {
+                    let _ = reply.send(answer(core, cmd));
+                }
+                _ = tick.tick() => {
+                    let acts = core.expire(self.now());
+                    self.exec(acts).await;
+                }
+            }
+        }
+    }
+
+    /// Carries out the core's actions. Write and send errors drop the
+    /// packet (counted here, logged at most once a second).
+    async fn exec(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::WriteTun(p) => {
+                    if let Err(e) = self.tun.get_ref().send(&p) {
+                        self.errors.tun_write += 1;
+                        self.errors.tun_write_log.warn("writing to the TUN", &e);
+                    }
+                }
+                Action::SendTunnel {
+                    node,
+                    port,
+                    datagram,
+                } => {
+                    let to = match node {
+                        IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
+                        ip => ip,
+                    };
+                    if let Err(e) = self.udp.send_to(&datagram, (to, port)).await {
+                        self.errors.tunnel_send += 1;
+                        self.errors
+                            .tunnel_send_log
+                            .warn(&format!("sending to the tunnel peer {node}"), &e);
+                    }
+                }
+                Action::Query(ip) => {
+                    trace!(%ip, "query");
+                    // The manager task lives as long as the runtime; were
+                    // it gone, the core's query timeout fails the query.
+                    let _ = self.queries.send(ip);
+                }
+                Action::Drop(reason) => trace!(%reason, "dropped"),
+            }
+        }
+    }
+
+    /// Logs the shell's own I/O errors, if there were any.
+    pub fn log_io_errors(&self) {
+        let e = &self.errors;
+        if e.tun_write + e.tunnel_send > 0 {
+            warn!(
+                tun_write = e.tun_write,
+                tunnel_send = e.tunnel_send,
+                "packets lost to I/O errors"
+            );
+        }
+    }
+}
+
+/// Errors after which the loop goes on.
+fn transient(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(
+            Errno::EINTR
+                | Errno::ECONNREFUSED
+                | Errno::EHOSTUNREACH
+                | Errno::ENETUNREACH
+                | Errno::ENOBUFS
+                | Errno::EMSGSIZE
+        )
+    )
+}
+
+/// The reply text of a control command.
+fn answer(core: &NetManagerCore, cmd: Command) -> String {
+    match cmd {
+        Command::Counters => format!("{}\n", core.counters()),
+        Command::Flows => format!(
+            "flows {}\ncache {}\n",
+            core.conntrack().len(),
+            core.cache().len()
+        ),
+    }
+}
