@@ -107,6 +107,36 @@ impl Summary {
         }
     }
 
+    /// For an ICMP error (IPv4 unreachable, time exceeded, parameter
+    /// problem; ICMPv6 types 1-4): the protocol and ports of the packet it
+    /// quotes, as that packet was sent. `None` for anything else, and for
+    /// a quote too short to hold the ports.
+    pub fn quoted_ports(&self) -> Option<(u8, u16, u16)> {
+        let q = &self.payload;
+        let (proto, l4) = match self.l4 {
+            L4::Icmp {
+                v6: false,
+                ty: 3 | 11 | 12,
+                ..
+            } => {
+                let ihl = usize::from(*q.first()? & 0x0f) * 4;
+                (*q.get(9)?, ihl)
+            }
+            L4::Icmp {
+                v6: true,
+                ty: 1..=4,
+                ..
+            } => (*q.get(6)?, 40),
+            _ => return None,
+        };
+        let p = q.get(l4..l4 + 4)?;
+        Some((
+            proto,
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
+    }
+
     /// The IP packet this UDP datagram tunnels: `Some` when it is UDP to or
     /// from `port` (the net manager's 50103) and its whole payload parses
     /// as an IPv4/IPv6 packet; `None` otherwise (not UDP, another port, or

@@ -214,7 +214,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 return bad(format!("{nf}.coords"), "coordinates must be finite numbers");
             }
             if k >= 250 {
-                return bad(format!("{nf}"), "at most 250 worker nodes");
+                return bad(nf, "at most 250 worker nodes");
             }
             plan.nodes.insert(
                 n.name.clone(),
@@ -243,6 +243,9 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
     let mut used_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut on_node: BTreeMap<String, u32> = BTreeMap::new();
     let mut placed = Vec::new();
+    if sc.services.len() > 100 {
+        return bad("services", "at most 100 services");
+    }
     for (si, s) in sc.services.iter().enumerate() {
         let f = format!("services[{si}]");
         check_name(format!("{f}.name"), &s.name, 12)?;
@@ -360,7 +363,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
             let host = format!("{}-{ii}", s.name);
             if sc.hosts.contains_key(&host) || plan.nodes.contains_key(&host) {
                 return bad(
-                    format!("{f}"),
+                    f.clone(),
                     format!(
                         "host name `{host}` (service name, dash, instance number) is already taken"
                     ),
@@ -383,6 +386,55 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 instances,
             ),
         );
+    }
+
+    // Every instance has an instance IP (as in Oakestra): a reply must go
+    // back through the TUN, and an instance's namespace IP is on its
+    // node's bridge, where replies to it would bypass the net manager.
+    // Those not given one get `10.30.(128+s).(n+1)` (IPv6 services also
+    // `fdff::ff:s:n+1`), s being the service's index and n the instance's.
+    for (si, s) in sc.services.iter().enumerate() {
+        let instances = &mut plan.services.get_mut(&s.name).expect("added above").1;
+        for (ii, inst) in s.instances.iter().enumerate() {
+            let f = format!("services[{si}].instances[{ii}]");
+            let mut auto = Vec::new();
+            if inst.ip.is_none() {
+                auto.push(IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    30,
+                    128 + si as u8,
+                    ii as u8 + 1,
+                )));
+            }
+            if inst.ip6.is_none() && s.has_v6() {
+                auto.push(IpAddr::V6(Ipv6Addr::new(
+                    0xfdff,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0xff,
+                    si as u16,
+                    ii as u16 + 1,
+                )));
+            }
+            for ip in auto {
+                if let Some(prev) = used_ips.get(&ip) {
+                    return bad(
+                        f,
+                        format!("its automatic instance IP {ip} is taken by {prev}: give this instance an `ip`/`ip6`"),
+                    );
+                }
+                used_ips.insert(ip, format!("{f} (automatic)"));
+                instances[ii].service_ips.insert(
+                    0,
+                    ServiceIp {
+                        kind: ServiceKind::Instance,
+                        addr: ip,
+                    },
+                );
+            }
+        }
     }
 
     // Hosts and links.
@@ -441,7 +493,14 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 },
             )]
             .into(),
-            tuns: [(TUN_NAME.to_string(), Tun::default())].into(),
+            tuns: [(
+                TUN_NAME.to_string(),
+                Tun {
+                    addr: vec![],
+                    mtu: Some(OVERLAY_MTU),
+                },
+            )]
+            .into(),
             routes,
             processes: vec![Process {
                 name: "netmanager".into(),
@@ -528,10 +587,10 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 ..Host::default()
             },
         );
-        sc.links.push(Link {
-            a: end(&host, "eth0", addr, None),
-            b: end(&node, &host, vec![], Some("br0")),
-        });
+        let mut a = end(&host, "eth0", addr, None);
+        let mut b = end(&node, &host, vec![], Some("br0"));
+        (a.mtu, b.mtu) = (Some(OVERLAY_MTU), Some(OVERLAY_MTU));
+        sc.links.push(Link { a, b });
     }
     Ok(plan)
 }
@@ -551,8 +610,14 @@ fn end(host: &str, ifname: &str, addr: Vec<Cidr>, bridge: Option<&str>) -> End {
         addr,
         mac: None,
         bridge: bridge.map(str::to_string),
+        mtu: None,
     }
 }
+
+/// The MTU of instance links and TUNs: a tunnelled packet plus its outer
+/// IPv4 and UDP headers (28 bytes) must fit the 1500-byte underlay without
+/// fragments; 1450 as in Oakestra leaves room for IPv6 outer headers too.
+pub const OVERLAY_MTU: u32 = 1450;
 
 fn check_name(field: String, name: &str, max: usize) -> Result<(), Invalid> {
     let ok = !name.is_empty()
@@ -599,8 +664,7 @@ impl NetManagerArgs {
             self.node_addr.to_string(),
             "--subnet".into(),
             format!("{}/26", self.subnet),
-            "--coords".into(),
-            format!("{},{}", self.coords.x, self.coords.y),
+            format!("--coords={},{}", self.coords.x, self.coords.y),
             "--manager".into(),
             ctl.join(format!("{}.sock", self.cluster))
                 .display()
@@ -623,16 +687,20 @@ impl NetManagerArgs {
         }
         for i in &self.instances {
             let mut s = format!("ns={}", i.ns_ip);
-            for ip in &i.service_ips {
-                if ip.kind == ServiceKind::Instance {
-                    match ip.addr {
-                        IpAddr::V4(a) => s.push_str(&format!(",ip={a}")),
-                        IpAddr::V6(a) => s.push_str(&format!(",ip6={a}")),
-                    }
-                }
+            let own = |v6: bool| {
+                i.service_ips
+                    .iter()
+                    .find(|ip| ip.kind == ServiceKind::Instance && ip.addr.is_ipv6() == v6)
+                    .map(|ip| ip.addr)
+            };
+            if let Some(a) = own(false) {
+                s.push_str(&format!(",ip={a}"));
             }
             if let Some(a6) = i.ns_ip6 {
                 s.push_str(&format!(",ns6={a6}"));
+            }
+            if let Some(a) = own(true) {
+                s.push_str(&format!(",ip6={a}"));
             }
             v.extend(["--instance".into(), s]);
         }
@@ -713,7 +781,7 @@ traffic:
         let line = argv.join(" ");
         assert!(line.contains("--manager /o/ctl/c1.sock"), "{line}");
         assert!(
-            line.contains("--instance ns=10.18.0.1,ip=10.30.1.11,ns6=fd18::1"),
+            line.contains("--instance ns=10.18.0.1,ip=10.30.1.11,ns6=fd18::1,ip6=fdff::ff:0:1"),
             "{line}"
         );
         assert!(sc

@@ -34,6 +34,8 @@ struct Shared {
     /// (manager, service IP, connection) for every answered query.
     interests: Mutex<Vec<(String, IpAddr, UnixStream)>>,
     log: Mutex<std::fs::File>,
+    /// One line per answered query, for the trace.
+    answers: Mutex<Vec<String>>,
     dir: PathBuf,
     stop: AtomicBool,
 }
@@ -74,6 +76,7 @@ impl ControlPlane {
             failing: Mutex::new(BTreeSet::new()),
             interests: Mutex::new(Vec::new()),
             log: Mutex::new(log),
+            answers: Mutex::new(Vec::new()),
             dir: dir.clone(),
             stop: AtomicBool::new(false),
         });
@@ -113,6 +116,12 @@ impl ControlPlane {
             .expect("lock")
             .insert(manager.to_string());
         self.shared.log(format!("{manager}: failing from now on"));
+    }
+
+    /// One line per query answered so far, in the order answered:
+    /// `c1: 10.30.1.1 -> 10.18.0.65 (n 10.10.0.2), from root`.
+    pub fn answers(&self) -> Vec<String> {
+        self.shared.answers.lock().expect("lock").clone()
     }
 
     /// Pushes `invalidate <ip>` to every net manager that asked for `ip`.
@@ -200,6 +209,29 @@ fn serve(shared: Arc<Shared>, name: String, conn: UnixStream) {
         };
         let out = answer.to_line();
         shared.log(format!("{name}: {line} -> {out}"));
+        let short = match &answer {
+            Message::Resolved(r) => {
+                let list: Vec<String> = r
+                    .instances
+                    .iter()
+                    .map(|i| format!("{} on {}", i.ns_ip, i.node))
+                    .collect();
+                let via = match shared.plan.resolve(r.service_ip) {
+                    Some((owner, _)) if name != ROOT && owner != name => ", from root",
+                    _ => "",
+                };
+                format!("{}{via}", list.join(", "))
+            }
+            Message::Failed(_, e) => format!("failed: {e}"),
+            _ => String::new(),
+        };
+        if let Ok(Message::Resolve(ip)) = Message::parse(&line) {
+            shared
+                .answers
+                .lock()
+                .expect("lock")
+                .push(format!("{name}: {ip} -> {short}"));
+        }
         if writeln!(writer, "{out}").is_err() {
             return;
         }

@@ -152,13 +152,15 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         .finish(Duration::from_millis(sc.capture.settle_ms))
         .map_err(io("capture".into()))?;
     started.stop_processes();
+    let control_answers = started.control().map(|c| c.answers()).unwrap_or_default();
     let pcapng = out.join("capture.pcapng");
     capture::write_pcapng(&pcapng, &ifs, &frames)?;
     phase("capture", t);
 
     let t = Instant::now();
     let captured = trace::read_pcapng(&pcapng)?;
-    let tr = trace::build(sc, &captured, &reports);
+    let mut tr = trace::build(sc, &captured, &reports);
+    tr.control_plane = control_answers;
     std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
     std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
         .map_err(io("write report.md".into()))?;

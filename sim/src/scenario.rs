@@ -107,6 +107,9 @@ pub struct Bridge {
 pub struct Tun {
     #[serde(default)]
     pub addr: Vec<Cidr>,
+    /// Interface MTU (default: the kernel's, 1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A veth pair: `a` and `b` are its two ends.
@@ -129,6 +132,9 @@ pub struct End {
     /// Enslave this end to a bridge of its host.
     #[serde(default)]
     pub bridge: Option<String>,
+    /// Interface MTU (default: the kernel's, 1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

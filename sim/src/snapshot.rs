@@ -72,6 +72,14 @@ pub fn diff(old_yaml: &str, new_yaml: &str) -> Vec<String> {
             old.undecodable, new.undecodable
         ));
     }
+    let n = old.control_plane.len().max(new.control_plane.len());
+    for i in 0..n {
+        let (o, nw) = (old.control_plane.get(i), new.control_plane.get(i));
+        if o != nw {
+            let show = |x: Option<&String>| x.map_or("(none)".to_string(), |s| s.clone());
+            out.push(format!("control plane [{i}]: {} -> {}", show(o), show(nw)));
+        }
+    }
     if out.is_empty() {
         out.push("the traces differ only in form (reformat): accept the new one".into());
     }

@@ -253,21 +253,27 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
                 LinkUnspec::new_with_index(lo).up(),
             )
             .await?;
-            let mut ifaces: Vec<(&str, &[crate::scenario::Cidr], Option<&str>)> = Vec::new();
+            type Iface<'a> = (
+                &'a str,
+                &'a [crate::scenario::Cidr],
+                Option<&'a str>,
+                Option<u32>,
+            );
+            let mut ifaces: Vec<Iface> = Vec::new();
             for (b, br) in &h.bridges {
-                ifaces.push((b, &br.addr, None));
+                ifaces.push((b, &br.addr, None, None));
             }
             for (t, tun) in &h.tuns {
-                ifaces.push((t, &tun.addr, None));
+                ifaces.push((t, &tun.addr, None, tun.mtu));
             }
             for l in &sc.links {
                 for e in [&l.a, &l.b] {
                     if &e.host == hname {
-                        ifaces.push((&e.ifname, &e.addr, e.bridge.as_deref()));
+                        ifaces.push((&e.ifname, &e.addr, e.bridge.as_deref(), e.mtu));
                     }
                 }
             }
-            for (ifname, addrs, bridge) in ifaces {
+            for (ifname, addrs, bridge, mtu) in ifaces {
                 let idx = host.index_of(ifname).await?;
                 if let Some(b) = bridge {
                     let bidx = host.index_of(b).await?;
@@ -284,6 +290,13 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
                         .execute()
                         .await
                         .map_err(nl(format!("host {hname}: add address {a} to {ifname}")))?;
+                }
+                if let Some(m) = mtu {
+                    host.set(
+                        format!("host {hname}: {ifname} mtu {m}"),
+                        LinkUnspec::new_with_index(idx).mtu(m),
+                    )
+                    .await?;
                 }
                 host.set(
                     format!("host {hname}: {ifname} up"),
@@ -326,16 +339,19 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
     });
     try_join_all(per_host).await?;
 
-    // IPv6 starts on a link only once the kernel has seen its carrier come
-    // up, which it reports in batches up to a second apart: wait for every
-    // link end of an IPv6 host to be operationally up before any traffic.
-    let v6 = sc.hosts.iter().filter(|(_, h)| h.ipv6).map(|(hname, _)| {
+    // The kernel acts on a link's carrier coming up only when its link
+    // watch reports it, in batches up to a second apart: until then a
+    // bridge does not forward through the port, and IPv6 does not start on
+    // the link. Wait for every bridge port, and every link end of an IPv6
+    // host, to be operationally up before any traffic (the bridge updates
+    // its port under the same lock, before the state is visible).
+    let v6 = sc.hosts.iter().map(|(hname, h)| {
         let host = &topo.hosts[hname];
         let ends: Vec<&str> = sc
             .links
             .iter()
             .flat_map(|l| [&l.a, &l.b])
-            .filter(|e| &e.host == hname)
+            .filter(|e| &e.host == hname && (h.ipv6 || e.bridge.is_some()))
             .map(|e| e.ifname.as_str())
             .collect();
         async move {

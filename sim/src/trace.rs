@@ -66,6 +66,11 @@ pub struct Trace {
     /// Frames that could not be decoded (counted, not shown).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub undecodable: usize,
+    /// The simulated service managers' answers, in order (scenarios with
+    /// clusters): which manager was asked for which service IP, what it
+    /// answered, and whether it asked the root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control_plane: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -290,6 +295,13 @@ impl Wiring {
     }
 }
 
+/// How far apart in time two frames of one packet may be captured out of
+/// path order. A frame's timestamp is taken when the capture socket gets
+/// its copy, which across namespaces and CPUs can come tens of
+/// microseconds after the copy of a later hop; a resent packet (same
+/// identity) comes at least a retransmission timeout later.
+const TIMESTAMP_JITTER_NS: u64 = 1_000_000;
+
 /// Order one packet's frames along its path. Kernel timestamps alone do not
 /// do it: a frame seen on a bridge port and on the bridge carries one
 /// timestamp. TTL only goes down; within one TTL, frames follow the wiring
@@ -339,6 +351,17 @@ fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
                 *dport == k.port && !h.outgoing
             }
             (Proto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
+            // An ICMP error about the step's own packet, on its way back.
+            (Proto::Tcp | Proto::Udp, L4::Icmp { .. }) => {
+                let want = if k.proto == Proto::Tcp { 6 } else { 17 };
+                if s.quoted_ports()
+                    .is_some_and(|(p, sport, _)| p == want && sport == k.port)
+                    && !h.outgoing
+                {
+                    return Some(false);
+                }
+                false
+            }
             _ => false,
         };
         if hit {
@@ -405,7 +428,8 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
         let fits = cands.iter().rev().copied().find(|&c| {
             let chain = &chains[c];
             let last = &seen[*chain.last().expect("non-empty")];
-            f.s.ttl <= last.s.ttl && !chain.iter().any(|&j| seen[j].at == f.at)
+            let close = f.ts_ns.saturating_sub(last.ts_ns) < TIMESTAMP_JITTER_NS;
+            (f.s.ttl <= last.s.ttl || close) && !chain.iter().any(|&j| seen[j].at == f.at)
         });
         match fits {
             Some(c) => chains[c].push(i),
@@ -496,6 +520,7 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
         flows,
         other,
         undecodable,
+        control_plane: Vec::new(),
     }
 }
 

@@ -169,6 +169,13 @@ fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
     // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
     // socket's own counter rather than 0.
     s.connect(&to.into())?;
+    // Report every ICMP error, not only the "hard" ones (port unreachable):
+    // a host unreachable from a net manager is an answer too.
+    if to.is_ipv4() {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)?;
+    } else {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)?;
+    }
     let u = std::net::UdpSocket::from(s);
     u.send(step.payload.as_bytes())?;
     let mut buf = [0u8; 65536];
