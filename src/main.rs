@@ -43,6 +43,29 @@ enum Cmd {
     /// Build a chain of N hosts, ping across its ends, tear it down; print timings.
     #[command(name = "__bench-chain", hide = true)]
     BenchChain { hosts: usize },
+    /// Measure throughput and latency through four paths (kernel, kernel
+    /// DNAT, net manager local, net manager over the tunnel); print one
+    /// line per path.
+    #[command(name = "__bench-dataplane", hide = true)]
+    BenchDataplane {
+        /// Where the run's logs and net manager counters go.
+        #[arg(long, default_value = "target/bench-dataplane")]
+        out: PathBuf,
+        /// Bulk send time per measurement, seconds.
+        #[arg(long, default_value_t = 0.8)]
+        secs: f64,
+        /// Recorded round trips per latency measurement.
+        #[arg(long, default_value_t = 2000)]
+        round_trips: usize,
+        /// Rounds over the four paths (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Veth settings to measure with, each round: `harness` (one
+        /// segment per GSO packet, as scenarios run), `gso` (the kernel's
+        /// default).
+        #[arg(long, value_delimiter = ',', default_value = "harness,gso")]
+        veths: Vec<String>,
+    },
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
     Echo {
@@ -150,6 +173,34 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 "bare_ms={:.1} build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
                 b.bare_ms, b.build_ms, b.traffic_ms, b.teardown_ms
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchDataplane {
+            out,
+            secs,
+            round_trips,
+            rounds,
+            veths,
+        } => {
+            use hoplab_sim::dataplane_bench::{Config, Veths};
+            let veths = veths
+                .iter()
+                .map(|k| {
+                    Veths::from_key(k)
+                        .with_context(|| format!("--veths: `{k}` is neither harness nor gso"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(code) = enter_sandbox()? {
+                return Ok(code);
+            }
+            let cfg = Config {
+                secs,
+                round_trips,
+                rounds,
+                veths,
+            };
+            let r = hoplab_sim::dataplane_bench::run(&cfg, &out)?;
+            print!("{}", r.to_lines());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Echo { tcp, udp } => {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod capture;
 pub mod cluster;
 pub mod control_plane;
+pub mod dataplane_bench;
 pub mod echo;
 pub mod netns;
 pub mod process;

@@ -4,6 +4,9 @@
 //!   its reviewed snapshot hop by hop, or accept the new traces.
 //! * `bench harness [--hosts 10,100,1000]`: build, run and tear down chains
 //!   of N hosts; write reports/bench-harness.md.
+//! * `bench dataplane [--release]`: throughput and latency from one client
+//!   through four paths (kernel, kernel DNAT, net manager local, net
+//!   manager over the tunnel) in one run; write reports/bench-dataplane.md.
 //! * `clean`: remove target/scenarios.
 
 use std::fmt::Write as _;
@@ -50,6 +53,25 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
         hosts: Vec<usize>,
     },
+    /// Throughput and latency through the kernel, kernel DNAT, the net
+    /// manager and the tunnel, in one run.
+    Dataplane {
+        /// Build in release mode (the default).
+        #[arg(long)]
+        release: bool,
+        /// Build in debug mode instead (numbers not meaningful).
+        #[arg(long, conflicts_with = "release")]
+        debug: bool,
+        /// Bulk send time per measurement, seconds.
+        #[arg(long, default_value_t = 0.8)]
+        secs: f64,
+        /// Recorded round trips per latency measurement.
+        #[arg(long, default_value_t = 2000)]
+        round_trips: usize,
+        /// Rounds over the four paths (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn root() -> PathBuf {
@@ -59,11 +81,31 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the
+/// workspace root, where cargo is run), else `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
+}
+
 /// Build the hoplab binary and return its path.
 fn build_hoplab(release: bool) -> Result<PathBuf> {
+    build(release, &["--bin", "hoplab"])
+}
+
+/// Build every binary of the hoplab package (hoplab and the net manager it
+/// starts from the same folder) and return hoplab's path.
+fn build_hoplab_bins(release: bool) -> Result<PathBuf> {
+    build(release, &["--bins"])
+}
+
+fn build(release: bool, which: &[&str]) -> Result<PathBuf> {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root())
-        .args(["build", "--quiet", "--package", "hoplab", "--bin", "hoplab"]);
+        .args(["build", "--quiet", "--package", "hoplab"])
+        .args(which);
     if release {
         c.arg("--release");
     }
@@ -71,8 +113,7 @@ fn build_hoplab(release: bool) -> Result<PathBuf> {
     if !st.success() {
         bail!("cargo build of hoplab failed");
     }
-    Ok(root()
-        .join("target")
+    Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("hoplab"))
 }
@@ -285,6 +326,270 @@ fn bench_harness(sizes: Vec<usize>) -> Result<()> {
     Ok(())
 }
 
+/// One `path=` line of `hoplab __bench-dataplane`.
+struct DpRow {
+    path: String,
+    veths: String,
+    dialled: String,
+    gbps: f64,
+    p50: f64,
+    p99: f64,
+    gbps_rounds: String,
+    p50_rounds: String,
+    p99_rounds: String,
+}
+
+fn dp_field(line: &str, k: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .map(str::to_string)
+}
+
+fn dp_rows(text: &str) -> Result<Vec<DpRow>> {
+    let mut rows = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("path=")) {
+        let s = |k: &str| dp_field(l, k).with_context(|| format!("no {k}= in {l:?}"));
+        let n = |k: &str| -> Result<f64> {
+            s(k)?
+                .parse()
+                .with_context(|| format!("{k}= is not a number in {l:?}"))
+        };
+        rows.push(DpRow {
+            path: s("path")?,
+            veths: s("veths")?,
+            dialled: s("dialled")?,
+            gbps: n("gbps")?,
+            p50: n("p50_us")?,
+            p99: n("p99_us")?,
+            gbps_rounds: s("gbps_rounds")?,
+            p50_rounds: s("p50_rounds")?,
+            p99_rounds: s("p99_rounds")?,
+        });
+    }
+    Ok(rows)
+}
+
+const DP_PATHS: [(&str, &str); 4] = [
+    ("a", "kernel: n1's bridge, namespace IP"),
+    ("b", "kernel nftables DNAT on n1 (virtual IP)"),
+    ("c", "net manager, instance on the same node (service IP)"),
+    (
+        "d",
+        "net manager, instance on n2 via the UDP tunnel (service IP)",
+    ),
+];
+
+const DP_VETHS: [(&str, &str); 2] = [
+    (
+        "harness",
+        "Veths as the harness makes them (one segment per GSO packet)",
+    ),
+    (
+        "gso",
+        "Veths with the kernel's default GSO (64 KiB packets), switched on in the same run",
+    ),
+];
+
+fn bench_dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
+    let bin = build_hoplab_bins(release)?;
+    let out = target_dir().join("bench-dataplane");
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let t = Instant::now();
+    let run = Command::new(&bin)
+        .args(["-q", "__bench-dataplane", "--out"])
+        .arg(&out)
+        .args([
+            "--secs",
+            &secs.to_string(),
+            "--round-trips",
+            &round_trips.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+            "--veths",
+            "harness,gso",
+        ])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let total = t.elapsed().as_secs_f64();
+    if !run.status.success() {
+        bail!(
+            "the dataplane benchmark failed ({}): {}(logs: {})",
+            run.status,
+            String::from_utf8_lossy(&run.stderr),
+            out.join("logs").display()
+        );
+    }
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    let rows = dp_rows(&text)?;
+    let find = |v: &str, p: &str| -> Result<&DpRow> {
+        rows.iter()
+            .find(|r| r.veths == v && r.path == p)
+            .with_context(|| format!("no result for path ({p}) with {v} veths in:\n{text}"))
+    };
+    let ratio_ca = |v: &str| -> Result<f64> { Ok(find(v, "c")?.gbps / find(v, "a")?.gbps) };
+    let (ca_harness, ca_gso) = (ratio_ca("harness")?, ratio_ca("gso")?);
+
+    let mut md = String::from(
+        "# Dataplane benchmark: kernel, kernel DNAT, net manager, tunnel\n\n\
+         `cargo xtask bench dataplane` measures, in one run (one process, one machine \
+         moment), TCP throughput and request/response latency from the same client \
+         instance `web-0` on worker node n1 through four paths to servers of the same \
+         kind. Ratios are against path (a) with the same veths, measured in the same run.\n\n\
+         Target: (c) throughput ÷ (a) throughput at least 0.5.\n\n",
+    );
+    let _ = writeln!(
+        md,
+        "| veths | (c) ÷ (a) throughput |\n|---|---:|\n\
+         | harness (one segment per GSO packet) | **{ca_harness:.2}** ({}) |\n\
+         | kernel default (GSO) | **{ca_gso:.2}** ({}) |",
+        met(ca_harness),
+        met(ca_gso)
+    );
+    for (v, title) in DP_VETHS {
+        let a = find(v, "a")?;
+        let _ = writeln!(
+            md,
+            "\n## {title}\n\n\
+             | path | what | dialled | throughput (Gbit/s) | ÷ (a) | p50 (µs) | ÷ (a) | p99 (µs) | ÷ (a) |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for (p, what) in DP_PATHS {
+            let r = find(v, p)?;
+            let _ = writeln!(
+                md,
+                "| ({p}) | {what} | `{}` | {:.3} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                r.dialled,
+                r.gbps,
+                r.gbps / a.gbps,
+                r.p50,
+                r.p50 / a.p50,
+                r.p99,
+                r.p99 / a.p99
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nEach round's values (the table shows their medians):\n\n\
+             | path | throughput (Gbit/s) | p50 (µs) | p99 (µs) |\n\
+             |---|---|---|---|"
+        );
+        for (p, _) in DP_PATHS {
+            let r = find(v, p)?;
+            let sp = |s: &str| s.replace(',', ", ");
+            let _ = writeln!(
+                md,
+                "| ({p}) | {} | {} | {} |",
+                sp(&r.gbps_rounds),
+                sp(&r.p50_rounds),
+                sp(&r.p99_rounds)
+            );
+        }
+    }
+    let drops: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            Some(format!(
+                "{} {}",
+                dp_field(l, "netmanager")?,
+                dp_field(l, "drops")?
+            ))
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "\n## Machine\n\n\
+         {} cores, kernel {}; 1-minute load average just before the run: {load}. \
+         Whole run (sandbox, topology, net managers, {rounds} rounds of 8 measurements): \
+         {total:.1} s. Net manager drop counters at the end of the run: {}.",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        kernel(),
+        drops.join("; ")
+    );
+    let _ = write!(
+        md,
+        "\n## How measured\n\n\
+         - One generated scenario (`hoplab_sim::dataplane_bench::scenario`): cluster c1 with \
+           worker nodes n1 and n2 (each with its bridge, TUN `nm0` and real `netmanager` \
+           process, tunnel on UDP 50103); service `local` (round robin 10.30.1.1, its one \
+           instance `local-0` on n1), `remote` (round robin 10.30.2.1, `remote-0` on n2), \
+           `web` (the client `web-0` on n1, instance IP 10.30.3.11). Built inside a fresh \
+           sandbox (`hoplab __bench-dataplane`); nothing touches the machine's own namespaces.\n\
+         - (a) `web-0` dials `local-0`'s namespace IP: the two share n1's bridge, so the \
+           kernel bridges the packets; no routing, no NAT, no net manager.\n\
+         - (b) `web-0` dials 10.96.0.1; n1's nftables DNAT it (prerouting) to `local-0` and \
+           masquerade it (postrouting) so the reply also comes back through n1: both \
+           directions routed and translated by n1's kernel (conntrack NAT), the shape of \
+           (c). n1 sends no ICMP redirects, and a raw-priority `notrack` rule keeps \
+           conntrack off every packet but (b)'s, so (c) and (d) pay nothing for (b)'s rules.\n\
+         - (c) `web-0` dials `local`'s service IP: n1 routes it to its TUN; the net manager \
+           resolves the service, rewrites the packet and writes it back to the TUN; the \
+           reply (to web-0's instance IP) takes the same way back.\n\
+         - (d) `web-0` dials `remote`'s service IP: n1's net manager sends each packet over \
+           UDP to n2's, which writes it to its TUN; the reply comes back the same way.\n\
+         - Servers: sockets created by the benchmark inside `local-0` and `remote-0`, \
+           served by threads of the benchmark process: a sink on port 5001 (reads until \
+           EOF, answers with the byte count) and an echo on port 5002 (64-byte messages, \
+           `TCP_NODELAY`).\n\
+         - Throughput: one connection, 128 KiB writes for {secs} s, then the client shuts \
+           its side down; bytes the sink counted ÷ the time from the first write to the \
+           arrival of the count.\n\
+         - Latency: one connection, `TCP_NODELAY`, 20 warm-up round trips, then \
+           {round_trips} round trips of a 64-byte request and a 64-byte response, each \
+           timed; p50 and p99 (nearest rank).\n\
+         - Veths: the harness creates every veth with `gso_max_segs 1` (one segment per GSO \
+           packet, so captures show wire-sized frames). Each round measures the four paths \
+           with that, then again with `gso_max_segs 65535` (the kernel's default) set on \
+           every veth end of the scenario. The net manager's TUN has no offloads either \
+           way: the kernel segments before the TUN, the net manager sees MTU-sized packets.\n\
+         - Every path is checked with one round trip before anything is timed (this also \
+           lets the net managers resolve the services). Then {rounds} rounds, each: the \
+           harness veths a b c d, the GSO veths a b c d; the tables show each value's \
+           median over the rounds.\n\n\
+         ## Reading the numbers\n\n\
+         - With the harness's veths every path moves one MTU-sized segment per packet \
+           through the whole stack, so the kernel paths run at a per-packet rate not far \
+           from the net manager's; (c) ÷ (a) there is the net manager's cost relative to a \
+           kernel that is also per-packet. With GSO veths the kernel moves 64 KiB packets \
+           end to end while the net manager still reads and writes one MTU-sized packet per \
+           system call on one thread: that ratio is the one a deployment would see.\n\
+         - Latency is measured with blocking sockets, so each round trip includes waking \
+           the threads on the way (the client, the server, and for (c) and (d) the net \
+           managers). On a machine with few (virtual) CPUs, waking a thread on an idle CPU \
+           can cost more than the path itself: when one path's p50 differs several-fold \
+           between rounds, thread placement moved it, not the path. Compare latencies \
+           within one round.\n"
+    );
+    let path = root().join("reports/bench-dataplane.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    for r in &rows {
+        let a = find(&r.veths, "a")?;
+        println!(
+            "{:>7} veths ({}) {:.3} Gbit/s ({:.2} of a), p50 {:.1} µs, p99 {:.1} µs",
+            r.veths,
+            r.path,
+            r.gbps,
+            r.gbps / a.gbps,
+            r.p50,
+            r.p99
+        );
+    }
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn met(ratio: f64) -> &'static str {
+    if ratio >= 0.5 {
+        "target met"
+    } else {
+        "target not met"
+    }
+}
+
 fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -318,6 +623,16 @@ fn main() -> Result<()> {
         Cmd::Bench {
             what: Bench::Harness { hosts },
         } => bench_harness(hosts),
+        Cmd::Bench {
+            what:
+                Bench::Dataplane {
+                    release: _,
+                    debug,
+                    secs,
+                    round_trips,
+                    rounds,
+                },
+        } => bench_dataplane(!debug, secs, round_trips, rounds),
         Cmd::Clean => {
             let p = root().join("target/scenarios");
             if p.exists() {
