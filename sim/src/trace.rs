@@ -836,6 +836,34 @@ traffic:
     }
 
     #[test]
+    fn frames_captured_out_of_order_within_the_jitter_stay_one_packet() {
+        // The forwarded copy (TTL 63) is stamped before the copies of the
+        // hops that led to it (TTL 64), a few microseconds apart, as seen
+        // across namespaces; then the SYN is resent a second later.
+        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let (c, pod) = ([192, 0, 2, 2], [10, 1, 0, 10]);
+        let syn = |ttl| tcp(c, pod, 40000, 3000, ttl, true, 5000);
+        let us = 1_000;
+        let s = 1_000_000_000;
+        let frames = vec![
+            frame(10 * us, "node/br0", true, syn(63)),
+            frame(12 * us, "node/eth0", false, syn(64)),
+            frame(15 * us, "client/eth0", true, syn(64)),
+            frame(s + 10 * us, "client/eth0", true, syn(64)),
+            frame(s + 11 * us, "node/eth0", false, syn(64)),
+            frame(s + 12 * us, "node/br0", true, syn(63)),
+        ];
+        let t = build(&sc, &frames, &[]);
+        let packets = &t.flows[0].packets;
+        assert_eq!(packets.len(), 2, "{}", t.to_yaml());
+        for p in packets {
+            let at: Vec<&str> = p.hops.iter().map(|h| h.at.as_str()).collect();
+            assert_eq!(at, ["client/eth0 out", "node/eth0 in", "node/br0 out"]);
+        }
+        assert!(t.other.is_empty(), "{}", t.to_yaml());
+    }
+
+    #[test]
     fn nat_changes_and_relative_numbers_are_shown() {
         let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let t = build(&sc, &frames(), &[]);
