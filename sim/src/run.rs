@@ -116,6 +116,19 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         if sandbox::interrupted() {
             break;
         }
+        if let Some(c) = started.control() {
+            if let Some(m) = &step.fail_manager {
+                c.fail(m);
+            }
+            if !step.invalidate.is_empty() {
+                for ip in &step.invalidate {
+                    c.invalidate(*ip);
+                }
+                // The net managers read pushed lines between packets; give
+                // them time to before the step's first packet.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let sport = step.source_port(i);
         let seen = topo.hosts[&step.from]
             .ns

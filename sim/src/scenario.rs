@@ -240,6 +240,15 @@ pub struct Step {
     pub expect: Expect,
     #[serde(default = "default_step_timeout")]
     pub timeout_ms: u64,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// fails every query from now on.
+    #[serde(default)]
+    pub fail_manager: Option<String>,
+    /// Before the step: the service managers push `invalidate` for these
+    /// service IPs to every net manager that asked for them (as when an
+    /// instance is rescheduled).
+    #[serde(default)]
+    pub invalidate: Vec<IpAddr>,
 }
 
 fn default_payload() -> String {
@@ -771,6 +780,20 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
         }
         let f = format!("traffic[{i}]");
         check_name(format!("{f}.name"), &s.name)?;
+        if let Some(m) = &s.fail_manager {
+            if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
+                return bad(
+                    format!("{f}.fail_manager"),
+                    format!("no cluster `{m}` (name a cluster, or `root`)"),
+                );
+            }
+        }
+        if !s.invalidate.is_empty() && sc.clusters.is_empty() {
+            return bad(
+                format!("{f}.invalidate"),
+                "invalidation needs `clusters` (service managers)",
+            );
+        }
         if !names.insert(s.name.as_str()) {
             return bad(
                 format!("{f}.name"),
