@@ -840,6 +840,12 @@ traffic:
                 "clusters[0].nodes[1].coords",
                 "finite",
             ),
+            (
+                "proto: tcp,",
+                "proto: tcp, fail_manager: c9,",
+                "traffic[0].fail_manager",
+                "no cluster `c9`",
+            ),
         ];
         for (from, to, field, msg) in cases {
             let e = err(&OK.replace(from, to));
