@@ -25,8 +25,28 @@
 //! millisecond at most, so a flood of new flows cannot make every insert
 //! scan the table).
 //!
+//! # Layout
+//!
+//! The flows live in a slab (`slots`, a `Vec` reused through a free list);
+//! `index` maps each key to the flow's slot and the key's direction, so a
+//! packet costs one hash lookup and one indexed load. Keys are packed into
+//! fixed-width integers (`PackedKey`: two `u128` addresses and one `u64`)
+//! before hashing: three hasher writes, and equality without matching on
+//! `IpAddr`. The core builds the packed key of a packet directly from its
+//! fields; the [`FlowKey`] API packs on the way in.
+//!
+//! The keys come from packets anyone on the path can send, so the index is
+//! hashed with a keyed hash: [`ahash::RandomState`], whose keys are drawn
+//! from the operating system's random source (`runtime-rng`) for the
+//! process, and varied per map. Without the keys an attacker cannot choose
+//! tuples that collide in the table, which is what a hash-flooding attack
+//! needs (a fixed-key hash such as FxHash would let anyone who can send
+//! packets degrade every lookup to a linear scan).
+//!
 //! Invariant: `index` holds exactly the `orig` and `reply` keys of the
-//! flows in `flows`, and no two flows share a key.
+//! flows in `slots`, each mapped to its flow's slot; no two flows share a
+//! key; the free slots are exactly those listed in `free`, and `live` is
+//! the number of the others.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -63,6 +83,74 @@ impl FlowKey {
             dst: self.src,
             dport: self.sport,
         }
+    }
+}
+
+/// A [`FlowKey`] as the index stores it: addresses as integers (an IPv4
+/// address in the low 32 bits), and protocol, families and ports in one
+/// word, so that the mapping is one-to-one (an IPv4 address and the IPv6
+/// address with the same low bits differ by their family bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PackedKey {
+    src: u128,
+    dst: u128,
+    /// `proto | src is v6 << 8 | dst is v6 << 9 | sport << 16 | dport << 32`.
+    rest: u64,
+}
+
+impl PackedKey {
+    fn new(k: &FlowKey) -> PackedKey {
+        PackedKey::of(k.proto, k.src, k.sport, k.dst, k.dport)
+    }
+
+    /// The packed form of `FlowKey::new(proto, src, sport, dst, dport)`.
+    /// The core builds a packet's key with it straight from the packet's
+    /// fields: building a `FlowKey` and packing that costs a stall per
+    /// packet (the packing reads the key's odd-sized `IpAddr`s back in
+    /// words right after they were stored in pieces).
+    #[inline(always)]
+    pub(super) fn of(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> PackedKey {
+        fn bits(a: IpAddr) -> (u128, u64) {
+            match a {
+                IpAddr::V4(a) => (u128::from(u32::from(a)), 0),
+                IpAddr::V6(a) => (u128::from(a), 1),
+            }
+        }
+        let (src, src_v6) = bits(src);
+        let (dst, dst_v6) = bits(dst);
+        PackedKey {
+            src,
+            dst,
+            rest: u64::from(proto)
+                | src_v6 << 8
+                | dst_v6 << 9
+                | u64::from(sport) << 16
+                | u64::from(dport) << 32,
+        }
+    }
+}
+
+impl From<&PackedKey> for FlowKey {
+    fn from(k: &PackedKey) -> FlowKey {
+        fn addr(bits: u128, v6: u64) -> IpAddr {
+            match v6 {
+                0 => IpAddr::V4((bits as u32).into()),
+                _ => IpAddr::V6(bits.into()),
+            }
+        }
+        FlowKey {
+            proto: k.rest as u8,
+            src: addr(k.src, k.rest >> 8 & 1),
+            sport: (k.rest >> 16) as u16,
+            dst: addr(k.dst, k.rest >> 9 & 1),
+            dport: (k.rest >> 32) as u16,
+        }
+    }
+}
+
+impl From<&FlowKey> for PackedKey {
+    fn from(k: &FlowKey) -> PackedKey {
+        PackedKey::new(k)
     }
 }
 
@@ -163,9 +251,12 @@ pub enum InsertError {
 #[derive(Debug)]
 pub struct ConnTrack {
     cfg: ConntrackConfig,
-    flows: HashMap<u64, Flow>,
-    index: HashMap<FlowKey, (u64, Dir)>,
-    next_id: u64,
+    /// The flows; `None`: a free slot, listed in `free`.
+    slots: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    /// Slots in use.
+    live: usize,
+    index: HashMap<PackedKey, (u32, Dir), ahash::RandomState>,
     last_sweep: Option<Millis>,
 }
 
@@ -178,9 +269,10 @@ impl ConnTrack {
     pub fn new(cfg: ConntrackConfig) -> ConnTrack {
         ConnTrack {
             cfg,
-            flows: HashMap::new(),
-            index: HashMap::new(),
-            next_id: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            index: HashMap::with_hasher(ahash::RandomState::new()),
             last_sweep: None,
         }
     }
@@ -190,16 +282,16 @@ impl ConnTrack {
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.live == 0
     }
 
     /// Every flow, in no particular order.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values()
+        self.slots.iter().flatten()
     }
 
     fn expired(cfg: &ConntrackConfig, f: &Flow, now: Millis) -> bool {
@@ -214,23 +306,39 @@ impl ConnTrack {
         now.saturating_sub(f.last_seen) >= idle
     }
 
-    fn remove_id(&mut self, id: u64) -> Option<Flow> {
-        let f = self.flows.remove(&id)?;
-        self.index.remove(&f.orig);
-        self.index.remove(&f.reply);
+    fn remove_slot(&mut self, slot: u32) -> Option<Flow> {
+        let f = self.slots.get_mut(slot as usize)?.take()?;
+        self.index.remove(&PackedKey::new(&f.orig));
+        self.index.remove(&PackedKey::new(&f.reply));
+        self.free.push(slot);
+        self.live -= 1;
         Some(f)
+    }
+
+    /// The slot of the live flow `key` belongs to, and the key's
+    /// direction. An expired flow met here is removed.
+    #[inline]
+    fn find(&mut self, now: Millis, key: &PackedKey) -> Option<(u32, Dir)> {
+        let (slot, dir) = *self.index.get(key)?;
+        let f = self.slots[slot as usize].as_ref()?;
+        if Self::expired(&self.cfg, f, now) {
+            self.remove_slot(slot);
+            return None;
+        }
+        Some((slot, dir))
     }
 
     /// Finds the live flow `key` belongs to, without refreshing it. An
     /// expired flow met here is removed.
-    pub fn get(&mut self, now: Millis, key: &FlowKey) -> Option<(Dir, Flow)> {
-        let (id, dir) = *self.index.get(key)?;
-        let f = *self.flows.get(&id)?;
-        if Self::expired(&self.cfg, &f, now) {
-            self.remove_id(id);
-            return None;
-        }
-        Some((dir, f))
+    pub fn get(&mut self, now: Millis, key: &FlowKey) -> Option<(Dir, &Flow)> {
+        self.get_packed(now, &PackedKey::new(key))
+    }
+
+    /// [`Self::get`] by the packed key.
+    #[inline]
+    pub(super) fn get_packed(&mut self, now: Millis, key: &PackedKey) -> Option<(Dir, &Flow)> {
+        let (slot, dir) = self.find(now, key)?;
+        Some((dir, self.slots[slot as usize].as_ref()?))
     }
 
     /// Finds the live flow `key` belongs to and records a packet on it at
@@ -241,14 +349,20 @@ impl ConnTrack {
         now: Millis,
         key: &FlowKey,
         tcp_flags: Option<u8>,
-    ) -> Option<(Dir, Flow)> {
-        let (id, dir) = *self.index.get(key)?;
-        let cfg = self.cfg;
-        let f = self.flows.get_mut(&id)?;
-        if Self::expired(&cfg, f, now) {
-            self.remove_id(id);
-            return None;
-        }
+    ) -> Option<(Dir, &Flow)> {
+        self.track_packed(now, &PackedKey::new(key), tcp_flags)
+    }
+
+    /// [`Self::track`] by the packed key.
+    #[inline]
+    pub(super) fn track_packed(
+        &mut self,
+        now: Millis,
+        key: &PackedKey,
+        tcp_flags: Option<u8>,
+    ) -> Option<(Dir, &Flow)> {
+        let (slot, dir) = self.find(now, key)?;
+        let f = self.slots[slot as usize].as_mut()?;
         f.last_seen = now;
         if let Some(flags) = tcp_flags {
             if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && f.tcp.closing_since.is_some() {
@@ -266,7 +380,7 @@ impl ConnTrack {
                 f.tcp.closing_since = Some(now);
             }
         }
-        Some((dir, *f))
+        Some((dir, f))
     }
 
     /// Inserts a new flow with keys `orig` and `reply`, seen first at
@@ -280,24 +394,31 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
     ) -> Result<Flow, InsertError> {
         for k in [&orig, &reply] {
-            if self.get(now, k).is_some() {
+            if self.find(now, &PackedKey::new(k)).is_some() {
                 return Err(InsertError::Collision);
             }
         }
         if orig == reply {
             return Err(InsertError::Collision);
         }
-        if self.flows.len() >= self.cfg.max_flows {
+        if self.live >= self.cfg.max_flows {
             if self.last_sweep.is_none_or(|t| now > t) {
                 self.last_sweep = Some(now);
                 self.expire(now);
             }
-            if self.flows.len() >= self.cfg.max_flows {
+            if self.live >= self.cfg.max_flows {
                 return Err(InsertError::TableFull);
             }
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
+        // No free slot means every slot is live: fewer than `max_flows`.
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).map_err(|_| InsertError::TableFull)?;
+                self.slots.push(None);
+                slot
+            }
+        };
         let f = Flow {
             orig,
             reply,
@@ -306,27 +427,33 @@ impl ConnTrack {
             last_seen: now,
             tcp: TcpState::default(),
         };
-        self.flows.insert(id, f);
-        self.index.insert(orig, (id, Dir::Orig));
-        self.index.insert(reply, (id, Dir::Reply));
+        self.slots[slot as usize] = Some(f);
+        self.live += 1;
+        self.index.insert(PackedKey::new(&orig), (slot, Dir::Orig));
+        self.index
+            .insert(PackedKey::new(&reply), (slot, Dir::Reply));
         // Record the opening packet's flags (a RST-only flow closes at once).
         Ok(self
             .track(now, &orig, tcp_flags)
-            .map(|(_, f)| f)
+            .map(|(_, f)| *f)
             .unwrap_or(f))
     }
 
     /// Removes every expired flow; returns how many.
     pub fn expire(&mut self, now: Millis) -> usize {
         let cfg = self.cfg;
-        let dead: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| Self::expired(&cfg, f, now))
-            .map(|(id, _)| *id)
+        self.remove_where(|f| Self::expired(&cfg, f, now))
+    }
+
+    /// Removes the flows `dead` selects; returns how many.
+    fn remove_where(&mut self, dead: impl Fn(&Flow) -> bool) -> usize {
+        let dead: Vec<u32> = (0u32..)
+            .zip(&self.slots)
+            .filter(|(_, f)| f.as_ref().is_some_and(&dead))
+            .map(|(slot, _)| slot)
             .collect();
-        for id in &dead {
-            self.remove_id(*id);
+        for slot in &dead {
+            self.remove_slot(*slot);
         }
         dead.len()
     }
@@ -334,16 +461,9 @@ impl ConnTrack {
     /// Removes the translated flows to the instance at `ns` (rescheduled or
     /// gone); returns how many.
     pub fn remove_instance(&mut self, ns: IpAddr) -> usize {
-        let dead: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| matches!(f.kind, FlowKind::Translated { instance_ns, .. } if instance_ns == ns))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &dead {
-            self.remove_id(*id);
-        }
-        dead.len()
+        self.remove_where(
+            |f| matches!(f.kind, FlowKind::Translated { instance_ns, .. } if instance_ns == ns),
+        )
     }
 }
 
@@ -432,6 +552,87 @@ mod tests {
         assert!(t.get(100, &o).is_some());
         t.track(100, &o, Some(TCP_RST | TCP_ACK)).unwrap();
         assert!(t.get(110, &o).is_none());
+    }
+
+    /// The module invariant, checked from the outside in.
+    fn check_invariant(t: &ConnTrack) {
+        let live: Vec<u32> = (0u32..)
+            .zip(&t.slots)
+            .filter(|(_, f)| f.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(live.len(), t.live);
+        assert_eq!(t.free.len() + t.live, t.slots.len());
+        for slot in &t.free {
+            assert!(t.slots[*slot as usize].is_none());
+        }
+        assert_eq!(t.index.len(), 2 * t.live);
+        for slot in live {
+            let f = t.slots[slot as usize].as_ref().unwrap();
+            assert_eq!(t.index[&PackedKey::new(&f.orig)], (slot, Dir::Orig));
+            assert_eq!(t.index[&PackedKey::new(&f.reply)], (slot, Dir::Reply));
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_and_the_index_stays_exact() {
+        let mut t = ConnTrack::new(ConntrackConfig {
+            max_flows: 8,
+            ..small().cfg
+        });
+        for round in 0..20u16 {
+            let now = Millis::from(round) * 1000;
+            for cport in 0..8 {
+                let (o, r, k) = keys(proto::UDP, round * 100 + cport);
+                t.insert(now, o, r, k, None).unwrap();
+                check_invariant(&t);
+            }
+            // Every other one removed by a lookup after its expiry, the
+            // rest by the sweep the next round's first insert makes.
+            for cport in (0..8).step_by(2) {
+                let (o, _, _) = keys(proto::UDP, round * 100 + cport);
+                assert!(t.get(now + 500, &o).is_none());
+            }
+            check_invariant(&t);
+            assert_eq!(t.len(), 4);
+        }
+        assert_eq!(t.slots.len(), 8, "slots are reused, never past max_flows");
+        assert_eq!(t.remove_instance(ip("10.18.1.5")), 4);
+        check_invariant(&t);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn packed_keys_unpack_to_what_they_pack() {
+        for (s, d) in [
+            ("10.18.0.2", "10.30.0.9"),
+            ("fc00:a::2", "fdff::1"),
+            ("::a12:2", "::"),
+        ] {
+            let k = FlowKey::new(proto::TCP, ip(s), 65535, ip(d), 1);
+            assert_eq!(FlowKey::from(&PackedKey::from(&k)), k);
+            assert_eq!(
+                PackedKey::from(&k),
+                PackedKey::of(k.proto, k.src, 65535, k.dst, 1)
+            );
+        }
+    }
+
+    #[test]
+    fn families_do_not_alias() {
+        // The IPv6 addresses whose low 32 bits are the IPv4 ones.
+        let mut t = small();
+        let (o, r, k) = keys(proto::UDP, 7);
+        t.insert(0, o, r, k, None).unwrap();
+        let mut o6 = o;
+        o6.src = ip("::a12:2");
+        o6.dst = ip("::a1e:9");
+        assert_ne!(PackedKey::new(&o), PackedKey::new(&o6));
+        assert!(t.get(0, &o6).is_none());
+        let mut mixed = o;
+        mixed.dst = ip("::a1e:9");
+        assert!(t.get(0, &mixed).is_none());
+        assert_eq!(t.get(0, &o).unwrap().0, Dir::Orig);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cache::{CacheConfig, Lookup, Millis, ResolutionCache, ResolveError};
-use super::conntrack::{ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop};
-use super::packet::{icmp_unreachable, IpPacket, ParseError, QuotedKind, Transport};
+use super::conntrack::{
+    ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
+};
+use super::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use super::services::{in_net, is_service_ip, Coords, Resolution};
 
 /// Oakestra's tunnel port.
@@ -149,14 +151,17 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Packets handed to `on_tun_packet` (queued packets re-run after a
-    /// resolution count in `released`, not here).
+    /// Packets handed to `on_tun_packet` or `tun_packet_in_place` (queued
+    /// packets re-run after a resolution count in `released`, not here).
     tun_in,
-    /// `WriteTun` actions (translated packets, replies, ICMP errors).
+    /// Packets for the TUN: `WriteTun` actions and `Forward::Tun`s
+    /// (translated packets, replies, ICMP errors).
     tun_out,
-    /// Datagrams handed to `on_tunnel_datagram`.
+    /// Datagrams handed to `on_tunnel_datagram` or
+    /// `tunnel_datagram_in_place`.
     tunnel_in,
-    /// `SendTunnel` actions.
+    /// Packets for the tunnel: `SendTunnel` actions and
+    /// `Forward::Tunnel`s.
     tunnel_out,
     /// `Query` actions.
     queries,
@@ -248,6 +253,43 @@ pub enum Action {
     Drop(DropReason),
 }
 
+/// Where the packet handed to an in-place entry point
+/// ([`NetManagerCore::tun_packet_in_place`],
+/// [`NetManagerCore::tunnel_datagram_in_place`]) goes. It was rewritten in
+/// the caller's buffer; its first `len` bytes are the packet to send (the
+/// IP total length: bytes of the buffer past it are not part of the
+/// packet, and are dropped exactly as the copying entry points drop them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Write `buf[..len]` to the node's TUN device: what
+    /// [`Action::WriteTun`] carries.
+    Tun { len: usize },
+    /// Send `buf[..len]` as the whole payload of a UDP datagram to
+    /// `node`:`port`: what [`Action::SendTunnel`] carries.
+    Tunnel { node: IpAddr, port: u16, len: usize },
+}
+
+impl Forward {
+    /// The action the copying entry points return for the same packet:
+    /// `packet[..len]` copied into [`Action::WriteTun`] or
+    /// [`Action::SendTunnel`]. `packet` is the buffer the in-place entry
+    /// point rewrote.
+    ///
+    /// # Panics
+    ///
+    /// If `packet` is shorter than `len` (not the buffer the core saw).
+    pub fn to_action(&self, packet: &[u8]) -> Action {
+        match *self {
+            Forward::Tun { len } => Action::WriteTun(packet[..len].to_vec()),
+            Forward::Tunnel { node, port, len } => Action::SendTunnel {
+                node,
+                port,
+                datagram: packet[..len].to_vec(),
+            },
+        }
+    }
+}
+
 /// The rewrite a flow applies to a packet going one way: new source and
 /// destination addresses (ports are never rewritten by the net manager).
 #[derive(Debug, Clone, Copy)]
@@ -258,31 +300,53 @@ struct Rewrite {
 
 /// Where a packet goes after its rewrite.
 #[derive(Debug, Clone, Copy)]
-enum Out {
+enum Hop {
     Tun,
     Tunnel(IpAddr),
 }
 
-/// The flow tuple of a packet, as the conversion table keys it, and
-/// whether it is an ICMP error (whose tuple is that of the flow it reports
-/// on, in the direction the error travels: the quoted tuple reversed).
-fn packet_key(v: &IpPacket<'_>) -> Result<(FlowKey, bool), DropReason> {
+/// The flow tuple of a packet, as the conversion table indexes it: built
+/// from the packet's fields straight into the packed form the lookup
+/// hashes (see [`PackedKey::of`]); the [`FlowKey`] is unpacked from it
+/// only off the per-packet path.
+struct Key {
+    packed: PackedKey,
+    /// An ICMP error: its tuple is that of the flow it reports on, in the
+    /// direction the error travels (the quoted tuple reversed).
+    is_error: bool,
+}
+
+impl Key {
+    fn tuple(&self) -> FlowKey {
+        FlowKey::from(&self.packed)
+    }
+}
+
+/// The [`Key`] of a packet.
+#[inline(always)]
+fn packet_key(v: &IpPacket<'_>) -> Result<Key, DropReason> {
     match v.transport() {
         Transport::Tcp | Transport::Udp | Transport::IcmpEcho { .. } => {
             let (sp, dp) = v
                 .src_port()
                 .zip(v.dst_port())
                 .ok_or(DropReason::Unsupported)?;
-            Ok((FlowKey::new(v.protocol(), v.src(), sp, v.dst(), dp), false))
+            Ok(Key {
+                packed: PackedKey::of(v.protocol(), v.src(), sp, v.dst(), dp),
+                is_error: false,
+            })
         }
         Transport::IcmpError(q) if q.kind() != QuotedKind::Other => {
-            let key = v
+            let tuple = v
                 .quoted_src()
                 .zip(v.quoted_dst())
                 .zip(v.quoted_src_port().zip(v.quoted_dst_port()))
-                .map(|((s, d), (sp, dp))| FlowKey::new(q.protocol(), s, sp, d, dp))
+                .map(|((s, d), (sp, dp))| FlowKey::new(q.protocol(), s, sp, d, dp).reversed())
                 .ok_or(DropReason::Unsupported)?;
-            Ok((key.reversed(), true))
+            Ok(Key {
+                packed: PackedKey::from(&tuple),
+                is_error: true,
+            })
         }
         _ => Err(DropReason::Unsupported),
     }
@@ -293,13 +357,13 @@ fn packet_key(v: &IpPacket<'_>) -> Result<(FlowKey, bool), DropReason> {
 /// quoted packet rewritten the opposite way (quoted source = `rw.dst`,
 /// quoted destination = `rw.src`) and its outer destination set to
 /// `rw.dst`; its outer source becomes `rw.src` only if the error came from
-/// the flow's endpoint itself (outer source = `key.src`); an error from a
-/// router on the way keeps the router's address.
-fn rewrite(v: &mut IpPacket<'_>, key: &FlowKey, is_error: bool, rw: Rewrite) {
+/// the flow's endpoint itself (outer source = the key's source); an error
+/// from a router on the way keeps the router's address.
+fn rewrite(v: &mut IpPacket<'_>, key: &Key, rw: Rewrite) {
     // Families match by construction: flows are single-family and the
     // packet's tuple matched one; errors are impossible here.
-    if is_error {
-        if v.src() == key.src {
+    if key.is_error {
+        if v.src() == key.tuple().src {
             let _ = v.set_src(rw.src);
         }
         let _ = v.set_dst(rw.dst);
@@ -313,6 +377,8 @@ fn rewrite(v: &mut IpPacket<'_>, key: &FlowKey, is_error: bool, rw: Rewrite) {
 
 fn parse_error_reason(e: ParseError) -> DropReason {
     match e {
+        // An empty buffer, or a first nibble neither 4 nor 6.
+        ParseError::Malformed(Malformed::Empty | Malformed::Version(_)) => DropReason::NotIp,
         ParseError::Malformed(_) => DropReason::Malformed,
         ParseError::Fragment => DropReason::Fragment,
         ParseError::Unsupported(_) => DropReason::Unsupported,
@@ -395,128 +461,207 @@ impl NetManagerCore {
         }
     }
 
-    /// The common first step of both entry points: check the IP version
-    /// nibble, validate the packet, key it, and look its flow up (tracking
-    /// TCP state, except for ICMP errors, which only report on a flow).
-    #[allow(clippy::type_complexity)]
-    fn classify<'a>(
+    /// The translation of a packet of a known flow, shared by both entry
+    /// points (`from_tunnel`: the packet came out of the tunnel, else out
+    /// of the TUN): looks the flow up (recording the packet on it, except
+    /// for an ICMP error, which only reports on a flow), rewrites `v` in
+    /// place as the flow says, and returns where it goes. `None`: no flow;
+    /// `Some(Err(_))`: a flow, but not one this path may use.
+    ///
+    /// The rewrite reads the flow where it lies in the table: nothing but
+    /// the two addresses written is copied out of it.
+    #[inline(always)]
+    fn known_flow(
         &mut self,
         now: Millis,
-        buf: &'a mut [u8],
-    ) -> Result<
-        (
-            IpPacket<'a>,
-            FlowKey,
-            bool,
-            Option<(Dir, super::conntrack::Flow)>,
-        ),
-        DropReason,
-    > {
-        if !matches!(buf.first().map(|b| b >> 4), Some(4 | 6)) {
-            return Err(DropReason::NotIp);
-        }
-        let v = IpPacket::new_checked(buf).map_err(parse_error_reason)?;
-        let (key, is_error) = packet_key(&v)?;
-        let found = if is_error {
-            self.conntrack.get(now, &key)
+        v: &mut IpPacket<'_>,
+        key: &Key,
+        from_tunnel: bool,
+    ) -> Option<Result<Hop, DropReason>> {
+        let (dir, flow) = if key.is_error {
+            self.conntrack.get_packed(now, &key.packed)?
         } else {
-            self.conntrack.track(now, &key, v.tcp_flags())
+            self.conntrack
+                .track_packed(now, &key.packed, v.tcp_flags())?
         };
-        Ok((v, key, is_error, found))
+        let (rw, hop) = match (from_tunnel, dir, &flow.kind) {
+            // A local client's packet: translated to the instance.
+            (
+                false,
+                Dir::Orig,
+                FlowKind::Translated {
+                    client_src,
+                    instance_ns,
+                    next_hop,
+                    ..
+                },
+            ) => {
+                let rw = Rewrite {
+                    src: *client_src,
+                    dst: *instance_ns,
+                };
+                (Some(rw), Self::next_hop(*next_hop))
+            }
+            // The answer, from a local instance or through the tunnel:
+            // translated back to what the client dialled.
+            (
+                _,
+                Dir::Reply,
+                FlowKind::Translated {
+                    client_ns, service, ..
+                },
+            ) => {
+                let rw = Rewrite {
+                    src: *service,
+                    dst: *client_ns,
+                };
+                (Some(rw), Hop::Tun)
+            }
+            // A local instance answers a remote client: raw to its node.
+            (false, Dir::Reply, FlowKind::Passthrough { peer }) => (None, Hop::Tunnel(*peer)),
+            // A remote client's packet: raw to the local instance.
+            (true, Dir::Orig, FlowKind::Passthrough { .. }) => (None, Hop::Tun),
+            // A remote client's tuple coming out of the local TUN, a local
+            // client's tuple or a local instance's answer out of the
+            // tunnel: not paths the net manager knows.
+            (_, Dir::Orig, _) | (true, Dir::Reply, FlowKind::Passthrough { .. }) => {
+                return Some(Err(DropReason::NoFlow))
+            }
+        };
+        if let Some(rw) = rw {
+            rewrite(v, key, rw);
+        }
+        Some(Ok(hop))
     }
 
-    fn drop(&mut self, out: &mut Vec<Action>, r: DropReason) {
+    /// Counts a drop and reports it; returns `None` (no forward) for the
+    /// handlers' `return self.drop(..)`.
+    fn drop(&mut self, out: &mut Vec<Action>, r: DropReason) -> Option<Forward> {
         *self.counters.drop_counter(r) += 1;
         out.push(Action::Drop(r));
+        None
     }
 
-    fn emit(&mut self, out: &mut Vec<Action>, to: Out, bytes: &[u8]) {
-        match to {
-            Out::Tun => {
+    /// The packet being handled, `v`, rewritten in place, goes to `to`:
+    /// counts it and returns the [`Forward`] the handlers return. Every
+    /// handled packet leaves the core here; the copying entry points make
+    /// the forward an action ([`Self::copy_forward`]).
+    fn forward(&mut self, to: Hop, v: &IpPacket<'_>) -> Option<Forward> {
+        let len = v.len();
+        Some(match to {
+            Hop::Tun => {
                 self.counters.tun_out += 1;
-                out.push(Action::WriteTun(bytes.to_vec()));
+                Forward::Tun { len }
             }
-            Out::Tunnel(node) => {
+            Hop::Tunnel(node) => {
                 self.counters.tunnel_out += 1;
-                out.push(Action::SendTunnel {
+                Forward::Tunnel {
                     node,
                     port: self.cfg.tunnel_port,
-                    datagram: bytes.to_vec(),
-                });
+                    len,
+                }
             }
+        })
+    }
+
+    /// What the copying entry points do with a handler's forward: append
+    /// it to the actions, the packet copied out of `packet`.
+    fn copy_forward(fwd: Option<Forward>, packet: &[u8], actions: &mut Vec<Action>) {
+        if let Some(fwd) = fwd {
+            actions.push(fwd.to_action(packet));
         }
     }
 
-    fn next_hop_out(h: NextHop) -> Out {
+    fn next_hop(h: NextHop) -> Hop {
         match h {
-            NextHop::Local => Out::Tun,
-            NextHop::Node(n) => Out::Tunnel(n),
+            NextHop::Local => Hop::Tun,
+            NextHop::Node(n) => Hop::Tunnel(n),
         }
     }
 
     /// A packet read from the TUN: sent by a local instance (or the node)
     /// to a service IP, or a local instance's reply within a known flow.
+    ///
+    /// Returns every action, the translated packet copied into a
+    /// [`Action::WriteTun`] or [`Action::SendTunnel`] (`packet` is
+    /// rewritten too, and may be reused by the caller afterwards). The hot
+    /// path of a shell is [`Self::tun_packet_in_place`], which skips the
+    /// copy and the allocation.
     pub fn on_tun_packet(&mut self, now: Millis, packet: &mut [u8]) -> Vec<Action> {
         self.counters.tun_in += 1;
-        let mut out = Vec::with_capacity(1);
-        self.tun_packet(now, packet, &mut out);
-        out
+        let mut actions = Vec::with_capacity(1);
+        let fwd = self.tun_packet(now, packet, &mut actions);
+        Self::copy_forward(fwd, packet, &mut actions);
+        actions
     }
 
-    fn tun_packet(&mut self, now: Millis, packet: &mut [u8], out: &mut Vec<Action>) {
-        let (mut v, key, is_error, found) = match self.classify(now, packet) {
-            Ok(c) => c,
-            Err(r) => return self.drop(out, r),
+    /// [`Self::on_tun_packet`] without copying the packet: the same
+    /// translation, the same counters, but when the packet is to be sent
+    /// on, it is left rewritten in `packet` and the return value says
+    /// where to send its first `len` bytes ([`Forward`]). `extra` is
+    /// **cleared** by this call, then receives the other actions (`Query`,
+    /// `Drop`, ICMP errors written to the TUN): pass the same vector every
+    /// time to reuse its allocation. When `None` is returned, the packet
+    /// was not sent on (queued behind a query, or dropped) and `packet` is
+    /// left unchanged.
+    ///
+    /// The copying entry point's actions are exactly `extra` followed by
+    /// the forward made an action ([`Forward::to_action`]).
+    pub fn tun_packet_in_place(
+        &mut self,
+        now: Millis,
+        packet: &mut [u8],
+        extra: &mut Vec<Action>,
+    ) -> Option<Forward> {
+        self.counters.tun_in += 1;
+        extra.clear();
+        self.tun_packet(now, packet, extra)
+    }
+
+    /// The handler behind both TUN entry points: pushes to `out` every
+    /// action but the forward of `packet`, which it returns.
+    fn tun_packet(
+        &mut self,
+        now: Millis,
+        packet: &mut [u8],
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
+        // The view and the key are used where they were built, inside
+        // their `Result`s: moving them out would cost a copy per packet
+        // (and a stalled one, so soon after the stores that built them).
+        let mut parsed = IpPacket::new_checked(packet);
+        let v = match parsed.as_mut() {
+            Ok(v) => v,
+            Err(e) => return self.drop(out, parse_error_reason(*e)),
         };
-        if let Some((dir, flow)) = found {
-            match (dir, flow.kind) {
-                (
-                    Dir::Orig,
-                    FlowKind::Translated {
-                        client_src,
-                        instance_ns,
-                        next_hop,
-                        ..
-                    },
-                ) => {
-                    let rw = Rewrite {
-                        src: client_src,
-                        dst: instance_ns,
-                    };
-                    rewrite(&mut v, &key, is_error, rw);
-                    return self.emit(out, Self::next_hop_out(next_hop), v.as_bytes());
-                }
-                (
-                    Dir::Reply,
-                    FlowKind::Translated {
-                        client_ns, service, ..
-                    },
-                ) => {
-                    let rw = Rewrite {
-                        src: service,
-                        dst: client_ns,
-                    };
-                    rewrite(&mut v, &key, is_error, rw);
-                    return self.emit(out, Out::Tun, v.as_bytes());
-                }
-                (Dir::Reply, FlowKind::Passthrough { peer }) => {
-                    return self.emit(out, Out::Tunnel(peer), v.as_bytes());
-                }
-                // A remote client's tuple coming out of the local TUN: not
-                // a path the net manager knows.
-                (Dir::Orig, FlowKind::Passthrough { .. }) => {
-                    return self.drop(out, DropReason::NoFlow);
-                }
-            }
+        let keyed = packet_key(v);
+        let key = match &keyed {
+            Ok(key) => key,
+            Err(r) => return self.drop(out, *r),
+        };
+        match self.known_flow(now, v, key, false) {
+            Some(Ok(hop)) => return self.forward(hop, v),
+            Some(Err(r)) => return self.drop(out, r),
+            None => {}
         }
-        if is_error || !is_service_ip(key.dst) {
+        if key.is_error {
             return self.drop(out, DropReason::NoFlow);
         }
-        self.new_flow(now, v, key, out);
+        self.new_flow(now, v, key, out)
     }
 
-    /// First packet of a flow to a service IP.
-    fn new_flow(&mut self, now: Millis, mut v: IpPacket<'_>, key: FlowKey, out: &mut Vec<Action>) {
+    /// First packet of a flow, if it is to a service IP.
+    fn new_flow(
+        &mut self,
+        now: Millis,
+        v: &mut IpPacket<'_>,
+        k: &Key,
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
+        let key = k.tuple();
+        if !is_service_ip(key.dst) {
+            return self.drop(out, DropReason::NoFlow);
+        }
         let service = key.dst;
         let chosen = match self.cache.lookup(now, service) {
             Lookup::Hit(res) => {
@@ -563,13 +708,22 @@ impl NetManagerCore {
             src: client_src,
             dst: instance_ns,
         };
-        rewrite(&mut v, &key, false, rw);
-        self.emit(out, Self::next_hop_out(next_hop), v.as_bytes());
+        rewrite(v, k, rw);
+        self.forward(Self::next_hop(next_hop), v)
     }
 
-    fn enqueue(&mut self, service: IpAddr, packet: Vec<u8>, out: &mut Vec<Action>) {
+    /// Queues a copy of the packet behind the query for `service`.
+    fn enqueue(
+        &mut self,
+        service: IpAddr,
+        packet: Vec<u8>,
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
         match self.cache.enqueue(service, packet) {
-            Ok(()) => self.counters.queued += 1,
+            Ok(()) => {
+                self.counters.queued += 1;
+                None
+            }
             Err(_) => self.drop(out, DropReason::QueueFull),
         }
     }
@@ -579,7 +733,8 @@ impl NetManagerCore {
     fn unreachable(&mut self, original: &[u8], out: &mut Vec<Action>) {
         if let Some(icmp) = icmp_unreachable(original) {
             self.counters.icmp_unreachable_sent += 1;
-            self.emit(out, Out::Tun, &icmp);
+            self.counters.tun_out += 1;
+            out.push(Action::WriteTun(icmp));
         }
     }
 
@@ -589,6 +744,9 @@ impl NetManagerCore {
     /// back; packets for local instances are written as they are, and the
     /// flow is remembered so that the instance's replies go back raw to
     /// `from`.
+    ///
+    /// Like [`Self::on_tun_packet`], this copies the packet into its
+    /// action; [`Self::tunnel_datagram_in_place`] does not.
     pub fn on_tunnel_datagram(
         &mut self,
         now: Millis,
@@ -596,47 +754,61 @@ impl NetManagerCore {
         payload: &mut [u8],
     ) -> Vec<Action> {
         self.counters.tunnel_in += 1;
-        let mut out = Vec::with_capacity(1);
-        self.tunnel_datagram(now, from, payload, &mut out);
-        out
+        let mut actions = Vec::with_capacity(1);
+        let fwd = self.tunnel_datagram(now, from, payload, &mut actions);
+        Self::copy_forward(fwd, payload, &mut actions);
+        actions
     }
 
+    /// [`Self::on_tunnel_datagram`] without copying the packet, with the
+    /// contract of [`Self::tun_packet_in_place`]: `extra` is cleared, then
+    /// receives the actions other than the forward; `Some` means `payload`
+    /// was rewritten in place (or left as it is, for a passthrough) and
+    /// its first `len` bytes are to be sent as the [`Forward`] says.
+    pub fn tunnel_datagram_in_place(
+        &mut self,
+        now: Millis,
+        from: IpAddr,
+        payload: &mut [u8],
+        extra: &mut Vec<Action>,
+    ) -> Option<Forward> {
+        self.counters.tunnel_in += 1;
+        extra.clear();
+        self.tunnel_datagram(now, from, payload, extra)
+    }
+
+    /// The handler behind both tunnel entry points, like
+    /// [`Self::tun_packet`].
     fn tunnel_datagram(
         &mut self,
         now: Millis,
         from: IpAddr,
         payload: &mut [u8],
         out: &mut Vec<Action>,
-    ) {
+    ) -> Option<Forward> {
         // The receiver tells IPv4 from IPv6 by the first nibble.
-        let (mut v, key, is_error, found) = match self.classify(now, payload) {
-            Ok(c) => c,
-            Err(r) => return self.drop(out, r),
+        // The view and the key are used where they were built, inside
+        // their `Result`s: moving them out would cost a copy per packet
+        // (and a stalled one, so soon after the stores that built them).
+        let mut parsed = IpPacket::new_checked(payload);
+        let v = match parsed.as_mut() {
+            Ok(v) => v,
+            Err(e) => return self.drop(out, parse_error_reason(*e)),
         };
-        match found.map(|(d, f)| (d, f.kind)) {
-            Some((
-                Dir::Reply,
-                FlowKind::Translated {
-                    client_ns, service, ..
-                },
-            )) => {
-                let rw = Rewrite {
-                    src: service,
-                    dst: client_ns,
-                };
-                rewrite(&mut v, &key, is_error, rw);
-                return self.emit(out, Out::Tun, v.as_bytes());
-            }
-            Some((Dir::Orig, FlowKind::Passthrough { .. })) => {
-                return self.emit(out, Out::Tun, v.as_bytes());
-            }
-            // Any other match is not a tunnel path: treat as unknown.
-            Some(_) => return self.drop(out, DropReason::NoFlow),
+        let keyed = packet_key(v);
+        let key = match &keyed {
+            Ok(key) => key,
+            Err(r) => return self.drop(out, *r),
+        };
+        match self.known_flow(now, v, key, true) {
+            Some(Ok(hop)) => return self.forward(hop, v),
+            Some(Err(r)) => return self.drop(out, r),
             None => {}
         }
-        if is_error {
+        if key.is_error {
             return self.drop(out, DropReason::NoFlow);
         }
+        let key = key.tuple();
         if !self.is_local_ns(key.dst) {
             return self.drop(out, DropReason::NotLocal);
         }
@@ -651,7 +823,7 @@ impl NetManagerCore {
             Err(InsertError::TableFull) => return self.drop(out, DropReason::TableFull),
             Err(InsertError::Collision) => return self.drop(out, DropReason::TupleCollision),
         }
-        self.emit(out, Out::Tun, v.as_bytes());
+        self.forward(Hop::Tun, v)
     }
 
     /// The answer to a [`Action::Query`] (or an update pushed by the
@@ -671,17 +843,18 @@ impl NetManagerCore {
             self.counters.resolutions_failed += 1;
         }
         let released = self.cache.on_resolution(now, service_ip, result);
-        let mut out = Vec::new();
+        let mut actions = Vec::new();
         for mut p in released.packets {
             if ok {
                 self.counters.released += 1;
-                self.tun_packet(now, &mut p, &mut out);
+                let fwd = self.tun_packet(now, &mut p, &mut actions);
+                Self::copy_forward(fwd, &p, &mut actions);
             } else {
-                self.unreachable(&p, &mut out);
-                self.drop(&mut out, DropReason::QueryFailed);
+                self.unreachable(&p, &mut actions);
+                self.drop(&mut actions, DropReason::QueryFailed);
             }
         }
-        out
+        actions
     }
 
     /// Expires flows and resolutions; fails queries unanswered for too
@@ -689,15 +862,15 @@ impl NetManagerCore {
     pub fn expire(&mut self, now: Millis) -> Vec<Action> {
         let n = self.conntrack.expire(now);
         self.counters.flows_expired += n as u64;
-        let mut out = Vec::new();
+        let mut actions = Vec::new();
         for (_, released) in self.cache.expire(now) {
             self.counters.resolutions_failed += 1;
             for p in released.packets {
-                self.unreachable(&p, &mut out);
-                self.drop(&mut out, DropReason::QueryFailed);
+                self.unreachable(&p, &mut actions);
+                self.drop(&mut actions, DropReason::QueryFailed);
             }
         }
-        out
+        actions
     }
 }
 

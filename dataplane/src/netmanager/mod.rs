@@ -7,12 +7,23 @@
 //! the tunnel socket, runs the queries, and carries out the
 //! [`core::Action`]s.
 //!
+//! Packets enter either way: the copying entry points
+//! ([`NetManagerCore::on_tun_packet`], [`NetManagerCore::on_tunnel_datagram`])
+//! return every action with the translated packet copied into it; the
+//! in-place ones ([`NetManagerCore::tun_packet_in_place`],
+//! [`NetManagerCore::tunnel_datagram_in_place`]), which a shell's hot path
+//! uses, rewrite the packet in the caller's buffer, say where it goes
+//! ([`Forward`]) and put the other actions in a vector the caller reuses.
+//! Both run the same handlers and count the same; the copying results are
+//! the in-place ones with the forward copied into an action.
+//!
 //! - [`checksum`]: RFC 1624 incremental and RFC 1071 full checksums;
 //! - [`packet`]: validated in-place views over IP packets, with setters
 //!   that keep the checksums right (including ICMP errors' quotes);
 //! - [`services`]: service IP kinds, instances, balancing;
 //! - [`cache`]: resolutions with TTL, queries in flight, queued packets;
-//! - [`conntrack`]: the conversion table (flows by full 5-tuple);
+//! - [`conntrack`]: the conversion table (flows by full 5-tuple, one
+//!   keyed-hash lookup per packet);
 //! - [`control`]: the line protocol to the service managers;
 //! - [`core`]: [`NetManagerCore`], tying it together.
 //!
@@ -106,5 +117,7 @@ pub mod services;
 mod testutil;
 
 pub use self::cache::{Millis, ResolveError};
-pub use self::core::{Action, Config, Counters, DropReason, LocalInstance, NetManagerCore};
+pub use self::core::{
+    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore,
+};
 pub use self::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};

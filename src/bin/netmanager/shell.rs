@@ -1,6 +1,11 @@
 //! The loop that owns the core: packets from the TUN and the tunnel
 //! socket, messages from the service manager, control commands, the expiry
 //! tick and the signals; and the execution of the core's actions.
+//!
+//! Packets take the core's in-place entry points: each is read into one
+//! of two receive buffers allocated once, translated there, and sent from
+//! there; the core's other actions for it go to one reused vector. The
+//! per-packet path allocates nothing and copies nothing.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -9,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
-use hoplab_dataplane::netmanager::{Action, Millis, NetManagerCore};
+use hoplab_dataplane::netmanager::{Action, Forward, Millis, NetManagerCore};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::Signal;
@@ -137,6 +142,9 @@ impl<'a> Shell<'a> {
     ) -> anyhow::Result<()> {
         let mut tun_buf = vec![0u8; BUF];
         let mut udp_buf = vec![0u8; BUF];
+        // The actions of one packet besides its forward; cleared by the
+        // core on each call, drained here.
+        let mut extra: Vec<Action> = Vec::new();
         let (tun, udp) = (self.tun, self.udp);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -156,8 +164,12 @@ impl<'a> Shell<'a> {
                     for _ in 0..BATCH {
                         match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
                             Ok(Ok(n)) => {
-                                let acts = core.on_tun_packet(now, &mut tun_buf[..n]);
-                                self.exec(acts).await;
+                                let fwd =
+                                    core.tun_packet_in_place(now, &mut tun_buf[..n], &mut extra);
+                                self.exec(extra.drain(..)).await;
+                                if let Some(fwd) = fwd {
+                                    self.forward(fwd, &tun_buf).await;
+                                }
                             }
                             Ok(Err(e)) if transient(&e) => {}
                             Ok(Err(e)) => return Err(e).context("reading the TUN"),
@@ -173,8 +185,16 @@ impl<'a> Shell<'a> {
                         match udp.try_recv_from(&mut udp_buf) {
                             Ok((n, from)) => {
                                 let from = from.ip().to_canonical();
-                                let acts = core.on_tunnel_datagram(now, from, &mut udp_buf[..n]);
-                                self.exec(acts).await;
+                                let fwd = core.tunnel_datagram_in_place(
+                                    now,
+                                    from,
+                                    &mut udp_buf[..n],
+                                    &mut extra,
+                                );
+                                self.exec(extra.drain(..)).await;
+                                if let Some(fwd) = fwd {
+                                    self.forward(fwd, &udp_buf).await;
+                                }
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                             Err(e) if transient(&e) => {}
@@ -212,31 +232,15 @@ impl<'a> Shell<'a> {
 
     /// Carries out the core's actions. Write and send errors drop the
     /// packet (counted here, logged at most once a second).
-    async fn exec(&mut self, actions: Vec<Action>) {
+    async fn exec(&mut self, actions: impl IntoIterator<Item = Action>) {
         for a in actions {
             match a {
-                Action::WriteTun(p) => {
-                    if let Err(e) = self.tun.get_ref().send(&p) {
-                        self.errors.tun_write += 1;
-                        self.errors.tun_write_log.warn("writing to the TUN", &e);
-                    }
-                }
+                Action::WriteTun(p) => self.write_tun(&p),
                 Action::SendTunnel {
                     node,
                     port,
                     datagram,
-                } => {
-                    let to = match node {
-                        IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
-                        ip => ip,
-                    };
-                    if let Err(e) = self.udp.send_to(&datagram, (to, port)).await {
-                        self.errors.tunnel_send += 1;
-                        self.errors
-                            .tunnel_send_log
-                            .warn(&format!("sending to the tunnel peer {node}"), &e);
-                    }
-                }
+                } => self.send_tunnel(node, port, &datagram).await,
                 Action::Query(ip) => {
                     trace!(%ip, "query");
                     // The manager task lives as long as the runtime; were
@@ -245,6 +249,34 @@ impl<'a> Shell<'a> {
                 }
                 Action::Drop(reason) => trace!(%reason, "dropped"),
             }
+        }
+    }
+
+    /// Sends the packet an in-place entry point translated in `buf`.
+    async fn forward(&mut self, fwd: Forward, buf: &[u8]) {
+        match fwd {
+            Forward::Tun { len } => self.write_tun(&buf[..len]),
+            Forward::Tunnel { node, port, len } => self.send_tunnel(node, port, &buf[..len]).await,
+        }
+    }
+
+    fn write_tun(&mut self, packet: &[u8]) {
+        if let Err(e) = self.tun.get_ref().send(packet) {
+            self.errors.tun_write += 1;
+            self.errors.tun_write_log.warn("writing to the TUN", &e);
+        }
+    }
+
+    async fn send_tunnel(&mut self, node: IpAddr, port: u16, datagram: &[u8]) {
+        let to = match node {
+            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
+            ip => ip,
+        };
+        if let Err(e) = self.udp.send_to(datagram, (to, port)).await {
+            self.errors.tunnel_send += 1;
+            self.errors
+                .tunnel_send_log
+                .warn(&format!("sending to the tunnel peer {node}"), &e);
         }
     }
 
