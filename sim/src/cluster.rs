@@ -30,7 +30,8 @@ use hoplab_dataplane::netmanager::{Coords, Instance, ServiceIp, ServiceKind};
 use serde::Deserialize;
 
 use crate::scenario::{
-    Bridge, Cidr, Echo, End, Host, Link, Process, Ready, Route, RouteDst, Scalar, Scenario, Tun,
+    check_name_len, Bridge, Cidr, Echo, End, Host, Invalid, Link, Process, Ready, Route, RouteDst,
+    Scalar, Scenario, Tun,
 };
 
 /// The underlay switch host.
@@ -167,8 +168,6 @@ impl Plan {
     }
 }
 
-type Invalid = (String, String);
-
 fn bad<T>(field: impl Into<String>, msg: impl Into<String>) -> Result<T, Invalid> {
     Err((field.into(), msg.into()))
 }
@@ -188,7 +187,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
     let mut k = 0usize;
     for (ci, c) in sc.clusters.iter().enumerate() {
         let f = format!("clusters[{ci}]");
-        check_name(format!("{f}.name"), &c.name, 32)?;
+        check_name_len(format!("{f}.name"), &c.name, 32)?;
         if !names.insert(format!("cluster {}", c.name)) {
             return bad(
                 format!("{f}.name"),
@@ -200,7 +199,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
         }
         for (ni, n) in c.nodes.iter().enumerate() {
             let nf = format!("{f}.nodes[{ni}]");
-            check_name(format!("{nf}.name"), &n.name, 15)?;
+            check_name_len(format!("{nf}.name"), &n.name, 15)?;
             if n.name == UNDERLAY_HOST
                 || sc.hosts.contains_key(&n.name)
                 || plan.nodes.contains_key(&n.name)
@@ -248,7 +247,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
     }
     for (si, s) in sc.services.iter().enumerate() {
         let f = format!("services[{si}]");
-        check_name(format!("{f}.name"), &s.name, 12)?;
+        check_name_len(format!("{f}.name"), &s.name, 12)?;
         if plan.services.contains_key(&s.name) {
             return bad(
                 format!("{f}.name"),
@@ -618,21 +617,6 @@ fn end(host: &str, ifname: &str, addr: Vec<Cidr>, bridge: Option<&str>) -> End {
 /// IPv4 and UDP headers (28 bytes) must fit the 1500-byte underlay without
 /// fragments; 1450 as in Oakestra leaves room for IPv6 outer headers too.
 pub const OVERLAY_MTU: u32 = 1450;
-
-fn check_name(field: String, name: &str, max: usize) -> Result<(), Invalid> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !ok {
-        return bad(
-            field,
-            format!("name `{name}` must be 1-{max} of [A-Za-z0-9_-]"),
-        );
-    }
-    Ok(())
-}
 
 /// What the harness needs to start a node's net manager.
 #[derive(Debug, Clone)]

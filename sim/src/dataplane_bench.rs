@@ -559,13 +559,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
         )));
     }
     let sc = scenario();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            what: "start runtime".into(),
-            source,
-        })?;
+    let rt = run::runtime()?;
     let mut started = run::start(&sc, out, &rt)?;
     let hosts = &started.topo.hosts;
     let local = Servers::start(&hosts[LOCAL_SERVER].ns)?;

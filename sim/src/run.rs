@@ -63,6 +63,17 @@ impl Drop for Started {
     }
 }
 
+/// The current-thread runtime a run drives netlink with.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            what: "start runtime".into(),
+            source,
+        })
+}
+
 /// Build `sc`'s topology, start its control plane and processes (logs
 /// under `out/logs`).
 pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
@@ -95,10 +106,7 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
 /// `logs/` under `out`.
 pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let io = |what: String| move |source| Error::Io { what, source };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io("start runtime".into()))?;
+    let rt = runtime()?;
     let mut started = start(sc, out, &rt)?;
     let topo = &started.topo;
 
@@ -200,13 +208,7 @@ pub struct ChainTimings {
 /// Build a chain of `n` hosts, run its two pings, tear it down.
 pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     let sc = crate::bench::chain(n);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            what: "start runtime".into(),
-            source,
-        })?;
+    let rt = runtime()?;
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let bare: Vec<_> = (0..n)

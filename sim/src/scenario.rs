@@ -578,7 +578,7 @@ fn from_yaml_error(file: &Path, e: &serde_yaml::Error) -> ScenarioError {
     }
 }
 
-type Invalid = (String, String);
+pub(crate) type Invalid = (String, String);
 
 fn bad(field: impl Into<String>, msg: impl Into<String>) -> Result<(), Invalid> {
     Err((field.into(), msg.into()))
@@ -601,15 +601,20 @@ fn check_ifname(field: String, name: &str) -> Result<(), Invalid> {
 }
 
 fn check_name(field: String, name: &str) -> Result<(), Invalid> {
+    check_name_len(field, name, 32)
+}
+
+/// A name of 1 to `max` characters of `[A-Za-z0-9_-]`.
+pub(crate) fn check_name_len(field: String, name: &str, max: usize) -> Result<(), Invalid> {
     let ok = !name.is_empty()
-        && name.len() <= 32
+        && name.len() <= max
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         return bad(
             field,
-            format!("name `{name}` must be 1-32 of [A-Za-z0-9_-]"),
+            format!("name `{name}` must be 1-{max} of [A-Za-z0-9_-]"),
         );
     }
     Ok(())

@@ -786,7 +786,7 @@ impl NetManagerCore {
         payload: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
-        // The receiver tells IPv4 from IPv6 by the first nibble.
+        // `new_checked` tells IPv4 from IPv6 by the first nibble.
         // The view and the key are used where they were built, inside
         // their `Result`s: moving them out would cost a copy per packet
         // (and a stalled one, so soon after the stores that built them).
