@@ -520,6 +520,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                     instances: locals,
                     cache_ttl_ms: n.cache_ttl_ms,
                 }),
+                gateway: None,
             }],
             ..Host::default()
         };
@@ -575,6 +576,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 ready: None,
                 ready_timeout_ms: 5000,
                 netmanager: None,
+                gateway: None,
             })
             .collect();
         sc.hosts.insert(

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod dataplane_bench;
 pub mod echo;
+pub mod gateway;
 pub mod netns;
 pub mod process;
 pub mod report;

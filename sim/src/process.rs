@@ -18,14 +18,21 @@ pub struct Running {
 }
 
 /// What a readiness check looks for, from the scenario or implied by `echo`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Check {
     TcpListen(u16),
     UdpBound(u16),
     DelayMs(u64),
+    /// Something accepts connections on this unix socket.
+    UnixSocket(std::path::PathBuf),
 }
 
-fn checks(p: &Process) -> Vec<Check> {
+fn checks(p: &Process, out: &Path) -> Vec<Check> {
+    if let Some(g) = &p.gateway {
+        // The gateway binds its control socket last, after the firewall
+        // and the TUN.
+        return vec![Check::UnixSocket(g.control(&out.join("ctl")))];
+    }
     if let Some(r) = &p.ready {
         let c = match (r.tcp_listen, r.udp_bound, r.delay_ms) {
             (Some(t), _, _) => Check::TcpListen(t),
@@ -64,20 +71,20 @@ fn port_bound(proto: &str, port: u16) -> bool {
     })
 }
 
-/// The net manager binary: `$HOPLAB_NETMANAGER`, else `netmanager` next
-/// to the running executable (cargo builds both into the same folder).
-fn netmanager_bin() -> Result<String, Error> {
-    if let Some(p) = std::env::var_os("HOPLAB_NETMANAGER") {
+/// A dataplane binary: `$<env>`, else `name` next to the running
+/// executable (cargo builds them all into the same folder).
+fn dataplane_bin(name: &str, env: &str) -> Result<String, Error> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(p.to_string_lossy().into_owned());
     }
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         what: "locate the running executable".into(),
         source,
     })?;
-    let bin = exe.with_file_name("netmanager");
+    let bin = exe.with_file_name(name);
     if !bin.exists() {
         return Err(Error::Failed(format!(
-            "net manager binary {} not found: build it (`cargo build --bins`) or set HOPLAB_NETMANAGER",
+            "{name} binary {} not found: build it (`cargo build --bins`) or set {env}",
             bin.display()
         )));
     }
@@ -85,19 +92,28 @@ fn netmanager_bin() -> Result<String, Error> {
 }
 
 /// Start `p` in host `ns`; its output goes to `<out>/logs/<host>.<name>.log`;
-/// a net manager's counters go to `<out>/counters/`.
+/// a net manager's or gateway's counters go to `<out>/counters/`.
 pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     let host = ns.name();
     let logs = out.join("logs");
+    let counters = || -> Result<std::path::PathBuf, Error> {
+        let counters = out.join("counters");
+        std::fs::create_dir_all(&counters).map_err(|source| Error::Io {
+            what: format!("create {}", counters.display()),
+            source,
+        })?;
+        Ok(counters)
+    };
     let argv: Vec<String> = match (&p.cmd, &p.echo) {
         (None, None) if p.netmanager.is_some() => {
             let nm = p.netmanager.as_ref().expect("checked");
-            let counters = out.join("counters");
-            std::fs::create_dir_all(&counters).map_err(|source| Error::Io {
-                what: format!("create {}", counters.display()),
-                source,
-            })?;
-            nm.argv(&netmanager_bin()?, &out.join("ctl"), &counters)
+            let bin = dataplane_bin("netmanager", "HOPLAB_NETMANAGER")?;
+            nm.argv(&bin, &out.join("ctl"), &counters()?)
+        }
+        (None, None) if p.gateway.is_some() => {
+            let g = p.gateway.as_ref().expect("checked");
+            let bin = dataplane_bin("gateway", "HOPLAB_GATEWAY")?;
+            g.argv(&bin, &out.join("ctl"), &counters()?)
         }
         (Some(c), _) => c.clone(),
         (None, Some(e)) => {
@@ -126,7 +142,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     )))?;
 
     let deadline = Instant::now() + Duration::from_millis(p.ready_timeout_ms);
-    for check in checks(p) {
+    for check in checks(p, out) {
         loop {
             if let Some(status) = child.try_wait().ok().flatten() {
                 return Err(Error::Failed(format!(
@@ -135,11 +151,12 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
                     log_path.display()
                 )));
             }
-            let ready = match check {
-                Check::TcpListen(port) => ns.run(|| port_bound("tcp", port)).unwrap_or(false),
-                Check::UdpBound(port) => ns.run(|| port_bound("udp", port)).unwrap_or(false),
+            let ready = match &check {
+                Check::TcpListen(port) => ns.run(|| port_bound("tcp", *port)).unwrap_or(false),
+                Check::UdpBound(port) => ns.run(|| port_bound("udp", *port)).unwrap_or(false),
+                Check::UnixSocket(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
                 Check::DelayMs(ms) => {
-                    std::thread::sleep(Duration::from_millis(ms));
+                    std::thread::sleep(Duration::from_millis(*ms));
                     true
                 }
             };

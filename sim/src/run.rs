@@ -137,6 +137,27 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        if !step.expose.is_empty() || !step.unexpose.is_empty() {
+            let g = sc
+                .hosts
+                .values()
+                .flat_map(|h| &h.processes)
+                .find_map(|p| p.gateway.as_ref());
+            let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
+            let lines = step
+                .unexpose
+                .iter()
+                .map(|u| format!("unexpose {} {}", u.proto, u.port))
+                .chain(
+                    step.expose
+                        .iter()
+                        .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
+                );
+            for line in lines {
+                crate::gateway::control(&sock, &line)
+                    .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
+            }
+        }
         let sport = step.source_port(i);
         let seen = topo.hosts[&step.from]
             .ns
@@ -172,6 +193,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let (ifs, frames) = cap
         .finish(Duration::from_millis(sc.capture.settle_ms))
         .map_err(io("capture".into()))?;
+    let counters = gateway_counters(sc, out)?;
     started.stop_processes();
     let control_answers = started.control().map(|c| c.answers()).unwrap_or_default();
     let pcapng = out.join("capture.pcapng");
@@ -182,6 +204,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let captured = trace::read_pcapng(&pcapng)?;
     let mut tr = trace::build(sc, &captured, &reports);
     tr.control_plane = control_answers;
+    tr.counters = counters;
     std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
     std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
         .map_err(io("write report.md".into()))?;
@@ -194,6 +217,34 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         unmet,
         pcapng,
     })
+}
+
+/// Counters that depend on when the run looked, not on what it sent.
+const TIMING_COUNTERS: &[&str] = &["flows_expired"];
+
+/// Every gateway's counters (with its firewall's), by `host/gateway`:
+/// those not zero and not timing-dependent.
+fn gateway_counters(
+    sc: &Scenario,
+    out: &Path,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>, Error> {
+    let mut all = std::collections::BTreeMap::new();
+    for (h, host) in &sc.hosts {
+        for g in host.processes.iter().filter_map(|p| p.gateway.as_ref()) {
+            let text = crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(
+                |source| Error::Io {
+                    what: format!("reading the counters of the gateway on {h}"),
+                    source,
+                },
+            )?;
+            let m: std::collections::BTreeMap<String, u64> = crate::gateway::parse_counters(&text)
+                .into_iter()
+                .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
+                .collect();
+            all.insert(format!("{h}/gateway"), m);
+        }
+    }
+    Ok(all)
 }
 
 /// Timings of one chain benchmark run, in milliseconds.

@@ -61,6 +61,13 @@ pub struct Scenario {
     /// Services with their service IPs and instances placed on nodes.
     #[serde(default)]
     pub services: Vec<crate::cluster::Service>,
+    /// The gateway: which worker node runs it, what it exposes (see
+    /// [`crate::gateway`]).
+    #[serde(default)]
+    pub gateway: Option<crate::gateway::Gateway>,
+    /// Hosts outside the Oakestra network, behind the `internet` router.
+    #[serde(default)]
+    pub externals: Vec<crate::gateway::External>,
     /// Name of the scenario: the file stem, filled in by [`load`].
     #[serde(skip)]
     pub name: String,
@@ -166,6 +173,9 @@ pub struct Process {
     /// A worker node's net manager, added by [`crate::cluster::expand`].
     #[serde(skip)]
     pub netmanager: Option<crate::cluster::NetManagerArgs>,
+    /// The gateway, added by [`crate::gateway::expand`].
+    #[serde(skip)]
+    pub gateway: Option<crate::gateway::GatewayArgs>,
 }
 
 fn default_ready_timeout() -> u64 {
@@ -249,6 +259,14 @@ pub struct Step {
     /// instance is rescheduled).
     #[serde(default)]
     pub invalidate: Vec<IpAddr>,
+    /// Before the step: the gateway adds these exposures (and opens its
+    /// firewall for them).
+    #[serde(default)]
+    pub expose: Vec<crate::gateway::Expose>,
+    /// Before the step: the gateway removes these exposures (and their
+    /// flows, and closes its firewall for them).
+    #[serde(default)]
+    pub unexpose: Vec<crate::gateway::Unexpose>,
 }
 
 fn default_payload() -> String {
@@ -540,6 +558,8 @@ pub fn parse(file: &Path, name: &str, text: &str) -> Result<Scenario, ScenarioEr
         }
     };
     sc.plan = crate::cluster::expand(&mut sc).map_err(located)?;
+    let plan = sc.plan.clone();
+    crate::gateway::expand(&mut sc, &plan).map_err(located)?;
     validate(&sc).map_err(|(field, message)| {
         let (line, column) = locate(text, &field).unwrap_or((1, 1));
         ScenarioError {
@@ -685,7 +705,7 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
                     )
                 }
                 (None, Some(_)) => {}
-                (None, None) if p.netmanager.is_some() => {}
+                (None, None) if p.netmanager.is_some() || p.gateway.is_some() => {}
                 _ => return bad(f, "give exactly one of `cmd` or `echo`"),
             }
             if p.ready.as_ref().is_some_and(|r| r.count() != 1) {
@@ -798,6 +818,25 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
                 format!("{f}.invalidate"),
                 "invalidation needs `clusters` (service managers)",
             );
+        }
+        if (!s.expose.is_empty() || !s.unexpose.is_empty()) && sc.gateway.is_none() {
+            let what = if s.expose.is_empty() {
+                "unexpose"
+            } else {
+                "expose"
+            };
+            return bad(format!("{f}.{what}"), "exposures need a `gateway`");
+        }
+        for (j, e) in s.expose.iter().enumerate() {
+            crate::gateway::check_expose(&format!("{f}.expose[{j}]"), e)?;
+        }
+        for (j, u) in s.unexpose.iter().enumerate() {
+            if u.proto == Proto::Icmp {
+                return bad(
+                    format!("{f}.unexpose[{j}].proto"),
+                    "exposures are tcp or udp",
+                );
+            }
         }
         if !names.insert(s.name.as_str()) {
             return bad(

@@ -80,6 +80,22 @@ pub fn diff(old_yaml: &str, new_yaml: &str) -> Vec<String> {
             out.push(format!("control plane [{i}]: {} -> {}", show(o), show(nw)));
         }
     }
+    let names: std::collections::BTreeSet<(&String, &String)> = [&old, &new]
+        .iter()
+        .flat_map(|t| {
+            t.counters
+                .iter()
+                .flat_map(|(who, m)| m.keys().map(move |k| (who, k)))
+        })
+        .collect();
+    for (who, name) in names {
+        let get = |t: &Trace| t.counters.get(who).and_then(|m| m.get(name)).copied();
+        let (o, n) = (get(&old), get(&new));
+        if o != n {
+            let show = |v: Option<u64>| v.map_or("0".to_string(), |v| v.to_string());
+            out.push(format!("counter {who} {name}: {} -> {}", show(o), show(n)));
+        }
+    }
     if out.is_empty() {
         out.push("the traces differ only in form (reformat): accept the new one".into());
     }

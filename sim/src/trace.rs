@@ -39,7 +39,7 @@
 //! addresses, length and TTL are shown); ARP and IPv6
 //! neighbour/multicast-listener chatter is left out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::BufReader;
@@ -71,6 +71,11 @@ pub struct Trace {
     /// answered, and whether it asked the root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control_plane: Vec<String>,
+    /// Counters read from the dataplane at the end of the traffic (the
+    /// gateway's, with its firewall's), per `host/process`: only those
+    /// that are not zero, and none that depend on timing (expiry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -521,6 +526,7 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
         other,
         undecodable,
         control_plane: Vec::new(),
+        counters: BTreeMap::new(),
     }
 }
 
