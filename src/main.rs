@@ -40,6 +40,16 @@ enum Cmd {
         #[arg(long)]
         scenario: PathBuf,
     },
+    /// Talk to a running gateway through its control socket
+    /// (`<out>/ctl/gw-<node>.sock` of a run): read its counters, Forward
+    /// table and exposures, or change what it exposes.
+    Gateway {
+        /// The gateway's control socket.
+        #[arg(long, value_name = "PATH")]
+        control: PathBuf,
+        #[command(subcommand)]
+        op: GatewayOp,
+    },
     /// Build a chain of N hosts, ping across its ends, tear it down; print timings.
     #[command(name = "__bench-chain", hide = true)]
     BenchChain { hosts: usize },
@@ -74,6 +84,50 @@ enum Cmd {
         #[arg(long)]
         udp: Vec<u16>,
     },
+}
+
+#[derive(Subcommand)]
+enum GatewayOp {
+    /// The gateway's counters and its firewall's.
+    Counters,
+    /// The Forward table.
+    Flows,
+    /// The Exposed Services table.
+    Exposures,
+    /// Expose PORT of the public address as SERVICE (a service IP and port).
+    Expose {
+        #[arg(value_parser = ["tcp", "udp"])]
+        proto: String,
+        port: u16,
+        service: std::net::SocketAddr,
+    },
+    /// Stop exposing PORT (and drop its flows).
+    Unexpose {
+        #[arg(value_parser = ["tcp", "udp"])]
+        proto: String,
+        port: u16,
+        /// The IPv6 exposure of that port, not the IPv4 one.
+        #[arg(long)]
+        v6: bool,
+    },
+}
+
+impl GatewayOp {
+    fn line(&self) -> String {
+        match self {
+            GatewayOp::Counters => "counters".into(),
+            GatewayOp::Flows => "flows".into(),
+            GatewayOp::Exposures => "exposures".into(),
+            GatewayOp::Expose {
+                proto,
+                port,
+                service,
+            } => format!("expose {proto} {port} {service}"),
+            GatewayOp::Unexpose { proto, port, v6 } => {
+                format!("unexpose {proto} {port}{}", if *v6 { " v6" } else { "" })
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,6 +216,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let sc = scenario::load(&file)?;
             let frames = trace::read_pcapng(&pcapng)?;
             print!("{}", trace::build(&sc, &frames, &[]).to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gateway { control, op } => {
+            let line = op.line();
+            let answer = hoplab_sim::gateway::control(&control, &line)
+                .with_context(|| format!("gateway at {}: `{line}`", control.display()))?;
+            print!("{answer}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BenchChain { hosts } => {

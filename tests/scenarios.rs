@@ -84,3 +84,62 @@ fn kube_proxy_dnat_shows_the_dnat_step_and_skips_the_unready_pod() {
         "round robin over the ready pods"
     );
 }
+
+/// The README's table of seed 000's six header states names, for each, the
+/// hop of `ext-to-svc-gateway-cluster` where the captured packets show it:
+/// the reviewed snapshot must have that header at that hop, on the SYN
+/// (request rows) or the SYN-ACK (response rows). A table that drifts from
+/// the snapshot fails here.
+#[test]
+fn readme_seed_table_matches_the_reviewed_snapshot() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let snap = std::fs::read_to_string(hoplab_sim::snapshot::path(
+        root(),
+        "ext-to-svc-gateway-cluster",
+    ))
+    .unwrap();
+    let t = hoplab_sim::trace::Trace::from_yaml(hoplab_sim::snapshot::read_body(&snap)).unwrap();
+    let packets = &t.flows[0].packets;
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains("`gw/"))
+        .map(|l| {
+            l.replace("\\|", "¦")
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').replace('¦', "|"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        7,
+        "the seed table has 7 rows (steps 1-6, step 1 twice)"
+    );
+    for r in &rows {
+        // | step | seed | hop (note) | captured |
+        let (seed, hop, captured) = (&r[2], &r[3], &r[4]);
+        let at = hop.split(['`', ' ']).next().unwrap().to_string()
+            + " "
+            + hop.split_whitespace().nth(1).unwrap().trim_matches('`');
+        assert!(
+            captured.starts_with(seed.as_str()),
+            "{r:?}: the captured header is not the seed's"
+        );
+        let syn = if captured.contains(" tcp S.") {
+            &packets[1]
+        } else {
+            &packets[0]
+        };
+        let inner = captured.split(" |").next().unwrap();
+        let h = syn
+            .hops
+            .iter()
+            .find(|h| h.at == at)
+            .unwrap_or_else(|| panic!("{r:?}: no hop {at} on {}", syn.packet));
+        assert!(
+            h.hdr.starts_with(inner),
+            "{r:?}: the snapshot has `{}` at {at}",
+            h.hdr
+        );
+    }
+}

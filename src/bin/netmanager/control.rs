@@ -10,12 +10,8 @@
 //! Blank lines are ignored. Connections run on their own tasks; the
 //! answers come from the task that owns the core, through a channel.
 
-use std::io::ErrorKind;
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -31,22 +27,7 @@ pub enum Command {
 /// A command and where to send its reply text.
 pub type Request = (Command, oneshot::Sender<String>);
 
-/// Binds the control socket at `path`, replacing a stale socket file (one
-/// nobody listens on). A live socket or a non-socket file is an error.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!("another process is listening on it");
-            }
-            std::fs::remove_file(path).context("removing the stale socket file")?;
-        }
-        Ok(_) => bail!("it exists and is not a socket"),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e).context("inspecting the path"),
-    }
-    UnixListener::bind(path).map_err(Into::into)
-}
+pub use crate::socket::bind;
 
 /// Accepts connections until the runtime ends.
 pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Request>) {

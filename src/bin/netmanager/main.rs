@@ -11,9 +11,11 @@ mod args;
 mod control;
 mod manager;
 mod shell;
+#[path = "../../shared/socket.rs"]
+mod socket;
+#[path = "../../shared/tun.rs"]
 mod tun;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -21,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use hoplab_dataplane::netmanager::NetManagerCore;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::info;
 
 use args::Cli;
 
@@ -61,7 +63,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let written = std::fs::write(&cli.counters, &text)
         .with_context(|| format!("writing the counters to {}", cli.counters.display()));
     if control_bound {
-        remove_socket(&cli.control);
+        socket::remove(&cli.control);
     }
     result.and(written)
 }
@@ -109,13 +111,4 @@ async fn serve(
         .await;
     shell.log_io_errors();
     r
-}
-
-/// Removes the control socket file, if it is still there.
-fn remove_socket(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!("removing {}: {e}", path.display()),
-    }
 }

@@ -1,0 +1,123 @@
+//! The gateway's sans-IO core, modelled on Oakestra's gateway: exposes
+//! services of the platform on ports of a public address, translating
+//! between external clients and service IPs.
+//!
+//! No sockets, no clock, no threads: the time is passed in as milliseconds
+//! since an arbitrary origin ([`Millis`]); a shell reads the gateway's TUN
+//! device, hands every packet to [`GatewayCore::packet_in_place`], writes
+//! back to the TUN what comes out as [`Verdict::Request`] or
+//! [`Verdict::Reply`] (rewritten in its buffer, same length), calls
+//! [`GatewayCore::expire`] now and then, and changes the exposures with
+//! [`GatewayCore::expose`] and [`GatewayCore::unexpose`].
+//!
+//! - [`core`]: [`GatewayCore`], the Exposed Services table,
+//!   the per-packet path, [`Counters`];
+//! - `table`: the Forward table (flows in a slab behind a keyed-hash
+//!   request index and a direct reply index by internal port), NAPT port
+//!   allocation, expiry.
+//!
+//! Packets are validated and rewritten with the net manager's views
+//! ([`crate::netmanager::packet::IpPacket`]), whose setters update the
+//! IPv4, TCP and UDP checksums incrementally (RFC 1624).
+//!
+//! # Tuple transformations (the seed table)
+//!
+//! An external client `93.6.1.78:51671` dials the gateway's public address
+//! `24.0.5.8:8080`; the gateway's internal address is `10.30.255.253`;
+//! port 8080 is exposed as `tcp 8080 -> 10.30.30.30:80` (a service IP);
+//! the service's instance has namespace address `10.18.1.5`. Tuples are
+//! `src:port > dst:port`. **Bold**: what this core does (steps 2 and 5).
+//!
+//! | step | who | packet becomes |
+//! |---|---|---|
+//! | 1 | client; the gateway host's nftables DNAT it and route it into the TUN | `93.6.1.78:51671 > 10.30.255.253:8080` |
+//! | **2** | **this core, request** | **`10.30.255.253:51671 > 10.30.30.30:80`** |
+//! | 3 | net manager (service IP → instance) | `10.30.255.253:51671 > 10.18.1.5:80` |
+//! | 4 | instance answers; net manager translates back | `10.30.30.30:80 > 10.30.255.253:51671` |
+//! | **5** | **this core, reply** | **`10.30.255.253:8080 > 93.6.1.78:51671`** |
+//! | 6 | kernel conntrack undoes the DNAT | `24.0.5.8:8080 > 93.6.1.78:51671` |
+//!
+//! 2. A request `client:cport > internal:eport`: the Exposed Services
+//!    table, by (protocol, family, `eport`), gives the service
+//!    `svc:sport`. The core records a Forward table entry `[client ip,
+//!    cport, svc, sport, eport]` with an internal port `iport` (`cport`
+//!    when free, see NAPT) and rewrites the packet to
+//!    `internal:iport > svc:sport`. Later requests of the flow find the
+//!    entry by (protocol, family, client ip, `cport`, `eport`). The shell
+//!    writes the packet back to the TUN; the kernel routes the service
+//!    range to the net manager, for which the gateway is a client without
+//!    an instance IP (see [`crate::netmanager`]).
+//! 5. A reply `svc:sport > internal:iport` is found by (protocol, family,
+//!    `iport`), and only if its source is the entry's `svc:sport`; it is
+//!    rewritten to `internal:eport > client:cport`, which is the reverse
+//!    of what the kernel's DNAT produced at step 1, so the kernel's
+//!    conntrack maps it back to the public address at step 6.
+//!
+//! Which one a packet is: a packet whose destination port is the internal
+//! port of an entry and whose source is that entry's service is a reply;
+//! any other packet is a request. A request from inside the internal
+//! networks ([`GatewayConfig::internal_nets`]: the service, instance and
+//! node ranges, where no client can be) is dropped as [`Drop::Spoofed`]
+//! when it is for an exposed port, as [`Drop::NoFlow`] (a reply without an
+//! entry, or from the wrong source) otherwise; so is a request from an
+//! address no client can have (unspecified, loopback, multicast,
+//! broadcast: [`Drop::Spoofed`]). Every packet must be addressed to the
+//! internal address of its family ([`Drop::WrongDestination`]). Families
+//! never mix: an IPv4 request only uses IPv4 exposures (which map to IPv4
+//! services), an IPv6 request IPv6 ones; IPv6 needs
+//! [`GatewayConfig::internal6`].
+//!
+//! # NAPT
+//!
+//! Two clients may use the same source port towards the same exposed port
+//! (`93.6.1.78:51671` and `203.0.113.9:51671`): both would become
+//! `internal:51671 > svc:sport`, and their replies could not be told
+//! apart. So the internal port is the client's port only while no other
+//! entry of the same protocol and family uses it as internal port (and it
+//! is not 0); otherwise it is allocated from [`GatewayConfig::napt_ports`] (default
+//! 49152–65535), scanning upward from a cursor that moves past each port
+//! handed out and wraps (deterministic: it depends only on the sequence
+//! of packets). The second client above gets `internal:49152`, and the
+//! reply to 49152 goes back to `203.0.113.9:51671`. When no port is free
+//! the new flow is refused ([`Drop::PortsExhausted`]); so is any new flow
+//! while the table holds [`GatewayConfig::max_flows`] entries
+//! ([`Drop::TableFull`]), after one sweep of timed-out entries (at most one
+//! sweep per millisecond).
+//!
+//! # Expiry
+//!
+//! Every packet refreshes its entry. A TCP entry is *closed* by a RST from
+//! either side or once both sides have sent a FIN, and is removed
+//! [`GatewayConfig::tcp_closing_ms`] after that moment; one FIN makes it
+//! *closing* (half-closed), still under
+//! [`GatewayConfig::tcp_established_ms`] of idleness like an open one. UDP
+//! entries are removed after [`GatewayConfig::udp_ms`] idle. A SYN
+//! without ACK from the client on a closing or closed entry reopens it
+//! (state reset, same internal port). A timed-out entry is gone for
+//! packets at once: a reply meeting it is [`Drop::NoFlow`], a request
+//! opens a new flow; [`GatewayCore::expire`] sweeps the rest (O(n)).
+//! Removing an exposure ([`GatewayCore::unexpose`]) removes its flows.
+//!
+//! # What it does not do
+//!
+//! - ICMP is not translated, in either direction: echo requests to the
+//!   gateway and ICMP errors about its flows (e.g. a service's port
+//!   unreachable, a router's packet too big) are dropped as
+//!   [`Drop::Unsupported`], so path MTU discovery through the gateway
+//!   relies on the kernel (or on TCP MSS clamping).
+//! - Fragments are not reassembled: only the first carries ports, so
+//!   every fragment is dropped ([`Drop::Fragment`]).
+//! - Anything but TCP and UDP is dropped ([`Drop::Unsupported`]), as are
+//!   malformed packets ([`Drop::Malformed`]); no input makes the core
+//!   panic, and a dropped packet's buffer is left unchanged.
+//! - No I/O, no clock, no threads, no randomness in outcomes (the request
+//!   index is hashed with random keys against flooding, which changes no
+//!   result); the public-address DNAT and its reversal are the kernel's.
+
+pub mod core;
+mod table;
+
+pub use self::core::{
+    Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Proto, Verdict,
+};
+pub use crate::netmanager::cache::Millis;

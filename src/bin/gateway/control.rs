@@ -1,0 +1,161 @@
+//! The control socket: a unix stream socket the gateway listens on. One
+//! command per line; replies:
+//!
+//! ```text
+//! counters                  → `name value` lines (the core's, then
+//!                             `firewall.NAME packets`), then an empty line
+//! flows                     → one line per Forward table entry, then an empty line
+//! exposures                 → one line per exposure, then an empty line
+//! expose PROTO PORT SVC:PORT → `ok` or `error …`
+//! unexpose PROTO PORT [v6]  → `ok removed …` or `error …`
+//! (other)                   → `error unknown command …`
+//! ```
+//!
+//! The core's task answers through a channel; the firewall's counters are
+//! read here (by running `nft` off the packet task).
+
+use std::time::Duration;
+
+use hoplab_dataplane::gateway::{Exposure, Proto};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::firewall;
+
+/// A command the core's task answers.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Counters,
+    Flows,
+    Exposures,
+    Expose(Exposure),
+    Unexpose { proto: Proto, port: u16, v6: bool },
+}
+
+/// A command and where to send its reply text.
+pub type Request = (Command, oneshot::Sender<String>);
+
+/// Accepts connections until the runtime ends.
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Request>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, requests.clone()));
+            }
+            Err(e) => {
+                warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Parses one command line.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let proto = |w: &str| w.parse::<Proto>().map_err(|e| format!("`{w}`: {e}"));
+    let port = |w: &str| w.parse::<u16>().map_err(|e| format!("port `{w}`: {e}"));
+    match words.as_slice() {
+        ["counters"] => Ok(Command::Counters),
+        ["flows"] => Ok(Command::Flows),
+        ["exposures"] => Ok(Command::Exposures),
+        ["expose", p, n, svc] => Ok(Command::Expose(Exposure {
+            proto: proto(p)?,
+            port: port(n)?,
+            service: svc
+                .parse()
+                .map_err(|e| format!("service `{svc}`: {e}"))?,
+        })),
+        ["unexpose", p, n] => Ok(Command::Unexpose {
+            proto: proto(p)?,
+            port: port(n)?,
+            v6: false,
+        }),
+        ["unexpose", p, n, "v6"] => Ok(Command::Unexpose {
+            proto: proto(p)?,
+            port: port(n)?,
+            v6: true,
+        }),
+        _ => Err(format!(
+            "unknown command `{}`: counters, flows, exposures, expose PROTO PORT SERVICE_IP:PORT, unexpose PROTO PORT [v6]",
+            line.trim()
+        )),
+    }
+}
+
+async fn connection(stream: UnixStream, requests: mpsc::Sender<Request>) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                debug!("control connection: {e}");
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match parse(&line) {
+            Err(e) => Some(format!("error {e}\n")),
+            Ok(Command::Counters) => match ask(&requests, Command::Counters).await {
+                Some(mut text) => match tokio::task::spawn_blocking(firewall::counters).await {
+                    Ok(Ok(cs)) => {
+                        for (name, n) in cs {
+                            text.push_str(&format!("firewall.{name} {n}\n"));
+                        }
+                        text.push('\n');
+                        Some(text)
+                    }
+                    Ok(Err(e)) => Some(format!("error reading the firewall counters: {e:#}\n")),
+                    Err(e) => Some(format!("error reading the firewall counters: {e}\n")),
+                },
+                None => None,
+            },
+            Ok(cmd) => ask(&requests, cmd).await,
+        };
+        let Some(reply) = reply else { return };
+        if let Err(e) = w.write_all(reply.as_bytes()).await {
+            debug!("control connection: {e}");
+            return;
+        }
+    }
+}
+
+/// The reply of the core's task; `None` when it is gone (shutting down).
+async fn ask(requests: &mpsc::Sender<Request>, cmd: Command) -> Option<String> {
+    let (tx, rx) = oneshot::channel();
+    requests.send((cmd, tx)).await.ok()?;
+    rx.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert!(matches!(parse("counters"), Ok(Command::Counters)));
+        match parse("expose udp 53 10.30.1.1:53").unwrap() {
+            Command::Expose(e) => assert_eq!((e.proto, e.port), (Proto::Udp, 53)),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            parse("unexpose tcp 8080 v6"),
+            Ok(Command::Unexpose { v6: true, .. })
+        ));
+        assert!(parse("expose tcp 99999 10.30.1.1:53")
+            .unwrap_err()
+            .contains("port `99999`"));
+        assert!(parse("expose tcp 1 nowhere")
+            .unwrap_err()
+            .contains("service"));
+        assert!(parse("reboot")
+            .unwrap_err()
+            .contains("unknown command `reboot`"));
+    }
+}

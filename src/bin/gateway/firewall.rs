@@ -1,0 +1,272 @@
+//! The gateway's firewall: one nftables table in the gateway's namespace,
+//! written by `nft -f -` at start and removed at exit.
+//!
+//! - `raw_prerouting`: from the public interface, sources inside the
+//!   network are dropped (counter `spoofed_source`) before conntrack;
+//! - `nat_prerouting`: the public address and an exposed port (sets
+//!   `exposed_tcp`, `exposed_udp`) are DNATed to the internal address,
+//!   port unchanged (`exposed_new` counts new connections); conntrack
+//!   reverses it for the replies the gateway writes back to its TUN;
+//! - `input`: anything else from outside for the gateway itself is
+//!   dropped (`not_exposed`);
+//! - `forward`: from outside, only DNATed connections to the TUN and
+//!   established ones pass (`refused_forward` counts the rest, such as a
+//!   service IP dialled directly); SYNs to the TUN get their MSS clamped to
+//!   the route's MTU;
+//! - `nat_postrouting`: traffic from inside leaving by the public
+//!   interface is masqueraded (`masqueraded_new`).
+//!
+//! Exposure changes add or delete one set element: the rules never change
+//! while the gateway runs.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use hoplab_dataplane::gateway::Proto;
+
+/// The table's name (family `inet`).
+pub const TABLE: &str = "hoplab_gateway";
+
+/// The named counters, in the order they are reported.
+pub const COUNTERS: &[&str] = &[
+    "spoofed_source",
+    "not_exposed",
+    "refused_forward",
+    "exposed_new",
+    "masqueraded_new",
+];
+
+pub struct Firewall {
+    pub public_if: String,
+    pub tun: String,
+    pub public: Ipv4Addr,
+    pub internal: Ipv4Addr,
+    pub v6: Option<(Ipv6Addr, Ipv6Addr)>,
+    pub internal_nets: Vec<(IpAddr, u8)>,
+}
+
+fn set_name(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "exposed_tcp",
+        Proto::Udp => "exposed_udp",
+    }
+}
+
+impl Firewall {
+    /// The whole table, with `ports` in the exposed sets. Replaces a table
+    /// of the same name left by an earlier gateway in this namespace.
+    pub fn script(&self, ports: &[(Proto, u16)]) -> String {
+        let nets = |v6: bool| {
+            self.internal_nets
+                .iter()
+                .filter(|(a, _)| a.is_ipv6() == v6)
+                .map(|(a, l)| format!("{a}/{l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let elements = |p: Proto| {
+            let e: Vec<String> = ports
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, port)| port.to_string())
+                .collect();
+            if e.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {} }};", e.join(", "))
+            }
+        };
+        let set_nets = |name: &str, ty: &str, v6: bool| {
+            let n = nets(v6);
+            let el = if n.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {n} }};")
+            };
+            format!("\tset {name} {{ type {ty}; flags interval;{el} }}\n")
+        };
+        let (pif, tun) = (&self.public_if, &self.tun);
+        let mut s =
+            format!("add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
+        s += &format!(
+            "\tset exposed_tcp {{ type inet_service;{} }}\n",
+            elements(Proto::Tcp)
+        );
+        s += &format!(
+            "\tset exposed_udp {{ type inet_service;{} }}\n",
+            elements(Proto::Udp)
+        );
+        s += &set_nets("internal4", "ipv4_addr", false);
+        s += &set_nets("internal6", "ipv6_addr", true);
+        for c in COUNTERS {
+            s += &format!("\tcounter {c} {{ }}\n");
+        }
+        s += &format!(
+            "\tchain raw_prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tiifname \"{pif}\" ip saddr @internal4 counter name \"spoofed_source\" drop\n\
+             \t\tiifname \"{pif}\" ip6 saddr @internal6 counter name \"spoofed_source\" drop\n\t}}\n"
+        );
+        s += "\tchain nat_prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n";
+        for p in ["tcp", "udp"] {
+            s += &format!(
+                "\t\tiifname \"{pif}\" ip daddr {} {p} dport @exposed_{p} counter name \"exposed_new\" dnat ip to {}\n",
+                self.public, self.internal
+            );
+            if let Some((pub6, int6)) = self.v6 {
+                s += &format!(
+                    "\t\tiifname \"{pif}\" ip6 daddr {pub6} {p} dport @exposed_{p} counter name \"exposed_new\" dnat ip6 to {int6}\n"
+                );
+            }
+        }
+        s += "\t}\n";
+        s += &format!(
+            "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tiifname \"{pif}\" ct state established,related accept\n\
+             \t\tiifname \"{pif}\" counter name \"not_exposed\" drop\n\t}}\n"
+        );
+        s += &format!(
+            "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\toifname \"{tun}\" tcp flags syn / syn,rst tcp option maxseg size set rt mtu\n\
+             \t\tiifname \"{pif}\" ct state established,related accept\n\
+             \t\tiifname \"{pif}\" oifname \"{tun}\" ct status dnat accept\n\
+             \t\tiifname \"{pif}\" counter name \"refused_forward\" drop\n\t}}\n"
+        );
+        s += &format!(
+            "\tchain nat_postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\toifname \"{pif}\" ip saddr @internal4 counter name \"masqueraded_new\" masquerade\n\
+             \t\toifname \"{pif}\" ip6 saddr @internal6 counter name \"masqueraded_new\" masquerade\n\t}}\n"
+        );
+        s += "}\n";
+        s
+    }
+
+    /// Loads the table.
+    pub fn install(&self, ports: &[(Proto, u16)]) -> anyhow::Result<()> {
+        nft(&self.script(ports)).context("loading the gateway's nftables table")
+    }
+
+    /// Adds or removes `port` from the exposed set of `proto`.
+    pub fn set_port(proto: Proto, port: u16, exposed: bool) -> anyhow::Result<()> {
+        let verb = if exposed { "add" } else { "delete" };
+        nft(&format!(
+            "{verb} element inet {TABLE} {} {{ {port} }}\n",
+            set_name(proto)
+        ))
+        .with_context(|| format!("{verb} {proto} {port} in the firewall"))
+    }
+
+    /// Removes the table (at exit).
+    pub fn remove() -> anyhow::Result<()> {
+        nft(&format!("delete table inet {TABLE}\n")).context("removing the gateway's table")
+    }
+}
+
+/// The packet count of every named counter, in [`COUNTERS`] order.
+pub fn counters() -> anyhow::Result<Vec<(&'static str, u64)>> {
+    let out = Command::new("nft")
+        .args(["list", "counters", "table", "inet", TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .context("running `nft list counters`")?;
+    if !out.status.success() {
+        bail!(
+            "`nft list counters` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_counters(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Reads `counter NAME {` … `packets N bytes M` blocks.
+fn parse_counters(text: &str) -> anyhow::Result<Vec<(&'static str, u64)>> {
+    let mut found = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("counter ") {
+            current = rest.split_whitespace().next();
+        } else if let (Some(name), Some(rest)) = (current, line.strip_prefix("packets ")) {
+            let n = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("counter {name}: `{line}`"))?;
+            found.push((name.to_string(), n));
+            current = None;
+        }
+    }
+    COUNTERS
+        .iter()
+        .map(|c| {
+            found
+                .iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, v)| (*c, *v))
+                .with_context(|| format!("counter {c} missing from the table"))
+        })
+        .collect()
+}
+
+/// Runs `nft -f -` with `script` on its standard input.
+fn nft(script: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting `nft` (is the nftables package installed?)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .context("writing to nft")?;
+    let out = child.wait_with_output().context("waiting for nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft rejected it: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_parse_from_nft_listing() {
+        let text = "table inet hoplab_gateway {\n\tcounter spoofed_source {\n\t\tpackets 2 bytes 120\n\t}\n\
+                    \tcounter not_exposed {\n\t\tpackets 1 bytes 60\n\t}\n\tcounter refused_forward {\n\t\tpackets 0 bytes 0\n\t}\n\
+                    \tcounter exposed_new {\n\t\tpackets 3 bytes 180\n\t}\n\tcounter masqueraded_new {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+        let c = parse_counters(text).unwrap();
+        assert_eq!(c[0], ("spoofed_source", 2));
+        assert_eq!(c[3], ("exposed_new", 3));
+        let missing = text.replace("masqueraded_new", "other");
+        assert!(parse_counters(&missing).is_err());
+    }
+
+    #[test]
+    fn script_names_interfaces_addresses_and_ports() {
+        let f = Firewall {
+            public_if: "pub".into(),
+            tun: "gw0".into(),
+            public: Ipv4Addr::new(24, 0, 5, 8),
+            internal: Ipv4Addr::new(10, 30, 255, 253),
+            v6: None,
+            internal_nets: vec![(Ipv4Addr::new(10, 18, 0, 0).into(), 16)],
+        };
+        let s = f.script(&[(Proto::Tcp, 8080)]);
+        assert!(
+            s.contains("set exposed_tcp { type inet_service; elements = { 8080 }; }"),
+            "{s}"
+        );
+        assert!(s.contains("set exposed_udp { type inet_service; }"), "{s}");
+        assert!(s.contains("ip daddr 24.0.5.8 tcp dport @exposed_tcp counter name \"exposed_new\" dnat ip to 10.30.255.253"), "{s}");
+        assert!(s.contains("elements = { 10.18.0.0/16 }"), "{s}");
+        assert!(!s.contains("dnat ip6"), "{s}");
+    }
+}

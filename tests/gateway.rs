@@ -1,0 +1,455 @@
+//! The `gateway` binary end to end (needs root), in an anonymous network
+//! namespace of each test's own: a TUN `gw0` with the internal address
+//! routed to it and a veth `pub` (its peer left unused) with the public address. Raw
+//! bytes are put into the gateway's TUN with an AF_PACKET socket (what is
+//! sent on a TUN is what its reader reads), the control socket is spoken
+//! to, and nftables is asked what the gateway loaded. Nothing is done in
+//! the test process's own network namespace.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fresh anonymous network namespace and the thread that lives in it.
+struct Ns {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn netns_inode() -> u64 {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .expect("/proc/thread-self/ns/net")
+        .ino()
+}
+
+impl Ns {
+    fn new() -> Ns {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let before = netns_inode();
+            unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (the test needs root)");
+            assert_ne!(before, netns_inode(), "still in the original namespace");
+            ready_tx.send(()).unwrap();
+            for job in rx {
+                job();
+            }
+        });
+        ready_rx.recv().expect("the namespace thread died");
+        Ns {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        }
+    }
+
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::channel();
+        self.jobs
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .expect("the namespace thread is alive");
+        rx.recv().expect("the job panicked (see above)")
+    }
+
+    /// Runs a command in the namespace; returns (success, stdout + stderr).
+    fn cmd(&self, argv: &[&str]) -> (bool, String) {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        self.run(move || {
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+    }
+
+    fn ip(&self, cmds: &[&str]) {
+        for c in cmds {
+            let mut argv = vec!["ip"];
+            argv.extend(c.split_whitespace());
+            let (ok, out) = self.cmd(&argv);
+            assert!(ok, "ip {c}: {out}");
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A gateway in its namespace; killed if the test ends without stopping it.
+struct Gateway {
+    ns: Ns,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    fn control(&self) -> PathBuf {
+        self.dir.join("gw.sock")
+    }
+
+    /// One control command; the answer up to its end.
+    fn ask(&self, line: &str) -> String {
+        let mut s = UnixStream::connect(self.control()).expect("control socket");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        writeln!(s, "{line}").unwrap();
+        let multi = matches!(line, "counters" | "flows" | "exposures");
+        let mut r = BufReader::new(s);
+        let mut out = String::new();
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).unwrap() == 0 || (multi && l.trim().is_empty()) {
+                break;
+            }
+            out.push_str(&l);
+            if !multi {
+                break;
+            }
+        }
+        out
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let text = self.ask("counters");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "the gateway did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hoplab-gw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A namespace with `gw0`, `pub`, and the gateway started with `extra`
+/// arguments (not waited for).
+fn spawn(tag: &str, tun: &str, extra: &[&str]) -> Gateway {
+    let ns = Ns::new();
+    // No IPv6 link chatter into the TUN: the tests count packets.
+    ns.run(|| {
+        for k in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1").unwrap();
+        }
+    });
+    ns.ip(&[
+        "link set lo up",
+        "tuntap add dev gw0 mode tun",
+        "link set gw0 up",
+        "route add 10.30.255.253/32 dev gw0",
+        "link add pub type veth peer name pub-peer",
+        "addr add 24.0.5.8/24 dev pub",
+        "link set pub up",
+    ]);
+    let dir = tmpdir(tag);
+    let mut argv: Vec<String> = [
+        "--tun",
+        tun,
+        "--public-if",
+        "pub",
+        "--public",
+        "24.0.5.8",
+        "--expose",
+        "tcp:8080=10.30.30.30:80",
+        "--control",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(dir.join("gw.sock").display().to_string());
+    argv.push("--counters".into());
+    argv.push(dir.join("counters.txt").display().to_string());
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+    let child = ns.run(move || {
+        Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway")
+    });
+    Gateway {
+        ns,
+        child: Some(child),
+        dir,
+    }
+}
+
+/// [`spawn`], then wait until the control socket answers.
+fn start(tag: &str) -> Gateway {
+    let mut g = spawn(tag, "gw0", &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UnixStream::connect(g.control()).is_err() {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the gateway exited with {st}: {}", log(&g.dir));
+        }
+        assert!(Instant::now() < deadline, "not ready: {}", log(&g.dir));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    g
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
+}
+
+/// Sends each of `packets` on `ifname` of the namespace through an
+/// AF_PACKET datagram socket: a TUN's reader receives exactly these bytes.
+fn send_on(ns: &Ns, ifname: &'static str, packets: Vec<Vec<u8>>) {
+    ns.run(move || {
+        let proto = (libc::ETH_P_IP as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+        assert!(
+            raw >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `raw` is a descriptor just returned by socket(2), owned by
+        // nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let name = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: `name` is a NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(ifindex > 0, "no interface {ifname}");
+        for p in packets {
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            // SAFETY: `p` is a live buffer of `p.len()` bytes and `sll` a
+            // properly sized sockaddr_ll, both valid for the call.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(
+                n,
+                p.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    })
+}
+
+/// An IPv4 TCP SYN built with etherparse.
+fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let mut v = Vec::with_capacity(b.size(0));
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn garbage_into_its_tun_is_dropped_and_counted_and_it_keeps_going() {
+    let mut g = start("garbage");
+    let syn = tcp_syn([93, 6, 1, 78], 51671, [10, 30, 255, 253], 8080);
+    let mut truncated_tcp = syn.clone();
+    truncated_tcp.truncate(24);
+    truncated_tcp[2..4].copy_from_slice(&24u16.to_be_bytes());
+    let mut bad_header_checksum = syn.clone();
+    bad_header_checksum[10] ^= 0xff;
+    let mut fragment = syn.clone();
+    fragment[6] = 0x20; // more fragments
+    fragment[10..12].copy_from_slice(&[0, 0]);
+    let sum = fragment[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    fragment[10..12].copy_from_slice(&sum.to_be_bytes());
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![0x45],
+        vec![0x60, 0, 0],
+        vec![0xff; 40],
+        truncated_tcp,
+        bad_header_checksum,
+        fragment,
+    ];
+    let n = garbage.len() as u64;
+    send_on(&g.ns, "gw0", garbage);
+    wait_for("the garbage to be read", || g.counter("packets_in") >= n);
+    let malformed = g.counter("dropped_malformed");
+    assert!(malformed >= 4, "{}", g.ask("counters"));
+    assert_eq!(g.counter("dropped_fragment"), 1, "{}", g.ask("counters"));
+    assert_eq!(g.counter("requests"), 0);
+
+    // It still translates: a SYN to the exposed port makes a flow.
+    send_on(&g.ns, "gw0", vec![syn]);
+    wait_for("the request", || g.counter("requests") == 1);
+    let flows = g.ask("flows");
+    assert!(
+        flows.contains("tcp 93.6.1.78:51671 -> 10.30.30.30:80 exposed 8080 internal 51671 open"),
+        "{flows}"
+    );
+    assert!(g.stop().success(), "{}", log(&g.dir));
+}
+
+#[test]
+fn exposure_changes_at_runtime_follow_in_the_firewall() {
+    let mut g = start("expose");
+    let set = |g: &Gateway| {
+        let (ok, out) = g.ns.cmd(&[
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "hoplab_gateway",
+            "exposed_udp",
+        ]);
+        assert!(ok, "{out}");
+        out
+    };
+    assert!(!set(&g).contains("5353"));
+    assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
+    assert!(set(&g).contains("5353"), "{}", set(&g));
+    // The same mapping again is fine; another service on that port is not.
+    assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
+    assert!(g.ask("expose udp 5353 10.30.1.2:53").starts_with("error"));
+    assert!(g.ask("expose tcp 0 10.30.1.2:53").starts_with("error"));
+    assert!(g.ask("expose sctp 1 10.30.1.2:53").starts_with("error"));
+    // No IPv6 internal address was given: no IPv6 exposure.
+    assert!(g.ask("expose tcp 9 [fdff::1]:9").starts_with("error"));
+    let ex = g.ask("exposures");
+    assert!(ex.contains("tcp 8080 -> 10.30.30.30:80"), "{ex}");
+    assert!(ex.contains("udp 5353 -> 10.30.1.1:53"), "{ex}");
+
+    let r = g.ask("unexpose udp 5353");
+    assert!(r.starts_with("ok removed udp 5353"), "{r}");
+    assert!(!set(&g).contains("5353"), "{}", set(&g));
+    assert!(g.ask("unexpose udp 5353").starts_with("error"));
+    assert!(g.ask("reboot").starts_with("error unknown command"));
+    assert!(g.stop().success(), "{}", log(&g.dir));
+}
+
+#[test]
+fn after_it_exits_its_table_and_socket_are_gone_and_counters_written() {
+    let mut g = start("exit");
+    let (ok, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(ok && out.contains("hoplab_gateway"), "{out}");
+    assert!(g.stop().success(), "{}", log(&g.dir));
+    let (ok, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(ok && !out.contains("hoplab_gateway"), "{out}");
+    assert!(!g.control().exists());
+    let counters = std::fs::read_to_string(g.dir.join("counters.txt")).unwrap();
+    assert!(counters.contains("packets_in 0"), "{counters}");
+    assert!(counters.contains("firewall.spoofed_source 0"), "{counters}");
+}
+
+#[test]
+fn a_missing_tun_is_a_clear_error_and_leaves_no_table() {
+    let mut g = spawn("notun", "nope0", &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    g.child = None;
+    assert!(!status.success());
+    let text = log(&g.dir);
+    assert!(
+        text.contains("no network interface named \"nope0\""),
+        "{text}"
+    );
+    let (ok, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(ok && !out.contains("hoplab_gateway"), "{out}");
+}
+
+#[test]
+fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
+    let mut g = spawn("badexp", "gw0", &["--expose", "tcp:8080=10.30.1.1:80"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    g.child = None;
+    assert!(!status.success());
+    let text = log(&g.dir);
+    assert!(text.contains("--expose tcp 8080 -> 10.30.1.1:80"), "{text}");
+    let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(!out.contains("hoplab_gateway"), "{out}");
+}
