@@ -21,6 +21,17 @@ fn ten_runs_give_byte_identical_traces() {
     }
 }
 
+/// The gateway flow has the most moving parts: a router, two clients, the
+/// firewall, the gateway and two net managers, NAPT.
+#[test]
+fn five_runs_through_the_gateway_give_byte_identical_traces() {
+    let first = trace_of("gateway-same-source-port", "det-gw");
+    for i in 1..5 {
+        let t = trace_of("gateway-same-source-port", "det-gw");
+        assert_eq!(first, t, "run {i} differs from run 0");
+    }
+}
+
 #[test]
 fn two_runs_of_one_scenario_at_once_do_not_interfere() {
     let a = std::thread::spawn(|| trace_of("routed-pair", "par-a"));

@@ -25,14 +25,14 @@
 //! An external client `93.6.1.78:51671` dials the gateway's public address
 //! `24.0.5.8:8080`; the gateway's internal address is `10.30.255.253`;
 //! port 8080 is exposed as `tcp 8080 -> 10.30.30.30:80` (a service IP);
-//! the service's instance has namespace address `10.18.1.5`. Tuples are
+//! the service's instance has namespace address `10.18.0.1`. Tuples are
 //! `src:port > dst:port`. **Bold**: what this core does (steps 2 and 5).
 //!
 //! | step | who | packet becomes |
 //! |---|---|---|
 //! | 1 | client; the gateway host's nftables DNAT it and route it into the TUN | `93.6.1.78:51671 > 10.30.255.253:8080` |
 //! | **2** | **this core, request** | **`10.30.255.253:51671 > 10.30.30.30:80`** |
-//! | 3 | net manager (service IP → instance) | `10.30.255.253:51671 > 10.18.1.5:80` |
+//! | 3 | net manager (service IP → instance) | `10.30.255.253:51671 > 10.18.0.1:80` |
 //! | 4 | instance answers; net manager translates back | `10.30.30.30:80 > 10.30.255.253:51671` |
 //! | **5** | **this core, reply** | **`10.30.255.253:8080 > 93.6.1.78:51671`** |
 //! | 6 | kernel conntrack undoes the DNAT | `24.0.5.8:8080 > 93.6.1.78:51671` |
