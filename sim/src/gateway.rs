@@ -16,7 +16,8 @@
 //! | gateway TUN `gw0`                 | route `internal/32` (MTU 1450)               |
 //! | gateway node                      | default via the router; each other node's /26 via that node's underlay address |
 //! | other worker nodes                | default via the gateway node's underlay address |
-//! | router                            | `10.0.0.0/8` via the gateway's public address |
+//! | router                            | `10.0.0.0/8` via the gateway's public address (`fc00::/7` via `public6`) |
+//! | IPv6 (`public6`, `addr6`)         | each on its /64; router `::1` (`::2` if taken); `gw0` route `internal6/128` |
 //!
 //! The router sends private destinations to the gateway, as a hostile
 //! neighbour on its segment could: what keeps them out is the gateway's
@@ -24,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +46,9 @@ pub const GW_TUN: &str = "gw0";
 pub const PUBLIC_IF: &str = "pub";
 /// The gateway's internal address (seed 000).
 pub const DEFAULT_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 30, 255, 253);
+/// The gateway's internal IPv6 address: in the service range `fdff::/16`
+/// (routed to every node's TUN), outside the three service IP kinds'.
+pub const DEFAULT_INTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfdff, 0x7fff, 0, 0, 0, 0, 0, 0xfffd);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +60,12 @@ pub struct Gateway {
     /// Its address inside the Oakestra network (default 10.30.255.253).
     #[serde(default = "default_internal")]
     pub internal: Ipv4Addr,
+    /// Its public IPv6 address, to expose IPv6 services too.
+    #[serde(default)]
+    pub public6: Option<Ipv6Addr>,
+    /// Its IPv6 address inside (default fdff:7fff::fffd, with `public6`).
+    #[serde(default)]
+    pub internal6: Option<Ipv6Addr>,
     /// The Exposed Services table at start.
     #[serde(default)]
     pub expose: Vec<Expose>,
@@ -84,6 +94,9 @@ pub struct Expose {
 pub struct Unexpose {
     pub proto: Proto,
     pub port: u16,
+    /// The IPv6 exposure of the port, not the IPv4 one.
+    #[serde(default)]
+    pub v6: bool,
 }
 
 /// A host outside the Oakestra network, on its own /24 behind the router.
@@ -92,6 +105,9 @@ pub struct Unexpose {
 pub struct External {
     pub name: String,
     pub addr: Ipv4Addr,
+    /// An IPv6 address too, on its own /64 behind the router.
+    #[serde(default)]
+    pub addr6: Option<Ipv6Addr>,
     /// The built-in echo server, for services that dial out.
     #[serde(default)]
     pub echo: Option<Echo>,
@@ -103,6 +119,7 @@ pub struct GatewayArgs {
     pub node: String,
     pub public: Ipv4Addr,
     pub internal: Ipv4Addr,
+    pub v6: Option<(Ipv6Addr, Ipv6Addr)>,
     pub expose: Vec<Expose>,
     pub max_flows: Option<usize>,
 }
@@ -134,6 +151,14 @@ impl GatewayArgs {
                 .display()
                 .to_string(),
         ];
+        if let Some((p6, i6)) = self.v6 {
+            v.extend([
+                "--public6".into(),
+                p6.to_string(),
+                "--internal6".into(),
+                i6.to_string(),
+            ]);
+        }
         if let Some(m) = self.max_flows {
             v.extend(["--max-flows".into(), m.to_string()]);
         }
@@ -164,7 +189,15 @@ fn router_side(a: Ipv4Addr) -> (u32, Ipv4Addr) {
     (net, Ipv4Addr::from(net | last))
 }
 
-fn end(host: &str, ifname: &str, addr: Option<Ipv4Addr>) -> End {
+/// `a`'s /64 and the router's address on it (`::1`, `::2` if taken).
+fn router_side6(a: Ipv6Addr) -> (u128, Ipv6Addr) {
+    let net = u128::from(a) & !((1u128 << 64) - 1);
+    let last = if u128::from(a) == net | 1 { 2 } else { 1 };
+    (net, Ipv6Addr::from(net | last))
+}
+
+/// A link end with `addr`/24 and, if given, `addr6`/64.
+fn end(host: &str, ifname: &str, addr: Option<Ipv4Addr>, addr6: Option<Ipv6Addr>) -> End {
     End {
         host: host.to_string(),
         ifname: ifname.to_string(),
@@ -174,6 +207,10 @@ fn end(host: &str, ifname: &str, addr: Option<Ipv4Addr>) -> End {
                 prefix: 24,
             })
             .into_iter()
+            .chain(addr6.map(|a| Cidr {
+                addr: a.into(),
+                prefix: 64,
+            }))
             .collect(),
         mac: None,
         bridge: None,
@@ -181,7 +218,7 @@ fn end(host: &str, ifname: &str, addr: Option<Ipv4Addr>) -> End {
     }
 }
 
-fn via(to: RouteDst, gw: Ipv4Addr) -> Route {
+fn via(to: RouteDst, gw: impl Into<IpAddr>) -> Route {
     Route {
         to,
         via: Some(gw.into()),
@@ -189,7 +226,7 @@ fn via(to: RouteDst, gw: Ipv4Addr) -> Route {
     }
 }
 
-fn prefix(addr: Ipv4Addr, prefix: u8) -> RouteDst {
+fn prefix(addr: impl Into<IpAddr>, prefix: u8) -> RouteDst {
     RouteDst::Prefix(Cidr {
         addr: addr.into(),
         prefix,
@@ -209,6 +246,7 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
         );
     }
     let mut nets: BTreeMap<u32, String> = BTreeMap::new();
+    let mut nets6: BTreeMap<u128, String> = BTreeMap::new();
     let mut router = Host {
         sysctls: [
             ("net.ipv4.ip_forward", "1"),
@@ -254,10 +292,45 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
                 format!("{internal} is a service IP: the gateway needs its own"),
             );
         }
+        if g.internal6.is_some() && g.public6.is_none() {
+            return bad(
+                "gateway.internal6",
+                "an internal IPv6 address needs `public6`",
+            );
+        }
+        let v6 = match g.public6 {
+            None => None,
+            Some(p6) => {
+                if (p6.segments()[0] & 0xfe00) == 0xfc00 || p6.is_loopback() || p6.is_unspecified()
+                {
+                    return bad(
+                        "gateway.public6",
+                        format!("{p6} is not a public address (fc00::/7 is the network's)"),
+                    );
+                }
+                let i6 = g.internal6.unwrap_or(DEFAULT_INTERNAL6);
+                if i6.segments()[0] != 0xfdff {
+                    return bad(
+                        "gateway.internal6",
+                        format!("{i6} is not in the service range fdff::/16"),
+                    );
+                }
+                if plan.services.values().any(|(_, is)| {
+                    is.iter()
+                        .any(|i| i.service_ips.iter().any(|s| s.addr == IpAddr::V6(i6)))
+                }) {
+                    return bad(
+                        "gateway.internal6",
+                        format!("{i6} is a service IP: the gateway needs its own"),
+                    );
+                }
+                Some((p6, i6))
+            }
+        };
         let mut seen = BTreeMap::new();
         for (i, e) in g.expose.iter().enumerate() {
-            check_expose(&format!("gateway.expose[{i}]"), e)?;
-            if let Some(prev) = seen.insert((e.proto, e.port), i) {
+            check_expose(&format!("gateway.expose[{i}]"), e, v6.is_some())?;
+            if let Some(prev) = seen.insert((e.proto, e.port, e.service.is_ipv6()), i) {
                 return bad(
                     format!("gateway.expose[{i}].port"),
                     format!("{} {} is also gateway.expose[{prev}]", e.proto, e.port),
@@ -266,13 +339,23 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
         }
         let (net, raddr) = router_side(g.public);
         nets.insert(net, "gateway.public".into());
+        let raddr6 = v6.map(|(p6, _)| {
+            nets6.insert(router_side6(p6).0, "gateway.public6".to_string());
+            router_side6(p6).1
+        });
         links.push(Link {
-            a: end(&g.node, PUBLIC_IF, Some(g.public)),
-            b: end(INTERNET_HOST, &g.node, Some(raddr)),
+            a: end(&g.node, PUBLIC_IF, Some(g.public), v6.map(|v| v.0)),
+            b: end(INTERNET_HOST, &g.node, Some(raddr), raddr6),
         });
         router
             .routes
             .push(via(prefix(Ipv4Addr::new(10, 0, 0, 0), 8), g.public));
+        if let Some((p6, _)) = v6 {
+            router.routes.push(via(
+                prefix(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+                p6,
+            ));
+        }
 
         // The gateway node: its TUN, routes, the gateway process.
         let host = sc.hosts.get_mut(&g.node).expect("cluster::expand made it");
@@ -289,6 +372,17 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
             dev: Some(GW_TUN.to_string()),
         });
         host.routes.push(via(RouteDst::Default, raddr));
+        if let (Some((_, i6)), Some(r6)) = (v6, raddr6) {
+            host.ipv6 = true;
+            host.sysctls
+                .insert("net.ipv6.conf.all.forwarding".into(), Scalar("1".into()));
+            host.routes.push(Route {
+                to: prefix(i6, 128),
+                via: None,
+                dev: Some(GW_TUN.to_string()),
+            });
+            host.routes.push(via(RouteDst::Default, r6));
+        }
         for (name, n) in &plan.nodes {
             if *name != g.node {
                 host.routes.push(via(prefix(n.subnet, 26), n.underlay));
@@ -305,6 +399,7 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
                 node: g.node.clone(),
                 public: g.public,
                 internal: g.internal,
+                v6,
                 expose: g.expose.clone(),
                 max_flows: g.max_flows,
             }),
@@ -344,6 +439,26 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
                 ),
             );
         }
+        let raddr6 = match x.addr6 {
+            None => None,
+            Some(a6) => {
+                let (net6, r6) = router_side6(a6);
+                if let Some(prev) = nets6.insert(net6, format!("{f}.addr6")) {
+                    return bad(
+                        format!("{f}.addr6"),
+                        format!(
+                            "{}/64 is also {prev}'s network: one external (or gateway) per /64",
+                            Ipv6Addr::from(net6)
+                        ),
+                    );
+                }
+                router.ipv6 = true;
+                router
+                    .sysctls
+                    .insert("net.ipv6.conf.all.forwarding".into(), Scalar("1".into()));
+                Some(r6)
+            }
+        };
         let processes = x
             .echo
             .iter()
@@ -357,17 +472,20 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
                 gateway: None,
             })
             .collect();
+        let mut routes = vec![via(RouteDst::Default, raddr)];
+        routes.extend(raddr6.map(|r6| via(RouteDst::Default, r6)));
         hosts.insert(
             x.name.clone(),
             Host {
-                routes: vec![via(RouteDst::Default, raddr)],
+                ipv6: x.addr6.is_some(),
+                routes,
                 processes,
                 ..Host::default()
             },
         );
         links.push(Link {
-            a: end(&x.name, "eth0", Some(x.addr)),
-            b: end(INTERNET_HOST, &x.name, Some(raddr)),
+            a: end(&x.name, "eth0", Some(x.addr), x.addr6),
+            b: end(INTERNET_HOST, &x.name, Some(raddr), raddr6),
         });
     }
     sc.hosts.extend(hosts);
@@ -376,8 +494,9 @@ pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// An exposure's own checks: `field` is its path.
-pub fn check_expose(field: &str, e: &Expose) -> Result<(), Invalid> {
+/// An exposure's own checks: `field` is its path; `v6`: the gateway has
+/// IPv6 addresses.
+pub fn check_expose(field: &str, e: &Expose, v6: bool) -> Result<(), Invalid> {
     if e.proto == Proto::Icmp {
         return bad(format!("{field}.proto"), "exposures are tcp or udp");
     }
@@ -386,10 +505,20 @@ pub fn check_expose(field: &str, e: &Expose) -> Result<(), Invalid> {
     }
     match e.service {
         SocketAddr::V4(s) if s.ip().octets()[..2] == [10, 30] && s.port() != 0 => Ok(()),
+        SocketAddr::V6(s) if s.ip().segments()[0] == 0xfdff && s.port() != 0 => {
+            if v6 {
+                Ok(())
+            } else {
+                bad(
+                    format!("{field}.service"),
+                    "an IPv6 service needs the gateway's `public6`",
+                )
+            }
+        }
         _ => bad(
             format!("{field}.service"),
             format!(
-                "{} is not a service IP (10.30.0.0/16) with a port",
+                "{} is not a service IP (10.30.0.0/16, fdff::/16) with a port",
                 e.service
             ),
         ),
@@ -543,6 +672,30 @@ traffic:
             ("service: \"10.30.30.30:80\"", "service: \"192.0.2.1:80\"", "gateway.expose[0].service", "not a service IP"),
             ("addr: 93.6.1.78", "addr: 24.0.5.9", "externals[0].addr", "gateway.public"),
             ("name: client", "name: n1", "externals[0].name", "already taken"),
+            (
+                "service: \"10.30.30.30:80\"",
+                "service: \"[fdff:2000::1]:80\"",
+                "gateway.expose[0].service",
+                "needs the gateway's `public6`",
+            ),
+            (
+                "public: 24.0.5.8",
+                "public: 24.0.5.8\n  public6: fd00::8",
+                "gateway.public6",
+                "not a public address",
+            ),
+            (
+                "public: 24.0.5.8",
+                "public: 24.0.5.8\n  internal6: fdff:7fff::1",
+                "gateway.internal6",
+                "needs `public6`",
+            ),
+            (
+                "addr: 93.6.1.78}",
+                "addr: 93.6.1.78, addr6: \"2001:db8::1\"}\n  - {name: c2, addr: 93.6.2.1, addr6: \"2001:db8::2\"}",
+                "externals[1].addr6",
+                "one external (or gateway) per /64",
+            ),
         ];
         for (from, to, field, msg) in cases {
             let text = OK.replace(from, to);

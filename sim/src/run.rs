@@ -147,7 +147,10 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
             let lines = step
                 .unexpose
                 .iter()
-                .map(|u| format!("unexpose {} {}", u.proto, u.port))
+                .map(|u| {
+                    let v6 = if u.v6 { " v6" } else { "" };
+                    format!("unexpose {} {}{v6}", u.proto, u.port)
+                })
                 .chain(
                     step.expose
                         .iter()

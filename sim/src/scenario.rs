@@ -828,7 +828,8 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
             return bad(format!("{f}.{what}"), "exposures need a `gateway`");
         }
         for (j, e) in s.expose.iter().enumerate() {
-            crate::gateway::check_expose(&format!("{f}.expose[{j}]"), e)?;
+            let v6 = sc.gateway.as_ref().is_some_and(|g| g.public6.is_some());
+            crate::gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
         }
         for (j, u) in s.unexpose.iter().enumerate() {
             if u.proto == Proto::Icmp {

@@ -8,7 +8,10 @@
 //!   port unchanged (`exposed_new` counts new connections); conntrack
 //!   reverses it for the replies the gateway writes back to its TUN;
 //! - `input`: anything else from outside for the gateway itself is
-//!   dropped (`not_exposed`);
+//!   dropped (`not_exposed`), but IPv6 neighbour discovery;
+//! - `output`: the host's own link-local and multicast IPv6 chatter
+//!   (MLD reports, when the TUN comes up) never goes into the TUN: the
+//!   gateway only reads routed traffic;
 //! - `forward`: from outside, only DNATed connections to the TUN and
 //!   established ones pass (`refused_forward` counts the rest, such as a
 //!   service IP dialled directly); SYNs to the TUN get their MSS clamped to
@@ -47,17 +50,17 @@ pub struct Firewall {
     pub internal_nets: Vec<(IpAddr, u8)>,
 }
 
-fn set_name(proto: Proto) -> &'static str {
-    match proto {
-        Proto::Tcp => "exposed_tcp",
-        Proto::Udp => "exposed_udp",
-    }
+/// An exposed port: protocol, port, and whether it is the IPv6 exposure.
+pub type Port = (Proto, u16, bool);
+
+fn set_name(proto: Proto, v6: bool) -> String {
+    format!("exposed_{proto}{}", if v6 { "6" } else { "" })
 }
 
 impl Firewall {
     /// The whole table, with `ports` in the exposed sets. Replaces a table
     /// of the same name left by an earlier gateway in this namespace.
-    pub fn script(&self, ports: &[(Proto, u16)]) -> String {
+    pub fn script(&self, ports: &[Port]) -> String {
         let nets = |v6: bool| {
             self.internal_nets
                 .iter()
@@ -66,11 +69,11 @@ impl Firewall {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let elements = |p: Proto| {
+        let elements = |p: Proto, v6: bool| {
             let e: Vec<String> = ports
                 .iter()
-                .filter(|(q, _)| *q == p)
-                .map(|(_, port)| port.to_string())
+                .filter(|(q, _, f)| *q == p && *f == v6)
+                .map(|(_, port, _)| port.to_string())
                 .collect();
             if e.is_empty() {
                 String::new()
@@ -90,14 +93,15 @@ impl Firewall {
         let (pif, tun) = (&self.public_if, &self.tun);
         let mut s =
             format!("add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
-        s += &format!(
-            "\tset exposed_tcp {{ type inet_service;{} }}\n",
-            elements(Proto::Tcp)
-        );
-        s += &format!(
-            "\tset exposed_udp {{ type inet_service;{} }}\n",
-            elements(Proto::Udp)
-        );
+        for p in [Proto::Tcp, Proto::Udp] {
+            for v6 in [false, true] {
+                s += &format!(
+                    "\tset {} {{ type inet_service;{} }}\n",
+                    set_name(p, v6),
+                    elements(p, v6)
+                );
+            }
+        }
         s += &set_nets("internal4", "ipv4_addr", false);
         s += &set_nets("internal6", "ipv6_addr", true);
         for c in COUNTERS {
@@ -116,7 +120,7 @@ impl Firewall {
             );
             if let Some((pub6, int6)) = self.v6 {
                 s += &format!(
-                    "\t\tiifname \"{pif}\" ip6 daddr {pub6} {p} dport @exposed_{p} counter name \"exposed_new\" dnat ip6 to {int6}\n"
+                    "\t\tiifname \"{pif}\" ip6 daddr {pub6} {p} dport @exposed_{p}6 counter name \"exposed_new\" dnat ip6 to {int6}\n"
                 );
             }
         }
@@ -124,7 +128,13 @@ impl Firewall {
         s += &format!(
             "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
              \t\tiifname \"{pif}\" ct state established,related accept\n\
+             \t\tiifname \"{pif}\" icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
              \t\tiifname \"{pif}\" counter name \"not_exposed\" drop\n\t}}\n"
+        );
+        s += &format!(
+            "\tchain output {{\n\t\ttype filter hook output priority filter; policy accept;\n\
+             \t\toifname \"{tun}\" ip6 saddr fe80::/10 drop\n\
+             \t\toifname \"{tun}\" ip6 daddr ff00::/8 drop\n\t}}\n"
         );
         s += &format!(
             "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
@@ -143,18 +153,16 @@ impl Firewall {
     }
 
     /// Loads the table.
-    pub fn install(&self, ports: &[(Proto, u16)]) -> anyhow::Result<()> {
+    pub fn install(&self, ports: &[Port]) -> anyhow::Result<()> {
         nft(&self.script(ports)).context("loading the gateway's nftables table")
     }
 
-    /// Adds or removes `port` from the exposed set of `proto`.
-    pub fn set_port(proto: Proto, port: u16, exposed: bool) -> anyhow::Result<()> {
+    /// Adds or removes `port` from its exposed set.
+    pub fn set_port((proto, port, v6): Port, exposed: bool) -> anyhow::Result<()> {
         let verb = if exposed { "add" } else { "delete" };
-        nft(&format!(
-            "{verb} element inet {TABLE} {} {{ {port} }}\n",
-            set_name(proto)
-        ))
-        .with_context(|| format!("{verb} {proto} {port} in the firewall"))
+        let set = set_name(proto, v6);
+        nft(&format!("{verb} element inet {TABLE} {set} {{ {port} }}\n"))
+            .with_context(|| format!("{verb} {port} in the firewall's set {set}"))
     }
 
     /// Removes the table (at exit).
@@ -259,7 +267,7 @@ mod tests {
             v6: None,
             internal_nets: vec![(Ipv4Addr::new(10, 18, 0, 0).into(), 16)],
         };
-        let s = f.script(&[(Proto::Tcp, 8080)]);
+        let s = f.script(&[(Proto::Tcp, 8080, false)]);
         assert!(
             s.contains("set exposed_tcp { type inet_service; elements = { 8080 }; }"),
             "{s}"
@@ -267,6 +275,20 @@ mod tests {
         assert!(s.contains("set exposed_udp { type inet_service; }"), "{s}");
         assert!(s.contains("ip daddr 24.0.5.8 tcp dport @exposed_tcp counter name \"exposed_new\" dnat ip to 10.30.255.253"), "{s}");
         assert!(s.contains("elements = { 10.18.0.0/16 }"), "{s}");
+        assert!(s.contains("set exposed_tcp6 { type inet_service; }"), "{s}");
         assert!(!s.contains("dnat ip6"), "{s}");
+        let f6 = Firewall {
+            v6: Some((
+                "2001:db8::8".parse().unwrap(),
+                "fdff:7fff::fffd".parse().unwrap(),
+            )),
+            ..f
+        };
+        let s = f6.script(&[(Proto::Udp, 53, true)]);
+        assert!(
+            s.contains("set exposed_udp6 { type inet_service; elements = { 53 }; }"),
+            "{s}"
+        );
+        assert!(s.contains("ip6 daddr 2001:db8::8 udp dport @exposed_udp6 counter name \"exposed_new\" dnat ip6 to fdff:7fff::fffd"), "{s}");
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use hoplab_dataplane::gateway::{GatewayCore, Proto, Verdict};
+use hoplab_dataplane::gateway::{GatewayCore, Verdict};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::Receiver;
@@ -107,12 +107,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     result.and(written)
 }
 
-/// The (protocol, port) pairs some family exposes: the firewall's sets.
-fn exposed_ports(core: &GatewayCore) -> Vec<(Proto, u16)> {
-    let mut v: Vec<(Proto, u16)> = core.exposures().iter().map(|e| (e.proto, e.port)).collect();
-    v.sort();
-    v.dedup();
-    v
+/// The exposed ports, per family: the firewall's sets.
+fn exposed_ports(core: &GatewayCore) -> Vec<firewall::Port> {
+    core.exposures()
+        .iter()
+        .map(|e| (e.proto, e.port, e.service.is_ipv6()))
+        .collect()
 }
 
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
@@ -258,12 +258,13 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
             s
         }
         Command::Expose(e) => {
-            let had = exposed_ports(core).contains(&(e.proto, e.port));
+            let port = (e.proto, e.port, e.service.is_ipv6());
+            let had = exposed_ports(core).contains(&port);
             if let Err(err) = core.expose(e.clone()) {
                 return format!("error {err}\n");
             }
             if !had {
-                if let Err(err) = Firewall::set_port(e.proto, e.port, true) {
+                if let Err(err) = Firewall::set_port(port, true) {
                     let _ = core.unexpose(e.proto, e.port, e.service.is_ipv6());
                     return format!("error {err:#}\n");
                 }
@@ -276,8 +277,8 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
                 Ok(r) => r,
                 Err(err) => return format!("error {err}\n"),
             };
-            if !exposed_ports(core).contains(&(proto, port)) {
-                if let Err(err) = Firewall::set_port(proto, port, false) {
+            if !exposed_ports(core).contains(&(proto, port, v6)) {
+                if let Err(err) = Firewall::set_port((proto, port, v6), false) {
                     return format!("error {err:#}\n");
                 }
             }
