@@ -53,9 +53,10 @@ enum Cmd {
     /// Build a chain of N hosts, ping across its ends, tear it down; print timings.
     #[command(name = "__bench-chain", hide = true)]
     BenchChain { hosts: usize },
-    /// Measure throughput and latency through four paths (kernel, kernel
-    /// DNAT, net manager local, net manager over the tunnel); print one
-    /// line per path.
+    /// Measure throughput, latency and new-connection rate through six
+    /// paths (kernel, kernel DNAT, net manager local, net manager over the
+    /// tunnel, gateway, kernel DNAT on the gateway node); print one line
+    /// per path.
     #[command(name = "__bench-dataplane", hide = true)]
     BenchDataplane {
         /// Where the run's logs and net manager counters go.
@@ -67,7 +68,7 @@ enum Cmd {
         /// Recorded round trips per latency measurement.
         #[arg(long, default_value_t = 2000)]
         round_trips: usize,
-        /// Rounds over the four paths (medians are reported).
+        /// Rounds over the six paths (medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Veth settings to measure with, each round: `harness` (one

@@ -1,13 +1,15 @@
-//! The dataplane benchmark runs end to end (needs root): all four paths,
-//! with both veth settings, carry data and report sane latencies. Nothing
-//! here asserts a speed.
+//! The dataplane benchmark runs end to end (needs root): all six paths,
+//! with both veth settings, carry data and report sane latencies, the
+//! connection-rate paths report a rate, and (e) and (f) went where they
+//! should by the gateway's and the baseline's counters. Nothing here
+//! asserts a speed.
 
 mod common;
 
 use common::*;
 
 #[test]
-fn dataplane_bench_measures_all_four_paths() {
+fn dataplane_bench_measures_all_six_paths() {
     let out = out_dir("bench-dataplane");
     let o = hoplab()
         .args(["--quiet", "__bench-dataplane", "--out"])
@@ -30,7 +32,7 @@ fn dataplane_bench_measures_all_four_paths() {
     };
     // Every path, with the harness's veths and with GSO veths.
     for veths in ["harness", "gso"] {
-        for path in ["a", "b", "c", "d"] {
+        for path in ["a", "b", "c", "d", "e", "f"] {
             let line = stdout
                 .lines()
                 .find(|l| l.starts_with(&format!("path={path} veths={veths} ")))
@@ -42,10 +44,16 @@ fn dataplane_bench_measures_all_four_paths() {
             );
             assert!(gbps > 0.0, "{line}");
             assert!(p50 > 0.0 && p50 <= p99, "{line}");
+            // The new-connection rate: for (a), (e) and (f) only.
+            if ["a", "e", "f"].contains(&path) {
+                assert!(field(line, "conn_per_s") > 0.0, "{line}");
+            } else {
+                assert!(!line.contains("conn_per_s="), "{line}");
+            }
         }
     }
-    // Both net managers ran and wrote their counters.
-    for node in ["n1", "n2"] {
+    // Every net manager ran and wrote its counters.
+    for node in ["n1", "n2", "gw"] {
         assert!(
             out.join("counters")
                 .join(format!("{node}.netmanager.txt"))
@@ -54,4 +62,18 @@ fn dataplane_bench_measures_all_four_paths() {
         );
         assert!(stdout.contains(&format!("netmanager={node} ")), "{stdout}");
     }
+    // The gateway ran and dropped nothing; (e)'s connections all went
+    // through it, (f)'s all through the kernel's DNAT on gw.
+    assert!(stdout.contains("gateway=gw drops=none "), "{stdout}");
+    let check = stdout
+        .lines()
+        .find(|l| l.starts_with("paths_check "))
+        .unwrap_or_else(|| panic!("no paths_check line in:\n{stdout}"));
+    let e = field(check, "e_connections");
+    let f = field(check, "f_connections");
+    assert!(e > 0.0 && f > 0.0, "{check}");
+    assert_eq!(field(check, "gateway_exposed_new"), e, "{check}");
+    assert_eq!(field(check, "gateway_flows_created"), e, "{check}");
+    assert_eq!(field(check, "baseline_dnat_new"), f, "{check}");
+    assert_eq!(field(check, "baseline_forward_new"), f, "{check}");
 }

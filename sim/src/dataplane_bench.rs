@@ -1,11 +1,17 @@
-//! The dataplane benchmark: one client, four paths to the same kind of
+//! The dataplane benchmark: two clients, six paths to the same kind of
 //! server, measured in one run (same process, same machine moment).
 //!
-//! One generated scenario: cluster `c1` with worker nodes `n1` and `n2`;
-//! service `local` (round robin [`LOCAL_SVC`], one instance on n1),
-//! `remote` (round robin [`REMOTE_SVC`], one instance on n2) and `web` (the
-//! client, on n1, with an instance IP so that replies of local services
-//! come back through n1's TUN). From `web-0`:
+//! One generated scenario: cluster `c1` with worker nodes `n1`, `n2` and
+//! `gw` (the gateway node, third so that n1's and n2's addresses are those
+//! of a two-node cluster); service `local` (round robin [`LOCAL_SVC`], one
+//! instance on n1), `remote` (round robin [`REMOTE_SVC`], one instance on
+//! n2) and `web` (the client, on n1, with an instance IP so that replies of
+//! local services come back through n1's TUN); the gateway on `gw` with
+//! public address [`PUBLIC`], exposing `remote`'s sink and echo
+//! ([`SINK_PORT`], [`ECHO_PORT`] → [`REMOTE_SVC`], same ports); the
+//! external host `client` ([`EXTERNAL`]) behind the `internet` router.
+//!
+//! From `web-0`:
 //!
 //! - (a) [`BenchPath::Kernel`]: `local-0`'s namespace IP; n1's bridge
 //!   forwards, no routing, no NAT, no net manager.
@@ -19,36 +25,69 @@
 //!   sends the packets over UDP 50103 to n2's, and the replies come back
 //!   the same way.
 //!
+//! From the external `client`, through the router to `gw`'s public
+//! interface:
+//!
+//! - (e) [`BenchPath::Gateway`]: [`PUBLIC`] on the exposed ports; the
+//!   gateway's firewall DNATs to its internal address, the gateway process
+//!   rewrites to `remote`'s service IP and hands the packet (through its
+//!   TUN `gw0` and the kernel) to gw's net manager, which tunnels it to
+//!   n2's; the replies come back the same way.
+//! - (f) [`BenchPath::GatewayKernelDnat`]: [`PUBLIC`] on
+//!   [`BASELINE_SINK_PORT`] and [`BASELINE_ECHO_PORT`]; gw's kernel DNATs
+//!   (table [`BASELINE_TABLE`]) to `remote-0`'s namespace IP and routes it
+//!   over the underlay to n2 (gw routes n2's /26 via n2's underlay
+//!   address); n2's default route leads back to gw, whose conntrack
+//!   reverses the DNAT. The same shape as (e) with the kernel doing all of
+//!   it: the baseline of (e).
+//!
+//! (f)'s rules are loaded after the gateway started. The gateway's own
+//! table (`inet hoplab_gateway`) refuses in its `forward` chain whatever
+//! comes from `pub` and was not DNATed to `gw0`, and an `accept` in
+//! another table's chain does not spare a packet the later chains of the
+//! same hook: so one rule is inserted at the head of the gateway's
+//! `forward` chain, accepting exactly (f)'s DNATed connections. Before
+//! anything is timed, the check of each of (e) and (f) verifies the path:
+//! (e)'s connection is seen by the gateway (`packets_in`) and not by (f)'s
+//! DNAT, (f)'s by (f)'s DNAT and forward counters and not by the gateway.
+//!
 //! Servers are sockets created inside `local-0` and `remote-0` by this
 //! process (a socket stays in the namespace it was created in) and served
 //! on plain threads: a sink on [`SINK_PORT`] (reads until EOF, answers with
 //! the byte count) and a request/response echo on [`ECHO_PORT`]
-//! ([`MSG`]-byte messages, `TCP_NODELAY`).
+//! ([`MSG`]-byte messages, `TCP_NODELAY`), a thread per connection.
 //!
 //! Per path and round: bulk throughput (one connection, [`CHUNK`]-byte
 //! writes for a fixed time; bytes the sink counted over the time until its
 //! count arrived) and request/response latency (one connection, N round
-//! trips, p50 and p99). Paths are interleaved round by round (a b c d a b
-//! c d ...) and the median of the rounds is reported.
+//! trips, p50 and p99); for (a), (e) and (f) also the new-connection rate
+//! (for [`conn_secs`], at most [`CONN_MAX`] times: connect, one [`MSG`]-byte
+//! round trip on the echo, close; connections per second). Paths are
+//! interleaved round by round (a b c d e f a b ...) and the median of the
+//! rounds is reported.
 //!
 //! Veths: the harness makes every veth carry one segment per GSO packet
 //! (`gso_max_segs 1`, so captures show wire-sized frames). That caps the
 //! kernel paths far below what a container's veth does, so every round
-//! measures the four paths twice: with the harness's veths
+//! measures the six paths twice: with the harness's veths
 //! ([`Veths::Harness`]) and with the kernel's default, 64 KiB GSO packets
-//! ([`Veths::Gso`]), switched on every veth end of the scenario in between.
-//! The net manager's TUN has no offloads either way: the kernel segments
-//! before the TUN.
+//! ([`Veths::Gso`]), switched on every veth end of the scenario in between
+//! (the router's and the external's included). The net managers' and the
+//! gateway's TUNs have no offloads either way: the kernel segments before
+//! a TUN.
 //!
 //! Conntrack on n1: the nat chains of (b) turn on connection tracking for
 //! everything n1 routes, which would tax (c) and (d) with work a node
 //! without those rules does not do. A raw-priority `notrack` rule exempts
-//! all traffic but (b)'s.
+//! all traffic but (b)'s. On gw, the gateway's own DNAT tracks every
+//! connection of (e) and (f) alike.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,29 +96,56 @@ use crate::scenario::{self, Scalar, Scenario};
 use crate::topology::Topology;
 use crate::{run, sandbox, Error};
 
-/// The sink's port in the server instances.
+/// The sink's port in the server instances (and exposed by the gateway).
 pub const SINK_PORT: u16 = 5001;
-/// The request/response echo's port in the server instances.
+/// The request/response echo's port in the server instances (and exposed
+/// by the gateway).
 pub const ECHO_PORT: u16 = 5002;
+/// Path (f)'s port for the sink: gw's kernel DNATs it to `remote-0`.
+pub const BASELINE_SINK_PORT: u16 = 6001;
+/// Path (f)'s port for the echo.
+pub const BASELINE_ECHO_PORT: u16 = 6002;
 /// Path (b)'s virtual IP, DNATed by n1.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// Service `local`'s round-robin IP (its instance runs on n1).
 pub const LOCAL_SVC: Ipv4Addr = Ipv4Addr::new(10, 30, 1, 1);
 /// Service `remote`'s round-robin IP (its instance runs on n2).
 pub const REMOTE_SVC: Ipv4Addr = Ipv4Addr::new(10, 30, 2, 1);
+/// The gateway's public address (on gw's `pub`).
+pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(24, 0, 5, 8);
+/// The external client's address.
+pub const EXTERNAL: Ipv4Addr = Ipv4Addr::new(93, 6, 1, 78);
+/// The Forward table bound given to the gateway: every connection of a
+/// run fits, closed ones included (they stay 10 s).
+pub const MAX_FLOWS: usize = 65536;
+/// Path (f)'s nftables table on gw.
+pub const BASELINE_TABLE: &str = "hoplab_bench_baseline";
 /// Bulk write size.
 pub const CHUNK: usize = 128 * 1024;
-/// Request and response size of the latency test.
+/// Request and response size of the latency and connection tests.
 pub const MSG: usize = 64;
+/// At most this many connections per connection-rate measurement.
+pub const CONN_MAX: usize = 5000;
 
-/// The client host and the two server hosts.
+/// The gateway node.
+const GW_NODE: &str = "gw";
+/// The client instance, the external client and the two server hosts.
 const CLIENT: &str = "web-0";
+const EXTERNAL_CLIENT: &str = "client";
 const LOCAL_SERVER: &str = "local-0";
 const REMOTE_SERVER: &str = "remote-0";
+/// The gateway's nftables table (its `forward` chain gets (f)'s accept).
+const GATEWAY_TABLE: &str = "hoplab_gateway";
 /// Round trips before the recorded ones, on each latency connection.
 const WARMUP_ROUND_TRIPS: usize = 20;
 /// No single socket operation waits longer than this.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one connection-rate measurement runs: the bulk time, at most
+/// 0.5 s.
+pub fn conn_secs(cfg: &Config) -> f64 {
+    cfg.secs.min(0.5)
+}
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -88,9 +154,9 @@ pub struct Config {
     pub secs: f64,
     /// Recorded round trips per latency measurement.
     pub round_trips: usize,
-    /// Rounds over the four paths; medians are taken over them.
+    /// Rounds over the six paths; medians are taken over them.
     pub rounds: usize,
-    /// The veth settings to measure the four paths with, each round.
+    /// The veth settings to measure the six paths with, each round.
     pub veths: Vec<Veths>,
 }
 
@@ -141,30 +207,36 @@ impl Veths {
     }
 }
 
-/// One of the four measured paths.
+/// One of the six measured paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchPath {
     Kernel,
     KernelDnat,
     NetManager,
     Tunnel,
+    Gateway,
+    GatewayKernelDnat,
 }
 
 impl BenchPath {
-    pub const ALL: [BenchPath; 4] = [
+    pub const ALL: [BenchPath; 6] = [
         BenchPath::Kernel,
         BenchPath::KernelDnat,
         BenchPath::NetManager,
         BenchPath::Tunnel,
+        BenchPath::Gateway,
+        BenchPath::GatewayKernelDnat,
     ];
 
-    /// Its letter: `a`, `b`, `c`, `d`.
+    /// Its letter: `a` to `f`.
     pub fn key(self) -> &'static str {
         match self {
             BenchPath::Kernel => "a",
             BenchPath::KernelDnat => "b",
             BenchPath::NetManager => "c",
             BenchPath::Tunnel => "d",
+            BenchPath::Gateway => "e",
+            BenchPath::GatewayKernelDnat => "f",
         }
     }
 
@@ -180,7 +252,64 @@ impl BenchPath {
             BenchPath::Tunnel => {
                 "net manager, remote: web-0 → remote's service IP, n1 → n2 over the UDP tunnel"
             }
+            BenchPath::Gateway => {
+                "gateway: client → public:5001/5002, gw's gateway and net manager, tunnel to n2"
+            }
+            BenchPath::GatewayKernelDnat => {
+                "kernel DNAT on gw: client → public:6001/6002, gw DNATs to remote-0 over the underlay"
+            }
         }
+    }
+
+    /// Whether the new-connection rate is measured on this path.
+    pub fn measures_connections(self) -> bool {
+        matches!(
+            self,
+            BenchPath::Kernel | BenchPath::Gateway | BenchPath::GatewayKernelDnat
+        )
+    }
+
+    /// Who dials what on this path.
+    pub fn target(self, sc: &Scenario) -> Target {
+        let (client, ip, sink_port, echo_port) = match self {
+            BenchPath::Kernel => (CLIENT, local_ns_ip(sc), SINK_PORT, ECHO_PORT),
+            BenchPath::KernelDnat => (CLIENT, VIP, SINK_PORT, ECHO_PORT),
+            BenchPath::NetManager => (CLIENT, LOCAL_SVC, SINK_PORT, ECHO_PORT),
+            BenchPath::Tunnel => (CLIENT, REMOTE_SVC, SINK_PORT, ECHO_PORT),
+            BenchPath::Gateway => (EXTERNAL_CLIENT, PUBLIC, SINK_PORT, ECHO_PORT),
+            BenchPath::GatewayKernelDnat => (
+                EXTERNAL_CLIENT,
+                PUBLIC,
+                BASELINE_SINK_PORT,
+                BASELINE_ECHO_PORT,
+            ),
+        };
+        Target {
+            client,
+            ip,
+            sink_port,
+            echo_port,
+        }
+    }
+}
+
+/// What a path's client dials: from which host, which address, which
+/// ports lead to the sink and the echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub client: &'static str,
+    pub ip: Ipv4Addr,
+    pub sink_port: u16,
+    pub echo_port: u16,
+}
+
+impl Target {
+    fn sink(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.sink_port))
+    }
+
+    fn echo(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.echo_port))
     }
 }
 
@@ -193,6 +322,9 @@ pub struct Sample {
     pub p50_us: f64,
     /// Round-trip time, 99th percentile, microseconds.
     pub p99_us: f64,
+    /// New connections per second (connect, one round trip, close), on
+    /// the paths that measure it.
+    pub conn_per_s: Option<f64>,
 }
 
 /// All rounds of one path.
@@ -200,8 +332,8 @@ pub struct Sample {
 pub struct PathResult {
     pub path: BenchPath,
     pub veths: Veths,
-    /// The address the client dialled (server port aside).
-    pub dialled: Ipv4Addr,
+    /// What the client dialled.
+    pub target: Target,
     /// One sample per round, in round order.
     pub rounds: Vec<Sample>,
     /// Field by field median over the rounds.
@@ -218,6 +350,25 @@ pub struct Results {
     /// Per worker node: its net manager's non-zero `drop_*` counters at
     /// the end of the run (empty when the file was not written).
     pub netmanager_drops: Vec<(String, Vec<(String, u64)>)>,
+    /// The gateway's counters (its own, and its firewall's as
+    /// `firewall.NAME`) at the end of the traffic, all of them.
+    pub gateway_counters: BTreeMap<String, u64>,
+    /// (f)'s nftables counters on gw at the end of the traffic
+    /// (`dnat_new`: connections DNATed; `forward_new`: their first packets
+    /// forwarded).
+    pub baseline_counters: BTreeMap<String, u64>,
+    /// Connections the benchmark opened, per path in [`BenchPath::ALL`]
+    /// order.
+    pub connections: Vec<u64>,
+}
+
+/// The gateway's counters that count dropped or refused packets.
+pub fn is_gateway_drop(name: &str) -> bool {
+    name.starts_with("dropped_")
+        || matches!(
+            name,
+            "firewall.spoofed_source" | "firewall.not_exposed" | "firewall.refused_forward"
+        )
 }
 
 impl Results {
@@ -225,8 +376,18 @@ impl Results {
         self.paths.iter().find(|r| r.path == p && r.veths == v)
     }
 
+    fn opened(&self, p: BenchPath) -> u64 {
+        BenchPath::ALL
+            .iter()
+            .position(|&q| q == p)
+            .and_then(|i| self.connections.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Machine-readable: one line per path and veth setting, then one per
-    /// net manager.
+    /// net manager, one for the gateway's drops, one for its other
+    /// counters, one checking (e) and (f) against the counters.
     pub fn to_lines(&self) -> String {
         let mut s = String::new();
         let list = |f: &dyn Fn(&Sample) -> f64, rs: &[Sample]| {
@@ -235,13 +396,24 @@ impl Results {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let pairs = |it: &mut dyn Iterator<Item = (&String, &u64)>| {
+            let d: Vec<String> = it.map(|(k, v)| format!("{k}:{v}")).collect();
+            if d.is_empty() {
+                "none".to_string()
+            } else {
+                d.join(",")
+            }
+        };
         for r in &self.paths {
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "path={} veths={} dialled={} gbps={:.3} p50_us={:.1} p99_us={:.1} gbps_rounds={} p50_rounds={} p99_rounds={}",
+                "path={} veths={} client={} dialled={} sink_port={} echo_port={} gbps={:.3} p50_us={:.1} p99_us={:.1} gbps_rounds={} p50_rounds={} p99_rounds={}",
                 r.path.key(),
                 r.veths.key(),
-                r.dialled,
+                r.target.client,
+                r.target.ip,
+                r.target.sink_port,
+                r.target.echo_port,
                 r.median.gbps,
                 r.median.p50_us,
                 r.median.p99_us,
@@ -249,6 +421,14 @@ impl Results {
                 list(&|x| x.p50_us, &r.rounds),
                 list(&|x| x.p99_us, &r.rounds),
             );
+            if let Some(c) = r.median.conn_per_s {
+                let _ = write!(
+                    s,
+                    " conn_per_s={c:.0} conn_rounds={}",
+                    list(&|x| x.conn_per_s.unwrap_or(0.0), &r.rounds)
+                );
+            }
+            s.push('\n');
         }
         for (node, drops) in &self.netmanager_drops {
             let d: Vec<String> = drops.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -262,12 +442,32 @@ impl Results {
                 }
             );
         }
+        let g = &self.gateway_counters;
+        let _ = writeln!(
+            s,
+            "gateway={GW_NODE} drops={} counters={}",
+            pairs(&mut g.iter().filter(|(k, v)| is_gateway_drop(k) && **v > 0)),
+            pairs(&mut g.iter().filter(|(k, v)| !is_gateway_drop(k) && **v > 0)),
+        );
+        let c = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "paths_check e_connections={} gateway_exposed_new={} gateway_flows_created={} f_connections={} baseline_dnat_new={} baseline_forward_new={}",
+            self.opened(BenchPath::Gateway),
+            c(g, "firewall.exposed_new"),
+            c(g, "flows_created"),
+            self.opened(BenchPath::GatewayKernelDnat),
+            c(&self.baseline_counters, "dnat_new"),
+            c(&self.baseline_counters, "forward_new"),
+        );
         s
     }
 }
 
-/// The benchmark's scenario: the clusters and services from YAML, plus
-/// n1's nftables rules and sysctls for path (b), set on the generated host.
+/// The benchmark's scenario: the clusters, services, gateway and external
+/// from YAML, plus n1's nftables rules and sysctls for path (b), set on
+/// the generated host. (f)'s rules are loaded once the gateway runs
+/// ([`baseline_rules`]).
 pub fn scenario() -> Scenario {
     let yaml = format!(
         "version: 1
@@ -277,6 +477,7 @@ clusters:
     nodes:
       - {{name: n1, coords: [0, 0]}}
       - {{name: n2, coords: [10, 0]}}
+      - {{name: {GW_NODE}, coords: [0, 10]}}
 services:
   - name: local
     round_robin: {LOCAL_SVC}
@@ -289,6 +490,15 @@ services:
   - name: web
     instances:
       - {{node: n1, ip: 10.30.3.11}}
+gateway:
+  node: {GW_NODE}
+  public: {PUBLIC}
+  max_flows: {MAX_FLOWS}
+  expose:
+    - {{proto: tcp, port: {SINK_PORT}, service: \"{REMOTE_SVC}:{SINK_PORT}\"}}
+    - {{proto: tcp, port: {ECHO_PORT}, service: \"{REMOTE_SVC}:{ECHO_PORT}\"}}
+externals:
+  - {{name: {EXTERNAL_CLIENT}, addr: {EXTERNAL}}}
 "
     );
     let mut sc = scenario::parse(
@@ -335,7 +545,49 @@ services:
     ] {
         n1.sysctls.insert(key.into(), Scalar("0".into()));
     }
+    // The connection-rate test leaves a socket in TIME_WAIT per
+    // connection on the clients: give them every ephemeral port.
+    for client in [CLIENT, EXTERNAL_CLIENT] {
+        sc.hosts
+            .get_mut(client)
+            .expect("the expansion makes the clients")
+            .sysctls
+            .insert(
+                "net.ipv4.ip_local_port_range".into(),
+                Scalar("1024 65535".into()),
+            );
+    }
     sc
+}
+
+/// (f)'s nftables script for gw: its own table (DNAT of the public address
+/// on [`BASELINE_SINK_PORT`] and [`BASELINE_ECHO_PORT`] to `remote-0`,
+/// counters), and one rule at the head of the gateway's `forward` chain
+/// that lets exactly those connections through (the gateway refuses what
+/// comes from `pub` and was not DNATed to its TUN, and an accept in
+/// another table does not spare a packet from a later chain's drop).
+/// Loaded when the gateway runs: it creates its table at start.
+pub fn baseline_rules(sc: &Scenario) -> String {
+    let remote = ns_ip(sc, "remote");
+    let pif = crate::gateway::PUBLIC_IF;
+    format!(
+        "table ip {BASELINE_TABLE} {{
+  counter dnat_new {{ }}
+  counter forward_new {{ }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"{pif}\" ip daddr {PUBLIC} tcp dport {BASELINE_SINK_PORT} counter name \"dnat_new\" dnat ip to {remote}:{SINK_PORT}
+    iifname \"{pif}\" ip daddr {PUBLIC} tcp dport {BASELINE_ECHO_PORT} counter name \"dnat_new\" dnat ip to {remote}:{ECHO_PORT}
+  }}
+  # Counts only: the gateway's forward chain (priority filter) decides.
+  chain forward {{
+    type filter hook forward priority filter - 1; policy accept;
+    iifname \"{pif}\" ip daddr {remote} ct status dnat ct state new counter name \"forward_new\"
+  }}
+}}
+insert rule inet {GATEWAY_TABLE} forward iifname \"{pif}\" ip daddr {remote} tcp dport {{ {SINK_PORT}, {ECHO_PORT} }} ct status dnat accept comment \"hoplab bench: path (f)\"
+"
+    )
 }
 
 fn ns_ip(sc: &Scenario, service: &str) -> Ipv4Addr {
@@ -345,7 +597,6 @@ fn ns_ip(sc: &Scenario, service: &str) -> Ipv4Addr {
 fn local_ns_ip(sc: &Scenario) -> Ipv4Addr {
     ns_ip(sc, "local")
 }
-
 /// The sink and the echo of one server host, served by threads of this
 /// process. Dropping it closes the listeners and joins the threads.
 struct Servers {
@@ -495,6 +746,32 @@ fn latency(to: SocketAddr, n: usize) -> io::Result<(f64, f64)> {
     Ok((percentile(&rtts, 50.0), percentile(&rtts, 99.0)))
 }
 
+/// For `secs`, at most `max` times: connect, one [`MSG`]-byte round trip
+/// (`TCP_NODELAY`), close. Returns (connections, connections per second).
+fn conn_rate(to: SocketAddr, secs: f64, max: usize) -> io::Result<(u64, f64)> {
+    let mut req = [0u8; MSG];
+    let mut resp = [0u8; MSG];
+    let dur = Duration::from_secs_f64(secs);
+    let t = Instant::now();
+    let mut n = 0u64;
+    while (n as usize) < max && t.elapsed() < dur {
+        let mut s = connect(to)?;
+        s.set_nodelay(true)?;
+        req[..8].copy_from_slice(&n.to_be_bytes());
+        s.write_all(&req)?;
+        s.read_exact(&mut resp)?;
+        if resp != req {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the echo answered something else",
+            ));
+        }
+        drop(s);
+        n += 1;
+    }
+    Ok((n, n as f64 / t.elapsed().as_secs_f64()))
+}
+
 /// Nearest-rank percentile of sorted, non-empty `v`.
 fn percentile(v: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
@@ -545,9 +822,164 @@ fn check_interrupt() -> Result<(), Error> {
     }
 }
 
-/// Build the scenario, start its net managers and the servers, measure the
-/// four paths, tear everything down. Logs and counters go under `out`.
-/// Call inside the sandbox.
+/// Run `nft args` inside `ns`, `script` on its standard input if any;
+/// returns what it printed.
+fn nft(ns: &NetNs, args: &[&str], script: Option<&str>) -> Result<String, Error> {
+    let what = format!("{}: nft {}", ns.name(), args.join(" "));
+    let io = |source| Error::Io {
+        what: what.clone(),
+        source,
+    };
+    let mut cmd = ns.command("nft");
+    cmd.args(args)
+        .stdin(if script.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(io)?;
+    if let Some(s) = script {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(s.as_bytes())
+            .map_err(io)?;
+    }
+    let out = child.wait_with_output().map_err(io)?;
+    if !out.status.success() {
+        return Err(Error::Failed(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The packet counts of `nft list counters`' named counters.
+fn named_counters(text: &str) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("counter ") {
+            current = rest.split_whitespace().next();
+        } else if let (Some(name), Some(rest)) = (current, line.strip_prefix("packets ")) {
+            if let Some(n) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) {
+                found.insert(name.to_string(), n);
+            }
+            current = None;
+        }
+    }
+    found
+}
+
+/// (f)'s counters on gw.
+fn baseline_counters(gw: &NetNs) -> Result<BTreeMap<String, u64>, Error> {
+    nft(
+        gw,
+        &["list", "counters", "table", "ip", BASELINE_TABLE],
+        None,
+    )
+    .map(|t| named_counters(&t))
+}
+
+/// The gateway's counters (its own and its firewall's), through its
+/// control socket.
+fn gateway_counters(sc: &Scenario, out: &Path) -> Result<BTreeMap<String, u64>, Error> {
+    let g = sc.hosts[GW_NODE]
+        .processes
+        .iter()
+        .find_map(|p| p.gateway.as_ref())
+        .expect("the scenario has a gateway on gw");
+    let text =
+        crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(|source| {
+            Error::Io {
+                what: "reading the gateway's counters".into(),
+                source,
+            }
+        })?;
+    Ok(crate::gateway::parse_counters(&text))
+}
+
+/// `k` in `after` minus `k` in `before`.
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str) -> u64 {
+    let v = |m: &BTreeMap<String, u64>| m.get(k).copied().unwrap_or(0);
+    v(after).saturating_sub(v(before))
+}
+
+/// Run `f` in the client host of path `p`.
+fn on_client<T: Send>(
+    topo: &Topology,
+    sc: &Scenario,
+    p: BenchPath,
+    what: &str,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> Result<T, Error> {
+    let t = p.target(sc);
+    topo.hosts[t.client]
+        .ns
+        .run(f)
+        .and_then(|r| r)
+        .map_err(|source| Error::Io {
+            what: format!(
+                "path ({}) {what} from {} to {}:{}/{}",
+                p.key(),
+                t.client,
+                t.ip,
+                t.sink_port,
+                t.echo_port
+            ),
+            source,
+        })
+}
+
+/// Check path `p` with one round trip; for (e) and (f), also that the
+/// connection went where it should, by the gateway's and (f)'s counters.
+fn check_path(topo: &Topology, sc: &Scenario, out: &Path, p: BenchPath) -> Result<(), Error> {
+    let echo = p.target(sc).echo();
+    let check = || on_client(topo, sc, p, "check", || latency(echo, 1).map(|_| ()));
+    if !matches!(p, BenchPath::Gateway | BenchPath::GatewayKernelDnat) {
+        return check();
+    }
+    let gw = &topo.hosts[GW_NODE].ns;
+    let (g0, b0) = (gateway_counters(sc, out)?, baseline_counters(gw)?);
+    let r = check();
+    let (g1, b1) = (gateway_counters(sc, out)?, baseline_counters(gw)?);
+    let seen = format!(
+        "over its one check connection, the gateway process saw {} packets (refused by its firewall's forward chain: {}), (f)'s DNAT {} connections, (f)'s forward counter {}",
+        delta(&g0, &g1, "packets_in"),
+        delta(&g0, &g1, "firewall.refused_forward"),
+        delta(&b0, &b1, "dnat_new"),
+        delta(&b0, &b1, "forward_new"),
+    );
+    tracing::info!(target: "hoplab", "path ({}): {seen}", p.key());
+    if let Err(e) = r {
+        return Err(Error::Failed(format!("{e}; {seen}")));
+    }
+    let ok = match p {
+        BenchPath::Gateway => delta(&g0, &g1, "packets_in") > 0 && delta(&b0, &b1, "dnat_new") == 0,
+        _ => {
+            delta(&g0, &g1, "packets_in") == 0
+                && delta(&g0, &g1, "firewall.refused_forward") == 0
+                && delta(&b0, &b1, "dnat_new") == 1
+                && delta(&b0, &b1, "forward_new") == 1
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "path ({}) did not take its way: {seen}",
+            p.key()
+        )))
+    }
+}
+
+/// Build the scenario, start its net managers, the gateway and the
+/// servers, load (f)'s rules, measure the six paths, tear everything
+/// down. Logs and counters go under `out`. Call inside the sandbox.
 pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
     if !(cfg.secs > 0.0 && cfg.secs <= 60.0)
         || cfg.round_trips == 0
@@ -561,67 +993,69 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
     let sc = scenario();
     let rt = run::runtime()?;
     let mut started = run::start(&sc, out, &rt)?;
-    let hosts = &started.topo.hosts;
-    let local = Servers::start(&hosts[LOCAL_SERVER].ns)?;
-    let remote = Servers::start(&hosts[REMOTE_SERVER].ns)?;
-    let client = &hosts[CLIENT].ns;
-    let dialled = |p: BenchPath| match p {
-        BenchPath::Kernel => local_ns_ip(&sc),
-        BenchPath::KernelDnat => VIP,
-        BenchPath::NetManager => LOCAL_SVC,
-        BenchPath::Tunnel => REMOTE_SVC,
-    };
-    let on_client = |p: BenchPath, what: &str, f: &(dyn Fn() -> io::Result<Sample> + Sync)| {
-        client.run(f).and_then(|r| r).map_err(|source| Error::Io {
-            what: format!("path ({}) {what} from {CLIENT} to {}", p.key(), dialled(p)),
-            source,
-        })
-    };
+    let topo = &started.topo;
+    nft(
+        &topo.hosts[GW_NODE].ns,
+        &["-f", "-"],
+        Some(&baseline_rules(&sc)),
+    )?;
+    let local = Servers::start(&topo.hosts[LOCAL_SERVER].ns)?;
+    let remote = Servers::start(&topo.hosts[REMOTE_SERVER].ns)?;
+    let n_paths = BenchPath::ALL.len();
+    let mut connections = vec![0u64; n_paths];
 
     // Check every path once (and let the net managers resolve the
     // services) before anything is timed.
-    for p in BenchPath::ALL {
-        let to = SocketAddr::from((dialled(p), ECHO_PORT));
-        on_client(p, "check", &|| {
-            latency(to, 1).map(|_| Sample {
-                gbps: 0.0,
-                p50_us: 0.0,
-                p99_us: 0.0,
-            })
-        })?;
+    for (pi, p) in BenchPath::ALL.into_iter().enumerate() {
+        check_path(topo, &sc, out, p)?;
+        connections[pi] += 1;
     }
 
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cfg.veths.len() * BenchPath::ALL.len()];
+    let conn_secs = conn_secs(cfg);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cfg.veths.len() * n_paths];
     for round in 0..cfg.rounds {
         for (vi, &v) in cfg.veths.iter().enumerate() {
-            set_veths(&started.topo, &sc, v)?;
+            set_veths(topo, &sc, v)?;
             for (pi, p) in BenchPath::ALL.into_iter().enumerate() {
                 check_interrupt()?;
-                let ip = dialled(p);
-                let s = on_client(p, "measure", &|| {
-                    let gbps = bulk(SocketAddr::from((ip, SINK_PORT)), cfg.secs)?;
-                    let (p50_us, p99_us) =
-                        latency(SocketAddr::from((ip, ECHO_PORT)), cfg.round_trips)?;
-                    Ok(Sample {
+                let t = p.target(&sc);
+                let (s, opened) = on_client(topo, &sc, p, "measure", || {
+                    let gbps = bulk(t.sink(), cfg.secs)?;
+                    let (p50_us, p99_us) = latency(t.echo(), cfg.round_trips)?;
+                    let (n, conn_per_s) = if p.measures_connections() {
+                        let (n, r) = conn_rate(t.echo(), conn_secs, CONN_MAX)?;
+                        (n, Some(r))
+                    } else {
+                        (0, None)
+                    };
+                    let s = Sample {
                         gbps,
                         p50_us,
                         p99_us,
-                    })
+                        conn_per_s,
+                    };
+                    Ok((s, 2 + n))
                 })?;
+                connections[pi] += opened;
                 tracing::info!(
                     target: "hoplab",
-                    "round {} veths {} path ({}): {:.3} Gbit/s, p50 {:.1} µs, p99 {:.1} µs",
+                    "round {} veths {} path ({}): {:.3} Gbit/s, p50 {:.1} µs, p99 {:.1} µs{}",
                     round + 1,
                     v.key(),
                     p.key(),
                     s.gbps,
                     s.p50_us,
-                    s.p99_us
+                    s.p99_us,
+                    s.conn_per_s
+                        .map(|c| format!(", {c:.0} connections/s"))
+                        .unwrap_or_default()
                 );
-                samples[vi * BenchPath::ALL.len() + pi].push(s);
+                samples[vi * n_paths + pi].push(s);
             }
         }
     }
+    let gateway_counters = gateway_counters(&sc, out)?;
+    let baseline_counters = baseline_counters(&topo.hosts[GW_NODE].ns)?;
     drop(local);
     drop(remote);
     started.stop_processes();
@@ -633,14 +1067,16 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
         .zip(samples)
         .map(|((v, p), rounds)| {
             let m = |f: fn(&Sample) -> f64| median(rounds.iter().map(f).collect());
+            let conns: Vec<f64> = rounds.iter().filter_map(|s| s.conn_per_s).collect();
             PathResult {
                 path: p,
                 veths: v,
-                dialled: dialled(p),
+                target: p.target(&sc),
                 median: Sample {
                     gbps: m(|s| s.gbps),
                     p50_us: m(|s| s.p50_us),
                     p99_us: m(|s| s.p99_us),
+                    conn_per_s: (!conns.is_empty()).then(|| median(conns)),
                 },
                 rounds,
             }
@@ -671,6 +1107,9 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
         config: cfg.clone(),
         paths,
         netmanager_drops,
+        gateway_counters,
+        baseline_counters,
+        connections,
     })
 }
 
@@ -679,18 +1118,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scenario_has_the_four_paths_hosts() {
+    fn scenario_has_the_six_paths_hosts() {
         let sc = scenario();
-        for h in [CLIENT, LOCAL_SERVER, REMOTE_SERVER, "n1", "n2"] {
+        for h in [
+            CLIENT,
+            LOCAL_SERVER,
+            REMOTE_SERVER,
+            EXTERNAL_CLIENT,
+            "n1",
+            "n2",
+            GW_NODE,
+            crate::gateway::INTERNET_HOST,
+        ] {
             assert!(sc.hosts.contains_key(h), "{h}");
         }
-        // Client and local server share n1's subnet; the remote is on n2.
+        // Client and local server share n1's subnet; the remote is on n2;
+        // the gateway node, third, shifts neither.
         assert_eq!(ns_ip(&sc, "local"), Ipv4Addr::new(10, 18, 0, 1));
         assert_eq!(ns_ip(&sc, "web"), Ipv4Addr::new(10, 18, 0, 2));
         assert_eq!(ns_ip(&sc, "remote"), Ipv4Addr::new(10, 18, 0, 65));
+        assert_eq!(sc.plan.nodes["n1"].underlay, Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(sc.plan.nodes["n2"].underlay, Ipv4Addr::new(10, 10, 0, 2));
+        assert_eq!(sc.plan.nodes[GW_NODE].underlay, Ipv4Addr::new(10, 10, 0, 3));
         let fw = sc.hosts["n1"].firewall.as_deref().unwrap();
         assert!(fw.contains("dnat ip to 10.18.0.1"), "{fw}");
         assert!(fw.contains("10.18.0.62"), "{fw}");
+        // The gateway exposes remote's sink and echo, with room for every
+        // connection of a run.
+        let g = sc.hosts[GW_NODE]
+            .processes
+            .iter()
+            .find_map(|p| p.gateway.as_ref())
+            .unwrap();
+        let argv = g
+            .argv("gateway", Path::new("/c"), Path::new("/o"))
+            .join(" ");
+        assert!(argv.contains("--public 24.0.5.8"), "{argv}");
+        assert!(argv.contains("--max-flows 65536"), "{argv}");
+        assert!(argv.contains("--expose tcp:5001=10.30.2.1:5001"), "{argv}");
+        assert!(argv.contains("--expose tcp:5002=10.30.2.1:5002"), "{argv}");
+        // (f): DNAT to remote-0, reached over the underlay from gw.
+        let rules = baseline_rules(&sc);
+        assert!(
+            rules.contains("tcp dport 6001 counter name \"dnat_new\" dnat ip to 10.18.0.65:5001"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains(
+                "insert rule inet hoplab_gateway forward iifname \"pub\" ip daddr 10.18.0.65"
+            ),
+            "{rules}"
+        );
+        let routes = format!("{:?}", sc.hosts[GW_NODE].routes);
+        assert!(
+            routes.contains("10.18.0.64") && routes.contains("10.10.0.2"),
+            "{routes}"
+        );
+        let t = BenchPath::GatewayKernelDnat.target(&sc);
+        assert_eq!(
+            (t.client, t.ip, t.sink_port, t.echo_port),
+            (EXTERNAL_CLIENT, PUBLIC, 6001, 6002)
+        );
+    }
+
+    #[test]
+    fn named_counters_parse() {
+        let text = "table ip t {\n\tcounter dnat_new {\n\t\tpackets 3 bytes 180\n\t}\n\tcounter forward_new {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+        let c = named_counters(text);
+        assert_eq!(c["dnat_new"], 3);
+        assert_eq!(c["forward_new"], 0);
     }
 
     #[test]
