@@ -6,6 +6,7 @@
 //! [`netmanager`] is the net manager's sans-IO core (translation, tables, tunnel).
 //! [`gateway`] is the gateway's sans-IO core (exposed ports, NAPT, flow table).
 
+mod counters;
 pub mod gateway;
 pub mod netmanager;
 pub mod wire;

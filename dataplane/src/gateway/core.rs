@@ -285,24 +285,8 @@ impl fmt::Display for FlowInfo {
     }
 }
 
-macro_rules! counters {
-    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
-        /// What the core did, as plain counters. `Display` renders one
-        /// `name value` line per counter, in declaration order.
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        pub struct Counters {
-            $($(#[$m])* pub $name: u64,)*
-        }
-        impl Counters {
-            /// (name, value) of every counter, in declaration order.
-            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
-                [$((stringify!($name), self.$name)),*].into_iter()
-            }
-        }
-    };
-}
-
-counters! {
+crate::counters::counters! {
+    drops: "dropped_";
     /// Packets handed to `packet_in_place`: each ends as exactly one of
     /// `requests`, `replies` or a `dropped_*`.
     packets_in,
@@ -346,26 +330,7 @@ impl Counters {
 
     /// The value of the counter for `d`.
     pub fn dropped(&self, d: Drop) -> u64 {
-        self.iter()
-            .find(|(n, _)| n.strip_prefix("dropped_") == Some(d.name()))
-            .map_or(0, |(_, v)| v)
-    }
-
-    /// All drops, whatever the reason.
-    pub fn drops_total(&self) -> u64 {
-        self.iter()
-            .filter(|(n, _)| n.starts_with("dropped_"))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-impl fmt::Display for Counters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, value) in self.iter() {
-            writeln!(f, "{name} {value}")?;
-        }
-        Ok(())
+        self.dropped_named(d.name())
     }
 }
 
