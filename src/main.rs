@@ -15,9 +15,13 @@ use hoplab_sim::{run, sandbox, scenario, trace};
     about = "What does the gateway do to packets? Scenarios in namespaces, per-hop traces."
 )]
 struct Cli {
-    /// Print only errors.
-    #[arg(long, short, global = true)]
+    /// Print only errors: no progress lines, no logs below error.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// More log detail: -v info, -vv debug, -vvv trace (RUST_LOG, when
+    /// set, chooses instead).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -34,11 +38,34 @@ enum Cmd {
     },
     /// Check a scenario file and report every problem with file, line and field.
     Validate { scenarios: Vec<PathBuf> },
-    /// Trace a pcapng written by a run, for the scenario it came from.
+    /// Trace a capture: the per-hop trace (YAML, on stdout) of a pcapng
+    /// written by a run, or of any pcapng or pcap file. With the scenario it
+    /// came from, packets are grouped by traffic step and ordered along the
+    /// scenario's wiring; without, every packet is listed on its own.
     Trace {
-        pcapng: PathBuf,
+        /// A pcapng or pcap file.
+        capture: PathBuf,
+        /// The scenario the capture came from.
         #[arg(long)]
-        scenario: PathBuf,
+        scenario: Option<PathBuf>,
+    },
+    /// Write report.md and report.html for a run's directory, a trace.yaml,
+    /// or a capture (traced first, as `hoplab trace` does).
+    Report {
+        /// A run's output directory, a trace.yaml, or a pcapng/pcap file.
+        input: PathBuf,
+        /// The scenario a capture came from (captures only).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Where to write the reports (default: beside the input).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a shell completion script, e.g.
+    /// `hoplab completions bash > /etc/bash_completion.d/hoplab`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Talk to a running gateway through its control socket
     /// (`<out>/ctl/gw-<node>.sock` of a run): read its counters, Forward
@@ -133,7 +160,14 @@ impl GatewayOp {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = if cli.quiet { "error" } else { "info" };
+    hoplab_sim::progress::set_quiet(cli.quiet);
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, 2) => "debug",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -210,13 +244,45 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::Trace {
-            pcapng,
-            scenario: file,
+        Cmd::Trace { capture, scenario } => {
+            print!("{}", trace_capture(&capture, scenario.as_deref())?.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report {
+            input,
+            scenario,
+            out,
         } => {
-            let sc = scenario::load(&file)?;
-            let frames = trace::read_pcapng(&pcapng)?;
-            print!("{}", trace::build(&sc, &frames, &[]).to_yaml());
+            let (tr, dir, capture) = if input.is_dir() {
+                let t = input.join("trace.yaml");
+                (read_trace(&t)?, input.clone(), "capture.pcapng".to_string())
+            } else if input.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let dir = input.parent().map(PathBuf::from).unwrap_or_default();
+                (read_trace(&input)?, dir, "capture.pcapng".to_string())
+            } else {
+                let dir = input.parent().map(PathBuf::from).unwrap_or_default();
+                let name = input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (trace_capture(&input, scenario.as_deref())?, dir, name)
+            };
+            let out = out.unwrap_or(dir);
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            for (file, text) in [
+                ("report.md", hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture))),
+                ("report.html", hoplab_sim::html::report(&tr, &capture)),
+            ] {
+                let p = out.join(file);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hoplab", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gateway { control, op } => {
@@ -270,4 +336,31 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The trace of a capture, for its scenario if one is given.
+fn trace_capture(
+    capture: &std::path::Path,
+    scenario: Option<&std::path::Path>,
+) -> anyhow::Result<trace::Trace> {
+    let sc = match scenario {
+        Some(f) => scenario::load(f)?,
+        None => {
+            let name = capture
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "capture".into());
+            scenario::parse(capture, &name, "version: 1\n")
+                .context("the empty scenario of a bare capture")?
+        }
+    };
+    let frames = trace::read_pcapng(capture)?;
+    Ok(trace::build(&sc, &frames, &[]))
+}
+
+fn read_trace(path: &std::path::Path) -> anyhow::Result<trace::Trace> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    trace::Trace::from_yaml(&text)
+        .with_context(|| format!("{}: not a hoplab trace", path.display()))
 }

@@ -105,3 +105,149 @@ fn tshark_and_tcpdump_read_the_capture_with_correct_timestamps() {
         "{td}"
     );
 }
+
+/// Wireshark sees each interface as `host/ifname` with a description, and
+/// each frame's comment names its flow and hop: exactly the hops of the
+/// trace, each on the frame of that interface and direction.
+#[test]
+fn tshark_shows_interface_names_descriptions_and_a_comment_per_hop() {
+    let out = out_dir("annotated");
+    let o = run(&scenario_path("kube-proxy-dnat"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = out.join("capture.pcapng");
+    let text = tool(
+        "tshark",
+        &[
+            "-r",
+            p.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.interface_description",
+            "-e",
+            "frame.packet_flags_direction",
+            "-e",
+            "frame.comment",
+        ],
+    );
+    let trace = hoplab_sim::trace::Trace::from_yaml(
+        &std::fs::read_to_string(out.join("trace.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut commented = Vec::new();
+    for l in text.lines() {
+        let r: Vec<&str> = l.split('\t').collect();
+        let (name, desc, dir, comment) = (r[0], r[1], r[2], r.get(3).copied().unwrap_or(""));
+        let (host, ifname) = name.split_once('/').expect("host/ifname");
+        assert_eq!(desc, format!("interface {ifname} of host {host}"));
+        assert!(!comment.is_empty(), "frame on {name} has no comment");
+        if let Some((_, at)) = comment.split_once(" at ") {
+            let at = at.split([':', ';']).next().unwrap();
+            let out = dir.ends_with('2');
+            assert_eq!(
+                at,
+                format!("{name} {}", if out { "out" } else { "in" }),
+                "{comment}"
+            );
+            commented.push(comment.to_string());
+        }
+    }
+    // Every hop of every packet of the trace is one commented frame.
+    let mut want = Vec::new();
+    for f in &trace.flows {
+        for (n, p) in f.packets.iter().enumerate() {
+            for (i, h) in p.hops.iter().enumerate() {
+                want.push(format!(
+                    "flow {}, packet {} ({}), hop {}/{} at {}",
+                    f.step,
+                    n + 1,
+                    p.packet,
+                    i + 1,
+                    p.hops.len(),
+                    h.at
+                ));
+            }
+        }
+    }
+    for (n, p) in trace.other.iter().enumerate() {
+        for (i, h) in p.hops.iter().enumerate() {
+            want.push(format!(
+                "no flow, packet {} ({}), hop {}/{} at {}",
+                n + 1,
+                p.packet,
+                i + 1,
+                p.hops.len(),
+                h.at
+            ));
+        }
+    }
+    assert!(want.len() > 10, "{}", trace.to_yaml());
+    // Each comment up to the end of its `at HOST/IF DIR`.
+    let mut got: Vec<String> = commented
+        .iter()
+        .map(|c| {
+            let i = c.find(" at ").unwrap() + 4;
+            let end = c[i..].find([':', ';']).map_or(c.len(), |e| i + e);
+            c[..end].to_string()
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        commented
+            .iter()
+            .any(|c| c.contains("dst 10.96.0.100:80 -> ")),
+        "the DNAT hop's comment names the rewrite"
+    );
+}
+
+/// `hoplab trace` reads any capture: here a classic pcap written by
+/// tcpdump from a run's pcapng, without the scenario: every packet is
+/// listed on its own, on interface `capture/if0`.
+#[test]
+fn hoplab_traces_a_pcap_written_by_tcpdump_without_its_scenario() {
+    let out = out_dir("anycap");
+    let o = run(&scenario_path("routed-pair"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pcap = out.join("client.pcap");
+    tool(
+        "tcpdump",
+        &[
+            "-r",
+            out.join("capture.pcapng").to_str().unwrap(),
+            "-w",
+            pcap.to_str().unwrap(),
+            "ip and host 10.0.1.2",
+        ],
+    );
+    let o = hoplab().arg("trace").arg(&pcap).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = hoplab_sim::trace::Trace::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert!(t.flows.is_empty());
+    assert!(!t.other.is_empty(), "{}", t.to_yaml());
+    assert!(t
+        .other
+        .iter()
+        .all(|p| p.hops.iter().all(|h| h.at.starts_with("capture/if0 "))));
+    assert!(
+        t.other[0].packet.contains("10.0.1.2:40000 > 10.0.2.2:7"),
+        "{}",
+        t.to_yaml()
+    );
+
+    // Not a capture at all: one clear line naming the file.
+    let bogus = out.join("bogus.pcap");
+    std::fs::write(&bogus, b"hello, world").unwrap();
+    let o = hoplab().arg("trace").arg(&bogus).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bogus.pcap") && err.contains("not a capture"),
+        "{err}"
+    );
+}

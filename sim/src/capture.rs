@@ -86,10 +86,7 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
     }
     let one: libc::c_int = 1;
     let rcvbuf: libc::c_int = 8 << 20;
-    for (opt, val) in [
-        (libc::SO_TIMESTAMPNS, &one),
-        (libc::SO_RCVBUFFORCE, &rcvbuf),
-    ] {
+    let set = |opt: libc::c_int, val: &libc::c_int| {
         // SAFETY: `val` points to a c_int that outlives the call; its size is given.
         let r = unsafe {
             libc::setsockopt(
@@ -101,8 +98,22 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
             )
         };
         if r != 0 {
-            return Err(os("setsockopt on AF_PACKET socket"));
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
+    };
+    let ctx =
+        |e: io::Error| io::Error::new(e.kind(), format!("setsockopt on AF_PACKET socket: {e}"));
+    set(libc::SO_TIMESTAMPNS, &one).map_err(ctx)?;
+    // SO_RCVBUFFORCE needs CAP_NET_ADMIN in the machine's user namespace,
+    // which a rootless run lacks: there the buffer is what SO_RCVBUF allows
+    // (capped at net.core.rmem_max).
+    match set(libc::SO_RCVBUFFORCE, &rcvbuf) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            set(libc::SO_RCVBUF, &rcvbuf).map_err(ctx)?
+        }
+        r => r.map_err(ctx)?,
     }
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -266,18 +277,25 @@ impl Capture {
     }
 }
 
-/// Write one pcapng: an interface block per `host/ifname` with nanosecond
-/// resolution declared, an enhanced packet block per frame with its
-/// direction in the flags word.
+/// Write one pcapng: a section comment naming the scenario, an interface
+/// block per `host/ifname` (name `host/ifname`, description `interface
+/// IFNAME of host HOST`) with nanosecond resolution declared, an enhanced
+/// packet block per frame with its direction in the flags word and, where
+/// `comments` has one for it (same index as `frames`), a comment: the
+/// frame's flow and hop (see [`crate::trace::build_annotated`]).
 pub fn write_pcapng(
     path: &Path,
+    scenario: &str,
     ifaces: &[Iface],
     frames: &[Frame],
+    comments: &[Option<String>],
 ) -> Result<(), pcap_file::PcapError> {
+    use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
     let file = File::create(path).map_err(pcap_file::PcapError::IoError)?;
     let shb = SectionHeaderBlock {
         options: vec![
-            pcap_file::pcapng::blocks::section_header::SectionHeaderOption::UserApplication(
+            SectionHeaderOption::Comment(format!("hoplab scenario {scenario}").into()),
+            SectionHeaderOption::UserApplication(
                 format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),
             ),
         ],
@@ -297,13 +315,17 @@ pub fn write_pcapng(
             ],
         })?;
     }
-    for f in frames {
+    for (i, f) in frames.iter().enumerate() {
+        let mut options = vec![EnhancedPacketOption::Flags(if f.outgoing { 2 } else { 1 })];
+        if let Some(Some(c)) = comments.get(i) {
+            options.push(EnhancedPacketOption::Comment(c.as_str().into()));
+        }
         w.write_pcapng_block(EnhancedPacketBlock {
             interface_id: f.iface,
             timestamp: Duration::from_nanos(f.ts_ns),
             original_len: f.data.len() as u32,
             data: f.data.as_slice().into(),
-            options: vec![EnhancedPacketOption::Flags(if f.outgoing { 2 } else { 1 })],
+            options,
         })?;
     }
     use std::io::Write;

@@ -21,8 +21,8 @@ pub struct Outcome {
     pub pcapng: PathBuf,
 }
 
-fn phase(name: &str, t: Instant) {
-    tracing::info!(target: "hoplab", "{name}: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+fn phase(sc: &Scenario, name: &str, t: Instant) {
+    crate::progress::phase(&sc.name, name, t.elapsed());
 }
 
 fn check_interrupt() -> Result<(), Error> {
@@ -81,7 +81,13 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
     let t = Instant::now();
     let topo = rt.block_on(topology::build(sc))?;
-    phase("build", t);
+    tracing::debug!(
+        hosts = sc.hosts.len(),
+        links = sc.links.len(),
+        "{}: topology built",
+        sc.name
+    );
+    phase(sc, "build", t);
     check_interrupt()?;
 
     let t = Instant::now();
@@ -94,11 +100,12 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
     for (h, host) in &sc.hosts {
         for p in &host.processes {
             let r = process::start(&started.topo.hosts[h].ns, p, out)?;
+            tracing::debug!("{}: started process {} on {h}", sc.name, p.name);
             started.procs.push(r);
             check_interrupt()?;
         }
     }
-    phase("start", t);
+    phase(sc, "start", t);
     Ok(started)
 }
 
@@ -167,6 +174,13 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
             .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
             .map_err(io(format!("traffic[{i}] {}", step.name)))?;
         let ok = seen.meets(step);
+        tracing::info!(
+            "{}: traffic[{i}] {}: {} ({})",
+            sc.name,
+            step.name,
+            seen.describe(),
+            if ok { "as expected" } else { "NOT as expected" }
+        );
         if !ok {
             unmet.push(format!(
                 "{}: expected {:?}, got {}",
@@ -190,7 +204,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
             },
         });
     }
-    phase("traffic", t);
+    phase(sc, "traffic", t);
 
     let t = Instant::now();
     let (ifs, frames) = cap
@@ -199,19 +213,33 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     let counters = gateway_counters(sc, out)?;
     started.stop_processes();
     let control_answers = started.control().map(|c| c.answers()).unwrap_or_default();
+    tracing::debug!(
+        "{}: captured {} frames on {} interfaces",
+        sc.name,
+        frames.len(),
+        ifs.len()
+    );
     let pcapng = out.join("capture.pcapng");
-    capture::write_pcapng(&pcapng, &ifs, &frames)?;
-    phase("capture", t);
+    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &[])?;
+    phase(sc, "capture", t);
 
     let t = Instant::now();
+    // The trace is built from the file as written, as `hoplab trace` would;
+    // the file is then written again with each frame's flow and hop.
     let captured = trace::read_pcapng(&pcapng)?;
-    let mut tr = trace::build(sc, &captured, &reports);
+    let (mut tr, comments) = trace::build_annotated(sc, &captured, &reports);
+    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
     tr.control_plane = control_answers;
     tr.counters = counters;
     std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
     std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
         .map_err(io("write report.md".into()))?;
-    phase("trace", t);
+    std::fs::write(
+        out.join("report.html"),
+        crate::html::report(&tr, "capture.pcapng"),
+    )
+    .map_err(io("write report.html".into()))?;
+    phase(sc, "trace", t);
     drop(started);
     // What was captured before an interruption is written all the same.
     check_interrupt()?;

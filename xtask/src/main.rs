@@ -1,7 +1,10 @@
 //! `cargo xtask`: the project's build system.
 //!
-//! * `scenario [NAME...] [--accept]`: run scenarios, compare each trace with
-//!   its reviewed snapshot hop by hop, or accept the new traces.
+//! * `scenario [NAME...] [--accept] [--junit FILE] [-q|-v]`: run scenarios,
+//!   compare each trace with its reviewed snapshot hop by hop (printed, and
+//!   a diff page and a pending snapshot for `cargo insta review` on a
+//!   difference), or accept the new traces; write target/scenarios/index.html.
+//! * `reports`: regenerate reports/scenarios/ from the reviewed snapshots.
 //! * `bench harness [--hosts 10,100,1000]`: build, run and tear down chains
 //!   of N hosts; write reports/bench-harness.md.
 //! * `bench dataplane [--release]`: throughput, latency and connection rate
@@ -18,7 +21,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use hoplab_sim::snapshot;
+
+mod junit;
+mod pending;
+mod reports;
+mod scenario;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -32,13 +39,28 @@ enum Cmd {
     /// Run scenarios (all when none is named) and check them against their snapshots.
     Scenario {
         names: Vec<String>,
-        /// Accept the new traces as the reviewed snapshots.
+        /// Accept the new traces as the reviewed snapshots (and regenerate
+        /// reports/scenarios/).
         #[arg(long)]
         accept: bool,
         /// Build hoplab in release mode.
         #[arg(long)]
         release: bool,
+        /// Also write a JUnit XML file: one test case per scenario
+        /// (its snapshot) and per expectation (each traffic step).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print only errors and differences: no progress lines.
+        #[arg(long, short, conflicts_with = "verbose")]
+        quiet: bool,
+        /// More log detail from the runs (-v info, -vv debug; RUST_LOG
+        /// chooses when set).
+        #[arg(long, short, action = clap::ArgAction::Count)]
+        verbose: u8,
     },
+    /// Regenerate the committed per-hop reports of the shipped scenarios
+    /// (reports/scenarios/) from the reviewed snapshots.
+    Reports,
     /// Benchmarks; results go under reports/.
     Bench {
         #[command(subcommand)]
@@ -136,93 +158,6 @@ fn all_scenarios() -> Result<Vec<String>> {
     }
     v.sort();
     Ok(v)
-}
-
-fn scenario(names: Vec<String>, accept: bool, release: bool) -> Result<()> {
-    let bin = build_hoplab(release)?;
-    let names = if names.is_empty() {
-        all_scenarios()?
-    } else {
-        names
-    };
-    let mut failed = Vec::new();
-    for name in &names {
-        let file = root().join("scenarios").join(format!("{name}.yaml"));
-        if !file.exists() {
-            bail!("no scenario {name} ({} does not exist)", file.display());
-        }
-        let out = root().join("target/scenarios").join(name);
-        let t = Instant::now();
-        let st = Command::new(&bin)
-            .args(["--quiet", "run"])
-            .arg(&file)
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .with_context(|| format!("running {}", bin.display()))?;
-        let trace_path = out.join("trace.yaml");
-        if !trace_path.exists() {
-            eprintln!("{name}: FAILED: the run wrote no trace (exit {st})");
-            failed.push(name.clone());
-            continue;
-        }
-        let new = std::fs::read_to_string(&trace_path)?;
-        let snap = snapshot::path(&root(), name);
-        if accept {
-            std::fs::create_dir_all(snap.parent().expect("has a parent"))?;
-            std::fs::write(&snap, snapshot::file_text(&new))?;
-            println!("{name}: accepted -> {}", snap.display());
-            if !st.success() {
-                eprintln!("{name}: note: the run reported unmet expectations (exit {st})");
-                failed.push(name.clone());
-            }
-            continue;
-        }
-        let old = match std::fs::read_to_string(&snap) {
-            Ok(t) => t,
-            Err(_) => {
-                eprintln!(
-                    "{name}: no reviewed snapshot at {}: read {} and run with --accept",
-                    snap.display(),
-                    out.join("report.md").display()
-                );
-                failed.push(name.clone());
-                continue;
-            }
-        };
-        let d = snapshot::diff(snapshot::read_body(&old), &new);
-        if d.is_empty() && st.success() {
-            println!(
-                "{name}: ok ({:.2} s; report {})",
-                t.elapsed().as_secs_f64(),
-                out.join("report.md").display()
-            );
-            continue;
-        }
-        failed.push(name.clone());
-        if !st.success() {
-            eprintln!("{name}: the run failed or an expectation was not met (exit {st})");
-        }
-        if !d.is_empty() {
-            eprintln!("{name}: the trace differs from the reviewed snapshot:");
-            for l in &d {
-                eprintln!("  {l}");
-            }
-            eprintln!(
-                "  (capture: {}; accept with: cargo xtask scenario {name} --accept)",
-                out.join("capture.pcapng").display()
-            );
-        }
-    }
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} scenarios failed: {}",
-            failed.len(),
-            names.len(),
-            failed.join(", ")
-        );
-    }
-    Ok(())
 }
 
 /// Peak resident set of the largest child reaped so far, in KiB.
@@ -818,7 +753,26 @@ fn main() -> Result<()> {
             names,
             accept,
             release,
-        } => scenario(names, accept, release),
+            junit,
+            quiet,
+            verbose,
+        } => scenario::run(scenario::Options {
+            names,
+            accept,
+            release,
+            // Relative to where cargo was run from, as a user means it.
+            junit: junit.map(|j| std::env::current_dir().unwrap_or_default().join(j)),
+            quiet,
+            verbose,
+        }),
+        Cmd::Reports => {
+            let n = reports::regenerate()?;
+            println!(
+                "{}: {n} files changed",
+                root().join(hoplab_sim::report::COMMITTED_DIR).display()
+            );
+            Ok(())
+        }
         Cmd::Bench {
             what: Bench::Harness { hosts },
         } => bench_harness(hosts),

@@ -1,0 +1,125 @@
+//! The `hoplab` command line: progress lines and their switches, `report`,
+//! shell completions.
+
+mod common;
+
+use common::*;
+
+const PHASES: [&str; 5] = ["build", "start", "traffic", "capture", "trace"];
+
+/// Without `--quiet`, a run prints one line per phase with its time;
+/// `--quiet` prints nothing at all on success; `-v` adds the steps'
+/// outcomes; RUST_LOG chooses the log level when set.
+#[test]
+fn a_run_prints_one_progress_line_per_phase_unless_quiet() {
+    let sc = scenario_path("routed-pair");
+    let out = out_dir("progress");
+    let o = hoplab()
+        .arg("run")
+        .arg(&sc)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), PHASES.len(), "{err}");
+    for (l, phase) in lines.iter().zip(PHASES) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(w[0], "routed-pair", "{l}");
+        assert_eq!(w[1], phase, "{l}");
+        assert!(w[2].parse::<f64>().is_ok() && w[3] == "ms", "{l}");
+    }
+
+    let o = run(&sc, &out_dir("progress-quiet"));
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "", "--quiet prints nothing");
+
+    let o = hoplab()
+        .args(["-v", "run"])
+        .arg(&sc)
+        .arg("--out")
+        .arg(out_dir("progress-v"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("traffic[0] tcp-echo") && err.contains("as expected"),
+        "-v shows each step's outcome:\n{err}"
+    );
+    assert!(!err.contains("DEBUG"), "{err}");
+
+    let o = hoplab()
+        .args(["run"])
+        .arg(&sc)
+        .arg("--out")
+        .arg(out_dir("progress-rustlog"))
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("DEBUG") && err.contains("topology built"), "{err}");
+}
+
+/// `hoplab report` rebuilds a run's reports from its directory: the same
+/// bytes as the run wrote; and reports a capture directly.
+#[test]
+fn report_rebuilds_a_runs_reports_and_reports_a_capture() {
+    let out = out_dir("report");
+    let o = run(&scenario_path("routed-pair"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = out_dir("report-again");
+    let o = hoplab()
+        .args(["--quiet", "report"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["report.md", "report.html"] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let o = hoplab()
+        .args(["--quiet", "report"])
+        .arg(out.join("capture.pcapng"))
+        .arg("--scenario")
+        .arg(scenario_path("routed-pair"))
+        .arg("--out")
+        .arg(out_dir("report-capture"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = hoplab()
+        .arg("report")
+        .arg(out.join("nothing-here.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing-here.yaml"),
+        "the error names the file"
+    );
+}
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = hoplab().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&o.stdout);
+        for sub in ["run", "validate", "trace", "report", "gateway", "completions"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let o = hoplab().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!o.status.success(), "an unknown shell is refused");
+}

@@ -1,0 +1,291 @@
+//! `cargo xtask scenario`: run scenarios, compare each trace with its
+//! reviewed snapshot hop by hop, write the reports, the run's index page,
+//! pending snapshots for `cargo insta review` and, on request, JUnit XML.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hoplab_sim::html::{IndexEntry, IndexStatus};
+use hoplab_sim::progress;
+use hoplab_sim::snapshot;
+use hoplab_sim::trace::Trace;
+
+use crate::{junit, pending, root};
+
+/// What `cargo xtask scenario` was asked to do.
+pub struct Options {
+    pub names: Vec<String>,
+    pub accept: bool,
+    pub release: bool,
+    pub junit: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+/// Lines of a failed run's stderr kept for the JUnit file.
+const STDERR_TAIL: usize = 40;
+
+/// What one scenario came to.
+struct Result1 {
+    name: String,
+    status: IndexStatus,
+    detail: String,
+    has_diff: bool,
+    case: junit::Suite,
+}
+
+/// Run `hoplab run` for `file` into `out`, passing its stderr (progress
+/// lines, logs) through as it comes and keeping the last lines of it.
+fn run_one(bin: &Path, file: &Path, out: &Path, o: &Options) -> Result<(bool, Vec<String>)> {
+    let mut c = Command::new(bin);
+    if o.quiet {
+        c.arg("--quiet");
+    }
+    for _ in 0..o.verbose {
+        c.arg("-v");
+    }
+    c.arg("run")
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let mut tail = std::collections::VecDeque::new();
+    let err = child.stderr.take().expect("piped");
+    for line in BufReader::new(err).lines() {
+        let line = line.context("reading hoplab's stderr")?;
+        eprintln!("{line}");
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let st = child.wait().context("waiting for hoplab")?;
+    let mut tail: Vec<String> = tail.into();
+    if !st.success() {
+        tail.push(format!("hoplab run exited with {st}"));
+    }
+    Ok((st.success(), tail))
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn note(o: &Options, name: &str, phase: &str, took: Duration, text: &str) {
+    if !o.quiet {
+        eprintln!("{}", progress::line(name, phase, took, text));
+    }
+}
+
+pub fn run(o: Options) -> Result<()> {
+    let bin = crate::build_hoplab_bins(o.release)?;
+    let names = if o.names.is_empty() {
+        crate::all_scenarios()?
+    } else {
+        o.names.clone()
+    };
+    for name in &names {
+        let file = root().join("scenarios").join(format!("{name}.yaml"));
+        if !file.exists() {
+            bail!("no scenario {name} ({} does not exist)", file.display());
+        }
+    }
+    let out_root = root().join("target/scenarios");
+    let mut results = Vec::new();
+    for name in &names {
+        let file = root().join("scenarios").join(format!("{name}.yaml"));
+        let out = out_root.join(name);
+        // Outputs of an earlier run must not pass for this one's.
+        for f in ["trace.yaml", "diff.html"] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+        let t = Instant::now();
+        let (ok, tail) = run_one(&bin, &file, &out, &o)?;
+        let secs = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let r = compare(name, &out, ok, &tail, secs, &o)?;
+        note(&o, name, "compare", t.elapsed(), &r.detail);
+        results.push(r);
+    }
+
+    if o.accept {
+        let n = crate::reports::regenerate()?;
+        if !o.quiet {
+            eprintln!(
+                "{}: {n} files regenerated from the snapshots",
+                hoplab_sim::report::COMMITTED_DIR
+            );
+        }
+    }
+    let entries: Vec<IndexEntry> = results
+        .iter()
+        .map(|r| IndexEntry {
+            name: r.name.clone(),
+            status: r.status,
+            detail: r.detail.clone(),
+            has_diff: r.has_diff,
+        })
+        .collect();
+    let index = out_root.join("index.html");
+    write(
+        &index,
+        &hoplab_sim::html::index("hoplab scenarios", &entries),
+    )?;
+    if let Some(j) = &o.junit {
+        let suites: Vec<junit::Suite> = results.iter().map(|r| r.case.clone()).collect();
+        write(j, &junit::render(&suites))?;
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !matches!(r.status, IndexStatus::Ok | IndexStatus::Accepted))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !o.quiet {
+        eprintln!(
+            "{} scenarios, {} failed; reports: {}",
+            results.len(),
+            failed.len(),
+            index.display()
+        );
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} scenarios failed: {}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Compare one run's trace with the reviewed snapshot (or accept it).
+fn compare(
+    name: &str,
+    out: &Path,
+    ok: bool,
+    tail: &[String],
+    secs: f64,
+    o: &Options,
+) -> Result<Result1> {
+    let snap = snapshot::path(&root(), name);
+    let pending_path = pending::pending_path(&snap);
+    let trace_path = out.join("trace.yaml");
+    let new = match std::fs::read_to_string(&trace_path) {
+        Ok(t) => t,
+        Err(_) => {
+            let detail = "the run wrote no trace".to_string();
+            eprintln!("{name}: FAILED: {detail}");
+            return Ok(Result1 {
+                name: name.into(),
+                status: IndexStatus::Failed,
+                case: junit::scenario_suite(name, secs, None, None, Some(tail)),
+                detail,
+                has_diff: false,
+            });
+        }
+    };
+    let new_trace =
+        Trace::from_yaml(&new).with_context(|| format!("{}: not a trace", trace_path.display()))?;
+    let run_failed = (!ok).then_some(tail);
+    if o.accept {
+        write(&snap, &snapshot::file_text(&new))?;
+        let _ = std::fs::remove_file(&pending_path);
+        let mut detail = format!("accepted -> {}", snap.display());
+        if !ok {
+            detail.push_str(" (the run reported unmet expectations)");
+        }
+        return Ok(Result1 {
+            name: name.into(),
+            status: if ok {
+                IndexStatus::Accepted
+            } else {
+                IndexStatus::Failed
+            },
+            case: junit::scenario_suite(name, secs, Some(&new_trace), Some(&[]), run_failed),
+            detail,
+            has_diff: false,
+        });
+    }
+    let old = match std::fs::read_to_string(&snap) {
+        Ok(t) => t,
+        Err(_) => {
+            write(&pending_path, &pending::pending_snapshot_text(&new))?;
+            let detail = format!(
+                "no reviewed snapshot: read {} and accept with `cargo xtask scenario {name} --accept`",
+                out.join("report.html").display()
+            );
+            eprintln!("{name}: {detail}");
+            let lines = vec!["no reviewed snapshot".to_string()];
+            return Ok(Result1 {
+                name: name.into(),
+                status: IndexStatus::NoSnapshot,
+                case: junit::scenario_suite(name, secs, Some(&new_trace), Some(&lines), run_failed),
+                detail,
+                has_diff: false,
+            });
+        }
+    };
+    let old_body = snapshot::read_body(&old);
+    let d = snapshot::diff(old_body, &new);
+    let case = junit::scenario_suite(name, secs, Some(&new_trace), Some(&d), run_failed);
+    if d.is_empty() {
+        let _ = std::fs::remove_file(&pending_path);
+        let (status, detail) = if ok {
+            (IndexStatus::Ok, format!("ok ({secs:.2} s)"))
+        } else {
+            (
+                IndexStatus::Failed,
+                "the run failed or an expectation was not met".to_string(),
+            )
+        };
+        return Ok(Result1 {
+            name: name.into(),
+            status,
+            detail,
+            has_diff: false,
+            case,
+        });
+    }
+    // A per-hop diff: printed, written as a page beside the report, and
+    // left as a pending snapshot for `cargo insta review`.
+    eprintln!("{name}: the trace differs from the reviewed snapshot:");
+    for l in &d {
+        eprintln!("  {l}");
+    }
+    let diff_page = out.join("diff.html");
+    let old_trace = Trace::from_yaml(old_body).ok();
+    if let Some(old_trace) = &old_trace {
+        write(
+            &diff_page,
+            &hoplab_sim::html::diff_page(name, old_trace, &new_trace, &d),
+        )?;
+    }
+    write(&pending_path, &pending::pending_snapshot_text(&new))?;
+    eprintln!(
+        "  (diff page: {}; capture: {})\n  accept with: cargo xtask scenario {name} --accept, or cargo insta review",
+        diff_page.display(),
+        out.join("capture.pcapng").display()
+    );
+    Ok(Result1 {
+        name: name.into(),
+        status: IndexStatus::Diff,
+        detail: format!(
+            "{} difference{} from the reviewed snapshot",
+            d.len(),
+            if d.len() == 1 { "" } else { "s" }
+        ),
+        has_diff: old_trace.is_some(),
+        case,
+    })
+}
