@@ -205,6 +205,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // Validate before making any namespace.
             let sc = scenario::load(&file)?;
+            sandbox::check(&sc)?;
             if let Some(code) = enter_sandbox()? {
                 return Ok(code);
             }
@@ -245,7 +246,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Trace { capture, scenario } => {
-            print!("{}", trace_capture(&capture, scenario.as_deref())?.to_yaml());
+            print!(
+                "{}",
+                trace_capture(&capture, scenario.as_deref())?.to_yaml()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Report {
@@ -268,10 +272,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 (trace_capture(&input, scenario.as_deref())?, dir, name)
             };
             let out = out.unwrap_or(dir);
-            std::fs::create_dir_all(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (file, text) in [
-                ("report.md", hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture))),
+                (
+                    "report.md",
+                    hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture)),
+                ),
                 ("report.html", hoplab_sim::html::report(&tr, &capture)),
             ] {
                 let p = out.join(file);

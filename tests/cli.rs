@@ -35,7 +35,11 @@ fn a_run_prints_one_progress_line_per_phase_unless_quiet() {
 
     let o = run(&sc, &out_dir("progress-quiet"));
     assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stderr), "", "--quiet prints nothing");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "",
+        "--quiet prints nothing"
+    );
 
     let o = hoplab()
         .args(["-v", "run"])
@@ -61,7 +65,10 @@ fn a_run_prints_one_progress_line_per_phase_unless_quiet() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("DEBUG") && err.contains("topology built"), "{err}");
+    assert!(
+        err.contains("DEBUG") && err.contains("topology built"),
+        "{err}"
+    );
 }
 
 /// `hoplab report` rebuilds a run's reports from its directory: the same
@@ -116,7 +123,14 @@ fn completions_cover_every_subcommand() {
         let o = hoplab().args(["completions", shell]).output().unwrap();
         assert!(o.status.success(), "{shell}");
         let text = String::from_utf8_lossy(&o.stdout);
-        for sub in ["run", "validate", "trace", "report", "gateway", "completions"] {
+        for sub in [
+            "run",
+            "validate",
+            "trace",
+            "report",
+            "gateway",
+            "completions",
+        ] {
             assert!(text.contains(sub), "{shell} completion lacks {sub}");
         }
     }

@@ -1,15 +1,20 @@
-//! A scenario gives a byte-identical trace on every run, also when two runs
-//! of it happen at once.
+//! A scenario gives a byte-identical trace (and reports) on every run, also
+//! when two runs of it happen at once.
 
 mod common;
 
 use common::*;
 
+/// The trace and both reports of one run, concatenated.
 fn trace_of(name: &str, tag: &str) -> String {
     let out = out_dir(tag);
     let o = run(&scenario_path(name), &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_to_string(out.join("trace.yaml")).unwrap()
+    ["trace.yaml", "report.md", "report.html"]
+        .iter()
+        .map(|f| std::fs::read_to_string(out.join(f)).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 #[test]

@@ -19,7 +19,14 @@ use hoplab_sim::html::{self, IndexEntry, IndexStatus};
 use hoplab_sim::snapshot;
 use hoplab_sim::trace::Trace;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Where Chromium is looked for, unless `HOPLAB_CHROMIUM` names it:
+/// Debian's package, then the binaries other systems ship (GitHub's Ubuntu
+/// runners have Google Chrome).
+const CHROMIUMS: [&str; 3] = [
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+];
 /// A Chromium run that takes longer is killed (with its process group).
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Pages looked at by eye: their screenshots are kept on request.
@@ -37,13 +44,21 @@ fn tmp(sub: &str) -> PathBuf {
     d
 }
 
-fn chromium() -> &'static Path {
-    let p = Path::new(CHROMIUM);
-    assert!(
-        p.exists(),
-        "{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
-    );
-    p
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOPLAB_CHROMIUM") {
+        let p = PathBuf::from(p);
+        assert!(p.exists(), "HOPLAB_CHROMIUM={} does not exist", p.display());
+        return p;
+    }
+    CHROMIUMS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "no Chromium at {CHROMIUMS:?}: install Debian's chromium (apt-get install chromium), or set HOPLAB_CHROMIUM"
+            )
+        })
 }
 
 /// The `file://` URL of an absolute path, as Chromium writes it.

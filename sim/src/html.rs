@@ -1222,8 +1222,10 @@ pub fn diff_page(name: &str, old: &Trace, new: &Trace, lines: &[String]) -> Stri
     let _ = writeln!(
         b,
         "<div class=\"accept\">If the new trace is right, accept it: \
-         <code>cargo xtask scenario {} --accept</code> (or <code>cargo insta review</code> after a \
-         failing <code>cargo test</code>). Otherwise the difference is a regression to fix.</div>",
+         <code>cargo xtask scenario {0} --accept</code>, or <code>cargo insta review</code> \
+         (the run left the new trace as the pending snapshot \
+         <code>tests/snapshots/scenarios__{0}.snap.new</code>). Otherwise the difference is a \
+         regression to fix.</div>",
         escape(name)
     );
     b.push_str("</header>\n<section class=\"card\">\n");
