@@ -113,7 +113,8 @@ pub fn run(o: Options) -> Result<()> {
         let (ok, tail) = run_one(&bin, &file, &out, &o)?;
         let secs = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let r = compare(name, &out, ok, &tail, secs, &o)?;
+        let snap = snapshot::path(&root(), name);
+        let r = compare(name, &snap, &out, ok, &tail, secs, o.accept)?;
         note(&o, name, "compare", t.elapsed(), &r.detail);
         results.push(r);
     }
@@ -169,16 +170,17 @@ pub fn run(o: Options) -> Result<()> {
     Ok(())
 }
 
-/// Compare one run's trace with the reviewed snapshot (or accept it).
+/// Compare one run's trace (in `out`) with the reviewed snapshot `snap`,
+/// or accept it.
 fn compare(
     name: &str,
+    snap: &Path,
     out: &Path,
     ok: bool,
     tail: &[String],
     secs: f64,
-    o: &Options,
+    accept: bool,
 ) -> Result<Result1> {
-    let snap = snapshot::path(&root(), name);
     let pending_path = pending::pending_path(&snap);
     let trace_path = out.join("trace.yaml");
     let new = match std::fs::read_to_string(&trace_path) {
@@ -198,8 +200,8 @@ fn compare(
     let new_trace =
         Trace::from_yaml(&new).with_context(|| format!("{}: not a trace", trace_path.display()))?;
     let run_failed = (!ok).then_some(tail);
-    if o.accept {
-        write(&snap, &snapshot::file_text(&new))?;
+    if accept {
+        write(snap, &snapshot::file_text(&new))?;
         let _ = std::fs::remove_file(&pending_path);
         let mut detail = format!("accepted -> {}", snap.display());
         if !ok {
@@ -217,7 +219,7 @@ fn compare(
             has_diff: false,
         });
     }
-    let old = match std::fs::read_to_string(&snap) {
+    let old = match std::fs::read_to_string(snap) {
         Ok(t) => t,
         Err(_) => {
             write(&pending_path, &pending::pending_snapshot_text(&new))?;
@@ -288,4 +290,81 @@ fn compare(
         has_diff: old_trace.is_some(),
         case,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "scenario: s\nflows:\n- step: a\n  sent: tcp\n  result: ok\n  packets:\n  - packet: tcp S 1.1.1.1:1 > 2.2.2.2:2\n    hops:\n    - at: c/eth0 out\n      hdr: 1.1.1.1:1 > 2.2.2.2:2 tcp S seq=0 len=60 ttl=64\n    end: delivered to s\n";
+
+    fn setup(tag: &str, reviewed: Option<&str>, new: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let d = std::env::temp_dir().join(format!("xtask-compare-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let out = d.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("trace.yaml"), new).unwrap();
+        let snap = d.join("scenarios__s.snap");
+        if let Some(r) = reviewed {
+            std::fs::write(&snap, snapshot::file_text(r)).unwrap();
+        }
+        (d, snap, out)
+    }
+
+    #[test]
+    fn a_difference_is_reported_per_hop_with_a_diff_page_and_a_pending_snapshot() {
+        let new = TRACE.replace("ttl=64", "ttl=63");
+        let (d, snap, out) = setup("diff", Some(TRACE), &new);
+        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        assert_eq!(r.status, IndexStatus::Diff);
+        assert!(r.has_diff);
+        let page = std::fs::read_to_string(out.join("diff.html")).unwrap();
+        assert!(
+            page.contains("ttl: 64 -&gt; 63") || page.contains("ttl: 64 -> 63"),
+            "{page}"
+        );
+        // What `cargo insta review` picks up: the new trace, pending.
+        let pending = std::fs::read_to_string(pending::pending_path(&snap)).unwrap();
+        assert_eq!(snapshot::read_body(&pending).trim_end(), new.trim_end());
+        // The reviewed snapshot is untouched until accepted.
+        assert_eq!(
+            snapshot::read_body(&std::fs::read_to_string(&snap).unwrap()),
+            TRACE
+        );
+        let xml = junit::render(&[r.case]);
+        assert!(
+            xml.contains("<failure") && xml.contains("ttl: 64 -&gt; 63"),
+            "{xml}"
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_same_trace_passes_and_clears_a_stale_pending_snapshot() {
+        let (d, snap, out) = setup("same", Some(TRACE), TRACE);
+        std::fs::write(pending::pending_path(&snap), "stale").unwrap();
+        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        assert_eq!(r.status, IndexStatus::Ok);
+        assert!(!pending::pending_path(&snap).exists());
+        assert!(!out.join("diff.html").exists());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_run_fails_even_with_the_same_trace() {
+        let (d, snap, out) = setup("failed", Some(TRACE), TRACE);
+        let tail = vec!["unmet expectation: a".to_string()];
+        let r = compare("s", &snap, &out, false, &tail, 0.5, false).unwrap();
+        assert_eq!(r.status, IndexStatus::Failed);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn no_snapshot_leaves_the_trace_pending_for_review() {
+        let (d, snap, out) = setup("none", None, TRACE);
+        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        assert_eq!(r.status, IndexStatus::NoSnapshot);
+        assert!(pending::pending_path(&snap).exists());
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
