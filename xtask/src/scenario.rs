@@ -181,7 +181,7 @@ fn compare(
     secs: f64,
     accept: bool,
 ) -> Result<Result1> {
-    let pending_path = pending::pending_path(&snap);
+    let pending_path = pending::pending_path(snap);
     let trace_path = out.join("trace.yaml");
     let new = match std::fs::read_to_string(&trace_path) {
         Ok(t) => t,
