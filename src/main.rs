@@ -324,6 +324,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--veths: `{k}` is neither harness nor gso"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            sandbox::check(&hoplab_sim::dataplane_bench::scenario())?;
             if let Some(code) = enter_sandbox()? {
                 return Ok(code);
             }
