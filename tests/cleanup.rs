@@ -7,31 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A scenario whose server process is marked with `marker` so the test can
-/// look for it, and whose traffic takes about `wait_ms` (a step that
-/// expects silence).
-fn scenario(marker: &str, wait_ms: u64, extra_host: &str) -> String {
-    format!(
-        r#"version: 1
-hosts:
-  a:
-    processes:
-      - {{name: sleeper, cmd: [sleep, "{marker}"], ready: {{delay_ms: 1}}}}
-  b:
-    firewall: |
-      table inet filter {{
-        chain input {{ type filter hook input priority 0; policy drop; }}
-      }}
-{extra_host}
-links:
-  - a: {{host: a, ifname: eth0, addr: [10.9.0.1/24]}}
-    b: {{host: b, ifname: eth0, addr: [10.9.0.2/24]}}
-traffic:
-  - {{name: slow, from: a, proto: udp, to: "10.9.0.2:9", expect: silence, timeout_ms: {wait_ms}}}
-"#
-    )
-}
-
 fn wait_gone(marker: &str, within: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < within {
@@ -60,7 +35,7 @@ fn a_run_that_fails_halfway_leaves_nothing() {
     // Host c's process exits at once: the run fails while starting processes,
     // after the topology and host a's process are up.
     let marker = "4242.101";
-    let text = scenario(
+    let text = sleeper_scenario(
         marker,
         100,
         "  c:\n    processes:\n      - {name: broken, cmd: [\"false\"], ready: {tcp_listen: 80}}",
@@ -86,7 +61,7 @@ fn a_run_that_fails_halfway_leaves_nothing() {
 #[test]
 fn bad_firewall_rules_fail_the_run_cleanly() {
     let before = host_state();
-    let text = scenario("4242.102", 100, "").replace("policy drop;", "policy sideways;");
+    let text = sleeper_scenario("4242.102", 100, "").replace("policy drop;", "policy sideways;");
     let sc = write_scenario("bad-nft", &text);
     let o = run(&sc, &out_dir("bad-nft-out"));
     assert_eq!(o.status.code(), Some(2));
@@ -103,7 +78,7 @@ fn bad_firewall_rules_fail_the_run_cleanly() {
 fn an_interrupted_run_stops_and_leaves_nothing() {
     let before = host_state();
     let marker = "4242.103";
-    let sc = write_scenario("sigint", &scenario(marker, 30_000, ""));
+    let sc = write_scenario("sigint", &sleeper_scenario(marker, 30_000, ""));
     let out = out_dir("sigint-out");
     let mut child = hoplab()
         .args(["--quiet", "run"])
@@ -145,7 +120,7 @@ fn an_interrupted_run_stops_and_leaves_nothing() {
 fn a_killed_run_takes_every_process_with_it() {
     let before = host_state();
     let marker = "4242.104";
-    let sc = write_scenario("sigkill", &scenario(marker, 30_000, ""));
+    let sc = write_scenario("sigkill", &sleeper_scenario(marker, 30_000, ""));
     let mut child = hoplab()
         .args(["--quiet", "run"])
         .arg(&sc)

@@ -544,30 +544,6 @@ fn a_zero_user_namespace_limit_is_named_in_one_line() {
     assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
 }
 
-/// A scenario whose process on host `a` is `sleep MARKER` and whose traffic
-/// takes `wait_ms` (a step that expects silence); `extra_host` is added.
-fn sleeper_scenario(marker: &str, wait_ms: u64, extra_host: &str) -> String {
-    format!(
-        r#"version: 1
-hosts:
-  a:
-    processes:
-      - {{name: sleeper, cmd: [sleep, "{marker}"], ready: {{delay_ms: 1}}}}
-  b:
-    firewall: |
-      table inet filter {{
-        chain input {{ type filter hook input priority 0; policy drop; }}
-      }}
-{extra_host}
-links:
-  - a: {{host: a, ifname: eth0, addr: [10.9.0.1/24]}}
-    b: {{host: b, ifname: eth0, addr: [10.9.0.2/24]}}
-traffic:
-  - {{name: slow, from: a, proto: udp, to: "10.9.0.2:9", expect: silence, timeout_ms: {wait_ms}}}
-"#
-    )
-}
-
 /// Wait until the run's `sleep MARKER` runs, as nobody.
 fn wait_sleeper(marker: &str) {
     let sleeper = format!("sleep {marker}");

@@ -108,3 +108,29 @@ pub fn host_state() -> String {
         cmd("nft", &["list", "tables"])
     )
 }
+
+/// A scenario whose process on host `a` is `sleep MARKER` (so a test can
+/// look for it), and whose traffic takes about `wait_ms` (a step that
+/// expects silence).
+pub fn sleeper_scenario(marker: &str, wait_ms: u64, extra_host: &str) -> String {
+    format!(
+        r#"version: 1
+hosts:
+  a:
+    processes:
+      - {{name: sleeper, cmd: [sleep, "{marker}"], ready: {{delay_ms: 1}}}}
+  b:
+    firewall: |
+      table inet filter {{
+        chain input {{ type filter hook input priority 0; policy drop; }}
+      }}
+{extra_host}
+links:
+  - a: {{host: a, ifname: eth0, addr: [10.9.0.1/24]}}
+    b: {{host: b, ifname: eth0, addr: [10.9.0.2/24]}}
+traffic:
+  - {{name: slow, from: a, proto: udp, to: "10.9.0.2:9", expect: silence, timeout_ms: {wait_ms}}}
+"#
+    )
+}
+
