@@ -8,101 +8,17 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-type Job = Box<dyn FnOnce() + Send>;
+mod common;
 
-/// A fresh anonymous network namespace and the thread that lives in it.
-struct Ns {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-fn netns_inode() -> u64 {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .expect("/proc/thread-self/ns/net")
-        .ino()
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let before = netns_inode();
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (the test needs root)");
-            assert_ne!(before, netns_inode(), "still in the original namespace");
-            ready_tx.send(()).unwrap();
-            for job in rx {
-                job();
-            }
-        });
-        ready_rx.recv().expect("the namespace thread died");
-        Ns {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        }
-    }
-
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .expect("the namespace thread is alive");
-        rx.recv().expect("the job panicked (see above)")
-    }
-
-    /// Runs a command in the namespace; returns (success, stdout + stderr).
-    fn cmd(&self, argv: &[&str]) -> (bool, String) {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        self.run(move || {
-            let out = Command::new(&argv[0])
-                .args(&argv[1..])
-                .output()
-                .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
-            (
-                out.status.success(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            )
-        })
-    }
-
-    fn ip(&self, cmds: &[&str]) {
-        for c in cmds {
-            let mut argv = vec!["ip"];
-            argv.extend(c.split_whitespace());
-            let (ok, out) = self.cmd(&argv);
-            assert!(ok, "ip {c}: {out}");
-        }
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::ns::Ns;
 
 /// A gateway in its namespace; killed if the test ends without stopping it.
 struct Gateway {

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,6 @@ use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{
     Coords, Instance, Resolution, ResolveError, ServiceIp, ServiceKind,
 };
-use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -35,96 +33,9 @@ const UNKNOWN_SVC: &str = "10.30.9.9";
 const ROUTED: &str = "10.40.0.1";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-type Job = Box<dyn FnOnce() + Send>;
+mod common;
 
-/// A fresh anonymous network namespace and a thread that lives in it and
-/// runs jobs there. Commands spawned by a job start in the namespace.
-struct Ns {
-    jobs: Option<mpsc::Sender<Job>>,
-    /// `/proc/PID/task/TID/ns/net` of the thread, for `ip link set netns`.
-    path: String,
-    thread: Option<JoinHandle<()>>,
-}
-
-fn netns_inode() -> u64 {
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .expect("/proc/thread-self/ns/net")
-        .ino()
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (path_tx, path_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let before = netns_inode();
-            unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) (the test needs root)");
-            assert_ne!(before, netns_inode(), "still in the original namespace");
-            let path = format!(
-                "/proc/{}/task/{}/ns/net",
-                std::process::id(),
-                nix::unistd::gettid()
-            );
-            path_tx.send(path).unwrap();
-            for job in rx {
-                job();
-            }
-        });
-        let path = path_rx.recv().expect("the namespace thread died");
-        Ns {
-            jobs: Some(jobs),
-            path,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `f` on the namespace's thread.
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .expect("the namespace thread is alive");
-        rx.recv().expect("the job panicked (see above)")
-    }
-
-    /// Runs each `ip` command line in the namespace; each must succeed.
-    fn ip(&self, cmds: &[&str]) {
-        let cmds: Vec<String> = cmds.iter().map(|s| s.to_string()).collect();
-        self.run(move || {
-            for c in cmds {
-                let out = Command::new("ip")
-                    .args(c.split_whitespace())
-                    .output()
-                    .expect("ip runs");
-                assert!(
-                    out.status.success(),
-                    "ip {c}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        })
-    }
-
-    fn sysctl(&self, key: &str, value: &str) {
-        // /proc/sys/net is the namespace of the opening thread.
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let value = value.to_string();
-        self.run(move || std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}")))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::ns::Ns;
 
 /// Makes `ns` a worker node: TUN nm0 (persistent, no PI) with the service
 /// range routed to it, bridge br0 with address `gw`/26, forwarding on.

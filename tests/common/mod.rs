@@ -134,3 +134,4 @@ traffic:
     )
 }
 
+pub mod ns;
