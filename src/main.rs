@@ -361,7 +361,7 @@ fn trace_capture(
                 .context("the empty scenario of a bare capture")?
         }
     };
-    let frames = trace::read_pcapng(capture)?;
+    let frames = trace::read_capture(capture)?;
     Ok(trace::build(&sc, &frames, &[]))
 }
 

@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::trace::{Flow, Hop, Packet, Trace};
+use crate::trace::{hdr_fields, Flow, HdrField, Hop, Packet, Trace};
 
 /// `s` escaped for HTML text and attribute values.
 pub fn escape(s: &str) -> String {
@@ -147,50 +147,8 @@ fn badges(name: Option<&str>) -> String {
     o.trim_end().to_string()
 }
 
-/// One token of a header line and the field it shows: `src` (token 0),
-/// `dst` (token 2), `proto`, `flags`, or the key of `key=value`.
-struct Tok<'a> {
-    key: &'a str,
-    text: &'a str,
-    outer: bool,
-}
-
-/// A hop's `hdr` in tokens: the (inner) packet, then after ` | ` the
-/// tunnel's outer header (`outer=udp outer.src=...`).
-fn tokens(hdr: &str) -> Vec<Tok<'_>> {
-    let (inner, outer) = match hdr.split_once(" | ") {
-        Some((i, o)) => (i, Some(o)),
-        None => (hdr, None),
-    };
-    let mut v = Vec::new();
-    for (i, text) in inner.split(' ').enumerate() {
-        let key = match (text.split_once('='), i) {
-            (Some((k, _)), _) => k,
-            (None, 0) => "src",
-            (None, 1) => ">",
-            (None, 2) => "dst",
-            (None, 3) => "proto",
-            (None, 4) => "flags",
-            (None, _) => "",
-        };
-        v.push(Tok {
-            key,
-            text,
-            outer: false,
-        });
-    }
-    for text in outer.into_iter().flat_map(|o| o.split(' ')) {
-        v.push(Tok {
-            key: text.split_once('=').map_or("", |(k, _)| k),
-            text,
-            outer: true,
-        });
-    }
-    v
-}
-
 /// Which fields of `hdr` a hop's `changed` rewrote: the keys of
-/// [`tokens`], and whether the whole outer header is new (encapsulated).
+/// [`hdr_fields`], and whether the whole outer header is new (encapsulated).
 fn changed_keys(changed: Option<&str>) -> (Vec<String>, bool) {
     let mut keys = Vec::new();
     let mut all_outer = false;
@@ -218,8 +176,8 @@ fn changed_keys(changed: Option<&str>) -> (Vec<String>, bool) {
 
 /// `hdr` as HTML, each token for which `marked` holds inside `<mark>`,
 /// the outer header (if any) on a line of its own.
-fn hdr_html(hdr: &str, marked: impl Fn(&Tok) -> bool) -> String {
-    let toks = tokens(hdr);
+fn hdr_html(hdr: &str, marked: impl Fn(&HdrField) -> bool) -> String {
+    let toks = hdr_fields(hdr);
     let mut o = String::new();
     let mut in_outer = false;
     for (i, t) in toks.iter().enumerate() {
@@ -1124,7 +1082,7 @@ pub fn index(title: &str, entries: &[IndexEntry]) -> String {
 /// `hdr` with the tokens that `other` (the same hop on the other side)
 /// does not have marked.
 fn hdr_vs(hdr: &str, other: Option<&str>) -> String {
-    let theirs = other.map(tokens).unwrap_or_default();
+    let theirs = other.map(hdr_fields).unwrap_or_default();
     hdr_html(hdr, |t| {
         other.is_some() && !theirs.iter().any(|o| o.key == t.key && o.text == t.text)
     })

@@ -224,9 +224,10 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     phase(sc, "capture", t);
 
     let t = Instant::now();
-    // The trace is built from the file as written, as `hoplab trace` would;
-    // the file is then written again with each frame's flow and hop.
-    let captured = trace::read_pcapng(&pcapng)?;
+    // The capture is on disk before anything else can fail; the trace is
+    // built from the file as written, as `hoplab trace` would, and the file
+    // is written again with each frame's flow and hop as comments.
+    let captured = trace::read_capture(&pcapng)?;
     let (mut tr, comments) = trace::build_annotated(sc, &captured, &reports);
     capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
     tr.control_plane = control_answers;

@@ -66,15 +66,11 @@ fn rootless() -> bool {
     !inside() && !geteuid().is_root()
 }
 
-/// Whether `sc` makes TUN devices: its hosts' `tuns`, which every net
-/// manager and gateway attaches to.
+/// Whether `sc` makes TUN devices: its hosts' `tuns` (the expansion of
+/// clusters and the gateway adds the ones net managers and gateways attach
+/// to).
 fn needs_tun(sc: &Scenario) -> bool {
-    sc.hosts.values().any(|h| {
-        !h.tuns.is_empty()
-            || h.processes
-                .iter()
-                .any(|p| p.netmanager.is_some() || p.gateway.is_some())
-    })
+    sc.hosts.values().any(|h| !h.tuns.is_empty())
 }
 
 /// Before [`reexec`], outside the sandbox: what a rootless run of `sc`

@@ -160,19 +160,11 @@ fn fields(old: &str, new: &str) -> Vec<(String, String, String)> {
         return Vec::new();
     }
     let parse = |s: &str| -> Vec<(String, String)> {
-        let t: Vec<&str> = s.split(' ').collect();
-        let mut v = Vec::new();
-        for (i, tok) in t.iter().enumerate() {
-            match (i, tok.split_once('=')) {
-                (_, Some((k, val))) => v.push((k.to_string(), val.to_string())),
-                (0, None) => v.push(("src".into(), tok.to_string())),
-                (2, None) => v.push(("dst".into(), tok.to_string())),
-                (3, None) => v.push(("proto".into(), tok.to_string())),
-                (4, None) => v.push(("flags".into(), tok.to_string())),
-                _ => {}
-            }
-        }
-        v
+        crate::trace::hdr_fields(s)
+            .iter()
+            .filter(|f| !f.key.is_empty() && f.key != ">")
+            .map(|f| (f.key.to_string(), f.value().to_string()))
+            .collect()
     };
     let (o, n) = (parse(old), parse(new));
     let mut out = Vec::new();

@@ -152,7 +152,7 @@ pub const UNNAMED_HOST: &str = "capture";
 /// interface's declared resolution) or a classic pcap file (one interface,
 /// `capture/if0`). Directions come from the pcapng flags word or, for
 /// Linux cooked captures (`tcpdump -i any`), the packet type.
-pub fn read_pcapng(path: &Path) -> Result<Vec<Captured>, TraceError> {
+pub fn read_capture(path: &Path) -> Result<Vec<Captured>, TraceError> {
     use std::io::Read;
     let p = path.display().to_string();
     let open = || {
@@ -834,6 +834,57 @@ fn field_changes(prev: &Summary, cur: &Summary, pre: &str, v: &mut Vec<String>) 
     if prev.len != cur.len {
         v.push(format!("{pre}len {} -> {}", prev.len, cur.len));
     }
+}
+
+/// One field of a hop's `hdr` line: `src` (token 0), `>` (token 1),
+/// `dst` (token 2), `proto`, `flags`, or the key of a `key=value` token;
+/// `outer` for the tunnel's header after ` | ` (keys `outer`, `outer.src`,
+/// ...). Tokens without a key of their own have an empty `key`.
+pub struct HdrField<'a> {
+    pub key: &'a str,
+    /// The whole token, e.g. `ttl=63` or `10.0.0.1:80`.
+    pub text: &'a str,
+    pub outer: bool,
+}
+
+impl<'a> HdrField<'a> {
+    /// The value: what follows `=`, or the whole token.
+    pub fn value(&self) -> &'a str {
+        self.text.split_once('=').map_or(self.text, |(_, v)| v)
+    }
+}
+
+/// A hop's `hdr` ([`hdr_text`]'s form) split into its fields, in order.
+pub fn hdr_fields(hdr: &str) -> Vec<HdrField<'_>> {
+    let (inner, outer) = match hdr.split_once(" | ") {
+        Some((i, o)) => (i, Some(o)),
+        None => (hdr, None),
+    };
+    let mut v = Vec::new();
+    for (i, text) in inner.split(' ').enumerate() {
+        let key = match (text.split_once('='), i) {
+            (Some((k, _)), _) => k,
+            (None, 0) => "src",
+            (None, 1) => ">",
+            (None, 2) => "dst",
+            (None, 3) => "proto",
+            (None, 4) => "flags",
+            (None, _) => "",
+        };
+        v.push(HdrField {
+            key,
+            text,
+            outer: false,
+        });
+    }
+    for text in outer.into_iter().flat_map(|o| o.split(' ')) {
+        v.push(HdrField {
+            key: text.split_once('=').map_or("", |(k, _)| k),
+            text,
+            outer: true,
+        });
+    }
+    v
 }
 
 /// One hop's headers as rendered: the packet (TCP numbers relative) and,
