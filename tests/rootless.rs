@@ -127,23 +127,16 @@ fn as_nobody(cmd: &mut Command) {
 }
 
 /// Drop to uid and gid 65534 with no supplementary groups, for `pre_exec`
-/// closures that need root first.
-///
-/// # Safety
-/// Only async-signal-safe syscalls: callable between fork and exec.
-unsafe fn become_nobody() -> std::io::Result<()> {
-    // SAFETY: setgroups(2) with an empty list reads no memory; setresgid(2)
-    // and setresuid(2) take plain integers. All are async-signal-safe.
-    let ok = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0
-            && libc::setresgid(NOBODY, NOBODY, NOBODY) == 0
-            && libc::setresuid(NOBODY, NOBODY, NOBODY) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// closures that need root first. Only async-signal-safe syscalls
+/// (setgroups, setresgid, setresuid), no allocation: callable between fork
+/// and exec.
+fn become_nobody() -> std::io::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(NOBODY), Gid::from_raw(NOBODY));
+    setgroups(&[])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)?;
+    Ok(())
 }
 
 fn stderr(o: &Output) -> String {
@@ -297,49 +290,49 @@ fn a_tun_scenario_runs_rootless_where_the_device_is_open() {
     let cstr = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let (dev_c, node_c) = (cstr(&dev), cstr(&dev.join("tun")));
     let mut cmd = tmp.command(&sc, &out);
+    let hook = move || -> std::io::Result<()> {
+        use nix::mount::{mount, MsFlags};
+        use nix::sys::stat::{fchmodat, makedev, mknod, FchmodatFlags, Mode, SFlag};
+        let none: Option<&std::ffi::CStr> = None;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        mount(
+            none,
+            c"/",
+            none,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            none,
+        )?;
+        mount(
+            Some(c"tmpfs"),
+            dev_c.as_c_str(),
+            Some(c"tmpfs"),
+            MsFlags::empty(),
+            Some(c"mode=0755"),
+        )?;
+        let rw = Mode::from_bits_truncate(0o666);
+        mknod(node_c.as_c_str(), SFlag::S_IFCHR, rw, makedev(10, 200))?;
+        fchmodat(
+            nix::fcntl::AT_FDCWD,
+            node_c.as_c_str(),
+            rw,
+            FchmodatFlags::FollowSymlink,
+        )?;
+        mount(
+            Some(node_c.as_c_str()),
+            c"/dev/net/tun",
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )?;
+        become_nobody()
+    };
     // SAFETY: between fork and exec the child only makes async-signal-safe
-    // syscalls (unshare, mount, mknod, chmod, then those of
-    // `become_nobody`) with C strings made before the fork and owned by
-    // the closure. The mounts are in the child's own mount namespace,
-    // private from the start, and go away with it.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            let none = std::ptr::null::<libc::c_char>();
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                || libc::mount(
-                    c"tmpfs".as_ptr(),
-                    dev_c.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    0,
-                    c"mode=0755".as_ptr().cast(),
-                ) != 0
-                || libc::mknod(
-                    node_c.as_ptr(),
-                    libc::S_IFCHR | 0o666,
-                    libc::makedev(10, 200),
-                ) != 0
-                || libc::chmod(node_c.as_ptr(), 0o666) != 0
-                || libc::mount(
-                    node_c.as_ptr(),
-                    c"/dev/net/tun".as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return fail();
-            }
-            become_nobody()
-        });
-    }
+    // syscalls (unshare, mount, mknod, fchmodat, then those of
+    // `become_nobody`) with C strings made before the fork and owned by the
+    // closure (nix passes a `CStr` on without copying). The mounts are in
+    // the child's own mount namespace, private from the start, and go away
+    // with it.
+    unsafe { cmd.pre_exec(hook) };
     let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
@@ -414,39 +407,33 @@ fn forbidden_user_namespaces_are_named_in_one_line() {
     let out = tmp.out("seccomp");
     let mut cmd = tmp.nobody(&sc, &out);
     let filter = no_userns_filter(arch);
-    // SAFETY: between fork and exec the child only calls prctl(2), which is
-    // async-signal-safe; `prog` points into `filter`, owned by the closure
-    // (copied into the child) and alive for both calls. The filter applies
-    // to this child and what it starts only.
-    unsafe {
-        cmd.pre_exec(move || {
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            // Required to install a filter without CAP_SYS_ADMIN (the uid
-            // is already dropped here).
-            if libc::prctl(
-                libc::PR_SET_NO_NEW_PRIVS,
-                1 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(
+    let hook = move || -> std::io::Result<()> {
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // Required to install a filter without CAP_SYS_ADMIN (the uid is
+        // already dropped here).
+        nix::sys::prctl::set_no_new_privs()?;
+        // SAFETY: prctl(2) is async-signal-safe; `prog` points into
+        // `filter`, owned by the closure (copied into the child) and alive
+        // for the call. The filter applies to this child and what it starts
+        // only.
+        let r = unsafe {
+            libc::prctl(
                 libc::PR_SET_SECCOMP,
                 libc::SECCOMP_MODE_FILTER as libc::c_ulong,
                 &prog as *const libc::sock_fprog,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook makes only async-signal-safe syscalls (prctl) on
+    // memory the closure owns, so it may run between fork and exec.
+    unsafe { cmd.pre_exec(hook) };
     let o = cmd.output().unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -476,8 +463,7 @@ fn a_zero_user_namespace_limit_is_named_in_one_line() {
     // hoplab.
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let (ready_r_fd, ready_w_fd) = (ready_r.as_raw_fd(), ready_w.as_raw_fd());
-    let (go_r_fd, go_w_fd) = (go_r.as_raw_fd(), go_w.as_raw_fd());
+    let (ready_r_fd, go_w_fd) = (ready_r.as_raw_fd(), go_w.as_raw_fd());
     let mapper = std::thread::spawn(move || -> std::io::Result<()> {
         let mut pid = [0u8; 4];
         fs::File::from(ready_r).read_exact(&mut pid)?;
@@ -490,44 +476,43 @@ fn a_zero_user_namespace_limit_is_named_in_one_line() {
     let mut cmd = tmp.command(&sc, &out);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let zero = c"/proc/sys/user/max_user_namespaces";
-    // SAFETY: between fork and exec the child only makes async-signal-safe
+    let hook = move || -> std::io::Result<()> {
+        use nix::fcntl::OFlag;
+        // The child's copies of the test's ends: a test that gives up must
+        // not leave the child waiting.
+        nix::unistd::close(ready_r_fd)?;
+        nix::unistd::close(go_w_fd)?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+        let pid = nix::unistd::getpid().as_raw().to_ne_bytes();
+        if nix::unistd::write(&ready_w, &pid)? != 4 {
+            return Err(std::io::Error::other("pid not sent"));
+        }
+        let mut go = [0u8; 1];
+        if nix::unistd::read(&go_r, &mut go)? != 1 {
+            return Err(std::io::Error::other("not mapped"));
+        }
+        let limit = nix::fcntl::open(
+            zero,
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        if nix::unistd::write(&limit, b"0\n")? != 2 {
+            return Err(std::io::Error::other("limit not written"));
+        }
+        drop(limit);
+        become_nobody()
+    };
+    // SAFETY: between fork and exec the hook only makes async-signal-safe
     // syscalls (close, unshare, getpid, read, write, open, setgroups,
-    // setresgid, setresuid) on descriptors it owns (its copies of the
-    // pipes) and on buffers local to the closure. What it changes (its
-    // user namespace, that namespace's limit, its ids) is its own.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fail = || Err(std::io::Error::last_os_error());
-            // The child's copies of the test's ends: a test that gives up
-            // must not leave the child waiting.
-            libc::close(ready_r_fd);
-            libc::close(go_w_fd);
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                return fail();
-            }
-            let pid = libc::getpid().to_ne_bytes();
-            if libc::write(ready_w_fd, pid.as_ptr().cast(), 4) != 4 {
-                return fail();
-            }
-            let mut go = [0u8; 1];
-            if libc::read(go_r_fd, go.as_mut_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::other("not mapped"));
-            }
-            let fd = libc::open(zero.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return fail();
-            }
-            let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
-            libc::close(fd);
-            if n != 2 {
-                return fail();
-            }
-            become_nobody()
-        });
-    }
+    // setresgid, setresuid) on descriptors it owns (the pipes' ends it was
+    // given, its copies of the others) and on buffers local to it. What it
+    // changes (its user namespace, that namespace's limit, its ids) is its
+    // own.
+    unsafe { cmd.pre_exec(hook) };
     let child = cmd.spawn();
-    drop(ready_w);
-    drop(go_r);
+    // The test's copies of the child's ends, held by the hook: closed here
+    // so that a child that dies early gives the mapper end-of-file.
+    drop(cmd);
     let o = child.unwrap().wait_with_output().unwrap();
     mapper.join().unwrap().unwrap();
     let err = stderr(&o);
