@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use hoplab_sim::{run, sandbox, scenario, trace};
+use hoplab_sim::lab::sandbox;
+use hoplab_sim::{run, scenario, trace};
 
 #[derive(Parser)]
 #[command(
@@ -293,7 +294,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway { control, op } => {
             let line = op.line();
-            let answer = hoplab_sim::gateway::control(&control, &line)
+            let answer = hoplab_sim::oakestra::gateway::control(&control, &line)
                 .with_context(|| format!("gateway at {}: `{line}`", control.display()))?;
             print!("{answer}");
             Ok(ExitCode::SUCCESS)
@@ -339,7 +340,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Echo { tcp, udp } => {
-            hoplab_sim::echo::serve(&tcp, &udp).context("echo server")?;
+            hoplab_sim::lab::echo::serve(&tcp, &udp).context("echo server")?;
             Ok(ExitCode::SUCCESS)
         }
     }

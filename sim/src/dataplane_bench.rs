@@ -91,10 +91,11 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::NetNs;
+use crate::lab::netns::NetNs;
+use crate::lab::sandbox;
+use crate::lab::topology::Topology;
 use crate::scenario::{self, Scalar, Scenario};
-use crate::topology::Topology;
-use crate::{run, sandbox, Error};
+use crate::{run, Error};
 
 /// The sink's port in the server instances (and exposed by the gateway).
 pub const SINK_PORT: u16 = 5001;
@@ -569,7 +570,7 @@ externals:
 /// Loaded when the gateway runs: it creates its table at start.
 pub fn baseline_rules(sc: &Scenario) -> String {
     let remote = ns_ip(sc, "remote");
-    let pif = crate::gateway::PUBLIC_IF;
+    let pif = crate::oakestra::gateway::PUBLIC_IF;
     format!(
         "table ip {BASELINE_TABLE} {{
   counter dnat_new {{ }}
@@ -893,14 +894,12 @@ fn gateway_counters(sc: &Scenario, out: &Path) -> Result<BTreeMap<String, u64>, 
         .iter()
         .find_map(|p| p.gateway.as_ref())
         .expect("the scenario has a gateway on gw");
-    let text =
-        crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(|source| {
-            Error::Io {
-                what: "reading the gateway's counters".into(),
-                source,
-            }
+    let text = crate::oakestra::gateway::control(&g.control(&out.join("ctl")), "counters")
+        .map_err(|source| Error::Io {
+            what: "reading the gateway's counters".into(),
+            source,
         })?;
-    Ok(crate::gateway::parse_counters(&text))
+    Ok(crate::oakestra::gateway::parse_counters(&text))
 }
 
 /// `k` in `after` minus `k` in `before`.
@@ -1128,7 +1127,7 @@ mod tests {
             "n1",
             "n2",
             GW_NODE,
-            crate::gateway::INTERNET_HOST,
+            crate::oakestra::gateway::INTERNET_HOST,
         ] {
             assert!(sc.hosts.contains_key(h), "{h}");
         }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::capture::{self, Capture};
-use crate::process;
+use crate::lab::process;
+use crate::lab::sandbox;
+use crate::lab::topology;
+use crate::lab::traffic;
 use crate::scenario::Scenario;
-use crate::topology;
 use crate::trace::{self, StepReport, Trace};
-use crate::traffic;
-use crate::{report, sandbox, Error};
+use crate::{report, Error};
 
 pub struct Outcome {
     pub trace: Trace,
@@ -39,12 +40,12 @@ fn check_interrupt() -> Result<(), Error> {
 pub struct Started {
     pub topo: topology::Topology,
     procs: Vec<process::Running>,
-    control: Option<crate::control_plane::ControlPlane>,
+    control: Option<crate::oakestra::control_plane::ControlPlane>,
 }
 
 impl Started {
     /// The simulated control plane, if the scenario has clusters.
-    pub fn control(&self) -> Option<&crate::control_plane::ControlPlane> {
+    pub fn control(&self) -> Option<&crate::oakestra::control_plane::ControlPlane> {
         self.control.as_ref()
     }
 
@@ -91,7 +92,7 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
     check_interrupt()?;
 
     let t = Instant::now();
-    let control = crate::control_plane::ControlPlane::start(&sc.plan, out)?;
+    let control = crate::oakestra::control_plane::ControlPlane::start(&sc.plan, out)?;
     let mut started = Started {
         topo,
         procs: Vec::new(),
@@ -164,7 +165,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
                         .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
                 );
             for line in lines {
-                crate::gateway::control(&sock, &line)
+                crate::oakestra::gateway::control(&sock, &line)
                     .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
             }
         }
@@ -263,16 +264,16 @@ fn gateway_counters(
     let mut all = std::collections::BTreeMap::new();
     for (h, host) in &sc.hosts {
         for g in host.processes.iter().filter_map(|p| p.gateway.as_ref()) {
-            let text = crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(
-                |source| Error::Io {
+            let text = crate::oakestra::gateway::control(&g.control(&out.join("ctl")), "counters")
+                .map_err(|source| Error::Io {
                     what: format!("reading the counters of the gateway on {h}"),
                     source,
-                },
-            )?;
-            let m: std::collections::BTreeMap<String, u64> = crate::gateway::parse_counters(&text)
-                .into_iter()
-                .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
-                .collect();
+                })?;
+            let m: std::collections::BTreeMap<String, u64> =
+                crate::oakestra::gateway::parse_counters(&text)
+                    .into_iter()
+                    .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
+                    .collect();
             all.insert(format!("{h}/gateway"), m);
         }
     }
@@ -295,7 +296,7 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let bare: Vec<_> = (0..n)
-        .map(|i| crate::netns::NetNs::create(&format!("bare{i}")))
+        .map(|i| crate::lab::netns::NetNs::create(&format!("bare{i}")))
         .collect::<Result<_, _>>()
         .map_err(|source| Error::Io {
             what: "bare namespace".into(),

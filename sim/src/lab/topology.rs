@@ -18,7 +18,7 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
-use crate::netns::NetNs;
+use crate::lab::netns::NetNs;
 use crate::scenario::{default_bridge_mac, default_link_mac, Mac, RouteDst, Scenario};
 use crate::Error;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::netns::NetNs;
+use crate::lab::netns::NetNs;
 use crate::scenario::Process;
 use crate::Error;
 
@@ -163,7 +163,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
             if ready {
                 break;
             }
-            if crate::sandbox::interrupted() {
+            if crate::lab::sandbox::interrupted() {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::Interrupted);

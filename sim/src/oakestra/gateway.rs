@@ -5,7 +5,7 @@
 //! external and from the gateway node to it, the gateway's TUN and routes,
 //! and the gateway process beside the node's net manager.
 //!
-//! # Address plan (adds to [`crate::cluster`]'s)
+//! # Address plan (adds to [`crate::oakestra::cluster`]'s)
 //!
 //! | what                              | where                                        |
 //! |-----------------------------------|----------------------------------------------|
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cluster::{Plan, OVERLAY_MTU};
+use crate::oakestra::cluster::{Plan, OVERLAY_MTU};
 use crate::scenario::{
     check_name_len, Cidr, Echo, End, Host, Invalid, Link, Process, Proto, Route, RouteDst, Scalar,
     Scenario, Tun,
@@ -234,7 +234,7 @@ fn prefix(addr: impl Into<IpAddr>, prefix: u8) -> RouteDst {
 }
 
 /// Validates `gateway` and `externals` and adds their hosts, links, routes
-/// and the gateway process to `sc` (after [`crate::cluster::expand`]).
+/// and the gateway process to `sc` (after [`crate::oakestra::cluster::expand`]).
 pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
     if sc.gateway.is_none() && sc.externals.is_empty() {
         return Ok(());

@@ -55,25 +55,25 @@ pub struct Scenario {
     pub traffic: Vec<Step>,
     #[serde(default)]
     pub capture: Capture,
-    /// Oakestra clusters of worker nodes (see [`crate::cluster`]).
+    /// Oakestra clusters of worker nodes (see [`crate::oakestra::cluster`]).
     #[serde(default)]
-    pub clusters: Vec<crate::cluster::Cluster>,
+    pub clusters: Vec<crate::oakestra::cluster::Cluster>,
     /// Services with their service IPs and instances placed on nodes.
     #[serde(default)]
-    pub services: Vec<crate::cluster::Service>,
+    pub services: Vec<crate::oakestra::cluster::Service>,
     /// The gateway: which worker node runs it, what it exposes (see
-    /// [`crate::gateway`]).
+    /// [`crate::oakestra::gateway`]).
     #[serde(default)]
-    pub gateway: Option<crate::gateway::Gateway>,
+    pub gateway: Option<crate::oakestra::gateway::Gateway>,
     /// Hosts outside the Oakestra network, behind the `internet` router.
     #[serde(default)]
-    pub externals: Vec<crate::gateway::External>,
+    pub externals: Vec<crate::oakestra::gateway::External>,
     /// Name of the scenario: the file stem, filled in by [`load`].
     #[serde(skip)]
     pub name: String,
     /// What the simulated service managers serve; filled in by [`parse`].
     #[serde(skip)]
-    pub plan: crate::cluster::Plan,
+    pub plan: crate::oakestra::cluster::Plan,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -170,12 +170,12 @@ pub struct Process {
     pub ready: Option<Ready>,
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout_ms: u64,
-    /// A worker node's net manager, added by [`crate::cluster::expand`].
+    /// A worker node's net manager, added by [`crate::oakestra::cluster::expand`].
     #[serde(skip)]
-    pub netmanager: Option<crate::cluster::NetManagerArgs>,
-    /// The gateway, added by [`crate::gateway::expand`].
+    pub netmanager: Option<crate::oakestra::cluster::NetManagerArgs>,
+    /// The gateway, added by [`crate::oakestra::gateway::expand`].
     #[serde(skip)]
-    pub gateway: Option<crate::gateway::GatewayArgs>,
+    pub gateway: Option<crate::oakestra::gateway::GatewayArgs>,
 }
 
 fn default_ready_timeout() -> u64 {
@@ -262,11 +262,11 @@ pub struct Step {
     /// Before the step: the gateway adds these exposures (and opens its
     /// firewall for them).
     #[serde(default)]
-    pub expose: Vec<crate::gateway::Expose>,
+    pub expose: Vec<crate::oakestra::gateway::Expose>,
     /// Before the step: the gateway removes these exposures (and their
     /// flows, and closes its firewall for them).
     #[serde(default)]
-    pub unexpose: Vec<crate::gateway::Unexpose>,
+    pub unexpose: Vec<crate::oakestra::gateway::Unexpose>,
 }
 
 fn default_payload() -> String {
@@ -557,9 +557,9 @@ pub fn parse(file: &Path, name: &str, text: &str) -> Result<Scenario, ScenarioEr
             message,
         }
     };
-    sc.plan = crate::cluster::expand(&mut sc).map_err(located)?;
+    sc.plan = crate::oakestra::cluster::expand(&mut sc).map_err(located)?;
     let plan = sc.plan.clone();
-    crate::gateway::expand(&mut sc, &plan).map_err(located)?;
+    crate::oakestra::gateway::expand(&mut sc, &plan).map_err(located)?;
     validate(&sc).map_err(|(field, message)| {
         let (line, column) = locate(text, &field).unwrap_or((1, 1));
         ScenarioError {
@@ -829,7 +829,7 @@ fn validate(sc: &Scenario) -> Result<(), Invalid> {
         }
         for (j, e) in s.expose.iter().enumerate() {
             let v6 = sc.gateway.as_ref().is_some_and(|g| g.public6.is_some());
-            crate::gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
+            crate::oakestra::gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
         }
         for (j, u) in s.unexpose.iter().enumerate() {
             if u.proto == Proto::Icmp {
