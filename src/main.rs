@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hoplab_sim::lab::sandbox;
-use hoplab_sim::{run, scenario, trace};
+use hoplab_sim::{oakestra, run, trace};
 
 #[derive(Parser)]
 #[command(
@@ -205,7 +205,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
         } => {
             // Validate before making any namespace.
-            let sc = scenario::load(&file)?;
+            let sc = oakestra::load(&file)?;
             sandbox::check(&sc)?;
             if let Some(code) = enter_sandbox()? {
                 return Ok(code);
@@ -232,7 +232,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let mut bad = 0;
             for f in &scenarios {
-                match scenario::load(f) {
+                match oakestra::load(f) {
                     Ok(_) => println!("{}: ok", f.display()),
                     Err(e) => {
                         eprintln!("{e}");
@@ -294,7 +294,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway { control, op } => {
             let line = op.line();
-            let answer = hoplab_sim::oakestra::gateway::control(&control, &line)
+            let answer = hoplab_sim::lab::gateway_ctl::control(&control, &line)
                 .with_context(|| format!("gateway at {}: `{line}`", control.display()))?;
             print!("{answer}");
             Ok(ExitCode::SUCCESS)
@@ -352,13 +352,13 @@ fn trace_capture(
     scenario: Option<&std::path::Path>,
 ) -> anyhow::Result<trace::Trace> {
     let sc = match scenario {
-        Some(f) => scenario::load(f)?,
+        Some(f) => oakestra::load(f)?,
         None => {
             let name = capture
                 .file_stem()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "capture".into());
-            scenario::parse(capture, &name, "version: 1\n")
+            oakestra::parse(capture, &name, "version: 1\n")
                 .context("the empty scenario of a bare capture")?
         }
     };

@@ -1,6 +1,9 @@
 //! The hoplab harness: everything simulated around the real dataplane.
 //!
-//! A run: [`scenario::load`] → [`lab::sandbox`] (fresh net + mount + pid
+//! A scenario file: [`scenario`] (as written) → [`oakestra::expand`]
+//! (the Oakestra vocabulary) → [`lab::Lab`] (hosts, links, steps).
+//!
+//! A run: [`oakestra::load`] → [`lab::sandbox`] (fresh net + mount + pid
 //! namespaces) → [`lab::topology::build`] → [`lab::process::start`] →
 //! [`capture::Capture::start`] → [`lab::traffic::run_step`] per step →
 //! [`capture::write_pcapng`] → [`trace::build`] → [`report::markdown`];
@@ -18,6 +21,7 @@ pub mod run;
 pub mod scenario;
 pub mod snapshot;
 pub mod trace;
+pub mod values;
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]

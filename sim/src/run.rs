@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::capture::{self, Capture};
-use crate::lab::process;
-use crate::lab::sandbox;
-use crate::lab::topology;
-use crate::lab::traffic;
-use crate::scenario::Scenario;
+use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Step};
+use crate::oakestra::control_plane::ControlPlane;
+use crate::oakestra::Expanded;
 use crate::trace::{self, StepReport, Trace};
 use crate::{report, Error};
 
@@ -22,7 +20,7 @@ pub struct Outcome {
     pub pcapng: PathBuf,
 }
 
-fn phase(sc: &Scenario, name: &str, t: Instant) {
+fn phase(sc: &Lab, name: &str, t: Instant) {
     crate::progress::phase(&sc.name, name, t.elapsed());
 }
 
@@ -40,12 +38,12 @@ fn check_interrupt() -> Result<(), Error> {
 pub struct Started {
     pub topo: topology::Topology,
     procs: Vec<process::Running>,
-    control: Option<crate::oakestra::control_plane::ControlPlane>,
+    control: Option<ControlPlane>,
 }
 
 impl Started {
     /// The simulated control plane, if the scenario has clusters.
-    pub fn control(&self) -> Option<&crate::oakestra::control_plane::ControlPlane> {
+    pub fn control(&self) -> Option<&ControlPlane> {
         self.control.as_ref()
     }
 
@@ -77,8 +75,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Build `sc`'s topology, start its control plane and processes (logs
 /// under `out/logs`).
-pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
-    let io = |what: String| move |source| Error::Io { what, source };
+pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
     let t = Instant::now();
     let topo = rt.block_on(topology::build(sc))?;
@@ -92,7 +89,7 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
     check_interrupt()?;
 
     let t = Instant::now();
-    let control = crate::oakestra::control_plane::ControlPlane::start(&sc.plan, out)?;
+    let control = ControlPlane::start(&sc.plan, out)?;
     let mut started = Started {
         topo,
         procs: Vec::new(),
@@ -112,99 +109,18 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
 
 /// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
 /// `logs/` under `out`.
-pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
-    let io = |what: String| move |source| Error::Io { what, source };
+pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     let rt = runtime()?;
     let mut started = start(sc, out, &rt)?;
-    let topo = &started.topo;
 
     let t = Instant::now();
     let ifaces = sc.capture_interfaces();
     let targets: Vec<_> = ifaces
         .iter()
-        .map(|(h, i)| (&topo.hosts[h].ns, i.as_str()))
+        .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
-
-    let mut reports = Vec::new();
-    let mut unmet = Vec::new();
-    for (i, step) in sc.traffic.iter().enumerate() {
-        if sandbox::interrupted() {
-            break;
-        }
-        if let Some(c) = started.control() {
-            if let Some(m) = &step.fail_manager {
-                c.fail(m);
-            }
-            if !step.invalidate.is_empty() {
-                for ip in &step.invalidate {
-                    c.invalidate(*ip);
-                }
-                // The net managers read pushed lines between packets; give
-                // them time to before the step's first packet.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if !step.expose.is_empty() || !step.unexpose.is_empty() {
-            let g = sc
-                .hosts
-                .values()
-                .flat_map(|h| &h.processes)
-                .find_map(|p| p.gateway.as_ref());
-            let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
-            let lines = step
-                .unexpose
-                .iter()
-                .map(|u| {
-                    let v6 = if u.v6 { " v6" } else { "" };
-                    format!("unexpose {} {}{v6}", u.proto, u.port)
-                })
-                .chain(
-                    step.expose
-                        .iter()
-                        .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
-                );
-            for line in lines {
-                crate::oakestra::gateway::control(&sock, &line)
-                    .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
-            }
-        }
-        let sport = step.source_port(i);
-        let seen = topo.hosts[&step.from]
-            .ns
-            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
-            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
-        let ok = seen.meets(step);
-        tracing::info!(
-            "{}: traffic[{i}] {}: {} ({})",
-            sc.name,
-            step.name,
-            seen.describe(),
-            if ok { "as expected" } else { "NOT as expected" }
-        );
-        if !ok {
-            unmet.push(format!(
-                "{}: expected {:?}, got {}",
-                step.name,
-                step.expect,
-                seen.describe()
-            ));
-        }
-        reports.push(StepReport {
-            sent: format!(
-                "{} from {} port {sport} to {}, payload {} B",
-                step.proto,
-                step.from,
-                step.to,
-                step.payload.len()
-            ),
-            result: if ok {
-                format!("ok: {}", seen.describe())
-            } else {
-                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
-            },
-        });
-    }
+    let (reports, unmet) = traffic(sc, &started, out)?;
     phase(sc, "traffic", t);
 
     let t = Instant::now();
@@ -252,28 +168,134 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     })
 }
 
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Every step in turn, until an interrupt: its control actions, then its
+/// client. Returns each step's report and the steps not as expected.
+fn traffic(
+    sc: &Expanded,
+    started: &Started,
+    out: &Path,
+) -> Result<(Vec<StepReport>, Vec<String>), Error> {
+    let mut reports = Vec::new();
+    let mut unmet = Vec::new();
+    for (i, step) in sc.traffic.iter().enumerate() {
+        if sandbox::interrupted() {
+            break;
+        }
+        before_step(sc, started, out, i, step)?;
+        let sport = step.source_port(i);
+        let seen = started.topo.hosts[&step.from]
+            .ns
+            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
+            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let ok = seen.meets(step);
+        tracing::info!(
+            "{}: traffic[{i}] {}: {} ({})",
+            sc.name,
+            step.name,
+            seen.describe(),
+            if ok { "as expected" } else { "NOT as expected" }
+        );
+        if !ok {
+            unmet.push(format!(
+                "{}: expected {:?}, got {}",
+                step.name,
+                step.expect,
+                seen.describe()
+            ));
+        }
+        reports.push(StepReport {
+            sent: format!(
+                "{} from {} port {sport} to {}, payload {} B",
+                step.proto,
+                step.from,
+                step.to,
+                step.payload.len()
+            ),
+            result: if ok {
+                format!("ok: {}", seen.describe())
+            } else {
+                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
+            },
+        });
+    }
+    Ok((reports, unmet))
+}
+
+/// A step's control actions: a service manager fails, service IPs are
+/// invalidated, the gateway's exposures change.
+fn before_step(
+    sc: &Expanded,
+    started: &Started,
+    out: &Path,
+    i: usize,
+    step: &Step,
+) -> Result<(), Error> {
+    if let Some(c) = started.control() {
+        if let Some(m) = &step.fail_manager {
+            c.fail(m);
+        }
+        if !step.invalidate.is_empty() {
+            for ip in &step.invalidate {
+                c.invalidate(*ip);
+            }
+            // The net managers read pushed lines between packets; give
+            // them time to before the step's first packet.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if !step.expose.is_empty() || !step.unexpose.is_empty() {
+        let g = sc
+            .hosts
+            .values()
+            .flat_map(|h| &h.processes)
+            .find_map(|p| p.gateway.as_ref());
+        let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
+        let lines = step
+            .unexpose
+            .iter()
+            .map(|u| {
+                let v6 = if u.v6 { " v6" } else { "" };
+                format!("unexpose {} {}{v6}", u.proto, u.port)
+            })
+            .chain(
+                step.expose
+                    .iter()
+                    .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
+            );
+        for line in lines {
+            gateway_ctl::control(&sock, &line)
+                .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
+        }
+    }
+    Ok(())
+}
+
 /// Counters that depend on when the run looked, not on what it sent.
 const TIMING_COUNTERS: &[&str] = &["flows_expired"];
 
 /// Every gateway's counters (with its firewall's), by `host/gateway`:
 /// those not zero and not timing-dependent.
 fn gateway_counters(
-    sc: &Scenario,
+    sc: &Lab,
     out: &Path,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>, Error> {
     let mut all = std::collections::BTreeMap::new();
     for (h, host) in &sc.hosts {
         for g in host.processes.iter().filter_map(|p| p.gateway.as_ref()) {
-            let text = crate::oakestra::gateway::control(&g.control(&out.join("ctl")), "counters")
-                .map_err(|source| Error::Io {
+            let text = gateway_ctl::control(&g.control(&out.join("ctl")), "counters").map_err(
+                |source| Error::Io {
                     what: format!("reading the counters of the gateway on {h}"),
                     source,
-                })?;
-            let m: std::collections::BTreeMap<String, u64> =
-                crate::oakestra::gateway::parse_counters(&text)
-                    .into_iter()
-                    .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
-                    .collect();
+                },
+            )?;
+            let m: std::collections::BTreeMap<String, u64> = gateway_ctl::parse_counters(&text)
+                .into_iter()
+                .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
+                .collect();
             all.insert(format!("{h}/gateway"), m);
         }
     }

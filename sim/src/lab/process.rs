@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{Process, Ready};
 use crate::lab::netns::NetNs;
-use crate::scenario::Process;
 use crate::Error;
 
 pub struct Running {
@@ -34,11 +34,10 @@ fn checks(p: &Process, out: &Path) -> Vec<Check> {
         return vec![Check::UnixSocket(g.control(&out.join("ctl")))];
     }
     if let Some(r) = &p.ready {
-        let c = match (r.tcp_listen, r.udp_bound, r.delay_ms) {
-            (Some(t), _, _) => Check::TcpListen(t),
-            (_, Some(u), _) => Check::UdpBound(u),
-            (_, _, Some(d)) => Check::DelayMs(d),
-            _ => unreachable!("validated: one readiness check"),
+        let c = match *r {
+            Ready::TcpListen(t) => Check::TcpListen(t),
+            Ready::UdpBound(u) => Check::UdpBound(u),
+            Ready::DelayMs(d) => Check::DelayMs(d),
         };
         return vec![c];
     }

@@ -27,7 +27,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::{access, getegid, geteuid, getuid, AccessFlags};
 
-use crate::scenario::Scenario;
+use super::Lab;
 use crate::Error;
 
 /// Set in the environment of the sandboxed child.
@@ -69,7 +69,7 @@ fn rootless() -> bool {
 /// Whether `sc` makes TUN devices: its hosts' `tuns` (the expansion of
 /// clusters and the gateway adds the ones net managers and gateways attach
 /// to).
-fn needs_tun(sc: &Scenario) -> bool {
+fn needs_tun(sc: &Lab) -> bool {
     sc.hosts.values().any(|h| !h.tuns.is_empty())
 }
 
@@ -80,7 +80,7 @@ fn needs_tun(sc: &Scenario) -> bool {
 /// A rootless run opens `/dev/net/tun` as root of its user namespace, which
 /// has no rights over files of unmapped owners: the caller's own access is
 /// what counts, checked here with access(2).
-pub fn check(sc: &Scenario) -> Result<(), Error> {
+pub fn check(sc: &Lab) -> Result<(), Error> {
     if !rootless() || !needs_tun(sc) {
         return Ok(());
     }

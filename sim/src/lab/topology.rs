@@ -18,8 +18,8 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
+use super::{default_bridge_mac, default_link_mac, Cidr, Lab, Mac, RouteDst};
 use crate::lab::netns::NetNs;
-use crate::scenario::{default_bridge_mac, default_link_mac, Mac, RouteDst, Scenario};
 use crate::Error;
 
 /// A built host: its namespace and its netlink handle.
@@ -151,7 +151,7 @@ fn make_host(name: &str, ipv6: bool, rt: &tokio::runtime::Handle) -> Result<Host
 }
 
 /// Build the whole topology of `sc`.
-pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
+pub async fn build(sc: &Lab) -> Result<Topology, Error> {
     let rt = tokio::runtime::Handle::current();
     let mut hosts = BTreeMap::new();
     for (name, h) in &sc.hosts {
@@ -235,7 +235,7 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         for (k, v) in &h.sysctls {
             topo.hosts[hname]
                 .ns
-                .sysctl(k, &v.0)
+                .sysctl(k, v)
                 .map_err(|source| Error::Io {
                     what: format!("hosts.{hname}.sysctls"),
                     source,
@@ -253,12 +253,7 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
                 LinkUnspec::new_with_index(lo).up(),
             )
             .await?;
-            type Iface<'a> = (
-                &'a str,
-                &'a [crate::scenario::Cidr],
-                Option<&'a str>,
-                Option<u32>,
-            );
+            type Iface<'a> = (&'a str, &'a [Cidr], Option<&'a str>, Option<u32>);
             let mut ifaces: Vec<Iface> = Vec::new();
             for (b, br) in &h.bridges {
                 ifaces.push((b, &br.addr, None, None));

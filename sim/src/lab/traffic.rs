@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::scenario::{Expect, Proto, Step};
+use super::{Expect, Proto, Step};
 
 /// What a step saw, in words that are the same on every run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ fn classify(e: std::io::Error) -> Observed {
 /// Waits are cut into slices so that `cancelled` is checked at least every
 /// [`SLICE`]; a cancelled step reports what it saw so far.
 pub fn run_step(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> Observed {
-    let t = step.target().expect("validated");
+    let t = step.target;
     let w = Wait {
         deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
         cancelled,

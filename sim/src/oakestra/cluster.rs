@@ -20,170 +20,60 @@
 //! carries the same name. On the underlay switch, a node's port is named
 //! after the node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hoplab_dataplane::netmanager::services::{
     in_net, CLOSEST_NET_V6, INSTANCE_NET_V6, ROUND_ROBIN_NET_V6, SERVICE_NET_V4,
 };
 use hoplab_dataplane::netmanager::{Coords, Instance, ServiceIp, ServiceKind};
-use serde::Deserialize;
 
-use crate::scenario::{
-    check_name_len, Bridge, Cidr, Echo, End, Host, Invalid, Link, Process, Ready, Route, RouteDst,
-    Scalar, Scenario, Tun,
-};
+use super::plan::{add4, add6, cidr, prefix, sysctls, NodePlan, Plan};
+use crate::lab::dataplane::NetManagerArgs;
+pub use crate::lab::dataplane::TUN_NAME;
+use crate::lab::{Bridge, End, Host, Lab, Link, Process, Ready, Route, RouteDst, Tun};
+use crate::scenario::{Scenario, Service};
+use crate::values::{bad, check_name_len, Invalid};
 
 /// The underlay switch host.
 pub const UNDERLAY_HOST: &str = "underlay";
-/// Each node's TUN device.
-pub const TUN_NAME: &str = "nm0";
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cluster {
-    pub name: String,
-    pub nodes: Vec<Node>,
-    /// How long the net managers of this cluster cache a resolution.
-    #[serde(default)]
-    pub cache_ttl_ms: Option<u64>,
+/// The MTU of instance links and TUNs: a tunnelled packet plus its outer
+/// IPv4 and UDP headers (28 bytes) must fit the 1500-byte underlay without
+/// fragments; 1450 as in Oakestra leaves room for IPv6 outer headers too.
+pub const OVERLAY_MTU: u32 = 1450;
+
+/// An instance host to make: its name, its node, its service's index.
+struct Placed {
+    host: String,
+    node: String,
+    service: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Node {
-    pub name: String,
-    /// `[x, y]`: where the node is, for closest IPs.
-    #[serde(default)]
-    pub coords: [f64; 2],
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Service {
-    pub name: String,
-    #[serde(default)]
-    pub round_robin: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub closest: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub round_robin6: Option<Ipv6Addr>,
-    #[serde(default)]
-    pub closest6: Option<Ipv6Addr>,
-    /// Give the instances IPv6 namespace addresses (implied by any IPv6
-    /// service IP).
-    #[serde(default)]
-    pub ipv6: bool,
-    /// The built-in echo server every instance runs.
-    #[serde(default)]
-    pub echo: Option<Echo>,
-    pub instances: Vec<ServiceInstance>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceInstance {
-    /// The worker node it runs on.
-    pub node: String,
-    /// Its instance IP.
-    #[serde(default)]
-    pub ip: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub ip6: Option<Ipv6Addr>,
-}
-
-impl Service {
-    pub fn has_v6(&self) -> bool {
-        self.ipv6
-            || self.round_robin6.is_some()
-            || self.closest6.is_some()
-            || self.instances.iter().any(|i| i.ip6.is_some())
-    }
-}
-
-/// A node's place in the address plan.
-#[derive(Debug, Clone)]
-pub struct NodePlan {
-    pub cluster: String,
-    pub index: usize,
-    pub coords: Coords,
-    pub underlay: Ipv4Addr,
-    pub subnet: Ipv4Addr,
-    pub subnet6: Ipv6Addr,
-    pub v6: bool,
-    pub cache_ttl_ms: Option<u64>,
-}
-
-impl NodePlan {
-    pub fn bridge_ip(&self) -> Ipv4Addr {
-        add4(self.subnet, 62)
-    }
-    pub fn bridge_ip6(&self) -> Ipv6Addr {
-        add6(self.subnet6, 0xff)
-    }
-}
-
-fn add4(a: Ipv4Addr, n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(a) + n)
-}
-fn add6(a: Ipv6Addr, n: u128) -> Ipv6Addr {
-    Ipv6Addr::from(u128::from(a) + n)
-}
-
-/// The whole control-plane view of a scenario: nodes, and every service's
-/// instances as the service managers describe them.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub nodes: BTreeMap<String, NodePlan>,
-    /// Service name → (its cluster, its instances in instance-number order).
-    pub services: BTreeMap<String, (String, Vec<Instance>)>,
-}
-
-impl Plan {
-    /// The instances behind `ip`, and the cluster that owns them.
-    pub fn resolve(&self, ip: IpAddr) -> Option<(&str, Vec<Instance>)> {
-        for (cluster, instances) in self.services.values() {
-            let (named, all): (Vec<&Instance>, _) = (
-                instances
-                    .iter()
-                    .filter(|i| {
-                        i.service_ips
-                            .iter()
-                            .any(|s| s.addr == ip && s.kind == ServiceKind::Instance)
-                    })
-                    .collect(),
-                instances,
-            );
-            if !named.is_empty() {
-                return Some((cluster, named.into_iter().cloned().collect()));
-            }
-            if all
-                .iter()
-                .any(|i| i.service_ips.iter().any(|s| s.addr == ip))
-            {
-                return Some((cluster, all.clone()));
-            }
-        }
-        None
-    }
-}
-
-fn bad<T>(field: impl Into<String>, msg: impl Into<String>) -> Result<T, Invalid> {
-    Err((field.into(), msg.into()))
-}
-
-/// Validates the vocabulary and adds its hosts and links to `sc`; returns
-/// the plan the service managers serve.
-pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
-    let mut plan = Plan::default();
+/// Checks `clusters` and `services`, allocates their addresses and adds
+/// their hosts and links to `lab` (which holds the file's own hosts);
+/// returns the plan the service managers serve.
+pub fn expand(sc: &Scenario, lab: &mut Lab) -> Result<Plan, Invalid> {
     if sc.clusters.is_empty() {
         if !sc.services.is_empty() {
             return bad("services", "services need `clusters` with worker nodes");
         }
-        return Ok(plan);
+        return Ok(Plan::default());
     }
+    let mut plan = plan_nodes(sc)?;
+    let mut claims = Claims::default();
+    let placed = place_services(sc, &mut plan, &mut claims)?;
+    auto_instance_ips(sc, &mut plan, &mut claims)?;
+    emit_nodes(&plan, lab);
+    emit_instances(sc, &plan, placed, lab);
+    Ok(plan)
+}
+
+/// Validate: clusters and their nodes; allocate: each node's place.
+fn plan_nodes(sc: &Scenario) -> Result<Plan, Invalid> {
+    let mut plan = Plan::default();
     let any_v6 = sc.services.iter().any(Service::has_v6);
-    let mut names = BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
     let mut k = 0usize;
     for (ci, c) in sc.clusters.iter().enumerate() {
         let f = format!("clusters[{ci}]");
@@ -237,9 +127,43 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
             format!("`{UNDERLAY_HOST}` is the worker nodes' switch: pick another host name"),
         );
     }
+    Ok(plan)
+}
 
-    // Services: addresses, kinds, placement.
-    let mut used_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+/// Service and instance IPs given so far, each with the field that gave it.
+#[derive(Default)]
+struct Claims {
+    used: BTreeMap<IpAddr, String>,
+}
+
+impl Claims {
+    /// `ip` of `kind`, given at `field`: in its range and not given twice.
+    fn claim(&mut self, field: String, ip: IpAddr, kind: ServiceKind) -> Result<(), Invalid> {
+        let v4 = |(a, len): (Ipv4Addr, u8)| (IpAddr::V4(a), len);
+        let v6 = |(a, len): (Ipv6Addr, u8)| (IpAddr::V6(a), len);
+        let ((net, len), range) = match (ip, kind) {
+            (IpAddr::V4(_), _) => (v4(SERVICE_NET_V4), "10.30.0.0/16"),
+            (IpAddr::V6(_), ServiceKind::Instance) => (v6(INSTANCE_NET_V6), "fdff::/21"),
+            (IpAddr::V6(_), ServiceKind::Closest) => (v6(CLOSEST_NET_V6), "fdff:1000::/21"),
+            (IpAddr::V6(_), ServiceKind::RoundRobin) => (v6(ROUND_ROBIN_NET_V6), "fdff:2000::/21"),
+        };
+        if !in_net(ip, net, len) {
+            return bad(field, format!("{ip} is not in the service range {range}"));
+        }
+        if let Some(prev) = self.used.insert(ip, field.clone()) {
+            return bad(field, format!("{ip} is also {prev}"));
+        }
+        Ok(())
+    }
+}
+
+/// Validate and allocate: each service's IPs, and its instances on their
+/// nodes (namespace addresses, given instance IPs).
+fn place_services(
+    sc: &Scenario,
+    plan: &mut Plan,
+    claims: &mut Claims,
+) -> Result<Vec<Placed>, Invalid> {
     let mut on_node: BTreeMap<String, u32> = BTreeMap::new();
     let mut placed = Vec::new();
     if sc.services.len() > 100 {
@@ -263,53 +187,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
         if s.instances.len() > 50 {
             return bad(format!("{f}.instances"), "at most 50 instances per service");
         }
-        let mut svc_ips = Vec::new();
-        let mut claim = |field: String, ip: IpAddr, kind: ServiceKind| -> Result<(), Invalid> {
-            let ok = match (ip, kind) {
-                (IpAddr::V4(_), _) => in_net(ip, SERVICE_NET_V4.0.into(), SERVICE_NET_V4.1),
-                (IpAddr::V6(_), ServiceKind::Instance) => {
-                    in_net(ip, INSTANCE_NET_V6.0.into(), INSTANCE_NET_V6.1)
-                }
-                (IpAddr::V6(_), ServiceKind::Closest) => {
-                    in_net(ip, CLOSEST_NET_V6.0.into(), CLOSEST_NET_V6.1)
-                }
-                (IpAddr::V6(_), ServiceKind::RoundRobin) => {
-                    in_net(ip, ROUND_ROBIN_NET_V6.0.into(), ROUND_ROBIN_NET_V6.1)
-                }
-            };
-            if !ok {
-                let range = match (ip, kind) {
-                    (IpAddr::V4(_), _) => "10.30.0.0/16",
-                    (_, ServiceKind::Instance) => "fdff::/21",
-                    (_, ServiceKind::Closest) => "fdff:1000::/21",
-                    (_, ServiceKind::RoundRobin) => "fdff:2000::/21",
-                };
-                return bad(field, format!("{ip} is not in the service range {range}"));
-            }
-            if let Some(prev) = used_ips.insert(ip, field.clone()) {
-                return bad(field, format!("{ip} is also {prev}"));
-            }
-            Ok(())
-        };
-        for (field, ip, kind) in [
-            (
-                "round_robin",
-                s.round_robin.map(IpAddr::V4),
-                ServiceKind::RoundRobin,
-            ),
-            ("closest", s.closest.map(IpAddr::V4), ServiceKind::Closest),
-            (
-                "round_robin6",
-                s.round_robin6.map(IpAddr::V6),
-                ServiceKind::RoundRobin,
-            ),
-            ("closest6", s.closest6.map(IpAddr::V6), ServiceKind::Closest),
-        ] {
-            if let Some(ip) = ip {
-                claim(format!("{f}.{field}"), ip, kind)?;
-                svc_ips.push(ServiceIp { kind, addr: ip });
-            }
-        }
+        let svc_ips = service_ips(&f, s, claims)?;
         let mut cluster: Option<&str> = None;
         let mut instances = Vec::new();
         for (ii, inst) in s.instances.iter().enumerate() {
@@ -331,25 +209,14 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 Some(_) => {}
             }
             let mut ips = svc_ips.clone();
-            if let Some(ip) = inst.ip {
-                claim(format!("{f}.ip"), ip.into(), ServiceKind::Instance)?;
-                ips.insert(
-                    0,
-                    ServiceIp {
-                        kind: ServiceKind::Instance,
-                        addr: ip.into(),
-                    },
-                );
-            }
-            if let Some(ip) = inst.ip6 {
-                claim(format!("{f}.ip6"), ip.into(), ServiceKind::Instance)?;
-                ips.insert(
-                    0,
-                    ServiceIp {
-                        kind: ServiceKind::Instance,
-                        addr: ip.into(),
-                    },
-                );
+            for (field, ip) in [
+                ("ip", inst.ip.map(IpAddr::V4)),
+                ("ip6", inst.ip6.map(IpAddr::V6)),
+            ] {
+                if let Some(ip) = ip {
+                    claims.claim(format!("{f}.{field}"), ip, ServiceKind::Instance)?;
+                    ips.insert(0, instance_ip(ip));
+                }
             }
             let slot = on_node.entry(inst.node.clone()).or_insert(0);
             *slot += 1;
@@ -376,22 +243,56 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 coords: node.coords,
                 service_ips: ips,
             });
-            placed.push((host, inst.node.clone(), si));
+            placed.push(Placed {
+                host,
+                node: inst.node.clone(),
+                service: si,
+            });
         }
-        plan.services.insert(
-            s.name.clone(),
-            (
-                cluster.expect("one instance at least").to_string(),
-                instances,
-            ),
-        );
+        let cluster = cluster.expect("one instance at least").to_string();
+        plan.services.insert(s.name.clone(), (cluster, instances));
     }
+    Ok(placed)
+}
 
-    // Every instance has an instance IP (as in Oakestra): a reply must go
-    // back through the TUN, and an instance's namespace IP is on its
-    // node's bridge, where replies to it would bypass the net manager.
-    // Those not given one get `10.30.(128+s).(n+1)` (IPv6 services also
-    // `fdff::ff:s:n+1`), s being the service's index and n the instance's.
+fn instance_ip(addr: IpAddr) -> ServiceIp {
+    ServiceIp {
+        kind: ServiceKind::Instance,
+        addr,
+    }
+}
+
+/// A service's round-robin and closest IPs, claimed.
+fn service_ips(f: &str, s: &Service, claims: &mut Claims) -> Result<Vec<ServiceIp>, Invalid> {
+    let mut svc_ips = Vec::new();
+    for (field, ip, kind) in [
+        (
+            "round_robin",
+            s.round_robin.map(IpAddr::V4),
+            ServiceKind::RoundRobin,
+        ),
+        ("closest", s.closest.map(IpAddr::V4), ServiceKind::Closest),
+        (
+            "round_robin6",
+            s.round_robin6.map(IpAddr::V6),
+            ServiceKind::RoundRobin,
+        ),
+        ("closest6", s.closest6.map(IpAddr::V6), ServiceKind::Closest),
+    ] {
+        if let Some(ip) = ip {
+            claims.claim(format!("{f}.{field}"), ip, kind)?;
+            svc_ips.push(ServiceIp { kind, addr: ip });
+        }
+    }
+    Ok(svc_ips)
+}
+
+/// Allocate: every instance has an instance IP (as in Oakestra): a reply
+/// must go back through the TUN, and an instance's namespace IP is on its
+/// node's bridge, where replies to it would bypass the net manager. Those
+/// not given one get `10.30.(128+s).(n+1)` (IPv6 services also
+/// `fdff::ff:s:n+1`), s being the service's index and n the instance's.
+fn auto_instance_ips(sc: &Scenario, plan: &mut Plan, claims: &mut Claims) -> Result<(), Invalid> {
     for (si, s) in sc.services.iter().enumerate() {
         let instances = &mut plan.services.get_mut(&s.name).expect("added above").1;
         for (ii, inst) in s.instances.iter().enumerate() {
@@ -418,279 +319,139 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 )));
             }
             for ip in auto {
-                if let Some(prev) = used_ips.get(&ip) {
+                if let Some(prev) = claims.used.get(&ip) {
                     return bad(
                         f,
                         format!("its automatic instance IP {ip} is taken by {prev}: give this instance an `ip`/`ip6`"),
                     );
                 }
-                used_ips.insert(ip, format!("{f} (automatic)"));
-                instances[ii].service_ips.insert(
-                    0,
-                    ServiceIp {
-                        kind: ServiceKind::Instance,
-                        addr: ip,
-                    },
-                );
+                claims.used.insert(ip, format!("{f} (automatic)"));
+                instances[ii].service_ips.insert(0, instance_ip(ip));
             }
         }
     }
+    Ok(())
+}
 
-    // Hosts and links.
+/// Emit: the underlay switch, and each node with its bridge, TUN, routes,
+/// net manager and underlay link.
+fn emit_nodes(plan: &Plan, lab: &mut Lab) {
     let underlay = Host {
         bridges: [("br0".to_string(), Bridge::default())].into(),
         ..Host::default()
     };
-    sc.hosts.insert(UNDERLAY_HOST.to_string(), underlay);
+    lab.hosts.insert(UNDERLAY_HOST.to_string(), underlay);
     for (name, n) in &plan.nodes {
-        let mut sysctls: BTreeMap<String, Scalar> = [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Scalar(v.to_string())))
-        .collect();
-        let mut br_addr = vec![Cidr {
-            addr: n.bridge_ip().into(),
-            prefix: 26,
-        }];
-        let mut routes = vec![
-            dev_route(Ipv4Addr::new(10, 30, 0, 0).into(), 16),
-            dev_route(Ipv4Addr::new(10, 18, 0, 0).into(), 16),
-        ];
-        if n.v6 {
-            sysctls.insert("net.ipv6.conf.all.forwarding".into(), Scalar("1".into()));
-            br_addr.push(Cidr {
-                addr: n.bridge_ip6().into(),
-                prefix: 64,
-            });
-            routes.push(dev_route(
-                Ipv6Addr::new(0xfdff, 0, 0, 0, 0, 0, 0, 0).into(),
-                16,
-            ));
-            routes.push(dev_route(
-                Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, 0).into(),
-                16,
-            ));
-        }
-        let locals: Vec<_> = plan
-            .services
-            .values()
-            .flat_map(|(_, is)| is.iter())
-            .filter(|i| i.node == IpAddr::V4(n.underlay))
-            .cloned()
-            .collect();
-        let host = Host {
-            sysctls,
-            ipv6: n.v6,
-            bridges: [(
-                "br0".to_string(),
-                Bridge {
-                    addr: br_addr,
-                    mac: None,
-                },
-            )]
-            .into(),
-            tuns: [(
-                TUN_NAME.to_string(),
-                Tun {
-                    addr: vec![],
-                    mtu: Some(OVERLAY_MTU),
-                },
-            )]
-            .into(),
-            routes,
-            processes: vec![Process {
-                name: "netmanager".into(),
-                cmd: None,
-                echo: None,
-                ready: Some(Ready {
-                    udp_bound: Some(hoplab_dataplane::netmanager::core::TUNNEL_PORT),
-                    ..Ready::default()
-                }),
-                ready_timeout_ms: 5000,
-                netmanager: Some(NetManagerArgs {
-                    node: name.clone(),
-                    cluster: n.cluster.clone(),
-                    node_addr: n.underlay,
-                    subnet: n.subnet,
-                    subnet6: n.v6.then_some(n.subnet6),
-                    coords: n.coords,
-                    instances: locals,
-                    cache_ttl_ms: n.cache_ttl_ms,
-                }),
-                gateway: None,
-            }],
-            ..Host::default()
-        };
-        sc.hosts.insert(name.clone(), host);
-        sc.links.push(Link {
-            a: end(
-                name,
-                "eth0",
-                vec![Cidr {
-                    addr: n.underlay.into(),
-                    prefix: 24,
-                }],
-                None,
-            ),
-            b: end(UNDERLAY_HOST, name, vec![], Some("br0")),
+        lab.hosts.insert(name.clone(), node_host(name, n, plan));
+        let mut b = End::new(UNDERLAY_HOST, name, vec![]);
+        b.bridge = Some("br0".into());
+        lab.links.push(Link {
+            a: End::new(name, "eth0", vec![cidr(n.underlay, 24)]),
+            b,
         });
     }
-    for (host, node, si) in placed {
-        let s = &sc.services[si];
+}
+
+fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
+    let mut sysctls = sysctls(&[
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ]);
+    let mut br_addr = vec![cidr(n.bridge_ip(), 26)];
+    let mut routes = vec![
+        Route::dev(prefix(Ipv4Addr::new(10, 30, 0, 0), 16), TUN_NAME),
+        Route::dev(prefix(Ipv4Addr::new(10, 18, 0, 0), 16), TUN_NAME),
+    ];
+    if n.v6 {
+        sysctls.insert("net.ipv6.conf.all.forwarding".into(), "1".into());
+        br_addr.push(cidr(n.bridge_ip6(), 64));
+        for net in [0xfdff, 0xfd18] {
+            routes.push(Route::dev(
+                prefix(Ipv6Addr::new(net, 0, 0, 0, 0, 0, 0, 0), 16),
+                TUN_NAME,
+            ));
+        }
+    }
+    let locals: Vec<_> = plan
+        .services
+        .values()
+        .flat_map(|(_, is)| is.iter())
+        .filter(|i| i.node == IpAddr::V4(n.underlay))
+        .cloned()
+        .collect();
+    let tun = Tun {
+        addr: vec![],
+        mtu: Some(OVERLAY_MTU),
+    };
+    let bridge = Bridge {
+        addr: br_addr,
+        mac: None,
+    };
+    Host {
+        sysctls,
+        ipv6: n.v6,
+        bridges: [("br0".to_string(), bridge)].into(),
+        tuns: [(TUN_NAME.to_string(), tun)].into(),
+        routes,
+        processes: vec![Process {
+            name: "netmanager".into(),
+            ready: Some(Ready::UdpBound(
+                hoplab_dataplane::netmanager::core::TUNNEL_PORT,
+            )),
+            ready_timeout_ms: 5000,
+            netmanager: Some(NetManagerArgs {
+                node: name.to_string(),
+                cluster: n.cluster.clone(),
+                node_addr: n.underlay,
+                subnet: n.subnet,
+                subnet6: n.v6.then_some(n.subnet6),
+                coords: n.coords,
+                instances: locals,
+                cache_ttl_ms: n.cache_ttl_ms,
+            }),
+            ..Process::default()
+        }],
+        ..Host::default()
+    }
+}
+
+/// Emit: each instance host with its address, default routes, echo server
+/// and its link to its node's bridge.
+fn emit_instances(sc: &Scenario, plan: &Plan, placed: Vec<Placed>, lab: &mut Lab) {
+    for Placed {
+        host,
+        node,
+        service,
+    } in placed
+    {
+        let s = &sc.services[service];
         let n = &plan.nodes[&node];
         let inst = plan.services[&s.name]
             .1
             .iter()
             .find(|i| format!("{}-{}", s.name, i.instance_number) == host)
             .expect("placed above");
-        let mut addr = vec![Cidr {
-            addr: inst.ns_ip.into(),
-            prefix: 26,
-        }];
-        let mut routes = vec![Route {
-            to: RouteDst::Default,
-            via: Some(n.bridge_ip().into()),
-            dev: None,
-        }];
+        let mut addr = vec![cidr(inst.ns_ip, 26)];
+        let mut routes = vec![Route::via(RouteDst::Default, n.bridge_ip())];
         if let Some(a6) = inst.ns_ip6 {
-            addr.push(Cidr {
-                addr: a6.into(),
-                prefix: 64,
-            });
-            routes.push(Route {
-                to: RouteDst::Default,
-                via: Some(n.bridge_ip6().into()),
-                dev: None,
-            });
+            addr.push(cidr(a6, 64));
+            routes.push(Route::via(RouteDst::Default, n.bridge_ip6()));
         }
-        let processes = s
-            .echo
-            .iter()
-            .map(|e| Process {
-                name: "echo".into(),
-                cmd: None,
-                echo: Some(e.clone()),
-                ready: None,
-                ready_timeout_ms: 5000,
-                netmanager: None,
-                gateway: None,
-            })
-            .collect();
-        sc.hosts.insert(
+        lab.hosts.insert(
             host.clone(),
             Host {
                 ipv6: inst.ns_ip6.is_some(),
                 routes,
-                processes,
+                processes: s.echo.iter().map(Process::echo).collect(),
                 ..Host::default()
             },
         );
-        let mut a = end(&host, "eth0", addr, None);
-        let mut b = end(&node, &host, vec![], Some("br0"));
+        let mut a = End::new(&host, "eth0", addr);
+        let mut b = End::new(&node, &host, vec![]);
+        b.bridge = Some("br0".into());
         (a.mtu, b.mtu) = (Some(OVERLAY_MTU), Some(OVERLAY_MTU));
-        sc.links.push(Link { a, b });
-    }
-    Ok(plan)
-}
-
-fn dev_route(addr: IpAddr, prefix: u8) -> Route {
-    Route {
-        to: RouteDst::Prefix(Cidr { addr, prefix }),
-        via: None,
-        dev: Some(TUN_NAME.to_string()),
-    }
-}
-
-fn end(host: &str, ifname: &str, addr: Vec<Cidr>, bridge: Option<&str>) -> End {
-    End {
-        host: host.to_string(),
-        ifname: ifname.to_string(),
-        addr,
-        mac: None,
-        bridge: bridge.map(str::to_string),
-        mtu: None,
-    }
-}
-
-/// The MTU of instance links and TUNs: a tunnelled packet plus its outer
-/// IPv4 and UDP headers (28 bytes) must fit the 1500-byte underlay without
-/// fragments; 1450 as in Oakestra leaves room for IPv6 outer headers too.
-pub const OVERLAY_MTU: u32 = 1450;
-
-/// What the harness needs to start a node's net manager.
-#[derive(Debug, Clone)]
-pub struct NetManagerArgs {
-    pub node: String,
-    pub cluster: String,
-    pub node_addr: Ipv4Addr,
-    pub subnet: Ipv4Addr,
-    pub subnet6: Option<Ipv6Addr>,
-    pub coords: Coords,
-    pub instances: Vec<Instance>,
-    pub cache_ttl_ms: Option<u64>,
-}
-
-impl NetManagerArgs {
-    /// The command line, given where the binary is and where the control
-    /// sockets and counter files go.
-    pub fn argv(
-        &self,
-        bin: &str,
-        ctl: &std::path::Path,
-        counters: &std::path::Path,
-    ) -> Vec<String> {
-        let mut v = vec![
-            bin.to_string(),
-            "--tun".into(),
-            TUN_NAME.into(),
-            "--node-addr".into(),
-            self.node_addr.to_string(),
-            "--subnet".into(),
-            format!("{}/26", self.subnet),
-            format!("--coords={},{}", self.coords.x, self.coords.y),
-            "--manager".into(),
-            ctl.join(format!("{}.sock", self.cluster))
-                .display()
-                .to_string(),
-            "--control".into(),
-            ctl.join(format!("nm-{}.sock", self.node))
-                .display()
-                .to_string(),
-            "--counters".into(),
-            counters
-                .join(format!("{}.netmanager.txt", self.node))
-                .display()
-                .to_string(),
-        ];
-        if let Some(s6) = self.subnet6 {
-            v.extend(["--subnet6".into(), format!("{s6}/64")]);
-        }
-        if let Some(t) = self.cache_ttl_ms {
-            v.extend(["--cache-ttl-ms".into(), t.to_string()]);
-        }
-        for i in &self.instances {
-            let mut s = format!("ns={}", i.ns_ip);
-            let own = |v6: bool| {
-                i.service_ips
-                    .iter()
-                    .find(|ip| ip.kind == ServiceKind::Instance && ip.addr.is_ipv6() == v6)
-                    .map(|ip| ip.addr)
-            };
-            if let Some(a) = own(false) {
-                s.push_str(&format!(",ip={a}"));
-            }
-            if let Some(a6) = i.ns_ip6 {
-                s.push_str(&format!(",ns6={a6}"));
-            }
-            if let Some(a) = own(true) {
-                s.push_str(&format!(",ip6={a}"));
-            }
-            v.extend(["--instance".into(), s]);
-        }
-        v
+        lab.links.push(Link { a, b });
     }
 }
 
@@ -698,9 +459,11 @@ impl NetManagerArgs {
 mod tests {
     use std::path::Path;
 
-    use crate::scenario::{parse, ScenarioError};
+    use crate::oakestra::parse;
+    use crate::scenario::ScenarioError;
 
     use super::*;
+    use hoplab_dataplane::netmanager::Coords;
 
     const OK: &str = "version: 1
 clusters:

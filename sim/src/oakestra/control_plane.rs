@@ -22,7 +22,7 @@ use std::time::Duration;
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{Resolution, ResolveError};
 
-use crate::oakestra::cluster::Plan;
+use super::plan::Plan;
 use crate::Error;
 
 const ROOT: &str = "root";

@@ -5,7 +5,7 @@
 //! external and from the gateway node to it, the gateway's TUN and routes,
 //! and the gateway process beside the node's net manager.
 //!
-//! # Address plan (adds to [`crate::oakestra::cluster`]'s)
+//! # Address plan (adds to [`super::cluster`]'s)
 //!
 //! | what                              | where                                        |
 //! |-----------------------------------|----------------------------------------------|
@@ -24,159 +24,22 @@
 //! firewall, which is what the negative scenarios show.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::oakestra::cluster::{Plan, OVERLAY_MTU};
-use crate::scenario::{
-    check_name_len, Cidr, Echo, End, Host, Invalid, Link, Process, Proto, Route, RouteDst, Scalar,
-    Scenario, Tun,
-};
+use super::cluster::OVERLAY_MTU;
+use super::plan::{cidr, prefix, sysctls, Plan};
+use crate::lab::dataplane::GatewayArgs;
+pub use crate::lab::dataplane::{expose_arg, GW_TUN, PUBLIC_IF};
+use crate::lab::{End, Host, Lab, Link, Process, Route, RouteDst, Tun};
+pub use crate::scenario::DEFAULT_INTERNAL;
+use crate::scenario::{External, Gateway, Scenario};
+use crate::values::{bad, check_name_len, Expose, Invalid, Proto};
 
 /// The router between the externals and the gateway.
 pub const INTERNET_HOST: &str = "internet";
-/// The gateway's TUN device.
-pub const GW_TUN: &str = "gw0";
-/// The gateway node's public interface.
-pub const PUBLIC_IF: &str = "pub";
-/// The gateway's internal address (seed 000).
-pub const DEFAULT_INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 30, 255, 253);
 /// The gateway's internal IPv6 address: in the service range `fdff::/16`
 /// (routed to every node's TUN), outside the three service IP kinds'.
 pub const DEFAULT_INTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfdff, 0x7fff, 0, 0, 0, 0, 0, 0xfffd);
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gateway {
-    /// The worker node that runs the gateway.
-    pub node: String,
-    /// Its public address.
-    pub public: Ipv4Addr,
-    /// Its address inside the Oakestra network (default 10.30.255.253).
-    #[serde(default = "default_internal")]
-    pub internal: Ipv4Addr,
-    /// Its public IPv6 address, to expose IPv6 services too.
-    #[serde(default)]
-    pub public6: Option<Ipv6Addr>,
-    /// Its IPv6 address inside (default fdff:7fff::fffd, with `public6`).
-    #[serde(default)]
-    pub internal6: Option<Ipv6Addr>,
-    /// The Exposed Services table at start.
-    #[serde(default)]
-    pub expose: Vec<Expose>,
-    /// Forward table bound (the gateway's default when absent).
-    #[serde(default)]
-    pub max_flows: Option<usize>,
-}
-
-fn default_internal() -> Ipv4Addr {
-    DEFAULT_INTERNAL
-}
-
-/// One Exposed Services entry: `proto` `port` on the public address leads
-/// to `service` (a service IP and port).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expose {
-    pub proto: Proto,
-    pub port: u16,
-    pub service: SocketAddr,
-}
-
-/// Removing an exposure: `proto` `port`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Unexpose {
-    pub proto: Proto,
-    pub port: u16,
-    /// The IPv6 exposure of the port, not the IPv4 one.
-    #[serde(default)]
-    pub v6: bool,
-}
-
-/// A host outside the Oakestra network, on its own /24 behind the router.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct External {
-    pub name: String,
-    pub addr: Ipv4Addr,
-    /// An IPv6 address too, on its own /64 behind the router.
-    #[serde(default)]
-    pub addr6: Option<Ipv6Addr>,
-    /// The built-in echo server, for services that dial out.
-    #[serde(default)]
-    pub echo: Option<Echo>,
-}
-
-/// What the harness needs to start the gateway.
-#[derive(Debug, Clone)]
-pub struct GatewayArgs {
-    pub node: String,
-    pub public: Ipv4Addr,
-    pub internal: Ipv4Addr,
-    pub v6: Option<(Ipv6Addr, Ipv6Addr)>,
-    pub expose: Vec<Expose>,
-    pub max_flows: Option<usize>,
-}
-
-impl GatewayArgs {
-    /// The control socket, under the run's `ctl/`.
-    pub fn control(&self, ctl: &Path) -> PathBuf {
-        ctl.join(format!("gw-{}.sock", self.node))
-    }
-
-    /// The command line, given where the binary is and where the control
-    /// sockets and counter files go.
-    pub fn argv(&self, bin: &str, ctl: &Path, counters: &Path) -> Vec<String> {
-        let mut v = vec![
-            bin.to_string(),
-            "--tun".into(),
-            GW_TUN.into(),
-            "--public-if".into(),
-            PUBLIC_IF.into(),
-            "--public".into(),
-            self.public.to_string(),
-            "--internal".into(),
-            self.internal.to_string(),
-            "--control".into(),
-            self.control(ctl).display().to_string(),
-            "--counters".into(),
-            counters
-                .join(format!("{}.gateway.txt", self.node))
-                .display()
-                .to_string(),
-        ];
-        if let Some((p6, i6)) = self.v6 {
-            v.extend([
-                "--public6".into(),
-                p6.to_string(),
-                "--internal6".into(),
-                i6.to_string(),
-            ]);
-        }
-        if let Some(m) = self.max_flows {
-            v.extend(["--max-flows".into(), m.to_string()]);
-        }
-        for e in &self.expose {
-            v.extend(["--expose".into(), expose_arg(e)]);
-        }
-        v
-    }
-}
-
-/// `tcp:8080=10.30.30.30:80`, the form `gateway --expose` takes.
-pub fn expose_arg(e: &Expose) -> String {
-    format!("{}:{}={}", e.proto, e.port, e.service)
-}
-
-fn bad<T>(field: impl Into<String>, msg: impl Into<String>) -> Result<T, Invalid> {
-    Err((field.into(), msg.into()))
-}
 
 fn in_private(a: Ipv4Addr) -> bool {
     a.octets()[0] == 10
@@ -198,300 +61,277 @@ fn router_side6(a: Ipv6Addr) -> (u128, Ipv6Addr) {
 
 /// A link end with `addr`/24 and, if given, `addr6`/64.
 fn end(host: &str, ifname: &str, addr: Option<Ipv4Addr>, addr6: Option<Ipv6Addr>) -> End {
-    End {
-        host: host.to_string(),
-        ifname: ifname.to_string(),
-        addr: addr
-            .map(|a| Cidr {
-                addr: a.into(),
-                prefix: 24,
-            })
-            .into_iter()
-            .chain(addr6.map(|a| Cidr {
-                addr: a.into(),
-                prefix: 64,
-            }))
-            .collect(),
-        mac: None,
-        bridge: None,
-        mtu: None,
-    }
+    let addrs = addr
+        .map(|a| cidr(a, 24))
+        .into_iter()
+        .chain(addr6.map(|a| cidr(a, 64)))
+        .collect();
+    End::new(host, ifname, addrs)
 }
 
-fn via(to: RouteDst, gw: impl Into<IpAddr>) -> Route {
-    Route {
-        to,
-        via: Some(gw.into()),
-        dev: None,
-    }
+/// The router and the segments on it, each with the field that made it.
+struct Internet {
+    router: Host,
+    nets: BTreeMap<u32, String>,
+    nets6: BTreeMap<u128, String>,
 }
 
-fn prefix(addr: impl Into<IpAddr>, prefix: u8) -> RouteDst {
-    RouteDst::Prefix(Cidr {
-        addr: addr.into(),
-        prefix,
-    })
-}
-
-/// Validates `gateway` and `externals` and adds their hosts, links, routes
-/// and the gateway process to `sc` (after [`crate::oakestra::cluster::expand`]).
-pub fn expand(sc: &mut Scenario, plan: &Plan) -> Result<(), Invalid> {
+/// Checks `gateway` and `externals` and adds their hosts, links, routes
+/// and the gateway process to `lab` (after [`super::cluster::expand`]).
+pub fn expand(sc: &Scenario, plan: &Plan, lab: &mut Lab) -> Result<(), Invalid> {
     if sc.gateway.is_none() && sc.externals.is_empty() {
         return Ok(());
     }
-    if sc.hosts.contains_key(INTERNET_HOST) || plan.nodes.contains_key(INTERNET_HOST) {
+    if lab.hosts.contains_key(INTERNET_HOST) || plan.nodes.contains_key(INTERNET_HOST) {
         return bad(
             format!("hosts.{INTERNET_HOST}"),
             format!("`{INTERNET_HOST}` is the externals' router: pick another host name"),
         );
     }
-    let mut nets: BTreeMap<u32, String> = BTreeMap::new();
-    let mut nets6: BTreeMap<u128, String> = BTreeMap::new();
-    let mut router = Host {
-        sysctls: [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Scalar(v.to_string())))
-        .collect(),
-        ..Host::default()
+    let mut net = Internet {
+        router: Host {
+            sysctls: sysctls(&[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+            ]),
+            ..Host::default()
+        },
+        nets: BTreeMap::new(),
+        nets6: BTreeMap::new(),
     };
-    let mut links = Vec::new();
-    let mut hosts = BTreeMap::new();
-
-    if let Some(g) = sc.gateway.clone() {
-        let Some(node) = plan.nodes.get(&g.node) else {
-            return bad(
-                "gateway.node",
-                format!("undefined worker node `{}`", g.node),
-            );
-        };
-        if in_private(g.public) || g.public.is_loopback() || g.public.is_unspecified() {
-            return bad(
-                "gateway.public",
-                format!(
-                    "{} is not a public address (10.0.0.0/8 is the Oakestra network's)",
-                    g.public
-                ),
-            );
-        }
-        let internal = IpAddr::V4(g.internal);
-        if g.internal.octets()[..2] != [10, 30] {
-            return bad(
-                "gateway.internal",
-                format!("{} is not in the service range 10.30.0.0/16", g.internal),
-            );
-        }
-        if plan.services.values().any(|(_, is)| {
-            is.iter()
-                .any(|i| i.service_ips.iter().any(|s| s.addr == internal))
-        }) {
-            return bad(
-                "gateway.internal",
-                format!("{internal} is a service IP: the gateway needs its own"),
-            );
-        }
-        if g.internal6.is_some() && g.public6.is_none() {
-            return bad(
-                "gateway.internal6",
-                "an internal IPv6 address needs `public6`",
-            );
-        }
-        let v6 = match g.public6 {
-            None => None,
-            Some(p6) => {
-                if (p6.segments()[0] & 0xfe00) == 0xfc00 || p6.is_loopback() || p6.is_unspecified()
-                {
-                    return bad(
-                        "gateway.public6",
-                        format!("{p6} is not a public address (fc00::/7 is the network's)"),
-                    );
-                }
-                let i6 = g.internal6.unwrap_or(DEFAULT_INTERNAL6);
-                if i6.segments()[0] != 0xfdff {
-                    return bad(
-                        "gateway.internal6",
-                        format!("{i6} is not in the service range fdff::/16"),
-                    );
-                }
-                if plan.services.values().any(|(_, is)| {
-                    is.iter()
-                        .any(|i| i.service_ips.iter().any(|s| s.addr == IpAddr::V6(i6)))
-                }) {
-                    return bad(
-                        "gateway.internal6",
-                        format!("{i6} is a service IP: the gateway needs its own"),
-                    );
-                }
-                Some((p6, i6))
-            }
-        };
-        let mut seen = BTreeMap::new();
-        for (i, e) in g.expose.iter().enumerate() {
-            check_expose(&format!("gateway.expose[{i}]"), e, v6.is_some())?;
-            if let Some(prev) = seen.insert((e.proto, e.port, e.service.is_ipv6()), i) {
-                return bad(
-                    format!("gateway.expose[{i}].port"),
-                    format!("{} {} is also gateway.expose[{prev}]", e.proto, e.port),
-                );
-            }
-        }
-        let (net, raddr) = router_side(g.public);
-        nets.insert(net, "gateway.public".into());
-        let raddr6 = v6.map(|(p6, _)| {
-            nets6.insert(router_side6(p6).0, "gateway.public6".to_string());
-            router_side6(p6).1
-        });
-        links.push(Link {
-            a: end(&g.node, PUBLIC_IF, Some(g.public), v6.map(|v| v.0)),
-            b: end(INTERNET_HOST, &g.node, Some(raddr), raddr6),
-        });
-        router
-            .routes
-            .push(via(prefix(Ipv4Addr::new(10, 0, 0, 0), 8), g.public));
-        if let Some((p6, _)) = v6 {
-            router.routes.push(via(
-                prefix(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
-                p6,
-            ));
-        }
-
-        // The gateway node: its TUN, routes, the gateway process.
-        let host = sc.hosts.get_mut(&g.node).expect("cluster::expand made it");
-        host.tuns.insert(
-            GW_TUN.to_string(),
-            Tun {
-                addr: vec![],
-                mtu: Some(OVERLAY_MTU),
-            },
-        );
-        host.routes.push(Route {
-            to: prefix(g.internal, 32),
-            via: None,
-            dev: Some(GW_TUN.to_string()),
-        });
-        host.routes.push(via(RouteDst::Default, raddr));
-        if let (Some((_, i6)), Some(r6)) = (v6, raddr6) {
-            host.ipv6 = true;
-            host.sysctls
-                .insert("net.ipv6.conf.all.forwarding".into(), Scalar("1".into()));
-            host.routes.push(Route {
-                to: prefix(i6, 128),
-                via: None,
-                dev: Some(GW_TUN.to_string()),
-            });
-            host.routes.push(via(RouteDst::Default, r6));
-        }
-        for (name, n) in &plan.nodes {
-            if *name != g.node {
-                host.routes.push(via(prefix(n.subnet, 26), n.underlay));
-            }
-        }
-        host.processes.push(Process {
-            name: "gateway".into(),
-            cmd: None,
-            echo: None,
-            ready: None,
-            ready_timeout_ms: 5000,
-            netmanager: None,
-            gateway: Some(GatewayArgs {
-                node: g.node.clone(),
-                public: g.public,
-                internal: g.internal,
-                v6,
-                expose: g.expose.clone(),
-                max_flows: g.max_flows,
-            }),
-        });
-        // Every other node's way out is the gateway.
-        for name in plan.nodes.keys() {
-            if *name != g.node {
-                let h = sc.hosts.get_mut(name).expect("cluster::expand made it");
-                h.routes.push(via(RouteDst::Default, node.underlay));
-            }
-        }
+    if let Some(g) = &sc.gateway {
+        let v6 = check_gateway(g, plan)?;
+        emit_gateway(g, v6, plan, &mut net, lab);
     }
-
+    let mut hosts = BTreeMap::new();
     for (i, x) in sc.externals.iter().enumerate() {
         let f = format!("externals[{i}]");
         check_name_len(format!("{f}.name"), &x.name, 15)?;
-        if sc.hosts.contains_key(&x.name) || hosts.contains_key(&x.name) || x.name == INTERNET_HOST
+        if lab.hosts.contains_key(&x.name) || hosts.contains_key(&x.name) || x.name == INTERNET_HOST
         {
             return bad(
                 format!("{f}.name"),
                 format!("host name `{}` is already taken", x.name),
             );
         }
-        if x.addr.is_loopback() || x.addr.is_unspecified() || x.addr.is_multicast() {
-            return bad(
-                format!("{f}.addr"),
-                format!("{} is not a host address", x.addr),
-            );
-        }
-        let (net, raddr) = router_side(x.addr);
-        if let Some(prev) = nets.insert(net, format!("{f}.addr")) {
-            return bad(
-                format!("{f}.addr"),
-                format!(
-                    "{}/24 is also {prev}'s network: one external (or gateway) per /24",
-                    Ipv4Addr::from(net)
-                ),
-            );
-        }
-        let raddr6 = match x.addr6 {
-            None => None,
-            Some(a6) => {
-                let (net6, r6) = router_side6(a6);
-                if let Some(prev) = nets6.insert(net6, format!("{f}.addr6")) {
-                    return bad(
-                        format!("{f}.addr6"),
-                        format!(
-                            "{}/64 is also {prev}'s network: one external (or gateway) per /64",
-                            Ipv6Addr::from(net6)
-                        ),
-                    );
-                }
-                router.ipv6 = true;
-                router
-                    .sysctls
-                    .insert("net.ipv6.conf.all.forwarding".into(), Scalar("1".into()));
-                Some(r6)
-            }
-        };
-        let processes = x
-            .echo
-            .iter()
-            .map(|e| Process {
-                name: "echo".into(),
-                cmd: None,
-                echo: Some(e.clone()),
-                ready: None,
-                ready_timeout_ms: 5000,
-                netmanager: None,
-                gateway: None,
-            })
-            .collect();
-        let mut routes = vec![via(RouteDst::Default, raddr)];
-        routes.extend(raddr6.map(|r6| via(RouteDst::Default, r6)));
-        hosts.insert(
-            x.name.clone(),
-            Host {
-                ipv6: x.addr6.is_some(),
-                routes,
-                processes,
-                ..Host::default()
-            },
-        );
-        links.push(Link {
-            a: end(&x.name, "eth0", Some(x.addr), x.addr6),
-            b: end(INTERNET_HOST, &x.name, Some(raddr), raddr6),
-        });
+        let (host, link) = external(&f, x, &mut net)?;
+        hosts.insert(x.name.clone(), host);
+        lab.links.push(link);
     }
-    sc.hosts.extend(hosts);
-    sc.hosts.insert(INTERNET_HOST.to_string(), router);
-    sc.links.extend(links);
+    lab.hosts.extend(hosts);
+    lab.hosts.insert(INTERNET_HOST.to_string(), net.router);
     Ok(())
+}
+
+/// Is `ip` a service IP of the plan?
+fn is_service_ip(plan: &Plan, ip: IpAddr) -> bool {
+    plan.services.values().any(|(_, is)| {
+        is.iter()
+            .any(|i| i.service_ips.iter().any(|s| s.addr == ip))
+    })
+}
+
+/// Validate the gateway: its node, addresses and exposures; its IPv6
+/// (public, internal) addresses if it has any.
+fn check_gateway(g: &Gateway, plan: &Plan) -> Result<Option<(Ipv6Addr, Ipv6Addr)>, Invalid> {
+    if !plan.nodes.contains_key(&g.node) {
+        return bad(
+            "gateway.node",
+            format!("undefined worker node `{}`", g.node),
+        );
+    }
+    if in_private(g.public) || g.public.is_loopback() || g.public.is_unspecified() {
+        return bad(
+            "gateway.public",
+            format!(
+                "{} is not a public address (10.0.0.0/8 is the Oakestra network's)",
+                g.public
+            ),
+        );
+    }
+    if g.internal.octets()[..2] != [10, 30] {
+        return bad(
+            "gateway.internal",
+            format!("{} is not in the service range 10.30.0.0/16", g.internal),
+        );
+    }
+    let internal = IpAddr::V4(g.internal);
+    if is_service_ip(plan, internal) {
+        return bad(
+            "gateway.internal",
+            format!("{internal} is a service IP: the gateway needs its own"),
+        );
+    }
+    if g.internal6.is_some() && g.public6.is_none() {
+        return bad(
+            "gateway.internal6",
+            "an internal IPv6 address needs `public6`",
+        );
+    }
+    let v6 = match g.public6 {
+        None => None,
+        Some(p6) => {
+            if (p6.segments()[0] & 0xfe00) == 0xfc00 || p6.is_loopback() || p6.is_unspecified() {
+                return bad(
+                    "gateway.public6",
+                    format!("{p6} is not a public address (fc00::/7 is the network's)"),
+                );
+            }
+            let i6 = g.internal6.unwrap_or(DEFAULT_INTERNAL6);
+            if i6.segments()[0] != 0xfdff {
+                return bad(
+                    "gateway.internal6",
+                    format!("{i6} is not in the service range fdff::/16"),
+                );
+            }
+            if is_service_ip(plan, IpAddr::V6(i6)) {
+                return bad(
+                    "gateway.internal6",
+                    format!("{i6} is a service IP: the gateway needs its own"),
+                );
+            }
+            Some((p6, i6))
+        }
+    };
+    let mut seen = BTreeMap::new();
+    for (i, e) in g.expose.iter().enumerate() {
+        check_expose(&format!("gateway.expose[{i}]"), e, v6.is_some())?;
+        if let Some(prev) = seen.insert((e.proto, e.port, e.service.is_ipv6()), i) {
+            return bad(
+                format!("gateway.expose[{i}].port"),
+                format!("{} {} is also gateway.expose[{prev}]", e.proto, e.port),
+            );
+        }
+    }
+    Ok(v6)
+}
+
+/// Emit: the gateway node's public link to the router, the router's
+/// routes to the Oakestra network, the node's TUN, routes and gateway
+/// process, and every other node's default route through it.
+fn emit_gateway(
+    g: &Gateway,
+    v6: Option<(Ipv6Addr, Ipv6Addr)>,
+    plan: &Plan,
+    net: &mut Internet,
+    lab: &mut Lab,
+) {
+    let (pnet, raddr) = router_side(g.public);
+    net.nets.insert(pnet, "gateway.public".into());
+    let raddr6 = v6.map(|(p6, _)| {
+        net.nets6
+            .insert(router_side6(p6).0, "gateway.public6".to_string());
+        router_side6(p6).1
+    });
+    lab.links.push(Link {
+        a: end(&g.node, PUBLIC_IF, Some(g.public), v6.map(|v| v.0)),
+        b: end(INTERNET_HOST, &g.node, Some(raddr), raddr6),
+    });
+    let r = &mut net.router.routes;
+    r.push(Route::via(prefix(Ipv4Addr::new(10, 0, 0, 0), 8), g.public));
+    if let Some((p6, _)) = v6 {
+        r.push(Route::via(
+            prefix(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+            p6,
+        ));
+    }
+
+    let host = lab.hosts.get_mut(&g.node).expect("cluster::expand made it");
+    let tun = Tun {
+        addr: vec![],
+        mtu: Some(OVERLAY_MTU),
+    };
+    host.tuns.insert(GW_TUN.to_string(), tun);
+    host.routes.push(Route::dev(prefix(g.internal, 32), GW_TUN));
+    host.routes.push(Route::via(RouteDst::Default, raddr));
+    if let (Some((_, i6)), Some(r6)) = (v6, raddr6) {
+        host.ipv6 = true;
+        host.sysctls
+            .insert("net.ipv6.conf.all.forwarding".into(), "1".into());
+        host.routes.push(Route::dev(prefix(i6, 128), GW_TUN));
+        host.routes.push(Route::via(RouteDst::Default, r6));
+    }
+    for (name, n) in &plan.nodes {
+        if *name != g.node {
+            host.routes
+                .push(Route::via(prefix(n.subnet, 26), n.underlay));
+        }
+    }
+    host.processes.push(Process {
+        name: "gateway".into(),
+        ready_timeout_ms: 5000,
+        gateway: Some(GatewayArgs {
+            node: g.node.clone(),
+            public: g.public,
+            internal: g.internal,
+            v6,
+            expose: g.expose.clone(),
+            max_flows: g.max_flows,
+        }),
+        ..Process::default()
+    });
+    // Every other node's way out is the gateway.
+    let node = &plan.nodes[&g.node];
+    for name in plan.nodes.keys() {
+        if *name != g.node {
+            let h = lab.hosts.get_mut(name).expect("cluster::expand made it");
+            h.routes.push(Route::via(RouteDst::Default, node.underlay));
+        }
+    }
+}
+
+/// Validate an external's addresses (one per segment) and emit its host
+/// and its link to the router.
+fn external(f: &str, x: &External, net: &mut Internet) -> Result<(Host, Link), Invalid> {
+    if x.addr.is_loopback() || x.addr.is_unspecified() || x.addr.is_multicast() {
+        return bad(
+            format!("{f}.addr"),
+            format!("{} is not a host address", x.addr),
+        );
+    }
+    let (xnet, raddr) = router_side(x.addr);
+    if let Some(prev) = net.nets.insert(xnet, format!("{f}.addr")) {
+        return bad(
+            format!("{f}.addr"),
+            format!(
+                "{}/24 is also {prev}'s network: one external (or gateway) per /24",
+                Ipv4Addr::from(xnet)
+            ),
+        );
+    }
+    let raddr6 = match x.addr6 {
+        None => None,
+        Some(a6) => {
+            let (net6, r6) = router_side6(a6);
+            if let Some(prev) = net.nets6.insert(net6, format!("{f}.addr6")) {
+                return bad(
+                    format!("{f}.addr6"),
+                    format!(
+                        "{}/64 is also {prev}'s network: one external (or gateway) per /64",
+                        Ipv6Addr::from(net6)
+                    ),
+                );
+            }
+            net.router.ipv6 = true;
+            net.router
+                .sysctls
+                .insert("net.ipv6.conf.all.forwarding".into(), "1".into());
+            Some(r6)
+        }
+    };
+    let mut routes = vec![Route::via(RouteDst::Default, raddr)];
+    routes.extend(raddr6.map(|r6| Route::via(RouteDst::Default, r6)));
+    let host = Host {
+        ipv6: x.addr6.is_some(),
+        routes,
+        processes: x.echo.iter().map(Process::echo).collect(),
+        ..Host::default()
+    };
+    let link = Link {
+        a: end(&x.name, "eth0", Some(x.addr), x.addr6),
+        b: end(INTERNET_HOST, &x.name, Some(raddr), raddr6),
+    };
+    Ok((host, link))
 }
 
 /// An exposure's own checks: `field` is its path; `v6`: the gateway has
@@ -525,53 +365,12 @@ pub fn check_expose(field: &str, e: &Expose, v6: bool) -> Result<(), Invalid> {
     }
 }
 
-/// Sends one control line to a gateway and returns its answer: one line,
-/// or for `counters`, `flows` and `exposures` every line up to the empty
-/// one that ends it. An answer starting with `error` is an error.
-pub fn control(socket: &Path, line: &str) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    let multi = matches!(line.trim(), "counters" | "flows" | "exposures");
-    let mut r = BufReader::new(s);
-    let mut out = String::new();
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l)? == 0 {
-            break;
-        }
-        if multi && l.trim().is_empty() {
-            break;
-        }
-        out.push_str(&l);
-        if !multi {
-            break;
-        }
-    }
-    if let Some(rest) = out.strip_prefix("error") {
-        return Err(std::io::Error::other(format!(
-            "gateway: {}",
-            rest.trim_start_matches([' ', ':']).trim_end()
-        )));
-    }
-    Ok(out)
-}
-
-/// Parses `name value` lines (a `counters` answer).
-pub fn parse_counters(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use crate::scenario::{parse, ScenarioError};
+    use crate::oakestra::parse;
+    use crate::scenario::ScenarioError;
 
     use super::*;
 
