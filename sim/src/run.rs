@@ -2,6 +2,10 @@
 //! trace, report. Every artifact lands in the output directory, also when a
 //! step does not meet its expectation or the run is interrupted after the
 //! capture started.
+//!
+//! Reads the expanded scenario ([`crate::oakestra::Expanded`]: the lab and
+//! the service managers' plan); the phases themselves are `crate::lab`'s,
+//! `crate::capture`'s, `crate::trace`'s and the reports'.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

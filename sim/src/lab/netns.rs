@@ -9,6 +9,8 @@
 //! short-lived thread of its own ([`NetNs::run`]): sockets, TUN devices and
 //! netlink connections created there stay bound to the host after the thread
 //! ends, and the caller's thread never changes namespace.
+//!
+//! Knows namespaces and threads, not hosts' contents.
 
 use std::ffi::OsStr;
 use std::fs::File;

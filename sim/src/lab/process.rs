@@ -1,6 +1,10 @@
-//! Processes of a scenario: started inside their host, checked for
-//! readiness, stopped at the end of the run (and killed with the run's pid
-//! namespace whatever happens).
+//! Processes of a lab: started inside their host, checked for readiness,
+//! stopped at the end of the run (and killed with the run's pid namespace
+//! whatever happens). The net manager and gateway binaries are found next
+//! to the running executable (or by `$HOPLAB_NETMANAGER`,
+//! `$HOPLAB_GATEWAY`) and given their command lines by [`super::dataplane`].
+//!
+//! Knows how to start and watch a process, not why the lab has it.
 
 use std::fs::File;
 use std::path::Path;

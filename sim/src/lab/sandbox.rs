@@ -16,6 +16,9 @@
 //! them. It goes away with the last process of the run. What the caller's
 //! uid cannot open outside (`/dev/net/tun`) stays closed inside: [`check`]
 //! says so before anything is made.
+//!
+//! Knows namespaces, signals and the TUN device's rights; not what a lab
+//! holds beyond whether it makes TUNs.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;

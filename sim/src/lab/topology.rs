@@ -1,10 +1,15 @@
-//! Builds a scenario's hosts, bridges, links, addresses, routes, sysctls and
-//! firewalls inside the sandbox, over one rtnetlink connection per host.
+//! Builds a lab's hosts, bridges, TUNs, links, addresses, routes, sysctls
+//! and firewalls inside the sandbox, over one rtnetlink connection per
+//! host.
 //!
-//! Order: namespaces with their base sysctls → bridges → veth pairs (both
-//! ends created in one message, the peer placed straight into its host) →
-//! scenario sysctls → bridge ports, addresses, links up → routes →
-//! nftables. Hosts are worked on concurrently; the kernel does the rest.
+//! Order: namespaces with their base sysctls → bridges → TUNs → veth pairs
+//! (both ends created in one message, the peer placed straight into its
+//! host) → the lab's sysctls → bridge ports, addresses, links up → routes
+//! → links operationally up → nftables. Hosts are worked on concurrently;
+//! the kernel does the rest.
+//!
+//! Builds what the [`super::Lab`] says, checked beforehand; knows nothing
+//! of the scenario file or Oakestra, and starts no process.
 
 use std::collections::BTreeMap;
 use std::io::Write;

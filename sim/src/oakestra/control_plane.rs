@@ -9,6 +9,9 @@
 //! pushed as `invalidate <ip>`. Managers are threads of the harness: they
 //! are not the system under test. Every query is logged to
 //! `<out>/logs/control-plane.log`.
+//!
+//! Serves the expansion's [`super::Plan`]; knows nothing of the file, and
+//! of the lab only where the run's `ctl/` and `logs/` are.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};

@@ -1,6 +1,6 @@
 //! The scenario file as the user writes it: schema v1 ([`schema`], the
 //! Oakestra sections in [`services`]), parsed and checked on its own
-//! ([`validate`]), and errors located in the text ([`locate`]). See
+//! (`validate`), and errors located in the text ([`mod@locate`]). See
 //! `scenarios/README.md` for the documented schema.
 //!
 //! Every error names the file, the line and column, and the field path
