@@ -198,54 +198,60 @@ fn enter_sandbox() -> anyhow::Result<Option<ExitCode>> {
     Ok(None)
 }
 
+/// `hoplab run`: check the scenario before making any namespace, then
+/// run it in the sandbox.
+fn run_scenario(file: &std::path::Path, out: &str) -> anyhow::Result<ExitCode> {
+    let sc = oakestra::load(file)?;
+    sandbox::check(&sc)?;
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let out = PathBuf::from(out.replace("NAME", &sc.name));
+    let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
+    println!(
+        "{}: {} flows traced; {}",
+        sc.name,
+        o.trace.flows.len(),
+        out.display()
+    );
+    if !o.unmet.is_empty() {
+        for u in &o.unmet {
+            eprintln!("unmet expectation: {u}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hoplab validate`: every file checked, each error on stderr.
+fn validate(scenarios: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if scenarios.is_empty() {
+        bail!("name at least one scenario file");
+    }
+    let mut bad = 0;
+    for f in scenarios {
+        match oakestra::load(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Run {
             scenario: file,
             out,
-        } => {
-            // Validate before making any namespace.
-            let sc = oakestra::load(&file)?;
-            sandbox::check(&sc)?;
-            if let Some(code) = enter_sandbox()? {
-                return Ok(code);
-            }
-            let out = PathBuf::from(out.replace("NAME", &sc.name));
-            let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
-            println!(
-                "{}: {} flows traced; {}",
-                sc.name,
-                o.trace.flows.len(),
-                out.display()
-            );
-            if !o.unmet.is_empty() {
-                for u in &o.unmet {
-                    eprintln!("unmet expectation: {u}");
-                }
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Validate { scenarios } => {
-            if scenarios.is_empty() {
-                bail!("name at least one scenario file");
-            }
-            let mut bad = 0;
-            for f in &scenarios {
-                match oakestra::load(f) {
-                    Ok(_) => println!("{}: ok", f.display()),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        bad += 1;
-                    }
-                }
-            }
-            Ok(if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => run_scenario(&file, &out),
+        Cmd::Validate { scenarios } => validate(&scenarios),
         Cmd::Trace { capture, scenario } => {
             print!(
                 "{}",
