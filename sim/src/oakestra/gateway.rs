@@ -29,9 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::cluster::OVERLAY_MTU;
 use super::plan::{cidr, prefix, sysctls, Plan};
 use crate::lab::dataplane::GatewayArgs;
-pub use crate::lab::dataplane::{expose_arg, GW_TUN, PUBLIC_IF};
+pub use crate::lab::dataplane::{GW_TUN, PUBLIC_IF};
 use crate::lab::{End, Host, Lab, Link, Process, Route, RouteDst, Tun};
-pub use crate::scenario::DEFAULT_INTERNAL;
 use crate::scenario::{External, Gateway, Scenario};
 use crate::values::{bad, check_name_len, Expose, Invalid, Proto};
 
