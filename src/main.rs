@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use hoplab_sim::{run, sandbox, scenario, trace};
+use hoplab_sim::lab::sandbox;
+use hoplab_sim::{oakestra, run, trace};
 
 #[derive(Parser)]
 #[command(
@@ -197,54 +198,60 @@ fn enter_sandbox() -> anyhow::Result<Option<ExitCode>> {
     Ok(None)
 }
 
+/// `hoplab run`: check the scenario before making any namespace, then
+/// run it in the sandbox.
+fn run_scenario(file: &std::path::Path, out: &str) -> anyhow::Result<ExitCode> {
+    let sc = oakestra::load(file)?;
+    sandbox::check(&sc)?;
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let out = PathBuf::from(out.replace("NAME", &sc.name));
+    let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
+    println!(
+        "{}: {} flows traced; {}",
+        sc.name,
+        o.trace.flows.len(),
+        out.display()
+    );
+    if !o.unmet.is_empty() {
+        for u in &o.unmet {
+            eprintln!("unmet expectation: {u}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hoplab validate`: every file checked, each error on stderr.
+fn validate(scenarios: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if scenarios.is_empty() {
+        bail!("name at least one scenario file");
+    }
+    let mut bad = 0;
+    for f in scenarios {
+        match oakestra::load(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Run {
             scenario: file,
             out,
-        } => {
-            // Validate before making any namespace.
-            let sc = scenario::load(&file)?;
-            sandbox::check(&sc)?;
-            if let Some(code) = enter_sandbox()? {
-                return Ok(code);
-            }
-            let out = PathBuf::from(out.replace("NAME", &sc.name));
-            let o = run::run(&sc, &out).with_context(|| format!("scenario {}", file.display()))?;
-            println!(
-                "{}: {} flows traced; {}",
-                sc.name,
-                o.trace.flows.len(),
-                out.display()
-            );
-            if !o.unmet.is_empty() {
-                for u in &o.unmet {
-                    eprintln!("unmet expectation: {u}");
-                }
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Validate { scenarios } => {
-            if scenarios.is_empty() {
-                bail!("name at least one scenario file");
-            }
-            let mut bad = 0;
-            for f in &scenarios {
-                match scenario::load(f) {
-                    Ok(_) => println!("{}: ok", f.display()),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        bad += 1;
-                    }
-                }
-            }
-            Ok(if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => run_scenario(&file, &out),
+        Cmd::Validate { scenarios } => validate(&scenarios),
         Cmd::Trace { capture, scenario } => {
             print!(
                 "{}",
@@ -293,7 +300,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway { control, op } => {
             let line = op.line();
-            let answer = hoplab_sim::gateway::control(&control, &line)
+            let answer = hoplab_sim::lab::gateway_ctl::control(&control, &line)
                 .with_context(|| format!("gateway at {}: `{line}`", control.display()))?;
             print!("{answer}");
             Ok(ExitCode::SUCCESS)
@@ -339,7 +346,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Echo { tcp, udp } => {
-            hoplab_sim::echo::serve(&tcp, &udp).context("echo server")?;
+            hoplab_sim::lab::echo::serve(&tcp, &udp).context("echo server")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -351,13 +358,13 @@ fn trace_capture(
     scenario: Option<&std::path::Path>,
 ) -> anyhow::Result<trace::Trace> {
     let sc = match scenario {
-        Some(f) => scenario::load(f)?,
+        Some(f) => oakestra::load(f)?,
         None => {
             let name = capture
                 .file_stem()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "capture".into());
-            scenario::parse(capture, &name, "version: 1\n")
+            oakestra::parse(capture, &name, "version: 1\n")
                 .context("the empty scenario of a bare capture")?
         }
     };

@@ -3,12 +3,12 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::scenario::{self, Scenario};
+use crate::oakestra::{self, Expanded};
 
 /// `h0 - h1 - ... - h{n-1}`, link i on 10.0.0.0/8 as a /30 per link
 /// (h_i is .1, h_{i+1} is .2), with an ICMP echo over the first and the
 /// last link.
-pub fn chain(n: usize) -> Scenario {
+pub fn chain(n: usize) -> Expanded {
     assert!(n >= 2, "a chain has at least two hosts");
     let mut y = String::from("version: 1\nhosts:\n");
     for i in 0..n {
@@ -42,7 +42,7 @@ pub fn chain(n: usize) -> Scenario {
         n - 2,
         ip(addr(n - 2, 1))
     );
-    scenario::parse(Path::new("(chain)"), &format!("chain-{n}"), &y)
+    oakestra::parse(Path::new("(chain)"), &format!("chain-{n}"), &y)
         .expect("the chain scenario is valid")
 }
 

@@ -22,7 +22,7 @@ use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
-use crate::netns::NetNs;
+use crate::lab::netns::NetNs;
 
 /// One captured interface: `host/ifname` and its link type.
 #[derive(Debug, Clone)]

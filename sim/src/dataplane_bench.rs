@@ -91,10 +91,11 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::NetNs;
-use crate::scenario::{self, Scalar, Scenario};
-use crate::topology::Topology;
-use crate::{run, sandbox, Error};
+use crate::lab::netns::NetNs;
+use crate::lab::sandbox;
+use crate::lab::topology::Topology;
+use crate::oakestra::{self, Expanded};
+use crate::{run, Error};
 
 /// The sink's port in the server instances (and exposed by the gateway).
 pub const SINK_PORT: u16 = 5001;
@@ -270,7 +271,7 @@ impl BenchPath {
     }
 
     /// Who dials what on this path.
-    pub fn target(self, sc: &Scenario) -> Target {
+    pub fn target(self, sc: &Expanded) -> Target {
         let (client, ip, sink_port, echo_port) = match self {
             BenchPath::Kernel => (CLIENT, local_ns_ip(sc), SINK_PORT, ECHO_PORT),
             BenchPath::KernelDnat => (CLIENT, VIP, SINK_PORT, ECHO_PORT),
@@ -468,7 +469,7 @@ impl Results {
 /// from YAML, plus n1's nftables rules and sysctls for path (b), set on
 /// the generated host. (f)'s rules are loaded once the gateway runs
 /// ([`baseline_rules`]).
-pub fn scenario() -> Scenario {
+pub fn scenario() -> Expanded {
     let yaml = format!(
         "version: 1
 description: dataplane benchmark (generated)
@@ -501,7 +502,7 @@ externals:
   - {{name: {EXTERNAL_CLIENT}, addr: {EXTERNAL}}}
 "
     );
-    let mut sc = scenario::parse(
+    let mut sc = oakestra::parse(
         std::path::Path::new("(dataplane bench)"),
         "bench-dataplane",
         &yaml,
@@ -509,6 +510,7 @@ externals:
     .expect("the dataplane benchmark scenario is valid");
     let local = local_ns_ip(&sc);
     let n1 = sc
+        .lab
         .hosts
         .get_mut("n1")
         .expect("the cluster expansion makes n1");
@@ -543,7 +545,7 @@ externals:
         "net.ipv4.conf.all.send_redirects",
         "net.ipv4.conf.br0.send_redirects",
     ] {
-        n1.sysctls.insert(key.into(), Scalar("0".into()));
+        n1.sysctls.insert(key.into(), "0".into());
     }
     // The connection-rate test leaves a socket in TIME_WAIT per
     // connection on the clients: give them every ephemeral port.
@@ -552,10 +554,7 @@ externals:
             .get_mut(client)
             .expect("the expansion makes the clients")
             .sysctls
-            .insert(
-                "net.ipv4.ip_local_port_range".into(),
-                Scalar("1024 65535".into()),
-            );
+            .insert("net.ipv4.ip_local_port_range".into(), "1024 65535".into());
     }
     sc
 }
@@ -567,9 +566,9 @@ externals:
 /// comes from `pub` and was not DNATed to its TUN, and an accept in
 /// another table does not spare a packet from a later chain's drop).
 /// Loaded when the gateway runs: it creates its table at start.
-pub fn baseline_rules(sc: &Scenario) -> String {
+pub fn baseline_rules(sc: &Expanded) -> String {
     let remote = ns_ip(sc, "remote");
-    let pif = crate::gateway::PUBLIC_IF;
+    let pif = crate::oakestra::gateway::PUBLIC_IF;
     format!(
         "table ip {BASELINE_TABLE} {{
   counter dnat_new {{ }}
@@ -590,11 +589,11 @@ insert rule inet {GATEWAY_TABLE} forward iifname \"{pif}\" ip daddr {remote} tcp
     )
 }
 
-fn ns_ip(sc: &Scenario, service: &str) -> Ipv4Addr {
+fn ns_ip(sc: &Expanded, service: &str) -> Ipv4Addr {
     sc.plan.services[service].1[0].ns_ip
 }
 
-fn local_ns_ip(sc: &Scenario) -> Ipv4Addr {
+fn local_ns_ip(sc: &Expanded) -> Ipv4Addr {
     ns_ip(sc, "local")
 }
 /// The sink and the echo of one server host, served by threads of this
@@ -789,7 +788,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Set `gso_max_segs` on both ends of every veth of the scenario.
-fn set_veths(topo: &Topology, sc: &Scenario, v: Veths) -> Result<(), Error> {
+fn set_veths(topo: &Topology, sc: &Expanded, v: Veths) -> Result<(), Error> {
     for l in &sc.links {
         for e in [&l.a, &l.b] {
             let what = format!("{}/{}: gso_max_segs {}", e.host, e.ifname, v.gso_max_segs());
@@ -887,20 +886,19 @@ fn baseline_counters(gw: &NetNs) -> Result<BTreeMap<String, u64>, Error> {
 
 /// The gateway's counters (its own and its firewall's), through its
 /// control socket.
-fn gateway_counters(sc: &Scenario, out: &Path) -> Result<BTreeMap<String, u64>, Error> {
+fn gateway_counters(sc: &Expanded, out: &Path) -> Result<BTreeMap<String, u64>, Error> {
     let g = sc.hosts[GW_NODE]
         .processes
         .iter()
         .find_map(|p| p.gateway.as_ref())
         .expect("the scenario has a gateway on gw");
-    let text =
-        crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(|source| {
-            Error::Io {
-                what: "reading the gateway's counters".into(),
-                source,
-            }
-        })?;
-    Ok(crate::gateway::parse_counters(&text))
+    let text = crate::lab::gateway_ctl::control(&g.control(&out.join("ctl")), "counters").map_err(
+        |source| Error::Io {
+            what: "reading the gateway's counters".into(),
+            source,
+        },
+    )?;
+    Ok(crate::lab::gateway_ctl::parse_counters(&text))
 }
 
 /// `k` in `after` minus `k` in `before`.
@@ -912,7 +910,7 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str)
 /// Run `f` in the client host of path `p`.
 fn on_client<T: Send>(
     topo: &Topology,
-    sc: &Scenario,
+    sc: &Expanded,
     p: BenchPath,
     what: &str,
     f: impl FnOnce() -> io::Result<T> + Send,
@@ -937,7 +935,7 @@ fn on_client<T: Send>(
 
 /// Check path `p` with one round trip; for (e) and (f), also that the
 /// connection went where it should, by the gateway's and (f)'s counters.
-fn check_path(topo: &Topology, sc: &Scenario, out: &Path, p: BenchPath) -> Result<(), Error> {
+fn check_path(topo: &Topology, sc: &Expanded, out: &Path, p: BenchPath) -> Result<(), Error> {
     let echo = p.target(sc).echo();
     let check = || on_client(topo, sc, p, "check", || latency(echo, 1).map(|_| ()));
     if !matches!(p, BenchPath::Gateway | BenchPath::GatewayKernelDnat) {
@@ -1128,7 +1126,7 @@ mod tests {
             "n1",
             "n2",
             GW_NODE,
-            crate::gateway::INTERNET_HOST,
+            crate::oakestra::gateway::INTERNET_HOST,
         ] {
             assert!(sc.hosts.contains_key(h), "{h}");
         }

@@ -1,30 +1,27 @@
 //! The hoplab harness: everything simulated around the real dataplane.
 //!
-//! A run: [`scenario::load`] → [`sandbox`] (fresh net + mount + pid
-//! namespaces) → [`topology::build`] → [`process::start`] →
-//! [`capture::Capture::start`] → [`traffic::run_step`] per step →
+//! A scenario file: [`scenario`] (as written) → [`oakestra::expand`]
+//! (the Oakestra vocabulary) → [`lab::Lab`] (hosts, links, steps).
+//!
+//! A run: [`oakestra::load`] → [`lab::sandbox`] (fresh net + mount + pid
+//! namespaces) → [`lab::topology::build`] → [`lab::process::start`] →
+//! [`capture::Capture::start`] → [`lab::traffic::run_step`] per step →
 //! [`capture::write_pcapng`] → [`trace::build`] → [`report::markdown`];
 //! [`snapshot`] compares the trace with the reviewed one.
 
 pub mod bench;
 pub mod capture;
-pub mod cluster;
-pub mod control_plane;
 pub mod dataplane_bench;
-pub mod echo;
-pub mod gateway;
 pub mod html;
-pub mod netns;
-pub mod process;
+pub mod lab;
+pub mod oakestra;
 pub mod progress;
 pub mod report;
 pub mod run;
-pub mod sandbox;
 pub mod scenario;
 pub mod snapshot;
-pub mod topology;
 pub mod trace;
-pub mod traffic;
+pub mod values;
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]

@@ -2,17 +2,20 @@
 //! trace, report. Every artifact lands in the output directory, also when a
 //! step does not meet its expectation or the run is interrupted after the
 //! capture started.
+//!
+//! Reads the expanded scenario ([`crate::oakestra::Expanded`]: the lab and
+//! the service managers' plan); the phases themselves are `crate::lab`'s,
+//! `crate::capture`'s, `crate::trace`'s and the reports'.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::capture::{self, Capture};
-use crate::process;
-use crate::scenario::Scenario;
-use crate::topology;
+use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Step};
+use crate::oakestra::control_plane::ControlPlane;
+use crate::oakestra::Expanded;
 use crate::trace::{self, StepReport, Trace};
-use crate::traffic;
-use crate::{report, sandbox, Error};
+use crate::{report, Error};
 
 pub struct Outcome {
     pub trace: Trace,
@@ -21,7 +24,7 @@ pub struct Outcome {
     pub pcapng: PathBuf,
 }
 
-fn phase(sc: &Scenario, name: &str, t: Instant) {
+fn phase(sc: &Lab, name: &str, t: Instant) {
     crate::progress::phase(&sc.name, name, t.elapsed());
 }
 
@@ -39,12 +42,12 @@ fn check_interrupt() -> Result<(), Error> {
 pub struct Started {
     pub topo: topology::Topology,
     procs: Vec<process::Running>,
-    control: Option<crate::control_plane::ControlPlane>,
+    control: Option<ControlPlane>,
 }
 
 impl Started {
     /// The simulated control plane, if the scenario has clusters.
-    pub fn control(&self) -> Option<&crate::control_plane::ControlPlane> {
+    pub fn control(&self) -> Option<&ControlPlane> {
         self.control.as_ref()
     }
 
@@ -76,8 +79,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Build `sc`'s topology, start its control plane and processes (logs
 /// under `out/logs`).
-pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
-    let io = |what: String| move |source| Error::Io { what, source };
+pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
     let t = Instant::now();
     let topo = rt.block_on(topology::build(sc))?;
@@ -91,7 +93,7 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
     check_interrupt()?;
 
     let t = Instant::now();
-    let control = crate::control_plane::ControlPlane::start(&sc.plan, out)?;
+    let control = ControlPlane::start(&sc.plan, out)?;
     let mut started = Started {
         topo,
         procs: Vec::new(),
@@ -111,99 +113,18 @@ pub fn start(sc: &Scenario, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
 
 /// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
 /// `logs/` under `out`.
-pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
-    let io = |what: String| move |source| Error::Io { what, source };
+pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     let rt = runtime()?;
     let mut started = start(sc, out, &rt)?;
-    let topo = &started.topo;
 
     let t = Instant::now();
     let ifaces = sc.capture_interfaces();
     let targets: Vec<_> = ifaces
         .iter()
-        .map(|(h, i)| (&topo.hosts[h].ns, i.as_str()))
+        .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
-
-    let mut reports = Vec::new();
-    let mut unmet = Vec::new();
-    for (i, step) in sc.traffic.iter().enumerate() {
-        if sandbox::interrupted() {
-            break;
-        }
-        if let Some(c) = started.control() {
-            if let Some(m) = &step.fail_manager {
-                c.fail(m);
-            }
-            if !step.invalidate.is_empty() {
-                for ip in &step.invalidate {
-                    c.invalidate(*ip);
-                }
-                // The net managers read pushed lines between packets; give
-                // them time to before the step's first packet.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if !step.expose.is_empty() || !step.unexpose.is_empty() {
-            let g = sc
-                .hosts
-                .values()
-                .flat_map(|h| &h.processes)
-                .find_map(|p| p.gateway.as_ref());
-            let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
-            let lines = step
-                .unexpose
-                .iter()
-                .map(|u| {
-                    let v6 = if u.v6 { " v6" } else { "" };
-                    format!("unexpose {} {}{v6}", u.proto, u.port)
-                })
-                .chain(
-                    step.expose
-                        .iter()
-                        .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
-                );
-            for line in lines {
-                crate::gateway::control(&sock, &line)
-                    .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
-            }
-        }
-        let sport = step.source_port(i);
-        let seen = topo.hosts[&step.from]
-            .ns
-            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
-            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
-        let ok = seen.meets(step);
-        tracing::info!(
-            "{}: traffic[{i}] {}: {} ({})",
-            sc.name,
-            step.name,
-            seen.describe(),
-            if ok { "as expected" } else { "NOT as expected" }
-        );
-        if !ok {
-            unmet.push(format!(
-                "{}: expected {:?}, got {}",
-                step.name,
-                step.expect,
-                seen.describe()
-            ));
-        }
-        reports.push(StepReport {
-            sent: format!(
-                "{} from {} port {sport} to {}, payload {} B",
-                step.proto,
-                step.from,
-                step.to,
-                step.payload.len()
-            ),
-            result: if ok {
-                format!("ok: {}", seen.describe())
-            } else {
-                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
-            },
-        });
-    }
+    let (reports, unmet) = traffic(sc, &started, out)?;
     phase(sc, "traffic", t);
 
     let t = Instant::now();
@@ -251,25 +172,131 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     })
 }
 
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Every step in turn, until an interrupt: its control actions, then its
+/// client. Returns each step's report and the steps not as expected.
+fn traffic(
+    sc: &Expanded,
+    started: &Started,
+    out: &Path,
+) -> Result<(Vec<StepReport>, Vec<String>), Error> {
+    let mut reports = Vec::new();
+    let mut unmet = Vec::new();
+    for (i, step) in sc.traffic.iter().enumerate() {
+        if sandbox::interrupted() {
+            break;
+        }
+        before_step(sc, started, out, i, step)?;
+        let sport = step.source_port(i);
+        let seen = started.topo.hosts[&step.from]
+            .ns
+            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
+            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let ok = seen.meets(step);
+        tracing::info!(
+            "{}: traffic[{i}] {}: {} ({})",
+            sc.name,
+            step.name,
+            seen.describe(),
+            if ok { "as expected" } else { "NOT as expected" }
+        );
+        if !ok {
+            unmet.push(format!(
+                "{}: expected {:?}, got {}",
+                step.name,
+                step.expect,
+                seen.describe()
+            ));
+        }
+        reports.push(StepReport {
+            sent: format!(
+                "{} from {} port {sport} to {}, payload {} B",
+                step.proto,
+                step.from,
+                step.to,
+                step.payload.len()
+            ),
+            result: if ok {
+                format!("ok: {}", seen.describe())
+            } else {
+                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
+            },
+        });
+    }
+    Ok((reports, unmet))
+}
+
+/// A step's control actions: a service manager fails, service IPs are
+/// invalidated, the gateway's exposures change.
+fn before_step(
+    sc: &Expanded,
+    started: &Started,
+    out: &Path,
+    i: usize,
+    step: &Step,
+) -> Result<(), Error> {
+    if let Some(c) = started.control() {
+        if let Some(m) = &step.fail_manager {
+            c.fail(m);
+        }
+        if !step.invalidate.is_empty() {
+            for ip in &step.invalidate {
+                c.invalidate(*ip);
+            }
+            // The net managers read pushed lines between packets; give
+            // them time to before the step's first packet.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if !step.expose.is_empty() || !step.unexpose.is_empty() {
+        let g = sc
+            .hosts
+            .values()
+            .flat_map(|h| &h.processes)
+            .find_map(|p| p.gateway.as_ref());
+        let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
+        let lines = step
+            .unexpose
+            .iter()
+            .map(|u| {
+                let v6 = if u.v6 { " v6" } else { "" };
+                format!("unexpose {} {}{v6}", u.proto, u.port)
+            })
+            .chain(
+                step.expose
+                    .iter()
+                    .map(|e| format!("expose {} {} {}", e.proto, e.port, e.service)),
+            );
+        for line in lines {
+            gateway_ctl::control(&sock, &line)
+                .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
+        }
+    }
+    Ok(())
+}
+
 /// Counters that depend on when the run looked, not on what it sent.
 const TIMING_COUNTERS: &[&str] = &["flows_expired"];
 
 /// Every gateway's counters (with its firewall's), by `host/gateway`:
 /// those not zero and not timing-dependent.
 fn gateway_counters(
-    sc: &Scenario,
+    sc: &Lab,
     out: &Path,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>, Error> {
     let mut all = std::collections::BTreeMap::new();
     for (h, host) in &sc.hosts {
         for g in host.processes.iter().filter_map(|p| p.gateway.as_ref()) {
-            let text = crate::gateway::control(&g.control(&out.join("ctl")), "counters").map_err(
+            let text = gateway_ctl::control(&g.control(&out.join("ctl")), "counters").map_err(
                 |source| Error::Io {
                     what: format!("reading the counters of the gateway on {h}"),
                     source,
                 },
             )?;
-            let m: std::collections::BTreeMap<String, u64> = crate::gateway::parse_counters(&text)
+            let m: std::collections::BTreeMap<String, u64> = gateway_ctl::parse_counters(&text)
                 .into_iter()
                 .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
                 .collect();
@@ -295,7 +322,7 @@ pub fn bench_chain(n: usize) -> Result<ChainTimings, Error> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let bare: Vec<_> = (0..n)
-        .map(|i| crate::netns::NetNs::create(&format!("bare{i}")))
+        .map(|i| crate::lab::netns::NetNs::create(&format!("bare{i}")))
         .collect::<Result<_, _>>()
         .map_err(|source| Error::Io {
             what: "bare namespace".into(),

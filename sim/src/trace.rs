@@ -54,7 +54,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{Proto, Scenario};
+use crate::lab::{Lab, Proto};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
@@ -392,7 +392,7 @@ struct Wiring {
 }
 
 impl Wiring {
-    fn of(sc: &Scenario) -> Wiring {
+    fn of(sc: &Lab) -> Wiring {
         let mut w = Wiring {
             peer: HashMap::new(),
             port_of: HashMap::new(),
@@ -526,7 +526,7 @@ pub struct StepReport {
 }
 
 /// Build the trace of `frames` for scenario `sc`.
-pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Trace {
+pub fn build(sc: &Lab, frames: &[Captured], outcomes: &[StepReport]) -> Trace {
     build_annotated(sc, frames, outcomes).0
 }
 
@@ -535,7 +535,7 @@ pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Tra
 /// why it has none (link chatter, undecodable). The comments go into the
 /// pcapng, so that Wireshark shows each frame's flow and hop.
 pub fn build_annotated(
-    sc: &Scenario,
+    sc: &Lab,
     frames: &[Captured],
     outcomes: &[StepReport],
 ) -> (Trace, Vec<Option<String>>) {
@@ -1050,7 +1050,7 @@ traffic:
 
     #[test]
     fn hops_follow_the_wiring_not_the_timestamps() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let t = build(&sc, &frames(), &[]);
         assert_eq!(t.flows[0].packets.len(), 2, "{}", t.to_yaml());
         let at = |p: usize| {
@@ -1088,7 +1088,7 @@ traffic:
         // The forwarded copy (TTL 63) is stamped before the copies of the
         // hops that led to it (TTL 64), a few microseconds apart, as seen
         // across namespaces; then the SYN is resent a second later.
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let (c, pod) = ([192, 0, 2, 2], [10, 1, 0, 10]);
         let syn = |ttl| tcp(c, pod, 40000, 3000, ttl, true, 5000);
         let us = 1_000;
@@ -1113,7 +1113,7 @@ traffic:
 
     #[test]
     fn nat_changes_and_relative_numbers_are_shown() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let t = build(&sc, &frames(), &[]);
         let syn = &t.flows[0].packets[0];
         assert_eq!(
@@ -1177,7 +1177,7 @@ traffic:
 
     #[test]
     fn a_packet_that_stops_is_last_seen_where_it_stopped() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let t = build(&sc, &frames()[..2], &[]);
         assert_eq!(t.flows[0].packets[0].end, "last seen at node/eth0 in");
     }
@@ -1356,7 +1356,7 @@ traffic:
 
     #[test]
     fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
         let t = build(&sc, &tunnel_frames(), &[]);
         assert!(t.other.is_empty(), "{}", t.to_yaml());
         assert_eq!(t.undecodable, 0);
@@ -1484,7 +1484,7 @@ traffic:
         // Retransmission-free, yet the outer TTL (64) is above the TTL the
         // packet had on the TUN (63), and only the TUN hops and the
         // tunnel hops are captured: still one path per packet.
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
         let frames: Vec<Captured> = tunnel_frames()
             .into_iter()
             .filter(|f| f.ifname == "tun0" || f.ifname == "eth0" && f.host.starts_with("node"))
@@ -1520,7 +1520,7 @@ traffic:
         // The step runs on node-a itself and only the underlay is captured:
         // every hop is a UDP datagram, the step is TCP from port 40000.
         let sc = TUNNEL_SC.replace("from: inst-a", "from: node-a");
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", &sc).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", &sc).unwrap();
         let frames: Vec<Captured> = tunnel_frames()
             .into_iter()
             .filter(|f| f.ifname == "eth0" && f.host.starts_with("node") || f.host == "switch")
@@ -1540,7 +1540,7 @@ traffic:
 
     #[test]
     fn a_tunnel_port_datagram_without_ip_inside_is_plain_udp() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
         let (ua, ub) = ([10, 10, 1, 1], [10, 10, 1, 2]);
         // "hello" starts with 0x6, as IPv6 would; an IP packet on another
         // port is no tunnel either.
@@ -1590,7 +1590,7 @@ traffic:
 
     #[test]
     fn undecodable_frames_are_counted_not_fatal() {
-        let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
+        let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
         let mut f = frames();
         f[1].data.truncate(20);
         let t = build(&sc, &f, &[]);

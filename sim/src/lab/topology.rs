@@ -1,10 +1,15 @@
-//! Builds a scenario's hosts, bridges, links, addresses, routes, sysctls and
-//! firewalls inside the sandbox, over one rtnetlink connection per host.
+//! Builds a lab's hosts, bridges, TUNs, links, addresses, routes, sysctls
+//! and firewalls inside the sandbox, over one rtnetlink connection per
+//! host.
 //!
-//! Order: namespaces with their base sysctls → bridges → veth pairs (both
-//! ends created in one message, the peer placed straight into its host) →
-//! scenario sysctls → bridge ports, addresses, links up → routes →
-//! nftables. Hosts are worked on concurrently; the kernel does the rest.
+//! Order: namespaces with their base sysctls → bridges → TUNs → veth pairs
+//! (both ends created in one message, the peer placed straight into its
+//! host) → the lab's sysctls → bridge ports, addresses, links up → routes
+//! → links operationally up → nftables. Hosts are worked on concurrently;
+//! the kernel does the rest.
+//!
+//! Builds what the [`super::Lab`] says, checked beforehand; knows nothing
+//! of the scenario file or Oakestra, and starts no process.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,8 +23,8 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
-use crate::netns::NetNs;
-use crate::scenario::{default_bridge_mac, default_link_mac, Mac, RouteDst, Scenario};
+use super::{default_bridge_mac, default_link_mac, Cidr, Host, Lab, Mac, Route, RouteDst};
+use crate::lab::netns::NetNs;
 use crate::Error;
 
 /// A built host: its namespace and its netlink handle.
@@ -150,16 +155,49 @@ fn make_host(name: &str, ipv6: bool, rt: &tokio::runtime::Handle) -> Result<Host
     Ok(HostNs { ns, handle })
 }
 
-/// Build the whole topology of `sc`.
-pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
+/// Build the whole topology of `sc`, in the order of the module doc.
+pub async fn build(sc: &Lab) -> Result<Topology, Error> {
     let rt = tokio::runtime::Handle::current();
     let mut hosts = BTreeMap::new();
     for (name, h) in &sc.hosts {
         hosts.insert(name.clone(), make_host(name, h.ipv6, &rt)?);
     }
     let topo = Topology { hosts };
+    make_bridges(sc, &topo).await?;
+    make_tuns(sc, &topo)?;
+    make_veths(sc, &topo).await?;
+    // The lab's sysctls, now that their interfaces exist.
+    for (hname, h) in &sc.hosts {
+        for (k, v) in &h.sysctls {
+            topo.hosts[hname]
+                .ns
+                .sysctl(k, v)
+                .map_err(|source| Error::Io {
+                    what: format!("hosts.{hname}.sysctls"),
+                    source,
+                })?;
+        }
+    }
+    let per_host = sc
+        .hosts
+        .iter()
+        .map(|(hname, h)| configure_host(sc, hname, h, &topo.hosts[hname]));
+    try_join_all(per_host).await?;
+    wait_ports_up(sc, &topo).await?;
+    for (hname, h) in &sc.hosts {
+        if let Some(script) = &h.firewall {
+            load_nft(&topo.hosts[hname].ns, script).map_err(|m| {
+                Error::Failed(format!(
+                    "hosts.{hname}.firewall: nft rejected the rules:\n{m}"
+                ))
+            })?;
+        }
+    }
+    Ok(topo)
+}
 
-    // Bridges, with fixed MACs.
+/// Bridges, with fixed MACs.
+async fn make_bridges(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     let mut bridges = Vec::new();
     let mut bi = 0;
     for (hname, h) in &sc.hosts {
@@ -179,10 +217,13 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         }
     }
     try_join_all(bridges).await?;
+    Ok(())
+}
 
-    // TUNs: created persistent inside their host, so that they outlive
-    // this file descriptor and wait for the process that attaches to them;
-    // they go away with the namespace.
+/// TUNs: created persistent inside their host, so that they outlive
+/// this file descriptor and wait for the process that attaches to them;
+/// they go away with the namespace.
+fn make_tuns(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     for (hname, h) in &sc.hosts {
         for t in h.tuns.keys() {
             topo.hosts[hname]
@@ -201,8 +242,11 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
                 })?;
         }
     }
+    Ok(())
+}
 
-    // Veth pairs: created in a's host, the peer placed into b's host.
+/// Veth pairs: created in a's host, the peer placed into b's host.
+async fn make_veths(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     let veths = sc.links.iter().enumerate().map(|(i, l)| {
         let a = &topo.hosts[&l.a.host];
         let b = &topo.hosts[&l.b.host];
@@ -229,122 +273,110 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         }
     });
     try_join_all(veths).await?;
+    Ok(())
+}
 
-    // Scenario sysctls, now that their interfaces exist.
-    for (hname, h) in &sc.hosts {
-        for (k, v) in &h.sysctls {
-            topo.hosts[hname]
-                .ns
-                .sysctl(k, &v.0)
-                .map_err(|source| Error::Io {
-                    what: format!("hosts.{hname}.sysctls"),
-                    source,
-                })?;
+/// An interface of a host to configure: name, addresses, bridge, MTU.
+type Iface<'a> = (&'a str, &'a [Cidr], Option<&'a str>, Option<u32>);
+
+/// One host: `lo` up; its bridges, TUNs and link ends attached to their
+/// bridge, addressed, MTU set and up; then its routes.
+async fn configure_host(sc: &Lab, hname: &str, h: &Host, host: &HostNs) -> Result<(), Error> {
+    let lo = host.index_of("lo").await?;
+    host.set(
+        format!("host {hname}: lo up"),
+        LinkUnspec::new_with_index(lo).up(),
+    )
+    .await?;
+    let mut ifaces: Vec<Iface> = Vec::new();
+    for (b, br) in &h.bridges {
+        ifaces.push((b, &br.addr, None, None));
+    }
+    for (t, tun) in &h.tuns {
+        ifaces.push((t, &tun.addr, None, tun.mtu));
+    }
+    for l in &sc.links {
+        for e in [&l.a, &l.b] {
+            if e.host == hname {
+                ifaces.push((&e.ifname, &e.addr, e.bridge.as_deref(), e.mtu));
+            }
         }
     }
-
-    // Per host: bridge ports, addresses, up, routes.
-    let per_host = sc.hosts.iter().map(|(hname, h)| {
-        let host = &topo.hosts[hname];
-        async move {
-            let lo = host.index_of("lo").await?;
+    for (ifname, addrs, bridge, mtu) in ifaces {
+        let idx = host.index_of(ifname).await?;
+        if let Some(b) = bridge {
+            let bidx = host.index_of(b).await?;
             host.set(
-                format!("host {hname}: lo up"),
-                LinkUnspec::new_with_index(lo).up(),
+                format!("host {hname}: attach {ifname} to bridge {b}"),
+                LinkUnspec::new_with_index(idx).controller(bidx),
             )
             .await?;
-            type Iface<'a> = (
-                &'a str,
-                &'a [crate::scenario::Cidr],
-                Option<&'a str>,
-                Option<u32>,
-            );
-            let mut ifaces: Vec<Iface> = Vec::new();
-            for (b, br) in &h.bridges {
-                ifaces.push((b, &br.addr, None, None));
-            }
-            for (t, tun) in &h.tuns {
-                ifaces.push((t, &tun.addr, None, tun.mtu));
-            }
-            for l in &sc.links {
-                for e in [&l.a, &l.b] {
-                    if &e.host == hname {
-                        ifaces.push((&e.ifname, &e.addr, e.bridge.as_deref(), e.mtu));
-                    }
-                }
-            }
-            for (ifname, addrs, bridge, mtu) in ifaces {
-                let idx = host.index_of(ifname).await?;
-                if let Some(b) = bridge {
-                    let bidx = host.index_of(b).await?;
-                    host.set(
-                        format!("host {hname}: attach {ifname} to bridge {b}"),
-                        LinkUnspec::new_with_index(idx).controller(bidx),
-                    )
-                    .await?;
-                }
-                for a in addrs {
-                    host.handle
-                        .address()
-                        .add(idx, a.addr, a.prefix)
-                        .execute()
-                        .await
-                        .map_err(nl(format!("host {hname}: add address {a} to {ifname}")))?;
-                }
-                if let Some(m) = mtu {
-                    host.set(
-                        format!("host {hname}: {ifname} mtu {m}"),
-                        LinkUnspec::new_with_index(idx).mtu(m),
-                    )
-                    .await?;
-                }
-                host.set(
-                    format!("host {hname}: {ifname} up"),
-                    LinkUnspec::new_with_index(idx).up(),
-                )
-                .await?;
-            }
-            for (i, r) in h.routes.iter().enumerate() {
-                let what = format!("hosts.{hname}.routes[{i}]");
-                let v6 = match (&r.to, &r.via) {
-                    (RouteDst::Prefix(p), _) => p.addr.is_ipv6(),
-                    (RouteDst::Default, Some(v)) => v.is_ipv6(),
-                    (RouteDst::Default, None) => false,
-                };
-                let (dst, len) = match r.to {
-                    RouteDst::Prefix(p) => (p.addr, p.prefix),
-                    RouteDst::Default if v6 => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-                    RouteDst::Default => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                };
-                let mut b = RouteMessageBuilder::<IpAddr>::new()
-                    .destination_prefix(dst, len)
-                    .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
-                if let Some(v) = r.via {
-                    b = b
-                        .gateway(v)
-                        .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
-                }
-                if let Some(d) = &r.dev {
-                    b = b.output_interface(host.index_of(d).await?);
-                }
-                host.handle
-                    .route()
-                    .add(b.build())
-                    .execute()
-                    .await
-                    .map_err(nl(what))?;
-            }
-            Ok::<(), Error>(())
         }
-    });
-    try_join_all(per_host).await?;
+        for a in addrs {
+            host.handle
+                .address()
+                .add(idx, a.addr, a.prefix)
+                .execute()
+                .await
+                .map_err(nl(format!("host {hname}: add address {a} to {ifname}")))?;
+        }
+        if let Some(m) = mtu {
+            host.set(
+                format!("host {hname}: {ifname} mtu {m}"),
+                LinkUnspec::new_with_index(idx).mtu(m),
+            )
+            .await?;
+        }
+        host.set(
+            format!("host {hname}: {ifname} up"),
+            LinkUnspec::new_with_index(idx).up(),
+        )
+        .await?;
+    }
+    for (i, r) in h.routes.iter().enumerate() {
+        add_route(host, &format!("hosts.{hname}.routes[{i}]"), r).await?;
+    }
+    Ok(())
+}
 
-    // The kernel acts on a link's carrier coming up only when its link
-    // watch reports it, in batches up to a second apart: until then a
-    // bridge does not forward through the port, and IPv6 does not start on
-    // the link. Wait for every bridge port, and every link end of an IPv6
-    // host, to be operationally up before any traffic (the bridge updates
-    // its port under the same lock, before the state is visible).
+async fn add_route(host: &HostNs, what: &str, r: &Route) -> Result<(), Error> {
+    let v6 = match (&r.to, &r.via) {
+        (RouteDst::Prefix(p), _) => p.addr.is_ipv6(),
+        (RouteDst::Default, Some(v)) => v.is_ipv6(),
+        (RouteDst::Default, None) => false,
+    };
+    let (dst, len) = match r.to {
+        RouteDst::Prefix(p) => (p.addr, p.prefix),
+        RouteDst::Default if v6 => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        RouteDst::Default => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    };
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst, len)
+        .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+    if let Some(v) = r.via {
+        b = b
+            .gateway(v)
+            .map_err(|e| Error::Failed(format!("{what}: {e}")))?;
+    }
+    if let Some(d) = &r.dev {
+        b = b.output_interface(host.index_of(d).await?);
+    }
+    host.handle
+        .route()
+        .add(b.build())
+        .execute()
+        .await
+        .map_err(nl(what))?;
+    Ok(())
+}
+
+/// The kernel acts on a link's carrier coming up only when its link
+/// watch reports it, in batches up to a second apart: until then a
+/// bridge does not forward through the port, and IPv6 does not start on
+/// the link. Wait for every bridge port, and every link end of an IPv6
+/// host, to be operationally up before any traffic (the bridge updates
+/// its port under the same lock, before the state is visible).
+async fn wait_ports_up(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     let v6 = sc.hosts.iter().map(|(hname, h)| {
         let host = &topo.hosts[hname];
         let ends: Vec<&str> = sc
@@ -360,17 +392,7 @@ pub async fn build(sc: &Scenario) -> Result<Topology, Error> {
         }
     });
     try_join_all(v6).await?;
-
-    for (hname, h) in &sc.hosts {
-        if let Some(script) = &h.firewall {
-            load_nft(&topo.hosts[hname].ns, script).map_err(|m| {
-                Error::Failed(format!(
-                    "hosts.{hname}.firewall: nft rejected the rules:\n{m}"
-                ))
-            })?;
-        }
-    }
-    Ok(topo)
+    Ok(())
 }
 
 /// Load an nftables script inside a host with `nft -f -`.

@@ -1,14 +1,18 @@
-//! Processes of a scenario: started inside their host, checked for
-//! readiness, stopped at the end of the run (and killed with the run's pid
-//! namespace whatever happens).
+//! Processes of a lab: started inside their host, checked for readiness,
+//! stopped at the end of the run (and killed with the run's pid namespace
+//! whatever happens). The net manager and gateway binaries are found next
+//! to the running executable (or by `$HOPLAB_NETMANAGER`,
+//! `$HOPLAB_GATEWAY`) and given their command lines by [`super::dataplane`].
+//!
+//! Knows how to start and watch a process, not why the lab has it.
 
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::netns::NetNs;
-use crate::scenario::Process;
+use super::{Process, Ready};
+use crate::lab::netns::NetNs;
 use crate::Error;
 
 pub struct Running {
@@ -34,11 +38,10 @@ fn checks(p: &Process, out: &Path) -> Vec<Check> {
         return vec![Check::UnixSocket(g.control(&out.join("ctl")))];
     }
     if let Some(r) = &p.ready {
-        let c = match (r.tcp_listen, r.udp_bound, r.delay_ms) {
-            (Some(t), _, _) => Check::TcpListen(t),
-            (_, Some(u), _) => Check::UdpBound(u),
-            (_, _, Some(d)) => Check::DelayMs(d),
-            _ => unreachable!("validated: one readiness check"),
+        let c = match *r {
+            Ready::TcpListen(t) => Check::TcpListen(t),
+            Ready::UdpBound(u) => Check::UdpBound(u),
+            Ready::DelayMs(d) => Check::DelayMs(d),
         };
         return vec![c];
     }
@@ -163,7 +166,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
             if ready {
                 break;
             }
-            if crate::sandbox::interrupted() {
+            if crate::lab::sandbox::interrupted() {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::Interrupted);

@@ -9,6 +9,9 @@
 //! pushed as `invalidate <ip>`. Managers are threads of the harness: they
 //! are not the system under test. Every query is logged to
 //! `<out>/logs/control-plane.log`.
+//!
+//! Serves the expansion's [`super::Plan`]; knows nothing of the file, and
+//! of the lab only where the run's `ctl/` and `logs/` are.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +25,7 @@ use std::time::Duration;
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{Resolution, ResolveError};
 
-use crate::cluster::Plan;
+use super::plan::Plan;
 use crate::Error;
 
 const ROOT: &str = "root";

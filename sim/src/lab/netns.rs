@@ -9,6 +9,8 @@
 //! short-lived thread of its own ([`NetNs::run`]): sockets, TUN devices and
 //! netlink connections created there stay bound to the host after the thread
 //! ends, and the caller's thread never changes namespace.
+//!
+//! Knows namespaces and threads, not hosts' contents.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -78,20 +80,24 @@ impl NetNs {
     }
 
     /// A command that runs inside this namespace (it enters before exec).
+    /// Its pre-exec hook owns a duplicate of the namespace's descriptor, so
+    /// the command may outlive `self`; if the duplicate cannot be made,
+    /// spawning the command fails with that error.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        let fd = self.raw_fd();
-        // SAFETY: between fork and exec the child only calls setns(2), which
-        // is async-signal-safe; `fd` is owned by `self`, open for as long as
-        // the caller can spawn the command.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let fd: Result<OwnedFd, i32> = self
+            .fd
+            .try_clone()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF));
+        let enter = move || match &fd {
+            Ok(fd) => setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from),
+            Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+        };
+        // SAFETY: between fork and exec the hook only calls setns(2), which
+        // is async-signal-safe, or builds an error without allocating; the
+        // descriptor it uses is its own (close-on-exec), as long-lived as
+        // the command.
+        unsafe { cmd.pre_exec(enter) };
         cmd
     }
 }

@@ -1,13 +1,17 @@
 //! Built-in traffic injectors: a TCP, UDP or ICMP echo client with a fixed
 //! source port (ICMP: identifier) and a known payload, run inside its host.
+//! Waits are sliced so an interrupt ends a step within 50 ms.
+//!
+//! Knows a step's destination and expectation, not how the lab was built.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use hoplab_dataplane::netmanager::checksum::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::scenario::{Expect, Proto, Step};
+use super::{Expect, Proto, Step};
 
 /// What a step saw, in words that are the same on every run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +71,7 @@ fn classify(e: std::io::Error) -> Observed {
 /// Waits are cut into slices so that `cancelled` is checked at least every
 /// [`SLICE`]; a cancelled step reports what it saw so far.
 pub fn run_step(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> Observed {
-    let t = step.target().expect("validated");
+    let t = step.target;
     let w = Wait {
         deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
         cancelled,
@@ -204,30 +208,26 @@ fn icmp(to: IpAddr, ident: u16, step: &Step, w: &Wait) -> std::io::Result<Observ
     pkt.extend_from_slice(&seq.to_be_bytes());
     pkt.extend_from_slice(step.payload.as_bytes());
     if v4 {
-        let c = internet_checksum(&pkt);
+        let c = checksum(0, &pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     } // ICMPv6: the kernel fills in the checksum on raw ICMPv6 sockets.
     s.send_to(&pkt, &SocketAddr::new(to, 0).into())?;
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
+    let mut buf = vec![0u8; 65536];
     loop {
-        let Some((n, _)) = w.read(|t| {
+        let Some(n) = w.read(|t| {
             s.set_read_timeout(Some(t))?;
-            s.recv_from(&mut buf)
+            (&s).read(&mut buf)
         })?
         else {
             return Ok(Observed::Silence);
         };
-        // SAFETY: recv_from initialised the first `n` bytes.
-        let data: Vec<u8> = buf[..n]
-            .iter()
-            .map(|b| unsafe { b.assume_init() })
-            .collect();
+        let data = &buf[..n];
         // Raw IPv4 sockets deliver the IP header too.
         let icmp = if v4 {
             let ihl = ((data.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
             data.get(ihl..).unwrap_or(&[])
         } else {
-            &data[..]
+            data
         };
         if icmp.len() < 8 {
             continue;
@@ -244,30 +244,14 @@ fn icmp(to: IpAddr, ident: u16, step: &Step, w: &Wait) -> std::io::Result<Observ
     }
 }
 
-/// RFC 1071 Internet checksum.
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from(c[0]) << 8
-        };
-        sum += u32::from(w);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn checksum_of_rfc1071_example() {
-        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2, checksum 220d.
+        // The checksum of the ICMPv4 echo requests. RFC 1071 section 3:
+        // 0001 f203 f4f5 f6f7 sums to ddf2, checksum 220d.
         assert_eq!(
-            super::internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            super::checksum(0, &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
             0x220d
         );
     }

@@ -16,6 +16,9 @@
 //! them. It goes away with the last process of the run. What the caller's
 //! uid cannot open outside (`/dev/net/tun`) stays closed inside: [`check`]
 //! says so before anything is made.
+//!
+//! Knows namespaces, signals and the TUN device's rights; not what a lab
+//! holds beyond whether it makes TUNs.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -24,10 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
 use nix::sys::signal::{self, SigHandler, Signal};
-use nix::unistd::{access, getegid, geteuid, getuid, AccessFlags};
+use nix::unistd::{access, getegid, geteuid, getuid, AccessFlags, Pid};
 
-use crate::scenario::Scenario;
+use super::Lab;
 use crate::Error;
 
 /// Set in the environment of the sandboxed child.
@@ -42,8 +46,11 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::Relaxed);
     if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        // kill(2) is async-signal-safe; the handler is installed for
+        // SIGINT, SIGTERM and SIGHUP only, which all convert.
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = signal::kill(Pid::from_raw(pid), sig);
+        }
     }
 }
 
@@ -69,7 +76,7 @@ fn rootless() -> bool {
 /// Whether `sc` makes TUN devices: its hosts' `tuns` (the expansion of
 /// clusters and the gateway adds the ones net managers and gateways attach
 /// to).
-fn needs_tun(sc: &Scenario) -> bool {
+fn needs_tun(sc: &Lab) -> bool {
     sc.hosts.values().any(|h| !h.tuns.is_empty())
 }
 
@@ -80,7 +87,7 @@ fn needs_tun(sc: &Scenario) -> bool {
 /// A rootless run opens `/dev/net/tun` as root of its user namespace, which
 /// has no rights over files of unmapped owners: the caller's own access is
 /// what counts, checked here with access(2).
-pub fn check(sc: &Scenario) -> Result<(), Error> {
+pub fn check(sc: &Lab) -> Result<(), Error> {
     if !rootless() || !needs_tun(sc) {
         return Ok(());
     }
@@ -223,19 +230,14 @@ pub fn reexec() -> Result<i32, Error> {
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| refused("unshare(CLONE_NEWPID)", e))?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1)).env(ENV, "1");
+    let enter = || -> std::io::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)?;
+        prctl::set_pdeathsig(Signal::SIGKILL)?;
+        Ok(())
+    };
     // SAFETY: only async-signal-safe syscalls (unshare, prctl) run between
-    // fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // fork and exec, and the errors they return need no allocation.
+    unsafe { cmd.pre_exec(enter) };
     let mut child = cmd.spawn().map_err(|source| match source.raw_os_error() {
         Some(libc::EPERM) if rootless => userns_refused(
             "unshare(CLONE_NEWNET | CLONE_NEWNS) in the run's process",

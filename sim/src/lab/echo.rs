@@ -1,6 +1,8 @@
 //! The built-in echo server (`hoplab __echo --tcp P --udp P`): a real
 //! process in its host that sends back every byte it gets, for TCP until the
 //! peer closes, for UDP one datagram for one.
+//!
+//! Knows sockets only: nothing of the lab or the run.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};

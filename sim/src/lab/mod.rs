@@ -1,0 +1,265 @@
+//! The lab a scenario runs in, and what builds and runs it.
+//!
+//! The model ([`Lab`]): hosts with their sysctls, bridges, TUNs, routes,
+//! firewall script and processes; veth links between hosts; the traffic
+//! steps; the interfaces to capture. Plain: no file, no field defaults, no
+//! Oakestra term (`crate::oakestra` expands those into it). The lab keeps
+//! the file's order: the file's own links and steps come first, at their
+//! index in the file, so a lab path (`links[2].b`) is the file's.
+//!
+//! What builds and runs it: [`sandbox`] (the run's namespaces),
+//! [`netns`] (a host's namespace), [`topology`] (netlink, nftables),
+//! [`process`] (start, readiness, stop), [`traffic`] (built-in clients),
+//! [`echo`] (built-in echo server), [`dataplane`] (the net manager's and
+//! gateway's command lines), [`gateway_ctl`] (the gateway's control socket),
+//! [`check`] (a lab is whole: every reference resolves).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub mod check;
+pub mod dataplane;
+pub mod echo;
+pub mod gateway_ctl;
+pub mod netns;
+pub mod process;
+pub mod sandbox;
+pub mod topology;
+pub mod traffic;
+
+pub use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
+use dataplane::{GatewayArgs, NetManagerArgs};
+
+/// A lab: everything a run builds, starts and sends.
+#[derive(Debug, Clone, Default)]
+pub struct Lab {
+    /// The scenario's name.
+    pub name: String,
+    pub hosts: BTreeMap<String, Host>,
+    pub links: Vec<Link>,
+    pub traffic: Vec<Step>,
+    pub capture: Capture,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    /// Per-namespace sysctls (`net.*`), applied once the links exist.
+    pub sysctls: BTreeMap<String, String>,
+    /// IPv6 on (off: no DAD, router or multicast noise).
+    pub ipv6: bool,
+    pub bridges: BTreeMap<String, Bridge>,
+    /// TUN devices (persistent, no packet information header).
+    pub tuns: BTreeMap<String, Tun>,
+    pub routes: Vec<Route>,
+    /// An nftables script loaded with `nft -f -` inside the host.
+    pub firewall: Option<String>,
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Bridge {
+    pub addr: Vec<Cidr>,
+    pub mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tun {
+    pub addr: Vec<Cidr>,
+    /// Interface MTU (default: the kernel's, 1500).
+    pub mtu: Option<u32>,
+}
+
+/// A veth pair: `a` and `b` are its two ends.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub a: End,
+    pub b: End,
+}
+
+#[derive(Debug, Clone)]
+pub struct End {
+    pub host: String,
+    pub ifname: String,
+    pub addr: Vec<Cidr>,
+    /// Default: [`default_link_mac`].
+    pub mac: Option<Mac>,
+    /// Enslaved to this bridge of its host.
+    pub bridge: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+impl End {
+    /// An end with these addresses and nothing else set.
+    pub fn new(host: &str, ifname: &str, addr: Vec<Cidr>) -> End {
+        End {
+            host: host.to_string(),
+            ifname: ifname.to_string(),
+            addr,
+            mac: None,
+            bridge: None,
+            mtu: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub to: RouteDst,
+    pub via: Option<IpAddr>,
+    pub dev: Option<String>,
+}
+
+impl Route {
+    /// `to` via the gateway `gw`.
+    pub fn via(to: RouteDst, gw: impl Into<IpAddr>) -> Route {
+        Route {
+            to,
+            via: Some(gw.into()),
+            dev: None,
+        }
+    }
+
+    /// `to` out of interface `dev`.
+    pub fn dev(to: RouteDst, dev: &str) -> Route {
+        Route {
+            to,
+            via: None,
+            dev: Some(dev.to_string()),
+        }
+    }
+}
+
+/// A process of a host: exactly one of `cmd`, `echo`, `netmanager`,
+/// `gateway` is set.
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    pub name: String,
+    /// A command line, run inside the host.
+    pub cmd: Option<Vec<String>>,
+    /// The built-in echo server.
+    pub echo: Option<Echo>,
+    pub ready: Option<Ready>,
+    pub ready_timeout_ms: u64,
+    /// A worker node's net manager.
+    pub netmanager: Option<NetManagerArgs>,
+    /// The gateway.
+    pub gateway: Option<GatewayArgs>,
+}
+
+impl Process {
+    /// The built-in echo server on these ports.
+    pub fn echo(e: &Echo) -> Process {
+        Process {
+            name: "echo".into(),
+            echo: Some(e.clone()),
+            ready_timeout_ms: 5000,
+            ..Process::default()
+        }
+    }
+}
+
+/// When a process counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP socket listens on this port in the host.
+    TcpListen(u16),
+    /// A UDP socket is bound to this port in the host.
+    UdpBound(u16),
+    /// After this long.
+    DelayMs(u64),
+}
+
+/// One traffic step: a client in `from` talks to `target` and checks the
+/// answer; before it, the control actions.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub from: String,
+    pub proto: Proto,
+    /// The destination as written (`ip:port`, or an address for ICMP).
+    pub to: String,
+    pub target: Target,
+    /// Client source port (ICMP: echo identifier); see [`Step::source_port`].
+    pub sport: Option<u16>,
+    pub payload: String,
+    pub expect: Expect,
+    pub timeout_ms: u64,
+    /// This service manager fails every query from now on.
+    pub fail_manager: Option<String>,
+    /// The service managers push `invalidate` for these service IPs.
+    pub invalidate: Vec<IpAddr>,
+    /// The gateway adds these exposures.
+    pub expose: Vec<Expose>,
+    /// The gateway removes these exposures.
+    pub unexpose: Vec<Unexpose>,
+}
+
+impl Step {
+    /// The client source port (or ICMP identifier) of step `index`: its
+    /// own, else 40000 + `index`.
+    pub fn source_port(&self, index: usize) -> u16 {
+        self.sport.unwrap_or(40000 + index as u16)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// `host/ifname` to capture; empty means every interface except `lo`.
+    pub interfaces: Vec<String>,
+    /// Time to let the last packets settle before the capture is drained.
+    pub settle_ms: u64,
+}
+
+/// The MAC of end `side` (0 = a, 1 = b) of link `index` when none is given:
+/// locally administered, `02:68:6c:II:II:0S`.
+pub fn default_link_mac(index: usize, side: usize) -> Mac {
+    Mac([
+        0x02,
+        0x68,
+        0x6c,
+        (index >> 8) as u8,
+        index as u8,
+        side as u8 + 1,
+    ])
+}
+
+/// The MAC of the `index`th bridge (in host, then name order) when none is given.
+pub fn default_bridge_mac(index: usize) -> Mac {
+    Mac([0x02, 0x68, 0x62, (index >> 8) as u8, index as u8, 0])
+}
+
+impl Lab {
+    /// Every capturable interface, `host/ifname`, in a stable order.
+    pub fn capture_interfaces(&self) -> Vec<(String, String)> {
+        if !self.capture.interfaces.is_empty() {
+            return self
+                .capture
+                .interfaces
+                .iter()
+                .map(|c| {
+                    let (h, i) = c.split_once('/').expect("validated");
+                    (h.to_string(), i.to_string())
+                })
+                .collect();
+        }
+        let mut out = Vec::new();
+        for (h, host) in &self.hosts {
+            let mut names: Vec<&str> = host
+                .bridges
+                .keys()
+                .chain(host.tuns.keys())
+                .map(|s| s.as_str())
+                .collect();
+            for l in &self.links {
+                for e in [&l.a, &l.b] {
+                    if &e.host == h {
+                        names.push(&e.ifname);
+                    }
+                }
+            }
+            names.sort();
+            out.extend(names.into_iter().map(|n| (h.clone(), n.to_string())));
+        }
+        out
+    }
+}

@@ -1,0 +1,285 @@
+//! The scenario file's schema v1 as the user writes it (serde, unknown
+//! fields denied): hosts, links, traffic steps, capture, and the Oakestra
+//! sections (in [`super::services`]). See `scenarios/README.md`.
+//!
+//! Only the text's shape: no defaults derived from other sections, no
+//! addresses allocated, nothing about how a lab is built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::services::{Cluster, External, Gateway, Service};
+use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Schema version; must be 1.
+    pub version: u32,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Host>,
+    #[serde(default)]
+    pub links: Vec<Link>,
+    #[serde(default)]
+    pub traffic: Vec<Step>,
+    #[serde(default)]
+    pub capture: Capture,
+    /// Oakestra clusters of worker nodes.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Services with their service IPs and instances placed on nodes.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// The gateway: which worker node runs it, what it exposes.
+    #[serde(default)]
+    pub gateway: Option<Gateway>,
+    /// Hosts outside the Oakestra network, behind the `internet` router.
+    #[serde(default)]
+    pub externals: Vec<External>,
+    /// Name of the scenario: the file stem, filled in by [`super::parse`].
+    #[serde(skip)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Per-namespace sysctls (`net.*` only), applied before links are made.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, Scalar>,
+    /// Keep IPv6 on. Off by default: no DAD, router or multicast noise.
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub bridges: BTreeMap<String, Bridge>,
+    /// TUN devices (persistent, no packet information header), for the
+    /// processes that attach to them.
+    #[serde(default)]
+    pub tuns: BTreeMap<String, Tun>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// An nftables script loaded with `nft -f -` inside the host.
+    #[serde(default)]
+    pub firewall: Option<String>,
+    #[serde(default)]
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    #[serde(default)]
+    pub addr: Vec<Cidr>,
+    #[serde(default)]
+    pub mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tun {
+    #[serde(default)]
+    pub addr: Vec<Cidr>,
+    /// Interface MTU (default: the kernel's, 1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// A veth pair: `a` and `b` are its two ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub a: End,
+    pub b: End,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    pub host: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub addr: Vec<Cidr>,
+    #[serde(default)]
+    pub mac: Option<Mac>,
+    /// Enslave this end to a bridge of its host.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// Interface MTU (default: the kernel's, 1500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `default` or a prefix such as `10.96.0.0/16`.
+    pub to: RouteDst,
+    #[serde(default)]
+    pub via: Option<IpAddr>,
+    #[serde(default)]
+    pub dev: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    pub name: String,
+    /// A command line, run inside the host.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// hoplab's built-in echo server instead of a command.
+    #[serde(default)]
+    pub echo: Option<Echo>,
+    /// When the process counts as ready. Built-in echo servers need none.
+    #[serde(default)]
+    pub ready: Option<Ready>,
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_ms: u64,
+}
+
+fn default_ready_timeout() -> u64 {
+    5000
+}
+
+/// When a process counts as ready: give exactly one of the fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ready {
+    /// A TCP socket listens on this port in the host.
+    #[serde(default)]
+    pub tcp_listen: Option<u16>,
+    /// A UDP socket is bound to this port in the host.
+    #[serde(default)]
+    pub udp_bound: Option<u16>,
+    /// Wait this long; for processes with nothing to observe.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+impl Ready {
+    pub(super) fn count(&self) -> usize {
+        usize::from(self.tcp_listen.is_some())
+            + usize::from(self.udp_bound.is_some())
+            + usize::from(self.delay_ms.is_some())
+    }
+}
+
+/// One traffic step: a client in `from` talks to `to` and checks the answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    pub from: String,
+    pub proto: Proto,
+    /// `ip:port` for TCP and UDP (`[v6]:port`), a bare address for ICMP.
+    pub to: String,
+    /// Client source port (ICMP: echo identifier). Default 40000 + step index.
+    #[serde(default)]
+    pub sport: Option<u16>,
+    #[serde(default = "default_payload")]
+    pub payload: String,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default = "default_step_timeout")]
+    pub timeout_ms: u64,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// fails every query from now on.
+    #[serde(default)]
+    pub fail_manager: Option<String>,
+    /// Before the step: the service managers push `invalidate` for these
+    /// service IPs to every net manager that asked for them (as when an
+    /// instance is rescheduled).
+    #[serde(default)]
+    pub invalidate: Vec<IpAddr>,
+    /// Before the step: the gateway adds these exposures (and opens its
+    /// firewall for them).
+    #[serde(default)]
+    pub expose: Vec<Expose>,
+    /// Before the step: the gateway removes these exposures (and their
+    /// flows, and closes its firewall for them).
+    #[serde(default)]
+    pub unexpose: Vec<Unexpose>,
+}
+
+fn default_payload() -> String {
+    "hoplab".to_string()
+}
+fn default_step_timeout() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    /// `host/ifname` to capture; empty means every interface except `lo`.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Time to let the last packets settle before the capture is drained.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+}
+
+fn default_settle() -> u64 {
+    50
+}
+
+/// A YAML scalar taken as text (sysctl values may be written `1` or `"1"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(if v { "1" } else { "0" }.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Step {
+    /// The destination; validated by [`super::parse`] so this cannot fail afterwards.
+    pub fn target(&self) -> Result<Target, String> {
+        if self.proto == Proto::Icmp {
+            let addr: IpAddr = self
+                .to
+                .parse()
+                .map_err(|_| format!("`{}` is not an IP address (ICMP takes no port)", self.to))?;
+            return Ok(Target { addr, port: 0 });
+        }
+        let sa: std::net::SocketAddr = self
+            .to
+            .parse()
+            .map_err(|_| format!("`{}` is not ip:port (IPv6: [addr]:port)", self.to))?;
+        Ok(Target {
+            addr: sa.ip(),
+            port: sa.port(),
+        })
+    }
+
+    /// The client source port (or ICMP identifier) of step `index`.
+    pub fn source_port(&self, index: usize) -> u16 {
+        self.sport.unwrap_or(40000 + index as u16)
+    }
+}

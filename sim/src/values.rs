@@ -1,0 +1,282 @@
+//! Plain values the scenario file, the Oakestra expansion and the lab
+//! share: addresses with prefix lengths, route destinations, MACs,
+//! protocols, what a step expects back, echo ports, exposures, and the
+//! naming rules of hosts and interfaces. Each reads itself from YAML
+//! (serde) and prints itself back.
+//!
+//! A leaf: it knows no scenario section, no Oakestra term and no lab.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// Something wrong at a field path of the scenario file (`links[2].b.host`),
+/// before it is located in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+/// `Err(Invalid)` for `field`.
+pub fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Linux limits interface names to 15 bytes.
+const IFNAMSIZ_MAX: usize = 15;
+
+/// An interface name the kernel takes.
+pub fn check_ifname(field: String, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > IFNAMSIZ_MAX {
+        return bad(
+            field,
+            format!("interface name `{name}` must be 1 to 15 bytes"),
+        );
+    }
+    if name.contains(['/', ' ', ':']) || name == "." || name == ".." {
+        return bad(
+            field,
+            format!("interface name `{name}` may not contain '/', ':' or spaces"),
+        );
+    }
+    Ok(())
+}
+
+/// A name of 1 to `max` characters of `[A-Za-z0-9_-]`.
+pub fn check_name_len(field: String, name: &str, max: usize) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return bad(
+            field,
+            format!("name `{name}` must be 1-{max} of [A-Za-z0-9_-]"),
+        );
+    }
+    Ok(())
+}
+
+/// A host, process or step name: 1 to 32 of `[A-Za-z0-9_-]`.
+pub fn check_name(field: String, name: &str) -> Result<(), Invalid> {
+    check_name_len(field, name, 32)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Echo {
+    #[serde(default)]
+    pub tcp: Vec<u16>,
+    #[serde(default)]
+    pub udp: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+        })
+    }
+}
+
+/// What a step expects back: `echo`, `silence`, `refused`, or `{reply: TEXT}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// The reply equals the payload.
+    #[default]
+    Echo,
+    /// The reply equals this text.
+    Reply(String),
+    /// No reply within the timeout (the packet is dropped on its way).
+    Silence,
+    /// TCP: the connection is refused (RST); UDP/ICMP: an ICMP error comes back.
+    Refused,
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Expect;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("echo, silence, refused or {reply: TEXT}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Expect, E> {
+                match v {
+                    "echo" => Ok(Expect::Echo),
+                    "silence" => Ok(Expect::Silence),
+                    "refused" => Ok(Expect::Refused),
+                    _ => Err(E::unknown_variant(
+                        v,
+                        &["echo", "silence", "refused", "reply"],
+                    )),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Expect, A::Error> {
+                let Some(k) = m.next_key::<String>()? else {
+                    return Err(de::Error::custom("empty map: write {reply: TEXT}"));
+                };
+                if k != "reply" {
+                    return Err(de::Error::unknown_field(&k, &["reply"]));
+                }
+                let t: String = m.next_value()?;
+                if m.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("write only {reply: TEXT}"));
+                }
+                Ok(Expect::Reply(t))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Echo => f.write_str("echo"),
+            Expect::Reply(t) => write!(f, "reply {t:?}"),
+            Expect::Silence => f.write_str("silence"),
+            Expect::Refused => f.write_str("refused"),
+        }
+    }
+}
+
+macro_rules! from_str_deserialize {
+    ($t:ty, $what:expr) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse()
+                    .map_err(|e: String| de::Error::custom(format!("{}: {e}", $what)))
+            }
+        }
+    };
+}
+
+/// An interface address with its prefix length, `10.0.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` has no prefix length (write it as addr/len)"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("`{p}` is not a prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("prefix length {prefix} is over {max}"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+from_str_deserialize!(Cidr, "bad address");
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteDst {
+    Default,
+    Prefix(Cidr),
+}
+impl FromStr for RouteDst {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "default" {
+            Ok(RouteDst::Default)
+        } else {
+            s.parse().map(RouteDst::Prefix)
+        }
+    }
+}
+from_str_deserialize!(RouteDst, "bad route destination");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut m = [0u8; 6];
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("`{s}` is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        }
+        for (i, p) in parts.iter().enumerate() {
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
+        }
+        if m[0] & 1 == 1 {
+            return Err(format!("`{s}` is a multicast MAC address"));
+        }
+        Ok(Mac(m))
+    }
+}
+from_str_deserialize!(Mac, "bad MAC");
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// Where a traffic step sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// One Exposed Services entry: `proto` `port` on the public address leads
+/// to `service` (a service IP and port).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expose {
+    pub proto: Proto,
+    pub port: u16,
+    pub service: SocketAddr,
+}
+
+/// Removing an exposure: `proto` `port`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unexpose {
+    pub proto: Proto,
+    pub port: u16,
+    /// The IPv6 exposure of the port, not the IPv4 one.
+    #[serde(default)]
+    pub v6: bool,
+}
