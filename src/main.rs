@@ -302,7 +302,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = enter_sandbox()? {
                 return Ok(code);
             }
-            let b = run::bench_chain(hosts)?;
+            let b = hoplab_sim::bench::chain::run(hosts)?;
             println!(
                 "bare_ms={:.1} build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
                 b.bare_ms, b.build_ms, b.traffic_ms, b.teardown_ms
@@ -316,7 +316,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rounds,
             veths,
         } => {
-            use hoplab_sim::dataplane_bench::{Config, Veths};
+            use hoplab_sim::bench::dataplane::{Config, Veths};
             let veths = veths
                 .iter()
                 .map(|k| {
@@ -324,7 +324,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--veths: `{k}` is neither harness nor gso"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            sandbox::check(&hoplab_sim::dataplane_bench::scenario())?;
+            sandbox::check(&hoplab_sim::bench::dataplane::scenario())?;
             if let Some(code) = enter_sandbox()? {
                 return Ok(code);
             }
@@ -334,7 +334,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 rounds,
                 veths,
             };
-            let r = hoplab_sim::dataplane_bench::run(&cfg, &out)?;
+            let r = hoplab_sim::bench::dataplane::run(&cfg, &out)?;
             print!("{}", r.to_lines());
             Ok(ExitCode::SUCCESS)
         }

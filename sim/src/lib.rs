@@ -10,7 +10,6 @@ pub mod bench;
 pub mod capture;
 pub mod cluster;
 pub mod control_plane;
-pub mod dataplane_bench;
 pub mod echo;
 pub mod gateway;
 pub mod html;

@@ -599,7 +599,7 @@ fn bench_dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) 
     let _ = write!(
         md,
         "\n## How measured\n\n\
-         - One generated scenario (`hoplab_sim::dataplane_bench::scenario`): cluster c1 with \
+         - One generated scenario (`hoplab_sim::bench::dataplane::scenario`): cluster c1 with \
            worker nodes n1, n2 and gw (each with its bridge, TUN `nm0` and real `netmanager` \
            process, tunnel on UDP 50103; gw third, so n1's and n2's addresses are those of a \
            two-node cluster); service `local` (round robin 10.30.1.1, its one instance \
