@@ -52,6 +52,7 @@ pub fn scenario(n: usize) -> Scenario {
 }
 
 /// Timings of one chain benchmark run, in milliseconds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Baseline in the same process: create and drop `n` bare namespaces.
     pub bare_ms: f64,

@@ -93,11 +93,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 use crate::{run, sandbox, Error};
 
-pub use results::{is_gateway_drop, PathResult, Results, Sample};
+pub use results::{is_gateway_drop, PathResult, PathsCheck, Results, Sample};
 pub use scenario::{baseline_rules, scenario};
 
 use measure::{bulk, conn_rate, latency, Servers};
@@ -136,7 +138,7 @@ pub const MSG: usize = 64;
 pub const CONN_MAX: usize = 5000;
 
 /// The gateway node.
-const GW_NODE: &str = "gw";
+pub const GW_NODE: &str = "gw";
 /// The client instance, the external client and the two server hosts.
 const CLIENT: &str = "web-0";
 const EXTERNAL_CLIENT: &str = "client";
@@ -156,7 +158,7 @@ pub fn conn_secs(cfg: &Config) -> f64 {
 }
 
 /// How much to measure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     /// Bulk send time per measurement, seconds.
     pub secs: f64,
@@ -180,7 +182,8 @@ impl Default for Config {
 }
 
 /// How the scenario's veths hand TCP segments on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Veths {
     /// The harness's setting: one segment per GSO packet
     /// (`gso_max_segs 1`), as every scenario runs.
@@ -216,13 +219,20 @@ impl Veths {
 }
 
 /// One of the six measured paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Written by its letter ([`BenchPath::key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BenchPath {
+    #[serde(rename = "a")]
     Kernel,
+    #[serde(rename = "b")]
     KernelDnat,
+    #[serde(rename = "c")]
     NetManager,
+    #[serde(rename = "d")]
     Tunnel,
+    #[serde(rename = "e")]
     Gateway,
+    #[serde(rename = "f")]
     GatewayKernelDnat,
 }
 
@@ -293,7 +303,7 @@ impl BenchPath {
             ),
         };
         Target {
-            client,
+            client: client.to_string(),
             ip,
             sink_port,
             echo_port,
@@ -303,9 +313,10 @@ impl BenchPath {
 
 /// What a path's client dials: from which host, which address, which
 /// ports lead to the sink and the echo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
-    pub client: &'static str,
+    /// The client host.
+    pub client: String,
     pub ip: Ipv4Addr,
     pub sink_port: u16,
     pub echo_port: u16,
@@ -338,7 +349,7 @@ fn on_client<T: Send>(
     f: impl FnOnce() -> io::Result<T> + Send,
 ) -> Result<T, Error> {
     let t = p.target(sc);
-    topo.hosts[t.client]
+    topo.hosts[&t.client]
         .ns
         .run(f)
         .and_then(|r| r)

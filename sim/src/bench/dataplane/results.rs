@@ -1,15 +1,18 @@
 //! What a dataplane benchmark run measured, as plain data: the medians and
 //! rounds per path and veth setting, and the counters that say where the
-//! connections went. It does not measure anything nor know the scenario.
+//! connections went. The benchmark process prints [`Results`] once as
+//! JSON; `cargo xtask bench dataplane` and the tests read it back. It does
+//! not measure anything, know the scenario, or render a report.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use super::measure::median;
-use super::{BenchPath, Config, Target, Veths, GW_NODE};
+use serde::{Deserialize, Serialize};
+
+use super::{BenchPath, Config, Target, Veths};
 
 /// One measurement of one path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Sample {
     /// Bulk throughput, Gbit/s.
     pub gbps: f64,
@@ -23,7 +26,7 @@ pub struct Sample {
 }
 
 /// All rounds of one path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PathResult {
     pub path: BenchPath,
     pub veths: Veths,
@@ -56,7 +59,7 @@ impl PathResult {
 }
 
 /// What one benchmark run measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     pub config: Config,
     /// Per veth setting (in [`Config::veths`] order), the paths in
@@ -86,89 +89,56 @@ pub fn is_gateway_drop(name: &str) -> bool {
 }
 
 impl Results {
+    /// The result of path `p` with veths `v`.
     pub fn get(&self, v: Veths, p: BenchPath) -> Option<&PathResult> {
         self.paths.iter().find(|r| r.path == p && r.veths == v)
     }
 
-    fn opened(&self, p: BenchPath) -> u64 {
+    /// Connections the benchmark opened on path `p`.
+    pub fn opened(&self, p: BenchPath) -> u64 {
         self.connections.get(&p).copied().unwrap_or(0)
     }
 
-    /// Machine-readable: one line per path and veth setting, then one per
-    /// net manager, one for the gateway's drops, one for its other
-    /// counters, one checking (e) and (f) against the counters.
-    pub fn to_lines(&self) -> String {
-        let mut s = String::new();
-        let list = |f: &dyn Fn(&Sample) -> f64, rs: &[Sample]| {
-            rs.iter()
-                .map(|x| format!("{:.3}", f(x)))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let pairs = |it: &mut dyn Iterator<Item = (&String, &u64)>| {
-            let d: Vec<String> = it.map(|(k, v)| format!("{k}:{v}")).collect();
-            if d.is_empty() {
-                "none".to_string()
-            } else {
-                d.join(",")
-            }
-        };
-        for r in &self.paths {
-            let _ = write!(
-                s,
-                "path={} veths={} client={} dialled={} sink_port={} echo_port={} gbps={:.3} p50_us={:.1} p99_us={:.1} gbps_rounds={} p50_rounds={} p99_rounds={}",
-                r.path.key(),
-                r.veths.key(),
-                r.target.client,
-                r.target.ip,
-                r.target.sink_port,
-                r.target.echo_port,
-                r.median.gbps,
-                r.median.p50_us,
-                r.median.p99_us,
-                list(&|x| x.gbps, &r.rounds),
-                list(&|x| x.p50_us, &r.rounds),
-                list(&|x| x.p99_us, &r.rounds),
-            );
-            if let Some(c) = r.median.conn_per_s {
-                let _ = write!(
-                    s,
-                    " conn_per_s={c:.0} conn_rounds={}",
-                    list(&|x| x.conn_per_s.unwrap_or(0.0), &r.rounds)
-                );
-            }
-            s.push('\n');
-        }
-        for (node, drops) in &self.netmanager_drops {
-            let d: Vec<String> = drops.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-            let _ = writeln!(
-                s,
-                "netmanager={node} drops={}",
-                if d.is_empty() {
-                    "none".to_string()
-                } else {
-                    d.join(",")
-                }
-            );
-        }
-        let g = &self.gateway_counters;
-        let _ = writeln!(
-            s,
-            "gateway={GW_NODE} drops={} counters={}",
-            pairs(&mut g.iter().filter(|(k, v)| is_gateway_drop(k) && **v > 0)),
-            pairs(&mut g.iter().filter(|(k, v)| !is_gateway_drop(k) && **v > 0)),
-        );
-        let c = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
-        let _ = writeln!(
-            s,
-            "paths_check e_connections={} gateway_exposed_new={} gateway_flows_created={} f_connections={} baseline_dnat_new={} baseline_forward_new={}",
-            self.opened(BenchPath::Gateway),
-            c(g, "firewall.exposed_new"),
-            c(g, "flows_created"),
-            self.opened(BenchPath::GatewayKernelDnat),
-            c(&self.baseline_counters, "dnat_new"),
-            c(&self.baseline_counters, "forward_new"),
-        );
-        s
+    /// The gateway's non-zero counters that count dropped or refused
+    /// packets (`drops`), or the others (`!drops`).
+    pub fn gateway_nonzero(&self, drops: bool) -> BTreeMap<&str, u64> {
+        self.gateway_counters
+            .iter()
+            .filter(|(k, v)| is_gateway_drop(k) == drops && **v > 0)
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect()
     }
+
+    /// Where (e)'s and (f)'s connections went, by the counters.
+    pub fn paths_check(&self) -> PathsCheck {
+        let c = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+        let g = &self.gateway_counters;
+        PathsCheck {
+            e_connections: self.opened(BenchPath::Gateway),
+            gateway_exposed_new: c(g, "firewall.exposed_new"),
+            gateway_flows_created: c(g, "flows_created"),
+            f_connections: self.opened(BenchPath::GatewayKernelDnat),
+            baseline_dnat_new: c(&self.baseline_counters, "dnat_new"),
+            baseline_forward_new: c(&self.baseline_counters, "forward_new"),
+        }
+    }
+}
+
+/// (e)'s and (f)'s connections against the counters that saw them: each
+/// of (e)'s should be DNATed by the gateway's firewall and make a flow in
+/// the gateway; each of (f)'s DNATed and forwarded by gw's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathsCheck {
+    /// Connections opened on (e).
+    pub e_connections: u64,
+    /// New connections the gateway's firewall DNATed to it.
+    pub gateway_exposed_new: u64,
+    /// Flows the gateway created.
+    pub gateway_flows_created: u64,
+    /// Connections opened on (f).
+    pub f_connections: u64,
+    /// New connections (f)'s table DNATed.
+    pub baseline_dnat_new: u64,
+    /// First packets of (f)'s DNATed connections forwarded.
+    pub baseline_forward_new: u64,
 }

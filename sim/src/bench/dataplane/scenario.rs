@@ -209,7 +209,7 @@ mod tests {
         );
         let t = BenchPath::GatewayKernelDnat.target(&sc);
         assert_eq!(
-            (t.client, t.ip, t.sink_port, t.echo_port),
+            (t.client.as_str(), t.ip, t.sink_port, t.echo_port),
             (EXTERNAL_CLIENT, PUBLIC, 6001, 6002)
         );
     }
