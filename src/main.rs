@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hoplab_sim::bench::dataplane;
 use hoplab_sim::{run, sandbox, scenario, trace};
 
 #[derive(Parser)]
@@ -91,13 +92,13 @@ enum Cmd {
         #[arg(long, default_value = "target/bench-dataplane")]
         out: PathBuf,
         /// Bulk send time per measurement, seconds.
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = dataplane::Config::default().secs)]
         secs: f64,
         /// Recorded round trips per latency measurement.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = dataplane::Config::default().round_trips)]
         round_trips: usize,
         /// Rounds over the six paths (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = dataplane::Config::default().rounds)]
         rounds: usize,
         /// Veth settings to measure with, each round: `harness` (one
         /// segment per GSO packet, as scenarios run), `gso` (the kernel's
@@ -361,7 +362,7 @@ fn bench_dataplane(
     rounds: usize,
     veths: &[String],
 ) -> anyhow::Result<ExitCode> {
-    use hoplab_sim::bench::dataplane::{self, Config, Veths};
+    use dataplane::{Config, Veths};
     let veths = veths
         .iter()
         .map(|k| {

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use hoplab_sim::bench::chain::Timings;
 use hoplab_sim::bench::dataplane::{self, BenchPath, PathResult, Results, Veths};
 use nix::sys::resource::{getrusage, UsageWho};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::template::fill;
@@ -33,6 +34,12 @@ pub const ONE_CHAIN: &str = "__bench-one";
 struct ChainRun {
     timings: Timings,
     maxrss_kib: i64,
+}
+
+/// `what`, from the JSON a benchmark process printed.
+fn from_json<T: DeserializeOwned>(stdout: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(stdout)
+        .with_context(|| format!("{what}: {}", String::from_utf8_lossy(stdout)))
 }
 
 /// Peak resident set of the largest child reaped so far, in KiB.
@@ -58,12 +65,10 @@ pub fn one_chain(hosts: &str, hoplab: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let timings: Timings = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "the timings of __bench-chain {hosts}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
+    let timings: Timings = from_json(
+        &out.stdout,
+        &format!("the timings of __bench-chain {hosts}"),
+    )?;
     let run = ChainRun {
         timings,
         maxrss_kib: children_maxrss_kib()?,
@@ -90,8 +95,10 @@ pub fn harness(sizes: Vec<usize>) -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let run: ChainRun = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("the results of the chain of {n} hosts"))?;
+        let run: ChainRun = from_json(
+            &out.stdout,
+            &format!("the results of the chain of {n} hosts"),
+        )?;
         rows.push_str(&harness_row(n, &run, total));
     }
     let md = fill(
@@ -173,12 +180,7 @@ pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) ->
             out.join("logs").display()
         );
     }
-    let results: Results = serde_json::from_slice(&run.stdout).with_context(|| {
-        format!(
-            "the results of the dataplane benchmark: {}",
-            String::from_utf8_lossy(&run.stdout)
-        )
-    })?;
+    let results: Results = from_json(&run.stdout, "the results of the dataplane benchmark")?;
     let machine = Machine {
         cores: cores(),
         kernel: kernel(),
@@ -454,38 +456,33 @@ fn counter_vars(r: &Results) -> Vec<(&'static str, String)> {
         pairs(r.gateway_nonzero(false), ", "),
     );
     let c = r.paths_check();
-    let agree = |a: u64, b: &[u64]| {
-        if b.iter().all(|x| *x == a) {
+    // Whether every counter saw as many connections as were opened.
+    let agree = |opened: u64, seen: [u64; 2]| {
+        if seen.iter().all(|x| *x == opened) {
             "as many"
         } else {
             "**not** as many"
         }
     };
+    let e_agree = agree(
+        c.e_connections,
+        [c.gateway_exposed_new, c.gateway_flows_created],
+    );
+    let f_agree = agree(
+        c.f_connections,
+        [c.baseline_dnat_new, c.baseline_forward_new],
+    );
     vec![
         ("netmanager_drops", drops.join("; ")),
         ("gateway", gateway),
         ("e_conns", c.e_connections.to_string()),
         ("exposed", c.gateway_exposed_new.to_string()),
         ("flows", c.gateway_flows_created.to_string()),
-        (
-            "e_agree",
-            agree(
-                c.e_connections,
-                &[c.gateway_exposed_new, c.gateway_flows_created],
-            )
-            .into(),
-        ),
+        ("e_agree", e_agree.into()),
         ("f_conns", c.f_connections.to_string()),
         ("dnat", c.baseline_dnat_new.to_string()),
         ("fwd", c.baseline_forward_new.to_string()),
-        (
-            "f_agree",
-            agree(
-                c.f_connections,
-                &[c.baseline_dnat_new, c.baseline_forward_new],
-            )
-            .into(),
-        ),
+        ("f_agree", f_agree.into()),
     ]
 }
 

@@ -19,6 +19,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use hoplab_sim::bench::dataplane::Config;
 
 mod bench;
 mod junit;
@@ -87,14 +88,15 @@ enum Bench {
         /// Build in debug mode instead (numbers not meaningful).
         #[arg(long, conflicts_with = "release")]
         debug: bool,
-        /// Bulk send time per measurement, seconds.
-        #[arg(long, default_value_t = 0.8)]
+        /// How long each throughput test sends, in seconds.
+        #[arg(long, default_value_t = Config::default().secs)]
         secs: f64,
-        /// Recorded round trips per latency measurement.
-        #[arg(long, default_value_t = 2000)]
+        /// How many round trips each latency test records.
+        #[arg(long, default_value_t = Config::default().round_trips)]
         round_trips: usize,
-        /// Rounds over the six paths (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        /// How many times the six paths are measured; the report shows
+        /// medians.
+        #[arg(long, default_value_t = Config::default().rounds)]
         rounds: usize,
     },
 }

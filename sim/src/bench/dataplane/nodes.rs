@@ -75,7 +75,10 @@ pub(super) fn nft(ns: &NetNs, args: &[&str], script: Option<&str>) -> Result<Str
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The packet counts of `nft list counters`' named counters.
+/// The packet counts of `nft list counters`' named counters. The gateway
+/// binary reads its firewall's counters the same way
+/// (`src/bin/gateway/firewall.rs`), strictly and into its own names; a
+/// benchmark in the harness and a binary under test share no code.
 fn named_counters(text: &str) -> BTreeMap<String, u64> {
     let mut found = BTreeMap::new();
     let mut current: Option<&str> = None;
