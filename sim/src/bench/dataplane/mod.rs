@@ -81,6 +81,13 @@
 //! without those rules does not do. A raw-priority `notrack` rule exempts
 //! all traffic but (b)'s. On gw, the gateway's own DNAT tracks every
 //! connection of (e) and (f) alike.
+//!
+//! Here: the paths, the configuration and [`run()`], which checks and
+//! times them; [`scenario`] makes the lab, `measure` the servers and
+//! clients, `nodes` the veth, nftables and counter work on the hosts,
+//! [`Results`] what was measured. It prints nothing and writes no report:
+//! the caller prints [`Results`] (JSON), `cargo xtask bench dataplane`
+//! renders them.
 
 mod measure;
 mod nodes;
