@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hoplab_sim::bench::dataplane;
 use hoplab_sim::lab::sandbox;
 use hoplab_sim::{oakestra, run, trace};
 
@@ -78,26 +79,27 @@ enum Cmd {
         #[command(subcommand)]
         op: GatewayOp,
     },
-    /// Build a chain of N hosts, ping across its ends, tear it down; print timings.
+    /// Build a chain of N hosts, ping across its ends, tear it down; print
+    /// the timings as one line of JSON.
     #[command(name = "__bench-chain", hide = true)]
     BenchChain { hosts: usize },
     /// Measure throughput, latency and new-connection rate through six
     /// paths (kernel, kernel DNAT, net manager local, net manager over the
-    /// tunnel, gateway, kernel DNAT on the gateway node); print one line
-    /// per path.
+    /// tunnel, gateway, kernel DNAT on the gateway node); print the results
+    /// as one line of JSON.
     #[command(name = "__bench-dataplane", hide = true)]
     BenchDataplane {
         /// Where the run's logs and net manager counters go.
         #[arg(long, default_value = "target/bench-dataplane")]
         out: PathBuf,
         /// Bulk send time per measurement, seconds.
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = dataplane::Config::default().secs)]
         secs: f64,
         /// Recorded round trips per latency measurement.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = dataplane::Config::default().round_trips)]
         round_trips: usize,
         /// Rounds over the six paths (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = dataplane::Config::default().rounds)]
         rounds: usize,
         /// Veth settings to measure with, each round: `harness` (one
         /// segment per GSO packet, as scenarios run), `gso` (the kernel's
@@ -305,46 +307,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{answer}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::BenchChain { hosts } => {
-            if let Some(code) = enter_sandbox()? {
-                return Ok(code);
-            }
-            let b = run::bench_chain(hosts)?;
-            println!(
-                "bare_ms={:.1} build_ms={:.1} traffic_ms={:.1} teardown_ms={:.1}",
-                b.bare_ms, b.build_ms, b.traffic_ms, b.teardown_ms
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::BenchChain { hosts } => bench_chain(hosts),
         Cmd::BenchDataplane {
             out,
             secs,
             round_trips,
             rounds,
             veths,
-        } => {
-            use hoplab_sim::dataplane_bench::{Config, Veths};
-            let veths = veths
-                .iter()
-                .map(|k| {
-                    Veths::from_key(k)
-                        .with_context(|| format!("--veths: `{k}` is neither harness nor gso"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            sandbox::check(&hoplab_sim::dataplane_bench::scenario())?;
-            if let Some(code) = enter_sandbox()? {
-                return Ok(code);
-            }
-            let cfg = Config {
-                secs,
-                round_trips,
-                rounds,
-                veths,
-            };
-            let r = hoplab_sim::dataplane_bench::run(&cfg, &out)?;
-            print!("{}", r.to_lines());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => bench_dataplane(out, secs, round_trips, rounds, &veths),
         Cmd::Echo { tcp, udp } => {
             hoplab_sim::lab::echo::serve(&tcp, &udp).context("echo server")?;
             Ok(ExitCode::SUCCESS)
@@ -377,4 +347,46 @@ fn read_trace(path: &std::path::Path) -> anyhow::Result<trace::Trace> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     trace::Trace::from_yaml(&text)
         .with_context(|| format!("{}: not a hoplab trace", path.display()))
+}
+
+/// `__bench-chain`: in the sandbox, the chain benchmark of `hosts` hosts;
+/// its timings on stdout as one line of JSON.
+fn bench_chain(hosts: usize) -> anyhow::Result<ExitCode> {
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let t = hoplab_sim::bench::chain::run(hosts)?;
+    println!("{}", serde_json::to_string(&t)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `__bench-dataplane`: in the sandbox, the dataplane benchmark; its
+/// results on stdout as one line of JSON.
+fn bench_dataplane(
+    out: PathBuf,
+    secs: f64,
+    round_trips: usize,
+    rounds: usize,
+    veths: &[String],
+) -> anyhow::Result<ExitCode> {
+    use dataplane::{Config, Veths};
+    let veths = veths
+        .iter()
+        .map(|k| {
+            Veths::from_key(k).with_context(|| format!("--veths: `{k}` is neither harness nor gso"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    sandbox::check(&dataplane::scenario())?;
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let cfg = Config {
+        secs,
+        round_trips,
+        rounds,
+        veths,
+    };
+    let r = dataplane::run(&cfg, &out)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use hoplab_sim::bench::dataplane::{BenchPath, Results, Veths};
 
 #[test]
 fn dataplane_bench_measures_all_six_paths() {
@@ -24,31 +25,23 @@ fn dataplane_bench_measures_all_six_paths() {
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
-    let field = |line: &str, k: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no number {k}= in {line:?}"))
-    };
+    let r: Results = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not the benchmark's JSON ({e}):\n{stdout}"));
     // Every path, with the harness's veths and with GSO veths.
-    for veths in ["harness", "gso"] {
-        for path in ["a", "b", "c", "d", "e", "f"] {
-            let line = stdout
-                .lines()
-                .find(|l| l.starts_with(&format!("path={path} veths={veths} ")))
-                .unwrap_or_else(|| panic!("no line for path {path}, {veths} veths in:\n{stdout}"));
-            let (gbps, p50, p99) = (
-                field(line, "gbps"),
-                field(line, "p50_us"),
-                field(line, "p99_us"),
-            );
-            assert!(gbps > 0.0, "{line}");
-            assert!(p50 > 0.0 && p50 <= p99, "{line}");
+    for veths in [Veths::Harness, Veths::Gso] {
+        for path in BenchPath::ALL {
+            let p = r.get(veths, path).unwrap_or_else(|| {
+                panic!("no result for path {path:?}, {veths:?} veths in {r:#?}")
+            });
+            let m = &p.median;
+            assert_eq!(p.rounds.len(), 1, "{p:?}");
+            assert!(m.gbps > 0.0, "{p:?}");
+            assert!(m.p50_us > 0.0 && m.p50_us <= m.p99_us, "{p:?}");
             // The new-connection rate: for (a), (e) and (f) only.
-            if ["a", "e", "f"].contains(&path) {
-                assert!(field(line, "conn_per_s") > 0.0, "{line}");
+            if path.measures_connections() {
+                assert!(m.conn_per_s.is_some_and(|c| c > 0.0), "{p:?}");
             } else {
-                assert!(!line.contains("conn_per_s="), "{line}");
+                assert_eq!(m.conn_per_s, None, "{p:?}");
             }
         }
     }
@@ -60,20 +53,17 @@ fn dataplane_bench_measures_all_six_paths() {
                 .exists(),
             "{node}'s counters"
         );
-        assert!(stdout.contains(&format!("netmanager={node} ")), "{stdout}");
+        assert!(r.netmanager_drops.contains_key(node), "{r:#?}");
     }
     // The gateway ran and dropped nothing; (e)'s connections all went
     // through it, (f)'s all through the kernel's DNAT on gw.
-    assert!(stdout.contains("gateway=gw drops=none "), "{stdout}");
-    let check = stdout
-        .lines()
-        .find(|l| l.starts_with("paths_check "))
-        .unwrap_or_else(|| panic!("no paths_check line in:\n{stdout}"));
-    let e = field(check, "e_connections");
-    let f = field(check, "f_connections");
-    assert!(e > 0.0 && f > 0.0, "{check}");
-    assert_eq!(field(check, "gateway_exposed_new"), e, "{check}");
-    assert_eq!(field(check, "gateway_flows_created"), e, "{check}");
-    assert_eq!(field(check, "baseline_dnat_new"), f, "{check}");
-    assert_eq!(field(check, "baseline_forward_new"), f, "{check}");
+    assert!(!r.gateway_counters.is_empty(), "{r:#?}");
+    assert_eq!(r.gateway_nonzero(true), Default::default(), "{r:#?}");
+    let check = r.paths_check();
+    let (e, f) = (check.e_connections, check.f_connections);
+    assert!(e > 0 && f > 0, "{check:?}");
+    assert_eq!(check.gateway_exposed_new, e, "{check:?}");
+    assert_eq!(check.gateway_flows_created, e, "{check:?}");
+    assert_eq!(check.baseline_dnat_new, f, "{check:?}");
+    assert_eq!(check.baseline_forward_new, f, "{check:?}");
 }

@@ -11,7 +11,6 @@
 
 pub mod bench;
 pub mod capture;
-pub mod dataplane_bench;
 pub mod html;
 pub mod lab;
 pub mod oakestra;

@@ -144,7 +144,7 @@ pub fn run(o: Options) -> Result<()> {
     )?;
     if let Some(j) = &o.junit {
         let suites: Vec<junit::Suite> = results.iter().map(|r| r.case.clone()).collect();
-        write(j, &junit::render(&suites))?;
+        write(j, &junit::render(&suites)?)?;
     }
     let failed: Vec<&str> = results
         .iter()
@@ -331,7 +331,7 @@ mod tests {
             snapshot::read_body(&std::fs::read_to_string(&snap).unwrap()),
             TRACE
         );
-        let xml = junit::render(&[r.case]);
+        let xml = junit::render(&[r.case]).unwrap();
         assert!(
             xml.contains("<failure") && xml.contains("ttl: 64 -&gt; 63"),
             "{xml}"

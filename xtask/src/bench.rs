@@ -1,0 +1,622 @@
+//! `cargo xtask bench harness` and `cargo xtask bench dataplane`: build
+//! hoplab, run its hidden benchmark commands (`hoplab __bench-chain`,
+//! `hoplab __bench-dataplane`), read their JSON results
+//! ([`hoplab_sim::bench`]'s types) and write the Markdown reports under
+//! reports/ from the templates in `xtask/templates/`.
+//!
+//! It measures nothing itself but the wall time and peak memory of the
+//! benchmark processes; what a path or a phase is, is the benchmark's.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use hoplab_sim::bench::chain::Timings;
+use hoplab_sim::bench::dataplane::{self, BenchPath, PathResult, Results, Veths};
+use nix::sys::resource::{getrusage, UsageWho};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::template::fill;
+use crate::{build_hoplab, build_hoplab_bins, root, target_dir};
+
+const HARNESS_TEMPLATE: &str = include_str!("../templates/bench-harness.md");
+const DATAPLANE_TEMPLATE: &str = include_str!("../templates/bench-dataplane.md");
+
+/// The argument that makes xtask run one chain benchmark in a process of
+/// its own ([`one_chain`]).
+pub const ONE_CHAIN: &str = "__bench-one";
+
+/// What [`one_chain`] prints: the benchmark's timings and the peak
+/// resident set of its processes.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChainRun {
+    timings: Timings,
+    maxrss_kib: i64,
+}
+
+/// `what`, from the JSON a benchmark process printed.
+fn from_json<T: DeserializeOwned>(stdout: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(stdout)
+        .with_context(|| format!("{what}: {}", String::from_utf8_lossy(stdout)))
+}
+
+/// Peak resident set of the largest child reaped so far, in KiB.
+fn children_maxrss_kib() -> Result<i64> {
+    let ru = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
+    Ok(ru.max_rss())
+}
+
+/// Internal `xtask __bench-one N HOPLAB`: one chain benchmark, run as a
+/// child of this process, its [`ChainRun`] on stdout as JSON. Children
+/// are reaped one at a time, so the running maximum of their resident set
+/// grows only when a run is the largest so far: each N is measured in an
+/// xtask process of its own.
+pub fn one_chain(hosts: &str, hoplab: &str) -> Result<()> {
+    let out = Command::new(hoplab)
+        .args(["-q", "__bench-chain", hosts])
+        .output()
+        .with_context(|| format!("running {hoplab}"))?;
+    if !out.status.success() {
+        bail!(
+            "{hoplab} __bench-chain {hosts}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let timings: Timings = from_json(
+        &out.stdout,
+        &format!("the timings of __bench-chain {hosts}"),
+    )?;
+    let run = ChainRun {
+        timings,
+        maxrss_kib: children_maxrss_kib()?,
+    };
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+/// Build, run and tear down a chain of N hosts for each N; write
+/// reports/bench-harness.md.
+pub fn harness(sizes: Vec<usize>) -> Result<()> {
+    let bin = build_hoplab(true)?;
+    let mut rows = String::new();
+    for n in sizes {
+        let t = Instant::now();
+        let out = Command::new(std::env::current_exe()?)
+            .args([ONE_CHAIN, &n.to_string(), bin.to_str().expect("utf-8 path")])
+            .output()
+            .context("running one benchmark")?;
+        let total = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "chain of {n} hosts failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let run: ChainRun = from_json(
+            &out.stdout,
+            &format!("the results of the chain of {n} hosts"),
+        )?;
+        rows.push_str(&harness_row(n, &run, total));
+    }
+    let md = fill(
+        HARNESS_TEMPLATE,
+        &[
+            ("rows", rows),
+            ("cores", cores().to_string()),
+            ("kernel", kernel()),
+        ],
+    )?;
+    let path = root().join("reports/bench-harness.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The table row of a chain of `n` hosts (printed too); `total` is the
+/// benchmark process's wall time in seconds.
+fn harness_row(n: usize, run: &ChainRun, total: f64) -> String {
+    let t = &run.timings;
+    let rss_mib = run.maxrss_kib as f64 / 1024.0;
+    let (bare, b, tr, td) = (
+        t.bare_ms / 1e3,
+        t.build_ms / 1e3,
+        t.traffic_ms / 1e3,
+        t.teardown_ms / 1e3,
+    );
+    println!(
+        "chain of {n}: bare {bare:.3} s, build {b:.3} s, traffic {tr:.3} s, teardown {td:.3} s, total {total:.3} s, peak {rss_mib:.1} MiB"
+    );
+    format!(
+        "| {n} | {bare:.3} | {b:.3} | {:.2} | {tr:.3} | {td:.3} | {total:.3} | {:.2} | {rss_mib:.1} |\n",
+        b / bare,
+        total * 1e3 / n as f64
+    )
+}
+
+/// The machine a benchmark ran on, and how long it took.
+pub struct Machine {
+    pub cores: usize,
+    pub kernel: String,
+    /// 1-minute load average just before the run.
+    pub load: String,
+    /// Wall time of the whole benchmark process, seconds.
+    pub total_secs: f64,
+}
+
+/// Run the dataplane benchmark with `--veths harness,gso`; write
+/// reports/bench-dataplane.md.
+pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
+    let bin = build_hoplab_bins(release)?;
+    let out = target_dir().join("bench-dataplane");
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let t = Instant::now();
+    let run = Command::new(&bin)
+        .args(["-q", "__bench-dataplane", "--out"])
+        .arg(&out)
+        .args([
+            "--secs",
+            &secs.to_string(),
+            "--round-trips",
+            &round_trips.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+            "--veths",
+            "harness,gso",
+        ])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let total_secs = t.elapsed().as_secs_f64();
+    if !run.status.success() {
+        bail!(
+            "the dataplane benchmark failed ({}): {}(logs: {})",
+            run.status,
+            String::from_utf8_lossy(&run.stderr),
+            out.join("logs").display()
+        );
+    }
+    let results: Results = from_json(&run.stdout, "the results of the dataplane benchmark")?;
+    let machine = Machine {
+        cores: cores(),
+        kernel: kernel(),
+        load,
+        total_secs,
+    };
+    let md = dataplane_report(&results, &machine)?;
+    let path = root().join("reports/bench-dataplane.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    for r in &results.paths {
+        print_path(&results, r)?;
+    }
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// One line per path on the console.
+fn print_path(results: &Results, r: &PathResult) -> Result<()> {
+    let base = baseline(r.path);
+    let b = find(results, r.veths, base)?;
+    println!(
+        "{:>7} veths ({}) {:.3} Gbit/s ({:.2} of {}), p50 {:.1} µs, p99 {:.1} µs{}",
+        r.veths.key(),
+        r.path.key(),
+        r.median.gbps,
+        r.median.gbps / b.median.gbps,
+        base.key(),
+        r.median.p50_us,
+        r.median.p99_us,
+        r.median
+            .conn_per_s
+            .map(|c| format!(", {c:.0} connections/s"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The paths from `web-0`, compared with (a), as the report names them.
+const PATHS_INSIDE: [(BenchPath, &str); 4] = [
+    (BenchPath::Kernel, "kernel: n1's bridge, namespace IP"),
+    (
+        BenchPath::KernelDnat,
+        "kernel nftables DNAT on n1 (virtual IP)",
+    ),
+    (
+        BenchPath::NetManager,
+        "net manager, instance on the same node (service IP)",
+    ),
+    (
+        BenchPath::Tunnel,
+        "net manager, instance on n2 via the UDP tunnel (service IP)",
+    ),
+];
+
+/// The paths from the external client, compared with (f).
+const PATHS_OUTSIDE: [(BenchPath, &str); 2] = [
+    (
+        BenchPath::Gateway,
+        "gateway: public address, exposed ports → gateway → net manager → tunnel → remote-0 on n2",
+    ),
+    (
+        BenchPath::GatewayKernelDnat,
+        "kernel DNAT on gw: public address, other ports → remote-0's namespace IP over the underlay",
+    ),
+];
+
+/// The veth settings, with their section titles and summary labels.
+const VETHS: [(Veths, &str, &str); 2] = [
+    (
+        Veths::Harness,
+        "Veths as the harness makes them (one segment per GSO packet)",
+        "harness (one segment per GSO packet)",
+    ),
+    (
+        Veths::Gso,
+        "Veths with the kernel's default GSO (64 KiB packets), switched on in the same run",
+        "kernel default (GSO)",
+    ),
+];
+
+/// The path `p` is compared with: (f) for the external client's, (a) for
+/// the others.
+fn baseline(p: BenchPath) -> BenchPath {
+    if PATHS_OUTSIDE.iter().any(|(q, _)| *q == p) {
+        BenchPath::GatewayKernelDnat
+    } else {
+        BenchPath::Kernel
+    }
+}
+
+fn find(r: &Results, v: Veths, p: BenchPath) -> Result<&PathResult> {
+    r.get(v, p)
+        .with_context(|| format!("no result for path ({}) with {} veths", p.key(), v.key()))
+}
+
+fn conn(r: &PathResult) -> Result<f64> {
+    r.median
+        .conn_per_s
+        .with_context(|| format!("no connection rate for path ({})", r.path.key()))
+}
+
+/// reports/bench-dataplane.md from `results`, run on `machine`.
+pub fn dataplane_report(results: &Results, machine: &Machine) -> Result<String> {
+    let cfg = &results.config;
+    let mut vars = vec![
+        ("summary", summary_rows(results)?),
+        ("per_veths", per_veths(results)?),
+        ("cores", machine.cores.to_string()),
+        ("kernel", machine.kernel.clone()),
+        ("load", machine.load.clone()),
+        ("total", format!("{:.1}", machine.total_secs)),
+        ("secs", cfg.secs.to_string()),
+        ("round_trips", cfg.round_trips.to_string()),
+        ("conn_secs", dataplane::conn_secs(cfg).to_string()),
+        ("rounds", cfg.rounds.to_string()),
+    ];
+    vars.extend(counter_vars(results));
+    fill(DATAPLANE_TEMPLATE, &vars)
+}
+
+/// The summary table's rows: per veth setting, (c) ÷ (a) throughput and
+/// (e) ÷ (f) throughput, p50, p99 and connection rate.
+fn summary_rows(r: &Results) -> Result<String> {
+    let mut md = String::new();
+    for (v, _, label) in VETHS {
+        let (a, c) = (
+            find(r, v, BenchPath::Kernel)?,
+            find(r, v, BenchPath::NetManager)?,
+        );
+        let (e, f) = (
+            find(r, v, BenchPath::Gateway)?,
+            find(r, v, BenchPath::GatewayKernelDnat)?,
+        );
+        let ca = c.median.gbps / a.median.gbps;
+        let _ = writeln!(
+            md,
+            "| {label} | **{ca:.2}** ({}) | **{:.2}** | **{:.2}** | **{:.2}** | **{:.2}** |",
+            met(ca),
+            e.median.gbps / f.median.gbps,
+            e.median.p50_us / f.median.p50_us,
+            e.median.p99_us / f.median.p99_us,
+            conn(e)? / conn(f)?,
+        );
+    }
+    Ok(md)
+}
+
+fn met(ratio: f64) -> &'static str {
+    if ratio >= 0.5 {
+        "target met"
+    } else {
+        "target not met"
+    }
+}
+
+/// Per veth setting: a section with the two path tables (ratios against
+/// their baseline) and the table of each round's values.
+fn per_veths(r: &Results) -> Result<String> {
+    let mut md = String::new();
+    for (v, title, _) in VETHS {
+        let _ = writeln!(md, "\n## {title}");
+        for (paths, heading) in [
+            (&PATHS_INSIDE[..], "From `web-0` on n1, ratios against (a)"),
+            (
+                &PATHS_OUTSIDE[..],
+                "From the external `client`, ratios against (f)",
+            ),
+        ] {
+            md.push_str(&path_table(r, v, paths, heading)?);
+        }
+        md.push_str(&rounds_table(r, v)?);
+    }
+    Ok(md)
+}
+
+/// One table of `paths` with veths `v`, ratios against their baseline.
+fn path_table(r: &Results, v: Veths, paths: &[(BenchPath, &str)], heading: &str) -> Result<String> {
+    let base = baseline(paths[0].0);
+    let b = &find(r, v, base)?.median;
+    let base = base.key();
+    let mut md = format!(
+        "\n### {heading}\n\n\
+         | path | what | dialled (sink/echo) | throughput (Gbit/s) | ÷ ({base}) | p50 (µs) | ÷ ({base}) | p99 (µs) | ÷ ({base}) | new connections/s | ÷ ({base}) |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (p, what) in paths {
+        let res = find(r, v, *p)?;
+        let (m, t) = (&res.median, &res.target);
+        let (conn, conn_ratio) = match (m.conn_per_s, b.conn_per_s) {
+            (Some(x), Some(y)) => (format!("{x:.0}"), format!("{:.2}", x / y)),
+            (Some(x), None) => (format!("{x:.0}"), "—".into()),
+            _ => ("—".into(), "—".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| ({}) | {what} | `{}:{}/{}` | {:.3} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {conn} | {conn_ratio} |",
+            p.key(),
+            t.ip,
+            t.sink_port,
+            t.echo_port,
+            m.gbps,
+            m.gbps / b.gbps,
+            m.p50_us,
+            m.p50_us / b.p50_us,
+            m.p99_us,
+            m.p99_us / b.p99_us,
+        );
+    }
+    Ok(md)
+}
+
+/// Each round's values of every path with veths `v`.
+fn rounds_table(r: &Results, v: Veths) -> Result<String> {
+    let mut md = String::from(
+        "\nEach round's values (the tables show their medians):\n\n\
+         | path | client | throughput (Gbit/s) | p50 (µs) | p99 (µs) | new connections/s |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let list = |res: &PathResult, f: fn(&dataplane::Sample) -> f64| {
+        let v: Vec<String> = res.rounds.iter().map(|s| format!("{:.3}", f(s))).collect();
+        v.join(", ")
+    };
+    for (p, _) in PATHS_INSIDE.iter().chain(&PATHS_OUTSIDE) {
+        let res = find(r, v, *p)?;
+        let conns = if res.median.conn_per_s.is_some() {
+            let v: Vec<String> = res
+                .rounds
+                .iter()
+                .map(|s| format!("{:.0}", s.conn_per_s.unwrap_or(0.0)))
+                .collect();
+            v.join(", ")
+        } else {
+            "—".into()
+        };
+        let _ = writeln!(
+            md,
+            "| ({}) | `{}` | {} | {} | {} | {conns} |",
+            p.key(),
+            res.target.client,
+            list(res, |s| s.gbps),
+            list(res, |s| s.p50_us),
+            list(res, |s| s.p99_us),
+        );
+    }
+    Ok(md)
+}
+
+/// `k:v` pairs joined by `sep`, or `none`.
+fn pairs<'a>(it: impl IntoIterator<Item = (&'a str, u64)>, sep: &str) -> String {
+    let v: Vec<String> = it.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(sep)
+    }
+}
+
+/// The Machine section's counters: net manager drops, the gateway's
+/// counters, where (e)'s and (f)'s connections went.
+fn counter_vars(r: &Results) -> Vec<(&'static str, String)> {
+    let drops: Vec<String> = r
+        .netmanager_drops
+        .iter()
+        .map(|(node, d)| {
+            let d = pairs(d.iter().map(|(k, v)| (k.as_str(), *v)), ",");
+            format!("{node} {d}")
+        })
+        .collect();
+    let gateway = format!(
+        "{}: drops {}; other counters not zero: {}",
+        dataplane::GW_NODE,
+        pairs(r.gateway_nonzero(true), ","),
+        pairs(r.gateway_nonzero(false), ", "),
+    );
+    let c = r.paths_check();
+    // Whether every counter saw as many connections as were opened.
+    let agree = |opened: u64, seen: [u64; 2]| {
+        if seen.iter().all(|x| *x == opened) {
+            "as many"
+        } else {
+            "**not** as many"
+        }
+    };
+    let e_agree = agree(
+        c.e_connections,
+        [c.gateway_exposed_new, c.gateway_flows_created],
+    );
+    let f_agree = agree(
+        c.f_connections,
+        [c.baseline_dnat_new, c.baseline_forward_new],
+    );
+    vec![
+        ("netmanager_drops", drops.join("; ")),
+        ("gateway", gateway),
+        ("e_conns", c.e_connections.to_string()),
+        ("exposed", c.gateway_exposed_new.to_string()),
+        ("flows", c.gateway_flows_created.to_string()),
+        ("e_agree", e_agree.into()),
+        ("f_conns", c.f_connections.to_string()),
+        ("dnat", c.baseline_dnat_new.to_string()),
+        ("fwd", c.baseline_forward_new.to_string()),
+        ("f_agree", f_agree.into()),
+    ]
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hoplab_sim::bench::dataplane::{Config, Sample};
+
+    use super::*;
+
+    /// Results of two rounds over both veth settings, with counters that
+    /// agree, as a run would write them.
+    fn results() -> Results {
+        let sc = dataplane::scenario();
+        let cfg = Config::default();
+        let mut paths = Vec::new();
+        for v in [Veths::Harness, Veths::Gso] {
+            for (i, p) in BenchPath::ALL.into_iter().enumerate() {
+                let x = i as f64 + 1.0;
+                let rounds = (0..2)
+                    .map(|r| Sample {
+                        gbps: x + f64::from(r),
+                        p50_us: 10.0 * x,
+                        p99_us: 20.0 * x,
+                        conn_per_s: p.measures_connections().then_some(1000.0 * x),
+                    })
+                    .collect();
+                paths.push(PathResult::new(p, v, p.target(&sc), rounds));
+            }
+        }
+        let counters = |kv: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        Results {
+            config: cfg,
+            paths,
+            netmanager_drops: ["gw", "n1", "n2"]
+                .iter()
+                .map(|n| (n.to_string(), BTreeMap::new()))
+                .collect(),
+            gateway_counters: counters(&[
+                ("firewall.exposed_new", 7),
+                ("flows_created", 7),
+                ("packets_in", 70),
+                ("dropped_no_flow", 0),
+            ]),
+            baseline_counters: counters(&[("dnat_new", 9), ("forward_new", 9)]),
+            connections: [(BenchPath::Gateway, 7), (BenchPath::GatewayKernelDnat, 9)]
+                .into_iter()
+                .chain(BenchPath::ALL[..4].iter().map(|&p| (p, 3)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_dataplane_report_fills_every_section() {
+        let machine = Machine {
+            cores: 2,
+            kernel: "6.1.0".into(),
+            load: "0.50".into(),
+            total_secs: 45.62,
+        };
+        let md = dataplane_report(&results(), &machine).unwrap();
+        assert!(!md.contains("{{") && !md.contains("}}"), "{md}");
+        // The shape of the committed report: the same lines, the same
+        // headings, table heads and prose wherever a line has no number.
+        let committed = std::fs::read_to_string(root().join("reports/bench-dataplane.md")).unwrap();
+        let (new, old): (Vec<_>, Vec<_>) = (md.lines().collect(), committed.lines().collect());
+        assert_eq!(new.len(), old.len(), "{md}");
+        for (n, o) in new.iter().zip(&old) {
+            if !o.contains(|c: char| c.is_ascii_digit()) {
+                assert_eq!(n, o);
+            }
+        }
+        for want in [
+            "| harness (one segment per GSO packet) | **2.33** (target met) | **0.85** | **0.83** | **0.83** | **0.83** |",
+            "| (c) | net manager, instance on the same node (service IP) | `10.30.1.1:5001/5002` | 3.500 | 2.33 | 30.0 | 3.00 | 60.0 | 3.00 | — | — |",
+            "| (f) | `client` | 6.000, 7.000 | 60.000, 60.000 | 120.000, 120.000 | 6000, 6000 |",
+            "2 cores, kernel 6.1.0; 1-minute load average just before the run: 0.50. Whole run (sandbox, topology, net managers, gateway, 3 rounds of 12 measurements",
+            "Net manager drop counters at the end of the run: gw none; n1 none; n2 none.",
+            "on gw: drops none; other counters not zero: firewall.exposed_new:7, flows_created:7, packets_in:70.",
+            "(e) opened 7 connections, the gateway's firewall DNATed 7 new ones to it and it created 7 flows (as many); (f) opened 9",
+            "for 0.8 s, then the client shuts",
+            "then 2000 round trips",
+            "for 0.5 s (at most 5000",
+            "Then 3 rounds, each",
+        ] {
+            assert!(md.contains(want), "no {want:?} in:\n{md}");
+        }
+    }
+
+    #[test]
+    fn the_harness_report_has_a_row_per_size() {
+        let run = ChainRun {
+            timings: Timings {
+                bare_ms: 400.0,
+                build_ms: 1200.0,
+                traffic_ms: 1.0,
+                teardown_ms: 10.0,
+            },
+            maxrss_kib: 20 * 1024,
+        };
+        let rows = harness_row(1000, &run, 1.8);
+        assert_eq!(
+            rows,
+            "| 1000 | 0.400 | 1.200 | 3.00 | 0.001 | 0.010 | 1.800 | 1.80 | 20.0 |\n"
+        );
+        let md = fill(
+            HARNESS_TEMPLATE,
+            &[
+                ("rows", rows),
+                ("cores", "2".into()),
+                ("kernel", "6.1.0".into()),
+            ],
+        )
+        .unwrap();
+        let committed = std::fs::read_to_string(root().join("reports/bench-harness.md")).unwrap();
+        let (new, old): (Vec<_>, Vec<_>) = (md.lines().collect(), committed.lines().collect());
+        // The committed report has three sizes, this one.
+        assert_eq!(new.len() + 2, old.len(), "{md}");
+        assert_eq!(new[..new.len() - 3], old[..new.len() - 3]);
+        assert_eq!(new.last(), Some(&"Measured on 2 cores, kernel 6.1.0."));
+    }
+}
