@@ -24,9 +24,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hoplab_dataplane::netmanager::services::{
-    in_net, CLOSEST_NET_V6, INSTANCE_NET_V6, ROUND_ROBIN_NET_V6, SERVICE_NET_V4,
+    CLOSEST_NET_V6, INSTANCE_NET_V6, ROUND_ROBIN_NET_V6, SERVICE_NET_V4,
 };
 use hoplab_dataplane::netmanager::{Coords, Instance, ServiceIp, ServiceKind};
+use hoplab_dataplane::prefix::in_net;
 use serde::Deserialize;
 
 use crate::scenario::{
@@ -506,7 +507,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 cmd: None,
                 echo: None,
                 ready: Some(Ready {
-                    udp_bound: Some(hoplab_dataplane::netmanager::core::TUNNEL_PORT),
+                    udp_bound: Some(hoplab_dataplane::netmanager::TUNNEL_PORT),
                     ..Ready::default()
                 }),
                 ready_timeout_ms: 5000,

@@ -12,9 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
-use crate::netmanager::cache::Millis;
-use crate::netmanager::packet::{IpPacket, ParseError, Transport};
-use crate::netmanager::services::in_net;
+use crate::packet::{IpPacket, ParseError, Transport};
+use crate::prefix::in_net;
+use crate::time::Millis;
 
 /// The transport protocols the gateway translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,8 +35,8 @@ impl Proto {
     /// The IP protocol number.
     pub fn number(self) -> u8 {
         match self {
-            Proto::Tcp => crate::netmanager::packet::proto::TCP,
-            Proto::Udp => crate::netmanager::packet::proto::UDP,
+            Proto::Tcp => crate::packet::proto::TCP,
+            Proto::Udp => crate::packet::proto::UDP,
         }
     }
 }
@@ -130,9 +130,9 @@ impl Default for GatewayConfig {
             ],
             max_flows: 16384,
             napt_ports: (49152, 65535),
-            tcp_established_ms: 300_000,
-            tcp_closing_ms: 10_000,
-            udp_ms: 30_000,
+            tcp_established_ms: Millis(300_000),
+            tcp_closing_ms: Millis(10_000),
+            udp_ms: Millis(30_000),
         }
     }
 }
@@ -660,8 +660,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::checksum;
     use crate::gateway::table::tests::check_invariant;
-    use crate::netmanager::checksum;
     use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
     const INTERNAL: &str = "10.30.255.253";
@@ -883,7 +883,7 @@ mod tests {
             };
             // 93.6.1.78:51671 > 10.30.255.253:8080, as nftables' DNAT left it.
             let req = build(sa(CLIENT), at(INTERNAL, port), l4);
-            let (v, out) = run(&mut g, &req, 0);
+            let (v, out) = run(&mut g, &req, Millis(0));
             assert_eq!(v, Verdict::Request);
             assert_eq!(tuple(&out), (at(INTERNAL, 51671), service));
             // Byte for byte what a sender of that tuple would have built:
@@ -898,13 +898,13 @@ mod tests {
                 L4::Tcp(SYN | ACK)
             };
             let rep = build(service, at(INTERNAL, 51671), rep_l4);
-            let (v, back) = run(&mut g, &rep, 1);
+            let (v, back) = run(&mut g, &rep, Millis(1));
             assert_eq!(v, Verdict::Reply);
             assert_eq!(tuple(&back), (at(INTERNAL, port), sa(CLIENT)));
             assert_eq!(back, build(at(INTERNAL, port), sa(CLIENT), rep_l4));
             assert!(checksums_ok(&back));
 
-            let f = g.flows(1);
+            let f = g.flows(Millis(1));
             assert_eq!(
                 f,
                 vec![FlowInfo {
@@ -918,7 +918,7 @@ mod tests {
                     exposed_port: port,
                     internal_port: 51671,
                     state: "open",
-                    idle_ms: 0,
+                    idle_ms: Millis(0),
                 }]
             );
             let c = g.counters();
@@ -938,11 +938,11 @@ mod tests {
                 sa(SERVICE6)
             };
             let internal = |p| at(INTERNAL6, p);
-            let (v, out) = run(&mut g, &build(sa(CLIENT6), internal(port), l4), 0);
+            let (v, out) = run(&mut g, &build(sa(CLIENT6), internal(port), l4), Millis(0));
             assert_eq!(v, Verdict::Request);
             assert_eq!(out, build(internal(51671), service, l4));
             assert!(checksums_ok(&out));
-            let (v, back) = run(&mut g, &build(service, internal(51671), l4), 1);
+            let (v, back) = run(&mut g, &build(service, internal(51671), l4), Millis(1));
             assert_eq!(v, Verdict::Reply);
             assert_eq!(back, build(internal(port), sa(CLIENT6), l4));
             assert!(checksums_ok(&back));
@@ -952,11 +952,11 @@ mod tests {
     #[test]
     fn later_packets_use_the_entry() {
         let mut g = gateway();
-        let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+        let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         for t in 1..5 {
-            let again = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), t);
+            let again = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), Millis(t));
             assert_eq!(tuple(&again), tuple(&req));
-            let (v, back) = answer(&mut g, &again, t);
+            let (v, back) = answer(&mut g, &again, Millis(t));
             assert_eq!(v, Verdict::Reply);
             assert_eq!(
                 back,
@@ -972,24 +972,30 @@ mod tests {
     #[test]
     fn same_source_port_gets_distinct_internal_ports() {
         let mut g = gateway();
-        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        let b = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 0);
+        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        let b = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(tuple(&a).0, at(INTERNAL, 51671));
         assert_eq!(tuple(&b).0, at(INTERNAL, 49152), "first port of the range");
         assert!(checksums_ok(&b));
         assert_eq!(g.counters().flows_napt, 1);
         // Each reply goes back to its own client, from the exposed port.
         for (req, client) in [(&b, CLIENT_B), (&a, CLIENT)] {
-            let (v, back) = answer(&mut g, req, 1);
+            let (v, back) = answer(&mut g, req, Millis(1));
             assert_eq!(v, Verdict::Reply);
             assert_eq!(tuple(&back), (at(INTERNAL, EXPOSED), sa(client)));
             assert!(checksums_ok(&back));
         }
         // Later packets of B keep its internal port.
-        let b2 = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(ACK), 2);
+        let b2 = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(ACK), Millis(2));
         assert_eq!(tuple(&b2).0, at(INTERNAL, 49152));
         // A third client with that port: the cursor has moved on.
-        let c = request(&mut g, sa("198.51.100.3:51671"), EXPOSED, L4::Tcp(SYN), 3);
+        let c = request(
+            &mut g,
+            sa("198.51.100.3:51671"),
+            EXPOSED,
+            L4::Tcp(SYN),
+            Millis(3),
+        );
         assert_eq!(tuple(&c).0, at(INTERNAL, 49153));
         // Same client, same port, another exposed port: another flow.
         g.expose(Exposure {
@@ -998,7 +1004,7 @@ mod tests {
             service: sa("10.30.30.30:443"),
         })
         .unwrap();
-        let d = request(&mut g, sa(CLIENT), 8443, L4::Tcp(SYN), 4);
+        let d = request(&mut g, sa(CLIENT), 8443, L4::Tcp(SYN), Millis(4));
         assert_eq!(tuple(&d), (at(INTERNAL, 49154), sa("10.30.30.30:443")));
         assert_eq!(g.flow_count(), 4);
     }
@@ -1006,12 +1012,12 @@ mod tests {
     #[test]
     fn a_client_port_in_use_as_a_napt_port_is_not_kept() {
         let mut g = gateway();
-        request(&mut g, sa(CLIENT), 5353, L4::Udp, 0);
-        request(&mut g, sa(CLIENT_B), 5353, L4::Udp, 0); // gets 49152
-        let out = request(&mut g, sa("198.51.100.3:49152"), 5353, L4::Udp, 0);
+        request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
+        request(&mut g, sa(CLIENT_B), 5353, L4::Udp, Millis(0)); // gets 49152
+        let out = request(&mut g, sa("198.51.100.3:49152"), 5353, L4::Udp, Millis(0));
         assert_eq!(tuple(&out).0, at(INTERNAL, 49153));
         // TCP is another port space: 51671 and 49152 are free there.
-        let out = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 0);
+        let out = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(tuple(&out).0, at(INTERNAL, 51671));
         assert_eq!(g.counters().flows_napt, 2);
     }
@@ -1020,13 +1026,13 @@ mod tests {
     fn a_client_port_equal_to_the_exposed_port_does_not_capture_requests() {
         let mut g = gateway();
         let odd = sa("198.51.100.7:8080");
-        let o = request(&mut g, odd, EXPOSED, L4::Tcp(SYN), 0);
+        let o = request(&mut g, odd, EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(tuple(&o).0, at(INTERNAL, EXPOSED));
         // Other clients still reach the exposed port: the reply index
         // matches port 8080 but not the source.
-        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(tuple(&a).1, sa(SERVICE));
-        let (v, back) = answer(&mut g, &o, 1);
+        let (v, back) = answer(&mut g, &o, Millis(1));
         assert_eq!(v, Verdict::Reply);
         assert_eq!(tuple(&back), (at(INTERNAL, EXPOSED), odd));
     }
@@ -1043,7 +1049,7 @@ mod tests {
                 at(&format!("198.51.100.{i}"), 51671),
                 EXPOSED,
                 L4::Tcp(SYN),
-                0,
+                Millis(0),
             );
             assert_eq!(tuple(&out).0.port(), want);
         }
@@ -1052,20 +1058,26 @@ mod tests {
             at(INTERNAL, EXPOSED),
             L4::Tcp(SYN),
         );
-        assert_drop(&mut g, &late, 0, Drop::PortsExhausted);
+        assert_drop(&mut g, &late, Millis(0), Drop::PortsExhausted);
         assert_eq!(g.counters().flows_created, 3);
         // A client whose own port is free still gets in.
-        request(&mut g, at("198.51.100.4", 1234), EXPOSED, L4::Tcp(SYN), 0);
+        request(
+            &mut g,
+            at("198.51.100.4", 1234),
+            EXPOSED,
+            L4::Tcp(SYN),
+            Millis(0),
+        );
         // One flow torn down and expired: room again.
         let rst = reply_packet(sa(SERVICE), 40000, L4::Tcp(RST));
-        assert_eq!(run(&mut g, &rst, 1).0, Verdict::Reply);
-        assert_eq!(g.expire(1 + 10_000), 1);
+        assert_eq!(run(&mut g, &rst, Millis(1)).0, Verdict::Reply);
+        assert_eq!(g.expire(Millis(1 + 10_000)), 1);
         let out = request(
             &mut g,
             at("198.51.100.4", 51671),
             EXPOSED,
             L4::Tcp(SYN),
-            10_001,
+            Millis(10_001),
         );
         assert_eq!(tuple(&out).0.port(), 40000);
     }
@@ -1076,80 +1088,80 @@ mod tests {
     fn rst_from_either_side_closes_then_expires() {
         for from_client in [false, true] {
             let mut g = gateway();
-            let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+            let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
             if from_client {
-                request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(RST), 5);
+                request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(RST), Millis(5));
             } else {
                 let rst = reply_packet(sa(SERVICE), 51671, L4::Tcp(RST | ACK));
-                assert_eq!(run(&mut g, &rst, 5).0, Verdict::Reply);
+                assert_eq!(run(&mut g, &rst, Millis(5)).0, Verdict::Reply);
             }
-            assert_eq!(g.flows(5)[0].state, "closed");
+            assert_eq!(g.flows(Millis(5))[0].state, "closed");
             // Packets after the RST do not extend the closing timeout.
-            assert_eq!(answer(&mut g, &req, 9_000).0, Verdict::Reply);
-            assert_eq!(g.expire(5 + 9_999), 0);
-            assert_eq!(g.expire(5 + 10_000), 1);
+            assert_eq!(answer(&mut g, &req, Millis(9_000)).0, Verdict::Reply);
+            assert_eq!(g.expire(Millis(5 + 9_999)), 0);
+            assert_eq!(g.expire(Millis(5 + 10_000)), 1);
             assert_eq!(g.flow_count(), 0);
             assert_eq!(g.counters().flows_expired, 1);
-            assert_drop(&mut g, &mirror(&req), 10_005, Drop::NoFlow);
+            assert_drop(&mut g, &mirror(&req), Millis(10_005), Drop::NoFlow);
         }
     }
 
     #[test]
     fn fin_both_ways_closes_then_expires() {
         let mut g = gateway();
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(FIN | ACK), 10);
-        assert_eq!(g.flows(10)[0].state, "closing");
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(FIN | ACK), Millis(10));
+        assert_eq!(g.flows(Millis(10))[0].state, "closing");
         // One FIN is not enough for the short timeout...
-        assert_eq!(g.expire(10 + 10_000), 0);
+        assert_eq!(g.expire(Millis(10 + 10_000)), 0);
         let fin = reply_packet(sa(SERVICE), 51671, L4::Tcp(FIN | ACK));
-        assert_eq!(run(&mut g, &fin, 20).0, Verdict::Reply);
-        assert_eq!(g.flows(20)[0].state, "closed");
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), 21);
-        assert_eq!(g.expire(20 + 9_999), 0);
-        assert_eq!(g.expire(20 + 10_000), 1);
+        assert_eq!(run(&mut g, &fin, Millis(20)).0, Verdict::Reply);
+        assert_eq!(g.flows(Millis(20))[0].state, "closed");
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), Millis(21));
+        assert_eq!(g.expire(Millis(20 + 9_999)), 0);
+        assert_eq!(g.expire(Millis(20 + 10_000)), 1);
     }
 
     #[test]
     fn half_closed_flows_use_the_established_timeout() {
         let mut g = gateway();
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         let fin = reply_packet(sa(SERVICE), 51671, L4::Tcp(FIN | ACK));
-        assert_eq!(run(&mut g, &fin, 100).0, Verdict::Reply);
-        assert_eq!(g.expire(100 + 299_999), 0);
-        assert_eq!(g.flows(100 + 299_999)[0].state, "closing");
-        assert_eq!(g.expire(100 + 300_000), 1);
+        assert_eq!(run(&mut g, &fin, Millis(100)).0, Verdict::Reply);
+        assert_eq!(g.expire(Millis(100 + 299_999)), 0);
+        assert_eq!(g.flows(Millis(100 + 299_999))[0].state, "closing");
+        assert_eq!(g.expire(Millis(100 + 300_000)), 1);
     }
 
     #[test]
     fn idle_expiry_is_refreshed_by_either_direction() {
         let mut g = gateway();
-        let req = request(&mut g, sa(CLIENT), 5353, L4::Udp, 0);
-        assert_eq!(answer(&mut g, &req, 20_000).0, Verdict::Reply);
-        assert_eq!(g.flows(49_999)[0].idle_ms, 29_999);
-        assert_eq!(g.expire(49_999), 0);
-        assert!(g.flows(50_000).is_empty(), "timed out: not listed");
+        let req = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
+        assert_eq!(answer(&mut g, &req, Millis(20_000)).0, Verdict::Reply);
+        assert_eq!(g.flows(Millis(49_999))[0].idle_ms, Millis(29_999));
+        assert_eq!(g.expire(Millis(49_999)), 0);
+        assert!(g.flows(Millis(50_000)).is_empty(), "timed out: not listed");
         assert_eq!(g.flow_count(), 1, "but held until removed");
-        assert_eq!(g.expire(50_000), 1);
+        assert_eq!(g.expire(Millis(50_000)), 1);
 
         let mut g = gateway();
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), 100);
-        assert_eq!(g.expire(100 + 299_999), 0);
-        assert_eq!(g.expire(100 + 300_000), 1);
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), Millis(100));
+        assert_eq!(g.expire(Millis(100 + 299_999)), 0);
+        assert_eq!(g.expire(Millis(100 + 300_000)), 1);
     }
 
     #[test]
     fn timed_out_entries_met_by_a_packet_are_gone() {
         let mut g = gateway();
-        let req = request(&mut g, sa(CLIENT), 5353, L4::Udp, 0);
+        let req = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
         // A reply after the timeout, before any sweep: no flow.
-        assert_drop(&mut g, &mirror(&req), 30_000, Drop::NoFlow);
+        assert_drop(&mut g, &mirror(&req), Millis(30_000), Drop::NoFlow);
         assert_eq!(g.flow_count(), 0);
         assert_eq!(g.counters().flows_expired, 1);
         // A request after the timeout opens a new flow.
-        request(&mut g, sa(CLIENT), 5353, L4::Udp, 40_000);
-        request(&mut g, sa(CLIENT), 5353, L4::Udp, 70_000);
+        request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(40_000));
+        request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(70_000));
         let c = g.counters();
         assert_eq!((c.flows_created, c.flows_expired), (3, 2));
     }
@@ -1158,33 +1170,33 @@ mod tests {
     fn a_client_syn_reopens_a_closing_or_closed_entry() {
         let mut g = gateway();
         // B has a NAPT port: reopening keeps it.
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 0);
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(0));
         let rst = reply_packet(sa(SERVICE), 49152, L4::Tcp(RST));
-        assert_eq!(run(&mut g, &rst, 5).0, Verdict::Reply);
+        assert_eq!(run(&mut g, &rst, Millis(5)).0, Verdict::Reply);
         let state = |g: &GatewayCore, t| {
             g.flows(t)
                 .into_iter()
                 .find(|f| f.client == sa(CLIENT_B))
                 .map(|f| (f.state, f.internal_port))
         };
-        assert_eq!(state(&g, 5), Some(("closed", 49152)));
+        assert_eq!(state(&g, Millis(5)), Some(("closed", 49152)));
         // A SYN+ACK from the client, or a SYN from the service, does not.
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN | ACK), 6);
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN | ACK), Millis(6));
         let syn = reply_packet(sa(SERVICE), 49152, L4::Tcp(SYN));
-        assert_eq!(run(&mut g, &syn, 6).0, Verdict::Reply);
-        assert_eq!(state(&g, 6), Some(("closed", 49152)));
+        assert_eq!(run(&mut g, &syn, Millis(6)).0, Verdict::Reply);
+        assert_eq!(state(&g, Millis(6)), Some(("closed", 49152)));
         // The client's SYN does.
-        let out = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 7);
+        let out = request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(7));
         assert_eq!(tuple(&out).0, at(INTERNAL, 49152));
-        assert_eq!(state(&g, 7), Some(("open", 49152)));
-        assert_eq!(g.expire(5 + 10_000), 0);
+        assert_eq!(state(&g, Millis(7)), Some(("open", 49152)));
+        assert_eq!(g.expire(Millis(5 + 10_000)), 0);
         assert_eq!(g.counters().flows_created, 2);
         // From half-closed too.
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(FIN), 8);
-        assert_eq!(state(&g, 8), Some(("closing", 49152)));
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 9);
-        assert_eq!(state(&g, 9), Some(("open", 49152)));
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(FIN), Millis(8));
+        assert_eq!(state(&g, Millis(8)), Some(("closing", 49152)));
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(9));
+        assert_eq!(state(&g, Millis(9)), Some(("open", 49152)));
     }
 
     #[test]
@@ -1193,14 +1205,14 @@ mod tests {
             max_flows: 2,
             ..config()
         });
-        request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, 0);
-        request(&mut g, at("198.51.100.2", 1000), 5353, L4::Udp, 10);
+        request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, Millis(0));
+        request(&mut g, at("198.51.100.2", 1000), 5353, L4::Udp, Millis(10));
         let third = build(at("198.51.100.3", 1000), at(INTERNAL, 5353), L4::Udp);
-        assert_drop(&mut g, &third, 20, Drop::TableFull);
+        assert_drop(&mut g, &third, Millis(20), Drop::TableFull);
         // Known flows still pass.
-        request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, 20);
+        request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, Millis(20));
         // Once one has timed out, the full table sweeps it and makes room.
-        assert_eq!(run(&mut g, &third, 30_010).0, Verdict::Request);
+        assert_eq!(run(&mut g, &third, Millis(30_010)).0, Verdict::Request);
         assert_eq!(g.flow_count(), 2);
         assert_eq!(g.counters().flows_expired, 1);
         assert_eq!(g.counters().dropped_table_full, 1);
@@ -1209,7 +1221,7 @@ mod tests {
             max_flows: 0,
             ..config()
         });
-        assert_drop(&mut g, &third, 0, Drop::TableFull);
+        assert_drop(&mut g, &third, Millis(0), Drop::TableFull);
     }
 
     // ---- exposures ----
@@ -1217,10 +1229,10 @@ mod tests {
     #[test]
     fn unexpose_removes_the_exposure_and_its_flows() {
         let mut g = gateway();
-        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 0);
-        let u = request(&mut g, sa(CLIENT), 5353, L4::Udp, 0);
-        let v6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), 0);
+        let a = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(0));
+        let u = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
+        let v6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(g.flow_count(), 4);
         let removed = g.unexpose(Proto::Tcp, EXPOSED, false).unwrap();
         assert_eq!(
@@ -1234,11 +1246,11 @@ mod tests {
         assert_eq!(g.counters().flows_removed, 2);
         assert_eq!(g.flow_count(), 2, "UDP and IPv6 flows stay");
         check(&g);
-        assert_drop(&mut g, &mirror(&a), 1, Drop::NoFlow);
+        assert_drop(&mut g, &mirror(&a), Millis(1), Drop::NoFlow);
         let req = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(ACK));
-        assert_drop(&mut g, &req, 1, Drop::NotExposed);
-        assert_eq!(answer(&mut g, &u, 1).0, Verdict::Reply);
-        assert_eq!(answer(&mut g, &v6, 1).0, Verdict::Reply);
+        assert_drop(&mut g, &req, Millis(1), Drop::NotExposed);
+        assert_eq!(answer(&mut g, &u, Millis(1)).0, Verdict::Reply);
+        assert_eq!(answer(&mut g, &v6, Millis(1)).0, Verdict::Reply);
         assert_eq!(
             g.unexpose(Proto::Tcp, EXPOSED, false),
             Err(ExposeError::NotExposed {
@@ -1254,7 +1266,7 @@ mod tests {
             service: sa("10.30.30.99:8000"),
         })
         .unwrap();
-        let out = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 2);
+        let out = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(2));
         assert_eq!(tuple(&out), (at(INTERNAL, 51671), sa("10.30.30.99:8000")));
     }
 
@@ -1341,15 +1353,15 @@ mod tests {
         let mut g = gateway_with(GatewayConfig::default());
         for dst in ["10.30.255.254:8080", "24.0.5.8:8080", "10.30.30.30:80"] {
             let p = build(sa(CLIENT), sa(dst), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, 0, Drop::WrongDestination);
+            assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
         }
         // No internal IPv6 address: any IPv6 packet.
         let p = build(sa(CLIENT6), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-        assert_drop(&mut g, &p, 0, Drop::WrongDestination);
+        assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
         // With one, another IPv6 address is still wrong.
         let mut g = gateway();
         let p = build(sa(CLIENT6), sa("[fdff:7fff::fffe]:8080"), L4::Tcp(SYN));
-        assert_drop(&mut g, &p, 0, Drop::WrongDestination);
+        assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
         assert_eq!(g.flow_count(), 0);
     }
 
@@ -1367,7 +1379,7 @@ mod tests {
             "255.255.255.255:5",
         ] {
             let p = build(sa(src), at(INTERNAL, EXPOSED), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, 0, Drop::Spoofed);
+            assert_drop(&mut g, &p, Millis(0), Drop::Spoofed);
         }
         for src in [
             "[fd18::5]:1234",
@@ -1376,14 +1388,20 @@ mod tests {
             "[ff02::1]:5",
         ] {
             let p = build(sa(src), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, 0, Drop::Spoofed);
+            assert_drop(&mut g, &p, Millis(0), Drop::Spoofed);
         }
         // Configurable: with no internal networks, 10.18.0.5 is a client.
         let mut g = gateway_with(GatewayConfig {
             internal_nets: vec![],
             ..config()
         });
-        request(&mut g, sa("10.18.0.5:1234"), EXPOSED, L4::Tcp(SYN), 0);
+        request(
+            &mut g,
+            sa("10.18.0.5:1234"),
+            EXPOSED,
+            L4::Tcp(SYN),
+            Millis(0),
+        );
     }
 
     #[test]
@@ -1395,7 +1413,7 @@ mod tests {
             (5353, L4::Tcp(SYN)),
         ] {
             let p = build(sa(CLIENT), at(INTERNAL, dst), l4);
-            assert_drop(&mut g, &p, 0, Drop::NotExposed);
+            assert_drop(&mut g, &p, Millis(0), Drop::NotExposed);
         }
         assert_eq!(g.flow_count(), 0);
     }
@@ -1403,18 +1421,18 @@ mod tests {
     #[test]
     fn replies_must_come_from_the_entry_service() {
         let mut g = gateway();
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         for from in ["10.30.30.31:80", "10.30.30.30:81", "10.18.0.9:80"] {
             let p = reply_packet(sa(from), 51671, L4::Tcp(SYN | ACK));
-            assert_drop(&mut g, &p, 1, Drop::NoFlow);
+            assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
         }
         // To a port no flow uses.
         let p = reply_packet(sa(SERVICE), 51672, L4::Tcp(SYN | ACK));
-        assert_drop(&mut g, &p, 1, Drop::NoFlow);
+        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
         // Another protocol on the same port.
         let p = reply_packet(sa(SERVICE), 51671, L4::Udp);
-        assert_drop(&mut g, &p, 1, Drop::NoFlow);
-        assert_eq!(g.flows(1)[0].state, "open", "untouched");
+        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
+        assert_eq!(g.flows(Millis(1))[0].state, "open", "untouched");
     }
 
     #[test]
@@ -1426,14 +1444,14 @@ mod tests {
             service: sa("192.0.2.10:9"),
         })
         .unwrap();
-        let req = request(&mut g, sa(CLIENT), 9000, L4::Udp, 0);
+        let req = request(&mut g, sa(CLIENT), 9000, L4::Udp, Millis(0));
         assert_eq!(tuple(&req), (at(INTERNAL, 51671), sa("192.0.2.10:9")));
-        let (v, back) = answer(&mut g, &req, 1);
+        let (v, back) = answer(&mut g, &req, Millis(1));
         assert_eq!(v, Verdict::Reply);
         assert_eq!(tuple(&back), (at(INTERNAL, 9000), sa(CLIENT)));
         // From that address but not the flow's reply: a (non-exposed) request.
         let p = reply_packet(sa("192.0.2.10:10"), 51671, L4::Udp);
-        assert_drop(&mut g, &p, 1, Drop::NotExposed);
+        assert_drop(&mut g, &p, Millis(1), Drop::NotExposed);
     }
 
     #[test]
@@ -1447,7 +1465,7 @@ mod tests {
         .unwrap();
         // Only the IPv4 row: an IPv6 client is not served by it.
         let p6 = build(sa(CLIENT6), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-        assert_drop(&mut g, &p6, 0, Drop::NotExposed);
+        assert_drop(&mut g, &p6, Millis(0), Drop::NotExposed);
         g.expose(Exposure {
             proto: Proto::Tcp,
             port: EXPOSED,
@@ -1455,24 +1473,30 @@ mod tests {
         })
         .unwrap();
         // Both families use internal port 51671: separate port spaces.
-        let r4 = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        let r6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), 0);
+        let r4 = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        let r6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), Millis(0));
         assert_eq!(tuple(&r4), (at(INTERNAL, 51671), sa(SERVICE)));
         assert_eq!(tuple(&r6), (at(INTERNAL6, 51671), sa(SERVICE6)));
         assert_eq!(g.counters().flows_napt, 0);
-        let (v, b6) = answer(&mut g, &r6, 1);
+        let (v, b6) = answer(&mut g, &r6, Millis(1));
         assert_eq!(v, Verdict::Reply);
         assert_eq!(tuple(&b6).1, sa(CLIENT6));
         // An IPv4 reply on a port only an IPv6 flow uses: no flow.
-        let v6_only = request(&mut g, sa("[2001:db8::8]:4444"), EXPOSED, L4::Tcp(SYN), 1);
+        let v6_only = request(
+            &mut g,
+            sa("[2001:db8::8]:4444"),
+            EXPOSED,
+            L4::Tcp(SYN),
+            Millis(1),
+        );
         assert_eq!(tuple(&v6_only).0.port(), 4444);
         let p = reply_packet(sa(SERVICE), 4444, L4::Tcp(ACK));
-        assert_drop(&mut g, &p, 1, Drop::NoFlow);
+        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
         // The IPv6 service's address in an IPv4 request cannot exist; an
         // IPv6 reply from the IPv4 service cannot either: the entry's
         // family is the packet's by the port space.
         assert!(g
-            .flows(1)
+            .flows(Millis(1))
             .iter()
             .all(|f| f.client.is_ipv6() == f.service.is_ipv6()));
     }
@@ -1485,7 +1509,7 @@ mod tests {
             let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
             p[6..8].copy_from_slice(&frag.to_be_bytes());
             fix_ipv4_header_checksum(&mut p);
-            assert_drop(&mut g, &p, 0, Drop::Fragment);
+            assert_drop(&mut g, &p, Millis(0), Drop::Fragment);
         }
         // IPv6 fragment header (first fragment, more to come).
         let mut p = build(sa(CLIENT6), at(INTERNAL6, 5353), L4::Udp);
@@ -1493,7 +1517,7 @@ mod tests {
         p[4..6].copy_from_slice(&plen.to_be_bytes());
         p[6] = 44;
         p.splice(40..40, [17, 0, 0, 1, 0, 0, 0, 9]);
-        assert_drop(&mut g, &p, 0, Drop::Fragment);
+        assert_drop(&mut g, &p, Millis(0), Drop::Fragment);
         // ICMP echo to the gateway, both families: not translated.
         for (src, dst) in [
             (
@@ -1513,13 +1537,13 @@ mod tests {
                 _ => unreachable!(),
             }
             .unwrap();
-            assert_drop(&mut g, &out, 0, Drop::Unsupported);
+            assert_drop(&mut g, &out, Millis(0), Drop::Unsupported);
         }
         // GRE (47).
         let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
         p[9] = 47;
         fix_ipv4_header_checksum(&mut p);
-        assert_drop(&mut g, &p, 0, Drop::Unsupported);
+        assert_drop(&mut g, &p, Millis(0), Drop::Unsupported);
         assert_eq!(g.flow_count(), 0);
     }
 
@@ -1534,19 +1558,19 @@ mod tests {
                 let p = build(src, dst, l4);
                 // Every truncation.
                 for n in 0..p.len() {
-                    assert_drop(&mut g, &p[..n], 0, Drop::Malformed);
+                    assert_drop(&mut g, &p[..n], Millis(0), Drop::Malformed);
                 }
                 // A byte past the packet.
                 let mut longer = p.clone();
                 longer.push(0);
-                assert_drop(&mut g, &longer, 0, Drop::Malformed);
+                assert_drop(&mut g, &longer, Millis(0), Drop::Malformed);
             }
         }
         // A bad IPv4 header checksum; a version of 5.
         let mut p = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Udp);
         p[10] ^= 1;
-        assert_drop(&mut g, &p, 0, Drop::Malformed);
-        assert_drop(&mut g, &[0x50; 40], 0, Drop::Malformed);
+        assert_drop(&mut g, &p, Millis(0), Drop::Malformed);
+        assert_drop(&mut g, &[0x50; 40], Millis(0), Drop::Malformed);
         assert_eq!(g.flow_count(), 0);
         assert_eq!(g.counters().packets_in, g.counters().dropped_malformed);
     }
@@ -1599,9 +1623,9 @@ mod tests {
         assert_eq!(c.drops_total(), 45);
 
         let mut g = gateway();
-        let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-        answer(&mut g, &req, 0);
-        assert_drop(&mut g, &[], 0, Drop::Malformed);
+        let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        answer(&mut g, &req, Millis(0));
+        assert_drop(&mut g, &[], Millis(0), Drop::Malformed);
         let text = g.counters().to_string();
         assert!(text
             .starts_with("packets_in 3\nrequests 1\nreplies 1\nflows_created 1\nflows_napt 0\n"));
@@ -1613,11 +1637,11 @@ mod tests {
     #[test]
     fn flows_are_listed_sorted() {
         let mut g = gateway();
-        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT), 5353, L4::Udp, 0);
-        request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), 0);
-        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 5);
-        let f = g.flows(7);
+        request(&mut g, sa(CLIENT_B), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
+        request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), Millis(0));
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(5));
+        let f = g.flows(Millis(7));
         let rows: Vec<String> = f.iter().map(|f| f.to_string()).collect();
         assert_eq!(
             rows,
@@ -1657,7 +1681,7 @@ mod tests {
             l4: L4,
             answer: Option<L4>,
         },
-        Wait(Millis),
+        Wait(u64),
         Expire,
         Reexpose {
             udp: bool,
@@ -1688,9 +1712,9 @@ mod tests {
             let mut g = gateway_with(GatewayConfig {
                 max_flows: 4,
                 napt_ports: (40000, 40001),
-                tcp_established_ms: 200,
-                tcp_closing_ms: 20,
-                udp_ms: 100,
+                tcp_established_ms: Millis(200),
+                tcp_closing_ms: Millis(20),
+                udp_ms: Millis(100),
                 ..config()
             });
             let mut now = 0;
@@ -1703,7 +1727,7 @@ mod tests {
                             (at(&format!("198.51.100.{client}"), port), at(INTERNAL, if l4 == L4::Udp { 5353 } else { EXPOSED }))
                         };
                         let pkt = build(src, dst, l4);
-                        let (v, out) = run(&mut g, &pkt, now);
+                        let (v, out) = run(&mut g, &pkt, Millis(now));
                         match v {
                             Verdict::Request => {
                                 let proto = if l4 == L4::Udp { Proto::Udp } else { Proto::Tcp };
@@ -1721,7 +1745,7 @@ mod tests {
                                     };
                                     // The service answers with its own flags.
                                     let mut ans = build(d, s, a);
-                                    let (v, back) = run(&mut g, &ans, now);
+                                    let (v, back) = run(&mut g, &ans, Millis(now));
                                     prop_assert_eq!(v, Verdict::Reply);
                                     ans = build(dst, src, a);
                                     prop_assert_eq!(back, ans);
@@ -1734,13 +1758,13 @@ mod tests {
                     }
                     Op::Wait(dt) => now += dt,
                     Op::Expire => {
-                        g.expire(now);
-                        prop_assert!(g.flows(now).len() == g.flow_count());
+                        g.expire(Millis(now));
+                        prop_assert!(g.flows(Millis(now)).len() == g.flow_count());
                     }
                     Op::Reexpose { udp, v6 } => {
                         let (proto, port) = if udp { (Proto::Udp, 5353) } else { (Proto::Tcp, EXPOSED) };
                         let old = g.unexpose(proto, port, v6).unwrap();
-                        prop_assert!(g.flows(now).iter().all(|f| !(f.proto == proto && f.exposed_port == port && f.client.is_ipv6() == v6)));
+                        prop_assert!(g.flows(Millis(now)).iter().all(|f| !(f.proto == proto && f.exposed_port == port && f.client.is_ipv6() == v6)));
                         g.expose(old).unwrap();
                     }
                 }
@@ -1756,12 +1780,12 @@ mod tests {
             first in prop_oneof![Just(0x45u8), Just(0x60), any::<u8>()],
         ) {
             let mut g = gateway();
-            request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
+            request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
             let mut p = bytes;
             if let Some(f) = p.first_mut() {
                 *f = first;
             }
-            run(&mut g, &p, 1);
+            run(&mut g, &p, Millis(1));
             prop_assert_eq!(g.counters().packets_in, 2);
         }
 
@@ -1777,8 +1801,8 @@ mod tests {
             fix in any::<bool>(),
         ) {
             let mut g = gateway();
-            let req4 = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), 0);
-            let req6 = request(&mut g, sa(CLIENT6), 5353, L4::Udp, 0);
+            let req4 = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+            let req6 = request(&mut g, sa(CLIENT6), 5353, L4::Udp, Millis(0));
             let mut p = match which {
                 0 => build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(ACK)),
                 1 => mirror(&req4),
@@ -1790,7 +1814,7 @@ mod tests {
             if fix && p[0] == 0x45 {
                 fix_ipv4_header_checksum(&mut p);
             }
-            let (v, out) = run(&mut g, &p, 1);
+            let (v, out) = run(&mut g, &p, Millis(1));
             if matches!(v, Verdict::Request | Verdict::Reply) && checksums_ok(&p) {
                 prop_assert!(checksums_ok(&out));
             }

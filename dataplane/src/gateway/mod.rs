@@ -3,7 +3,7 @@
 //! between external clients and service IPs.
 //!
 //! No sockets, no clock, no threads: the time is passed in as milliseconds
-//! since an arbitrary origin ([`Millis`]); a shell reads the gateway's TUN
+//! since an arbitrary origin ([`crate::Millis`]); a shell reads the gateway's TUN
 //! device, hands every packet to [`GatewayCore::packet_in_place`], writes
 //! back to the TUN what comes out as [`Verdict::Request`] or
 //! [`Verdict::Reply`] (rewritten in its buffer, same length), calls
@@ -16,8 +16,8 @@
 //!   request index and a direct reply index by internal port), NAPT port
 //!   allocation, expiry.
 //!
-//! Packets are validated and rewritten with the net manager's views
-//! ([`crate::netmanager::packet::IpPacket`]), whose setters update the
+//! Packets are validated and rewritten with the crate's packet views
+//! ([`crate::packet::IpPacket`]), whose setters update the
 //! IPv4, TCP and UDP checksums incrementally (RFC 1624).
 //!
 //! # Tuple transformations (the seed table)
@@ -120,4 +120,3 @@ mod table;
 pub use self::core::{
     Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Proto, Verdict,
 };
-pub use crate::netmanager::cache::Millis;

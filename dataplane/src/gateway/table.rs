@@ -55,7 +55,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::core::Proto;
-use crate::netmanager::cache::Millis;
+use crate::time::Millis;
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
 /// Port spaces: TCP/IPv4, TCP/IPv6, UDP/IPv4, UDP/IPv6.
@@ -513,9 +513,9 @@ pub(super) mod tests {
     fn table(max: usize, napt: (u16, u16)) -> Table {
         Table::new(
             Timeouts {
-                tcp_established: 1000,
-                tcp_closing: 10,
-                udp: 100,
+                tcp_established: Millis(1000),
+                tcp_closing: Millis(10),
+                udp: Millis(100),
             },
             max,
             napt,
@@ -536,33 +536,33 @@ pub(super) mod tests {
         let mut t = table(100, (100, 102));
         let port = |t: &Table, s: u32| t.get(s).unwrap().internal_port;
         // Client ports are kept while free.
-        let s = t.insert(0, flow("1.1.1.1", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.1", 101)).unwrap();
         assert_eq!(port(&t, s), 101);
         // 101 is taken: the scan starts at the bottom of the range...
-        let s100 = t.insert(0, flow("1.1.1.2", 101)).unwrap();
+        let s100 = t.insert(Millis(0), flow("1.1.1.2", 101)).unwrap();
         assert_eq!(port(&t, s100), 100);
         // ...and moves on: 100 freed is not reused at once, 101 is skipped.
         t.remove(s100);
-        let s = t.insert(0, flow("1.1.1.3", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.3", 101)).unwrap();
         assert_eq!(port(&t, s), 102);
         // Then it wraps to 100.
-        let s = t.insert(0, flow("1.1.1.4", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.4", 101)).unwrap();
         assert_eq!(port(&t, s), 100);
         check_invariant(&t, true);
         assert_eq!(
-            t.insert(0, flow("1.1.1.9", 101)),
+            t.insert(Millis(0), flow("1.1.1.9", 101)),
             Err(InsertError::PortsExhausted)
         );
         // Port 0 is never kept: it takes a range port, and there is none.
         assert_eq!(
-            t.insert(0, flow("1.1.1.9", 0)),
+            t.insert(Millis(0), flow("1.1.1.9", 0)),
             Err(InsertError::PortsExhausted)
         );
         // A free client port outside the range is still kept.
-        let s = t.insert(0, flow("1.1.1.9", 7)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.9", 7)).unwrap();
         assert_eq!(port(&t, s), 7);
         // Other port spaces are separate.
-        let s = t.insert(0, flow("::1:1", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("::1:1", 101)).unwrap();
         assert_eq!(port(&t, s), 101);
         check_invariant(&t, true);
     }
@@ -570,9 +570,9 @@ pub(super) mod tests {
     #[test]
     fn empty_napt_range_only_keeps_client_ports() {
         let mut t = table(100, (10, 9));
-        t.insert(0, flow("1.1.1.1", 5)).unwrap();
+        t.insert(Millis(0), flow("1.1.1.1", 5)).unwrap();
         assert_eq!(
-            t.insert(0, flow("1.1.1.2", 5)),
+            t.insert(Millis(0), flow("1.1.1.2", 5)),
             Err(InsertError::PortsExhausted)
         );
         check_invariant(&t, true);
@@ -582,7 +582,7 @@ pub(super) mod tests {
     fn slots_are_reused_and_the_indexes_stay_exact() {
         let mut t = table(8, (60000, 60007));
         for round in 0..20u16 {
-            let now = Millis::from(round) * 1000;
+            let now = Millis(u64::from(round) * 1000);
             for i in 0..8 {
                 // Same client port for all: NAPT after the first.
                 t.insert(now, flow(&format!("1.2.{round}.{i}"), 4000))
@@ -593,7 +593,7 @@ pub(super) mod tests {
                 t.insert(now, flow("9.9.9.9", 1)),
                 Err(InsertError::TableFull)
             );
-            assert_eq!(t.expire(now + 100), 8);
+            assert_eq!(t.expire(now + Millis(100)), 8);
             check_invariant(&t, true);
         }
         assert_eq!(t.slots.len(), 8);

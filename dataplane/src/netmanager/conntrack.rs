@@ -51,8 +51,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::cache::Millis;
-use super::packet::proto;
+use crate::packet::proto;
+use crate::time::Millis;
 
 /// A directed 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,10 +227,10 @@ impl Default for ConntrackConfig {
     fn default() -> Self {
         ConntrackConfig {
             max_flows: 65_536,
-            tcp_idle: 300_000,
-            udp_idle: 30_000,
-            icmp_idle: 30_000,
-            tcp_linger: 5_000,
+            tcp_idle: Millis(300_000),
+            udp_idle: Millis(30_000),
+            icmp_idle: Millis(30_000),
+            tcp_linger: Millis(5_000),
         }
     }
 }
@@ -491,10 +491,10 @@ mod tests {
     fn small() -> ConnTrack {
         ConnTrack::new(ConntrackConfig {
             max_flows: 2,
-            tcp_idle: 1000,
-            udp_idle: 100,
-            icmp_idle: 50,
-            tcp_linger: 10,
+            tcp_idle: Millis(1000),
+            udp_idle: Millis(100),
+            icmp_idle: Millis(50),
+            tcp_linger: Millis(10),
         })
     }
 
@@ -502,28 +502,28 @@ mod tests {
     fn both_directions_and_full_tuple() {
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 5000);
-        t.insert(0, o, r, k, None).unwrap();
-        assert_eq!(t.track(1, &o, None).unwrap().0, Dir::Orig);
-        assert_eq!(t.track(2, &r, None).unwrap().0, Dir::Reply);
+        t.insert(Millis(0), o, r, k, None).unwrap();
+        assert_eq!(t.track(Millis(1), &o, None).unwrap().0, Dir::Orig);
+        assert_eq!(t.track(Millis(2), &r, None).unwrap().0, Dir::Reply);
         // Same ports, other protocol or other address: no match.
         let mut other = r;
         other.proto = proto::TCP;
-        assert!(t.get(2, &other).is_none());
+        assert!(t.get(Millis(2), &other).is_none());
         let mut other = r;
         other.dst = ip("10.30.0.3");
-        assert!(t.get(2, &other).is_none());
-        assert!(t.get(2, &o.reversed()).is_none());
+        assert!(t.get(Millis(2), &other).is_none());
+        assert!(t.get(Millis(2), &o.reversed()).is_none());
     }
 
     #[test]
     fn idle_expiry_is_refreshed_by_traffic() {
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 5000);
-        t.insert(0, o, r, k, None).unwrap();
-        assert!(t.track(99, &r, None).is_some());
-        assert!(t.track(198, &o, None).is_some());
-        assert_eq!(t.expire(297), 0);
-        assert!(t.get(298, &o).is_none());
+        t.insert(Millis(0), o, r, k, None).unwrap();
+        assert!(t.track(Millis(99), &r, None).is_some());
+        assert!(t.track(Millis(198), &o, None).is_some());
+        assert_eq!(t.expire(Millis(297)), 0);
+        assert!(t.get(Millis(298), &o).is_none());
         assert!(t.is_empty(), "lazily removed");
     }
 
@@ -531,27 +531,27 @@ mod tests {
     fn tcp_fin_both_sides_then_linger() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(0, o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(1, &o, Some(TCP_FIN | TCP_ACK)).unwrap();
-        assert_eq!(t.get(500, &o).unwrap().1.tcp.closing_since, None);
-        t.track(500, &r, Some(TCP_FIN | TCP_ACK)).unwrap();
-        t.track(505, &o, Some(TCP_ACK)).unwrap();
-        assert_eq!(t.expire(509), 0);
-        assert_eq!(t.expire(510), 1);
+        t.insert(Millis(0), o, r, k, Some(TCP_SYN)).unwrap();
+        t.track(Millis(1), &o, Some(TCP_FIN | TCP_ACK)).unwrap();
+        assert_eq!(t.get(Millis(500), &o).unwrap().1.tcp.closing_since, None);
+        t.track(Millis(500), &r, Some(TCP_FIN | TCP_ACK)).unwrap();
+        t.track(Millis(505), &o, Some(TCP_ACK)).unwrap();
+        assert_eq!(t.expire(Millis(509)), 0);
+        assert_eq!(t.expire(Millis(510)), 1);
     }
 
     #[test]
     fn tcp_rst_and_reuse() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(0, o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(3, &r, Some(TCP_RST)).unwrap();
+        t.insert(Millis(0), o, r, k, Some(TCP_SYN)).unwrap();
+        t.track(Millis(3), &r, Some(TCP_RST)).unwrap();
         // A new SYN on the same tuple during the linger reopens the flow.
-        let (_, f) = t.track(5, &o, Some(TCP_SYN)).unwrap();
+        let (_, f) = t.track(Millis(5), &o, Some(TCP_SYN)).unwrap();
         assert_eq!(f.tcp, TcpState::default());
-        assert!(t.get(100, &o).is_some());
-        t.track(100, &o, Some(TCP_RST | TCP_ACK)).unwrap();
-        assert!(t.get(110, &o).is_none());
+        assert!(t.get(Millis(100), &o).is_some());
+        t.track(Millis(100), &o, Some(TCP_RST | TCP_ACK)).unwrap();
+        assert!(t.get(Millis(110), &o).is_none());
     }
 
     /// The module invariant, checked from the outside in.
@@ -581,7 +581,7 @@ mod tests {
             ..small().cfg
         });
         for round in 0..20u16 {
-            let now = Millis::from(round) * 1000;
+            let now = Millis(u64::from(round) * 1000);
             for cport in 0..8 {
                 let (o, r, k) = keys(proto::UDP, round * 100 + cport);
                 t.insert(now, o, r, k, None).unwrap();
@@ -591,7 +591,7 @@ mod tests {
             // rest by the sweep the next round's first insert makes.
             for cport in (0..8).step_by(2) {
                 let (o, _, _) = keys(proto::UDP, round * 100 + cport);
-                assert!(t.get(now + 500, &o).is_none());
+                assert!(t.get(now + Millis(500), &o).is_none());
             }
             check_invariant(&t);
             assert_eq!(t.len(), 4);
@@ -623,16 +623,16 @@ mod tests {
         // The IPv6 addresses whose low 32 bits are the IPv4 ones.
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 7);
-        t.insert(0, o, r, k, None).unwrap();
+        t.insert(Millis(0), o, r, k, None).unwrap();
         let mut o6 = o;
         o6.src = ip("::a12:2");
         o6.dst = ip("::a1e:9");
         assert_ne!(PackedKey::new(&o), PackedKey::new(&o6));
-        assert!(t.get(0, &o6).is_none());
+        assert!(t.get(Millis(0), &o6).is_none());
         let mut mixed = o;
         mixed.dst = ip("::a1e:9");
-        assert!(t.get(0, &mixed).is_none());
-        assert_eq!(t.get(0, &o).unwrap().0, Dir::Orig);
+        assert!(t.get(Millis(0), &mixed).is_none());
+        assert_eq!(t.get(Millis(0), &o).unwrap().0, Dir::Orig);
     }
 
     #[test]
@@ -641,15 +641,24 @@ mod tests {
         let (o1, r1, k) = keys(proto::UDP, 1);
         let (o2, r2, _) = keys(proto::UDP, 2);
         let (o3, r3, _) = keys(proto::UDP, 3);
-        t.insert(0, o1, r1, k, None).unwrap();
-        assert_eq!(t.insert(0, o1, r3, k, None), Err(InsertError::Collision));
+        t.insert(Millis(0), o1, r1, k, None).unwrap();
+        assert_eq!(
+            t.insert(Millis(0), o1, r3, k, None),
+            Err(InsertError::Collision)
+        );
         let mut o1b = o1;
         o1b.dst = ip("10.30.0.10");
-        assert_eq!(t.insert(0, o1b, r1, k, None), Err(InsertError::Collision));
-        t.insert(0, o2, r2, k, None).unwrap();
-        assert_eq!(t.insert(1, o3, r3, k, None), Err(InsertError::TableFull));
+        assert_eq!(
+            t.insert(Millis(0), o1b, r1, k, None),
+            Err(InsertError::Collision)
+        );
+        t.insert(Millis(0), o2, r2, k, None).unwrap();
+        assert_eq!(
+            t.insert(Millis(1), o3, r3, k, None),
+            Err(InsertError::TableFull)
+        );
         // Once the others have expired there is room again.
-        assert!(t.insert(100, o3, r3, k, None).is_ok());
+        assert!(t.insert(Millis(100), o3, r3, k, None).is_ok());
         assert_eq!(t.len(), 1);
         assert_eq!(t.remove_instance(ip("10.18.1.5")), 1);
         assert!(t.is_empty());

@@ -10,15 +10,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::cache::{CacheConfig, Lookup, Millis, ResolutionCache, ResolveError};
+use super::cache::{CacheConfig, Lookup, ResolutionCache, ResolveError};
 use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
-use super::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
-use super::services::{in_net, is_service_ip, Coords, Resolution};
-
-/// Oakestra's tunnel port.
-pub const TUNNEL_PORT: u16 = 50103;
+use super::services::{is_service_ip, Coords, Resolution};
+use super::TUNNEL_PORT;
+use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
+use crate::prefix::in_net;
+use crate::time::Millis;
 
 /// The node's settings.
 #[derive(Debug, Clone, PartialEq)]

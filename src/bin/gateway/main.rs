@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use hoplab_dataplane::gateway::{GatewayCore, Verdict};
+use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::Receiver;
@@ -176,7 +177,7 @@ async fn run(
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<()> {
-    let now = || start.elapsed().as_millis() as u64;
+    let now = || Millis::from_duration(start.elapsed());
     let mut buf = vec![0u8; BUF];
     let mut write_errors = RateLimited::default();
     let mut tick = tokio::time::interval(TICK);
@@ -231,7 +232,7 @@ async fn run(
 /// The reply text of a control command. Exposure changes update the core
 /// and the firewall's sets together: the firewall only admits ports the
 /// core maps.
-fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
+fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
         Command::Counters => core.counters().to_string(),

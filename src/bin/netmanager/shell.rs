@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hoplab_dataplane::netmanager::control::Message;
-use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
-use hoplab_dataplane::netmanager::{Action, Forward, Millis, NetManagerCore};
+use hoplab_dataplane::netmanager::{Action, Forward, NetManagerCore, TUNNEL_PORT};
+use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::Signal;
@@ -127,7 +127,7 @@ impl<'a> Shell<'a> {
     }
 
     fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
+        Millis::from_duration(self.start.elapsed())
     }
 
     /// The loop. Returns on SIGTERM or SIGINT (`Ok`), or on an error of the

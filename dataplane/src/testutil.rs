@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type, PacketBuilder};
 
-use super::checksum::{self, udp_wire};
-use super::packet::proto;
+use crate::checksum::{self, udp_wire};
+use crate::packet::proto;
 
 /// The transport of a packet to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
