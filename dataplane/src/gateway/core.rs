@@ -9,55 +9,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 
+use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
 use crate::packet::{IpPacket, ParseError, Transport};
 use crate::prefix::in_net;
 use crate::time::Millis;
-
-/// The transport protocols the gateway translates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    /// "tcp" or "udp".
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => crate::packet::proto::TCP,
-            Proto::Udp => crate::packet::proto::UDP,
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Proto {
-    type Err = ExposeError;
-    /// Exactly "tcp" or "udp".
-    fn from_str(s: &str) -> Result<Proto, ExposeError> {
-        match s {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => Err(ExposeError::Proto(s.to_string())),
-        }
-    }
-}
 
 /// A row of the Exposed Services table: `proto` packets arriving on the
 /// gateway's port `port` go to `service`. Its family is the service's: an
@@ -164,7 +121,7 @@ fn family(v6: &bool) -> &'static str {
     }
 }
 
-/// Why an exposure was refused (or a protocol name not understood).
+/// Why an exposure was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExposeError {
     #[error("port 0 cannot be exposed")]
@@ -180,8 +137,6 @@ pub enum ExposeError {
     /// An IPv6 exposure while [`GatewayConfig::internal6`] is `None`.
     #[error("{0}: the gateway has no internal IPv6 address")]
     NoInternalAddress(Exposure),
-    #[error("unknown protocol {0:?} (expected tcp or udp)")]
-    Proto(String),
 }
 
 /// Why a packet was dropped. Each has a counter named `dropped_` + its
@@ -1331,19 +1286,6 @@ mod tests {
             "tcp 80 is not exposed over IPv6"
         );
         assert_eq!(g6.exposures().len(), 3);
-    }
-
-    #[test]
-    fn proto_parses_and_displays() {
-        assert_eq!("tcp".parse::<Proto>(), Ok(Proto::Tcp));
-        assert_eq!("udp".parse::<Proto>(), Ok(Proto::Udp));
-        assert_eq!(
-            "icmp".parse::<Proto>(),
-            Err(ExposeError::Proto("icmp".into()))
-        );
-        assert_eq!(Proto::Udp.to_string(), "udp");
-        assert_eq!((Proto::Tcp.number(), Proto::Udp.number()), (6, 17));
-        assert!(Proto::Tcp < Proto::Udp);
     }
 
     // ---- what is dropped ----

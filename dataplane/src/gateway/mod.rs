@@ -12,6 +12,7 @@
 //!
 //! - [`core`]: [`GatewayCore`], the Exposed Services table,
 //!   the per-packet path, [`Counters`];
+//! - [`proto`]: [`Proto`], the protocols translated (below both others);
 //! - `table`: the Forward table (flows in a slab behind a keyed-hash
 //!   request index and a direct reply index by internal port), NAPT port
 //!   allocation, expiry.
@@ -115,8 +116,10 @@
 //!   result); the public-address DNAT and its reversal are the kernel's.
 
 pub mod core;
+pub mod proto;
 mod table;
 
 pub use self::core::{
-    Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Proto, Verdict,
+    Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Verdict,
 };
+pub use self::proto::{Proto, UnknownProto};

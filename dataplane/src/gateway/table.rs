@@ -54,7 +54,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use super::core::Proto;
+use super::proto::Proto;
 use crate::time::Millis;
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 

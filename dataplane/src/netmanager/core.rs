@@ -15,10 +15,13 @@ use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
 use super::services::{is_service_ip, Coords, Resolution};
-use super::TUNNEL_PORT;
 use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use crate::prefix::in_net;
 use crate::time::Millis;
+
+/// Oakestra's tunnel port: the UDP port every node's net manager listens
+/// on for the other nodes' packets ([`Config::tunnel_port`]'s default).
+pub const TUNNEL_PORT: u16 = 50103;
 
 /// The node's settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -112,12 +112,8 @@ pub mod control;
 pub mod core;
 pub mod services;
 
-/// Oakestra's tunnel port: the UDP port every node's net manager listens
-/// on for the other nodes' packets ([`Config::tunnel_port`]'s default).
-pub const TUNNEL_PORT: u16 = 50103;
-
 pub use self::cache::ResolveError;
 pub use self::core::{
-    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore,
+    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore, TUNNEL_PORT,
 };
 pub use self::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};
