@@ -31,6 +31,26 @@ impl Exposure {
     pub fn is_ipv6(&self) -> bool {
         self.service.is_ipv6()
     }
+
+    /// The key of this row: its protocol, port and family.
+    pub fn exposed_port(&self) -> ExposedPort {
+        ExposedPort {
+            proto: self.proto,
+            port: self.port,
+            v6: self.is_ipv6(),
+        }
+    }
+}
+
+/// A port of the gateway as exposed to one family: the key of the Exposed
+/// Services table (at most one service each), and of the firewall's sets.
+/// Ordered by protocol, port, then family (IPv4 first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExposedPort {
+    pub proto: Proto,
+    pub port: u16,
+    /// The IPv6 exposure of the port (else the IPv4 one).
+    pub v6: bool,
 }
 
 impl fmt::Display for Exposure {
@@ -47,7 +67,7 @@ pub struct GatewayConfig {
     /// target, and the source of the requests it sends to services).
     pub internal4: Ipv4Addr,
     /// The same for IPv6; without it, IPv6 cannot be exposed and every
-    /// IPv6 packet is dropped as [`Drop::WrongDestination`].
+    /// IPv6 packet is dropped as [`DropReason::WrongDestination`].
     pub internal6: Option<Ipv6Addr>,
     /// The platform's own networks: no client can be inside them, so a
     /// request from one is spoofed (and a packet from one that is not the
@@ -142,7 +162,7 @@ pub enum ExposeError {
 /// Why a packet was dropped. Each has a counter named `dropped_` + its
 /// [`Display`](fmt::Display) name in [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     /// Failed validation ([`IpPacket::new_checked`]): truncated, bad
     /// lengths, bad IPv4 header checksum, not IP; or the buffer is longer
     /// than the packet's IP length.
@@ -171,23 +191,23 @@ pub enum Drop {
     PortsExhausted,
 }
 
-impl Drop {
+impl DropReason {
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Malformed => "malformed",
-            Drop::Fragment => "fragment",
-            Drop::Unsupported => "unsupported",
-            Drop::WrongDestination => "wrong_destination",
-            Drop::Spoofed => "spoofed",
-            Drop::NotExposed => "not_exposed",
-            Drop::NoFlow => "no_flow",
-            Drop::TableFull => "table_full",
-            Drop::PortsExhausted => "ports_exhausted",
+            DropReason::Malformed => "malformed",
+            DropReason::Fragment => "fragment",
+            DropReason::Unsupported => "unsupported",
+            DropReason::WrongDestination => "wrong_destination",
+            DropReason::Spoofed => "spoofed",
+            DropReason::NotExposed => "not_exposed",
+            DropReason::NoFlow => "no_flow",
+            DropReason::TableFull => "table_full",
+            DropReason::PortsExhausted => "ports_exhausted",
         }
     }
 }
 
-impl fmt::Display for Drop {
+impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -203,7 +223,7 @@ pub enum Verdict {
     /// write it back to the TUN.
     Reply,
     /// Dropped and counted; the buffer is unchanged.
-    Drop(Drop),
+    Drop(DropReason),
 }
 
 /// A Forward table entry, for display.
@@ -269,31 +289,31 @@ crate::counters::counters! {
 }
 
 impl Counters {
-    fn drop_counter(&mut self, d: Drop) -> &mut u64 {
+    fn drop_counter(&mut self, d: DropReason) -> &mut u64 {
         match d {
-            Drop::Malformed => &mut self.dropped_malformed,
-            Drop::Fragment => &mut self.dropped_fragment,
-            Drop::Unsupported => &mut self.dropped_unsupported,
-            Drop::WrongDestination => &mut self.dropped_wrong_destination,
-            Drop::Spoofed => &mut self.dropped_spoofed,
-            Drop::NotExposed => &mut self.dropped_not_exposed,
-            Drop::NoFlow => &mut self.dropped_no_flow,
-            Drop::TableFull => &mut self.dropped_table_full,
-            Drop::PortsExhausted => &mut self.dropped_ports_exhausted,
+            DropReason::Malformed => &mut self.dropped_malformed,
+            DropReason::Fragment => &mut self.dropped_fragment,
+            DropReason::Unsupported => &mut self.dropped_unsupported,
+            DropReason::WrongDestination => &mut self.dropped_wrong_destination,
+            DropReason::Spoofed => &mut self.dropped_spoofed,
+            DropReason::NotExposed => &mut self.dropped_not_exposed,
+            DropReason::NoFlow => &mut self.dropped_no_flow,
+            DropReason::TableFull => &mut self.dropped_table_full,
+            DropReason::PortsExhausted => &mut self.dropped_ports_exhausted,
         }
     }
 
     /// The value of the counter for `d`.
-    pub fn dropped(&self, d: Drop) -> u64 {
+    pub fn dropped(&self, d: DropReason) -> u64 {
         self.dropped_named(d.name())
     }
 }
 
-fn parse_drop(e: ParseError) -> Drop {
+fn parse_drop(e: ParseError) -> DropReason {
     match e {
-        ParseError::Malformed(_) => Drop::Malformed,
-        ParseError::Fragment => Drop::Fragment,
-        ParseError::Unsupported(_) => Drop::Unsupported,
+        ParseError::Malformed(_) => DropReason::Malformed,
+        ParseError::Fragment => DropReason::Fragment,
+        ParseError::Unsupported(_) => DropReason::Unsupported,
     }
 }
 
@@ -314,15 +334,12 @@ enum Dir {
     Reply,
 }
 
-/// Key of the Exposed Services table: protocol, exposed port, is IPv6.
-type ExposureKey = (Proto, u16, bool);
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct GatewayCore {
     cfg: GatewayConfig,
-    /// Exposed Services: by (protocol, exposed port, is IPv6), the service.
-    exposures: BTreeMap<ExposureKey, SocketAddr>,
+    /// Exposed Services: by protocol, exposed port and family, the service.
+    exposures: BTreeMap<ExposedPort, SocketAddr>,
     table: Table,
     counters: Counters,
 }
@@ -360,13 +377,13 @@ impl GatewayCore {
         if self.cfg.internal(v6).is_none() {
             return Err(ExposeError::NoInternalAddress(e));
         }
-        match self.exposures.get(&(e.proto, e.port, v6)) {
+        match self.exposures.get(&e.exposed_port()) {
             Some(s) if *s == e.service => Ok(()),
             Some(s) => Err(ExposeError::AlreadyExposed {
                 existing: Exposure { service: *s, ..e },
             }),
             None => {
-                self.exposures.insert((e.proto, e.port, v6), e.service);
+                self.exposures.insert(e.exposed_port(), e.service);
                 Ok(())
             }
         }
@@ -377,7 +394,7 @@ impl GatewayCore {
     pub fn unexpose(&mut self, proto: Proto, port: u16, v6: bool) -> Result<Exposure, ExposeError> {
         let service = self
             .exposures
-            .remove(&(proto, port, v6))
+            .remove(&ExposedPort { proto, port, v6 })
             .ok_or(ExposeError::NotExposed { proto, port, v6 })?;
         let n = self
             .table
@@ -395,7 +412,7 @@ impl GatewayCore {
     pub fn exposures(&self) -> Vec<Exposure> {
         self.exposures
             .iter()
-            .map(|(&(proto, port, _), &service)| Exposure {
+            .map(|(&ExposedPort { proto, port, .. }, &service)| Exposure {
                 proto,
                 port,
                 service,
@@ -405,7 +422,7 @@ impl GatewayCore {
 
     /// Handles one packet read from the TUN. `buf` must hold exactly one
     /// IP packet (a buffer longer than the packet's IP length is
-    /// [`Drop::Malformed`]). On [`Verdict::Request`] and
+    /// [`DropReason::Malformed`]). On [`Verdict::Request`] and
     /// [`Verdict::Reply`], `buf` has been rewritten in place (addresses,
     /// ports and checksums) and is to be written back to the TUN, same
     /// length; on [`Verdict::Drop`] it is unchanged.
@@ -413,9 +430,9 @@ impl GatewayCore {
     /// On a known flow: one validation, one indexed load (the reply index)
     /// and one hash lookup (the request index; skipped for a reply), the
     /// rewrites; no allocation.
-    pub fn packet_in_place(&mut self, buf: &mut [u8], now: Millis) -> Verdict {
+    pub fn packet_in_place(&mut self, now: Millis, buf: &mut [u8]) -> Verdict {
         self.counters.packets_in += 1;
-        match self.handle(buf, now) {
+        match self.handle(now, buf) {
             Ok(Dir::Request) => {
                 self.counters.requests += 1;
                 Verdict::Request
@@ -432,25 +449,25 @@ impl GatewayCore {
     }
 
     #[inline(always)]
-    fn handle(&mut self, buf: &mut [u8], now: Millis) -> Result<Dir, Drop> {
+    fn handle(&mut self, now: Millis, buf: &mut [u8]) -> Result<Dir, DropReason> {
         let len = buf.len();
         let mut v = IpPacket::new_checked(buf).map_err(parse_drop)?;
         if v.len() != len {
-            return Err(Drop::Malformed);
+            return Err(DropReason::Malformed);
         }
         let proto = match v.transport() {
             Transport::Tcp => Proto::Tcp,
             Transport::Udp => Proto::Udp,
-            _ => return Err(Drop::Unsupported),
+            _ => return Err(DropReason::Unsupported),
         };
         let v6 = v.is_ipv6();
-        let internal = self.cfg.internal(v6).ok_or(Drop::WrongDestination)?;
+        let internal = self.cfg.internal(v6).ok_or(DropReason::WrongDestination)?;
         if v.dst() != internal {
-            return Err(Drop::WrongDestination);
+            return Err(DropReason::WrongDestination);
         }
         let (Some(sp), Some(dp)) = (v.src_port(), v.dst_port()) else {
             // TCP and UDP always have ports.
-            return Err(Drop::Unsupported);
+            return Err(DropReason::Unsupported);
         };
         let src = v.src();
         let flags = v.tcp_flags();
@@ -463,11 +480,11 @@ impl GatewayCore {
                 .get(slot)
                 .is_some_and(|e| e.service_ip == src && e.service_port == sp)
             {
-                let e = match self.table.touch(slot, now, flags, false) {
+                let e = match self.table.touch(now, slot, flags, false) {
                     Ok(e) => e,
                     Err(expired) => {
                         self.counters.flows_expired += u64::from(expired.is_some());
-                        return Err(Drop::NoFlow);
+                        return Err(DropReason::NoFlow);
                     }
                 };
                 let (client, client_port, exposed_port) =
@@ -485,7 +502,7 @@ impl GatewayCore {
         // A request on a known flow.
         let key = RequestKey::new(proto, src, sp, dp);
         if let Some(slot) = self.table.request_slot(&key) {
-            match self.table.touch(slot, now, flags, true) {
+            match self.table.touch(now, slot, flags, true) {
                 Ok(e) => {
                     rewrite_request(&mut v, internal, e);
                     return Ok(Dir::Request);
@@ -497,18 +514,25 @@ impl GatewayCore {
 
         // A new flow (no entry is ever created from an internal source, so
         // the request lookup above cannot have matched one).
-        let exposed = self.exposures.get(&(proto, dp, v6)).copied();
+        let exposed = self
+            .exposures
+            .get(&ExposedPort {
+                proto,
+                port: dp,
+                v6,
+            })
+            .copied();
         if self.cfg.is_internal(src) {
             return Err(if exposed.is_some() {
-                Drop::Spoofed
+                DropReason::Spoofed
             } else {
-                Drop::NoFlow
+                DropReason::NoFlow
             });
         }
         if is_martian(src) {
-            return Err(Drop::Spoofed);
+            return Err(DropReason::Spoofed);
         }
-        let service = exposed.ok_or(Drop::NotExposed)?;
+        let service = exposed.ok_or(DropReason::NotExposed)?;
         if self.table.is_full() && self.table.may_sweep(now) {
             self.counters.flows_expired += self.table.expire(now) as u64;
         }
@@ -526,13 +550,13 @@ impl GatewayCore {
                 },
             )
             .map_err(|e| match e {
-                InsertError::TableFull => Drop::TableFull,
-                InsertError::PortsExhausted => Drop::PortsExhausted,
+                InsertError::TableFull => DropReason::TableFull,
+                InsertError::PortsExhausted => DropReason::PortsExhausted,
             })?;
         self.counters.flows_created += 1;
         // Just inserted: it cannot have timed out.
-        let Ok(e) = self.table.touch(slot, now, flags, true) else {
-            return Err(Drop::NoFlow);
+        let Ok(e) = self.table.touch(now, slot, flags, true) else {
+            return Err(DropReason::NoFlow);
         };
         if e.internal_port != sp {
             self.counters.flows_napt += 1;
@@ -786,7 +810,7 @@ mod tests {
     /// dropped packet's buffer left unchanged.
     fn run(g: &mut GatewayCore, pkt: &[u8], now: Millis) -> (Verdict, Vec<u8>) {
         let mut buf = pkt.to_vec();
-        let v = g.packet_in_place(&mut buf, now);
+        let v = g.packet_in_place(now, &mut buf);
         if let Verdict::Drop(_) = v {
             assert_eq!(buf, pkt, "a dropped packet is left unchanged");
         }
@@ -818,7 +842,7 @@ mod tests {
         build(from, at(INTERNAL, to_port), l4)
     }
 
-    fn assert_drop(g: &mut GatewayCore, pkt: &[u8], now: Millis, d: Drop) {
+    fn assert_drop(g: &mut GatewayCore, pkt: &[u8], now: Millis, d: DropReason) {
         let before = g.counters().dropped(d);
         assert_eq!(run(g, pkt, now).0, Verdict::Drop(d));
         assert_eq!(g.counters().dropped(d), before + 1);
@@ -1013,7 +1037,7 @@ mod tests {
             at(INTERNAL, EXPOSED),
             L4::Tcp(SYN),
         );
-        assert_drop(&mut g, &late, Millis(0), Drop::PortsExhausted);
+        assert_drop(&mut g, &late, Millis(0), DropReason::PortsExhausted);
         assert_eq!(g.counters().flows_created, 3);
         // A client whose own port is free still gets in.
         request(
@@ -1057,7 +1081,7 @@ mod tests {
             assert_eq!(g.expire(Millis(5 + 10_000)), 1);
             assert_eq!(g.flow_count(), 0);
             assert_eq!(g.counters().flows_expired, 1);
-            assert_drop(&mut g, &mirror(&req), Millis(10_005), Drop::NoFlow);
+            assert_drop(&mut g, &mirror(&req), Millis(10_005), DropReason::NoFlow);
         }
     }
 
@@ -1111,7 +1135,7 @@ mod tests {
         let mut g = gateway();
         let req = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
         // A reply after the timeout, before any sweep: no flow.
-        assert_drop(&mut g, &mirror(&req), Millis(30_000), Drop::NoFlow);
+        assert_drop(&mut g, &mirror(&req), Millis(30_000), DropReason::NoFlow);
         assert_eq!(g.flow_count(), 0);
         assert_eq!(g.counters().flows_expired, 1);
         // A request after the timeout opens a new flow.
@@ -1163,7 +1187,7 @@ mod tests {
         request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, Millis(0));
         request(&mut g, at("198.51.100.2", 1000), 5353, L4::Udp, Millis(10));
         let third = build(at("198.51.100.3", 1000), at(INTERNAL, 5353), L4::Udp);
-        assert_drop(&mut g, &third, Millis(20), Drop::TableFull);
+        assert_drop(&mut g, &third, Millis(20), DropReason::TableFull);
         // Known flows still pass.
         request(&mut g, at("198.51.100.1", 1000), 5353, L4::Udp, Millis(20));
         // Once one has timed out, the full table sweeps it and makes room.
@@ -1176,7 +1200,7 @@ mod tests {
             max_flows: 0,
             ..config()
         });
-        assert_drop(&mut g, &third, Millis(0), Drop::TableFull);
+        assert_drop(&mut g, &third, Millis(0), DropReason::TableFull);
     }
 
     // ---- exposures ----
@@ -1201,9 +1225,9 @@ mod tests {
         assert_eq!(g.counters().flows_removed, 2);
         assert_eq!(g.flow_count(), 2, "UDP and IPv6 flows stay");
         check(&g);
-        assert_drop(&mut g, &mirror(&a), Millis(1), Drop::NoFlow);
+        assert_drop(&mut g, &mirror(&a), Millis(1), DropReason::NoFlow);
         let req = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(ACK));
-        assert_drop(&mut g, &req, Millis(1), Drop::NotExposed);
+        assert_drop(&mut g, &req, Millis(1), DropReason::NotExposed);
         assert_eq!(answer(&mut g, &u, Millis(1)).0, Verdict::Reply);
         assert_eq!(answer(&mut g, &v6, Millis(1)).0, Verdict::Reply);
         assert_eq!(
@@ -1295,15 +1319,15 @@ mod tests {
         let mut g = gateway_with(GatewayConfig::default());
         for dst in ["10.30.255.254:8080", "24.0.5.8:8080", "10.30.30.30:80"] {
             let p = build(sa(CLIENT), sa(dst), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
+            assert_drop(&mut g, &p, Millis(0), DropReason::WrongDestination);
         }
         // No internal IPv6 address: any IPv6 packet.
         let p = build(sa(CLIENT6), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-        assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
+        assert_drop(&mut g, &p, Millis(0), DropReason::WrongDestination);
         // With one, another IPv6 address is still wrong.
         let mut g = gateway();
         let p = build(sa(CLIENT6), sa("[fdff:7fff::fffe]:8080"), L4::Tcp(SYN));
-        assert_drop(&mut g, &p, Millis(0), Drop::WrongDestination);
+        assert_drop(&mut g, &p, Millis(0), DropReason::WrongDestination);
         assert_eq!(g.flow_count(), 0);
     }
 
@@ -1321,7 +1345,7 @@ mod tests {
             "255.255.255.255:5",
         ] {
             let p = build(sa(src), at(INTERNAL, EXPOSED), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, Millis(0), Drop::Spoofed);
+            assert_drop(&mut g, &p, Millis(0), DropReason::Spoofed);
         }
         for src in [
             "[fd18::5]:1234",
@@ -1330,7 +1354,7 @@ mod tests {
             "[ff02::1]:5",
         ] {
             let p = build(sa(src), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-            assert_drop(&mut g, &p, Millis(0), Drop::Spoofed);
+            assert_drop(&mut g, &p, Millis(0), DropReason::Spoofed);
         }
         // Configurable: with no internal networks, 10.18.0.5 is a client.
         let mut g = gateway_with(GatewayConfig {
@@ -1355,7 +1379,7 @@ mod tests {
             (5353, L4::Tcp(SYN)),
         ] {
             let p = build(sa(CLIENT), at(INTERNAL, dst), l4);
-            assert_drop(&mut g, &p, Millis(0), Drop::NotExposed);
+            assert_drop(&mut g, &p, Millis(0), DropReason::NotExposed);
         }
         assert_eq!(g.flow_count(), 0);
     }
@@ -1366,14 +1390,14 @@ mod tests {
         request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         for from in ["10.30.30.31:80", "10.30.30.30:81", "10.18.0.9:80"] {
             let p = reply_packet(sa(from), 51671, L4::Tcp(SYN | ACK));
-            assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
+            assert_drop(&mut g, &p, Millis(1), DropReason::NoFlow);
         }
         // To a port no flow uses.
         let p = reply_packet(sa(SERVICE), 51672, L4::Tcp(SYN | ACK));
-        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
+        assert_drop(&mut g, &p, Millis(1), DropReason::NoFlow);
         // Another protocol on the same port.
         let p = reply_packet(sa(SERVICE), 51671, L4::Udp);
-        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
+        assert_drop(&mut g, &p, Millis(1), DropReason::NoFlow);
         assert_eq!(g.flows(Millis(1))[0].state, "open", "untouched");
     }
 
@@ -1393,7 +1417,7 @@ mod tests {
         assert_eq!(tuple(&back), (at(INTERNAL, 9000), sa(CLIENT)));
         // From that address but not the flow's reply: a (non-exposed) request.
         let p = reply_packet(sa("192.0.2.10:10"), 51671, L4::Udp);
-        assert_drop(&mut g, &p, Millis(1), Drop::NotExposed);
+        assert_drop(&mut g, &p, Millis(1), DropReason::NotExposed);
     }
 
     #[test]
@@ -1407,7 +1431,7 @@ mod tests {
         .unwrap();
         // Only the IPv4 row: an IPv6 client is not served by it.
         let p6 = build(sa(CLIENT6), at(INTERNAL6, EXPOSED), L4::Tcp(SYN));
-        assert_drop(&mut g, &p6, Millis(0), Drop::NotExposed);
+        assert_drop(&mut g, &p6, Millis(0), DropReason::NotExposed);
         g.expose(Exposure {
             proto: Proto::Tcp,
             port: EXPOSED,
@@ -1433,7 +1457,7 @@ mod tests {
         );
         assert_eq!(tuple(&v6_only).0.port(), 4444);
         let p = reply_packet(sa(SERVICE), 4444, L4::Tcp(ACK));
-        assert_drop(&mut g, &p, Millis(1), Drop::NoFlow);
+        assert_drop(&mut g, &p, Millis(1), DropReason::NoFlow);
         // The IPv6 service's address in an IPv4 request cannot exist; an
         // IPv6 reply from the IPv4 service cannot either: the entry's
         // family is the packet's by the port space.
@@ -1451,7 +1475,7 @@ mod tests {
             let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
             p[6..8].copy_from_slice(&frag.to_be_bytes());
             fix_ipv4_header_checksum(&mut p);
-            assert_drop(&mut g, &p, Millis(0), Drop::Fragment);
+            assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
         }
         // IPv6 fragment header (first fragment, more to come).
         let mut p = build(sa(CLIENT6), at(INTERNAL6, 5353), L4::Udp);
@@ -1459,7 +1483,7 @@ mod tests {
         p[4..6].copy_from_slice(&plen.to_be_bytes());
         p[6] = 44;
         p.splice(40..40, [17, 0, 0, 1, 0, 0, 0, 9]);
-        assert_drop(&mut g, &p, Millis(0), Drop::Fragment);
+        assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
         // ICMP echo to the gateway, both families: not translated.
         for (src, dst) in [
             (
@@ -1479,13 +1503,13 @@ mod tests {
                 _ => unreachable!(),
             }
             .unwrap();
-            assert_drop(&mut g, &out, Millis(0), Drop::Unsupported);
+            assert_drop(&mut g, &out, Millis(0), DropReason::Unsupported);
         }
         // GRE (47).
         let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
         p[9] = 47;
         fix_ipv4_header_checksum(&mut p);
-        assert_drop(&mut g, &p, Millis(0), Drop::Unsupported);
+        assert_drop(&mut g, &p, Millis(0), DropReason::Unsupported);
         assert_eq!(g.flow_count(), 0);
     }
 
@@ -1500,19 +1524,19 @@ mod tests {
                 let p = build(src, dst, l4);
                 // Every truncation.
                 for n in 0..p.len() {
-                    assert_drop(&mut g, &p[..n], Millis(0), Drop::Malformed);
+                    assert_drop(&mut g, &p[..n], Millis(0), DropReason::Malformed);
                 }
                 // A byte past the packet.
                 let mut longer = p.clone();
                 longer.push(0);
-                assert_drop(&mut g, &longer, Millis(0), Drop::Malformed);
+                assert_drop(&mut g, &longer, Millis(0), DropReason::Malformed);
             }
         }
         // A bad IPv4 header checksum; a version of 5.
         let mut p = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Udp);
         p[10] ^= 1;
-        assert_drop(&mut g, &p, Millis(0), Drop::Malformed);
-        assert_drop(&mut g, &[0x50; 40], Millis(0), Drop::Malformed);
+        assert_drop(&mut g, &p, Millis(0), DropReason::Malformed);
+        assert_drop(&mut g, &[0x50; 40], Millis(0), DropReason::Malformed);
         assert_eq!(g.flow_count(), 0);
         assert_eq!(g.counters().packets_in, g.counters().dropped_malformed);
     }
@@ -1544,15 +1568,15 @@ mod tests {
             ]
         );
         let all = [
-            Drop::Malformed,
-            Drop::Fragment,
-            Drop::Unsupported,
-            Drop::WrongDestination,
-            Drop::Spoofed,
-            Drop::NotExposed,
-            Drop::NoFlow,
-            Drop::TableFull,
-            Drop::PortsExhausted,
+            DropReason::Malformed,
+            DropReason::Fragment,
+            DropReason::Unsupported,
+            DropReason::WrongDestination,
+            DropReason::Spoofed,
+            DropReason::NotExposed,
+            DropReason::NoFlow,
+            DropReason::TableFull,
+            DropReason::PortsExhausted,
         ];
         let mut c = Counters::default();
         for (i, d) in all.into_iter().enumerate() {
@@ -1567,7 +1591,7 @@ mod tests {
         let mut g = gateway();
         let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         answer(&mut g, &req, Millis(0));
-        assert_drop(&mut g, &[], Millis(0), Drop::Malformed);
+        assert_drop(&mut g, &[], Millis(0), DropReason::Malformed);
         let text = g.counters().to_string();
         assert!(text
             .starts_with("packets_in 3\nrequests 1\nreplies 1\nflows_created 1\nflows_napt 0\n"));
@@ -1673,7 +1697,7 @@ mod tests {
                         match v {
                             Verdict::Request => {
                                 let proto = if l4 == L4::Udp { Proto::Udp } else { Proto::Tcp };
-                                let service = g.exposures.get(&(proto, dst.port(), v6)).copied().unwrap();
+                                let service = g.exposures.get(&ExposedPort { proto, port: dst.port(), v6 }).copied().unwrap();
                                 let (s, d) = tuple(&out);
                                 prop_assert_eq!(d, service);
                                 prop_assert_eq!(s.ip(), dst.ip());
@@ -1693,8 +1717,8 @@ mod tests {
                                     prop_assert_eq!(back, ans);
                                 }
                             }
-                            Verdict::Drop(Drop::TableFull) => prop_assert!(g.flow_count() >= 4),
-                            Verdict::Drop(Drop::PortsExhausted) => {}
+                            Verdict::Drop(DropReason::TableFull) => prop_assert!(g.flow_count() >= 4),
+                            Verdict::Drop(DropReason::PortsExhausted) => {}
                             other => prop_assert!(false, "unexpected {:?}", other),
                         }
                     }

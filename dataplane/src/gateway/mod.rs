@@ -58,12 +58,12 @@
 //! port of an entry and whose source is that entry's service is a reply;
 //! any other packet is a request. A request from inside the internal
 //! networks ([`GatewayConfig::internal_nets`]: the service, instance and
-//! node ranges, where no client can be) is dropped as [`Drop::Spoofed`]
-//! when it is for an exposed port, as [`Drop::NoFlow`] (a reply without an
+//! node ranges, where no client can be) is dropped as [`DropReason::Spoofed`]
+//! when it is for an exposed port, as [`DropReason::NoFlow`] (a reply without an
 //! entry, or from the wrong source) otherwise; so is a request from an
 //! address no client can have (unspecified, loopback, multicast,
-//! broadcast: [`Drop::Spoofed`]). Every packet must be addressed to the
-//! internal address of its family ([`Drop::WrongDestination`]). Families
+//! broadcast: [`DropReason::Spoofed`]). Every packet must be addressed to the
+//! internal address of its family ([`DropReason::WrongDestination`]). Families
 //! never mix: an IPv4 request only uses IPv4 exposures (which map to IPv4
 //! services), an IPv6 request IPv6 ones; IPv6 needs
 //! [`GatewayConfig::internal6`].
@@ -80,9 +80,9 @@
 //! handed out and wraps (deterministic: it depends only on the sequence
 //! of packets). The second client above gets `internal:49152`, and the
 //! reply to 49152 goes back to `203.0.113.9:51671`. When no port is free
-//! the new flow is refused ([`Drop::PortsExhausted`]); so is any new flow
+//! the new flow is refused ([`DropReason::PortsExhausted`]); so is any new flow
 //! while the table holds [`GatewayConfig::max_flows`] entries
-//! ([`Drop::TableFull`]), after one sweep of timed-out entries (at most one
+//! ([`DropReason::TableFull`]), after one sweep of timed-out entries (at most one
 //! sweep per millisecond).
 //!
 //! # Expiry
@@ -95,7 +95,7 @@
 //! entries are removed after [`GatewayConfig::udp_ms`] idle. A SYN
 //! without ACK from the client on a closing or closed entry reopens it
 //! (state reset, same internal port). A timed-out entry is gone for
-//! packets at once: a reply meeting it is [`Drop::NoFlow`], a request
+//! packets at once: a reply meeting it is [`DropReason::NoFlow`], a request
 //! opens a new flow; [`GatewayCore::expire`] sweeps the rest (O(n)).
 //! Removing an exposure ([`GatewayCore::unexpose`]) removes its flows.
 //!
@@ -104,12 +104,12 @@
 //! - ICMP is not translated, in either direction: echo requests to the
 //!   gateway and ICMP errors about its flows (e.g. a service's port
 //!   unreachable, a router's packet too big) are dropped as
-//!   [`Drop::Unsupported`], so path MTU discovery through the gateway
+//!   [`DropReason::Unsupported`], so path MTU discovery through the gateway
 //!   relies on the kernel (or on TCP MSS clamping).
 //! - Fragments are not reassembled: only the first carries ports, so
-//!   every fragment is dropped ([`Drop::Fragment`]).
-//! - Anything but TCP and UDP is dropped ([`Drop::Unsupported`]), as are
-//!   malformed packets ([`Drop::Malformed`]); no input makes the core
+//!   every fragment is dropped ([`DropReason::Fragment`]).
+//! - Anything but TCP and UDP is dropped ([`DropReason::Unsupported`]), as are
+//!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.
 //! - No I/O, no clock, no threads, no randomness in outcomes (the request
 //!   index is hashed with random keys against flooding, which changes no
@@ -120,6 +120,7 @@ pub mod proto;
 mod table;
 
 pub use self::core::{
-    Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Verdict,
+    Counters, DropReason, ExposeError, ExposedPort, Exposure, FlowInfo, GatewayConfig, GatewayCore,
+    Verdict,
 };
 pub use self::proto::{Proto, UnknownProto};

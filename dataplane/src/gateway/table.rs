@@ -321,8 +321,8 @@ impl Table {
     #[inline(always)]
     pub fn touch(
         &mut self,
-        slot: u32,
         now: Millis,
+        slot: u32,
         flags: Option<u8>,
         from_client: bool,
     ) -> Result<&Entry, Option<Entry>> {

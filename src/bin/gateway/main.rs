@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use hoplab_dataplane::gateway::{GatewayCore, Verdict};
+use hoplab_dataplane::gateway::{ExposedPort, Exposure, GatewayCore, Verdict};
 use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
@@ -109,10 +109,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The exposed ports, per family: the firewall's sets.
-fn exposed_ports(core: &GatewayCore) -> Vec<firewall::Port> {
+fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
     core.exposures()
         .iter()
-        .map(|e| (e.proto, e.port, e.service.is_ipv6()))
+        .map(Exposure::exposed_port)
         .collect()
 }
 
@@ -194,7 +194,7 @@ async fn run(
                 let t = now();
                 for _ in 0..BATCH {
                     match guard.try_io(|d| d.get_ref().recv(&mut buf)) {
-                        Ok(Ok(n)) => match core.packet_in_place(&mut buf[..n], t) {
+                        Ok(Ok(n)) => match core.packet_in_place(t, &mut buf[..n]) {
                             Verdict::Request | Verdict::Reply => {
                                 if let Err(e) = tun.get_ref().send(&buf[..n]) {
                                     write_errors.warn("writing to the TUN", &e);
@@ -259,7 +259,7 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
             s
         }
         Command::Expose(e) => {
-            let port = (e.proto, e.port, e.service.is_ipv6());
+            let port = e.exposed_port();
             let had = exposed_ports(core).contains(&port);
             if let Err(err) = core.expose(e.clone()) {
                 return format!("error {err}\n");
@@ -278,8 +278,9 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
                 Ok(r) => r,
                 Err(err) => return format!("error {err}\n"),
             };
-            if !exposed_ports(core).contains(&(proto, port, v6)) {
-                if let Err(err) = Firewall::set_port((proto, port, v6), false) {
+            let port = ExposedPort { proto, port, v6 };
+            if !exposed_ports(core).contains(&port) {
+                if let Err(err) = Firewall::set_port(port, false) {
                     return format!("error {err:#}\n");
                 }
             }
