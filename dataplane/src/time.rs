@@ -49,6 +49,15 @@ impl Millis {
     }
 }
 
+/// The earlier of two deadlines, `None` standing for "no deadline".
+pub fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 impl Add for Millis {
     type Output = Millis;
     /// Saturating, like [`Millis::saturating_add`].
@@ -79,6 +88,14 @@ mod tests {
         assert_eq!(Millis(7).saturating_sub(Millis(5)), Millis(2));
         assert_eq!(Millis::MAX + Millis(1), Millis::MAX);
         assert_eq!(Millis(1) + Millis(2), Millis(3));
+    }
+
+    #[test]
+    fn earliest_ignores_missing_deadlines() {
+        assert_eq!(earliest(None, None), None);
+        assert_eq!(earliest(Some(Millis(3)), None), Some(Millis(3)));
+        assert_eq!(earliest(None, Some(Millis(3))), Some(Millis(3)));
+        assert_eq!(earliest(Some(Millis(4)), Some(Millis(3))), Some(Millis(3)));
     }
 
     #[test]

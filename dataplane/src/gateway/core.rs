@@ -565,6 +565,16 @@ impl GatewayCore {
         Ok(Dir::Request)
     }
 
+    /// When [`Self::expire`] next has something to do: the earliest time
+    /// at which a Forward table entry may time out; `None` without
+    /// entries. Never later than the first expiry (a shell that calls
+    /// `expire` then misses none), exact right after `expire`; packets
+    /// that refresh entries can leave it earlier than needed, and the
+    /// `expire` it causes then finds nothing.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.table.next_deadline()
+    }
+
     /// Removes the entries timed out at `now` (counted in
     /// `flows_expired`); returns how many.
     pub fn expire(&mut self, now: Millis) -> usize {
@@ -1128,6 +1138,32 @@ mod tests {
         request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(ACK), Millis(100));
         assert_eq!(g.expire(Millis(100 + 299_999)), 0);
         assert_eq!(g.expire(Millis(100 + 300_000)), 1);
+    }
+
+    #[test]
+    fn next_deadline_is_the_first_expiry_never_later() {
+        let mut g = gateway();
+        assert_eq!(g.next_deadline(), None, "nothing to expire");
+        // A TCP flow at 0 (established: 300 s), a UDP flow at 100 (30 s).
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
+        assert_eq!(g.next_deadline(), Some(Millis(300_000)));
+        let udp = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(100));
+        assert_eq!(g.next_deadline(), Some(Millis(30_100)));
+        // A reply refreshes the UDP flow; the deadline stays: earlier than
+        // needed, never later. Expiring there finds nothing and makes it
+        // exact.
+        assert_eq!(answer(&mut g, &udp, Millis(20_000)).0, Verdict::Reply);
+        assert_eq!(g.next_deadline(), Some(Millis(30_100)));
+        assert_eq!(g.expire(Millis(30_100)), 0);
+        assert_eq!(g.next_deadline(), Some(Millis(50_000)));
+        // A RST closes the TCP flow: it goes 10 s later, first.
+        request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(RST), Millis(30_200));
+        assert_eq!(g.next_deadline(), Some(Millis(40_200)));
+        assert_eq!(g.expire(Millis(40_200)), 1);
+        assert_eq!(g.next_deadline(), Some(Millis(50_000)));
+        assert_eq!(g.expire(Millis(50_000)), 1);
+        assert_eq!(g.next_deadline(), None);
+        assert_eq!(g.counters().flows_expired, 2);
     }
 
     #[test]
@@ -1724,8 +1760,12 @@ mod tests {
                     }
                     Op::Wait(dt) => now += dt,
                     Op::Expire => {
-                        g.expire(Millis(now));
+                        let deadline = g.next_deadline();
+                        if g.expire(Millis(now)) > 0 {
+                            prop_assert!(deadline.is_some_and(|d| d <= Millis(now)));
+                        }
                         prop_assert!(g.flows(Millis(now)).len() == g.flow_count());
+                        prop_assert!(g.next_deadline().is_none_or(|d| d > Millis(now)));
                     }
                     Op::Reexpose { udp, v6 } => {
                         let (proto, port) = if udp { (Proto::Udp, 5353) } else { (Proto::Tcp, EXPOSED) };

@@ -42,6 +42,11 @@
 //! new connection): its TCP state is reset, its internal port kept. UDP
 //! entries end after `udp` idle.
 //!
+//! [`Table::next_deadline`] is never later than the earliest expiry: it is
+//! lowered, in constant time, when an entry is inserted or its TCP state
+//! closes or reopens, and recomputed exactly by [`Table::expire`] (a
+//! packet that only refreshes an entry moves its deadline later).
+//!
 //! Invariant: `requests` holds exactly the request keys of the entries in
 //! `slots`, each mapped to its slot; `replies[s][p]` is `slot + 1` exactly
 //! for the entries of space `s` whose internal port is `p`, and 0
@@ -55,7 +60,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::proto::Proto;
-use crate::time::Millis;
+use crate::time::{earliest, Millis};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
 /// Port spaces: TCP/IPv4, TCP/IPv6, UDP/IPv4, UDP/IPv6.
@@ -144,11 +149,13 @@ impl Entry {
         }
     }
 
-    /// Records a packet at `now`; `flags`: its TCP flags if TCP.
+    /// Records a packet at `now`; `flags`: its TCP flags if TCP. True if
+    /// the entry closed or reopened (its deadline may have moved earlier).
     #[inline]
-    pub fn track(&mut self, now: Millis, flags: Option<u8>, from_client: bool) {
+    pub fn track(&mut self, now: Millis, flags: Option<u8>, from_client: bool) -> bool {
         self.last_seen = now;
-        let Some(f) = flags else { return };
+        let Some(f) = flags else { return false };
+        let closed_at = self.tcp.closed_at;
         if from_client && f & SYN != 0 && f & ACK == 0 && self.tcp != TcpState::default() {
             self.tcp = TcpState::default();
         }
@@ -164,6 +171,7 @@ impl Entry {
         {
             self.tcp.closed_at = Some(now);
         }
+        self.tcp.closed_at != closed_at
     }
 }
 
@@ -176,18 +184,28 @@ pub(super) struct Timeouts {
 }
 
 impl Timeouts {
+    fn idle(&self, proto: Proto) -> Millis {
+        match proto {
+            Proto::Tcp => self.tcp_established,
+            Proto::Udp => self.udp,
+        }
+    }
+
+    /// When `e` times out unless a packet refreshes it: [`Self::expired`]
+    /// is true from then on (time never goes backwards).
+    pub fn deadline(&self, e: &Entry) -> Millis {
+        match e.tcp.closed_at {
+            Some(t) => t.saturating_add(self.tcp_closing),
+            None => e.last_seen.saturating_add(self.idle(e.proto)),
+        }
+    }
+
     /// True once `e` has timed out at `now`.
     #[inline]
     pub fn expired(&self, e: &Entry, now: Millis) -> bool {
         match e.tcp.closed_at {
             Some(t) => now.saturating_sub(t) >= self.tcp_closing,
-            None => {
-                let idle = match e.proto {
-                    Proto::Tcp => self.tcp_established,
-                    Proto::Udp => self.udp,
-                };
-                now.saturating_sub(e.last_seen) >= idle
-            }
+            None => now.saturating_sub(e.last_seen) >= self.idle(e.proto),
         }
     }
 }
@@ -226,6 +244,9 @@ pub(super) struct Table {
     /// Per space: entries whose internal port is in the NAPT range.
     napt_used: [u32; SPACES],
     last_sweep: Option<Millis>,
+    /// Never later than the earliest deadline of an entry (see the module
+    /// documentation); `None` without entries to expire.
+    next_deadline: Option<Millis>,
 }
 
 impl fmt::Debug for Table {
@@ -266,7 +287,19 @@ impl Table {
             cursor: [napt.0; SPACES],
             napt_used: [0; SPACES],
             last_sweep: None,
+            next_deadline: None,
         }
+    }
+
+    /// The earliest time at which an entry may time out, or `None`: never
+    /// later than the first expiry, exact after [`Self::expire`].
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
+    }
+
+    /// Lowers the next deadline to `e`'s.
+    fn note_deadline(&mut self, e: &Entry) {
+        self.next_deadline = earliest(self.next_deadline, Some(self.timeouts.deadline(e)));
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -335,7 +368,9 @@ impl Table {
             .get_mut(slot as usize)
             .and_then(Option::as_mut)
             .ok_or(None)?;
-        e.track(now, flags, from_client);
+        if e.track(now, flags, from_client) {
+            self.next_deadline = earliest(self.next_deadline, Some(self.timeouts.deadline(e)));
+        }
         Ok(e)
     }
 
@@ -404,6 +439,7 @@ impl Table {
             last_seen: now,
             tcp: TcpState::default(),
         };
+        self.note_deadline(&e);
         self.requests.insert(e.request_key(), slot);
         self.replies[sp][usize::from(port)] = slot + 1;
         if self.in_napt(port) {
@@ -442,9 +478,12 @@ impl Table {
     }
 
     /// Removes every entry timed out at `now`; returns how many.
+    /// Recomputes [`Self::next_deadline`] from the entries left.
     pub fn expire(&mut self, now: Millis) -> usize {
         let t = self.timeouts;
-        self.remove_where(|e| t.expired(e, now))
+        let n = self.remove_where(|e| t.expired(e, now));
+        self.next_deadline = self.iter().map(|e| t.deadline(e)).min();
+        n
     }
 }
 
@@ -479,6 +518,10 @@ pub(super) mod tests {
             }
         }
         assert_eq!(napt_used, t.napt_used);
+        // The next deadline is never later than the first expiry.
+        if let Some(first) = t.iter().map(|e| t.timeouts.deadline(e)).min() {
+            assert!(t.next_deadline.is_some_and(|d| d <= first));
+        }
         if !full {
             return;
         }

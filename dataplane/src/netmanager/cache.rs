@@ -14,6 +14,10 @@
 //!   [`ResolutionCache::expire`], so a lost answer cannot hold packets
 //!   forever.
 //!
+//! [`ResolutionCache::next_deadline`] tells when an entry may next go
+//! stale or time out: lowered as entries are added, recomputed exactly by
+//! [`ResolutionCache::expire`]; never later than the first expiry.
+//!
 //! Nothing here blocks: a pending service only holds its own packets;
 //! every other flow goes on.
 //!
@@ -24,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::services::Resolution;
-use crate::time::Millis;
+use crate::time::{earliest, Millis};
 
 /// Why a query failed (reported by the shell that ran it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +96,9 @@ enum Entry {
 pub struct ResolutionCache {
     cfg: CacheConfig,
     entries: HashMap<IpAddr, Entry>,
+    /// Never later than the earliest deadline of an entry (see the module
+    /// documentation); `None` when there is none.
+    next_deadline: Option<Millis>,
 }
 
 /// Packets handed back when a query ends.
@@ -105,7 +112,30 @@ impl ResolutionCache {
         ResolutionCache {
             cfg,
             entries: HashMap::new(),
+            next_deadline: None,
         }
+    }
+
+    /// When `e` goes stale (resolved) or times out (pending), unless a
+    /// lookup refreshes it.
+    fn deadline(&self, e: &Entry) -> Millis {
+        match e {
+            Entry::Resolved { last_used, .. } => last_used.saturating_add(self.cfg.ttl),
+            Entry::Pending { since, .. } => since.saturating_add(self.cfg.query_timeout),
+        }
+    }
+
+    /// Adds `e` at `ip`, lowering the next deadline to its own.
+    fn insert(&mut self, ip: IpAddr, e: Entry) {
+        self.next_deadline = earliest(self.next_deadline, Some(self.deadline(&e)));
+        self.entries.insert(ip, e);
+    }
+
+    /// The earliest time at which an entry may go stale or a query time
+    /// out, or `None` without entries: never later than the first expiry,
+    /// exact after [`Self::expire`].
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -169,7 +199,7 @@ impl ResolutionCache {
                         return Lookup::Full;
                     }
                 }
-                self.entries.insert(
+                self.insert(
                     ip,
                     Entry::Pending {
                         since: now,
@@ -221,7 +251,7 @@ impl ResolutionCache {
         };
         if let Ok(res) = result {
             if self.entries.contains_key(&ip) || self.entries.len() < self.cfg.max_entries {
-                self.entries.insert(
+                self.insert(
                     ip,
                     Entry::Resolved {
                         res,
@@ -247,7 +277,7 @@ impl ResolutionCache {
 
     /// Drops resolutions unused for `ttl`, and fails queries unanswered for
     /// `query_timeout`, returning each failed service IP with the packets
-    /// that waited for it.
+    /// that waited for it. Recomputes [`Self::next_deadline`].
     pub fn expire(&mut self, now: Millis) -> Vec<(IpAddr, Released)> {
         self.purge_stale(now);
         let timeout = self.cfg.query_timeout;
@@ -272,6 +302,7 @@ impl ResolutionCache {
         }
         // Deterministic order for callers and tests.
         out.sort_by_key(|(ip, _)| *ip);
+        self.next_deadline = self.entries.values().map(|e| self.deadline(e)).min();
         out
     }
 }

@@ -20,6 +20,12 @@
 //! lookup, and in bulk by [`ConnTrack::expire`]. A SYN (without ACK) on a
 //! closing TCP flow reopens it: the same tuple is being reused.
 //!
+//! [`ConnTrack::next_deadline`] tells when the next flow may expire: it is
+//! lowered, in constant time, when a flow is inserted or its TCP state
+//! changes, and recomputed exactly by [`ConnTrack::expire`]; a packet that
+//! only refreshes a flow moves its deadline later and leaves it alone, so
+//! it is never later than the earliest expiry, and may be earlier.
+//!
 //! Bounds: at most `max_flows` flows; a new flow beyond that is refused
 //! with [`InsertError::TableFull`] (after one sweep of expired flows per
 //! millisecond at most, so a flood of new flows cannot make every insert
@@ -52,7 +58,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::packet::proto;
-use crate::time::Millis;
+use crate::time::{earliest, Millis};
 
 /// A directed 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -258,6 +264,9 @@ pub struct ConnTrack {
     live: usize,
     index: HashMap<PackedKey, (u32, Dir), ahash::RandomState>,
     last_sweep: Option<Millis>,
+    /// Never later than the earliest deadline of a flow (see the module
+    /// documentation); `None` when there is no flow to expire.
+    next_deadline: Option<Millis>,
 }
 
 const TCP_FIN: u8 = 0x01;
@@ -274,6 +283,7 @@ impl ConnTrack {
             live: 0,
             index: HashMap::with_hasher(ahash::RandomState::new()),
             last_sweep: None,
+            next_deadline: None,
         }
     }
 
@@ -294,16 +304,35 @@ impl ConnTrack {
         self.slots.iter().flatten()
     }
 
+    /// When `f` expires unless a packet refreshes it: `expired` is true
+    /// from then on (time never goes backwards).
+    fn deadline(cfg: &ConntrackConfig, f: &Flow) -> Millis {
+        if let Some(t) = f.tcp.closing_since {
+            return t.saturating_add(cfg.tcp_linger);
+        }
+        f.last_seen.saturating_add(Self::idle(cfg, f.orig.proto))
+    }
+
+    fn idle(cfg: &ConntrackConfig, proto: u8) -> Millis {
+        match proto {
+            proto::TCP => cfg.tcp_idle,
+            proto::UDP => cfg.udp_idle,
+            _ => cfg.icmp_idle,
+        }
+    }
+
+    /// The earliest time at which a flow may expire, or `None` without
+    /// flows: never later than the first flow's expiry, exact after
+    /// [`Self::expire`] (see the module documentation).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
+    }
+
     fn expired(cfg: &ConntrackConfig, f: &Flow, now: Millis) -> bool {
         if let Some(t) = f.tcp.closing_since {
             return now.saturating_sub(t) >= cfg.tcp_linger;
         }
-        let idle = match f.orig.proto {
-            proto::TCP => cfg.tcp_idle,
-            proto::UDP => cfg.udp_idle,
-            _ => cfg.icmp_idle,
-        };
-        now.saturating_sub(f.last_seen) >= idle
+        now.saturating_sub(f.last_seen) >= Self::idle(cfg, f.orig.proto)
     }
 
     fn remove_slot(&mut self, slot: u32) -> Option<Flow> {
@@ -365,6 +394,7 @@ impl ConnTrack {
         let f = self.slots[slot as usize].as_mut()?;
         f.last_seen = now;
         if let Some(flags) = tcp_flags {
+            let closing = f.tcp.closing_since;
             if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && f.tcp.closing_since.is_some() {
                 f.tcp = TcpState::default();
             }
@@ -378,6 +408,11 @@ impl ConnTrack {
                 && (flags & TCP_RST != 0 || (f.tcp.fin_orig && f.tcp.fin_reply))
             {
                 f.tcp.closing_since = Some(now);
+            }
+            // Closed or reopened: the deadline may have moved earlier.
+            if f.tcp.closing_since != closing {
+                let d = Self::deadline(&self.cfg, f);
+                self.next_deadline = earliest(self.next_deadline, Some(d));
             }
         }
         Some((dir, f))
@@ -432,6 +467,7 @@ impl ConnTrack {
         self.index.insert(PackedKey::new(&orig), (slot, Dir::Orig));
         self.index
             .insert(PackedKey::new(&reply), (slot, Dir::Reply));
+        self.next_deadline = earliest(self.next_deadline, Some(Self::deadline(&self.cfg, &f)));
         // Record the opening packet's flags (a RST-only flow closes at once).
         Ok(self
             .track(now, &orig, tcp_flags)
@@ -439,10 +475,13 @@ impl ConnTrack {
             .unwrap_or(f))
     }
 
-    /// Removes every expired flow; returns how many.
+    /// Removes every expired flow; returns how many. Recomputes
+    /// [`Self::next_deadline`] from the flows left.
     pub fn expire(&mut self, now: Millis) -> usize {
         let cfg = self.cfg;
-        self.remove_where(|f| Self::expired(&cfg, f, now))
+        let n = self.remove_where(|f| Self::expired(&cfg, f, now));
+        self.next_deadline = self.flows().map(|f| Self::deadline(&cfg, f)).min();
+        n
     }
 
     /// Removes the flows `dead` selects; returns how many.
@@ -571,6 +610,10 @@ mod tests {
             let f = t.slots[slot as usize].as_ref().unwrap();
             assert_eq!(t.index[&PackedKey::new(&f.orig)], (slot, Dir::Orig));
             assert_eq!(t.index[&PackedKey::new(&f.reply)], (slot, Dir::Reply));
+        }
+        // The next deadline is never later than the first expiry.
+        if let Some(first) = t.flows().map(|f| ConnTrack::deadline(&t.cfg, f)).min() {
+            assert!(t.next_deadline.is_some_and(|d| d <= first));
         }
     }
 

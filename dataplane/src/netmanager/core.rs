@@ -17,7 +17,7 @@ use super::conntrack::{
 use super::services::{is_service_ip, Coords, Resolution};
 use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use crate::prefix::in_net;
-use crate::time::Millis;
+use crate::time::{earliest, Millis};
 
 /// Oakestra's tunnel port: the UDP port every node's net manager listens
 /// on for the other nodes' packets ([`Config::tunnel_port`]'s default).
@@ -823,6 +823,16 @@ impl NetManagerCore {
             }
         }
         actions
+    }
+
+    /// When [`Self::expire`] next has something to do: the earliest time
+    /// at which a flow may expire, a resolution go stale or a query time
+    /// out; `None` when nothing can. Never later than the first of them
+    /// (a shell that calls `expire` then misses none), exact right after
+    /// `expire`; traffic that refreshes state can leave it earlier than
+    /// needed, and the `expire` it causes then finds nothing.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        earliest(self.conntrack.next_deadline(), self.cache.next_deadline())
     }
 
     /// Expires flows and resolutions; fails queries unanswered for too

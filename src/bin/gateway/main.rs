@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab_dataplane::gateway::{ExposedPort, Exposure, GatewayCore, Verdict};
 use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::Receiver;
-use tokio::time::MissedTickBehavior;
 use tracing::{info, trace, warn};
 use tun_rs::SyncDevice;
 
@@ -41,8 +41,6 @@ use firewall::Firewall;
 const BUF: usize = 65536;
 /// Packets handled before the loop looks at its other sources.
 const BATCH: usize = 64;
-/// How often the Forward table is expired.
-const TICK: Duration = Duration::from_millis(1000);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -117,7 +115,7 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
 }
 
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
-    let start = Instant::now();
+    let clock = Clock::start();
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let tun =
@@ -134,7 +132,7 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         exposures = core.exposures().len(),
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, start, &mut sigterm, &mut sigint).await
+    run(&tun, core, ctl_rx, clock, &mut sigterm, &mut sigint).await
 }
 
 /// Logs an I/O error at most once a second, with the number left out.
@@ -173,16 +171,16 @@ async fn run(
     tun: &AsyncFd<SyncDevice>,
     core: &mut GatewayCore,
     mut control: Receiver<Request>,
-    start: Instant,
+    clock: Clock,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<()> {
-    let now = || Millis::from_duration(start.elapsed());
+    let now = || clock.now();
     let mut buf = vec![0u8; BUF];
     let mut write_errors = RateLimited::default();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
+        expiry.arm(core.next_deadline());
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
@@ -212,7 +210,7 @@ async fn run(
             Some((cmd, reply)) = control.recv() => {
                 let _ = reply.send(answer(core, cmd, now()));
             }
-            _ = tick.tick() => {
+            () = expiry.wait() => {
                 let n = core.expire(now());
                 if n > 0 {
                     trace!(expired = n, "flows expired");

@@ -17,10 +17,10 @@ mod socket;
 mod tun;
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use hoplab::shell::clock::Clock;
 use hoplab_dataplane::netmanager::NetManagerCore;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
@@ -75,7 +75,7 @@ async fn serve(
     core: &mut NetManagerCore,
     control_bound: &mut bool,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
+    let clock = Clock::start();
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
@@ -105,7 +105,7 @@ async fn serve(
         "net manager ready"
     );
 
-    let mut shell = shell::Shell::new(&tun, &udp, query_tx, start);
+    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock);
     let r = shell
         .run(core, event_rx, ctl_rx, &mut sigterm, &mut sigint)
         .await;

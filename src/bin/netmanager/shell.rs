@@ -1,6 +1,7 @@
 //! The loop that owns the core: packets from the TUN and the tunnel
-//! socket, messages from the service manager, control commands, the expiry
-//! tick and the signals; and the execution of the core's actions.
+//! socket, messages from the service manager, control commands, the
+//! core's next expiry deadline and the signals; and the execution of the
+//! core's actions.
 //!
 //! Packets take the core's in-place entry points: each is read into one
 //! of two receive buffers allocated once, translated there, and sent from
@@ -12,14 +13,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{Action, Forward, NetManagerCore, TUNNEL_PORT};
-use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::Signal;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
-use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, trace, warn};
 use tun_rs::SyncDevice;
 
@@ -29,8 +29,6 @@ use crate::control::{Command, Request};
 const BUF: usize = 65536;
 /// Packets handled from one source before the loop looks at the others.
 const BATCH: usize = 64;
-/// How often flows and resolutions are expired.
-const TICK: Duration = Duration::from_millis(100);
 /// Socket buffer sizes asked for the tunnel socket.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -104,7 +102,7 @@ pub struct Shell<'a> {
     /// addressed as IPv4-mapped.
     udp_v6: bool,
     queries: UnboundedSender<IpAddr>,
-    start: Instant,
+    clock: Clock,
     errors: IoErrors,
 }
 
@@ -113,7 +111,7 @@ impl<'a> Shell<'a> {
         tun: &'a AsyncFd<SyncDevice>,
         udp: &'a UdpSocket,
         queries: UnboundedSender<IpAddr>,
-        start: Instant,
+        clock: Clock,
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -121,13 +119,9 @@ impl<'a> Shell<'a> {
             udp,
             udp_v6,
             queries,
-            start,
+            clock,
             errors: IoErrors::default(),
         }
-    }
-
-    fn now(&self) -> Millis {
-        Millis::from_duration(self.start.elapsed())
     }
 
     /// The loop. Returns on SIGTERM or SIGINT (`Ok`), or on an error of the
@@ -146,9 +140,9 @@ impl<'a> Shell<'a> {
         // core on each call, drained here.
         let mut extra: Vec<Action> = Vec::new();
         let (tun, udp) = (self.tun, self.udp);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut expiry = ExpiryTimer::new(self.clock);
         loop {
+            expiry.arm(core.next_deadline());
             tokio::select! {
                 _ = sigterm.recv() => {
                     info!("SIGTERM: stopping");
@@ -160,7 +154,7 @@ impl<'a> Shell<'a> {
                 }
                 r = tun.readable() => {
                     let mut guard = r.context("waiting for the TUN")?;
-                    let now = self.now();
+                    let now = self.clock.now();
                     for _ in 0..BATCH {
                         match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
                             Ok(Ok(n)) => {
@@ -180,7 +174,7 @@ impl<'a> Shell<'a> {
                 }
                 r = udp.readable() => {
                     r.context("waiting for the tunnel socket")?;
-                    let now = self.now();
+                    let now = self.clock.now();
                     for _ in 0..BATCH {
                         match udp.try_recv_from(&mut udp_buf) {
                             Ok((n, from)) => {
@@ -203,7 +197,7 @@ impl<'a> Shell<'a> {
                     }
                 }
                 Some(msg) = events.recv() => {
-                    let now = self.now();
+                    let now = self.clock.now();
                     let acts = match msg {
                         Message::Resolved(res) => core.on_resolution(now, res.service_ip, Ok(res)),
                         Message::Failed(ip, e) => {
@@ -222,8 +216,8 @@ impl<'a> Shell<'a> {
                 Some((cmd, reply)) = control.recv() => {
                     let _ = reply.send(answer(core, cmd));
                 }
-                _ = tick.tick() => {
-                    let acts = core.expire(self.now());
+                () = expiry.wait() => {
+                    let acts = core.expire(self.clock.now());
                     self.exec(acts).await;
                 }
             }

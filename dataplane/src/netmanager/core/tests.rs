@@ -444,6 +444,54 @@ fn query_timeout_fails_like_an_error() {
 }
 
 #[test]
+fn next_deadline_is_the_first_expiry_never_later() {
+    let mut a = node_a();
+    assert_eq!(a.next_deadline(), None, "nothing to expire");
+    let svc = ip(RR);
+    // A query in flight times out 5 s after it was sent.
+    let udp = build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b"");
+    assert_eq!(
+        a.on_tun_packet(Millis(100), &mut udp.clone()),
+        vec![Action::Query(svc)]
+    );
+    assert_eq!(a.next_deadline(), Some(Millis(5_100)));
+    // Answered at 200: the resolution goes stale at 200 + 10 s, the UDP
+    // flow made of the queued packet at 200 + 30 s. The query's deadline
+    // is left as it was: earlier than needed, never later.
+    a.on_resolution(Millis(200), svc, Ok(resolution(RR)));
+    assert_eq!(a.conntrack().len(), 1);
+    assert_eq!(a.next_deadline(), Some(Millis(5_100)));
+    // Expiring there finds nothing, and makes the deadline exact.
+    assert!(a.expire(Millis(5_100)).is_empty());
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    // Traffic moves the flow's expiry later, not the deadline.
+    send_resolved(&mut a, Millis(9_000), udp.clone());
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    // A new TCP flow uses (and refreshes) the resolution; a RST closes it:
+    // it expires after the linger (5 s).
+    let syn = build(ip(C_NS), svc, tcp(7, 80, testutil::SYN), b"");
+    only_tunnel(&a.on_tun_packet(Millis(9_500), &mut syn.clone()));
+    let rst = build(ip(C_NS), svc, tcp(7, 80, testutil::RST), b"");
+    only_tunnel(&a.on_tun_packet(Millis(9_600), &mut rst.clone()));
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    assert!(a.expire(Millis(10_200)).is_empty());
+    assert_eq!((a.conntrack().len(), a.cache().len()), (2, 1));
+    assert_eq!(a.next_deadline(), Some(Millis(9_600 + 5_000)));
+    // At each deadline, expire has something to do; the next deadline is
+    // always later than now.
+    a.expire(Millis(14_600));
+    assert_eq!(a.conntrack().len(), 1, "the RST flow is gone");
+    assert_eq!(a.next_deadline(), Some(Millis(9_500 + 10_000)));
+    a.expire(Millis(19_500));
+    assert_eq!(a.cache().len(), 0);
+    assert_eq!(a.next_deadline(), Some(Millis(9_000 + 30_000)));
+    a.expire(Millis(39_000));
+    assert_eq!(a.conntrack().len(), 0);
+    assert_eq!(a.next_deadline(), None);
+    assert_eq!(a.counters().flows_expired, 2);
+}
+
+#[test]
 fn queue_full_is_counted() {
     let mut cfg = node_a_cfg();
     cfg.cache.queue_limit = 2;
