@@ -59,6 +59,7 @@ use std::net::IpAddr;
 
 use crate::packet::proto;
 use crate::time::{earliest, Millis};
+use crate::wire::tcp_flags;
 
 /// A directed 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -269,11 +270,6 @@ pub struct ConnTrack {
     next_deadline: Option<Millis>,
 }
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-
 impl ConnTrack {
     pub fn new(cfg: ConntrackConfig) -> ConnTrack {
         ConnTrack {
@@ -395,17 +391,20 @@ impl ConnTrack {
         f.last_seen = now;
         if let Some(flags) = tcp_flags {
             let closing = f.tcp.closing_since;
-            if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && f.tcp.closing_since.is_some() {
+            if flags & tcp_flags::SYN != 0
+                && flags & tcp_flags::ACK == 0
+                && f.tcp.closing_since.is_some()
+            {
                 f.tcp = TcpState::default();
             }
-            if flags & TCP_FIN != 0 {
+            if flags & tcp_flags::FIN != 0 {
                 match dir {
                     Dir::Orig => f.tcp.fin_orig = true,
                     Dir::Reply => f.tcp.fin_reply = true,
                 }
             }
             if f.tcp.closing_since.is_none()
-                && (flags & TCP_RST != 0 || (f.tcp.fin_orig && f.tcp.fin_reply))
+                && (flags & tcp_flags::RST != 0 || (f.tcp.fin_orig && f.tcp.fin_reply))
             {
                 f.tcp.closing_since = Some(now);
             }
@@ -570,11 +569,13 @@ mod tests {
     fn tcp_fin_both_sides_then_linger() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(Millis(0), o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(Millis(1), &o, Some(TCP_FIN | TCP_ACK)).unwrap();
+        t.insert(Millis(0), o, r, k, Some(tcp_flags::SYN)).unwrap();
+        t.track(Millis(1), &o, Some(tcp_flags::FIN | tcp_flags::ACK))
+            .unwrap();
         assert_eq!(t.get(Millis(500), &o).unwrap().1.tcp.closing_since, None);
-        t.track(Millis(500), &r, Some(TCP_FIN | TCP_ACK)).unwrap();
-        t.track(Millis(505), &o, Some(TCP_ACK)).unwrap();
+        t.track(Millis(500), &r, Some(tcp_flags::FIN | tcp_flags::ACK))
+            .unwrap();
+        t.track(Millis(505), &o, Some(tcp_flags::ACK)).unwrap();
         assert_eq!(t.expire(Millis(509)), 0);
         assert_eq!(t.expire(Millis(510)), 1);
     }
@@ -583,13 +584,14 @@ mod tests {
     fn tcp_rst_and_reuse() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(Millis(0), o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(Millis(3), &r, Some(TCP_RST)).unwrap();
+        t.insert(Millis(0), o, r, k, Some(tcp_flags::SYN)).unwrap();
+        t.track(Millis(3), &r, Some(tcp_flags::RST)).unwrap();
         // A new SYN on the same tuple during the linger reopens the flow.
-        let (_, f) = t.track(Millis(5), &o, Some(TCP_SYN)).unwrap();
+        let (_, f) = t.track(Millis(5), &o, Some(tcp_flags::SYN)).unwrap();
         assert_eq!(f.tcp, TcpState::default());
         assert!(t.get(Millis(100), &o).is_some());
-        t.track(Millis(100), &o, Some(TCP_RST | TCP_ACK)).unwrap();
+        t.track(Millis(100), &o, Some(tcp_flags::RST | tcp_flags::ACK))
+            .unwrap();
         assert!(t.get(Millis(110), &o).is_none());
     }
 

@@ -1,3 +1,7 @@
+//! Tests of the packet views: every setter keeps every checksum equal to
+//! its full recomputation (ICMP quotes included), and no input accepted by
+//! `new_checked` makes a getter or setter panic.
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
