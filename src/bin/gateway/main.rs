@@ -14,27 +14,25 @@
 mod args;
 mod control;
 mod firewall;
-#[path = "../../shared/socket.rs"]
-mod socket;
-#[path = "../../shared/tun.rs"]
-mod tun;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use hoplab::shell::clock::{Clock, ExpiryTimer};
+use hoplab::shell::control::Request;
+use hoplab::shell::log::{self, RateLimited};
+use hoplab::shell::signals::Signals;
+use hoplab::shell::{self as lib, tun};
 use hoplab_dataplane::gateway::{ExposedPort, Exposure, GatewayCore, Verdict};
 use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::Receiver;
 use tracing::{info, trace, warn};
 use tun_rs::SyncDevice;
 
 use args::Cli;
-use control::{Command, Request};
+use control::Command;
 use firewall::Firewall;
 
 /// Receive buffer size: the largest IP packet.
@@ -44,21 +42,8 @@ const BATCH: usize = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    log::init();
+    log::exit_code(real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -78,10 +63,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         internal_nets,
     };
     fw.install(&exposed_ports(&core))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let rt = lib::runtime()?;
     let mut control_bound = false;
     let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
     // Whatever ended the run: the final counters, no table, no socket.
@@ -94,14 +76,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Err(e) => warn!("{e:#}"),
     }
-    info!("final counters:\n{}", text.trim_end());
-    let written = std::fs::write(&cli.counters, &text)
-        .with_context(|| format!("writing the counters to {}", cli.counters.display()));
+    let written = lib::write_counters(&cli.counters, &text);
     if let Err(e) = Firewall::remove() {
         warn!("{e:#}");
     }
     if control_bound {
-        socket::remove(&cli.control);
+        lib::control::remove(&cli.control);
     }
     result.and(written)
 }
@@ -116,12 +96,9 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
 
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
     let clock = Clock::start();
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let tun =
-        tun::attach(&cli.tun).with_context(|| format!("attaching to TUN device {}", cli.tun))?;
-    let listener = socket::bind(&cli.control)
-        .with_context(|| format!("binding the control socket {}", cli.control.display()))?;
+    let mut signals = Signals::install()?;
+    let tun = tun::attach(&cli.tun)?;
+    let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(control::serve(listener, ctl_tx));
@@ -132,48 +109,15 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         exposures = core.exposures().len(),
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, clock, &mut sigterm, &mut sigint).await
-}
-
-/// Logs an I/O error at most once a second, with the number left out.
-#[derive(Debug, Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-    total: u64,
-}
-
-impl RateLimited {
-    fn warn(&mut self, what: &str, e: &std::io::Error) {
-        self.total += 1;
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        if self.suppressed > 0 {
-            warn!(
-                "{what}: {e} ({} more since the last report)",
-                self.suppressed
-            );
-        } else {
-            warn!("{what}: {e}");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
+    run(&tun, core, ctl_rx, clock, &mut signals).await
 }
 
 async fn run(
     tun: &AsyncFd<SyncDevice>,
     core: &mut GatewayCore,
-    mut control: Receiver<Request>,
+    mut control: Receiver<Request<Command>>,
     clock: Clock,
-    sigterm: &mut tokio::signal::unix::Signal,
-    sigint: &mut tokio::signal::unix::Signal,
+    signals: &mut Signals,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
     let mut buf = vec![0u8; BUF];
@@ -182,8 +126,7 @@ async fn run(
     let result = loop {
         expiry.arm(core.next_deadline());
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
+            () = signals.stop() => break Ok(()),
             r = tun.readable() => {
                 let mut guard = match r {
                     Ok(g) => g,
@@ -207,8 +150,8 @@ async fn run(
                     }
                 }
             }
-            Some((cmd, reply)) = control.recv() => {
-                let _ = reply.send(answer(core, cmd, now()));
+            Some(req) = control.recv() => {
+                let _ = req.reply.send(answer(core, req.command, now()));
             }
             () = expiry.wait() => {
                 let n = core.expire(now());
@@ -218,9 +161,9 @@ async fn run(
             }
         }
     };
-    if write_errors.total > 0 {
+    if write_errors.total() > 0 {
         warn!(
-            tun_write = write_errors.total,
+            tun_write = write_errors.total(),
             "packets lost to TUN write errors"
         );
     }
