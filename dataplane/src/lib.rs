@@ -11,6 +11,7 @@
 //! - [`checksum`]: RFC 1624 incremental and RFC 1071 full checksums;
 //! - [`time`]: [`Millis`], the time the cores are handed;
 //! - [`prefix`]: whether an address lies in a prefix;
+//! - `slab`: the storage of both flow tables (values by `u32` slot);
 //! - [`wire`]: the header summary the rest of hoplab reasons about (the
 //!   trace describes every hop of a captured packet with it).
 //!
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod netmanager;
 pub mod packet;
 pub mod prefix;
+mod slab;
 pub mod time;
 pub mod wire;
 

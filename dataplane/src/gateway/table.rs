@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! The entries live in a slab (`slots`, a `Vec` reused through a free
-//! list), behind two indexes:
+//! The entries live in a [`Slab`] (a `Vec` reused through a free list),
+//! behind two indexes:
 //!
 //! - `requests`: [`RequestKey`] (protocol, family, client address, client
 //!   port, exposed port) → slot. The key is packed into one `u128` and one
@@ -52,14 +52,14 @@
 //! for the entries of space `s` whose internal port is `p`, and 0
 //! elsewhere (so no two entries of a space share an internal port, and
 //! none uses port 0); `napt_used[s]` is the number of entries of space `s`
-//! whose internal port lies in the NAPT range; the free slots are exactly
-//! those listed in `free`, and `live` is the number of the others.
+//! whose internal port lies in the NAPT range.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use super::proto::Proto;
+use crate::slab::Slab;
 use crate::time::{earliest, Millis};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
@@ -234,9 +234,7 @@ pub(super) struct Table {
     max_flows: usize,
     /// The NAPT range, inclusive; empty when `napt.0 > napt.1`.
     napt: (u16, u16),
-    slots: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    live: usize,
+    slots: Slab<Entry>,
     requests: HashMap<RequestKey, u32, ahash::RandomState>,
     replies: [Box<[u32; PORTS]>; SPACES],
     /// Per space: where the next NAPT scan starts.
@@ -256,8 +254,8 @@ impl fmt::Debug for Table {
             .field("timeouts", &self.timeouts)
             .field("max_flows", &self.max_flows)
             .field("napt", &self.napt)
-            .field("live", &self.live)
-            .field("slots", &self.slots.len())
+            .field("live", &self.slots.len())
+            .field("slots", &self.slots.slots_allocated())
             .field("cursor", &self.cursor)
             .field("napt_used", &self.napt_used)
             .finish_non_exhaustive()
@@ -279,9 +277,7 @@ impl Table {
             timeouts,
             max_flows,
             napt,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            slots: Slab::default(),
             requests: HashMap::with_hasher(ahash::RandomState::new()),
             replies: std::array::from_fn(|_| zeroed_ports()),
             cursor: [napt.0; SPACES],
@@ -307,11 +303,11 @@ impl Table {
     }
 
     pub fn len(&self) -> usize {
-        self.live
+        self.slots.len()
     }
 
     pub fn is_full(&self) -> bool {
-        self.live >= self.max_flows
+        self.slots.len() >= self.max_flows
     }
 
     /// True at most once per millisecond: whether a full table may sweep
@@ -327,12 +323,12 @@ impl Table {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.slots.iter().flatten()
+        self.slots.iter().map(|(_, e)| e)
     }
 
     #[inline(always)]
     pub fn get(&self, slot: u32) -> Option<&Entry> {
-        self.slots.get(slot as usize)?.as_ref()
+        self.slots.get(slot)
     }
 
     /// The slot of the entry of `space` with internal port `port`.
@@ -363,11 +359,7 @@ impl Table {
         if self.timeouts.expired(e, now) {
             return Err(self.remove(slot));
         }
-        let e = self
-            .slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .ok_or(None)?;
+        let e = self.slots.get_mut(slot).ok_or(None)?;
         if e.track(now, flags, from_client) {
             self.next_deadline = earliest(self.next_deadline, Some(self.timeouts.deadline(e)));
         }
@@ -416,18 +408,6 @@ impl Table {
         let port = self
             .alloc_port(sp, f.client_port)
             .ok_or(InsertError::PortsExhausted)?;
-        // No free slot means every slot is live: fewer than `max_flows`.
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(self.slots.len())
-                    .ok()
-                    .filter(|s| *s < u32::MAX)
-                    .ok_or(InsertError::TableFull)?;
-                self.slots.push(None);
-                slot
-            }
-        };
         let e = Entry {
             proto: f.proto,
             client_ip: f.client_ip,
@@ -440,41 +420,36 @@ impl Table {
             tcp: TcpState::default(),
         };
         self.note_deadline(&e);
-        self.requests.insert(e.request_key(), slot);
+        let key = e.request_key();
+        // Slots are below u32::MAX: `slot + 1` cannot overflow.
+        let slot = self.slots.insert(e).ok_or(InsertError::TableFull)?;
+        self.requests.insert(key, slot);
         self.replies[sp][usize::from(port)] = slot + 1;
         if self.in_napt(port) {
             self.napt_used[sp] += 1;
         }
-        self.slots[slot as usize] = Some(e);
-        self.live += 1;
         Ok(slot)
     }
 
     /// Removes the entry in `slot`.
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
-        let e = self.slots.get_mut(slot as usize)?.take()?;
+        let e = self.slots.remove(slot)?;
         self.requests.remove(&e.request_key());
         let sp = space(e.proto, e.is_ipv6());
         self.replies[sp][usize::from(e.internal_port)] = 0;
         if self.in_napt(e.internal_port) {
             self.napt_used[sp] -= 1;
         }
-        self.free.push(slot);
-        self.live -= 1;
         Some(e)
     }
 
     /// Removes the entries `dead` selects; returns how many.
-    pub fn remove_where(&mut self, mut dead: impl FnMut(&Entry) -> bool) -> usize {
-        let mut n = 0;
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].as_ref().is_some_and(&mut dead) {
-                // slots.len() < u32::MAX (see insert).
-                self.remove(slot as u32);
-                n += 1;
-            }
+    pub fn remove_where(&mut self, dead: impl FnMut(&Entry) -> bool) -> usize {
+        let dead = self.slots.select(dead);
+        for slot in &dead {
+            self.remove(*slot);
         }
-        n
+        dead.len()
     }
 
     /// Removes every entry timed out at `now`; returns how many.
@@ -494,21 +469,11 @@ pub(super) mod tests {
     /// The module invariant, checked from the outside in. `full`: also
     /// scan the whole reply index for stale entries (4 × 64 Ki loads).
     pub(in crate::gateway) fn check_invariant(t: &Table, full: bool) {
-        let live: Vec<u32> = (0u32..)
-            .zip(&t.slots)
-            .filter(|(_, e)| e.is_some())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(live.len(), t.live);
-        assert_eq!(t.free.len() + t.live, t.slots.len());
-        for slot in &t.free {
-            assert!(t.slots[*slot as usize].is_none());
-        }
-        assert_eq!(t.requests.len(), t.live);
+        t.slots.check_invariant();
+        assert_eq!(t.requests.len(), t.len());
         let mut napt_used = [0u32; SPACES];
-        for slot in &live {
-            let e = t.slots[*slot as usize].as_ref().unwrap();
-            assert_eq!(t.requests[&e.request_key()], *slot);
+        for (slot, e) in t.slots.iter() {
+            assert_eq!(t.requests[&e.request_key()], slot);
             let sp = space(e.proto, e.is_ipv6());
             assert_ne!(e.internal_port, 0);
             assert_eq!(t.replies[sp][usize::from(e.internal_port)], slot + 1);
@@ -530,7 +495,7 @@ pub(super) mod tests {
             .iter()
             .map(|r| r.iter().filter(|s| **s != 0).count())
             .sum();
-        assert_eq!(used, t.live, "no stale reply index entries");
+        assert_eq!(used, t.len(), "no stale reply index entries");
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -639,6 +604,6 @@ pub(super) mod tests {
             assert_eq!(t.expire(now + Millis(100)), 8);
             check_invariant(&t, true);
         }
-        assert_eq!(t.slots.len(), 8);
+        assert_eq!(t.slots.slots_allocated(), 8);
     }
 }

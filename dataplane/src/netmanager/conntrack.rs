@@ -33,7 +33,7 @@
 //!
 //! # Layout
 //!
-//! The flows live in a slab (`slots`, a `Vec` reused through a free list);
+//! The flows live in a [`Slab`] (a `Vec` reused through a free list);
 //! `index` maps each key to the flow's slot and the key's direction, so a
 //! packet costs one hash lookup and one indexed load. Keys are packed into
 //! fixed-width integers (`PackedKey`: two `u128` addresses and one `u64`)
@@ -51,13 +51,13 @@
 //!
 //! Invariant: `index` holds exactly the `orig` and `reply` keys of the
 //! flows in `slots`, each mapped to its flow's slot; no two flows share a
-//! key; the free slots are exactly those listed in `free`, and `live` is
-//! the number of the others.
+//! key.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::packet::proto;
+use crate::slab::Slab;
 use crate::time::{earliest, Millis};
 use crate::wire::tcp_flags;
 
@@ -258,11 +258,8 @@ pub enum InsertError {
 #[derive(Debug)]
 pub struct ConnTrack {
     cfg: ConntrackConfig,
-    /// The flows; `None`: a free slot, listed in `free`.
-    slots: Vec<Option<Flow>>,
-    free: Vec<u32>,
-    /// Slots in use.
-    live: usize,
+    /// The flows.
+    slots: Slab<Flow>,
     index: HashMap<PackedKey, (u32, Dir), ahash::RandomState>,
     last_sweep: Option<Millis>,
     /// Never later than the earliest deadline of a flow (see the module
@@ -274,9 +271,7 @@ impl ConnTrack {
     pub fn new(cfg: ConntrackConfig) -> ConnTrack {
         ConnTrack {
             cfg,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            slots: Slab::default(),
             index: HashMap::with_hasher(ahash::RandomState::new()),
             last_sweep: None,
             next_deadline: None,
@@ -288,16 +283,16 @@ impl ConnTrack {
     }
 
     pub fn len(&self) -> usize {
-        self.live
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.slots.len() == 0
     }
 
     /// Every flow, in no particular order.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.slots.iter().flatten()
+        self.slots.iter().map(|(_, f)| f)
     }
 
     /// When `f` expires unless a packet refreshes it: `expired` is true
@@ -332,11 +327,9 @@ impl ConnTrack {
     }
 
     fn remove_slot(&mut self, slot: u32) -> Option<Flow> {
-        let f = self.slots.get_mut(slot as usize)?.take()?;
+        let f = self.slots.remove(slot)?;
         self.index.remove(&PackedKey::new(&f.orig));
         self.index.remove(&PackedKey::new(&f.reply));
-        self.free.push(slot);
-        self.live -= 1;
         Some(f)
     }
 
@@ -345,7 +338,7 @@ impl ConnTrack {
     #[inline]
     fn find(&mut self, now: Millis, key: &PackedKey) -> Option<(u32, Dir)> {
         let (slot, dir) = *self.index.get(key)?;
-        let f = self.slots[slot as usize].as_ref()?;
+        let f = self.slots.get(slot)?;
         if Self::expired(&self.cfg, f, now) {
             self.remove_slot(slot);
             return None;
@@ -363,7 +356,7 @@ impl ConnTrack {
     #[inline]
     pub(super) fn get_packed(&mut self, now: Millis, key: &PackedKey) -> Option<(Dir, &Flow)> {
         let (slot, dir) = self.find(now, key)?;
-        Some((dir, self.slots[slot as usize].as_ref()?))
+        Some((dir, self.slots.get(slot)?))
     }
 
     /// Finds the live flow `key` belongs to and records a packet on it at
@@ -387,7 +380,7 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
     ) -> Option<(Dir, &Flow)> {
         let (slot, dir) = self.find(now, key)?;
-        let f = self.slots[slot as usize].as_mut()?;
+        let f = self.slots.get_mut(slot)?;
         f.last_seen = now;
         if let Some(flags) = tcp_flags {
             let closing = f.tcp.closing_since;
@@ -435,24 +428,15 @@ impl ConnTrack {
         if orig == reply {
             return Err(InsertError::Collision);
         }
-        if self.live >= self.cfg.max_flows {
+        if self.slots.len() >= self.cfg.max_flows {
             if self.last_sweep.is_none_or(|t| now > t) {
                 self.last_sweep = Some(now);
                 self.expire(now);
             }
-            if self.live >= self.cfg.max_flows {
+            if self.slots.len() >= self.cfg.max_flows {
                 return Err(InsertError::TableFull);
             }
         }
-        // No free slot means every slot is live: fewer than `max_flows`.
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(self.slots.len()).map_err(|_| InsertError::TableFull)?;
-                self.slots.push(None);
-                slot
-            }
-        };
         let f = Flow {
             orig,
             reply,
@@ -461,8 +445,7 @@ impl ConnTrack {
             last_seen: now,
             tcp: TcpState::default(),
         };
-        self.slots[slot as usize] = Some(f);
-        self.live += 1;
+        let slot = self.slots.insert(f).ok_or(InsertError::TableFull)?;
         self.index.insert(PackedKey::new(&orig), (slot, Dir::Orig));
         self.index
             .insert(PackedKey::new(&reply), (slot, Dir::Reply));
@@ -485,11 +468,7 @@ impl ConnTrack {
 
     /// Removes the flows `dead` selects; returns how many.
     fn remove_where(&mut self, dead: impl Fn(&Flow) -> bool) -> usize {
-        let dead: Vec<u32> = (0u32..)
-            .zip(&self.slots)
-            .filter(|(_, f)| f.as_ref().is_some_and(&dead))
-            .map(|(slot, _)| slot)
-            .collect();
+        let dead = self.slots.select(dead);
         for slot in &dead {
             self.remove_slot(*slot);
         }
@@ -597,19 +576,9 @@ mod tests {
 
     /// The module invariant, checked from the outside in.
     fn check_invariant(t: &ConnTrack) {
-        let live: Vec<u32> = (0u32..)
-            .zip(&t.slots)
-            .filter(|(_, f)| f.is_some())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(live.len(), t.live);
-        assert_eq!(t.free.len() + t.live, t.slots.len());
-        for slot in &t.free {
-            assert!(t.slots[*slot as usize].is_none());
-        }
-        assert_eq!(t.index.len(), 2 * t.live);
-        for slot in live {
-            let f = t.slots[slot as usize].as_ref().unwrap();
+        t.slots.check_invariant();
+        assert_eq!(t.index.len(), 2 * t.len());
+        for (slot, f) in t.slots.iter() {
             assert_eq!(t.index[&PackedKey::new(&f.orig)], (slot, Dir::Orig));
             assert_eq!(t.index[&PackedKey::new(&f.reply)], (slot, Dir::Reply));
         }
@@ -641,7 +610,11 @@ mod tests {
             check_invariant(&t);
             assert_eq!(t.len(), 4);
         }
-        assert_eq!(t.slots.len(), 8, "slots are reused, never past max_flows");
+        assert_eq!(
+            t.slots.slots_allocated(),
+            8,
+            "slots are reused, never past max_flows"
+        );
         assert_eq!(t.remove_instance(ip("10.18.1.5")), 4);
         check_invariant(&t);
         assert!(t.is_empty());

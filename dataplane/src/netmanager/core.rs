@@ -594,9 +594,29 @@ impl NetManagerCore {
         packet: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
+        self.handle(now, packet, false, out, |core, v, key, out| {
+            core.new_flow(now, v, key, out)
+        })
+    }
+
+    /// What both handlers do first: validates `packet` and keys it, and
+    /// translates it if it belongs to a known flow (`from_tunnel`: it came
+    /// out of the tunnel). A packet without a flow that is not an ICMP
+    /// error goes to `first`, the handler's own rule for a flow's first
+    /// packet.
+    #[inline(always)]
+    fn handle(
+        &mut self,
+        now: Millis,
+        packet: &mut [u8],
+        from_tunnel: bool,
+        out: &mut Vec<Action>,
+        first: impl FnOnce(&mut Self, &mut IpPacket<'_>, &Key, &mut Vec<Action>) -> Option<Forward>,
+    ) -> Option<Forward> {
         // The view and the key are used where they were built, inside
         // their `Result`s: moving them out would cost a copy per packet
         // (and a stalled one, so soon after the stores that built them).
+        // `new_checked` tells IPv4 from IPv6 by the first nibble.
         let mut parsed = IpPacket::new_checked(packet);
         let v = match parsed.as_mut() {
             Ok(v) => v,
@@ -607,7 +627,7 @@ impl NetManagerCore {
             Ok(key) => key,
             Err(r) => return self.drop(out, *r),
         };
-        match self.known_flow(now, v, key, false) {
+        match self.known_flow(now, v, key, from_tunnel) {
             Some(Ok(hop)) => return self.forward(hop, v),
             Some(Err(r)) => return self.drop(out, r),
             None => {}
@@ -615,7 +635,7 @@ impl NetManagerCore {
         if key.is_error {
             return self.drop(out, DropReason::NoFlow);
         }
-        self.new_flow(now, v, key, out)
+        first(self, v, key, out)
     }
 
     /// First packet of a flow, if it is to a service IP.
@@ -754,28 +774,21 @@ impl NetManagerCore {
         payload: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
-        // `new_checked` tells IPv4 from IPv6 by the first nibble.
-        // The view and the key are used where they were built, inside
-        // their `Result`s: moving them out would cost a copy per packet
-        // (and a stalled one, so soon after the stores that built them).
-        let mut parsed = IpPacket::new_checked(payload);
-        let v = match parsed.as_mut() {
-            Ok(v) => v,
-            Err(e) => return self.drop(out, parse_error_reason(*e)),
-        };
-        let keyed = packet_key(v);
-        let key = match &keyed {
-            Ok(key) => key,
-            Err(r) => return self.drop(out, *r),
-        };
-        match self.known_flow(now, v, key, true) {
-            Some(Ok(hop)) => return self.forward(hop, v),
-            Some(Err(r)) => return self.drop(out, r),
-            None => {}
-        }
-        if key.is_error {
-            return self.drop(out, DropReason::NoFlow);
-        }
+        self.handle(now, payload, true, out, |core, v, key, out| {
+            core.passthrough(now, from, v, key, out)
+        })
+    }
+
+    /// First packet of a flow out of the tunnel: for a local instance, it
+    /// is remembered (replies go back raw to `from`) and written as it is.
+    fn passthrough(
+        &mut self,
+        now: Millis,
+        from: IpAddr,
+        v: &mut IpPacket<'_>,
+        key: &Key,
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
         let key = key.tuple();
         if !self.is_local_ns(key.dst) {
             return self.drop(out, DropReason::NotLocal);
