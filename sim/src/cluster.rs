@@ -507,7 +507,7 @@ pub fn expand(sc: &mut Scenario) -> Result<Plan, Invalid> {
                 cmd: None,
                 echo: None,
                 ready: Some(Ready {
-                    udp_bound: Some(hoplab_dataplane::netmanager::TUNNEL_PORT),
+                    udp_bound: Some(hoplab_dataplane::netmanager::core::TUNNEL_PORT),
                     ..Ready::default()
                 }),
                 ready_timeout_ms: 5000,

@@ -46,7 +46,7 @@ use std::io::BufReader;
 use std::net::IpAddr;
 use std::path::Path;
 
-use hoplab_dataplane::netmanager::TUNNEL_PORT;
+use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{self, Summary, L4};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;

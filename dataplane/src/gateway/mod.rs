@@ -3,11 +3,12 @@
 //! between external clients and service IPs.
 //!
 //! No sockets, no clock, no threads: the time is passed in as milliseconds
-//! since an arbitrary origin ([`crate::Millis`]); a shell reads the gateway's TUN
-//! device, hands every packet to [`GatewayCore::packet_in_place`], writes
-//! back to the TUN what comes out as [`Verdict::Request`] or
-//! [`Verdict::Reply`] (rewritten in its buffer, same length), calls
-//! [`GatewayCore::expire`] now and then, and changes the exposures with
+//! since an arbitrary origin ([`crate::Millis`]); a shell reads the
+//! gateway's TUN device, hands every packet to
+//! [`GatewayCore::packet_in_place`], writes back to the TUN what comes out
+//! as [`Verdict::Request`] or [`Verdict::Reply`] (rewritten in its buffer,
+//! same length), calls [`GatewayCore::expire`] when
+//! [`GatewayCore::next_deadline`] comes, and changes the exposures with
 //! [`GatewayCore::expose`] and [`GatewayCore::unexpose`].
 //!
 //! - [`core`]: [`GatewayCore`], the Exposed Services table,

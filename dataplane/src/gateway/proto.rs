@@ -1,5 +1,5 @@
 //! [`Proto`]: the transport protocols the gateway translates, by name and
-//! number. The Forward table ([`super::table`]) keys its entries by it, the
+//! number. The Forward table (`table`) keys its entries by it, the
 //! core ([`super::core`]) its exposures, the shell its commands.
 //!
 //! It knows nothing of flows or exposures: it sits below both.

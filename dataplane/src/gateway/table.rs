@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! The entries live in a [`Slab`] (a `Vec` reused through a free list),
+//! The entries live in a slab (`crate::slab`: a `Vec` reused through a free list),
 //! behind two indexes:
 //!
 //! - `requests`: [`RequestKey`] (protocol, family, client address, client

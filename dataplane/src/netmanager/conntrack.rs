@@ -33,7 +33,7 @@
 //!
 //! # Layout
 //!
-//! The flows live in a [`Slab`] (a `Vec` reused through a free list);
+//! The flows live in a slab (`crate::slab`: a `Vec` reused through a free list);
 //! `index` maps each key to the flow's slot and the key's direction, so a
 //! packet costs one hash lookup and one indexed load. Keys are packed into
 //! fixed-width integers (`PackedKey`: two `u128` addresses and one `u64`)

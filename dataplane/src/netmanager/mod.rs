@@ -3,9 +3,10 @@
 //! IPs and instance namespace IPs, and the tunnel between nodes.
 //!
 //! No sockets, no clock, no threads: the time is passed in as milliseconds
-//! since an arbitrary origin ([`Millis`]); a shell reads the TUN and
-//! the tunnel socket, runs the queries, and carries out the
-//! [`core::Action`]s.
+//! since an arbitrary origin ([`crate::Millis`]); a shell reads the TUN and
+//! the tunnel socket, runs the queries, carries out the [`core::Action`]s,
+//! and calls [`NetManagerCore::expire`] when
+//! [`NetManagerCore::next_deadline`] comes.
 //!
 //! Packets enter either way: the copying entry points
 //! ([`NetManagerCore::on_tun_packet`], [`NetManagerCore::on_tunnel_datagram`])
