@@ -34,11 +34,7 @@ impl Exposure {
 
     /// The key of this row: its protocol, port and family.
     pub fn exposed_port(&self) -> ExposedPort {
-        ExposedPort {
-            proto: self.proto,
-            port: self.port,
-            v6: self.is_ipv6(),
-        }
+        ExposedPort::new(self.proto, self.port, self.is_ipv6())
     }
 }
 
@@ -51,6 +47,12 @@ pub struct ExposedPort {
     pub port: u16,
     /// The IPv6 exposure of the port (else the IPv4 one).
     pub v6: bool,
+}
+
+impl ExposedPort {
+    pub fn new(proto: Proto, port: u16, v6: bool) -> ExposedPort {
+        ExposedPort { proto, port, v6 }
+    }
 }
 
 impl fmt::Display for Exposure {
@@ -394,7 +396,7 @@ impl GatewayCore {
     pub fn unexpose(&mut self, proto: Proto, port: u16, v6: bool) -> Result<Exposure, ExposeError> {
         let service = self
             .exposures
-            .remove(&ExposedPort { proto, port, v6 })
+            .remove(&ExposedPort::new(proto, port, v6))
             .ok_or(ExposeError::NotExposed { proto, port, v6 })?;
         let n = self
             .table
@@ -516,11 +518,7 @@ impl GatewayCore {
         // the request lookup above cannot have matched one).
         let exposed = self
             .exposures
-            .get(&ExposedPort {
-                proto,
-                port: dp,
-                v6,
-            })
+            .get(&ExposedPort::new(proto, dp, v6))
             .copied();
         if self.cfg.is_internal(src) {
             return Err(if exposed.is_some() {

@@ -267,11 +267,7 @@ mod tests {
             v6: None,
             internal_nets: vec![(Ipv4Addr::new(10, 18, 0, 0).into(), 16)],
         };
-        let s = f.script(&[ExposedPort {
-            proto: Proto::Tcp,
-            port: 8080,
-            v6: false,
-        }]);
+        let s = f.script(&[ExposedPort::new(Proto::Tcp, 8080, false)]);
         assert!(
             s.contains("set exposed_tcp { type inet_service; elements = { 8080 }; }"),
             "{s}"
@@ -288,11 +284,7 @@ mod tests {
             )),
             ..f
         };
-        let s = f6.script(&[ExposedPort {
-            proto: Proto::Udp,
-            port: 53,
-            v6: true,
-        }]);
+        let s = f6.script(&[ExposedPort::new(Proto::Udp, 53, true)]);
         assert!(
             s.contains("set exposed_udp6 { type inet_service; elements = { 53 }; }"),
             "{s}"

@@ -219,7 +219,7 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
                 Ok(r) => r,
                 Err(err) => return format!("error {err}\n"),
             };
-            let port = ExposedPort { proto, port, v6 };
+            let port = ExposedPort::new(proto, port, v6);
             if !exposed_ports(core).contains(&port) {
                 if let Err(err) = Firewall::set_port(port, false) {
                     return format!("error {err:#}\n");

@@ -1048,7 +1048,7 @@ proptest! {
                     match v {
                         Verdict::Request => {
                             let proto = if l4 == L4::Udp { Proto::Udp } else { Proto::Tcp };
-                            let service = g.exposures.get(&ExposedPort { proto, port: dst.port(), v6 }).copied().unwrap();
+                            let service = g.exposures.get(&ExposedPort::new(proto, dst.port(), v6)).copied().unwrap();
                             let (s, d) = tuple(&out);
                             prop_assert_eq!(d, service);
                             prop_assert_eq!(s.ip(), dst.ip());
