@@ -1,13 +1,13 @@
 //! The `gateway` binary end to end (needs root), in an anonymous network
 //! namespace of each test's own: a TUN `gw0` with the internal address
 //! routed to it and a veth `pub` (its peer left unused) with the public address. Raw
-//! bytes are put into the gateway's TUN with an AF_PACKET socket (what is
+//! bytes are put into the gateway's TUN with an AF_PACKET socket (nix; what is
 //! sent on a TUN is what its reader reads), the control socket is spoken
 //! to, and nftables is asked what the gateway loaded. Nothing is done in
 //! the test process's own network namespace.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -171,46 +171,36 @@ fn log(dir: &Path) -> String {
 /// Sends each of `packets` on `ifname` of the namespace through an
 /// AF_PACKET datagram socket: a TUN's reader receives exactly these bytes.
 fn send_on(ns: &Ns, ifname: &'static str, packets: Vec<Vec<u8>>) {
+    use nix::sys::socket::{
+        sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+        SockaddrLike,
+    };
     ns.run(move || {
-        let proto = (libc::ETH_P_IP as u16).to_be();
-        // SAFETY: plain socket(2) call; the result is checked below.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
-        assert!(
-            raw >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: `raw` is a descriptor just returned by socket(2), owned by
-        // nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let name = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: `name` is a NUL-terminated string that outlives the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert!(ifindex > 0, "no interface {ifname}");
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Datagram,
+            SockFlag::empty(),
+            SockProtocol::EthIp,
+        )
+        .expect("AF_PACKET socket");
+        let ifindex = nix::net::if_::if_nametoindex(ifname).expect("the interface");
+        let sll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_IP as u16).to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` is a live, initialised sockaddr_ll of `len` bytes
+        // for the duration of the call, which copies it.
+        let to = unsafe { LinkAddr::from_raw(std::ptr::addr_of!(sll).cast(), Some(len)) }
+            .expect("a link-layer address");
         for p in packets {
-            // SAFETY: all-zero is a valid sockaddr_ll.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex as i32;
-            // SAFETY: `p` is a live buffer of `p.len()` bytes and `sll` a
-            // properly sized sockaddr_ll, both valid for the call.
-            let n = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    p.as_ptr().cast(),
-                    p.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(
-                n,
-                p.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
+            let n = sendto(fd.as_raw_fd(), &p, &to, MsgFlags::empty()).expect("sendto");
+            assert_eq!(n, p.len());
         }
     })
 }

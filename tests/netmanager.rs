@@ -521,6 +521,54 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Garbage on the tunnel port (of the net manager in `node`): dropped and
+/// counted, nothing forwarded. `before`: the counters before. Returns the
+/// counters after, and how many datagrams were sent.
+fn garbage_on_the_tunnel_port_is_dropped_and_counted(
+    node: &Ns,
+    control: &Path,
+    before: &HashMap<String, u64>,
+) -> (HashMap<String, u64>, u64) {
+    let mut garbage = vec![b"\x00not an IP packet".to_vec(), vec![0x45, 0, 0]];
+    for seed in 1..=30u64 {
+        let mut g = noise(seed, 1 + (seed as usize * 37) % 1400);
+        if seed % 2 == 0 {
+            g[0] = 0x40 | (g[0] & 0x0f);
+        }
+        garbage.push(g);
+    }
+    let n_garbage = garbage.len() as u64;
+    node.run(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for g in garbage {
+            s.send_to(&g, "127.0.0.1:50103").unwrap();
+        }
+    });
+    let t = Instant::now();
+    let after = loop {
+        let c = counters(control);
+        if c["tunnel_in"] >= n_garbage || t.elapsed() > TIMEOUT {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let drops = |c: &HashMap<String, u64>| -> u64 {
+        c.iter()
+            .filter(|(k, _)| k.starts_with("drop_"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(after["tunnel_in"], n_garbage, "{after:?}");
+    assert_eq!(drops(&after) - drops(before), n_garbage, "{after:?}");
+    assert!(after["drop_not_ip"] > before["drop_not_ip"], "{after:?}");
+    assert!(
+        after["drop_malformed"] > before["drop_malformed"],
+        "{after:?}"
+    );
+    assert_eq!(after["tun_out"], before["tun_out"], "{after:?}");
+    (after, n_garbage)
+}
+
 #[test]
 fn translates_service_traffic_end_to_end() {
     let topo = topology();
@@ -602,44 +650,8 @@ fn translates_service_traffic_end_to_end() {
     assert!(seen.contains(&format!("resolve {UNKNOWN_SVC}")), "{seen:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
 
-    // Garbage on the tunnel port: dropped and counted, nothing forwarded.
-    let mut garbage = vec![b"\x00not an IP packet".to_vec(), vec![0x45, 0, 0]];
-    for seed in 1..=30u64 {
-        let mut g = noise(seed, 1 + (seed as usize * 37) % 1400);
-        if seed % 2 == 0 {
-            g[0] = 0x40 | (g[0] & 0x0f);
-        }
-        garbage.push(g);
-    }
-    let n_garbage = garbage.len() as u64;
-    topo.node.run(move || {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for g in garbage {
-            s.send_to(&g, "127.0.0.1:50103").unwrap();
-        }
-    });
-    let t = Instant::now();
-    let after = loop {
-        let c = counters(&paths.control);
-        if c["tunnel_in"] >= n_garbage || t.elapsed() > TIMEOUT {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let drops = |c: &HashMap<String, u64>| -> u64 {
-        c.iter()
-            .filter(|(k, _)| k.starts_with("drop_"))
-            .map(|(_, v)| v)
-            .sum()
-    };
-    assert_eq!(after["tunnel_in"], n_garbage, "{after:?}");
-    assert_eq!(drops(&after) - drops(&before), n_garbage, "{after:?}");
-    assert!(after["drop_not_ip"] > before["drop_not_ip"], "{after:?}");
-    assert!(
-        after["drop_malformed"] > before["drop_malformed"],
-        "{after:?}"
-    );
-    assert_eq!(after["tun_out"], before["tun_out"], "{after:?}");
+    let (after, n_garbage) =
+        garbage_on_the_tunnel_port_is_dropped_and_counted(&topo.node, &paths.control, &before);
     assert!(nm.child.try_wait().unwrap().is_none(), "{}", nm.log());
     // And it still forwards.
     let (reply, from, _) = udp_exchange(&topo.client, &format!("{SVC}:7"), b"again");

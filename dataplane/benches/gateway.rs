@@ -22,6 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
 
 use hoplab_dataplane::gateway::{Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
+use hoplab_dataplane::Millis;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 const INTERNAL6: &str = "fdff:7fff::fffd";
@@ -92,7 +93,7 @@ fn setup(v6: bool, tcp: bool) -> (GatewayCore, Vec<u8>, Vec<u8>) {
     let request = packet(client, internal(v6, 8080), tcp);
     let reply = packet(service, internal(v6, 51671), tcp);
     let mut buf = request.clone();
-    assert_eq!(core.packet_in_place(&mut buf, 0), Verdict::Request);
+    assert_eq!(core.packet_in_place(Millis(0), &mut buf), Verdict::Request);
     (core, request, reply)
 }
 
@@ -111,11 +112,11 @@ fn bench(c: &mut Criterion) {
             ("reply", &reply, Verdict::Reply),
         ] {
             let mut buf = pkt.clone();
-            assert_eq!(core.packet_in_place(&mut buf, 1), want);
+            assert_eq!(core.packet_in_place(Millis(1), &mut buf), want);
             c.bench_function(&format!("{id}/{name}"), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(pkt);
-                    black_box(core.packet_in_place(black_box(&mut buf), 1))
+                    black_box(core.packet_in_place(Millis(1), black_box(&mut buf)))
                 })
             });
         }
@@ -148,7 +149,7 @@ fn bench(c: &mut Criterion) {
         let mut buf = pkts[0].clone();
         for p in pkts {
             buf.copy_from_slice(p);
-            assert_eq!(core.packet_in_place(&mut buf, 0), Verdict::Request);
+            assert_eq!(core.packet_in_place(Millis(0), &mut buf), Verdict::Request);
         }
         assert_eq!(core.counters().flows_created, N);
         c.bench_function(&format!("new_flow/{id}"), |b| {
@@ -162,7 +163,7 @@ fn bench(c: &mut Criterion) {
                     let start = Instant::now();
                     for p in &pkts[..n] {
                         buf.copy_from_slice(p);
-                        black_box(core.packet_in_place(black_box(&mut buf), 0));
+                        black_box(core.packet_in_place(Millis(0), black_box(&mut buf)));
                     }
                     total += start.elapsed();
                     done += n as u64;

@@ -29,11 +29,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
 
-use hoplab_dataplane::netmanager::packet::IpPacket;
 use hoplab_dataplane::netmanager::{
     Action, Config, Coords, Forward, Instance, LocalInstance, NetManagerCore, Resolution,
     ServiceIp, ServiceKind,
 };
+use hoplab_dataplane::packet::IpPacket;
+use hoplab_dataplane::Millis;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 
@@ -107,9 +108,9 @@ fn setup(v6: bool, tcp: bool) -> Setup {
         (c_ns.into(), c_ip.into(), i_ns.into())
     };
     let forward = packet(v6, tcp, c, svc);
-    let out = core.on_tun_packet(0, &mut forward.clone());
+    let out = core.on_tun_packet(Millis(0), &mut forward.clone());
     assert_eq!(out, vec![Action::Query(svc)]);
-    let out = core.on_resolution(0, svc, Ok(res));
+    let out = core.on_resolution(Millis(0), svc, Ok(res));
     assert!(matches!(out[..], [Action::WriteTun(_)]), "{out:?}");
     // The instance's answer, as it reaches the TUN.
     let mut reply = packet(v6, tcp, inst, c_src);
@@ -141,19 +142,23 @@ fn bench(c: &mut Criterion) {
             let mut extra = Vec::new();
             for (id, pkt) in [("forward", &forward), ("reply", &reply)] {
                 let mut buf = pkt.clone();
-                let fwd = core.tun_packet_in_place(1, &mut buf, &mut extra);
+                let fwd = core.tun_packet_in_place(Millis(1), &mut buf, &mut extra);
                 assert_eq!(fwd, Some(Forward::Tun { len: pkt.len() }));
                 assert!(extra.is_empty());
                 c.bench_function(&format!("{id}/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
-                        black_box(core.tun_packet_in_place(1, black_box(&mut buf), &mut extra))
+                        black_box(core.tun_packet_in_place(
+                            Millis(1),
+                            black_box(&mut buf),
+                            &mut extra,
+                        ))
                     })
                 });
                 c.bench_function(&format!("{id}_copy/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
-                        black_box(core.on_tun_packet(1, black_box(&mut buf)))
+                        black_box(core.on_tun_packet(Millis(1), black_box(&mut buf)))
                     })
                 });
             }

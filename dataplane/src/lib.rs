@@ -1,12 +1,38 @@
 //! hoplab's dataplane: what the net manager and the gateway do to packets.
 //!
 //! This crate is sans-IO: it never opens a socket, reads a clock or spawns
-//! a thread. [`wire`] reads the headers the rest of hoplab reasons about;
-//! the trace uses it to describe every hop of a captured packet.
-//! [`netmanager`] is the net manager's sans-IO core (translation, tables, tunnel).
-//! [`gateway`] is the gateway's sans-IO core (exposed ports, NAPT, flow table).
+//! a thread. It does not know the harness nor the shells that run its
+//! cores.
+//!
+//! Shared by both cores (and, for [`wire`], the trace):
+//!
+//! - [`packet`]: validated in-place views over IP packets whose setters
+//!   keep every checksum right;
+//! - [`checksum`]: RFC 1624 incremental and RFC 1071 full checksums;
+//! - [`time`]: [`Millis`], the time the cores are handed;
+//! - [`prefix`]: whether an address lies in a prefix;
+//! - `slab`: the storage of both flow tables (values by `u32` slot);
+//! - [`wire`]: the header summary the rest of hoplab reasons about (the
+//!   trace describes every hop of a captured packet with it).
+//!
+//! The cores:
+//!
+//! - [`netmanager`]: the net manager's core (translation, tables, tunnel);
+//! - [`gateway`]: the gateway's core (exposed ports, NAPT, flow table).
 
+#![forbid(unsafe_code)]
+
+pub mod checksum;
 mod counters;
 pub mod gateway;
 pub mod netmanager;
+pub mod packet;
+pub mod prefix;
+mod slab;
+pub mod time;
 pub mod wire;
+
+#[cfg(test)]
+mod testutil;
+
+pub use self::time::Millis;

@@ -9,6 +9,7 @@ use hoplab_dataplane::netmanager::{
     Action, Config, Coords, Instance, LocalInstance, NetManagerCore, Resolution, ServiceIp,
     ServiceKind,
 };
+use hoplab_dataplane::Millis;
 
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
 pub const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
@@ -48,7 +49,7 @@ pub fn resolution(service: IpAddr) -> Resolution {
 
 /// Answers every query in `actions`, the first successfully and the rest
 /// with a failure, feeding the answers back into the core.
-pub fn answer(core: &mut NetManagerCore, now: u64, actions: Vec<Action>) {
+pub fn answer(core: &mut NetManagerCore, now: Millis, actions: Vec<Action>) {
     let mut first = true;
     for a in actions {
         if let Action::Query(ip) = a {

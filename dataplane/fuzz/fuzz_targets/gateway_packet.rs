@@ -7,6 +7,7 @@
 use std::net::Ipv6Addr;
 
 use hoplab_dataplane::gateway::{Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
+use hoplab_dataplane::Millis;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,15 +31,15 @@ fuzz_target!(|data: &[u8]| {
     }
     // The input is a sequence of packets, each prefixed by one length byte.
     let mut rest = data;
-    let mut now = 0;
+    let mut now = Millis(0);
     while let Some((&n, tail)) = rest.split_first() {
         let n = usize::from(n).min(tail.len());
         let mut buf = tail[..n].to_vec();
-        let verdict = core.packet_in_place(&mut buf, now);
+        let verdict = core.packet_in_place(now, &mut buf);
         if matches!(verdict, Verdict::Request | Verdict::Reply) {
             assert_eq!(buf.len(), n);
         }
-        now += 500;
+        now = now + Millis(500);
         core.expire(now);
         rest = &tail[n..];
     }

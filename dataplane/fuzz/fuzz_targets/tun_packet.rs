@@ -2,6 +2,7 @@
 //! and every packet must end in exactly one outcome.
 #![no_main]
 
+use hoplab_dataplane::Millis;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -10,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut core = common::core();
     // Several packets per run, so one run can open a flow and then hit it.
     for (i, chunk) in common::packets(data).into_iter().enumerate() {
-        let now = i as u64 * 1000;
+        let now = Millis(i as u64 * 1000);
         let mut packet = chunk.to_vec();
         let out = core.on_tun_packet(now, &mut packet);
         common::answer(&mut core, now, out.clone());
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = core.expire(u64::MAX / 2);
+    let _ = core.expire(Millis(u64::MAX / 2));
     let c = core.counters();
     assert!(c.drops_total() + c.tun_out + c.tunnel_out + c.queued >= c.tun_in);
 });

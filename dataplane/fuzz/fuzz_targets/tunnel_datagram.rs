@@ -2,6 +2,7 @@
 //! never panic and must account for every datagram.
 #![no_main]
 
+use hoplab_dataplane::Millis;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 fuzz_target!(|data: &[u8]| {
     let mut core = common::core();
     for (i, chunk) in common::packets(data).into_iter().enumerate() {
-        let now = i as u64 * 1000;
+        let now = Millis(i as u64 * 1000);
         let mut payload = chunk.to_vec();
         let out = core.on_tunnel_datagram(now, common::PEER.into(), &mut payload);
         assert_eq!(out.len(), 1, "one outcome per datagram");
@@ -19,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = core.on_tun_packet(now, &mut p);
         }
     }
-    let _ = core.expire(u64::MAX / 2);
+    let _ = core.expire(Millis(u64::MAX / 2));
     let c = core.counters();
     assert!(c.drops_total() + c.tun_out + c.tunnel_out >= c.tunnel_in);
 });

@@ -3,21 +3,23 @@
 //! between external clients and service IPs.
 //!
 //! No sockets, no clock, no threads: the time is passed in as milliseconds
-//! since an arbitrary origin ([`Millis`]); a shell reads the gateway's TUN
-//! device, hands every packet to [`GatewayCore::packet_in_place`], writes
-//! back to the TUN what comes out as [`Verdict::Request`] or
-//! [`Verdict::Reply`] (rewritten in its buffer, same length), calls
-//! [`GatewayCore::expire`] now and then, and changes the exposures with
+//! since an arbitrary origin ([`crate::Millis`]); a shell reads the
+//! gateway's TUN device, hands every packet to
+//! [`GatewayCore::packet_in_place`], writes back to the TUN what comes out
+//! as [`Verdict::Request`] or [`Verdict::Reply`] (rewritten in its buffer,
+//! same length), calls [`GatewayCore::expire`] when
+//! [`GatewayCore::next_deadline`] comes, and changes the exposures with
 //! [`GatewayCore::expose`] and [`GatewayCore::unexpose`].
 //!
 //! - [`core`]: [`GatewayCore`], the Exposed Services table,
 //!   the per-packet path, [`Counters`];
+//! - [`proto`]: [`Proto`], the protocols translated (below both others);
 //! - `table`: the Forward table (flows in a slab behind a keyed-hash
 //!   request index and a direct reply index by internal port), NAPT port
 //!   allocation, expiry.
 //!
-//! Packets are validated and rewritten with the net manager's views
-//! ([`crate::netmanager::packet::IpPacket`]), whose setters update the
+//! Packets are validated and rewritten with the crate's packet views
+//! ([`crate::packet::IpPacket`]), whose setters update the
 //! IPv4, TCP and UDP checksums incrementally (RFC 1624).
 //!
 //! # Tuple transformations (the seed table)
@@ -57,12 +59,12 @@
 //! port of an entry and whose source is that entry's service is a reply;
 //! any other packet is a request. A request from inside the internal
 //! networks ([`GatewayConfig::internal_nets`]: the service, instance and
-//! node ranges, where no client can be) is dropped as [`Drop::Spoofed`]
-//! when it is for an exposed port, as [`Drop::NoFlow`] (a reply without an
+//! node ranges, where no client can be) is dropped as [`DropReason::Spoofed`]
+//! when it is for an exposed port, as [`DropReason::NoFlow`] (a reply without an
 //! entry, or from the wrong source) otherwise; so is a request from an
 //! address no client can have (unspecified, loopback, multicast,
-//! broadcast: [`Drop::Spoofed`]). Every packet must be addressed to the
-//! internal address of its family ([`Drop::WrongDestination`]). Families
+//! broadcast: [`DropReason::Spoofed`]). Every packet must be addressed to the
+//! internal address of its family ([`DropReason::WrongDestination`]). Families
 //! never mix: an IPv4 request only uses IPv4 exposures (which map to IPv4
 //! services), an IPv6 request IPv6 ones; IPv6 needs
 //! [`GatewayConfig::internal6`].
@@ -79,9 +81,9 @@
 //! handed out and wraps (deterministic: it depends only on the sequence
 //! of packets). The second client above gets `internal:49152`, and the
 //! reply to 49152 goes back to `203.0.113.9:51671`. When no port is free
-//! the new flow is refused ([`Drop::PortsExhausted`]); so is any new flow
+//! the new flow is refused ([`DropReason::PortsExhausted`]); so is any new flow
 //! while the table holds [`GatewayConfig::max_flows`] entries
-//! ([`Drop::TableFull`]), after one sweep of timed-out entries (at most one
+//! ([`DropReason::TableFull`]), after one sweep of timed-out entries (at most one
 //! sweep per millisecond).
 //!
 //! # Expiry
@@ -94,7 +96,7 @@
 //! entries are removed after [`GatewayConfig::udp_ms`] idle. A SYN
 //! without ACK from the client on a closing or closed entry reopens it
 //! (state reset, same internal port). A timed-out entry is gone for
-//! packets at once: a reply meeting it is [`Drop::NoFlow`], a request
+//! packets at once: a reply meeting it is [`DropReason::NoFlow`], a request
 //! opens a new flow; [`GatewayCore::expire`] sweeps the rest (O(n)).
 //! Removing an exposure ([`GatewayCore::unexpose`]) removes its flows.
 //!
@@ -103,21 +105,23 @@
 //! - ICMP is not translated, in either direction: echo requests to the
 //!   gateway and ICMP errors about its flows (e.g. a service's port
 //!   unreachable, a router's packet too big) are dropped as
-//!   [`Drop::Unsupported`], so path MTU discovery through the gateway
+//!   [`DropReason::Unsupported`], so path MTU discovery through the gateway
 //!   relies on the kernel (or on TCP MSS clamping).
 //! - Fragments are not reassembled: only the first carries ports, so
-//!   every fragment is dropped ([`Drop::Fragment`]).
-//! - Anything but TCP and UDP is dropped ([`Drop::Unsupported`]), as are
-//!   malformed packets ([`Drop::Malformed`]); no input makes the core
+//!   every fragment is dropped ([`DropReason::Fragment`]).
+//! - Anything but TCP and UDP is dropped ([`DropReason::Unsupported`]), as are
+//!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.
 //! - No I/O, no clock, no threads, no randomness in outcomes (the request
 //!   index is hashed with random keys against flooding, which changes no
 //!   result); the public-address DNAT and its reversal are the kernel's.
 
 pub mod core;
+pub mod proto;
 mod table;
 
 pub use self::core::{
-    Counters, Drop, ExposeError, Exposure, FlowInfo, GatewayConfig, GatewayCore, Proto, Verdict,
+    Counters, DropReason, ExposeError, ExposedPort, Exposure, FlowInfo, GatewayConfig, GatewayCore,
+    Verdict,
 };
-pub use crate::netmanager::cache::Millis;
+pub use self::proto::{Proto, UnknownProto};

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! The entries live in a slab (`slots`, a `Vec` reused through a free
-//! list), behind two indexes:
+//! The entries live in a slab (`crate::slab`: a `Vec` reused through a free list),
+//! behind two indexes:
 //!
 //! - `requests`: [`RequestKey`] (protocol, family, client address, client
 //!   port, exposed port) → slot. The key is packed into one `u128` and one
@@ -42,20 +42,25 @@
 //! new connection): its TCP state is reset, its internal port kept. UDP
 //! entries end after `udp` idle.
 //!
+//! [`Table::next_deadline`] is never later than the earliest expiry: it is
+//! lowered, in constant time, when an entry is inserted or its TCP state
+//! closes or reopens, and recomputed exactly by [`Table::expire`] (a
+//! packet that only refreshes an entry moves its deadline later).
+//!
 //! Invariant: `requests` holds exactly the request keys of the entries in
 //! `slots`, each mapped to its slot; `replies[s][p]` is `slot + 1` exactly
 //! for the entries of space `s` whose internal port is `p`, and 0
 //! elsewhere (so no two entries of a space share an internal port, and
 //! none uses port 0); `napt_used[s]` is the number of entries of space `s`
-//! whose internal port lies in the NAPT range; the free slots are exactly
-//! those listed in `free`, and `live` is the number of the others.
+//! whose internal port lies in the NAPT range.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use super::core::Proto;
-use crate::netmanager::cache::Millis;
+use super::proto::Proto;
+use crate::slab::Slab;
+use crate::time::{earliest, Millis};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
 /// Port spaces: TCP/IPv4, TCP/IPv6, UDP/IPv4, UDP/IPv6.
@@ -144,11 +149,13 @@ impl Entry {
         }
     }
 
-    /// Records a packet at `now`; `flags`: its TCP flags if TCP.
+    /// Records a packet at `now`; `flags`: its TCP flags if TCP. True if
+    /// the entry closed or reopened (its deadline may have moved earlier).
     #[inline]
-    pub fn track(&mut self, now: Millis, flags: Option<u8>, from_client: bool) {
+    pub fn track(&mut self, now: Millis, flags: Option<u8>, from_client: bool) -> bool {
         self.last_seen = now;
-        let Some(f) = flags else { return };
+        let Some(f) = flags else { return false };
+        let closed_at = self.tcp.closed_at;
         if from_client && f & SYN != 0 && f & ACK == 0 && self.tcp != TcpState::default() {
             self.tcp = TcpState::default();
         }
@@ -164,6 +171,7 @@ impl Entry {
         {
             self.tcp.closed_at = Some(now);
         }
+        self.tcp.closed_at != closed_at
     }
 }
 
@@ -176,18 +184,28 @@ pub(super) struct Timeouts {
 }
 
 impl Timeouts {
+    fn idle(&self, proto: Proto) -> Millis {
+        match proto {
+            Proto::Tcp => self.tcp_established,
+            Proto::Udp => self.udp,
+        }
+    }
+
+    /// When `e` times out unless a packet refreshes it: [`Self::expired`]
+    /// is true from then on (time never goes backwards).
+    pub fn deadline(&self, e: &Entry) -> Millis {
+        match e.tcp.closed_at {
+            Some(t) => t.saturating_add(self.tcp_closing),
+            None => e.last_seen.saturating_add(self.idle(e.proto)),
+        }
+    }
+
     /// True once `e` has timed out at `now`.
     #[inline]
     pub fn expired(&self, e: &Entry, now: Millis) -> bool {
         match e.tcp.closed_at {
             Some(t) => now.saturating_sub(t) >= self.tcp_closing,
-            None => {
-                let idle = match e.proto {
-                    Proto::Tcp => self.tcp_established,
-                    Proto::Udp => self.udp,
-                };
-                now.saturating_sub(e.last_seen) >= idle
-            }
+            None => now.saturating_sub(e.last_seen) >= self.idle(e.proto),
         }
     }
 }
@@ -216,9 +234,7 @@ pub(super) struct Table {
     max_flows: usize,
     /// The NAPT range, inclusive; empty when `napt.0 > napt.1`.
     napt: (u16, u16),
-    slots: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    live: usize,
+    slots: Slab<Entry>,
     requests: HashMap<RequestKey, u32, ahash::RandomState>,
     replies: [Box<[u32; PORTS]>; SPACES],
     /// Per space: where the next NAPT scan starts.
@@ -226,6 +242,9 @@ pub(super) struct Table {
     /// Per space: entries whose internal port is in the NAPT range.
     napt_used: [u32; SPACES],
     last_sweep: Option<Millis>,
+    /// Never later than the earliest deadline of an entry (see the module
+    /// documentation); `None` without entries to expire.
+    next_deadline: Option<Millis>,
 }
 
 impl fmt::Debug for Table {
@@ -235,8 +254,8 @@ impl fmt::Debug for Table {
             .field("timeouts", &self.timeouts)
             .field("max_flows", &self.max_flows)
             .field("napt", &self.napt)
-            .field("live", &self.live)
-            .field("slots", &self.slots.len())
+            .field("live", &self.slots.len())
+            .field("slots", &self.slots.slots_allocated())
             .field("cursor", &self.cursor)
             .field("napt_used", &self.napt_used)
             .finish_non_exhaustive()
@@ -258,15 +277,25 @@ impl Table {
             timeouts,
             max_flows,
             napt,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            slots: Slab::default(),
             requests: HashMap::with_hasher(ahash::RandomState::new()),
             replies: std::array::from_fn(|_| zeroed_ports()),
             cursor: [napt.0; SPACES],
             napt_used: [0; SPACES],
             last_sweep: None,
+            next_deadline: None,
         }
+    }
+
+    /// The earliest time at which an entry may time out, or `None`: never
+    /// later than the first expiry, exact after [`Self::expire`].
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
+    }
+
+    /// Lowers the next deadline to `e`'s.
+    fn note_deadline(&mut self, e: &Entry) {
+        self.next_deadline = earliest(self.next_deadline, Some(self.timeouts.deadline(e)));
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -274,11 +303,11 @@ impl Table {
     }
 
     pub fn len(&self) -> usize {
-        self.live
+        self.slots.len()
     }
 
     pub fn is_full(&self) -> bool {
-        self.live >= self.max_flows
+        self.slots.len() >= self.max_flows
     }
 
     /// True at most once per millisecond: whether a full table may sweep
@@ -294,12 +323,12 @@ impl Table {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.slots.iter().flatten()
+        self.slots.iter().map(|(_, e)| e)
     }
 
     #[inline(always)]
     pub fn get(&self, slot: u32) -> Option<&Entry> {
-        self.slots.get(slot as usize)?.as_ref()
+        self.slots.get(slot)
     }
 
     /// The slot of the entry of `space` with internal port `port`.
@@ -321,8 +350,8 @@ impl Table {
     #[inline(always)]
     pub fn touch(
         &mut self,
-        slot: u32,
         now: Millis,
+        slot: u32,
         flags: Option<u8>,
         from_client: bool,
     ) -> Result<&Entry, Option<Entry>> {
@@ -330,12 +359,10 @@ impl Table {
         if self.timeouts.expired(e, now) {
             return Err(self.remove(slot));
         }
-        let e = self
-            .slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .ok_or(None)?;
-        e.track(now, flags, from_client);
+        let e = self.slots.get_mut(slot).ok_or(None)?;
+        if e.track(now, flags, from_client) {
+            self.next_deadline = earliest(self.next_deadline, Some(self.timeouts.deadline(e)));
+        }
         Ok(e)
     }
 
@@ -381,18 +408,6 @@ impl Table {
         let port = self
             .alloc_port(sp, f.client_port)
             .ok_or(InsertError::PortsExhausted)?;
-        // No free slot means every slot is live: fewer than `max_flows`.
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(self.slots.len())
-                    .ok()
-                    .filter(|s| *s < u32::MAX)
-                    .ok_or(InsertError::TableFull)?;
-                self.slots.push(None);
-                slot
-            }
-        };
         let e = Entry {
             proto: f.proto,
             client_ip: f.client_ip,
@@ -404,47 +419,46 @@ impl Table {
             last_seen: now,
             tcp: TcpState::default(),
         };
-        self.requests.insert(e.request_key(), slot);
+        self.note_deadline(&e);
+        let key = e.request_key();
+        // Slots are below u32::MAX: `slot + 1` cannot overflow.
+        let slot = self.slots.insert(e).ok_or(InsertError::TableFull)?;
+        self.requests.insert(key, slot);
         self.replies[sp][usize::from(port)] = slot + 1;
         if self.in_napt(port) {
             self.napt_used[sp] += 1;
         }
-        self.slots[slot as usize] = Some(e);
-        self.live += 1;
         Ok(slot)
     }
 
     /// Removes the entry in `slot`.
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
-        let e = self.slots.get_mut(slot as usize)?.take()?;
+        let e = self.slots.remove(slot)?;
         self.requests.remove(&e.request_key());
         let sp = space(e.proto, e.is_ipv6());
         self.replies[sp][usize::from(e.internal_port)] = 0;
         if self.in_napt(e.internal_port) {
             self.napt_used[sp] -= 1;
         }
-        self.free.push(slot);
-        self.live -= 1;
         Some(e)
     }
 
     /// Removes the entries `dead` selects; returns how many.
-    pub fn remove_where(&mut self, mut dead: impl FnMut(&Entry) -> bool) -> usize {
-        let mut n = 0;
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].as_ref().is_some_and(&mut dead) {
-                // slots.len() < u32::MAX (see insert).
-                self.remove(slot as u32);
-                n += 1;
-            }
+    pub fn remove_where(&mut self, dead: impl FnMut(&Entry) -> bool) -> usize {
+        let dead = self.slots.select(dead);
+        for slot in &dead {
+            self.remove(*slot);
         }
-        n
+        dead.len()
     }
 
     /// Removes every entry timed out at `now`; returns how many.
+    /// Recomputes [`Self::next_deadline`] from the entries left.
     pub fn expire(&mut self, now: Millis) -> usize {
         let t = self.timeouts;
-        self.remove_where(|e| t.expired(e, now))
+        let n = self.remove_where(|e| t.expired(e, now));
+        self.next_deadline = self.iter().map(|e| t.deadline(e)).min();
+        n
     }
 }
 
@@ -455,21 +469,11 @@ pub(super) mod tests {
     /// The module invariant, checked from the outside in. `full`: also
     /// scan the whole reply index for stale entries (4 × 64 Ki loads).
     pub(in crate::gateway) fn check_invariant(t: &Table, full: bool) {
-        let live: Vec<u32> = (0u32..)
-            .zip(&t.slots)
-            .filter(|(_, e)| e.is_some())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(live.len(), t.live);
-        assert_eq!(t.free.len() + t.live, t.slots.len());
-        for slot in &t.free {
-            assert!(t.slots[*slot as usize].is_none());
-        }
-        assert_eq!(t.requests.len(), t.live);
+        t.slots.check_invariant();
+        assert_eq!(t.requests.len(), t.len());
         let mut napt_used = [0u32; SPACES];
-        for slot in &live {
-            let e = t.slots[*slot as usize].as_ref().unwrap();
-            assert_eq!(t.requests[&e.request_key()], *slot);
+        for (slot, e) in t.slots.iter() {
+            assert_eq!(t.requests[&e.request_key()], slot);
             let sp = space(e.proto, e.is_ipv6());
             assert_ne!(e.internal_port, 0);
             assert_eq!(t.replies[sp][usize::from(e.internal_port)], slot + 1);
@@ -479,6 +483,10 @@ pub(super) mod tests {
             }
         }
         assert_eq!(napt_used, t.napt_used);
+        // The next deadline is never later than the first expiry.
+        if let Some(first) = t.iter().map(|e| t.timeouts.deadline(e)).min() {
+            assert!(t.next_deadline.is_some_and(|d| d <= first));
+        }
         if !full {
             return;
         }
@@ -487,7 +495,7 @@ pub(super) mod tests {
             .iter()
             .map(|r| r.iter().filter(|s| **s != 0).count())
             .sum();
-        assert_eq!(used, t.live, "no stale reply index entries");
+        assert_eq!(used, t.len(), "no stale reply index entries");
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -513,9 +521,9 @@ pub(super) mod tests {
     fn table(max: usize, napt: (u16, u16)) -> Table {
         Table::new(
             Timeouts {
-                tcp_established: 1000,
-                tcp_closing: 10,
-                udp: 100,
+                tcp_established: Millis(1000),
+                tcp_closing: Millis(10),
+                udp: Millis(100),
             },
             max,
             napt,
@@ -536,33 +544,33 @@ pub(super) mod tests {
         let mut t = table(100, (100, 102));
         let port = |t: &Table, s: u32| t.get(s).unwrap().internal_port;
         // Client ports are kept while free.
-        let s = t.insert(0, flow("1.1.1.1", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.1", 101)).unwrap();
         assert_eq!(port(&t, s), 101);
         // 101 is taken: the scan starts at the bottom of the range...
-        let s100 = t.insert(0, flow("1.1.1.2", 101)).unwrap();
+        let s100 = t.insert(Millis(0), flow("1.1.1.2", 101)).unwrap();
         assert_eq!(port(&t, s100), 100);
         // ...and moves on: 100 freed is not reused at once, 101 is skipped.
         t.remove(s100);
-        let s = t.insert(0, flow("1.1.1.3", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.3", 101)).unwrap();
         assert_eq!(port(&t, s), 102);
         // Then it wraps to 100.
-        let s = t.insert(0, flow("1.1.1.4", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.4", 101)).unwrap();
         assert_eq!(port(&t, s), 100);
         check_invariant(&t, true);
         assert_eq!(
-            t.insert(0, flow("1.1.1.9", 101)),
+            t.insert(Millis(0), flow("1.1.1.9", 101)),
             Err(InsertError::PortsExhausted)
         );
         // Port 0 is never kept: it takes a range port, and there is none.
         assert_eq!(
-            t.insert(0, flow("1.1.1.9", 0)),
+            t.insert(Millis(0), flow("1.1.1.9", 0)),
             Err(InsertError::PortsExhausted)
         );
         // A free client port outside the range is still kept.
-        let s = t.insert(0, flow("1.1.1.9", 7)).unwrap();
+        let s = t.insert(Millis(0), flow("1.1.1.9", 7)).unwrap();
         assert_eq!(port(&t, s), 7);
         // Other port spaces are separate.
-        let s = t.insert(0, flow("::1:1", 101)).unwrap();
+        let s = t.insert(Millis(0), flow("::1:1", 101)).unwrap();
         assert_eq!(port(&t, s), 101);
         check_invariant(&t, true);
     }
@@ -570,9 +578,9 @@ pub(super) mod tests {
     #[test]
     fn empty_napt_range_only_keeps_client_ports() {
         let mut t = table(100, (10, 9));
-        t.insert(0, flow("1.1.1.1", 5)).unwrap();
+        t.insert(Millis(0), flow("1.1.1.1", 5)).unwrap();
         assert_eq!(
-            t.insert(0, flow("1.1.1.2", 5)),
+            t.insert(Millis(0), flow("1.1.1.2", 5)),
             Err(InsertError::PortsExhausted)
         );
         check_invariant(&t, true);
@@ -582,7 +590,7 @@ pub(super) mod tests {
     fn slots_are_reused_and_the_indexes_stay_exact() {
         let mut t = table(8, (60000, 60007));
         for round in 0..20u16 {
-            let now = Millis::from(round) * 1000;
+            let now = Millis(u64::from(round) * 1000);
             for i in 0..8 {
                 // Same client port for all: NAPT after the first.
                 t.insert(now, flow(&format!("1.2.{round}.{i}"), 4000))
@@ -593,9 +601,9 @@ pub(super) mod tests {
                 t.insert(now, flow("9.9.9.9", 1)),
                 Err(InsertError::TableFull)
             );
-            assert_eq!(t.expire(now + 100), 8);
+            assert_eq!(t.expire(now + Millis(100)), 8);
             check_invariant(&t, true);
         }
-        assert_eq!(t.slots.len(), 8);
+        assert_eq!(t.slots.slots_allocated(), 8);
     }
 }

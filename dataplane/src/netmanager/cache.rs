@@ -14,6 +14,10 @@
 //!   [`ResolutionCache::expire`], so a lost answer cannot hold packets
 //!   forever.
 //!
+//! [`ResolutionCache::next_deadline`] tells when an entry may next go
+//! stale or time out: lowered as entries are added, recomputed exactly by
+//! [`ResolutionCache::expire`]; never later than the first expiry.
+//!
 //! Nothing here blocks: a pending service only holds its own packets;
 //! every other flow goes on.
 //!
@@ -24,9 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::services::Resolution;
-
-/// Milliseconds since an arbitrary origin chosen by the caller.
-pub type Millis = u64;
+use crate::time::{earliest, Millis};
 
 /// Why a query failed (reported by the shell that ran it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,8 +57,8 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            ttl: 10_000,
-            query_timeout: 5_000,
+            ttl: Millis(10_000),
+            query_timeout: Millis(5_000),
             queue_limit: 64,
             max_entries: 4096,
         }
@@ -94,6 +96,9 @@ enum Entry {
 pub struct ResolutionCache {
     cfg: CacheConfig,
     entries: HashMap<IpAddr, Entry>,
+    /// Never later than the earliest deadline of an entry (see the module
+    /// documentation); `None` when there is none.
+    next_deadline: Option<Millis>,
 }
 
 /// Packets handed back when a query ends.
@@ -107,7 +112,30 @@ impl ResolutionCache {
         ResolutionCache {
             cfg,
             entries: HashMap::new(),
+            next_deadline: None,
         }
+    }
+
+    /// When `e` goes stale (resolved) or times out (pending), unless a
+    /// lookup refreshes it.
+    fn deadline(&self, e: &Entry) -> Millis {
+        match e {
+            Entry::Resolved { last_used, .. } => last_used.saturating_add(self.cfg.ttl),
+            Entry::Pending { since, .. } => since.saturating_add(self.cfg.query_timeout),
+        }
+    }
+
+    /// Adds `e` at `ip`, lowering the next deadline to its own.
+    fn insert(&mut self, ip: IpAddr, e: Entry) {
+        self.next_deadline = earliest(self.next_deadline, Some(self.deadline(&e)));
+        self.entries.insert(ip, e);
+    }
+
+    /// The earliest time at which an entry may go stale or a query time
+    /// out, or `None` without entries: never later than the first expiry,
+    /// exact after [`Self::expire`].
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
     }
 
     pub fn config(&self) -> &CacheConfig {
@@ -171,7 +199,7 @@ impl ResolutionCache {
                         return Lookup::Full;
                     }
                 }
-                self.entries.insert(
+                self.insert(
                     ip,
                     Entry::Pending {
                         since: now,
@@ -223,7 +251,7 @@ impl ResolutionCache {
         };
         if let Ok(res) = result {
             if self.entries.contains_key(&ip) || self.entries.len() < self.cfg.max_entries {
-                self.entries.insert(
+                self.insert(
                     ip,
                     Entry::Resolved {
                         res,
@@ -249,7 +277,7 @@ impl ResolutionCache {
 
     /// Drops resolutions unused for `ttl`, and fails queries unanswered for
     /// `query_timeout`, returning each failed service IP with the packets
-    /// that waited for it.
+    /// that waited for it. Recomputes [`Self::next_deadline`].
     pub fn expire(&mut self, now: Millis) -> Vec<(IpAddr, Released)> {
         self.purge_stale(now);
         let timeout = self.cfg.query_timeout;
@@ -274,6 +302,7 @@ impl ResolutionCache {
         }
         // Deterministic order for callers and tests.
         out.sort_by_key(|(ip, _)| *ip);
+        self.next_deadline = self.entries.values().map(|e| self.deadline(e)).min();
         out
     }
 }
@@ -294,37 +323,37 @@ mod tests {
     fn miss_once_then_pending_then_hit() {
         let mut c = ResolutionCache::new(CacheConfig::default());
         let a = ip("10.30.0.1");
-        assert_eq!(c.lookup(0, a), Lookup::Miss);
-        assert_eq!(c.lookup(1, a), Lookup::Pending);
-        assert_eq!(c.lookup(2, a), Lookup::Pending);
+        assert_eq!(c.lookup(Millis(0), a), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(1), a), Lookup::Pending);
+        assert_eq!(c.lookup(Millis(2), a), Lookup::Pending);
         assert!(c.enqueue(a, vec![1]).is_ok());
         assert!(c.enqueue(a, vec![2]).is_ok());
-        let r = c.on_resolution(3, a, Ok(res("10.30.0.1")));
+        let r = c.on_resolution(Millis(3), a, Ok(res("10.30.0.1")));
         assert_eq!(r.packets, vec![vec![1], vec![2]]);
-        assert_eq!(c.lookup(4, a), Lookup::Hit(&res("10.30.0.1")));
+        assert_eq!(c.lookup(Millis(4), a), Lookup::Hit(&res("10.30.0.1")));
         // A query in flight for one service does not affect another.
         let b = ip("10.30.0.2");
-        assert_eq!(c.lookup(5, b), Lookup::Miss);
-        assert!(matches!(c.lookup(6, a), Lookup::Hit(_)));
+        assert_eq!(c.lookup(Millis(5), b), Lookup::Miss);
+        assert!(matches!(c.lookup(Millis(6), a), Lookup::Hit(_)));
     }
 
     #[test]
     fn ttl_counts_from_last_use() {
         let mut c = ResolutionCache::new(CacheConfig {
-            ttl: 100,
+            ttl: Millis(100),
             ..Default::default()
         });
         let a = ip("10.30.0.1");
-        assert_eq!(c.lookup(0, a), Lookup::Miss);
-        c.on_resolution(0, a, Ok(res("10.30.0.1")));
-        assert!(matches!(c.lookup(99, a), Lookup::Hit(_)));
-        assert!(matches!(c.lookup(198, a), Lookup::Hit(_)));
+        assert_eq!(c.lookup(Millis(0), a), Lookup::Miss);
+        c.on_resolution(Millis(0), a, Ok(res("10.30.0.1")));
+        assert!(matches!(c.lookup(Millis(99), a), Lookup::Hit(_)));
+        assert!(matches!(c.lookup(Millis(198), a), Lookup::Hit(_)));
         // Unused for exactly the TTL: gone.
-        assert_eq!(c.lookup(298, a), Lookup::Miss);
-        c.on_resolution(300, a, Ok(res("10.30.0.1")));
-        assert!(c.expire(399).is_empty());
+        assert_eq!(c.lookup(Millis(298), a), Lookup::Miss);
+        c.on_resolution(Millis(300), a, Ok(res("10.30.0.1")));
+        assert!(c.expire(Millis(399)).is_empty());
         assert_eq!(c.len(), 1);
-        assert!(c.expire(400).is_empty());
+        assert!(c.expire(Millis(400)).is_empty());
         assert_eq!(c.len(), 0);
     }
 
@@ -332,11 +361,11 @@ mod tests {
     fn invalidate_forces_a_new_query() {
         let mut c = ResolutionCache::new(CacheConfig::default());
         let a = ip("fdff:2000::1");
-        c.on_resolution(0, a, Ok(res("fdff:2000::1")));
-        assert!(matches!(c.lookup(1, a), Lookup::Hit(_)));
+        c.on_resolution(Millis(0), a, Ok(res("fdff:2000::1")));
+        assert!(matches!(c.lookup(Millis(1), a), Lookup::Hit(_)));
         assert!(c.invalidate(a));
         assert!(!c.invalidate(a));
-        assert_eq!(c.lookup(2, a), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(2), a), Lookup::Miss);
         // Invalidating a pending query leaves it pending.
         assert!(!c.invalidate(a));
         assert!(c.is_pending(a));
@@ -350,28 +379,32 @@ mod tests {
         });
         let a = ip("10.30.0.1");
         assert_eq!(c.enqueue(a, vec![0]), Err(vec![0]), "not pending");
-        assert_eq!(c.lookup(0, a), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(0), a), Lookup::Miss);
         assert!(c.enqueue(a, vec![1]).is_ok());
         assert!(c.enqueue(a, vec![2]).is_ok());
         assert_eq!(c.enqueue(a, vec![3]), Err(vec![3]));
         assert_eq!(c.queued(a), 2);
-        let r = c.on_resolution(1, a, Err(ResolveError::NotFound));
+        let r = c.on_resolution(Millis(1), a, Err(ResolveError::NotFound));
         assert_eq!(r.packets.len(), 2);
         assert!(c.is_empty());
-        assert_eq!(c.lookup(2, a), Lookup::Miss, "a failure is not cached");
+        assert_eq!(
+            c.lookup(Millis(2), a),
+            Lookup::Miss,
+            "a failure is not cached"
+        );
     }
 
     #[test]
     fn query_timeout() {
         let mut c = ResolutionCache::new(CacheConfig {
-            query_timeout: 50,
+            query_timeout: Millis(50),
             ..Default::default()
         });
         let a = ip("10.30.0.1");
-        assert_eq!(c.lookup(10, a), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(10), a), Lookup::Miss);
         c.enqueue(a, vec![9]).unwrap();
-        assert!(c.expire(59).is_empty());
-        let out = c.expire(60);
+        assert!(c.expire(Millis(59)).is_empty());
+        let out = c.expire(Millis(60));
         assert_eq!(
             out,
             vec![(
@@ -388,14 +421,14 @@ mod tests {
     fn bounded_entries() {
         let mut c = ResolutionCache::new(CacheConfig {
             max_entries: 2,
-            ttl: 10,
+            ttl: Millis(10),
             ..Default::default()
         });
-        assert_eq!(c.lookup(0, ip("10.30.0.1")), Lookup::Miss);
-        c.on_resolution(0, ip("10.30.0.1"), Ok(res("10.30.0.1")));
-        assert_eq!(c.lookup(0, ip("10.30.0.2")), Lookup::Miss);
-        assert_eq!(c.lookup(5, ip("10.30.0.3")), Lookup::Full);
+        assert_eq!(c.lookup(Millis(0), ip("10.30.0.1")), Lookup::Miss);
+        c.on_resolution(Millis(0), ip("10.30.0.1"), Ok(res("10.30.0.1")));
+        assert_eq!(c.lookup(Millis(0), ip("10.30.0.2")), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(5), ip("10.30.0.3")), Lookup::Full);
         // Once the resolved entry is stale it makes room.
-        assert_eq!(c.lookup(10, ip("10.30.0.3")), Lookup::Miss);
+        assert_eq!(c.lookup(Millis(10), ip("10.30.0.3")), Lookup::Miss);
     }
 }

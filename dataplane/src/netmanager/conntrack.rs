@@ -20,6 +20,12 @@
 //! lookup, and in bulk by [`ConnTrack::expire`]. A SYN (without ACK) on a
 //! closing TCP flow reopens it: the same tuple is being reused.
 //!
+//! [`ConnTrack::next_deadline`] tells when the next flow may expire: it is
+//! lowered, in constant time, when a flow is inserted or its TCP state
+//! changes, and recomputed exactly by [`ConnTrack::expire`]; a packet that
+//! only refreshes a flow moves its deadline later and leaves it alone, so
+//! it is never later than the earliest expiry, and may be earlier.
+//!
 //! Bounds: at most `max_flows` flows; a new flow beyond that is refused
 //! with [`InsertError::TableFull`] (after one sweep of expired flows per
 //! millisecond at most, so a flood of new flows cannot make every insert
@@ -27,7 +33,7 @@
 //!
 //! # Layout
 //!
-//! The flows live in a slab (`slots`, a `Vec` reused through a free list);
+//! The flows live in a slab (`crate::slab`: a `Vec` reused through a free list);
 //! `index` maps each key to the flow's slot and the key's direction, so a
 //! packet costs one hash lookup and one indexed load. Keys are packed into
 //! fixed-width integers (`PackedKey`: two `u128` addresses and one `u64`)
@@ -45,14 +51,15 @@
 //!
 //! Invariant: `index` holds exactly the `orig` and `reply` keys of the
 //! flows in `slots`, each mapped to its flow's slot; no two flows share a
-//! key; the free slots are exactly those listed in `free`, and `live` is
-//! the number of the others.
+//! key.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::cache::Millis;
-use super::packet::proto;
+use crate::packet::proto;
+use crate::slab::Slab;
+use crate::time::{earliest, Millis};
+use crate::wire::tcp_flags;
 
 /// A directed 5-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,10 +234,10 @@ impl Default for ConntrackConfig {
     fn default() -> Self {
         ConntrackConfig {
             max_flows: 65_536,
-            tcp_idle: 300_000,
-            udp_idle: 30_000,
-            icmp_idle: 30_000,
-            tcp_linger: 5_000,
+            tcp_idle: Millis(300_000),
+            udp_idle: Millis(30_000),
+            icmp_idle: Millis(30_000),
+            tcp_linger: Millis(5_000),
         }
     }
 }
@@ -251,29 +258,23 @@ pub enum InsertError {
 #[derive(Debug)]
 pub struct ConnTrack {
     cfg: ConntrackConfig,
-    /// The flows; `None`: a free slot, listed in `free`.
-    slots: Vec<Option<Flow>>,
-    free: Vec<u32>,
-    /// Slots in use.
-    live: usize,
+    /// The flows.
+    slots: Slab<Flow>,
     index: HashMap<PackedKey, (u32, Dir), ahash::RandomState>,
     last_sweep: Option<Millis>,
+    /// Never later than the earliest deadline of a flow (see the module
+    /// documentation); `None` when there is no flow to expire.
+    next_deadline: Option<Millis>,
 }
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 impl ConnTrack {
     pub fn new(cfg: ConntrackConfig) -> ConnTrack {
         ConnTrack {
             cfg,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            slots: Slab::default(),
             index: HashMap::with_hasher(ahash::RandomState::new()),
             last_sweep: None,
+            next_deadline: None,
         }
     }
 
@@ -282,36 +283,53 @@ impl ConnTrack {
     }
 
     pub fn len(&self) -> usize {
-        self.live
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.slots.len() == 0
     }
 
     /// Every flow, in no particular order.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.slots.iter().flatten()
+        self.slots.iter().map(|(_, f)| f)
+    }
+
+    /// When `f` expires unless a packet refreshes it: `expired` is true
+    /// from then on (time never goes backwards).
+    fn deadline(cfg: &ConntrackConfig, f: &Flow) -> Millis {
+        if let Some(t) = f.tcp.closing_since {
+            return t.saturating_add(cfg.tcp_linger);
+        }
+        f.last_seen.saturating_add(Self::idle(cfg, f.orig.proto))
+    }
+
+    fn idle(cfg: &ConntrackConfig, proto: u8) -> Millis {
+        match proto {
+            proto::TCP => cfg.tcp_idle,
+            proto::UDP => cfg.udp_idle,
+            _ => cfg.icmp_idle,
+        }
+    }
+
+    /// The earliest time at which a flow may expire, or `None` without
+    /// flows: never later than the first flow's expiry, exact after
+    /// [`Self::expire`] (see the module documentation).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.next_deadline
     }
 
     fn expired(cfg: &ConntrackConfig, f: &Flow, now: Millis) -> bool {
         if let Some(t) = f.tcp.closing_since {
             return now.saturating_sub(t) >= cfg.tcp_linger;
         }
-        let idle = match f.orig.proto {
-            proto::TCP => cfg.tcp_idle,
-            proto::UDP => cfg.udp_idle,
-            _ => cfg.icmp_idle,
-        };
-        now.saturating_sub(f.last_seen) >= idle
+        now.saturating_sub(f.last_seen) >= Self::idle(cfg, f.orig.proto)
     }
 
     fn remove_slot(&mut self, slot: u32) -> Option<Flow> {
-        let f = self.slots.get_mut(slot as usize)?.take()?;
+        let f = self.slots.remove(slot)?;
         self.index.remove(&PackedKey::new(&f.orig));
         self.index.remove(&PackedKey::new(&f.reply));
-        self.free.push(slot);
-        self.live -= 1;
         Some(f)
     }
 
@@ -320,7 +338,7 @@ impl ConnTrack {
     #[inline]
     fn find(&mut self, now: Millis, key: &PackedKey) -> Option<(u32, Dir)> {
         let (slot, dir) = *self.index.get(key)?;
-        let f = self.slots[slot as usize].as_ref()?;
+        let f = self.slots.get(slot)?;
         if Self::expired(&self.cfg, f, now) {
             self.remove_slot(slot);
             return None;
@@ -338,7 +356,7 @@ impl ConnTrack {
     #[inline]
     pub(super) fn get_packed(&mut self, now: Millis, key: &PackedKey) -> Option<(Dir, &Flow)> {
         let (slot, dir) = self.find(now, key)?;
-        Some((dir, self.slots[slot as usize].as_ref()?))
+        Some((dir, self.slots.get(slot)?))
     }
 
     /// Finds the live flow `key` belongs to and records a packet on it at
@@ -362,22 +380,31 @@ impl ConnTrack {
         tcp_flags: Option<u8>,
     ) -> Option<(Dir, &Flow)> {
         let (slot, dir) = self.find(now, key)?;
-        let f = self.slots[slot as usize].as_mut()?;
+        let f = self.slots.get_mut(slot)?;
         f.last_seen = now;
         if let Some(flags) = tcp_flags {
-            if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && f.tcp.closing_since.is_some() {
+            let closing = f.tcp.closing_since;
+            if flags & tcp_flags::SYN != 0
+                && flags & tcp_flags::ACK == 0
+                && f.tcp.closing_since.is_some()
+            {
                 f.tcp = TcpState::default();
             }
-            if flags & TCP_FIN != 0 {
+            if flags & tcp_flags::FIN != 0 {
                 match dir {
                     Dir::Orig => f.tcp.fin_orig = true,
                     Dir::Reply => f.tcp.fin_reply = true,
                 }
             }
             if f.tcp.closing_since.is_none()
-                && (flags & TCP_RST != 0 || (f.tcp.fin_orig && f.tcp.fin_reply))
+                && (flags & tcp_flags::RST != 0 || (f.tcp.fin_orig && f.tcp.fin_reply))
             {
                 f.tcp.closing_since = Some(now);
+            }
+            // Closed or reopened: the deadline may have moved earlier.
+            if f.tcp.closing_since != closing {
+                let d = Self::deadline(&self.cfg, f);
+                self.next_deadline = earliest(self.next_deadline, Some(d));
             }
         }
         Some((dir, f))
@@ -401,24 +428,15 @@ impl ConnTrack {
         if orig == reply {
             return Err(InsertError::Collision);
         }
-        if self.live >= self.cfg.max_flows {
+        if self.slots.len() >= self.cfg.max_flows {
             if self.last_sweep.is_none_or(|t| now > t) {
                 self.last_sweep = Some(now);
                 self.expire(now);
             }
-            if self.live >= self.cfg.max_flows {
+            if self.slots.len() >= self.cfg.max_flows {
                 return Err(InsertError::TableFull);
             }
         }
-        // No free slot means every slot is live: fewer than `max_flows`.
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(self.slots.len()).map_err(|_| InsertError::TableFull)?;
-                self.slots.push(None);
-                slot
-            }
-        };
         let f = Flow {
             orig,
             reply,
@@ -427,11 +445,11 @@ impl ConnTrack {
             last_seen: now,
             tcp: TcpState::default(),
         };
-        self.slots[slot as usize] = Some(f);
-        self.live += 1;
+        let slot = self.slots.insert(f).ok_or(InsertError::TableFull)?;
         self.index.insert(PackedKey::new(&orig), (slot, Dir::Orig));
         self.index
             .insert(PackedKey::new(&reply), (slot, Dir::Reply));
+        self.next_deadline = earliest(self.next_deadline, Some(Self::deadline(&self.cfg, &f)));
         // Record the opening packet's flags (a RST-only flow closes at once).
         Ok(self
             .track(now, &orig, tcp_flags)
@@ -439,19 +457,18 @@ impl ConnTrack {
             .unwrap_or(f))
     }
 
-    /// Removes every expired flow; returns how many.
+    /// Removes every expired flow; returns how many. Recomputes
+    /// [`Self::next_deadline`] from the flows left.
     pub fn expire(&mut self, now: Millis) -> usize {
         let cfg = self.cfg;
-        self.remove_where(|f| Self::expired(&cfg, f, now))
+        let n = self.remove_where(|f| Self::expired(&cfg, f, now));
+        self.next_deadline = self.flows().map(|f| Self::deadline(&cfg, f)).min();
+        n
     }
 
     /// Removes the flows `dead` selects; returns how many.
     fn remove_where(&mut self, dead: impl Fn(&Flow) -> bool) -> usize {
-        let dead: Vec<u32> = (0u32..)
-            .zip(&self.slots)
-            .filter(|(_, f)| f.as_ref().is_some_and(&dead))
-            .map(|(slot, _)| slot)
-            .collect();
+        let dead = self.slots.select(dead);
         for slot in &dead {
             self.remove_slot(*slot);
         }
@@ -491,10 +508,10 @@ mod tests {
     fn small() -> ConnTrack {
         ConnTrack::new(ConntrackConfig {
             max_flows: 2,
-            tcp_idle: 1000,
-            udp_idle: 100,
-            icmp_idle: 50,
-            tcp_linger: 10,
+            tcp_idle: Millis(1000),
+            udp_idle: Millis(100),
+            icmp_idle: Millis(50),
+            tcp_linger: Millis(10),
         })
     }
 
@@ -502,28 +519,28 @@ mod tests {
     fn both_directions_and_full_tuple() {
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 5000);
-        t.insert(0, o, r, k, None).unwrap();
-        assert_eq!(t.track(1, &o, None).unwrap().0, Dir::Orig);
-        assert_eq!(t.track(2, &r, None).unwrap().0, Dir::Reply);
+        t.insert(Millis(0), o, r, k, None).unwrap();
+        assert_eq!(t.track(Millis(1), &o, None).unwrap().0, Dir::Orig);
+        assert_eq!(t.track(Millis(2), &r, None).unwrap().0, Dir::Reply);
         // Same ports, other protocol or other address: no match.
         let mut other = r;
         other.proto = proto::TCP;
-        assert!(t.get(2, &other).is_none());
+        assert!(t.get(Millis(2), &other).is_none());
         let mut other = r;
         other.dst = ip("10.30.0.3");
-        assert!(t.get(2, &other).is_none());
-        assert!(t.get(2, &o.reversed()).is_none());
+        assert!(t.get(Millis(2), &other).is_none());
+        assert!(t.get(Millis(2), &o.reversed()).is_none());
     }
 
     #[test]
     fn idle_expiry_is_refreshed_by_traffic() {
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 5000);
-        t.insert(0, o, r, k, None).unwrap();
-        assert!(t.track(99, &r, None).is_some());
-        assert!(t.track(198, &o, None).is_some());
-        assert_eq!(t.expire(297), 0);
-        assert!(t.get(298, &o).is_none());
+        t.insert(Millis(0), o, r, k, None).unwrap();
+        assert!(t.track(Millis(99), &r, None).is_some());
+        assert!(t.track(Millis(198), &o, None).is_some());
+        assert_eq!(t.expire(Millis(297)), 0);
+        assert!(t.get(Millis(298), &o).is_none());
         assert!(t.is_empty(), "lazily removed");
     }
 
@@ -531,46 +548,43 @@ mod tests {
     fn tcp_fin_both_sides_then_linger() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(0, o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(1, &o, Some(TCP_FIN | TCP_ACK)).unwrap();
-        assert_eq!(t.get(500, &o).unwrap().1.tcp.closing_since, None);
-        t.track(500, &r, Some(TCP_FIN | TCP_ACK)).unwrap();
-        t.track(505, &o, Some(TCP_ACK)).unwrap();
-        assert_eq!(t.expire(509), 0);
-        assert_eq!(t.expire(510), 1);
+        t.insert(Millis(0), o, r, k, Some(tcp_flags::SYN)).unwrap();
+        t.track(Millis(1), &o, Some(tcp_flags::FIN | tcp_flags::ACK))
+            .unwrap();
+        assert_eq!(t.get(Millis(500), &o).unwrap().1.tcp.closing_since, None);
+        t.track(Millis(500), &r, Some(tcp_flags::FIN | tcp_flags::ACK))
+            .unwrap();
+        t.track(Millis(505), &o, Some(tcp_flags::ACK)).unwrap();
+        assert_eq!(t.expire(Millis(509)), 0);
+        assert_eq!(t.expire(Millis(510)), 1);
     }
 
     #[test]
     fn tcp_rst_and_reuse() {
         let mut t = small();
         let (o, r, k) = keys(proto::TCP, 5000);
-        t.insert(0, o, r, k, Some(TCP_SYN)).unwrap();
-        t.track(3, &r, Some(TCP_RST)).unwrap();
+        t.insert(Millis(0), o, r, k, Some(tcp_flags::SYN)).unwrap();
+        t.track(Millis(3), &r, Some(tcp_flags::RST)).unwrap();
         // A new SYN on the same tuple during the linger reopens the flow.
-        let (_, f) = t.track(5, &o, Some(TCP_SYN)).unwrap();
+        let (_, f) = t.track(Millis(5), &o, Some(tcp_flags::SYN)).unwrap();
         assert_eq!(f.tcp, TcpState::default());
-        assert!(t.get(100, &o).is_some());
-        t.track(100, &o, Some(TCP_RST | TCP_ACK)).unwrap();
-        assert!(t.get(110, &o).is_none());
+        assert!(t.get(Millis(100), &o).is_some());
+        t.track(Millis(100), &o, Some(tcp_flags::RST | tcp_flags::ACK))
+            .unwrap();
+        assert!(t.get(Millis(110), &o).is_none());
     }
 
     /// The module invariant, checked from the outside in.
     fn check_invariant(t: &ConnTrack) {
-        let live: Vec<u32> = (0u32..)
-            .zip(&t.slots)
-            .filter(|(_, f)| f.is_some())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(live.len(), t.live);
-        assert_eq!(t.free.len() + t.live, t.slots.len());
-        for slot in &t.free {
-            assert!(t.slots[*slot as usize].is_none());
-        }
-        assert_eq!(t.index.len(), 2 * t.live);
-        for slot in live {
-            let f = t.slots[slot as usize].as_ref().unwrap();
+        t.slots.check_invariant();
+        assert_eq!(t.index.len(), 2 * t.len());
+        for (slot, f) in t.slots.iter() {
             assert_eq!(t.index[&PackedKey::new(&f.orig)], (slot, Dir::Orig));
             assert_eq!(t.index[&PackedKey::new(&f.reply)], (slot, Dir::Reply));
+        }
+        // The next deadline is never later than the first expiry.
+        if let Some(first) = t.flows().map(|f| ConnTrack::deadline(&t.cfg, f)).min() {
+            assert!(t.next_deadline.is_some_and(|d| d <= first));
         }
     }
 
@@ -581,7 +595,7 @@ mod tests {
             ..small().cfg
         });
         for round in 0..20u16 {
-            let now = Millis::from(round) * 1000;
+            let now = Millis(u64::from(round) * 1000);
             for cport in 0..8 {
                 let (o, r, k) = keys(proto::UDP, round * 100 + cport);
                 t.insert(now, o, r, k, None).unwrap();
@@ -591,12 +605,16 @@ mod tests {
             // rest by the sweep the next round's first insert makes.
             for cport in (0..8).step_by(2) {
                 let (o, _, _) = keys(proto::UDP, round * 100 + cport);
-                assert!(t.get(now + 500, &o).is_none());
+                assert!(t.get(now + Millis(500), &o).is_none());
             }
             check_invariant(&t);
             assert_eq!(t.len(), 4);
         }
-        assert_eq!(t.slots.len(), 8, "slots are reused, never past max_flows");
+        assert_eq!(
+            t.slots.slots_allocated(),
+            8,
+            "slots are reused, never past max_flows"
+        );
         assert_eq!(t.remove_instance(ip("10.18.1.5")), 4);
         check_invariant(&t);
         assert!(t.is_empty());
@@ -623,16 +641,16 @@ mod tests {
         // The IPv6 addresses whose low 32 bits are the IPv4 ones.
         let mut t = small();
         let (o, r, k) = keys(proto::UDP, 7);
-        t.insert(0, o, r, k, None).unwrap();
+        t.insert(Millis(0), o, r, k, None).unwrap();
         let mut o6 = o;
         o6.src = ip("::a12:2");
         o6.dst = ip("::a1e:9");
         assert_ne!(PackedKey::new(&o), PackedKey::new(&o6));
-        assert!(t.get(0, &o6).is_none());
+        assert!(t.get(Millis(0), &o6).is_none());
         let mut mixed = o;
         mixed.dst = ip("::a1e:9");
-        assert!(t.get(0, &mixed).is_none());
-        assert_eq!(t.get(0, &o).unwrap().0, Dir::Orig);
+        assert!(t.get(Millis(0), &mixed).is_none());
+        assert_eq!(t.get(Millis(0), &o).unwrap().0, Dir::Orig);
     }
 
     #[test]
@@ -641,15 +659,24 @@ mod tests {
         let (o1, r1, k) = keys(proto::UDP, 1);
         let (o2, r2, _) = keys(proto::UDP, 2);
         let (o3, r3, _) = keys(proto::UDP, 3);
-        t.insert(0, o1, r1, k, None).unwrap();
-        assert_eq!(t.insert(0, o1, r3, k, None), Err(InsertError::Collision));
+        t.insert(Millis(0), o1, r1, k, None).unwrap();
+        assert_eq!(
+            t.insert(Millis(0), o1, r3, k, None),
+            Err(InsertError::Collision)
+        );
         let mut o1b = o1;
         o1b.dst = ip("10.30.0.10");
-        assert_eq!(t.insert(0, o1b, r1, k, None), Err(InsertError::Collision));
-        t.insert(0, o2, r2, k, None).unwrap();
-        assert_eq!(t.insert(1, o3, r3, k, None), Err(InsertError::TableFull));
+        assert_eq!(
+            t.insert(Millis(0), o1b, r1, k, None),
+            Err(InsertError::Collision)
+        );
+        t.insert(Millis(0), o2, r2, k, None).unwrap();
+        assert_eq!(
+            t.insert(Millis(1), o3, r3, k, None),
+            Err(InsertError::TableFull)
+        );
         // Once the others have expired there is room again.
-        assert!(t.insert(100, o3, r3, k, None).is_ok());
+        assert!(t.insert(Millis(100), o3, r3, k, None).is_ok());
         assert_eq!(t.len(), 1);
         assert_eq!(t.remove_instance(ip("10.18.1.5")), 1);
         assert!(t.is_empty());

@@ -10,14 +10,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::cache::{CacheConfig, Lookup, Millis, ResolutionCache, ResolveError};
+use super::cache::{CacheConfig, Lookup, ResolutionCache, ResolveError};
 use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
-use super::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
-use super::services::{in_net, is_service_ip, Coords, Resolution};
+use super::services::{is_service_ip, Coords, Resolution};
+use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
+use crate::prefix::in_net;
+use crate::time::{earliest, Millis};
 
-/// Oakestra's tunnel port.
+/// Oakestra's tunnel port: the UDP port every node's net manager listens
+/// on for the other nodes' packets ([`Config::tunnel_port`]'s default).
 pub const TUNNEL_PORT: u16 = 50103;
 
 /// The node's settings.
@@ -591,9 +594,29 @@ impl NetManagerCore {
         packet: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
+        self.handle(now, packet, false, out, |core, v, key, out| {
+            core.new_flow(now, v, key, out)
+        })
+    }
+
+    /// What both handlers do first: validates `packet` and keys it, and
+    /// translates it if it belongs to a known flow (`from_tunnel`: it came
+    /// out of the tunnel). A packet without a flow that is not an ICMP
+    /// error goes to `first`, the handler's own rule for a flow's first
+    /// packet.
+    #[inline(always)]
+    fn handle(
+        &mut self,
+        now: Millis,
+        packet: &mut [u8],
+        from_tunnel: bool,
+        out: &mut Vec<Action>,
+        first: impl FnOnce(&mut Self, &mut IpPacket<'_>, &Key, &mut Vec<Action>) -> Option<Forward>,
+    ) -> Option<Forward> {
         // The view and the key are used where they were built, inside
         // their `Result`s: moving them out would cost a copy per packet
         // (and a stalled one, so soon after the stores that built them).
+        // `new_checked` tells IPv4 from IPv6 by the first nibble.
         let mut parsed = IpPacket::new_checked(packet);
         let v = match parsed.as_mut() {
             Ok(v) => v,
@@ -604,7 +627,7 @@ impl NetManagerCore {
             Ok(key) => key,
             Err(r) => return self.drop(out, *r),
         };
-        match self.known_flow(now, v, key, false) {
+        match self.known_flow(now, v, key, from_tunnel) {
             Some(Ok(hop)) => return self.forward(hop, v),
             Some(Err(r)) => return self.drop(out, r),
             None => {}
@@ -612,7 +635,7 @@ impl NetManagerCore {
         if key.is_error {
             return self.drop(out, DropReason::NoFlow);
         }
-        self.new_flow(now, v, key, out)
+        first(self, v, key, out)
     }
 
     /// First packet of a flow, if it is to a service IP.
@@ -751,28 +774,21 @@ impl NetManagerCore {
         payload: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
-        // `new_checked` tells IPv4 from IPv6 by the first nibble.
-        // The view and the key are used where they were built, inside
-        // their `Result`s: moving them out would cost a copy per packet
-        // (and a stalled one, so soon after the stores that built them).
-        let mut parsed = IpPacket::new_checked(payload);
-        let v = match parsed.as_mut() {
-            Ok(v) => v,
-            Err(e) => return self.drop(out, parse_error_reason(*e)),
-        };
-        let keyed = packet_key(v);
-        let key = match &keyed {
-            Ok(key) => key,
-            Err(r) => return self.drop(out, *r),
-        };
-        match self.known_flow(now, v, key, true) {
-            Some(Ok(hop)) => return self.forward(hop, v),
-            Some(Err(r)) => return self.drop(out, r),
-            None => {}
-        }
-        if key.is_error {
-            return self.drop(out, DropReason::NoFlow);
-        }
+        self.handle(now, payload, true, out, |core, v, key, out| {
+            core.passthrough(now, from, v, key, out)
+        })
+    }
+
+    /// First packet of a flow out of the tunnel: for a local instance, it
+    /// is remembered (replies go back raw to `from`) and written as it is.
+    fn passthrough(
+        &mut self,
+        now: Millis,
+        from: IpAddr,
+        v: &mut IpPacket<'_>,
+        key: &Key,
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
         let key = key.tuple();
         if !self.is_local_ns(key.dst) {
             return self.drop(out, DropReason::NotLocal);
@@ -820,6 +836,16 @@ impl NetManagerCore {
             }
         }
         actions
+    }
+
+    /// When [`Self::expire`] next has something to do: the earliest time
+    /// at which a flow may expire, a resolution go stale or a query time
+    /// out; `None` when nothing can. Never later than the first of them
+    /// (a shell that calls `expire` then misses none), exact right after
+    /// `expire`; traffic that refreshes state can leave it earlier than
+    /// needed, and the `expire` it causes then finds nothing.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        earliest(self.conntrack.next_deadline(), self.cache.next_deadline())
     }
 
     /// Expires flows and resolutions; fails queries unanswered for too

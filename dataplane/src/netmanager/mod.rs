@@ -3,9 +3,10 @@
 //! IPs and instance namespace IPs, and the tunnel between nodes.
 //!
 //! No sockets, no clock, no threads: the time is passed in as milliseconds
-//! since an arbitrary origin ([`cache::Millis`]); a shell reads the TUN and
-//! the tunnel socket, runs the queries, and carries out the
-//! [`core::Action`]s.
+//! since an arbitrary origin ([`crate::Millis`]); a shell reads the TUN and
+//! the tunnel socket, runs the queries, carries out the [`core::Action`]s,
+//! and calls [`NetManagerCore::expire`] when
+//! [`NetManagerCore::next_deadline`] comes.
 //!
 //! Packets enter either way: the copying entry points
 //! ([`NetManagerCore::on_tun_packet`], [`NetManagerCore::on_tunnel_datagram`])
@@ -17,9 +18,10 @@
 //! Both run the same handlers and count the same; the copying results are
 //! the in-place ones with the forward copied into an action.
 //!
-//! - [`checksum`]: RFC 1624 incremental and RFC 1071 full checksums;
-//! - [`packet`]: validated in-place views over IP packets, with setters
-//!   that keep the checksums right (including ICMP errors' quotes);
+//! Packets are validated and rewritten with the crate's views
+//! ([`crate::packet`]), whose setters keep the checksums right (including
+//! ICMP errors' quotes).
+//!
 //! - [`services`]: service IP kinds, instances, balancing;
 //! - [`cache`]: resolutions with TTL, queries in flight, queued packets;
 //! - [`conntrack`]: the conversion table (flows by full 5-tuple, one
@@ -91,7 +93,7 @@
 //! problem) belongs to the flow of the packet it quotes, in the direction
 //! it travels (the quoted tuple reversed); it is rewritten like the flow's
 //! packets that way, with the quoted packet rewritten the opposite way
-//! (see [`packet`]). It never creates a flow.
+//! (see [`crate::packet`]). It never creates a flow.
 //!
 //! ## Resolution
 //!
@@ -106,18 +108,13 @@
 //! limiting applies it to the `WriteTun` actions carrying ICMP errors.
 
 pub mod cache;
-pub mod checksum;
 pub mod conntrack;
 pub mod control;
 pub mod core;
-pub mod packet;
 pub mod services;
 
-#[cfg(test)]
-mod testutil;
-
-pub use self::cache::{Millis, ResolveError};
+pub use self::cache::ResolveError;
 pub use self::core::{
-    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore,
+    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore, TUNNEL_PORT,
 };
 pub use self::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};

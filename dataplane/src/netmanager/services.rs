@@ -22,6 +22,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::prefix::in_net;
+
 /// The IPv4 service range, 10.30.0.0/16.
 pub const SERVICE_NET_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 30, 0, 0), 16);
 /// IPv6 instance IPs: fdff:0000::/21.
@@ -39,28 +41,6 @@ pub enum ServiceKind {
     Instance,
     RoundRobin,
     Closest,
-}
-
-/// True if `ip` lies in `net`/`len` (same family; `len` is clamped to the
-/// address width).
-pub fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = u32::from(len.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = u32::from(len.min(128));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 /// True if `ip` is in the IPv4 service range or one of the three IPv6
@@ -270,8 +250,6 @@ mod tests {
         assert_eq!(kind_from_prefix(ip("fdff:2800::1")), None);
         assert_eq!(kind_from_prefix(ip("10.30.0.1")), None);
         assert!(!is_service_ip(ip("fc00::1")));
-        assert!(in_net(ip("1.2.3.4"), ip("0.0.0.0"), 0));
-        assert!(!in_net(ip("1.2.3.4"), ip("::"), 0));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hoplab_dataplane::netmanager::checksum::checksum;
+use hoplab_dataplane::checksum::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Expect, Proto, Step};

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hoplab_dataplane::netmanager::services::{
-    in_net, CLOSEST_NET_V6, INSTANCE_NET_V6, ROUND_ROBIN_NET_V6, SERVICE_NET_V4,
+    CLOSEST_NET_V6, INSTANCE_NET_V6, ROUND_ROBIN_NET_V6, SERVICE_NET_V4,
 };
 use hoplab_dataplane::netmanager::{Coords, Instance, ServiceIp, ServiceKind};
+use hoplab_dataplane::prefix::in_net;
 
 use super::plan::{add4, add6, cidr, prefix, sysctls, NodePlan, Plan};
 use crate::lab::dataplane::NetManagerArgs;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use hoplab_dataplane::gateway::{Exposure, GatewayConfig};
+use hoplab_dataplane::Millis;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,13 +80,13 @@ impl Cli {
             c.max_flows = m;
         }
         if let Some(t) = self.udp_timeout_ms {
-            c.udp_ms = t;
+            c.udp_ms = Millis(t);
         }
         if let Some(t) = self.tcp_timeout_ms {
-            c.tcp_established_ms = t;
+            c.tcp_established_ms = Millis(t);
         }
         if let Some(t) = self.tcp_closing_ms {
-            c.tcp_closing_ms = t;
+            c.tcp_closing_ms = Millis(t);
         }
         c
     }

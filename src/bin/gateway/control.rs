@@ -14,13 +14,10 @@
 //! The core's task answers through a channel; the firewall's counters are
 //! read here (by running `nft` off the packet task).
 
-use std::time::Duration;
-
+use hoplab::shell::control::{self, ask, Request};
 use hoplab_dataplane::gateway::{Exposure, Proto};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
 
 use crate::firewall;
 
@@ -34,22 +31,13 @@ pub enum Command {
     Unexpose { proto: Proto, port: u16, v6: bool },
 }
 
-/// A command and where to send its reply text.
-pub type Request = (Command, oneshot::Sender<String>);
-
-/// Accepts connections until the runtime ends.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Request>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, requests.clone()));
-            }
-            Err(e) => {
-                warn!("control socket: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+/// Answers the control socket's connections until the runtime ends.
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Request<Command>>) {
+    control::serve(listener, move |line: String| {
+        let requests = requests.clone();
+        async move { reply(&requests, &line).await }
+    })
+    .await;
 }
 
 /// Parses one command line.
@@ -85,52 +73,28 @@ pub fn parse(line: &str) -> Result<Command, String> {
     }
 }
 
-async fn connection(stream: UnixStream, requests: mpsc::Sender<Request>) {
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                debug!("control connection: {e}");
-                return;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match parse(&line) {
-            Err(e) => Some(format!("error {e}\n")),
-            Ok(Command::Counters) => match ask(&requests, Command::Counters).await {
-                Some(mut text) => match tokio::task::spawn_blocking(firewall::counters).await {
+/// The reply to one line; `None` when the core's task is gone.
+async fn reply(requests: &mpsc::Sender<Request<Command>>, line: &str) -> Option<String> {
+    match parse(line) {
+        Err(e) => Some(format!("error {e}\n")),
+        Ok(Command::Counters) => {
+            let mut text = ask(requests, Command::Counters).await?;
+            Some(
+                match tokio::task::spawn_blocking(firewall::counters).await {
                     Ok(Ok(cs)) => {
                         for (name, n) in cs {
                             text.push_str(&format!("firewall.{name} {n}\n"));
                         }
                         text.push('\n');
-                        Some(text)
+                        text
                     }
-                    Ok(Err(e)) => Some(format!("error reading the firewall counters: {e:#}\n")),
-                    Err(e) => Some(format!("error reading the firewall counters: {e}\n")),
+                    Ok(Err(e)) => format!("error reading the firewall counters: {e:#}\n"),
+                    Err(e) => format!("error reading the firewall counters: {e}\n"),
                 },
-                None => None,
-            },
-            Ok(cmd) => ask(&requests, cmd).await,
-        };
-        let Some(reply) = reply else { return };
-        if let Err(e) = w.write_all(reply.as_bytes()).await {
-            debug!("control connection: {e}");
-            return;
+            )
         }
+        Ok(cmd) => ask(requests, cmd).await,
     }
-}
-
-/// The reply of the core's task; `None` when it is gone (shutting down).
-async fn ask(requests: &mpsc::Sender<Request>, cmd: Command) -> Option<String> {
-    let (tx, rx) = oneshot::channel();
-    requests.send((cmd, tx)).await.ok()?;
-    rx.await.ok()
 }
 
 #[cfg(test)]

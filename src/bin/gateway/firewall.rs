@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
-use hoplab_dataplane::gateway::Proto;
+use hoplab_dataplane::gateway::{ExposedPort, Proto};
 
 /// The table's name (family `inet`).
 pub const TABLE: &str = "hoplab_gateway";
@@ -50,9 +50,6 @@ pub struct Firewall {
     pub internal_nets: Vec<(IpAddr, u8)>,
 }
 
-/// An exposed port: protocol, port, and whether it is the IPv6 exposure.
-pub type Port = (Proto, u16, bool);
-
 fn set_name(proto: Proto, v6: bool) -> String {
     format!("exposed_{proto}{}", if v6 { "6" } else { "" })
 }
@@ -60,7 +57,7 @@ fn set_name(proto: Proto, v6: bool) -> String {
 impl Firewall {
     /// The whole table, with `ports` in the exposed sets. Replaces a table
     /// of the same name left by an earlier gateway in this namespace.
-    pub fn script(&self, ports: &[Port]) -> String {
+    pub fn script(&self, ports: &[ExposedPort]) -> String {
         let nets = |v6: bool| {
             self.internal_nets
                 .iter()
@@ -72,8 +69,8 @@ impl Firewall {
         let elements = |p: Proto, v6: bool| {
             let e: Vec<String> = ports
                 .iter()
-                .filter(|(q, _, f)| *q == p && *f == v6)
-                .map(|(_, port, _)| port.to_string())
+                .filter(|e| e.proto == p && e.v6 == v6)
+                .map(|e| e.port.to_string())
                 .collect();
             if e.is_empty() {
                 String::new()
@@ -153,12 +150,15 @@ impl Firewall {
     }
 
     /// Loads the table.
-    pub fn install(&self, ports: &[Port]) -> anyhow::Result<()> {
+    pub fn install(&self, ports: &[ExposedPort]) -> anyhow::Result<()> {
         nft(&self.script(ports)).context("loading the gateway's nftables table")
     }
 
     /// Adds or removes `port` from its exposed set.
-    pub fn set_port((proto, port, v6): Port, exposed: bool) -> anyhow::Result<()> {
+    pub fn set_port(
+        ExposedPort { proto, port, v6 }: ExposedPort,
+        exposed: bool,
+    ) -> anyhow::Result<()> {
         let verb = if exposed { "add" } else { "delete" };
         let set = set_name(proto, v6);
         nft(&format!("{verb} element inet {TABLE} {set} {{ {port} }}\n"))
@@ -267,7 +267,7 @@ mod tests {
             v6: None,
             internal_nets: vec![(Ipv4Addr::new(10, 18, 0, 0).into(), 16)],
         };
-        let s = f.script(&[(Proto::Tcp, 8080, false)]);
+        let s = f.script(&[ExposedPort::new(Proto::Tcp, 8080, false)]);
         assert!(
             s.contains("set exposed_tcp { type inet_service; elements = { 8080 }; }"),
             "{s}"
@@ -284,7 +284,7 @@ mod tests {
             )),
             ..f
         };
-        let s = f6.script(&[(Proto::Udp, 53, true)]);
+        let s = f6.script(&[ExposedPort::new(Proto::Udp, 53, true)]);
         assert!(
             s.contains("set exposed_udp6 { type inet_service; elements = { 53 }; }"),
             "{s}"

@@ -14,52 +14,36 @@
 mod args;
 mod control;
 mod firewall;
-#[path = "../../shared/socket.rs"]
-mod socket;
-#[path = "../../shared/tun.rs"]
-mod tun;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use hoplab_dataplane::gateway::{GatewayCore, Verdict};
+use hoplab::shell::clock::{Clock, ExpiryTimer};
+use hoplab::shell::control::Request;
+use hoplab::shell::log::{self, RateLimited};
+use hoplab::shell::signals::Signals;
+use hoplab::shell::{self as lib, tun};
+use hoplab_dataplane::gateway::{ExposedPort, Exposure, GatewayCore, Verdict};
+use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::Receiver;
-use tokio::time::MissedTickBehavior;
 use tracing::{info, trace, warn};
 use tun_rs::SyncDevice;
 
 use args::Cli;
-use control::{Command, Request};
+use control::Command;
 use firewall::Firewall;
 
 /// Receive buffer size: the largest IP packet.
 const BUF: usize = 65536;
 /// Packets handled before the loop looks at its other sources.
 const BATCH: usize = 64;
-/// How often the Forward table is expired.
-const TICK: Duration = Duration::from_millis(1000);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    log::init();
+    log::exit_code(real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -79,10 +63,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         internal_nets,
     };
     fw.install(&exposed_ports(&core))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let rt = lib::runtime()?;
     let mut control_bound = false;
     let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
     // Whatever ended the run: the final counters, no table, no socket.
@@ -95,34 +76,29 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Err(e) => warn!("{e:#}"),
     }
-    info!("final counters:\n{}", text.trim_end());
-    let written = std::fs::write(&cli.counters, &text)
-        .with_context(|| format!("writing the counters to {}", cli.counters.display()));
+    let written = lib::write_counters(&cli.counters, &text);
     if let Err(e) = Firewall::remove() {
         warn!("{e:#}");
     }
     if control_bound {
-        socket::remove(&cli.control);
+        lib::control::remove(&cli.control);
     }
     result.and(written)
 }
 
 /// The exposed ports, per family: the firewall's sets.
-fn exposed_ports(core: &GatewayCore) -> Vec<firewall::Port> {
+fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
     core.exposures()
         .iter()
-        .map(|e| (e.proto, e.port, e.service.is_ipv6()))
+        .map(Exposure::exposed_port)
         .collect()
 }
 
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let tun =
-        tun::attach(&cli.tun).with_context(|| format!("attaching to TUN device {}", cli.tun))?;
-    let listener = socket::bind(&cli.control)
-        .with_context(|| format!("binding the control socket {}", cli.control.display()))?;
+    let clock = Clock::start();
+    let mut signals = Signals::install()?;
+    let tun = tun::attach(&cli.tun)?;
+    let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(control::serve(listener, ctl_tx));
@@ -133,58 +109,24 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         exposures = core.exposures().len(),
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, start, &mut sigterm, &mut sigint).await
-}
-
-/// Logs an I/O error at most once a second, with the number left out.
-#[derive(Debug, Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-    total: u64,
-}
-
-impl RateLimited {
-    fn warn(&mut self, what: &str, e: &std::io::Error) {
-        self.total += 1;
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        if self.suppressed > 0 {
-            warn!(
-                "{what}: {e} ({} more since the last report)",
-                self.suppressed
-            );
-        } else {
-            warn!("{what}: {e}");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
+    run(&tun, core, ctl_rx, clock, &mut signals).await
 }
 
 async fn run(
     tun: &AsyncFd<SyncDevice>,
     core: &mut GatewayCore,
-    mut control: Receiver<Request>,
-    start: Instant,
-    sigterm: &mut tokio::signal::unix::Signal,
-    sigint: &mut tokio::signal::unix::Signal,
+    mut control: Receiver<Request<Command>>,
+    clock: Clock,
+    signals: &mut Signals,
 ) -> anyhow::Result<()> {
-    let now = || start.elapsed().as_millis() as u64;
+    let now = || clock.now();
     let mut buf = vec![0u8; BUF];
     let mut write_errors = RateLimited::default();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
+        expiry.arm(core.next_deadline());
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
+            () = signals.stop() => break Ok(()),
             r = tun.readable() => {
                 let mut guard = match r {
                     Ok(g) => g,
@@ -193,7 +135,7 @@ async fn run(
                 let t = now();
                 for _ in 0..BATCH {
                     match guard.try_io(|d| d.get_ref().recv(&mut buf)) {
-                        Ok(Ok(n)) => match core.packet_in_place(&mut buf[..n], t) {
+                        Ok(Ok(n)) => match core.packet_in_place(t, &mut buf[..n]) {
                             Verdict::Request | Verdict::Reply => {
                                 if let Err(e) = tun.get_ref().send(&buf[..n]) {
                                     write_errors.warn("writing to the TUN", &e);
@@ -208,10 +150,10 @@ async fn run(
                     }
                 }
             }
-            Some((cmd, reply)) = control.recv() => {
-                let _ = reply.send(answer(core, cmd, now()));
+            Some(req) = control.recv() => {
+                let _ = req.reply.send(answer(core, req.command, now()));
             }
-            _ = tick.tick() => {
+            () = expiry.wait() => {
                 let n = core.expire(now());
                 if n > 0 {
                     trace!(expired = n, "flows expired");
@@ -219,9 +161,9 @@ async fn run(
             }
         }
     };
-    if write_errors.total > 0 {
+    if write_errors.total() > 0 {
         warn!(
-            tun_write = write_errors.total,
+            tun_write = write_errors.total(),
             "packets lost to TUN write errors"
         );
     }
@@ -231,7 +173,7 @@ async fn run(
 /// The reply text of a control command. Exposure changes update the core
 /// and the firewall's sets together: the firewall only admits ports the
 /// core maps.
-fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
+fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
         Command::Counters => core.counters().to_string(),
@@ -258,7 +200,7 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
             s
         }
         Command::Expose(e) => {
-            let port = (e.proto, e.port, e.service.is_ipv6());
+            let port = e.exposed_port();
             let had = exposed_ports(core).contains(&port);
             if let Err(err) = core.expose(e.clone()) {
                 return format!("error {err}\n");
@@ -277,8 +219,9 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: u64) -> String {
                 Ok(r) => r,
                 Err(err) => return format!("error {err}\n"),
             };
-            if !exposed_ports(core).contains(&(proto, port, v6)) {
-                if let Err(err) = Firewall::set_port((proto, port, v6), false) {
+            let port = ExposedPort::new(proto, port, v6);
+            if !exposed_ports(core).contains(&port) {
+                if let Err(err) = Firewall::set_port(port, false) {
                     return format!("error {err:#}\n");
                 }
             }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use hoplab_dataplane::netmanager::{Config, Coords, LocalInstance};
+use hoplab_dataplane::Millis;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,8 +58,8 @@ impl Cli {
         let mut cfg = Config::new(self.node_addr, self.subnet);
         cfg.subnet_v6 = self.subnet6;
         cfg.node_coords = self.coords;
-        cfg.cache.ttl = self.cache_ttl_ms;
-        cfg.cache.query_timeout = self.query_timeout_ms;
+        cfg.cache.ttl = Millis(self.cache_ttl_ms);
+        cfg.cache.query_timeout = Millis(self.query_timeout_ms);
         cfg
     }
 }
@@ -162,8 +163,8 @@ mod tests {
         assert_eq!(cfg.subnet_v4, (Ipv4Addr::new(10, 18, 0, 0), 26));
         assert_eq!(cfg.subnet_v6, Some(("fd18:0:0:1::".parse().unwrap(), 64)));
         assert_eq!(cfg.node_coords, Coords::new(1.5, -2.0));
-        assert_eq!(cfg.cache.ttl, 500);
-        assert_eq!(cfg.cache.query_timeout, 5_000);
+        assert_eq!(cfg.cache.ttl, Millis(500));
+        assert_eq!(cfg.cache.query_timeout, Millis(5_000));
         assert_eq!(cli.instances.len(), 2);
         assert_eq!(
             cli.instances[0].instance_ip6,

@@ -11,46 +11,27 @@ mod args;
 mod control;
 mod manager;
 mod shell;
-#[path = "../../shared/socket.rs"]
-mod socket;
-#[path = "../../shared/tun.rs"]
-mod tun;
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use hoplab::shell::clock::Clock;
+use hoplab::shell::signals::Signals;
+use hoplab::shell::{self as lib, log, tun};
 use hoplab_dataplane::netmanager::NetManagerCore;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
 use args::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    log::init();
+    log::exit_code(real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    let rt = lib::runtime()?;
     let mut core = NetManagerCore::new(cli.config());
     for li in &cli.instances {
         core.add_local_instance(*li);
@@ -58,12 +39,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     let mut control_bound = false;
     let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
     // Whatever ended the run: the final counters, and no stale socket.
-    let text = core.counters().to_string();
-    info!("final counters:\n{}", text.trim_end());
-    let written = std::fs::write(&cli.counters, &text)
-        .with_context(|| format!("writing the counters to {}", cli.counters.display()));
+    let written = lib::write_counters(&cli.counters, &core.counters().to_string());
     if control_bound {
-        socket::remove(&cli.control);
+        lib::control::remove(&cli.control);
     }
     result.and(written)
 }
@@ -75,12 +53,9 @@ async fn serve(
     core: &mut NetManagerCore,
     control_bound: &mut bool,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let tun =
-        tun::attach(&cli.tun).with_context(|| format!("attaching to TUN device {}", cli.tun))?;
+    let clock = Clock::start();
+    let mut signals = Signals::install()?;
+    let tun = tun::attach(&cli.tun)?;
     let first = manager::connect_initial(&cli.manager)
         .await
         .with_context(|| {
@@ -89,8 +64,7 @@ async fn serve(
                 cli.manager.display()
             )
         })?;
-    let listener = control::bind(&cli.control)
-        .with_context(|| format!("binding the control socket {}", cli.control.display()))?;
+    let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(control::serve(listener, ctl_tx));
@@ -105,10 +79,8 @@ async fn serve(
         "net manager ready"
     );
 
-    let mut shell = shell::Shell::new(&tun, &udp, query_tx, start);
-    let r = shell
-        .run(core, event_rx, ctl_rx, &mut sigterm, &mut sigint)
-        .await;
+    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock);
+    let r = shell.run(core, event_rx, ctl_rx, &mut signals).await;
     shell.log_io_errors();
     r
 }

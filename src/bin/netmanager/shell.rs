@@ -1,6 +1,7 @@
 //! The loop that owns the core: packets from the TUN and the tunnel
-//! socket, messages from the service manager, control commands, the expiry
-//! tick and the signals; and the execution of the core's actions.
+//! socket, messages from the service manager, control commands, the
+//! core's next expiry deadline and the signals; and the execution of the
+//! core's actions.
 //!
 //! Packets take the core's in-place entry points: each is read into one
 //! of two receive buffers allocated once, translated there, and sent from
@@ -9,28 +10,26 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hoplab::shell::clock::{Clock, ExpiryTimer};
+use hoplab::shell::control::Request;
+use hoplab::shell::log::RateLimited;
+use hoplab::shell::signals::Signals;
 use hoplab_dataplane::netmanager::control::Message;
-use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
-use hoplab_dataplane::netmanager::{Action, Forward, Millis, NetManagerCore};
+use hoplab_dataplane::netmanager::{Action, Forward, NetManagerCore, TUNNEL_PORT};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
-use tokio::signal::unix::Signal;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
-use tokio::time::MissedTickBehavior;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, trace, warn};
 use tun_rs::SyncDevice;
 
-use crate::control::{Command, Request};
+use crate::control::Command;
 
 /// Receive buffer size: the largest IP packet.
 const BUF: usize = 65536;
 /// Packets handled from one source before the loop looks at the others.
 const BATCH: usize = 64;
-/// How often flows and resolutions are expired.
-const TICK: Duration = Duration::from_millis(100);
 /// Socket buffer sizes asked for the tunnel socket.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -57,43 +56,11 @@ pub fn bind_tunnel(node_addr: IpAddr) -> anyhow::Result<UdpSocket> {
     bind().with_context(|| format!("binding the tunnel socket {addr}"))
 }
 
-/// Logs an I/O error at most once a second, with the number left out.
-#[derive(Debug, Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    fn warn(&mut self, what: &str, e: &std::io::Error) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        if self.suppressed > 0 {
-            warn!(
-                "{what}: {e} ({} more since the last report)",
-                self.suppressed
-            );
-        } else {
-            warn!("{what}: {e}");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
-}
-
 /// Errors of the shell's own I/O (the core does not see them).
 #[derive(Debug, Default)]
 struct IoErrors {
-    tun_write: u64,
-    tunnel_send: u64,
-    tun_write_log: RateLimited,
-    tunnel_send_log: RateLimited,
+    tun_write: RateLimited,
+    tunnel_send: RateLimited,
 }
 
 /// The I/O side: the TUN, the tunnel socket, the query channel.
@@ -104,7 +71,7 @@ pub struct Shell<'a> {
     /// addressed as IPv4-mapped.
     udp_v6: bool,
     queries: UnboundedSender<IpAddr>,
-    start: Instant,
+    clock: Clock,
     errors: IoErrors,
 }
 
@@ -113,7 +80,7 @@ impl<'a> Shell<'a> {
         tun: &'a AsyncFd<SyncDevice>,
         udp: &'a UdpSocket,
         queries: UnboundedSender<IpAddr>,
-        start: Instant,
+        clock: Clock,
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -121,13 +88,9 @@ impl<'a> Shell<'a> {
             udp,
             udp_v6,
             queries,
-            start,
+            clock,
             errors: IoErrors::default(),
         }
-    }
-
-    fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
     }
 
     /// The loop. Returns on SIGTERM or SIGINT (`Ok`), or on an error of the
@@ -136,9 +99,8 @@ impl<'a> Shell<'a> {
         &mut self,
         core: &mut NetManagerCore,
         mut events: UnboundedReceiver<Message>,
-        mut control: Receiver<Request>,
-        sigterm: &mut Signal,
-        sigint: &mut Signal,
+        mut control: Receiver<Request<Command>>,
+        signals: &mut Signals,
     ) -> anyhow::Result<()> {
         let mut tun_buf = vec![0u8; BUF];
         let mut udp_buf = vec![0u8; BUF];
@@ -146,21 +108,14 @@ impl<'a> Shell<'a> {
         // core on each call, drained here.
         let mut extra: Vec<Action> = Vec::new();
         let (tun, udp) = (self.tun, self.udp);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut expiry = ExpiryTimer::new(self.clock);
         loop {
+            expiry.arm(core.next_deadline());
             tokio::select! {
-                _ = sigterm.recv() => {
-                    info!("SIGTERM: stopping");
-                    return Ok(());
-                }
-                _ = sigint.recv() => {
-                    info!("SIGINT: stopping");
-                    return Ok(());
-                }
+                () = signals.stop() => return Ok(()),
                 r = tun.readable() => {
                     let mut guard = r.context("waiting for the TUN")?;
-                    let now = self.now();
+                    let now = self.clock.now();
                     for _ in 0..BATCH {
                         match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
                             Ok(Ok(n)) => {
@@ -180,7 +135,7 @@ impl<'a> Shell<'a> {
                 }
                 r = udp.readable() => {
                     r.context("waiting for the tunnel socket")?;
-                    let now = self.now();
+                    let now = self.clock.now();
                     for _ in 0..BATCH {
                         match udp.try_recv_from(&mut udp_buf) {
                             Ok((n, from)) => {
@@ -203,7 +158,7 @@ impl<'a> Shell<'a> {
                     }
                 }
                 Some(msg) = events.recv() => {
-                    let now = self.now();
+                    let now = self.clock.now();
                     let acts = match msg {
                         Message::Resolved(res) => core.on_resolution(now, res.service_ip, Ok(res)),
                         Message::Failed(ip, e) => {
@@ -219,11 +174,11 @@ impl<'a> Shell<'a> {
                     };
                     self.exec(acts).await;
                 }
-                Some((cmd, reply)) = control.recv() => {
-                    let _ = reply.send(answer(core, cmd));
+                Some(req) = control.recv() => {
+                    let _ = req.reply.send(answer(core, req.command));
                 }
-                _ = tick.tick() => {
-                    let acts = core.expire(self.now());
+                () = expiry.wait() => {
+                    let acts = core.expire(self.clock.now());
                     self.exec(acts).await;
                 }
             }
@@ -262,8 +217,7 @@ impl<'a> Shell<'a> {
 
     fn write_tun(&mut self, packet: &[u8]) {
         if let Err(e) = self.tun.get_ref().send(packet) {
-            self.errors.tun_write += 1;
-            self.errors.tun_write_log.warn("writing to the TUN", &e);
+            self.errors.tun_write.warn("writing to the TUN", &e);
         }
     }
 
@@ -273,22 +227,20 @@ impl<'a> Shell<'a> {
             ip => ip,
         };
         if let Err(e) = self.udp.send_to(datagram, (to, port)).await {
-            self.errors.tunnel_send += 1;
             self.errors
-                .tunnel_send_log
+                .tunnel_send
                 .warn(&format!("sending to the tunnel peer {node}"), &e);
         }
     }
 
     /// Logs the shell's own I/O errors, if there were any.
     pub fn log_io_errors(&self) {
-        let e = &self.errors;
-        if e.tun_write + e.tunnel_send > 0 {
-            warn!(
-                tun_write = e.tun_write,
-                tunnel_send = e.tunnel_send,
-                "packets lost to I/O errors"
-            );
+        let (tun_write, tunnel_send) = (
+            self.errors.tun_write.total(),
+            self.errors.tunnel_send.total(),
+        );
+        if tun_write + tunnel_send > 0 {
+            warn!(tun_write, tunnel_send, "packets lost to I/O errors");
         }
     }
 }

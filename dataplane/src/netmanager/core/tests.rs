@@ -3,9 +3,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
-use crate::netmanager::packet::IpPacket;
 use crate::netmanager::services::{Instance, ServiceIp, ServiceKind};
-use crate::netmanager::testutil::{self, build, checksums_full, icmp_error, mirror, L4};
+use crate::packet::IpPacket;
+use crate::testutil::{self, build, checksums_full, icmp_error, mirror, L4};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -169,9 +169,9 @@ fn local_client_to_local_instance_and_back() {
     let svc = i_ip(1);
     let orig = build(ip(C_NS), svc, tcp(40000, 80, testutil::SYN), b"");
     let mut p = orig.clone();
-    assert_eq!(a.on_tun_packet(0, &mut p), vec![Action::Query(svc)]);
+    assert_eq!(a.on_tun_packet(Millis(0), &mut p), vec![Action::Query(svc)]);
     assert_eq!(a.counters().queued, 1);
-    let out = a.on_resolution(1, svc, Ok(resolution(&svc.to_string())));
+    let out = a.on_resolution(Millis(1), svc, Ok(resolution(&svc.to_string())));
     let fwd = only_tun(&out);
     assert_eq!(
         fwd,
@@ -180,7 +180,7 @@ fn local_client_to_local_instance_and_back() {
     assert!(checksums_full(&fwd));
     // The instance answers; the client sees the service IP it dialled.
     let mut reply = mirror(&fwd);
-    let back = only_tun(&a.on_tun_packet(2, &mut reply));
+    let back = only_tun(&a.on_tun_packet(Millis(2), &mut reply));
     assert_eq!(back, mirror(&orig));
     assert_eq!(a.counters().tun_out, 2);
     assert_eq!(a.counters().flows_created, 1);
@@ -224,12 +224,12 @@ fn local_client_to_remote_instance_and_back() {
     // Round robin picks the local instance 1 first: use it up.
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), ip(RR), L4::Udp { sp: 1, dp: 1 }, b""),
     );
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS6), ip(RR6), L4::Udp { sp: 1, dp: 1 }, b""),
     );
     for (i, c) in cases.iter().enumerate() {
@@ -238,7 +238,7 @@ fn local_client_to_remote_instance_and_back() {
         if i == 2 {
             a.cfg.node_coords = Coords::new(90.0, 0.0);
         }
-        remote_round_trip(&mut a, &mut b, c, 10);
+        remote_round_trip(&mut a, &mut b, c, Millis(10));
     }
     assert_eq!(b.counters().flows_created, 4);
     assert_eq!(b.counters().drops_total(), 0);
@@ -252,7 +252,7 @@ fn round_robin_rotates_per_new_flow_and_sticks() {
     for cp in 0..4u16 {
         let out = send_resolved(
             &mut a,
-            0,
+            Millis(0),
             build(
                 ip(C_NS),
                 ip(RR),
@@ -275,7 +275,7 @@ fn round_robin_rotates_per_new_flow_and_sticks() {
     // Stickiness: more packets of the second flow go to instance 2.
     for t in 1..5 {
         let out = a.on_tun_packet(
-            t,
+            Millis(t),
             &mut build(ip(C_NS), ip(RR), L4::Udp { sp: 1001, dp: 53 }, b"x"),
         );
         assert_eq!(dst_of(&only_tunnel(&out).1), IpAddr::V4(i_ns(2)));
@@ -283,7 +283,7 @@ fn round_robin_rotates_per_new_flow_and_sticks() {
     // IPv6 round robin has its own counter.
     let out = send_resolved(
         &mut a,
-        5,
+        Millis(5),
         build(ip(C_NS6), ip(RR6), L4::Udp { sp: 1, dp: 2 }, b""),
     );
     assert_eq!(dst_of(&only_tun(&out)), IpAddr::V6(i_ns6(1)));
@@ -297,7 +297,7 @@ fn closest_with_ties_is_deterministic() {
     a.cfg.node_coords = Coords::new(50.0, 0.0);
     let out = send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), ip(CLOSEST), L4::Udp { sp: 1, dp: 2 }, b""),
     );
     assert_eq!(dst_of(&only_tun(&out)), IpAddr::V4(i_ns(1)));
@@ -306,7 +306,7 @@ fn closest_with_ties_is_deterministic() {
     a.cfg.node_coords = Coords::new(99.0, 0.0);
     let out = send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS6), ip(CLOSEST6), L4::Udp { sp: 1, dp: 2 }, b""),
     );
     assert_eq!(dst_of(&only_tunnel(&out).1), IpAddr::V6(i_ns6(2)));
@@ -316,29 +316,29 @@ fn closest_with_ties_is_deterministic() {
 fn ttl_expiry_and_invalidation_requery() {
     let mut a = node_a();
     let svc = ip(RR);
-    let ttl = a.cfg.cache.ttl;
+    let ttl = a.cfg.cache.ttl.as_u64();
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b""),
     );
     // A new flow within the TTL: cache hit.
     let out = a.on_tun_packet(
-        ttl - 1,
+        Millis(ttl - 1),
         &mut build(ip(C_NS), svc, L4::Udp { sp: 3, dp: 2 }, b""),
     );
     assert!(!out.contains(&Action::Query(svc)));
     // Unused for the TTL: queried again.
     let out = a.on_tun_packet(
-        2 * ttl - 1,
+        Millis(2 * ttl - 1),
         &mut build(ip(C_NS), svc, L4::Udp { sp: 4, dp: 2 }, b""),
     );
     assert_eq!(out, vec![Action::Query(svc)]);
-    a.on_resolution(2 * ttl, svc, Ok(resolution(RR)));
+    a.on_resolution(Millis(2 * ttl), svc, Ok(resolution(RR)));
     // Invalidation: queried again at once.
     assert!(a.invalidate(svc));
     let out = a.on_tun_packet(
-        2 * ttl + 1,
+        Millis(2 * ttl + 1),
         &mut build(ip(C_NS), svc, L4::Udp { sp: 5, dp: 2 }, b""),
     );
     assert_eq!(out, vec![Action::Query(svc)]);
@@ -351,7 +351,7 @@ fn pending_queue_released_in_order_and_other_flows_go_on() {
     // An established flow to instance 1.
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), i_ip(1), L4::Udp { sp: 9, dp: 9 }, b""),
     );
     let svc = ip(RR);
@@ -369,19 +369,19 @@ fn pending_queue_released_in_order_and_other_flows_go_on() {
         })
         .collect();
     assert_eq!(
-        a.on_tun_packet(1, &mut pkts[0].clone()),
+        a.on_tun_packet(Millis(1), &mut pkts[0].clone()),
         vec![Action::Query(svc)]
     );
-    assert!(a.on_tun_packet(2, &mut pkts[1].clone()).is_empty());
+    assert!(a.on_tun_packet(Millis(2), &mut pkts[1].clone()).is_empty());
     // Meanwhile the established flow is not blocked.
     let out = a.on_tun_packet(
-        3,
+        Millis(3),
         &mut build(ip(C_NS), i_ip(1), L4::Udp { sp: 9, dp: 9 }, b"x"),
     );
     assert_eq!(dst_of(&only_tun(&out)), IpAddr::V4(i_ns(1)));
-    assert!(a.on_tun_packet(4, &mut pkts[2].clone()).is_empty());
+    assert!(a.on_tun_packet(Millis(4), &mut pkts[2].clone()).is_empty());
     assert_eq!(a.counters().queries, 2);
-    let out = a.on_resolution(5, svc, Ok(resolution(RR)));
+    let out = a.on_resolution(Millis(5), svc, Ok(resolution(RR)));
     let dsts: Vec<IpAddr> = out
         .iter()
         .map(|x| match x {
@@ -403,11 +403,11 @@ fn failed_query_drops_and_answers_with_icmp_unreachable() {
             .map(|i| build(ip(client), svc, tcp(100 + i, 80, testutil::SYN), b""))
             .collect();
         assert_eq!(
-            a.on_tun_packet(0, &mut pkts[0].clone()),
+            a.on_tun_packet(Millis(0), &mut pkts[0].clone()),
             vec![Action::Query(svc)]
         );
-        assert!(a.on_tun_packet(0, &mut pkts[1].clone()).is_empty());
-        let out = a.on_resolution(1, svc, Err(ResolveError::NotFound));
+        assert!(a.on_tun_packet(Millis(0), &mut pkts[1].clone()).is_empty());
+        let out = a.on_resolution(Millis(1), svc, Err(ResolveError::NotFound));
         assert_eq!(out.len(), 4);
         for (i, pair) in out.chunks(2).enumerate() {
             let mut icmp = only_tun(&pair[..1]);
@@ -424,7 +424,7 @@ fn failed_query_drops_and_answers_with_icmp_unreachable() {
         assert_eq!(a.counters().icmp_unreachable_sent, 2);
         assert_eq!(a.counters().resolutions_failed, 1);
         // Failure is not cached: the next packet queries again.
-        let out = a.on_tun_packet(2, &mut pkts[0].clone());
+        let out = a.on_tun_packet(Millis(2), &mut pkts[0].clone());
         assert_eq!(out, vec![Action::Query(svc)]);
     }
 }
@@ -433,11 +433,62 @@ fn failed_query_drops_and_answers_with_icmp_unreachable() {
 fn query_timeout_fails_like_an_error() {
     let mut a = node_a();
     let svc = ip(RR);
-    a.on_tun_packet(0, &mut build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b""));
-    assert!(a.expire(4_999).is_empty());
-    let out = a.expire(5_000);
+    a.on_tun_packet(
+        Millis(0),
+        &mut build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b""),
+    );
+    assert!(a.expire(Millis(4_999)).is_empty());
+    let out = a.expire(Millis(5_000));
     assert_eq!(out.len(), 2);
     assert_eq!(out[1], Action::Drop(DropReason::QueryFailed));
+}
+
+#[test]
+fn next_deadline_is_the_first_expiry_never_later() {
+    let mut a = node_a();
+    assert_eq!(a.next_deadline(), None, "nothing to expire");
+    let svc = ip(RR);
+    // A query in flight times out 5 s after it was sent.
+    let udp = build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b"");
+    assert_eq!(
+        a.on_tun_packet(Millis(100), &mut udp.clone()),
+        vec![Action::Query(svc)]
+    );
+    assert_eq!(a.next_deadline(), Some(Millis(5_100)));
+    // Answered at 200: the resolution goes stale at 200 + 10 s, the UDP
+    // flow made of the queued packet at 200 + 30 s. The query's deadline
+    // is left as it was: earlier than needed, never later.
+    a.on_resolution(Millis(200), svc, Ok(resolution(RR)));
+    assert_eq!(a.conntrack().len(), 1);
+    assert_eq!(a.next_deadline(), Some(Millis(5_100)));
+    // Expiring there finds nothing, and makes the deadline exact.
+    assert!(a.expire(Millis(5_100)).is_empty());
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    // Traffic moves the flow's expiry later, not the deadline.
+    send_resolved(&mut a, Millis(9_000), udp.clone());
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    // A new TCP flow uses (and refreshes) the resolution; a RST closes it:
+    // it expires after the linger (5 s).
+    let syn = build(ip(C_NS), svc, tcp(7, 80, testutil::SYN), b"");
+    only_tunnel(&a.on_tun_packet(Millis(9_500), &mut syn.clone()));
+    let rst = build(ip(C_NS), svc, tcp(7, 80, testutil::RST), b"");
+    only_tunnel(&a.on_tun_packet(Millis(9_600), &mut rst.clone()));
+    assert_eq!(a.next_deadline(), Some(Millis(10_200)));
+    assert!(a.expire(Millis(10_200)).is_empty());
+    assert_eq!((a.conntrack().len(), a.cache().len()), (2, 1));
+    assert_eq!(a.next_deadline(), Some(Millis(9_600 + 5_000)));
+    // At each deadline, expire has something to do; the next deadline is
+    // always later than now.
+    a.expire(Millis(14_600));
+    assert_eq!(a.conntrack().len(), 1, "the RST flow is gone");
+    assert_eq!(a.next_deadline(), Some(Millis(9_500 + 10_000)));
+    a.expire(Millis(19_500));
+    assert_eq!(a.cache().len(), 0);
+    assert_eq!(a.next_deadline(), Some(Millis(9_000 + 30_000)));
+    a.expire(Millis(39_000));
+    assert_eq!(a.conntrack().len(), 0);
+    assert_eq!(a.next_deadline(), None);
+    assert_eq!(a.counters().flows_expired, 2);
 }
 
 #[test]
@@ -447,7 +498,10 @@ fn queue_full_is_counted() {
     let mut a = NetManagerCore::new(cfg);
     let svc = ip(RR);
     for i in 0..3 {
-        a.on_tun_packet(0, &mut build(ip(C_NS), svc, L4::Udp { sp: i, dp: 2 }, b""));
+        a.on_tun_packet(
+            Millis(0),
+            &mut build(ip(C_NS), svc, L4::Udp { sp: i, dp: 2 }, b""),
+        );
     }
     assert_eq!(a.counters().queued, 2);
     assert_eq!(a.counters().drop_queue_full, 1);
@@ -461,28 +515,28 @@ fn table_full_refuses_new_flows() {
     for sp in 0..2 {
         send_resolved(
             &mut a,
-            0,
+            Millis(0),
             build(ip(C_NS), i_ip(1), L4::Udp { sp, dp: 2 }, b""),
         );
     }
     let out = a.on_tun_packet(
-        1,
+        Millis(1),
         &mut build(ip(C_NS), i_ip(1), L4::Udp { sp: 7, dp: 2 }, b""),
     );
     assert_eq!(out, vec![Action::Drop(DropReason::TableFull)]);
     assert_eq!(a.counters().drop_table_full, 1);
     // Existing flows still work.
     let out = a.on_tun_packet(
-        1,
+        Millis(1),
         &mut build(ip(C_NS), i_ip(1), L4::Udp { sp: 1, dp: 2 }, b""),
     );
     assert_eq!(out.len(), 1);
     // After the idle timeout there is room again.
     let idle = a.cfg.conntrack.udp_idle;
-    assert!(a.expire(idle + 1).is_empty());
+    assert!(a.expire(idle + Millis(1)).is_empty());
     assert_eq!(a.counters().flows_expired, 2);
     let out = a.on_tun_packet(
-        idle + 2,
+        idle + Millis(2),
         &mut build(ip(C_NS), i_ip(1), L4::Udp { sp: 7, dp: 2 }, b""),
     );
     assert!(matches!(
@@ -497,19 +551,19 @@ fn same_client_port_to_two_services_on_one_instance_collides() {
     // RR picks instance 1 first; the instance IP of 1 is the same instance.
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), ip(RR), L4::Udp { sp: 5, dp: 53 }, b""),
     );
     let out = send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), i_ip(1), L4::Udp { sp: 5, dp: 53 }, b""),
     );
     assert_eq!(out, vec![Action::Drop(DropReason::TupleCollision)]);
     // A different protocol with the same ports is a different flow.
     let out = send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS), i_ip(1), tcp(5, 53, testutil::SYN), b""),
     );
     assert!(matches!(out[..], [Action::WriteTun(_)]));
@@ -519,23 +573,23 @@ fn same_client_port_to_two_services_on_one_instance_collides() {
 fn tcp_close_then_new_choice() {
     let mut a = node_a();
     let syn = build(ip(C_NS), ip(RR), tcp(7, 80, testutil::SYN), b"");
-    let first = dst_of(&only_tun(&send_resolved(&mut a, 0, syn.clone())));
+    let first = dst_of(&only_tun(&send_resolved(&mut a, Millis(0), syn.clone())));
     let fin = build(
         ip(C_NS),
         ip(RR),
         tcp(7, 80, testutil::FIN | testutil::ACK),
         b"",
     );
-    let fwd = only_tun(&a.on_tun_packet(1, &mut fin.clone()));
+    let fwd = only_tun(&a.on_tun_packet(Millis(1), &mut fin.clone()));
     let mut reply_fin = mirror(&fwd);
-    only_tun(&a.on_tun_packet(2, &mut reply_fin));
-    let linger = a.cfg.conntrack.tcp_linger;
-    assert!(a.expire(2 + linger - 1).is_empty());
+    only_tun(&a.on_tun_packet(Millis(2), &mut reply_fin));
+    let linger = a.cfg.conntrack.tcp_linger.as_u64();
+    assert!(a.expire(Millis(2 + linger - 1)).is_empty());
     assert_eq!(a.conntrack().len(), 1);
-    a.expire(2 + linger);
+    a.expire(Millis(2 + linger));
     assert_eq!(a.conntrack().len(), 0);
     // The same tuple again is a new flow: the rotation moves on.
-    let out = a.on_tun_packet(3 + linger, &mut syn.clone());
+    let out = a.on_tun_packet(Millis(3 + linger), &mut syn.clone());
     let second = dst_of(&only_tunnel(&out).1);
     assert_ne!(first, second);
 }
@@ -544,16 +598,16 @@ fn tcp_close_then_new_choice() {
 fn icmp_error_from_local_instance_is_translated_back() {
     let mut a = node_a();
     let orig = build(ip(C_NS), i_ip(1), L4::Udp { sp: 5000, dp: 9 }, b"data");
-    let fwd = only_tun(&send_resolved(&mut a, 0, orig.clone()));
+    let fwd = only_tun(&send_resolved(&mut a, Millis(0), orig.clone()));
     // The instance's kernel answers with port unreachable.
     let mut err = icmp_error(i_ns(1).into(), ip(C_IP), &fwd);
-    let back = only_tun(&a.on_tun_packet(1, &mut err));
+    let back = only_tun(&a.on_tun_packet(Millis(1), &mut err));
     assert_eq!(back, icmp_error(i_ip(1), ip(C_NS), &orig));
     // An error about an unknown flow is dropped.
     let other = build(ip(C_IP), i_ns(1).into(), L4::Udp { sp: 1, dp: 1 }, b"");
     let mut err = icmp_error(i_ns(1).into(), ip(C_IP), &other);
     assert_eq!(
-        a.on_tun_packet(2, &mut err),
+        a.on_tun_packet(Millis(2), &mut err),
         vec![Action::Drop(DropReason::NoFlow)]
     );
 }
@@ -566,15 +620,15 @@ fn icmp_error_from_remote_instance_goes_back_through_both_cores() {
     // RR6 picks instance 1 (local) first; burn it with another flow.
     send_resolved(
         &mut a,
-        0,
+        Millis(0),
         build(ip(C_NS6), ip(RR6), L4::Udp { sp: 1, dp: 9 }, b""),
     );
-    let (_, mut dgram) = only_tunnel(&send_resolved(&mut a, 0, orig.clone()));
-    let delivered = only_tun(&b.on_tunnel_datagram(0, ip(NODE_A), &mut dgram));
+    let (_, mut dgram) = only_tunnel(&send_resolved(&mut a, Millis(0), orig.clone()));
+    let delivered = only_tun(&b.on_tunnel_datagram(Millis(0), ip(NODE_A), &mut dgram));
     let mut err = icmp_error(i_ns6(2).into(), ip(C_IP6), &delivered);
-    let (node, mut raw) = only_tunnel(&b.on_tun_packet(1, &mut err));
+    let (node, mut raw) = only_tunnel(&b.on_tun_packet(Millis(1), &mut err));
     assert_eq!(node, ip(NODE_A));
-    let back = only_tun(&a.on_tunnel_datagram(1, ip(NODE_B), &mut raw));
+    let back = only_tun(&a.on_tunnel_datagram(Millis(1), ip(NODE_B), &mut raw));
     assert_eq!(back, icmp_error(ip(RR6), ip(C_NS6), &orig));
 }
 
@@ -582,34 +636,34 @@ fn icmp_error_from_remote_instance_goes_back_through_both_cores() {
 fn drops_are_typed_and_counted() {
     let mut a = node_a();
     assert_eq!(
-        a.on_tun_packet(0, &mut []),
+        a.on_tun_packet(Millis(0), &mut []),
         vec![Action::Drop(DropReason::NotIp)]
     );
     assert_eq!(
-        a.on_tun_packet(0, &mut [0x12; 30]),
+        a.on_tun_packet(Millis(0), &mut [0x12; 30]),
         vec![Action::Drop(DropReason::NotIp)]
     );
     assert_eq!(
-        a.on_tun_packet(0, &mut [0x45; 30]),
+        a.on_tun_packet(Millis(0), &mut [0x45; 30]),
         vec![Action::Drop(DropReason::Malformed)]
     );
     let mut frag = build(ip(C_NS), ip(RR), L4::Udp { sp: 1, dp: 2 }, b"abc");
     frag[6] |= 0x20;
     testutil::recompute(&mut frag);
     assert_eq!(
-        a.on_tun_packet(0, &mut frag),
+        a.on_tun_packet(Millis(0), &mut frag),
         vec![Action::Drop(DropReason::Fragment)]
     );
     // Not a service IP and no flow.
     let mut p = build(ip(C_NS), ip("8.8.8.8"), L4::Udp { sp: 1, dp: 53 }, b"");
     assert_eq!(
-        a.on_tun_packet(0, &mut p),
+        a.on_tun_packet(Millis(0), &mut p),
         vec![Action::Drop(DropReason::NoFlow)]
     );
     // A tunnel datagram for somebody else's subnet.
     let mut p = build(ip(C_IP), ip("10.18.0.70"), L4::Udp { sp: 1, dp: 53 }, b"");
     assert_eq!(
-        a.on_tunnel_datagram(0, ip(NODE_B), &mut p),
+        a.on_tunnel_datagram(Millis(0), ip(NODE_B), &mut p),
         vec![Action::Drop(DropReason::NotLocal)]
     );
     let c = a.counters();
@@ -652,9 +706,9 @@ fn every_truncation_is_dropped_not_panicking() {
     samples.push(icmp_error(i_ns(2).into(), ip(C_IP), &inner));
     for s in &samples {
         for n in 0..s.len() {
-            let out = a.on_tun_packet(0, &mut s[..n].to_vec());
+            let out = a.on_tun_packet(Millis(0), &mut s[..n].to_vec());
             assert!(matches!(out[..], [Action::Drop(_)]), "tun cut {n}: {out:?}");
-            let out = b.on_tunnel_datagram(0, ip(NODE_A), &mut s[..n].to_vec());
+            let out = b.on_tunnel_datagram(Millis(0), ip(NODE_A), &mut s[..n].to_vec());
             assert!(
                 matches!(out[..], [Action::Drop(_)]),
                 "tunnel cut {n}: {out:?}"
@@ -761,28 +815,31 @@ fn in_place_matches_copying_on_every_path() {
     // query; the answer releases them.
     let svc = i_ip(1);
     let syn = build(ip(C_NS), svc, tcp(40000, 80, testutil::SYN), b"");
-    assert_eq!(a.tun(0, &syn), vec![Action::Query(svc)]);
-    assert!(a.tun(0, &syn).is_empty(), "queued behind the query");
-    let out = a.resolve(1, svc, resolution(&svc.to_string()));
+    assert_eq!(a.tun(Millis(0), &syn), vec![Action::Query(svc)]);
+    assert!(a.tun(Millis(0), &syn).is_empty(), "queued behind the query");
+    let out = a.resolve(Millis(1), svc, resolution(&svc.to_string()));
     assert_eq!(out.len(), 2);
 
     // Local client to local instance and back.
     let p = build(ip(C_NS), svc, tcp(40000, 80, testutil::ACK), b"data");
-    let fwd = only_tun(&a.tun(2, &p));
+    let fwd = only_tun(&a.tun(Millis(2), &p));
     assert_eq!(dst_of(&fwd), IpAddr::V4(i_ns(1)));
-    assert_eq!(only_tun(&a.tun(3, &mirror(&fwd))), mirror(&p));
+    assert_eq!(only_tun(&a.tun(Millis(3), &mirror(&fwd))), mirror(&p));
 
     // An ICMP error from the local instance, translated back.
     let err = icmp_error(i_ns(1).into(), ip(C_IP), &fwd);
-    assert_eq!(only_tun(&a.tun(4, &err)), icmp_error(svc, ip(C_NS), &p));
+    assert_eq!(
+        only_tun(&a.tun(Millis(4), &err)),
+        icmp_error(svc, ip(C_NS), &p)
+    );
 
     // Local client to an instance on B: out through the tunnel.
     let svc2 = i_ip(2);
     let q = build(ip(C_NS), svc2, L4::Udp { sp: 5000, dp: 53 }, b"q");
-    assert_eq!(a.tun(5, &q), vec![Action::Query(svc2)]);
-    let (node, _) = only_tunnel(&a.resolve(5, svc2, resolution(&svc2.to_string())));
+    assert_eq!(a.tun(Millis(5), &q), vec![Action::Query(svc2)]);
+    let (node, _) = only_tunnel(&a.resolve(Millis(5), svc2, resolution(&svc2.to_string())));
     assert_eq!(node, ip(NODE_B));
-    let (node, dgram) = only_tunnel(&a.tun(6, &q));
+    let (node, dgram) = only_tunnel(&a.tun(Millis(6), &q));
     assert_eq!(node, ip(NODE_B));
 
     // B: tunnel in, passthrough to the local instance. Bytes past the IP
@@ -790,21 +847,21 @@ fn in_place_matches_copying_on_every_path() {
     // them out, as the copy does.
     let mut padded = dgram.clone();
     padded.extend_from_slice(&[0xee; 7]);
-    assert_eq!(only_tun(&b.tunnel(6, ip(NODE_A), &padded)), dgram);
+    assert_eq!(only_tun(&b.tunnel(Millis(6), ip(NODE_A), &padded)), dgram);
     // B: the instance's answer goes back raw through the tunnel...
-    let (node, raw) = only_tunnel(&b.tun(7, &mirror(&dgram)));
+    let (node, raw) = only_tunnel(&b.tun(Millis(7), &mirror(&dgram)));
     assert_eq!(node, ip(NODE_A));
     // ... and A translates it back for the client.
-    assert_eq!(only_tun(&a.tunnel(8, ip(NODE_B), &raw)), mirror(&q));
+    assert_eq!(only_tun(&a.tunnel(Millis(8), ip(NODE_B), &raw)), mirror(&q));
 
     // A service that resolves to nothing usable: an ICMP error in `extra`
     // and a drop, no forward.
     let empty = ip(RR6);
     let e = build(ip(C_NS6), empty, L4::Udp { sp: 1, dp: 2 }, b"");
-    assert_eq!(a.tun(9, &e), vec![Action::Query(empty)]);
-    a.resolve(9, empty, Resolution::new(empty, vec![]));
+    assert_eq!(a.tun(Millis(9), &e), vec![Action::Query(empty)]);
+    a.resolve(Millis(9), empty, Resolution::new(empty, vec![]));
     let e2 = build(ip(C_NS6), empty, L4::Udp { sp: 3, dp: 2 }, b"");
-    let out = a.tun(10, &e2);
+    let out = a.tun(Millis(10), &e2);
     assert!(
         matches!(
             &out[..],
@@ -830,13 +887,13 @@ fn in_place_matches_copying_on_every_path() {
             DropReason::NoFlow,
         ),
     ] {
-        assert_eq!(a.tun(11, &bad), vec![Action::Drop(why)]);
-        let out = b.tunnel(11, ip(NODE_A), &bad);
+        assert_eq!(a.tun(Millis(11), &bad), vec![Action::Drop(why)]);
+        let out = b.tunnel(Millis(11), ip(NODE_A), &bad);
         assert!(matches!(out[..], [Action::Drop(_)]), "{out:?}");
     }
     let elsewhere = build(ip(C_IP), ip("10.18.0.70"), L4::Udp { sp: 1, dp: 53 }, b"");
     assert_eq!(
-        a.tunnel(11, ip(NODE_B), &elsewhere),
+        a.tunnel(Millis(11), ip(NODE_B), &elsewhere),
         vec![Action::Drop(DropReason::NotLocal)]
     );
     assert!(a.in_place.counters().drops_total() > 0);
@@ -887,23 +944,23 @@ proptest! {
         };
         // Advance the rotation by `nth` unrelated flows.
         for i in 0..nth {
-            send_resolved(&mut a, 0, build(client, svc, L4::Udp { sp: 1, dp: 1 + i as u16 }, b""));
+            send_resolved(&mut a, Millis(0), build(client, svc, L4::Udp { sp: 1, dp: 1 + i as u16 }, b""));
         }
         let orig = build(client, svc, l4, &payload);
-        let out = send_resolved(&mut a, 1, orig.clone());
+        let out = send_resolved(&mut a, Millis(1), orig.clone());
         let back = match &out[..] {
             [Action::WriteTun(fwd)] => {
                 prop_assert!(checksums_full(fwd));
                 let mut reply = mirror(fwd);
-                only_tun(&a.on_tun_packet(2, &mut reply))
+                only_tun(&a.on_tun_packet(Millis(2), &mut reply))
             }
             [Action::SendTunnel { datagram, .. }] => {
                 prop_assert!(checksums_full(datagram));
                 let mut d = datagram.clone();
-                let delivered = only_tun(&b.on_tunnel_datagram(2, ip(NODE_A), &mut d));
+                let delivered = only_tun(&b.on_tunnel_datagram(Millis(2), ip(NODE_A), &mut d));
                 let mut reply = mirror(&delivered);
-                let (_, mut raw) = only_tunnel(&b.on_tun_packet(3, &mut reply));
-                only_tun(&a.on_tunnel_datagram(4, ip(NODE_B), &mut raw))
+                let (_, mut raw) = only_tunnel(&b.on_tun_packet(Millis(3), &mut reply));
+                only_tun(&a.on_tunnel_datagram(Millis(4), ip(NODE_B), &mut raw))
             }
             other => panic!("{other:?}"),
         };
@@ -918,12 +975,12 @@ proptest! {
         first in prop_oneof![Just(0x45u8), Just(0x60), any::<u8>()],
     ) {
         let mut a = Twin::new(node_a);
-        a.tun(0, &build(ip(C_NS), ip(RR), L4::Udp { sp: 1, dp: 1 }, b""));
-        a.resolve(0, ip(RR), resolution(RR));
+        a.tun(Millis(0), &build(ip(C_NS), ip(RR), L4::Udp { sp: 1, dp: 1 }, b""));
+        a.resolve(Millis(0), ip(RR), resolution(RR));
         let mut p = bytes.clone();
         if let Some(f) = p.first_mut() { *f = first; }
-        a.tun(1, &p);
-        a.tunnel(1, ip(NODE_B), &p);
+        a.tun(Millis(1), &p);
+        a.tunnel(Millis(1), ip(NODE_B), &p);
     }
 
     /// Arbitrary bytes into both entry points: never a panic, always
@@ -937,9 +994,9 @@ proptest! {
         let mut p = bytes.clone();
         if let Some(f) = p.first_mut() { *f = first; }
         let mut q = p.clone();
-        let out = a.on_tun_packet(0, &mut p);
+        let out = a.on_tun_packet(Millis(0), &mut p);
         prop_assert!(out.len() <= 2);
-        let out = a.on_tunnel_datagram(0, ip(NODE_B), &mut q);
+        let out = a.on_tunnel_datagram(Millis(0), ip(NODE_B), &mut q);
         prop_assert_eq!(out.len(), 1);
     }
 }

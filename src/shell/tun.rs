@@ -1,4 +1,7 @@
-//! Attaching to the node's existing TUN device.
+//! Attaching to the node's existing TUN device, which the harness (or the
+//! operator) created and addressed: the shell only reads and writes it.
+//!
+//! It does not create, address or route the device, nor read from it.
 
 use anyhow::Context;
 use tokio::io::unix::AsyncFd;
@@ -14,6 +17,10 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 /// device's offload mask (`TUNSETOFFLOAD 0`). With no address, no MTU and
 /// `inherit_enable_state`, it changes nothing else on the link.
 pub fn attach(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {
+    attach_device(name).with_context(|| format!("attaching to TUN device {name}"))
+}
+
+fn attach_device(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {
     // TUNSETIFF creates a new device when none has the name: refuse that.
     nix::net::if_::if_nametoindex(name)
         .with_context(|| format!("no network interface named {name:?} in this namespace"))?;

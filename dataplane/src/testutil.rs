@@ -1,12 +1,13 @@
-//! Test helpers: packet builders (through etherparse, an implementation
-//! independent of the view under test) and a full checksum recomputation.
+//! Test helpers of both cores and the packet views: packet builders
+//! (through etherparse, an implementation independent of the view under
+//! test), the answer a peer would send, and full checksum recomputation.
 
 use std::net::IpAddr;
 
 use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type, PacketBuilder};
 
-use super::checksum::{self, udp_wire};
-use super::packet::proto;
+use crate::checksum::{self, udp_wire};
+use crate::packet::proto;
 
 /// The transport of a packet to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +18,7 @@ pub enum L4 {
 }
 
 /// TCP flag bits.
-pub const SYN: u8 = 0x02;
-pub const FIN: u8 = 0x01;
-pub const RST: u8 = 0x04;
-pub const ACK: u8 = 0x10;
+pub use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
 fn step_ip(src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
     match (src, dst) {
@@ -130,6 +128,15 @@ fn put(p: &mut [u8], off: usize, v: u16) {
     p[off..off + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Recomputes the header checksum of the IPv4 packet (or quoted IPv4
+/// header) at the start of `p`, and nothing else.
+pub fn fix_ipv4_header_checksum(p: &mut [u8]) {
+    let ihl = usize::from(p[0] & 0xf) * 4;
+    put(p, 10, 0);
+    let c = checksum::checksum(0, &p[..ihl]);
+    put(p, 10, c);
+}
+
 /// Recomputes every checksum of `p` in full (RFC 1071): the IPv4 header,
 /// the TCP/UDP/ICMP checksum and, for ICMP errors, the quoted IPv4 header.
 /// Quoted transport checksums cannot be recomputed (the quote is cut) and
@@ -142,9 +149,7 @@ pub fn recompute(p: &mut [u8]) {
         src = IpAddr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap());
         dst = IpAddr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap());
     } else {
-        put(p, 10, 0);
-        let c = checksum::checksum(0, &p[..l4]);
-        put(p, 10, c);
+        fix_ipv4_header_checksum(p);
         src = IpAddr::from(<[u8; 4]>::try_from(&p[12..16]).unwrap());
         dst = IpAddr::from(<[u8; 4]>::try_from(&p[16..20]).unwrap());
     }
@@ -169,11 +174,7 @@ pub fn recompute(p: &mut [u8]) {
                 matches!(ty, 3 | 11 | 12)
             };
             if is_err && !v6 {
-                let q = l4 + 8;
-                let ihl = usize::from(p[q] & 0xf) * 4;
-                put(p, q + 10, 0);
-                let c = checksum::checksum(0, &p[q..q + ihl]);
-                put(p, q + 10, c);
+                fix_ipv4_header_checksum(&mut p[l4 + 8..]);
             }
             put(p, l4 + 2, 0);
             let c = checksum::checksum(if v6 { ph } else { 0 }, &p[l4..]);

@@ -1,9 +1,13 @@
+//! Tests of the packet views: every setter keeps every checksum equal to
+//! its full recomputation (ICMP quotes included), and no input accepted by
+//! `new_checked` makes a getter or setter panic.
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::netmanager::testutil::{self, build, checksums_full, icmp_error, L4};
+use crate::testutil::{self, build, checksums_full, icmp_error, L4};
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))

@@ -1,15 +1,18 @@
 //! Internet checksums: RFC 1624 incremental updates for the per-packet path,
 //! and a full RFC 1071 computation used to verify them.
 //!
-//! The net manager never recomputes a checksum over a whole packet: when it
-//! replaces a 16-bit word (a port, an ICMP identifier, a checksum inside a
-//! quoted packet) or an address, it adjusts every checksum that covers the
-//! replaced bytes with RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`.
+//! Neither core recomputes a checksum over a whole packet: when a packet
+//! view ([`crate::packet`]) replaces a 16-bit word (a port, an ICMP
+//! identifier, a checksum inside a quoted packet) or an address, it
+//! adjusts every checksum that covers the replaced bytes with RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`.
 //!
 //! A [`Delta`] accumulates `~m + m'` over any number of replaced words so
 //! that one replacement can be applied to several checksums (an IPv4
 //! address is covered by the IP header checksum and by the TCP/UDP
 //! pseudo-header).
+//!
+//! Only sums of bytes here: where each checksum lies in a packet is the
+//! packet view's business.
 //!
 //! # The one case where incremental and full differ
 //!

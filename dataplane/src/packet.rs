@@ -18,7 +18,7 @@
 //! # Checksums
 //!
 //! Setters change checksums incrementally (RFC 1624, see
-//! [`super::checksum`]), never by recomputing over the packet:
+//! [`crate::checksum`]), never by recomputing over the packet:
 //!
 //! - addresses: the IPv4 header checksum and the TCP, UDP and ICMPv6
 //!   checksums (pseudo-header); ICMPv4 has no pseudo-header;
@@ -45,11 +45,15 @@
 //! An IPv4 packet with MF set or a non-zero fragment offset, or an IPv6
 //! packet with a fragment header, is refused with [`ParseError::Fragment`]:
 //! only the first fragment carries ports, so fragments cannot be matched to
-//! a flow without reassembly, which the net manager does not do.
+//! a flow without reassembly, which neither core does.
+//!
+//! The views know IP, TCP, UDP and ICMP headers only: nothing of flows,
+//! services or what a core decides to rewrite (the net manager and the
+//! gateway both use them).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::checksum::{self, Delta};
+use crate::checksum::{self, Delta};
 
 /// IP protocol numbers the view understands.
 pub mod proto {

@@ -1,0 +1,7 @@
+//! The library of the `hoplab` package: what the two dataplane binaries
+//! (`netmanager`, `gateway`) share around their sans-IO cores.
+//!
+//! The `hoplab` CLI (`src/main.rs`) does not use it, and it does not use
+//! the harness (`hoplab-sim`): the binaries link nothing of the harness.
+
+pub mod shell;
