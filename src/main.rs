@@ -278,7 +278,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     "report.md",
                     hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture)),
                 ),
-                ("report.html", hoplab_sim::html::report(&tr, &capture)),
+                (
+                    "report.html",
+                    hoplab_sim::report::html::report(&tr, &capture),
+                ),
             ] {
                 let p = out.join(file);
                 std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
@@ -361,7 +364,7 @@ fn trace_capture(
                 .context("the empty scenario of a bare capture")?
         }
     };
-    let frames = trace::read_capture(capture)?;
+    let frames = hoplab_sim::capture::read_capture(capture)?;
     Ok(trace::build(&sc, &frames, &[]))
 }
 

@@ -36,7 +36,7 @@ fn tshark_and_tcpdump_read_the_capture_with_correct_timestamps() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let pcap = out.join("capture.pcapng");
     let p = pcap.to_str().unwrap();
-    let ours = hoplab_sim::trace::read_capture(&pcap).unwrap();
+    let ours = hoplab_sim::capture::read_capture(&pcap).unwrap();
 
     // tshark: every frame, its interface name, its direction, its time.
     let text = tool(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hoplab_sim::html::{self, IndexEntry, IndexStatus};
+use hoplab_sim::report::html::{self, IndexEntry, IndexStatus};
 use hoplab_sim::snapshot;
 use hoplab_sim::trace::Trace;
 
@@ -316,7 +316,7 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
     f.packets.pop();
     new.control_plane
         .push("c1: 10.30.30.30 -> 10.18.0.2 on 10.10.0.2".into());
-    let lines = snapshot::diff(old_yaml, &new.to_yaml());
+    let lines = hoplab_sim::trace::diff(old_yaml, &new.to_yaml());
     assert!(lines.len() >= 3, "{lines:?}");
     let diff = html::diff_page(name, old, &new, &lines);
     assert!(diff.contains("<mark>"), "the review page marks nothing");

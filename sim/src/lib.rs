@@ -13,7 +13,6 @@ pub mod control_plane;
 pub mod dataplane_bench;
 pub mod echo;
 pub mod gateway;
-pub mod html;
 pub mod netns;
 pub mod process;
 pub mod progress;
@@ -46,7 +45,7 @@ pub enum Error {
     #[error("writing the capture: {0}")]
     Pcap(#[from] pcap_file::PcapError),
     #[error(transparent)]
-    Trace(#[from] trace::TraceError),
+    Trace(#[from] capture::TraceError),
     #[error("interrupted by signal")]
     Interrupted,
     #[error("{0}")]

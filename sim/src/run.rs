@@ -227,7 +227,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     // The capture is on disk before anything else can fail; the trace is
     // built from the file as written, as `hoplab trace` would, and the file
     // is written again with each frame's flow and hop as comments.
-    let captured = trace::read_capture(&pcapng)?;
+    let captured = capture::read_capture(&pcapng)?;
     let (mut tr, comments) = trace::build_annotated(sc, &captured, &reports);
     capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
     tr.control_plane = control_answers;
@@ -237,7 +237,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
         .map_err(io("write report.md".into()))?;
     std::fs::write(
         out.join("report.html"),
-        crate::html::report(&tr, "capture.pcapng"),
+        crate::report::html::report(&tr, "capture.pcapng"),
     )
     .map_err(io("write report.html".into()))?;
     phase(sc, "trace", t);
