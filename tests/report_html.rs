@@ -282,7 +282,7 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
             .chain(&trace.other);
         let dropped = all
             .clone()
-            .filter(|p| p.end.starts_with("last seen at"))
+            .filter(|p| matches!(p.end, hoplab_sim::trace::End::LastSeen(_)))
             .count();
         assert_eq!(
             page.matches("<circle class=\"xc\"").count(),
@@ -312,7 +312,13 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
     let mut new = old.clone();
     let f = &mut new.flows[0];
     let hop = &mut f.packets[0].hops[4];
-    hop.hdr = hop.hdr.replacen(":8080", ":8081", 1);
+    let ep = if hop.hdr.src.port == Some(8080) {
+        &mut hop.hdr.src
+    } else {
+        &mut hop.hdr.dst
+    };
+    assert_eq!(ep.port, Some(8080));
+    ep.port = Some(8081);
     f.packets.pop();
     new.control_plane
         .push("c1: 10.30.30.30 -> 10.18.0.2 on 10.10.0.2".into());

@@ -198,9 +198,13 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
                 step.payload.len()
             ),
             result: if ok {
-                format!("ok: {}", seen.describe())
+                trace::StepResult::Ok(Some(seen.describe()))
             } else {
-                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
+                trace::StepResult::Failed(Some(format!(
+                    "expected {}, got {}",
+                    step.expect,
+                    seen.describe()
+                )))
             },
         });
     }

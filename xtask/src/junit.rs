@@ -344,10 +344,16 @@ pub fn scenario_suite(
                 p.end
             );
         }
-        let outcome = if f.result.starts_with("FAILED") {
+        let outcome = if f.result.is_failed() {
             step_failed = true;
             Outcome::Failed {
-                message: f.result.lines().next().unwrap_or_default().to_string(),
+                message: f
+                    .result
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
                 details: std::mem::take(&mut out),
             }
         } else {

@@ -52,10 +52,15 @@ fn packet(m: &mut String, title: &str, p: &crate::trace::Packet) {
             m,
             "| {} | {} | `{}` | {} | {} |",
             n + 1,
-            cell(&h.at),
-            cell(&h.hdr),
-            super::html::step_name(h.changed.as_deref()).unwrap_or(""),
-            cell(h.changed.as_deref().unwrap_or(""))
+            cell(&h.at.to_string()),
+            cell(&h.hdr.to_string()),
+            super::html::step_name(h.changed.as_ref()).unwrap_or(""),
+            cell(
+                &h.changed
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )
         );
     }
     m.push('\n');

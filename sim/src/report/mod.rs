@@ -51,7 +51,7 @@ pub fn committed(root: &Path) -> Result<Vec<(std::path::PathBuf, String)>, crate
         let packets: Vec<_> = trace.flows.iter().flat_map(|f| &f.packets).collect();
         let lost = packets
             .iter()
-            .filter(|p| p.end.starts_with("last seen"))
+            .filter(|p| matches!(p.end, crate::trace::End::LastSeen(_)))
             .count();
         let _ = writeln!(
             index,

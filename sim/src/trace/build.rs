@@ -5,6 +5,7 @@
 //! the scenario only through its hosts, links, addresses and steps.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -13,7 +14,7 @@ use hoplab_dataplane::wire::{Summary, L4};
 
 use super::path::{path_order, Wiring, TIMESTAMP_JITTER_NS};
 use super::render::{render, RelSeq};
-use super::{Flow, Packet, Trace};
+use super::{Dir, Flow, Packet, Place, StepResult, Trace};
 use crate::capture::{parse_frame, Captured};
 use crate::scenario::{Proto, Scenario};
 
@@ -22,15 +23,18 @@ pub(super) struct Seen {
     /// Index of the frame in the capture.
     pub(super) frame: usize,
     pub(super) ts_ns: u64,
-    pub(super) at: String,
-    pub(super) host: String,
-    pub(super) ifname: String,
-    pub(super) outgoing: bool,
+    pub(super) at: Place,
     /// The packet: for a tunnel datagram, the inner packet.
     pub(super) s: Summary,
     /// The tunnel datagram's own headers, if `s` was seen encapsulated
     /// (its payload, the inner packet, dropped).
     pub(super) outer: Option<Summary>,
+}
+
+impl Seen {
+    pub(super) fn outgoing(&self) -> bool {
+        self.at.dir == Dir::Out
+    }
 }
 
 fn identity(s: &Summary) -> u64 {
@@ -72,14 +76,14 @@ struct StepKey {
 }
 
 fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
-    for h in hops.iter().filter(|h| h.host == k.host) {
+    for h in hops.iter().filter(|h| h.at.host == k.host) {
         let s = &h.s;
         let hit = match (k.proto, &s.l4) {
             (Proto::Tcp, L4::Tcp { sport, dport, .. }) | (Proto::Udp, L4::Udp { sport, dport }) => {
-                if *sport == k.port && h.outgoing {
+                if *sport == k.port && h.outgoing() {
                     return Some(true);
                 }
-                *dport == k.port && !h.outgoing
+                *dport == k.port && !h.outgoing()
             }
             (Proto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
             // An ICMP error about the step's own packet, on its way back.
@@ -87,7 +91,7 @@ fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
                 let want = if k.proto == Proto::Tcp { 6 } else { 17 };
                 if s.quoted_ports()
                     .is_some_and(|(p, sport, _)| p == want && sport == k.port)
-                    && !h.outgoing
+                    && !h.outgoing()
                 {
                     return Some(false);
                 }
@@ -97,7 +101,7 @@ fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
         };
         if hit {
             // ICMP: a request leaves the client, a reply arrives at it.
-            return Some(h.outgoing);
+            return Some(h.outgoing());
         }
     }
     None
@@ -106,7 +110,7 @@ fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
 /// Outcome of one step, filled in by the run (or unknown for `hoplab trace`).
 pub struct StepReport {
     pub sent: String,
-    pub result: String,
+    pub result: StepResult,
 }
 
 /// Build the trace of `frames` for scenario `sc`.
@@ -143,15 +147,11 @@ pub fn build_annotated(
             Ok(Some((s, outer))) if !is_chatter(&s) => seen.push(Seen {
                 frame: fi,
                 ts_ns: f.ts_ns,
-                at: format!(
-                    "{}/{} {}",
-                    f.host,
-                    f.ifname,
-                    if f.outgoing { "out" } else { "in" }
-                ),
-                host: f.host.clone(),
-                ifname: f.ifname.clone(),
-                outgoing: f.outgoing,
+                at: Place {
+                    host: f.host.clone(),
+                    ifname: f.ifname.clone(),
+                    dir: if f.outgoing { Dir::Out } else { Dir::In },
+                },
                 s,
                 outer,
             }),
@@ -241,7 +241,7 @@ pub fn build_annotated(
                 Some(o) => (o.sent.clone(), o.result.clone()),
                 None => (
                     format!("{} from {} to {}", step.proto, step.from, step.to),
-                    "unknown".into(),
+                    StepResult::Unknown,
                 ),
             };
             let mut rel = RelSeq::default();
@@ -294,12 +294,10 @@ fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen
             hop.at
         );
         if let Some(ch) = &hop.changed {
-            c.push_str(": ");
-            c.push_str(ch);
+            let _ = write!(c, ": {ch}");
         }
         if i + 1 == total {
-            c.push_str("; ");
-            c.push_str(&p.end);
+            let _ = write!(c, "; {}", p.end);
         }
         comments[seen.frame] = Some(c);
     }

@@ -2,7 +2,7 @@
 //! flow, which packet, which hop, which field: old -> new" (the reviewed
 //! snapshot against a new run). It knows traces; not files or pages.
 
-use super::{Hop, Packet, Trace};
+use super::{Header, Hop, Packet, Trace};
 
 /// Per-hop differences between a reviewed trace and a new one; empty when
 /// they are the same.
@@ -117,8 +117,8 @@ fn hops(at: &str, old: &[Hop], new: &[Hop], out: &mut Vec<String>) {
                 if o.changed != n.changed {
                     out.push(format!(
                         "{hat}: changed: {} -> {}",
-                        o.changed.as_deref().unwrap_or("nothing"),
-                        n.changed.as_deref().unwrap_or("nothing")
+                        changed_text(o),
+                        changed_text(n)
                     ));
                 }
             }
@@ -127,14 +127,19 @@ fn hops(at: &str, old: &[Hop], new: &[Hop], out: &mut Vec<String>) {
     }
 }
 
-/// Field-level difference of two header lines
-/// (`src > dst proto [flags] key=value...`).
-fn fields(old: &str, new: &str) -> Vec<(String, String, String)> {
+fn changed_text(h: &Hop) -> String {
+    h.changed
+        .as_ref()
+        .map_or_else(|| "nothing".to_string(), ToString::to_string)
+}
+
+/// Field-level difference of two headers, by the keys of their fields.
+fn fields(old: &Header, new: &Header) -> Vec<(String, String, String)> {
     if old == new {
         return Vec::new();
     }
-    let parse = |s: &str| -> Vec<(String, String)> {
-        crate::trace::hdr_fields(s)
+    let parse = |h: &Header| -> Vec<(String, String)> {
+        h.fields()
             .iter()
             .filter(|f| !f.key.is_empty() && f.key != ">")
             .map(|f| (f.key.to_string(), f.value().to_string()))
@@ -188,7 +193,7 @@ mod tests {
     fn a_lost_hop_is_reported() {
         let new = T.replace(
             "ttl=64\n    end",
-            "ttl=64\n    - at: r/eth0 in\n      hdr: x\n    end",
+            "ttl=64\n    - at: r/eth0 in\n      hdr: 1.1.1.1:1 > 2.2.2.2:2 tcp S seq=0 len=60 ttl=64\n    end",
         );
         let d = diff(T, &new);
         assert!(

@@ -41,6 +41,7 @@
 
 mod build;
 mod diff;
+pub mod hop;
 mod path;
 mod render;
 #[cfg(test)]
@@ -52,7 +53,10 @@ use serde::{Deserialize, Serialize};
 
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
-pub use render::{hdr_fields, HdrField};
+pub use hop::{
+    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Proto, Rewrite, StepResult,
+    Transport, Tunnel,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
@@ -86,7 +90,7 @@ pub struct Flow {
     /// What the step did, e.g. `client: tcp 40001 -> 10.0.2.2:7, payload 5 B`.
     pub sent: String,
     /// What came back and whether that was expected.
-    pub result: String,
+    pub result: StepResult,
     pub packets: Vec<Packet>,
 }
 
@@ -96,17 +100,17 @@ pub struct Packet {
     pub packet: String,
     pub hops: Vec<Hop>,
     /// Where the packet ended: delivered to a host, or last seen on a hop.
-    pub end: String,
+    pub end: End,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
     /// `host/ifname in|out`.
-    pub at: String,
-    pub hdr: String,
-    /// Fields that differ from the hop before.
+    pub at: Place,
+    pub hdr: Header,
+    /// What differs from the hop before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changed: Option<String>,
+    pub changed: Option<Changes>,
 }
 
 impl Trace {

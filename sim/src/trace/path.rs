@@ -37,26 +37,26 @@ impl Wiring {
 
     /// Must frame `a` come before frame `b` on one packet's path (same TTL)?
     fn before(&self, a: &Seen, b: &Seen) -> bool {
-        let ka = (a.host.clone(), a.ifname.clone());
-        let kb = (b.host.clone(), b.ifname.clone());
-        if a.outgoing && !b.outgoing && self.peer.get(&ka) == Some(&kb) {
+        let ka = (a.at.host.clone(), a.at.ifname.clone());
+        let kb = (b.at.host.clone(), b.at.ifname.clone());
+        if a.outgoing() && !b.outgoing() && self.peer.get(&ka) == Some(&kb) {
             return true; // across a veth pair
         }
-        if a.host != b.host {
+        if a.at.host != b.at.host {
             return false;
         }
         if ka == kb {
             // A TUN hands the packet to its reader, which writes it back.
-            return a.outgoing && !b.outgoing;
+            return a.outgoing() && !b.outgoing();
         }
-        if a.outgoing == b.outgoing && a.outer.is_some() != b.outer.is_some() {
+        if a.outgoing() == b.outgoing() && a.outer.is_some() != b.outer.is_some() {
             // A tunnel endpoint: read from the TUN, then sent encapsulated;
             // received encapsulated, then written to the TUN.
-            return a.outer.is_some() != a.outgoing;
+            return a.outer.is_some() != a.outgoing();
         }
         let port_of =
             |p: &(String, String), br: &(String, String)| self.port_of.get(p) == Some(&br.1);
-        match (a.outgoing, b.outgoing) {
+        match (a.outgoing(), b.outgoing()) {
             (false, true) => true,               // in, then forwarded out
             (false, false) => port_of(&ka, &kb), // up from a port to its bridge
             (true, true) => port_of(&kb, &ka),   // down from a bridge to a port

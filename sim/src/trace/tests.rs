@@ -104,7 +104,7 @@ fn hops_follow_the_wiring_not_the_timestamps() {
         t.flows[0].packets[p]
             .hops
             .iter()
-            .map(|h| h.at.as_str())
+            .map(|h| h.at.to_string())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -152,7 +152,7 @@ fn frames_captured_out_of_order_within_the_jitter_stay_one_packet() {
     let packets = &t.flows[0].packets;
     assert_eq!(packets.len(), 2, "{}", t.to_yaml());
     for p in packets {
-        let at: Vec<&str> = p.hops.iter().map(|h| h.at.as_str()).collect();
+        let at: Vec<String> = p.hops.iter().map(|h| h.at.to_string()).collect();
         assert_eq!(at, ["client/eth0 out", "node/eth0 in", "node/br0 out"]);
     }
     assert!(t.other.is_empty(), "{}", t.to_yaml());
@@ -164,31 +164,42 @@ fn nat_changes_and_relative_numbers_are_shown() {
     let t = build(&sc, &frames(), &[]);
     let syn = &t.flows[0].packets[0];
     assert_eq!(
-        syn.hops[0].hdr,
+        syn.hops[0].hdr.to_string(),
         "192.0.2.2:40000 > 10.96.0.1:80 tcp S seq=0 len=40 ttl=64"
     );
     assert_eq!(
-        syn.hops[2].changed.as_deref(),
+        syn.hops[2]
+            .changed
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63")
     );
-    assert_eq!(syn.end, "delivered to pod");
+    assert_eq!(syn.end.to_string(), "delivered to pod");
     let synack = &t.flows[0].packets[1];
     assert_eq!(
-        synack.hops[0].hdr,
+        synack.hops[0].hdr.to_string(),
         "10.1.0.10:3000 > 192.0.2.2:40000 tcp S. seq=0 ack=1 len=40 ttl=64"
     );
     assert_eq!(
-        synack.hops[3].changed.as_deref(),
+        synack.hops[3]
+            .changed
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("src 10.1.0.10:3000 -> 10.96.0.1:80, ttl 64 -> 63")
     );
-    assert_eq!(synack.end, "delivered to client");
+    assert_eq!(synack.end.to_string(), "delivered to client");
 }
 
 #[test]
 fn a_packet_that_stops_is_last_seen_where_it_stopped() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
     let t = build(&sc, &frames()[..2], &[]);
-    assert_eq!(t.flows[0].packets[0].end, "last seen at node/eth0 in");
+    assert_eq!(
+        t.flows[0].packets[0].end.to_string(),
+        "last seen at node/eth0 in"
+    );
 }
 
 /// Two worker nodes joined by a switch; each has a TUN (`tun0`, not a
@@ -352,10 +363,25 @@ fn tunnel_frames() -> Vec<Captured> {
     ]
 }
 
-fn hops_of(p: &Packet) -> Vec<(&str, &str, Option<&str>)> {
+type HopText = (String, String, Option<String>);
+
+/// Expected hops, as their texts.
+fn texts(v: &[(&str, &str, Option<&str>)]) -> Vec<HopText> {
+    v.iter()
+        .map(|(a, h, c)| (a.to_string(), h.to_string(), c.map(str::to_string)))
+        .collect()
+}
+
+fn hops_of(p: &Packet) -> Vec<HopText> {
     p.hops
         .iter()
-        .map(|h| (h.at.as_str(), h.hdr.as_str(), h.changed.as_deref()))
+        .map(|h| {
+            (
+                h.at.to_string(),
+                h.hdr.to_string(),
+                h.changed.as_ref().map(ToString::to_string),
+            )
+        })
         .collect()
 }
 
@@ -376,7 +402,7 @@ fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
                          outer.len=68 outer.ttl=64";
     assert_eq!(
             hops_of(syn),
-            [
+            texts(&[
                 ("inst-a/eth0 out", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
                 ("node-a/veth-a in", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
                 ("node-a/br0 in", "10.18.0.2:40000 > 10.30.0.2:80 tcp S seq=0 len=40 ttl=64", None),
@@ -416,14 +442,14 @@ fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
                     "10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=40 ttl=62",
                     None
                 ),
-            ]
+            ])
         );
-    assert_eq!(syn.end, "delivered to inst-b");
+    assert_eq!(syn.end.to_string(), "delivered to inst-b");
 
     // The reply: a packet of its own, in the same flow.
     let synack = &f.packets[1];
     assert_eq!(synack.packet, "tcp S. 10.18.0.66:80 > 10.30.1.11:40000");
-    let at: Vec<&str> = synack.hops.iter().map(|h| h.at.as_str()).collect();
+    let at: Vec<String> = synack.hops.iter().map(|h| h.at.to_string()).collect();
     assert_eq!(
         at,
         [
@@ -441,41 +467,41 @@ fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
             "inst-a/eth0 in"
         ]
     );
-    let h = |i: usize| {
-        (
-            synack.hops[i].hdr.as_str(),
-            synack.hops[i].changed.as_deref(),
-        )
+    let h = |i: usize, hdr: &str, changed: Option<&str>| {
+        assert_eq!(synack.hops[i].hdr.to_string(), hdr, "hop {i}");
+        assert_eq!(
+            synack.hops[i]
+                .changed
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            changed,
+            "hop {i}"
+        );
     };
-    assert_eq!(
-        h(4),
-        (
-            "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
+    h(
+        4,
+        "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
                  | outer=udp outer.src=10.10.1.2:50103 outer.dst=10.10.1.1:50103 \
                  outer.len=68 outer.ttl=64",
-            Some("encapsulated in udp 10.10.1.2:50103 > 10.10.1.1:50103")
-        )
+        Some("encapsulated in udp 10.10.1.2:50103 > 10.10.1.1:50103"),
     );
-    assert_eq!(
-        h(7),
-        (
-            "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
+    h(
+        7,
+        "10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 len=40 ttl=63 \
                  | outer=udp outer.src=10.10.1.2:50103 outer.dst=10.10.1.1:50103 \
                  outer.len=68 outer.ttl=63",
-            Some("outer ttl 64 -> 63")
-        )
+        Some("outer ttl 64 -> 63"),
     );
-    assert_eq!(
-        h(8),
-        (
-            "10.30.0.2:80 > 10.18.0.2:40000 tcp S. seq=0 ack=1 len=40 ttl=63",
-            Some(
-                "decapsulated from udp 10.10.1.2:50103 > 10.10.1.1:50103, \
-                     src 10.18.0.66:80 -> 10.30.0.2:80, dst 10.30.1.11:40000 -> 10.18.0.2:40000"
-            )
-        )
+    h(
+        8,
+        "10.30.0.2:80 > 10.18.0.2:40000 tcp S. seq=0 ack=1 len=40 ttl=63",
+        Some(
+            "decapsulated from udp 10.10.1.2:50103 > 10.10.1.1:50103, \
+                     src 10.18.0.66:80 -> 10.30.0.2:80, dst 10.30.1.11:40000 -> 10.18.0.2:40000",
+        ),
     );
-    assert_eq!(synack.end, "delivered to inst-a");
+    assert_eq!(synack.end.to_string(), "delivered to inst-a");
     // Nothing of the outer IP IDs (0xbeef, 0x0101) in the text.
     let y = t.to_yaml();
     assert!(
@@ -497,7 +523,7 @@ fn the_outer_ttl_never_splits_a_tunnelled_packet() {
     let t = build(&sc, &frames, &[]);
     // No hop on the step's host (inst-a): not attributed.
     assert!(t.flows[0].packets.is_empty(), "{}", t.to_yaml());
-    let at = |p: &Packet| p.hops.iter().map(|h| h.at.clone()).collect::<Vec<_>>();
+    let at = |p: &Packet| p.hops.iter().map(|h| h.at.to_string()).collect::<Vec<_>>();
     assert_eq!(t.other.len(), 2, "{}", t.to_yaml());
     assert_eq!(
         at(&t.other[0]),
@@ -517,7 +543,7 @@ fn the_outer_ttl_never_splits_a_tunnelled_packet() {
             "node-a/tun0 in"
         ]
     );
-    assert_eq!(t.other[0].end, "last seen at node-b/tun0 in");
+    assert_eq!(t.other[0].end.to_string(), "last seen at node-b/tun0 in");
 }
 
 #[test]
@@ -540,6 +566,7 @@ fn a_tunnelled_packet_belongs_to_its_step_by_its_inner_ports() {
     // Relative numbers: the SYN-ACK was taken as the reply.
     assert!(p[1].hops[0]
         .hdr
+        .to_string()
         .starts_with("10.18.0.66:80 > 10.30.1.11:40000 tcp S. seq=0 ack=1 "));
 }
 
@@ -569,7 +596,7 @@ fn a_tunnel_port_datagram_without_ip_inside_is_plain_udp() {
     );
     assert_eq!(
         hops_of(&t.other[0]),
-        [
+        texts(&[
             (
                 "node-a/eth0 out",
                 "10.10.1.1:50103 > 10.10.1.2:50103 udp len=33 ttl=64",
@@ -580,15 +607,15 @@ fn a_tunnel_port_datagram_without_ip_inside_is_plain_udp() {
                 "10.10.1.1:50103 > 10.10.1.2:50103 udp len=33 ttl=64",
                 None
             ),
-        ]
+        ])
     );
-    assert_eq!(t.other[0].end, "last seen at switch/pa in");
+    assert_eq!(t.other[0].end.to_string(), "last seen at switch/pa in");
     assert_eq!(
         t.other[1].packet,
         "udp 10.10.1.1:40000 > 10.10.1.2:4789 (40 B payload)"
     );
     assert_eq!(
-        t.other[1].hops[0].hdr,
+        t.other[1].hops[0].hdr.to_string(),
         "10.10.1.1:40000 > 10.10.1.2:4789 udp len=68 ttl=64"
     );
 }

@@ -5,13 +5,13 @@
 
 use std::fmt::Write;
 
-use super::{end_html, escape, hdr_fields, hdr_html, page};
-use crate::trace::{Hop, Packet, Trace};
+use super::{end_html, escape, hdr_html, page};
+use crate::trace::{Header, Hop, Packet, Trace};
 
 /// `hdr` with the tokens that `other` (the same hop on the other side)
 /// does not have marked.
-fn hdr_vs(hdr: &str, other: Option<&str>) -> String {
-    let theirs = other.map(hdr_fields).unwrap_or_default();
+fn hdr_vs(hdr: &Header, other: Option<&Header>) -> String {
+    let theirs = other.map(Header::fields).unwrap_or_default();
     hdr_html(hdr, |t| {
         other.is_some() && !theirs.iter().any(|o| o.key == t.key && o.text == t.text)
     })
@@ -30,11 +30,11 @@ fn side_cell(h: Option<&Hop>, other: Option<&Hop>) -> String {
     };
     let at = mark(
         other.is_some_and(|o| o.at != h.at),
-        format!("<b>{}</b>", escape(&h.at)),
+        format!("<b>{}</b>", escape(&h.at.to_string())),
     );
-    let hdr = hdr_vs(&h.hdr, other.map(|o| o.hdr.as_str()));
+    let hdr = hdr_vs(&h.hdr, other.map(|o| &o.hdr));
     let chg = match (&h.changed, other.is_some_and(|o| o.changed != h.changed)) {
-        (Some(c), d) => mark(d, format!("changed: {}", escape(c))),
+        (Some(c), d) => mark(d, format!("changed: {}", escape(&c.to_string()))),
         (None, true) => mark(true, "changed: nothing".into()),
         (None, false) => String::new(),
     };
@@ -168,8 +168,8 @@ pub fn diff_page(name: &str, old: &Trace, new: &Trace, lines: &[String]) -> Stri
         field(
             &mut b,
             "result",
-            of.map(|f| f.result.as_str()),
-            nf.map(|f| f.result.as_str()),
+            of.map(|f| f.result.to_string()).as_deref(),
+            nf.map(|f| f.result.to_string()).as_deref(),
         );
         packets_pairs(
             &mut b,

@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use super::{dropped_at, escape, host_of, name_parts, port_of, step_name};
-use crate::trace::{Hop, Packet};
+use super::{dropped_at, escape, name_parts, step_name};
+use crate::trace::{Hop, Packet, Place};
 
 /// Distance between two host columns.
 const COLW: f64 = 180.0;
@@ -61,7 +61,7 @@ struct PacketView<'a> {
 pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
     let mut hosts: Vec<&str> = Vec::new();
     for h in packets.iter().flat_map(|p| &p.hops) {
-        let host = host_of(&h.at);
+        let host = h.at.host.as_str();
         if !hosts.contains(&host) {
             hosts.push(host);
         }
@@ -69,21 +69,16 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
     if hosts.is_empty() {
         return;
     }
-    let col = |at: &str| {
-        hosts
-            .iter()
-            .position(|h| *h == host_of(at))
-            .unwrap_or_default()
-    };
+    let col = |at: &Place| hosts.iter().position(|h| *h == at.host).unwrap_or_default();
     let xcol = |c: usize| c as f64 * COLW;
     let first_host = packets
         .first()
         .and_then(|p| p.hops.first())
-        .map(|h| host_of(&h.at));
+        .map(|h| h.at.host.as_str());
     let last_host = packets
         .first()
         .and_then(|p| p.hops.last())
-        .map(|h| host_of(&h.at));
+        .map(|h| h.at.host.as_str());
 
     // Layout.
     let mut views = Vec::new();
@@ -93,7 +88,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
     let mut heads = vec![6.0];
     let (mut min_x, mut max_x) = (-COLW / 2.0, xcol(hosts.len() - 1) + COLW / 2.0);
     for (i, p) in packets.iter().enumerate() {
-        let start = p.hops.first().map(|h| host_of(&h.at));
+        let start = p.hops.first().map(|h| h.at.host.as_str());
         let class = if start.is_some() && start == first_host {
             "fwd"
         } else if start.is_some() && start == last_host {
@@ -123,7 +118,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
             } else if let Some(k) = prev {
                 side = dir(k, c);
             }
-            let mut badges: Vec<(&'static str, String)> = step_name(h.changed.as_deref())
+            let mut badges: Vec<(&'static str, String)> = step_name(h.changed.as_ref())
                 .map(name_parts)
                 .unwrap_or_default()
                 .into_iter()
@@ -133,7 +128,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
             if last && dropped_at(p).is_some() {
                 badges.push(("drop", "✕ dropped".into()));
             }
-            let text = format!("{} {}", j + 1, port_of(&h.at));
+            let text = format!("{} {}", j + 1, h.at.port());
             let mut w = text.chars().count() as f64 * CW;
             for (_, b) in &badges {
                 w += 5.0 + badge_w(b);
@@ -223,7 +218,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
         // The tunnel: a wide band under every stretch between two
         // tunnelled hops.
         for w in v.hops.windows(2) {
-            if w[0].hop.hdr.contains(" | outer=") && w[1].hop.hdr.contains(" | outer=") {
+            if w[0].hop.hdr.outer.is_some() && w[1].hop.hdr.outer.is_some() {
                 let _ = write!(
                     out,
                     "<line class=\"pipe\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>",
@@ -263,7 +258,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
                     h.hop.hdr,
                     h.hop
                         .changed
-                        .as_deref()
+                        .as_ref()
                         .map(|c| format!("\nchanged: {c}"))
                         .unwrap_or_default()
                 ))

@@ -17,7 +17,7 @@ mod tests;
 
 use std::fmt::Write;
 
-use crate::trace::{hdr_fields, Flow, HdrField, Hop, Packet};
+use crate::trace::{Change, Changes, End, Field, Header, Hop, Packet, Place, Rewrite};
 
 pub use diff::diff_page;
 pub use index::{index, IndexEntry, IndexStatus};
@@ -53,14 +53,14 @@ fn href(path: &str) -> String {
     o
 }
 
-/// The name of what a hop did to its packet, from its `changed` text:
+/// The name of what a hop did to its packet, from its changes:
 /// `DNAT` (destination rewritten), `SNAT` (source), `DNAT + SNAT`, `NAT`
 /// (only the ICMP echo identifier), each possibly after
 /// `tunnel: encapsulate` / `tunnel: decapsulate`; `tunnel: outer
 /// rewritten` (the tunnel's own addresses); `routed` (only TTLs);
 /// `resized` (only lengths); `None` when nothing changed (bridged, or the
 /// same frame seen again).
-pub fn step_name(changed: Option<&str>) -> Option<&'static str> {
+pub fn step_name(changed: Option<&Changes>) -> Option<&'static str> {
     const NAMES: [[&str; 5]; 3] = [
         ["", "DNAT", "SNAT", "DNAT + SNAT", "NAT"],
         [
@@ -81,33 +81,26 @@ pub fn step_name(changed: Option<&str>) -> Option<&'static str> {
     let changed = changed?;
     let (mut tunnel, mut src, mut dst, mut id) = (0, false, false, false);
     let (mut outer_addr, mut ttl, mut len, mut other) = (false, false, false, false);
-    for part in changed.split(", ").map(str::trim).filter(|p| !p.is_empty()) {
-        if part.starts_with("encapsulated in ") {
-            tunnel = 1;
-        } else if part.starts_with("decapsulated from ") {
-            tunnel = 2;
-        } else if let Some(rest) = part.strip_prefix("outer ") {
-            if rest.starts_with("src ") || rest.starts_with("dst ") {
-                outer_addr = true;
-            } else if rest.starts_with("ttl ") {
-                ttl = true;
-            } else if rest.starts_with("len ") {
-                len = true;
-            } else {
-                other = true;
-            }
-        } else if part.starts_with("src ") {
-            src = true;
-        } else if part.starts_with("dst ") {
-            dst = true;
-        } else if part.starts_with("icmp id ") {
-            id = true;
-        } else if part.starts_with("ttl ") {
-            ttl = true;
-        } else if part.starts_with("len ") {
-            len = true;
-        } else {
-            other = true;
+    for c in &changed.0 {
+        match *c {
+            Change::Encapsulated(_) => tunnel = 1,
+            Change::Decapsulated(_) => tunnel = 2,
+            Change::Rewritten { outer: true, field } => match field {
+                Rewrite::Src(..) | Rewrite::Dst(..) => outer_addr = true,
+                Rewrite::Ttl(..) => ttl = true,
+                Rewrite::Len(..) => len = true,
+                Rewrite::IcmpId(..) => other = true,
+            },
+            Change::Rewritten {
+                outer: false,
+                field,
+            } => match field {
+                Rewrite::Src(..) => src = true,
+                Rewrite::Dst(..) => dst = true,
+                Rewrite::IcmpId(..) => id = true,
+                Rewrite::Ttl(..) => ttl = true,
+                Rewrite::Len(..) => len = true,
+            },
         }
     }
     let nat = match (dst, src, id) {
@@ -158,40 +151,31 @@ fn badges(name: Option<&str>) -> String {
     o.trim_end().to_string()
 }
 
-/// Which fields of `hdr` a hop's `changed` rewrote: the keys of
-/// [`hdr_fields`], and whether the whole outer header is new (encapsulated).
-fn changed_keys(changed: Option<&str>) -> (Vec<String>, bool) {
+/// Which fields of a header a hop's changes rewrote: the keys of its
+/// [`Field`]s, and whether the whole outer header is new (encapsulated).
+fn changed_keys(changed: Option<&Changes>) -> (Vec<String>, bool) {
     let mut keys = Vec::new();
     let mut all_outer = false;
-    for part in changed.unwrap_or("").split(", ").map(str::trim) {
-        if part.starts_with("encapsulated in ") {
-            all_outer = true;
-            continue;
+    for c in changed.map_or(&[][..], |c| &c.0) {
+        match c {
+            Change::Encapsulated(_) => all_outer = true,
+            Change::Decapsulated(_) => {}
+            Change::Rewritten { outer, field } => keys.push(format!(
+                "{}{}",
+                if *outer { "outer." } else { "" },
+                field.key()
+            )),
         }
-        let (prefix, rest) = match part.strip_prefix("outer ") {
-            Some(r) => ("outer.", r),
-            None => ("", part),
-        };
-        let field = if rest.starts_with("icmp id ") {
-            "id"
-        } else {
-            match rest.split(' ').next() {
-                Some(f @ ("src" | "dst" | "ttl" | "len")) => f,
-                _ => continue,
-            }
-        };
-        keys.push(format!("{prefix}{field}"));
     }
     (keys, all_outer)
 }
 
-/// `hdr` as HTML, each token for which `marked` holds inside `<mark>`,
+/// `hdr` as HTML, each field for which `marked` holds inside `<mark>`,
 /// the outer header (if any) on a line of its own.
-fn hdr_html(hdr: &str, marked: impl Fn(&HdrField) -> bool) -> String {
-    let toks = hdr_fields(hdr);
+fn hdr_html(hdr: &Header, marked: impl Fn(&Field) -> bool) -> String {
     let mut o = String::new();
     let mut in_outer = false;
-    for (i, t) in toks.iter().enumerate() {
+    for (i, t) in hdr.fields().iter().enumerate() {
         if t.outer && !in_outer {
             in_outer = true;
             o.push_str("<br><span class=\"outer\">| ");
@@ -199,9 +183,9 @@ fn hdr_html(hdr: &str, marked: impl Fn(&HdrField) -> bool) -> String {
             o.push(' ');
         }
         if marked(t) {
-            let _ = write!(o, "<mark>{}</mark>", escape(t.text));
+            let _ = write!(o, "<mark>{}</mark>", escape(&t.text));
         } else {
-            o.push_str(&escape(t.text));
+            o.push_str(&escape(&t.text));
         }
     }
     if in_outer {
@@ -212,16 +196,21 @@ fn hdr_html(hdr: &str, marked: impl Fn(&HdrField) -> bool) -> String {
 
 /// `hdr` with the fields its hop rewrote marked.
 fn hdr_marked(h: &Hop) -> String {
-    let (keys, all_outer) = changed_keys(h.changed.as_deref());
+    let (keys, all_outer) = changed_keys(h.changed.as_ref());
     hdr_html(&h.hdr, |t| {
         (t.outer && all_outer) || (!t.key.is_empty() && keys.iter().any(|k| k == t.key))
     })
 }
 
-/// `changed` as HTML, one change per line.
-fn changed_html(changed: Option<&str>) -> String {
+/// The changes as HTML, one per line.
+fn changed_html(changed: Option<&Changes>) -> String {
     changed
-        .map(|c| c.split(", ").map(escape).collect::<Vec<_>>().join("<br>"))
+        .map(|c| {
+            c.0.iter()
+                .map(|c| escape(&c.to_string()))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        })
         .unwrap_or_default()
 }
 
@@ -234,25 +223,12 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
-fn host_of(at: &str) -> &str {
-    at.split_once('/').map_or(at, |(h, _)| h)
-}
-
-/// `eth0 out` of `host/eth0 out`.
-fn port_of(at: &str) -> &str {
-    at.split_once('/').map_or(at, |(_, p)| p)
-}
-
-fn dropped_at(p: &Packet) -> Option<&str> {
-    p.end.strip_prefix("last seen at ")
-}
-
-fn flow_failed(f: &Flow) -> bool {
-    f.result.starts_with("FAILED")
-}
-
-fn flow_ok(f: &Flow) -> bool {
-    f.result.starts_with("ok")
+/// Where `p` was last seen, if it was not delivered.
+fn dropped_at(p: &Packet) -> Option<&Place> {
+    match &p.end {
+        End::LastSeen(at) => Some(at),
+        End::Delivered { .. } => None,
+    }
 }
 
 /// The style sheet of every page.
@@ -272,8 +248,11 @@ fn end_html(p: &Packet) -> String {
     match dropped_at(p) {
         Some(at) => format!(
             "<span class=\"end-bad\">✕ dropped: last seen at {}</span>",
-            escape(at)
+            escape(&at.to_string())
         ),
-        None => format!("<span class=\"end-ok\">{}</span>", escape(&p.end)),
+        None => format!(
+            "<span class=\"end-ok\">{}</span>",
+            escape(&p.end.to_string())
+        ),
     }
 }

@@ -7,8 +7,7 @@ use std::fmt::Write;
 
 use super::ladder::ladder;
 use super::{
-    badges, changed_html, dropped_at, end_html, escape, flow_failed, flow_ok, hdr_marked, href,
-    page, plural, step_name,
+    badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, page, plural, step_name,
 };
 use crate::trace::{Flow, Packet, Trace};
 
@@ -28,7 +27,7 @@ fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
     let dropped = dropped_at(p).is_some();
     for (i, h) in p.hops.iter().enumerate() {
         let last = i + 1 == p.hops.len();
-        let mut step = badges(step_name(h.changed.as_deref()));
+        let mut step = badges(step_name(h.changed.as_ref()));
         if last && dropped {
             step.push_str(" <span class=\"step s-drop\">✕ dropped after this hop</span>");
         }
@@ -42,10 +41,10 @@ fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
                 ""
             },
             i + 1,
-            escape(&h.at),
+            escape(&h.at.to_string()),
             hdr_marked(h),
             step.trim(),
-            changed_html(h.changed.as_deref())
+            changed_html(h.changed.as_ref())
         );
     }
     out.push_str("</tbody></table>\n");
@@ -75,9 +74,9 @@ fn packets_block(out: &mut String, packets: &[Packet], anchor: &str) {
 }
 
 fn flow_badge(f: &Flow) -> &'static str {
-    if flow_failed(f) {
+    if f.result.is_failed() {
         "<span class=\"badge b-bad\">FAILED</span>"
-    } else if flow_ok(f) {
+    } else if f.result.is_ok() {
         "<span class=\"badge b-ok\">ok</span>"
     } else {
         "<span class=\"badge b-none\">unknown</span>"
@@ -107,7 +106,7 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
         .chain(&trace.other)
         .collect();
     let dropped = all.iter().filter(|p| dropped_at(p).is_some()).count();
-    let failed = trace.flows.iter().filter(|f| flow_failed(f)).count();
+    let failed = trace.flows.iter().filter(|f| f.result.is_failed()).count();
     let hops: usize = all.iter().map(|p| p.hops.len()).sum();
 
     b.push_str("<header class=\"card head\">\n");
@@ -156,7 +155,7 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
                 escape(&f.step),
                 flow_badge(f),
                 escape(&f.sent),
-                escape(&f.result)
+                escape(&f.result.to_string())
             );
         }
         if !trace.other.is_empty() {
@@ -171,7 +170,7 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
         let _ = writeln!(
             b,
             "<section class=\"card flow{}\" id=\"f{}\">",
-            if flow_failed(f) { " failed" } else { "" },
+            if f.result.is_failed() { " failed" } else { "" },
             i + 1
         );
         let _ = writeln!(
@@ -185,12 +184,12 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
             b,
             "<dl><dt>sent</dt><dd>{}</dd><dt>result</dt><dd{}>{}</dd></dl>",
             escape(&f.sent),
-            if flow_failed(f) {
+            if f.result.is_failed() {
                 " class=\"end-bad\""
             } else {
                 ""
             },
-            escape(&f.result)
+            escape(&f.result.to_string())
         );
         packets_block(&mut b, &f.packets, &format!("f{}p", i + 1));
         b.push_str("</section>\n");

@@ -34,57 +34,52 @@ fn trace() -> Trace {
     Trace::from_yaml(T).unwrap()
 }
 
+/// The step name of changes written as in a trace.
+fn name(changed: &str) -> Option<&'static str> {
+    step_name(Some(&changed.parse().unwrap()))
+}
+
 #[test]
 fn step_names() {
     assert_eq!(step_name(None), None);
-    assert_eq!(step_name(Some("")), None);
-    assert_eq!(step_name(Some("ttl 64 -> 63")), Some("routed"));
+    assert_eq!(name(""), None);
+    assert_eq!(name("ttl 64 -> 63"), Some("routed"));
     assert_eq!(
-        step_name(Some("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63")),
+        name("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63"),
         Some("DNAT")
     );
-    assert_eq!(step_name(Some("src 1.1.1.1:1 -> 2.2.2.2:1")), Some("SNAT"));
+    assert_eq!(name("src 1.1.1.1:1 -> 2.2.2.2:1"), Some("SNAT"));
     assert_eq!(
-        step_name(Some(
-            "src 1.1.1.1:1 -> 2.2.2.2:1, dst 3.3.3.3:3 -> 4.4.4.4:4"
-        )),
+        name("src 1.1.1.1:1 -> 2.2.2.2:1, dst 3.3.3.3:3 -> 4.4.4.4:4"),
         Some("DNAT + SNAT")
     );
     assert_eq!(
-        step_name(Some(
-            "encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103"
-        )),
+        name("encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103"),
         Some("tunnel: encapsulate")
     );
     assert_eq!(
-            step_name(Some(
-                "encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103, src [fd18::2]:1 -> [fdff::1]:1, dst [fdff::2]:80 -> [fd18::1]:80"
-            )),
+            name("encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103, src [fd18::2]:1 -> [fdff::1]:1, dst [fdff::2]:80 -> [fd18::1]:80"),
             Some("tunnel: encapsulate + DNAT + SNAT")
         );
     assert_eq!(
-        step_name(Some(
-            "decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103"
-        )),
+        name("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103"),
         Some("tunnel: decapsulate")
     );
     assert_eq!(
-        step_name(Some(
-            "decapsulated from udp a > b, src 10.18.0.1:80 -> 10.30.30.30:80"
-        )),
+        name("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103, src 10.18.0.1:80 -> 10.30.30.30:80"),
         Some("tunnel: decapsulate + SNAT")
     );
-    assert_eq!(step_name(Some("outer ttl 64 -> 63")), Some("routed"));
+    assert_eq!(name("outer ttl 64 -> 63"), Some("routed"));
     assert_eq!(
-        step_name(Some("outer src 10.0.0.1:50103 -> 10.0.0.9:50103")),
+        name("outer src 10.0.0.1:50103 -> 10.0.0.9:50103"),
         Some("tunnel: outer rewritten")
     );
-    assert_eq!(step_name(Some("icmp id Some(1) -> Some(7)")), Some("NAT"));
+    assert_eq!(name("icmp id Some(1) -> Some(7)"), Some("NAT"));
     assert_eq!(
-        step_name(Some("src 1.1.1.1 -> 2.2.2.2, icmp id Some(1) -> Some(7)")),
+        name("src 1.1.1.1 -> 2.2.2.2, icmp id Some(1) -> Some(7)"),
         Some("SNAT")
     );
-    assert_eq!(step_name(Some("len 60 -> 88")), Some("resized"));
+    assert_eq!(name("len 60 -> 88"), Some("resized"));
 }
 
 #[test]
@@ -121,9 +116,9 @@ fn the_rewritten_fields_are_marked() {
 #[test]
 fn outer_changes_mark_outer_fields() {
     let h = Hop {
-            at: "sw/pb out".into(),
-            hdr: "1.1.1.1:1 > 2.2.2.2:2 udp len=30 ttl=63 | outer=udp outer.src=9.9.9.9:50103 outer.dst=8.8.8.8:50103 outer.len=58 outer.ttl=63".into(),
-            changed: Some("outer ttl 64 -> 63".into()),
+            at: "sw/pb out".parse().unwrap(),
+            hdr: "1.1.1.1:1 > 2.2.2.2:2 udp len=30 ttl=63 | outer=udp outer.src=9.9.9.9:50103 outer.dst=8.8.8.8:50103 outer.len=58 outer.ttl=63".parse().unwrap(),
+            changed: Some("outer ttl 64 -> 63".parse().unwrap()),
         };
     let m = hdr_marked(&h);
     assert!(m.contains("<mark>outer.ttl=63</mark>"), "{m}");
@@ -164,9 +159,8 @@ fn everything_from_the_trace_is_escaped() {
     let mut t = trace();
     t.scenario = evil.into();
     t.flows[0].step = evil.into();
-    t.flows[0].result = evil.into();
-    t.flows[0].packets[0].hops[2].at = format!("gw/{evil} out");
-    t.flows[0].packets[0].hops[2].changed = Some(format!("dst a -> b, {evil}"));
+    t.flows[0].result = crate::trace::StepResult::Failed(Some(evil.into()));
+    t.flows[0].packets[0].hops[2].at.ifname = evil.into();
     t.control_plane.push(evil.into());
     t.counters
         .entry(evil.into())
@@ -189,10 +183,10 @@ fn everything_from_the_trace_is_escaped() {
         assert!(!p.contains("<script"), "{p}");
         assert!(p.contains("&lt;script&gt;"), "{p}");
     }
-    // A step name is derived, never taken from the trace; but the raw
-    // `changed` text shows escaped.
+    // A step name is derived and changes are typed, never free text; but a
+    // place's names are, and show escaped.
     let html = report(&t, "capture.pcapng");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;</td>"));
+    assert!(html.contains("<td class=\"at\">gw/&lt;script&gt;alert(1)&lt;/script&gt; out</td>"));
     // The step's name, in the table of contents and its heading.
     assert!(
         html.contains("<b>&lt;script&gt;alert(1)&lt;/script&gt;</b>"),
@@ -217,7 +211,10 @@ fn all_pages() -> Vec<String> {
     let mut n = trace();
     n.flows[0].packets[0].hops[2].hdr = n.flows[0].packets[0].hops[2]
         .hdr
-        .replace("10.30.255.253:8080", "10.30.255.253:8081");
+        .to_string()
+        .replace("10.30.255.253:8080", "10.30.255.253:8081")
+        .parse()
+        .unwrap();
     n.control_plane.push("c1: x -> y".into());
     let lines = crate::trace::diff(&t.to_yaml(), &n.to_yaml());
     let entries: Vec<IndexEntry> = [
