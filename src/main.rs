@@ -365,7 +365,7 @@ fn trace_capture(
         }
     };
     let frames = hoplab_sim::capture::read_capture(capture)?;
-    Ok(trace::build(&sc, &frames, &[]))
+    Ok(trace::build(&trace::Lab::of(&sc), &frames, &[]))
 }
 
 fn read_trace(path: &std::path::Path) -> anyhow::Result<trace::Trace> {

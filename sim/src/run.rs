@@ -232,7 +232,7 @@ pub fn run(sc: &Scenario, out: &Path) -> Result<Outcome, Error> {
     // built from the file as written, as `hoplab trace` would, and the file
     // is written again with each frame's flow and hop as comments.
     let captured = capture::read_capture(&pcapng)?;
-    let (mut tr, comments) = trace::build_annotated(sc, &captured, &reports);
+    let (mut tr, comments) = trace::build_annotated(&trace::Lab::of(sc), &captured, &reports);
     capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
     tr.control_plane = control_answers;
     tr.counters = counters;

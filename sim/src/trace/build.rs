@@ -1,22 +1,19 @@
-//! From decoded frames to a [`Trace`]: frames grouped by identity into
-//! chains, each chain ordered along the wiring ([`super::path`]),
-//! attributed to the step whose client sent it, rendered
-//! ([`super::render`]), and a comment per frame for the pcapng. It knows
-//! the scenario only through its hosts, links, addresses and steps.
+//! From captured frames to a [`Trace`]: frames decoded, grouped into
+//! packets' paths ([`super::path`]), each path attributed to the step whose
+//! client sent it, rendered ([`super::render`]), and a comment per frame
+//! for the pcapng. It knows the lab only as a [`Lab`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 
 use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{Summary, L4};
 
-use super::path::{path_order, Wiring, TIMESTAMP_JITTER_NS};
+use super::lab::{Lab, Step, StepProto};
+use super::path::paths;
 use super::render::{render, RelSeq};
 use super::{Dir, Flow, Packet, Place, StepResult, Trace};
 use crate::capture::{parse_frame, Captured};
-use crate::scenario::{Proto, Scenario};
 
 /// One frame decoded, with where it was seen.
 pub(super) struct Seen {
@@ -37,23 +34,6 @@ impl Seen {
     }
 }
 
-fn identity(s: &Summary) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.src.is_ipv4().hash(&mut h);
-    s.ident.hash(&mut h);
-    match &s.l4 {
-        L4::Tcp {
-            seq, ack, flags, ..
-        } => (6u8, seq, ack, flags).hash(&mut h),
-        L4::Udp { .. } => 17u8.hash(&mut h),
-        // Not the identifier: NAT may change it.
-        L4::Icmp { ty, code, rest, .. } => (1u8, ty, code, rest[2], rest[3]).hash(&mut h),
-        L4::Other { proto } => (255u8, proto).hash(&mut h),
-    }
-    s.payload.hash(&mut h);
-    h.finish()
-}
-
 /// Link chatter whose timing no scenario controls: IGMP, and ICMPv6
 /// neighbour discovery, router and multicast-listener messages.
 fn is_chatter(s: &Summary) -> bool {
@@ -68,27 +48,23 @@ fn is_chatter(s: &Summary) -> bool {
 }
 
 /// The step a packet belongs to: it has a hop on the step's host with the
-/// step's protocol and source port (ICMP: echo identifier) on the client side.
-struct StepKey {
-    host: String,
-    proto: Proto,
-    port: u16,
-}
-
-fn belongs(k: &StepKey, hops: &[&Seen]) -> Option<bool> {
+/// step's protocol and source port (ICMP: echo identifier) on the client
+/// side. `Some(true)` when the packet comes from the client.
+fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
     for h in hops.iter().filter(|h| h.at.host == k.host) {
         let s = &h.s;
         let hit = match (k.proto, &s.l4) {
-            (Proto::Tcp, L4::Tcp { sport, dport, .. }) | (Proto::Udp, L4::Udp { sport, dport }) => {
+            (StepProto::Tcp, L4::Tcp { sport, dport, .. })
+            | (StepProto::Udp, L4::Udp { sport, dport }) => {
                 if *sport == k.port && h.outgoing() {
                     return Some(true);
                 }
                 *dport == k.port && !h.outgoing()
             }
-            (Proto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
+            (StepProto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
             // An ICMP error about the step's own packet, on its way back.
-            (Proto::Tcp | Proto::Udp, L4::Icmp { .. }) => {
-                let want = if k.proto == Proto::Tcp { 6 } else { 17 };
+            (StepProto::Tcp | StepProto::Udp, L4::Icmp { .. }) => {
+                let want = if k.proto == StepProto::Tcp { 6 } else { 17 };
                 if s.quoted_ports()
                     .is_some_and(|(p, sport, _)| p == want && sport == k.port)
                     && !h.outgoing()
@@ -113,27 +89,19 @@ pub struct StepReport {
     pub result: StepResult,
 }
 
-/// Build the trace of `frames` for scenario `sc`.
-pub fn build(sc: &Scenario, frames: &[Captured], outcomes: &[StepReport]) -> Trace {
-    build_annotated(sc, frames, outcomes).0
+/// Build the trace of `frames` captured in `lab`.
+pub fn build(lab: &Lab, frames: &[Captured], outcomes: &[StepReport]) -> Trace {
+    build_annotated(lab, frames, outcomes).0
 }
 
-/// Build the trace of `frames` and, for each frame, the comment that names
-/// its place in the trace (`flow STEP, packet N (...), hop I/J at ...`), or
-/// why it has none (link chatter, undecodable). The comments go into the
-/// pcapng, so that Wireshark shows each frame's flow and hop.
-pub fn build_annotated(
-    sc: &Scenario,
-    frames: &[Captured],
-    outcomes: &[StepReport],
-) -> (Trace, Vec<Option<String>>) {
-    let mut comments: Vec<Option<String>> = vec![None; frames.len()];
+/// Every frame decoded, ordered by timestamp (a tunnel datagram stands for
+/// the packet it carries), with a comment for each frame that is not
+/// traced and the number that could not be decoded.
+fn decode(frames: &[Captured], comments: &mut [Option<String>]) -> (Vec<Seen>, usize) {
     let mut undecodable = 0;
     let mut seen = Vec::new();
     for (fi, f) in frames.iter().enumerate() {
-        let parsed = parse_frame(f);
-        // A tunnel datagram stands for the packet it carries.
-        let parsed = parsed.map(|s| {
+        let parsed = parse_frame(f).map(|s| {
             s.map(|s| match s.tunnelled(TUNNEL_PORT) {
                 Some(inner) => {
                     let mut outer = s;
@@ -164,92 +132,59 @@ pub fn build_annotated(
         }
     }
     seen.sort_by_key(|s| s.ts_ns);
+    (seen, undecodable)
+}
 
-    // Chains of frames with one identity.
-    let mut chains: Vec<Vec<usize>> = Vec::new();
-    let mut open: HashMap<u64, Vec<usize>> = HashMap::new(); // identity -> chain ids
-    for (i, f) in seen.iter().enumerate() {
-        let id = identity(&f.s);
-        let cands = open.entry(id).or_default();
-        let fits = cands.iter().rev().copied().find(|&c| {
-            let chain = &chains[c];
-            let last = &seen[*chain.last().expect("non-empty")];
-            let close = f.ts_ns.saturating_sub(last.ts_ns) < TIMESTAMP_JITTER_NS;
-            (f.s.ttl <= last.s.ttl || close) && !chain.iter().any(|&j| seen[j].at == f.at)
-        });
-        match fits {
-            Some(c) => chains[c].push(i),
-            None => {
-                cands.push(chains.len());
-                chains.push(vec![i]);
-            }
-        }
-    }
-    let wiring = Wiring::of(sc);
-    for c in &mut chains {
-        path_order(&wiring, &seen, c);
-    }
-    chains.sort_by_key(|c| c.iter().map(|&i| seen[i].ts_ns).min());
+/// A packet's frames in path order, and whether it came from the client.
+type Path<'a> = (Vec<&'a Seen>, bool);
 
-    // Which host owns which address: to tell delivered from lost.
-    let mut owner: HashMap<IpAddr, String> = HashMap::new();
-    for l in &sc.links {
-        for e in [&l.a, &l.b] {
-            for a in &e.addr {
-                owner.insert(a.addr, e.host.clone());
-            }
-        }
-    }
-    for (h, host) in &sc.hosts {
-        for b in host.bridges.values() {
-            for a in &b.addr {
-                owner.insert(a.addr, h.clone());
-            }
-        }
-    }
-
-    let keys: Vec<StepKey> = sc
-        .traffic
-        .iter()
-        .enumerate()
-        .map(|(i, s)| StepKey {
-            host: s.from.clone(),
-            proto: s.proto,
-            port: s.source_port(i),
-        })
-        .collect();
-    let mut per_step: Vec<Vec<(Vec<&Seen>, bool)>> = vec![Vec::new(); keys.len()];
+/// The paths of each step (in step order), and those of no step.
+fn attribute<'a>(lab: &Lab, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
+    let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
-    for c in &chains {
+    for c in paths(lab, seen) {
         let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
-        match keys
+        match lab
+            .steps
             .iter()
             .enumerate()
-            .find_map(|(k, key)| belongs(key, &hops).map(|d| (k, d)))
+            .find_map(|(k, step)| belongs(step, &hops).map(|d| (k, d)))
         {
             Some((k, from_client)) => per_step[k].push((hops, from_client)),
             None => other.push(hops),
         }
     }
+    (per_step, other)
+}
 
-    let flows = sc
-        .traffic
+/// Build the trace of `frames` and, for each frame, the comment that names
+/// its place in the trace (`flow STEP, packet N (...), hop I/J at ...`), or
+/// why it has none (link chatter, undecodable). The comments go into the
+/// pcapng, so that Wireshark shows each frame's flow and hop.
+pub fn build_annotated(
+    lab: &Lab,
+    frames: &[Captured],
+    outcomes: &[StepReport],
+) -> (Trace, Vec<Option<String>>) {
+    let mut comments: Vec<Option<String>> = vec![None; frames.len()];
+    let (seen, undecodable) = decode(frames, &mut comments);
+    let (per_step, other) = attribute(lab, &seen);
+    let flows = lab
+        .steps
         .iter()
+        .zip(per_step)
         .enumerate()
-        .map(|(i, step)| {
+        .map(|(i, (step, paths))| {
             let (sent, result) = match outcomes.get(i) {
                 Some(o) => (o.sent.clone(), o.result.clone()),
-                None => (
-                    format!("{} from {} to {}", step.proto, step.from, step.to),
-                    StepResult::Unknown,
-                ),
+                None => (step.sent.clone(), StepResult::Unknown),
             };
             let mut rel = RelSeq::default();
-            let packets = per_step[i]
+            let packets = paths
                 .iter()
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
-                    let p = render(hops, Some((&mut rel, *fwd)), &owner);
+                    let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
                     annotate(&mut comments, &format!("flow {}", step.name), n, hops, &p);
                     p
                 })
@@ -266,13 +201,13 @@ pub fn build_annotated(
         .iter()
         .enumerate()
         .map(|(n, hops)| {
-            let p = render(hops, None, &owner);
+            let p = render(hops, None, &lab.owner);
             annotate(&mut comments, "no flow", n, hops, &p);
             p
         })
         .collect();
     let trace = Trace {
-        scenario: sc.name.clone(),
+        scenario: lab.name.clone(),
         flows,
         other,
         undecodable,

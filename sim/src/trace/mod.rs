@@ -42,6 +42,7 @@
 mod build;
 mod diff;
 pub mod hop;
+mod lab;
 mod path;
 mod render;
 #[cfg(test)]
@@ -57,6 +58,7 @@ pub use hop::{
     Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Proto, Rewrite, StepResult,
     Transport, Tunnel,
 };
+pub use lab::{Lab, Step, StepProto};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {

@@ -98,7 +98,7 @@ fn frames() -> Vec<Captured> {
 #[test]
 fn hops_follow_the_wiring_not_the_timestamps() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
-    let t = build(&sc, &frames(), &[]);
+    let t = build(&Lab::of(&sc), &frames(), &[]);
     assert_eq!(t.flows[0].packets.len(), 2, "{}", t.to_yaml());
     let at = |p: usize| {
         t.flows[0].packets[p]
@@ -148,7 +148,7 @@ fn frames_captured_out_of_order_within_the_jitter_stay_one_packet() {
         frame(s + 11 * us, "node/eth0", false, syn(64)),
         frame(s + 12 * us, "node/br0", true, syn(63)),
     ];
-    let t = build(&sc, &frames, &[]);
+    let t = build(&Lab::of(&sc), &frames, &[]);
     let packets = &t.flows[0].packets;
     assert_eq!(packets.len(), 2, "{}", t.to_yaml());
     for p in packets {
@@ -161,7 +161,7 @@ fn frames_captured_out_of_order_within_the_jitter_stay_one_packet() {
 #[test]
 fn nat_changes_and_relative_numbers_are_shown() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
-    let t = build(&sc, &frames(), &[]);
+    let t = build(&Lab::of(&sc), &frames(), &[]);
     let syn = &t.flows[0].packets[0];
     assert_eq!(
         syn.hops[0].hdr.to_string(),
@@ -195,7 +195,7 @@ fn nat_changes_and_relative_numbers_are_shown() {
 #[test]
 fn a_packet_that_stops_is_last_seen_where_it_stopped() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
-    let t = build(&sc, &frames()[..2], &[]);
+    let t = build(&Lab::of(&sc), &frames()[..2], &[]);
     assert_eq!(
         t.flows[0].packets[0].end.to_string(),
         "last seen at node/eth0 in"
@@ -388,7 +388,7 @@ fn hops_of(p: &Packet) -> Vec<HopText> {
 #[test]
 fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", TUNNEL_SC).unwrap();
-    let t = build(&sc, &tunnel_frames(), &[]);
+    let t = build(&Lab::of(&sc), &tunnel_frames(), &[]);
     assert!(t.other.is_empty(), "{}", t.to_yaml());
     assert_eq!(t.undecodable, 0);
     let f = &t.flows[0];
@@ -520,7 +520,7 @@ fn the_outer_ttl_never_splits_a_tunnelled_packet() {
         .into_iter()
         .filter(|f| f.ifname == "tun0" || f.ifname == "eth0" && f.host.starts_with("node"))
         .collect();
-    let t = build(&sc, &frames, &[]);
+    let t = build(&Lab::of(&sc), &frames, &[]);
     // No hop on the step's host (inst-a): not attributed.
     assert!(t.flows[0].packets.is_empty(), "{}", t.to_yaml());
     let at = |p: &Packet| p.hops.iter().map(|h| h.at.to_string()).collect::<Vec<_>>();
@@ -556,7 +556,7 @@ fn a_tunnelled_packet_belongs_to_its_step_by_its_inner_ports() {
         .into_iter()
         .filter(|f| f.ifname == "eth0" && f.host.starts_with("node") || f.host == "switch")
         .collect();
-    let t = build(&sc, &frames, &[]);
+    let t = build(&Lab::of(&sc), &frames, &[]);
     assert!(t.other.is_empty(), "{}", t.to_yaml());
     let p = &t.flows[0].packets;
     assert_eq!(p.len(), 2, "{}", t.to_yaml());
@@ -587,7 +587,7 @@ fn a_tunnel_port_datagram_without_ip_inside_is_plain_udp() {
             udp(ua, ub, 40000, 4789, 64, 8, &inner),
         ),
     ];
-    let t = build(&sc, &frames, &[]);
+    let t = build(&Lab::of(&sc), &frames, &[]);
     assert!(t.flows[0].packets.is_empty(), "{}", t.to_yaml());
     assert_eq!(t.other.len(), 2, "{}", t.to_yaml());
     assert_eq!(
@@ -625,6 +625,6 @@ fn undecodable_frames_are_counted_not_fatal() {
     let sc = crate::scenario::parse(Path::new("t.yaml"), "t", SC).unwrap();
     let mut f = frames();
     f[1].data.truncate(20);
-    let t = build(&sc, &f, &[]);
+    let t = build(&Lab::of(&sc), &f, &[]);
     assert_eq!(t.undecodable, 1);
 }
