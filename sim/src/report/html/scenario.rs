@@ -99,6 +99,44 @@ const LEGEND: &str = "<div class=\"legend\">\
 /// (the page sits beside the capture).
 pub fn report(trace: &Trace, capture_file: &str) -> String {
     let mut b = String::new();
+    head(&mut b, trace, capture_file);
+    for (i, f) in trace.flows.iter().enumerate() {
+        flow_section(&mut b, i, f);
+    }
+    if !trace.other.is_empty() {
+        b.push_str("<section class=\"card flow\" id=\"other\">\n<h2>Packets of no flow</h2>\n");
+        b.push_str("<p class=\"muted\">IP packets that belong to no traffic step.</p>\n");
+        packets_block(&mut b, &trace.other, "op");
+        b.push_str("</section>\n");
+    }
+    if !trace.control_plane.is_empty() {
+        b.push_str(
+            "<section class=\"card\" id=\"control-plane\">\n<h2>Control plane</h2>\n\
+             <p class=\"muted\">The simulated service managers' answers, in order.</p>\n<ol class=\"cp\">\n",
+        );
+        for l in &trace.control_plane {
+            let _ = writeln!(b, "<li>{}</li>", escape(l));
+        }
+        b.push_str("</ol>\n</section>\n");
+    }
+    if !trace.counters.is_empty() {
+        counters_section(&mut b, trace);
+    }
+    if trace.undecodable > 0 {
+        let _ = writeln!(
+            b,
+            "<section class=\"card\"><p class=\"end-bad\">{} frame{} could not be decoded (counted, not shown).</p></section>",
+            trace.undecodable,
+            if trace.undecodable == 1 { "" } else { "s" }
+        );
+    }
+    b.push_str("<footer>Written by hoplab from the scenario's trace.</footer>\n");
+    page(&format!("hoplab · {}", trace.scenario), &b)
+}
+
+/// The page's header: title, capture link, counts, table of contents,
+/// legend.
+fn head(b: &mut String, trace: &Trace, capture_file: &str) {
     let all: Vec<&Packet> = trace
         .flows
         .iter()
@@ -127,22 +165,17 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
     let chip = |b: &mut String, n: usize, what: String, class: &str| {
         let _ = write!(b, "<span class=\"chip {class}\"><b>{n}</b> {what}</span>");
     };
-    chip(
-        &mut b,
-        trace.flows.len(),
-        plural(trace.flows.len(), "flow"),
-        "",
-    );
-    chip(&mut b, all.len(), plural(all.len(), "packet"), "");
-    chip(&mut b, hops, plural(hops, "hop"), "");
+    chip(b, trace.flows.len(), plural(trace.flows.len(), "flow"), "");
+    chip(b, all.len(), plural(all.len(), "packet"), "");
+    chip(b, hops, plural(hops, "hop"), "");
     if dropped > 0 {
-        chip(&mut b, dropped, "dropped".into(), "end-bad");
+        chip(b, dropped, "dropped".into(), "end-bad");
     }
     if failed > 0 {
-        chip(&mut b, failed, plural(failed, "failed flow"), "end-bad");
+        chip(b, failed, plural(failed, "failed flow"), "end-bad");
     }
     if !trace.other.is_empty() {
-        chip(&mut b, trace.other.len(), "of no flow".into(), "");
+        chip(b, trace.other.len(), "of no flow".into(), "");
     }
     b.push_str("</div>\n");
     if !trace.flows.is_empty() || !trace.other.is_empty() {
@@ -165,82 +198,59 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
     }
     b.push_str(LEGEND);
     b.push_str("\n</header>\n");
+}
 
-    for (i, f) in trace.flows.iter().enumerate() {
+/// Flow `i`: what was sent and came back, its ladder and hop tables.
+fn flow_section(b: &mut String, i: usize, f: &Flow) {
+    let _ = writeln!(
+        b,
+        "<section class=\"card flow{}\" id=\"f{}\">",
+        if f.result.is_failed() { " failed" } else { "" },
+        i + 1
+    );
+    let _ = writeln!(
+        b,
+        "<h2>Flow {}: <span class=\"mono\" style=\"font-size:16px\">{}</span> {}</h2>",
+        i + 1,
+        escape(&f.step),
+        flow_badge(f)
+    );
+    let _ = writeln!(
+        b,
+        "<dl><dt>sent</dt><dd>{}</dd><dt>result</dt><dd{}>{}</dd></dl>",
+        escape(&f.sent),
+        if f.result.is_failed() {
+            " class=\"end-bad\""
+        } else {
+            ""
+        },
+        escape(&f.result.to_string())
+    );
+    packets_block(b, &f.packets, &format!("f{}p", i + 1));
+    b.push_str("</section>\n");
+}
+
+/// The dataplane's counters, a table per `host/process`.
+fn counters_section(b: &mut String, trace: &Trace) {
+    b.push_str(
+        "<section class=\"card\" id=\"counters\">\n<h2>Counters</h2>\n\
+         <p class=\"muted\">Read from the dataplane at the end of the traffic (not zero, not timing-dependent).</p>\n\
+         <div class=\"counters\">\n",
+    );
+    for (who, m) in &trace.counters {
         let _ = writeln!(
             b,
-            "<section class=\"card flow{}\" id=\"f{}\">",
-            if f.result.is_failed() { " failed" } else { "" },
-            i + 1
+            "<table><caption>{}</caption><thead><tr><th>counter</th><th>value</th></tr></thead><tbody>",
+            escape(who)
         );
-        let _ = writeln!(
-            b,
-            "<h2>Flow {}: <span class=\"mono\" style=\"font-size:16px\">{}</span> {}</h2>",
-            i + 1,
-            escape(&f.step),
-            flow_badge(f)
-        );
-        let _ = writeln!(
-            b,
-            "<dl><dt>sent</dt><dd>{}</dd><dt>result</dt><dd{}>{}</dd></dl>",
-            escape(&f.sent),
-            if f.result.is_failed() {
-                " class=\"end-bad\""
-            } else {
-                ""
-            },
-            escape(&f.result.to_string())
-        );
-        packets_block(&mut b, &f.packets, &format!("f{}p", i + 1));
-        b.push_str("</section>\n");
-    }
-    if !trace.other.is_empty() {
-        b.push_str("<section class=\"card flow\" id=\"other\">\n<h2>Packets of no flow</h2>\n");
-        b.push_str("<p class=\"muted\">IP packets that belong to no traffic step.</p>\n");
-        packets_block(&mut b, &trace.other, "op");
-        b.push_str("</section>\n");
-    }
-    if !trace.control_plane.is_empty() {
-        b.push_str(
-            "<section class=\"card\" id=\"control-plane\">\n<h2>Control plane</h2>\n\
-             <p class=\"muted\">The simulated service managers' answers, in order.</p>\n<ol class=\"cp\">\n",
-        );
-        for l in &trace.control_plane {
-            let _ = writeln!(b, "<li>{}</li>", escape(l));
-        }
-        b.push_str("</ol>\n</section>\n");
-    }
-    if !trace.counters.is_empty() {
-        b.push_str(
-            "<section class=\"card\" id=\"counters\">\n<h2>Counters</h2>\n\
-             <p class=\"muted\">Read from the dataplane at the end of the traffic (not zero, not timing-dependent).</p>\n\
-             <div class=\"counters\">\n",
-        );
-        for (who, m) in &trace.counters {
+        for (k, v) in m {
             let _ = writeln!(
                 b,
-                "<table><caption>{}</caption><thead><tr><th>counter</th><th>value</th></tr></thead><tbody>",
-                escape(who)
+                "<tr><td class=\"mono\">{}</td><td class=\"v\">{v}</td></tr>",
+                escape(k)
             );
-            for (k, v) in m {
-                let _ = writeln!(
-                    b,
-                    "<tr><td class=\"mono\">{}</td><td class=\"v\">{v}</td></tr>",
-                    escape(k)
-                );
-            }
-            b.push_str("</tbody></table>\n");
         }
-        b.push_str("</div>\n</section>\n");
+        b.push_str("</tbody></table>\n");
     }
-    if trace.undecodable > 0 {
-        let _ = writeln!(
-            b,
-            "<section class=\"card\"><p class=\"end-bad\">{} frame{} could not be decoded (counted, not shown).</p></section>",
-            trace.undecodable,
-            if trace.undecodable == 1 { "" } else { "s" }
-        );
-    }
-    b.push_str("<footer>Written by hoplab from the scenario's trace.</footer>\n");
-    page(&format!("hoplab · {}", trace.scenario), &b)
+    b.push_str("</div>\n</section>\n");
 }
