@@ -150,53 +150,45 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
     Ok((fd, link))
 }
 
-/// Read every frame queued on `fd` (non-blocking) into `out`.
+/// Read every frame queued on `fd` (non-blocking) into `out`, each with
+/// its kernel timestamp (`SCM_TIMESTAMPNS`) and direction (the packet type
+/// of its link-layer address).
 fn drain(fd: &OwnedFd, iface: u32, buf: &mut [u8], out: &mut Vec<Frame>) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, LinkAddr, MsgFlags};
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     loop {
-        // SAFETY: all-zero is valid for these plain C structs.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut cbuf = [0u64; 16]; // 128 bytes, aligned for cmsghdr
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: as above.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        // SAFETY: every pointer in `msg` refers to a live local buffer of the
-        // length given; MSG_TRUNC makes the return value the full length.
-        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(()),
-                io::ErrorKind::Interrupted => continue,
-                _ => Err(e),
+        let (len, ts_ns, outgoing) = {
+            let mut iov = [io::IoSliceMut::new(buf)];
+            // MSG_TRUNC: the length returned is the frame's, even when
+            // longer than the buffer.
+            let msg = match recvmsg::<LinkAddr>(
+                fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(m) => m,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             };
-        }
-        let len = (n as usize).min(buf.len());
-        let mut ts_ns = 0u64;
-        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled
-        // in, bounded by msg_controllen.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    ts_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+            let mut ts_ns = 0u64;
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    ts_ns = ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64;
                 }
-                c = libc::CMSG_NXTHDR(&msg, c);
             }
-        }
+            let outgoing = msg
+                .address
+                .is_some_and(|a| a.pkttype() == libc::PACKET_OUTGOING);
+            (msg.bytes, ts_ns, outgoing)
+        };
+        let len = len.min(buf.len());
         out.push(Frame {
             ts_ns,
             iface,
-            outgoing: sll.sll_pkttype == libc::PACKET_OUTGOING,
+            outgoing,
             data: buf[..len].to_vec(),
         });
     }
