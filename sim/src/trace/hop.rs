@@ -129,6 +129,23 @@ pub struct Endpoint {
     pub port: Option<u16>,
 }
 
+impl Endpoint {
+    /// The source and destination of `s`, with ports for TCP and UDP.
+    pub fn of(s: &wire::Summary) -> (Endpoint, Endpoint) {
+        let ports = s.ports();
+        (
+            Endpoint {
+                addr: s.src,
+                port: ports.map(|p| p.0),
+            },
+            Endpoint {
+                addr: s.dst,
+                port: ports.map(|p| p.1),
+            },
+        )
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.addr, self.port) {
@@ -293,7 +310,6 @@ impl Header {
     /// The header of `s` as shown (TCP numbers as they are in `s`), with
     /// the outer header of the datagram that carried it, if any.
     pub fn of(s: &wire::Summary, outer: Option<&wire::Summary>) -> Header {
-        let ports = s.ports();
         let transport = match s.l4 {
             wire::L4::Tcp {
                 seq, ack, flags, ..
@@ -314,15 +330,10 @@ impl Header {
             },
             wire::L4::Other { proto } => Transport::Other { proto },
         };
+        let (src, dst) = Endpoint::of(s);
         Header {
-            src: Endpoint {
-                addr: s.src,
-                port: ports.map(|p| p.0),
-            },
-            dst: Endpoint {
-                addr: s.dst,
-                port: ports.map(|p| p.1),
-            },
+            src,
+            dst,
             transport,
             len: s.len,
             ttl: s.ttl,
@@ -506,20 +517,14 @@ pub struct Tunnel {
 
 impl Tunnel {
     pub fn of(o: &wire::Summary) -> Tunnel {
-        let ports = o.ports();
+        let (src, dst) = Endpoint::of(o);
         Tunnel {
             proto: o
                 .proto_name()
                 .parse()
                 .expect("the wire's protocol names are the trace's"),
-            src: Endpoint {
-                addr: o.src,
-                port: ports.map(|p| p.0),
-            },
-            dst: Endpoint {
-                addr: o.dst,
-                port: ports.map(|p| p.1),
-            },
+            src,
+            dst,
         }
     }
 }

@@ -38,10 +38,6 @@ impl RelSeq {
     }
 }
 
-fn endpoint(a: IpAddr, p: Option<u16>) -> Endpoint {
-    Endpoint { addr: a, port: p }
-}
-
 /// What differs between two hops: the tunnel's start or end, or its outer
 /// header's changes, then the (inner) packet's own.
 fn changes(prev: &Shown, cur: &Shown) -> Option<Changes> {
@@ -57,19 +53,11 @@ fn changes(prev: &Shown, cur: &Shown) -> Option<Changes> {
 }
 
 fn field_changes(prev: &Summary, cur: &Summary, outer: bool, v: &mut Vec<Change>) {
-    let (pp, cp) = (prev.ports(), cur.ports());
     let mut push = |field| v.push(Change::Rewritten { outer, field });
-    let (ps, cs) = (
-        endpoint(prev.src, pp.map(|p| p.0)),
-        endpoint(cur.src, cp.map(|p| p.0)),
-    );
+    let ((ps, pd), (cs, cd)) = (Endpoint::of(prev), Endpoint::of(cur));
     if ps != cs {
         push(Rewrite::Src(ps, cs));
     }
-    let (pd, cd) = (
-        endpoint(prev.dst, pp.map(|p| p.1)),
-        endpoint(cur.dst, cp.map(|p| p.1)),
-    );
     if pd != cd {
         push(Rewrite::Dst(pd, cd));
     }
@@ -129,11 +117,10 @@ pub(super) fn render(
         _ => first.proto_name().to_string(),
     };
     let pl = first.payload.len();
+    let (src, dst) = Endpoint::of(first);
     Packet {
         packet: format!(
-            "{kind} {} > {}{}",
-            endpoint(first.src, first.ports().map(|p| p.0)),
-            endpoint(first.dst, first.ports().map(|p| p.1)),
+            "{kind} {src} > {dst}{}",
             if pl > 0 {
                 format!(" ({pl} B payload)")
             } else {

@@ -168,11 +168,7 @@ fn nat_changes_and_relative_numbers_are_shown() {
         "192.0.2.2:40000 > 10.96.0.1:80 tcp S seq=0 len=40 ttl=64"
     );
     assert_eq!(
-        syn.hops[2]
-            .changed
-            .as_ref()
-            .map(ToString::to_string)
-            .as_deref(),
+        changed(&syn.hops[2]).as_deref(),
         Some("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63")
     );
     assert_eq!(syn.end.to_string(), "delivered to pod");
@@ -182,11 +178,7 @@ fn nat_changes_and_relative_numbers_are_shown() {
         "10.1.0.10:3000 > 192.0.2.2:40000 tcp S. seq=0 ack=1 len=40 ttl=64"
     );
     assert_eq!(
-        synack.hops[3]
-            .changed
-            .as_ref()
-            .map(ToString::to_string)
-            .as_deref(),
+        changed(&synack.hops[3]).as_deref(),
         Some("src 10.1.0.10:3000 -> 10.96.0.1:80, ttl 64 -> 63")
     );
     assert_eq!(synack.end.to_string(), "delivered to client");
@@ -363,6 +355,11 @@ fn tunnel_frames() -> Vec<Captured> {
     ]
 }
 
+/// A hop's changes as text.
+fn changed(h: &super::Hop) -> Option<String> {
+    h.changed.as_ref().map(ToString::to_string)
+}
+
 type HopText = (String, String, Option<String>);
 
 /// Expected hops, as their texts.
@@ -375,13 +372,7 @@ fn texts(v: &[(&str, &str, Option<&str>)]) -> Vec<HopText> {
 fn hops_of(p: &Packet) -> Vec<HopText> {
     p.hops
         .iter()
-        .map(|h| {
-            (
-                h.at.to_string(),
-                h.hdr.to_string(),
-                h.changed.as_ref().map(ToString::to_string),
-            )
-        })
+        .map(|h| (h.at.to_string(), h.hdr.to_string(), changed(h)))
         .collect()
 }
 
@@ -467,17 +458,9 @@ fn a_tunnelled_packet_is_one_packet_from_tun_to_tun() {
             "inst-a/eth0 in"
         ]
     );
-    let h = |i: usize, hdr: &str, changed: Option<&str>| {
+    let h = |i: usize, hdr: &str, want: Option<&str>| {
         assert_eq!(synack.hops[i].hdr.to_string(), hdr, "hop {i}");
-        assert_eq!(
-            synack.hops[i]
-                .changed
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
-            changed,
-            "hop {i}"
-        );
+        assert_eq!(changed(&synack.hops[i]).as_deref(), want, "hop {i}");
     };
     h(
         4,
