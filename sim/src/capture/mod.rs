@@ -4,6 +4,11 @@
 //! Sockets are opened inside each host before the first packet of the
 //! traffic and bound to one interface; one reader thread polls them all and
 //! drains them once more after the last packet.
+//!
+//! This module is the live capture; `pcapng` writes what it saw and
+//! `read` reads any capture back (hoplab's or another tool's). None of
+//! them knows traces, flows or scenarios: the frame comments the writer
+//! puts in come from the trace.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,5 +1,15 @@
 //! From a pcapng to the per-hop trace of every packet of every flow.
 //!
+//! The model is [`Trace`] → [`Flow`] → [`Packet`] → [`Hop`], whose pieces
+//! (place, header, changes, end, result) are the types of [`hop`], written
+//! to and read from the snapshot YAML as the same text. `lab` is what a
+//! trace needs of the lab (wiring, address owners, steps) and the one place
+//! that reads a scenario; `build` decodes frames and attributes
+//! packets to steps, `path` groups frames into packets' paths and orders
+//! them, `render` turns a path into hops, `diff` compares two
+//! traces hop by hop. Reading capture files is [`crate::capture`]'s job;
+//! showing a trace is [`crate::report`]'s.
+//!
 //! A packet keeps its identity across hops through fields no hop in these
 //! scenarios rewrites: the IPv4 identification (IPv6 flow label), TCP raw
 //! sequence and acknowledgement numbers and flags, the ICMP echo sequence,
@@ -9,7 +19,7 @@
 //! interface and direction come again (a retransmission).
 //!
 //! Tunnels: the net manager carries whole IP packets between nodes as the
-//! payload of UDP datagrams to or from port 50103 ([`TUNNEL_PORT`]). A
+//! payload of UDP datagrams to or from port 50103 ([`TUNNEL_PORT`](hoplab_dataplane::netmanager::core::TUNNEL_PORT)). A
 //! frame that is such a datagram, and whose payload parses as an IPv4/IPv6
 //! packet, stands for that *inner* packet: its identity, TTL (for splitting
 //! and ordering paths), addresses (for where a packet ended) and ports (for

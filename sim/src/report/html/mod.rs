@@ -1,12 +1,18 @@
 //! The pages people look at first: one self-contained HTML page per
 //! scenario ([`report`]: a ladder diagram per flow, then every packet's
-//! hops with the rewritten fields marked), the index of a run ([`index`])
+//! hops with the rewritten fields marked), the index of a run ([`index()`])
 //! and the snapshot review page ([`diff_page`]).
 //!
 //! Every page is a single file: inline CSS and inline SVG, no script,
 //! nothing fetched (no URL but the relative links to its neighbours: the
 //! capture, the reports, the diff). The same input gives the same bytes:
 //! no timestamps, no random ids. Everything taken from a trace is escaped.
+//!
+//! This module holds what the pages share (escaping, links, step names and
+//! badges, marked headers, the page frame with `style.css`); `ladder`,
+//! `scenario`, `index` and `diff` are the SVG ladder and the three
+//! pages. They read the typed trace ([`crate::trace`]), never its text,
+//! and know nothing of runs, files or how a trace was built.
 
 mod diff;
 mod index;
