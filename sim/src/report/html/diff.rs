@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::{end_html, escape, hdr_html, page};
-use crate::trace::{Header, Hop, Packet, Trace};
+use crate::trace::{Flow, Header, Hop, Packet, Trace};
 
 /// `hdr` with the tokens that `other` (the same hop on the other side)
 /// does not have marked.
@@ -139,44 +139,7 @@ pub fn diff_page(name: &str, old: &Trace, new: &Trace, lines: &[String]) -> Stri
         if of == nf {
             continue;
         }
-        let _ = writeln!(
-            b,
-            "<section class=\"card\">\n<h2>Flow <span class=\"mono\" style=\"font-size:16px\">{}</span>{}</h2>",
-            escape(step),
-            match (of, nf) {
-                (None, _) => " <span class=\"badge b-info\">new</span>",
-                (_, None) => " <span class=\"badge b-bad\">gone</span>",
-                _ => "",
-            }
-        );
-        let field = |b: &mut String, what: &str, o: Option<&str>, n: Option<&str>| {
-            if o != n {
-                let _ = writeln!(
-                    b,
-                    "<p><b>{what}</b>: <code>{}</code> → <code><mark>{}</mark></code></p>",
-                    escape(o.unwrap_or("(none)")),
-                    escape(n.unwrap_or("(none)"))
-                );
-            }
-        };
-        field(
-            &mut b,
-            "sent",
-            of.map(|f| f.sent.as_str()),
-            nf.map(|f| f.sent.as_str()),
-        );
-        field(
-            &mut b,
-            "result",
-            of.map(|f| f.result.to_string()).as_deref(),
-            nf.map(|f| f.result.to_string()).as_deref(),
-        );
-        packets_pairs(
-            &mut b,
-            of.map_or(&[], |f| f.packets.as_slice()),
-            nf.map_or(&[], |f| f.packets.as_slice()),
-        );
-        b.push_str("</section>\n");
+        flow_pair(&mut b, step, of, nf);
     }
     if old.other != new.other {
         b.push_str("<section class=\"card\">\n<h2>Packets of no flow</h2>\n");
@@ -184,28 +147,75 @@ pub fn diff_page(name: &str, old: &Trace, new: &Trace, lines: &[String]) -> Stri
         b.push_str("</section>\n");
     }
     if old.control_plane != new.control_plane {
-        b.push_str(
-            "<section class=\"card\">\n<h2>Control plane</h2>\n<table class=\"sbs\"><thead><tr><th></th>\
-             <th class=\"side\">reviewed snapshot</th><th class=\"side\">this run</th></tr></thead><tbody>\n",
-        );
-        let (o, n) = (&old.control_plane, &new.control_plane);
-        for i in 0..o.len().max(n.len()) {
-            let cell = |x: Option<&String>, differs: bool| match x {
-                None => "<td class=\"none\">(none)</td>".to_string(),
-                Some(s) if differs => format!("<td><mark>{}</mark></td>", escape(s)),
-                Some(s) => format!("<td>{}</td>", escape(s)),
-            };
-            let differs = o.get(i) != n.get(i);
-            let _ = writeln!(
-                b,
-                "<tr><td class=\"n\">{}</td>{}{}</tr>",
-                i + 1,
-                cell(o.get(i), differs),
-                cell(n.get(i), differs)
-            );
-        }
-        b.push_str("</tbody></table>\n</section>\n");
+        control_plane_pair(&mut b, &old.control_plane, &new.control_plane);
     }
     b.push_str("<footer>Written by hoplab.</footer>\n");
     page(&format!("hoplab · review {name}"), &b)
+}
+
+/// A flow that differs: its sent and result lines if they changed, then
+/// every packet that differs, side by side.
+fn flow_pair(b: &mut String, step: &str, of: Option<&Flow>, nf: Option<&Flow>) {
+    let _ = writeln!(
+        b,
+        "<section class=\"card\">\n<h2>Flow <span class=\"mono\" style=\"font-size:16px\">{}</span>{}</h2>",
+        escape(step),
+        match (of, nf) {
+            (None, _) => " <span class=\"badge b-info\">new</span>",
+            (_, None) => " <span class=\"badge b-bad\">gone</span>",
+            _ => "",
+        }
+    );
+    let field = |b: &mut String, what: &str, o: Option<&str>, n: Option<&str>| {
+        if o != n {
+            let _ = writeln!(
+                b,
+                "<p><b>{what}</b>: <code>{}</code> → <code><mark>{}</mark></code></p>",
+                escape(o.unwrap_or("(none)")),
+                escape(n.unwrap_or("(none)"))
+            );
+        }
+    };
+    field(
+        b,
+        "sent",
+        of.map(|f| f.sent.as_str()),
+        nf.map(|f| f.sent.as_str()),
+    );
+    field(
+        b,
+        "result",
+        of.map(|f| f.result.to_string()).as_deref(),
+        nf.map(|f| f.result.to_string()).as_deref(),
+    );
+    packets_pairs(
+        b,
+        of.map_or(&[], |f| f.packets.as_slice()),
+        nf.map_or(&[], |f| f.packets.as_slice()),
+    );
+    b.push_str("</section>\n");
+}
+
+/// The control plane's answers, reviewed and new side by side.
+fn control_plane_pair(b: &mut String, o: &[String], n: &[String]) {
+    b.push_str(
+        "<section class=\"card\">\n<h2>Control plane</h2>\n<table class=\"sbs\"><thead><tr><th></th>\
+         <th class=\"side\">reviewed snapshot</th><th class=\"side\">this run</th></tr></thead><tbody>\n",
+    );
+    for i in 0..o.len().max(n.len()) {
+        let cell = |x: Option<&String>, differs: bool| match x {
+            None => "<td class=\"none\">(none)</td>".to_string(),
+            Some(s) if differs => format!("<td><mark>{}</mark></td>", escape(s)),
+            Some(s) => format!("<td>{}</td>", escape(s)),
+        };
+        let differs = o.get(i) != n.get(i);
+        let _ = writeln!(
+            b,
+            "<tr><td class=\"n\">{}</td>{}{}</tr>",
+            i + 1,
+            cell(o.get(i), differs),
+            cell(n.get(i), differs)
+        );
+    }
+    b.push_str("</tbody></table>\n</section>\n");
 }
