@@ -11,13 +11,15 @@
 //! puts in come from the trace.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pcap_file::DataLink;
+
+use nix::poll::{PollFd, PollFlags};
 
 use crate::netns::NetNs;
 
@@ -61,68 +63,46 @@ pub struct Capture {
     reader: JoinHandle<io::Result<Vec<Frame>>>,
 }
 
-fn os(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
+/// `e` with what failed in front of it.
+fn ctx(what: &str, e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 /// Open a packet socket on `ifname` in the calling thread's namespace.
 fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
+    use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType};
     let cname = std::ffi::CString::new(ifname).map_err(|_| io::Error::other("NUL in ifname"))?;
-    // SAFETY: plain syscall; the result is checked and owned right away.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0, // receive nothing until bound to one interface below
-        )
-    };
-    if raw < 0 {
-        return Err(os("AF_PACKET socket"));
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: `cname` is a valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if ifindex == 0 {
-        return Err(os(&format!("interface {ifname}")));
-    }
-    let one: libc::c_int = 1;
-    let rcvbuf: libc::c_int = 8 << 20;
-    let set = |opt: libc::c_int, val: &libc::c_int| {
-        // SAFETY: `val` points to a c_int that outlives the call; its size is given.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (val as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    let ctx =
-        |e: io::Error| io::Error::new(e.kind(), format!("setsockopt on AF_PACKET socket: {e}"));
-    set(libc::SO_TIMESTAMPNS, &one).map_err(ctx)?;
+    let fd = socket::socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None, // protocol 0: receive nothing until bound to one interface below
+    )
+    .map_err(|e| ctx("AF_PACKET socket", e))?;
+    let ifindex = nix::net::if_::if_nametoindex(cname.as_c_str())
+        .map_err(|e| ctx(&format!("interface {ifname}"), e))?;
+    let sockopt_ctx = |e| ctx("setsockopt on AF_PACKET socket", e);
+    setsockopt(&fd, sockopt::ReceiveTimestampns, &true).map_err(sockopt_ctx)?;
     // SO_RCVBUFFORCE needs CAP_NET_ADMIN in the machine's user namespace,
     // which a rootless run lacks: there the buffer is what SO_RCVBUF allows
     // (capped at net.core.rmem_max).
-    match set(libc::SO_RCVBUFFORCE, &rcvbuf) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            set(libc::SO_RCVBUF, &rcvbuf).map_err(ctx)?
+    let rcvbuf: usize = 8 << 20;
+    match setsockopt(&fd, sockopt::RcvBufForce, &rcvbuf) {
+        Err(nix::errno::Errno::EPERM) => {
+            setsockopt(&fd, sockopt::RcvBuf, &rcvbuf).map_err(sockopt_ctx)?
         }
-        r => r.map_err(ctx)?,
+        r => r.map_err(sockopt_ctx)?,
     }
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as i32;
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
     // SAFETY: `sll` is a fully initialised sockaddr_ll of the size passed.
     let r = unsafe {
         libc::bind(
@@ -132,7 +112,10 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
         )
     };
     if r != 0 {
-        return Err(os(&format!("bind AF_PACKET socket to {ifname}")));
+        return Err(ctx(
+            &format!("bind AF_PACKET socket to {ifname}"),
+            io::Error::last_os_error(),
+        ));
     }
     // The link type, from the device's hardware type.
     // SAFETY: ifreq is plain old data; all-zero is valid.
@@ -144,7 +127,10 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
     // only into it.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
     if r != 0 {
-        return Err(os(&format!("SIOCGIFHWADDR {ifname}")));
+        return Err(ctx(
+            &format!("SIOCGIFHWADDR {ifname}"),
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: the ioctl succeeded, so ifru_hwaddr is the active member.
     let hatype = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_family };
@@ -220,25 +206,20 @@ impl Capture {
             move || -> io::Result<Vec<Frame>> {
                 let mut frames = Vec::new();
                 let mut buf = vec![0u8; SNAPLEN];
-                let mut pfds: Vec<libc::pollfd> = fds
+                let mut pfds: Vec<PollFd> = fds
                     .iter()
-                    .map(|f| libc::pollfd {
-                        fd: f.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
+                    .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                     .collect();
                 loop {
                     let last = flag.load(Ordering::Acquire);
-                    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
-                    let r =
-                        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 20) };
-                    if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                        return Err(os("poll"));
-                    }
+                    let r = match nix::poll::poll(&mut pfds, 20u8) {
+                        Ok(r) => r,
+                        Err(nix::errno::Errno::EINTR) => -1,
+                        Err(e) => return Err(ctx("poll", e)),
+                    };
                     let before = frames.len();
                     for (i, p) in pfds.iter().enumerate() {
-                        if last || p.revents != 0 {
+                        if last || p.revents().is_some_and(|r| !r.is_empty()) {
                             drain(&fds[i], i as u32, &mut buf, &mut frames)?;
                         }
                     }
