@@ -45,7 +45,7 @@ pub enum Error {
     #[error("writing the capture: {0}")]
     Pcap(#[from] pcap_file::PcapError),
     #[error(transparent)]
-    Trace(#[from] capture::TraceError),
+    Capture(#[from] capture::ReadError),
     #[error("interrupted by signal")]
     Interrupted,
     #[error("{0}")]

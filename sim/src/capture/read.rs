@@ -25,8 +25,9 @@ pub struct Captured {
     pub link: DataLink,
 }
 
+/// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum TraceError {
+pub enum ReadError {
     #[error("{path}: {source}")]
     Open {
         path: String,
@@ -55,24 +56,22 @@ pub const UNNAMED_HOST: &str = "capture";
 /// interface's declared resolution) or a classic pcap file (one interface,
 /// `capture/if0`). Directions come from the pcapng flags word or, for
 /// Linux cooked captures (`tcpdump -i any`), the packet type.
-pub fn read_capture(path: &Path) -> Result<Vec<Captured>, TraceError> {
+pub fn read_capture(path: &Path) -> Result<Vec<Captured>, ReadError> {
     use std::io::Read;
     let p = path.display().to_string();
     let open = || {
-        File::open(path).map_err(|source| TraceError::Open {
+        File::open(path).map_err(|source| ReadError::Open {
             path: p.clone(),
             source,
         })
     };
     let mut magic = [0u8; 4];
-    let n = open()?
-        .read(&mut magic)
-        .map_err(|source| TraceError::Open {
-            path: p.clone(),
-            source,
-        })?;
+    let n = open()?.read(&mut magic).map_err(|source| ReadError::Open {
+        path: p.clone(),
+        source,
+    })?;
     let magic = &magic[..n];
-    let pcap_err = |source| TraceError::Pcap {
+    let pcap_err = |source| ReadError::Pcap {
         path: p.clone(),
         source,
     };
@@ -100,7 +99,7 @@ pub fn read_capture(path: &Path) -> Result<Vec<Captured>, TraceError> {
             });
         }
     } else {
-        return Err(TraceError::NotACapture {
+        return Err(ReadError::NotACapture {
             path: p,
             magic: magic.iter().map(|b| format!("{b:02x}")).collect(),
         });
@@ -118,8 +117,8 @@ pub(crate) fn cooked_outgoing(link: DataLink, data: &[u8]) -> bool {
     }
 }
 
-fn read_ng(p: &str, reader: BufReader<File>, out: &mut Vec<Captured>) -> Result<(), TraceError> {
-    let pcap_err = |source| TraceError::Pcap {
+fn read_ng(p: &str, reader: BufReader<File>, out: &mut Vec<Captured>) -> Result<(), ReadError> {
+    let pcap_err = |source| ReadError::Pcap {
         path: p.to_string(),
         source,
     };
@@ -176,7 +175,7 @@ fn read_ng(p: &str, reader: BufReader<File>, out: &mut Vec<Captured>) -> Result<
             }
             Block::EnhancedPacket(epb) => {
                 let Some(i) = ifaces.get(epb.interface_id as usize) else {
-                    return Err(TraceError::NoInterface {
+                    return Err(ReadError::NoInterface {
                         path: p.to_string(),
                         id: epb.interface_id,
                     });
