@@ -265,36 +265,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             scenario,
             out,
-        } => {
-            let (tr, dir, capture) = if input.is_dir() {
-                let t = input.join("trace.yaml");
-                (read_trace(&t)?, input.clone(), "capture.pcapng".to_string())
-            } else if input.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                let dir = input.parent().map(PathBuf::from).unwrap_or_default();
-                (read_trace(&input)?, dir, "capture.pcapng".to_string())
-            } else {
-                let dir = input.parent().map(PathBuf::from).unwrap_or_default();
-                let name = input
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (trace_capture(&input, scenario.as_deref())?, dir, name)
-            };
-            let out = out.unwrap_or(dir);
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            for (file, text) in [
-                (
-                    "report.md",
-                    hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture)),
-                ),
-                ("report.html", hoplab_sim::html::report(&tr, &capture)),
-            ] {
-                let p = out.join(file);
-                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-                println!("{}", p.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => report(&input, scenario.as_deref(), out),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hoplab", &mut std::io::stdout());
@@ -322,6 +293,50 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `hoplab report`: report.md and report.html for a run's directory, a
+/// trace.yaml, or a capture.
+fn report(
+    input: &std::path::Path,
+    scenario: Option<&std::path::Path>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (tr, dir, capture) = if input.is_dir() {
+        let t = input.join("trace.yaml");
+        (
+            read_trace(&t)?,
+            input.to_path_buf(),
+            "capture.pcapng".to_string(),
+        )
+    } else if input.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        let dir = input.parent().map(PathBuf::from).unwrap_or_default();
+        (read_trace(input)?, dir, "capture.pcapng".to_string())
+    } else {
+        let dir = input.parent().map(PathBuf::from).unwrap_or_default();
+        let name = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (trace_capture(input, scenario)?, dir, name)
+    };
+    let out = out.unwrap_or(dir);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for (file, text) in [
+        (
+            "report.md",
+            hoplab_sim::report::markdown(&tr, std::path::Path::new(&capture)),
+        ),
+        (
+            "report.html",
+            hoplab_sim::report::html::report(&tr, &capture),
+        ),
+    ] {
+        let p = out.join(file);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The trace of a capture, for its scenario if one is given.
 fn trace_capture(
     capture: &std::path::Path,
@@ -338,8 +353,8 @@ fn trace_capture(
                 .context("the empty scenario of a bare capture")?
         }
     };
-    let frames = trace::read_capture(capture)?;
-    Ok(trace::build(&sc, &frames, &[]))
+    let frames = hoplab_sim::capture::read_capture(capture)?;
+    Ok(trace::build(&trace::LabView::of(&sc), &frames, &[]))
 }
 
 fn read_trace(path: &std::path::Path) -> anyhow::Result<trace::Trace> {

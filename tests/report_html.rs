@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hoplab_sim::html::{self, IndexEntry, IndexStatus};
+use hoplab_sim::report::html::{self, IndexEntry, IndexStatus};
 use hoplab_sim::snapshot;
 use hoplab_sim::trace::Trace;
 
@@ -256,6 +256,42 @@ fn load_all(pages: &[(String, PathBuf)]) -> Vec<(String, Loaded)> {
     out
 }
 
+/// A review page, written to `dir/NAME/diff.html`: the first shown
+/// scenario with a rewritten destination, a lost packet and a new control
+/// plane answer. Returns the scenario's name, the number of difference
+/// lines and the page's path.
+fn review_page(
+    snaps: &[(String, String, Trace)],
+    dir: &std::path::Path,
+    problems: &mut Vec<String>,
+) -> (String, usize, PathBuf) {
+    let (name, old_yaml, old) = snaps
+        .iter()
+        .find(|s| s.0 == SHOWN[0])
+        .expect("the shown scenario has a snapshot");
+    let mut new = old.clone();
+    let f = &mut new.flows[0];
+    let hop = &mut f.packets[0].hops[4];
+    let (src, dst) = (&mut hop.hdr.src, &mut hop.hdr.dst);
+    let ep = if src.port == Some(8080) { src } else { dst };
+    ep.port = Some(8081);
+    f.packets.pop();
+    new.control_plane
+        .push("c1: 10.30.30.30 -> 10.18.0.2 on 10.10.0.2".into());
+    let lines = hoplab_sim::trace::diff(old_yaml, &new.to_yaml());
+    assert!(lines.len() >= 3, "{lines:?}");
+    let diff = html::diff_page(name, old, &new, &lines);
+    assert!(diff.contains("<mark>"), "the review page marks nothing");
+    problems.extend(
+        static_problems(&diff)
+            .into_iter()
+            .map(|p| format!("diff: {p}")),
+    );
+    let diff_path = dir.join(name).join("diff.html");
+    fs::write(&diff_path, &diff).unwrap();
+    (name.clone(), lines.len(), diff_path)
+}
+
 #[test]
 fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors() {
     chromium();
@@ -282,7 +318,7 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
             .chain(&trace.other);
         let dropped = all
             .clone()
-            .filter(|p| p.end.starts_with("last seen at"))
+            .filter(|p| matches!(p.end, hoplab_sim::trace::End::LastSeen(_)))
             .count();
         assert_eq!(
             page.matches("<circle class=\"xc\"").count(),
@@ -303,30 +339,8 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
         sizes.push((page.len(), name.clone()));
     }
 
-    // A review page: the first shown scenario with a rewritten destination,
-    // a lost packet and a new control plane answer.
-    let (name, old_yaml, old) = snaps
-        .iter()
-        .find(|s| s.0 == SHOWN[0])
-        .expect("the shown scenario has a snapshot");
-    let mut new = old.clone();
-    let f = &mut new.flows[0];
-    let hop = &mut f.packets[0].hops[4];
-    hop.hdr = hop.hdr.replacen(":8080", ":8081", 1);
-    f.packets.pop();
-    new.control_plane
-        .push("c1: 10.30.30.30 -> 10.18.0.2 on 10.10.0.2".into());
-    let lines = snapshot::diff(old_yaml, &new.to_yaml());
-    assert!(lines.len() >= 3, "{lines:?}");
-    let diff = html::diff_page(name, old, &new, &lines);
-    assert!(diff.contains("<mark>"), "the review page marks nothing");
-    problems.extend(
-        static_problems(&diff)
-            .into_iter()
-            .map(|p| format!("diff: {p}")),
-    );
-    let diff_path = dir.join(name).join("diff.html");
-    fs::write(&diff_path, &diff).unwrap();
+    let (name, n_lines, diff_path) = review_page(&snaps, &dir, &mut problems);
+    let name = &name;
 
     let entries: Vec<IndexEntry> = snaps
         .iter()
@@ -338,7 +352,7 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
                 IndexStatus::Ok
             },
             detail: if n == name {
-                format!("{} differences from the reviewed snapshot", lines.len())
+                format!("{n_lines} differences from the reviewed snapshot")
             } else {
                 "ok".into()
             },

@@ -180,7 +180,7 @@ fn rootless_run_matches_snapshot(name: &str) {
     assert!(
         trace.trim_end() == want.trim_end(),
         "{name}: the rootless trace differs from the reviewed one:\n{}",
-        hoplab_sim::snapshot::diff(&want, &trace).join("\n")
+        hoplab_sim::trace::diff(&want, &trace).join("\n")
     );
     let mut files = Vec::new();
     walk(&out, &mut files);
@@ -345,7 +345,7 @@ fn a_tun_scenario_runs_rootless_where_the_device_is_open() {
     assert!(
         trace.trim_end() == want.trim_end(),
         "{name}: the rootless trace differs from the reviewed one:\n{}",
-        hoplab_sim::snapshot::diff(&want, &trace).join("\n")
+        hoplab_sim::trace::diff(&want, &trace).join("\n")
     );
     let counters = fs::read_dir(out.join("counters")).unwrap().count();
     assert_eq!(counters, 3, "the gateway and both net managers ran");

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use hoplab_sim::trace::{Change, End, Endpoint, Rewrite};
 
 #[test]
 fn every_scenario_matches_its_snapshot() {
@@ -69,13 +70,17 @@ fn kube_proxy_dnat_shows_the_dnat_step_and_skips_the_unready_pod() {
         .map(|f| {
             let syn = &f.packets[0];
             assert!(syn.packet.starts_with("tcp S "), "{}", syn.packet);
-            let dnat = syn.hops.iter().find_map(|h| {
-                h.changed
-                    .as_deref()
-                    .filter(|c| c.contains("dst 10.96.0.100:80 ->"))
+            let service: Endpoint = "10.96.0.100:80".parse().unwrap();
+            let dnat = syn.hops.iter().flat_map(|h| &h.changed).any(|c| {
+                c.0.iter().any(|c| {
+                    matches!(c, Change::Rewritten { outer: false, field: Rewrite::Dst(old, _) } if *old == service)
+                })
             });
-            assert!(dnat.is_some(), "flow {}: no DNAT hop", f.step);
-            syn.end.trim_start_matches("delivered to ")
+            assert!(dnat, "flow {}: no DNAT hop", f.step);
+            match &syn.end {
+                End::Delivered { host } => host.as_str(),
+                other => panic!("flow {}: {other}", f.step),
+            }
         })
         .collect();
     assert_eq!(
@@ -134,10 +139,10 @@ fn readme_seed_table_matches_the_reviewed_snapshot() {
         let h = syn
             .hops
             .iter()
-            .find(|h| h.at == at)
+            .find(|h| h.at.to_string() == at)
             .unwrap_or_else(|| panic!("{r:?}: no hop {at} on {}", syn.packet));
         assert!(
-            h.hdr.starts_with(inner),
+            h.hdr.to_string().starts_with(inner),
             "{r:?}: the snapshot has `{}` at {at}",
             h.hdr
         );

@@ -11,7 +11,6 @@
 
 pub mod bench;
 pub mod capture;
-pub mod html;
 pub mod lab;
 pub mod oakestra;
 pub mod progress;
@@ -42,7 +41,7 @@ pub enum Error {
     #[error("writing the capture: {0}")]
     Pcap(#[from] pcap_file::PcapError),
     #[error(transparent)]
-    Trace(#[from] trace::TraceError),
+    Capture(#[from] capture::ReadError),
     #[error("interrupted by signal")]
     Interrupted,
     #[error("{0}")]

@@ -148,8 +148,8 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     // The capture is on disk before anything else can fail; the trace is
     // built from the file as written, as `hoplab trace` would, and the file
     // is written again with each frame's flow and hop as comments.
-    let captured = trace::read_capture(&pcapng)?;
-    let (mut tr, comments) = trace::build_annotated(sc, &captured, &reports);
+    let captured = capture::read_capture(&pcapng)?;
+    let (mut tr, comments) = trace::build_annotated(&trace::LabView::of(sc), &captured, &reports);
     capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
     tr.control_plane = control_answers;
     tr.counters = counters;
@@ -158,7 +158,7 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
         .map_err(io("write report.md".into()))?;
     std::fs::write(
         out.join("report.html"),
-        crate::html::report(&tr, "capture.pcapng"),
+        crate::report::html::report(&tr, "capture.pcapng"),
     )
     .map_err(io("write report.html".into()))?;
     phase(sc, "trace", t);
@@ -220,9 +220,13 @@ fn traffic(
                 step.payload.len()
             ),
             result: if ok {
-                format!("ok: {}", seen.describe())
+                trace::StepResult::Ok(Some(seen.describe()))
             } else {
-                format!("FAILED: expected {}, got {}", step.expect, seen.describe())
+                trace::StepResult::Failed(Some(format!(
+                    "expected {}, got {}",
+                    step.expect,
+                    seen.describe()
+                )))
             },
         });
     }

@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hoplab_sim::trace::{Flow, Trace};
+use hoplab_sim::trace::Trace;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
 
 /// One `<testcase>`.
@@ -173,11 +173,6 @@ fn xml(s: &str) -> XmlString {
     XmlString::new(clean)
 }
 
-/// Whether the step behind `flow` did not meet its expectation.
-fn step_failed(flow: &Flow) -> bool {
-    flow.result.starts_with("FAILED")
-}
-
 /// The JUnit suite of one scenario, from what `cargo xtask scenario` knows:
 ///
 /// * `trace`: the run's trace, `None` when the run wrote none;
@@ -267,10 +262,16 @@ pub fn scenario_suite(
                 p.end
             );
         }
-        let outcome = if self::step_failed(f) {
+        let outcome = if f.result.is_failed() {
             step_failed = true;
             Outcome::Failed {
-                message: f.result.lines().next().unwrap_or_default().to_string(),
+                message: f
+                    .result
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
                 details: std::mem::take(&mut out),
             }
         } else {

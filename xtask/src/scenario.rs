@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hoplab_sim::html::{IndexEntry, IndexStatus};
 use hoplab_sim::progress;
+use hoplab_sim::report::html::{IndexEntry, IndexStatus};
 use hoplab_sim::snapshot;
 use hoplab_sim::trace::Trace;
 
@@ -140,7 +140,7 @@ pub fn run(o: Options) -> Result<()> {
     let index = out_root.join("index.html");
     write(
         &index,
-        &hoplab_sim::html::index("hoplab scenarios", &entries),
+        &hoplab_sim::report::html::index("hoplab scenarios", &entries),
     )?;
     if let Some(j) = &o.junit {
         let suites: Vec<junit::Suite> = results.iter().map(|r| r.case.clone()).collect();
@@ -239,7 +239,7 @@ fn compare(
         }
     };
     let old_body = snapshot::read_body(&old);
-    let d = snapshot::diff(old_body, &new);
+    let d = hoplab_sim::trace::diff(old_body, &new);
     let case = junit::scenario_suite(name, secs, Some(&new_trace), Some(&d), run_failed);
     if d.is_empty() {
         let _ = std::fs::remove_file(&pending_path);
@@ -270,7 +270,7 @@ fn compare(
     if let Some(old_trace) = &old_trace {
         write(
             &diff_page,
-            &hoplab_sim::html::diff_page(name, old_trace, &new_trace, &d),
+            &hoplab_sim::report::html::diff_page(name, old_trace, &new_trace, &d),
         )?;
     }
     write(&pending_path, &pending::pending_snapshot_text(&new))?;

@@ -1,66 +1,17 @@
-//! The per-hop report people read: one Markdown table per packet.
+//! The reports of a trace: [`markdown`] (report.md), [`html`] (report.html,
+//! a run's index, the snapshot review page), and the committed reports of
+//! the shipped scenarios (`reports/scenarios/`, from the snapshots). It
+//! knows traces and snapshot files; not how a trace is built.
+
+pub mod html;
+mod markdown;
 
 use std::fmt::Write;
 use std::path::Path;
 
+pub use markdown::markdown;
+
 use crate::trace::Trace;
-
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|")
-}
-
-/// The report of `trace`; `pcapng` is named by its file name only, so the
-/// report is the same wherever the run wrote it.
-pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
-    let mut m = String::new();
-    let cap = pcapng
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let _ = writeln!(m, "# Scenario `{}`: per-hop trace\n", trace.scenario);
-    let _ = writeln!(
-        m,
-        "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark). \
-         TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are left out.\n"
-    );
-    for f in &trace.flows {
-        let _ = writeln!(m, "## Flow `{}`\n", f.step);
-        let _ = writeln!(m, "- sent: {}\n- result: {}\n", f.sent, f.result);
-        for (i, p) in f.packets.iter().enumerate() {
-            packet(&mut m, &format!("Packet {}", i + 1), p);
-        }
-    }
-    if !trace.other.is_empty() {
-        let _ = writeln!(m, "## Packets of no flow\n");
-        for (i, p) in trace.other.iter().enumerate() {
-            packet(&mut m, &format!("Other {}", i + 1), p);
-        }
-    }
-    if trace.undecodable > 0 {
-        let _ = writeln!(m, "{} frames could not be decoded.\n", trace.undecodable);
-    }
-    m
-}
-
-fn packet(m: &mut String, title: &str, p: &crate::trace::Packet) {
-    let _ = writeln!(m, "### {title}: {} ({})\n", p.packet, p.end);
-    let _ = writeln!(m, "| hop | where | headers | step | changed |");
-    let _ = writeln!(m, "|---|---|---|---|---|");
-    for (n, h) in p.hops.iter().enumerate() {
-        let _ = writeln!(
-            m,
-            "| {} | {} | `{}` | {} | {} |",
-            n + 1,
-            cell(&h.at),
-            cell(&h.hdr),
-            crate::html::step_name(h.changed.as_deref()).unwrap_or(""),
-            cell(h.changed.as_deref().unwrap_or(""))
-        );
-    }
-    m.push('\n');
-}
-
-/// The folder, below the workspace root, of the committed reports of the
 /// shipped scenarios.
 pub const COMMITTED_DIR: &str = "reports/scenarios";
 
@@ -100,7 +51,7 @@ pub fn committed(root: &Path) -> Result<Vec<(std::path::PathBuf, String)>, crate
         let packets: Vec<_> = trace.flows.iter().flat_map(|f| &f.packets).collect();
         let lost = packets
             .iter()
-            .filter(|p| p.end.starts_with("last seen"))
+            .filter(|p| matches!(p.end, crate::trace::End::LastSeen(_)))
             .count();
         let _ = writeln!(
             index,

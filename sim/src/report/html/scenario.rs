@@ -1,0 +1,256 @@
+//! The page of one scenario's trace: summary chips, table of contents,
+//! legend, a ladder and hop tables per flow, the packets of no flow, the
+//! control plane's answers and the counters. It knows a [`Trace`]; not
+//! runs, snapshots or other pages.
+
+use std::fmt::Write;
+
+use super::ladder::ladder;
+use super::{
+    badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, page, plural, step_name,
+};
+use crate::trace::{Flow, Packet, Trace};
+
+fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
+    let _ = writeln!(
+        out,
+        "<h3 id=\"{}\">{} <span class=\"pk\">{}</span> · {}</h3>",
+        escape(id),
+        escape(title),
+        escape(&p.packet),
+        end_html(p)
+    );
+    out.push_str(
+        "<table class=\"hops\"><thead><tr><th>#</th><th>at</th><th>headers (rewritten fields marked)</th>\
+         <th>step</th><th>changed</th></tr></thead><tbody>\n",
+    );
+    let dropped = dropped_at(p).is_some();
+    for (i, h) in p.hops.iter().enumerate() {
+        let last = i + 1 == p.hops.len();
+        let mut step = badges(step_name(h.changed.as_ref()));
+        if last && dropped {
+            step.push_str(" <span class=\"step s-drop\">✕ dropped after this hop</span>");
+        }
+        let _ = writeln!(
+            out,
+            "<tr{}><td class=\"n\">{}</td><td class=\"at\">{}</td><td class=\"hdr\">{}</td>\
+             <td class=\"st\">{}</td><td class=\"chg\">{}</td></tr>",
+            if last && dropped {
+                " class=\"drop\""
+            } else {
+                ""
+            },
+            i + 1,
+            escape(&h.at.to_string()),
+            hdr_marked(h),
+            step.trim(),
+            changed_html(h.changed.as_ref())
+        );
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn packets_block(out: &mut String, packets: &[Packet], anchor: &str) {
+    if packets.is_empty() {
+        out.push_str("<p class=\"muted\">No packet was captured for this step.</p>\n");
+        return;
+    }
+    ladder(out, packets, anchor);
+    let _ = writeln!(
+        out,
+        "<details open><summary>Hops of each packet ({} packet{})</summary>",
+        packets.len(),
+        if packets.len() == 1 { "" } else { "s" }
+    );
+    for (i, p) in packets.iter().enumerate() {
+        hop_table(
+            out,
+            p,
+            &format!("P{}", i + 1),
+            &format!("{anchor}{}", i + 1),
+        );
+    }
+    out.push_str("</details>\n");
+}
+
+fn flow_badge(f: &Flow) -> &'static str {
+    if f.result.is_failed() {
+        "<span class=\"badge b-bad\">FAILED</span>"
+    } else if f.result.is_ok() {
+        "<span class=\"badge b-ok\">ok</span>"
+    } else {
+        "<span class=\"badge b-none\">unknown</span>"
+    }
+}
+
+const LEGEND: &str = "<div class=\"legend\">\
+<span><span class=\"k\" style=\"background:var(--fwd)\"></span>packet from the step's client</span>\
+<span><span class=\"k\" style=\"background:var(--rev)\"></span>reply</span>\
+<span><span class=\"k\" style=\"background:var(--oth)\"></span>other (e.g. ICMP error)</span>\
+<span><span class=\"k\" style=\"background:#99f6e4;height:10px\"></span>inside the tunnel</span>\
+<span><span class=\"step s-dnat\">DNAT</span> destination rewritten</span>\
+<span><span class=\"step s-snat\">SNAT</span> source rewritten</span>\
+<span><span class=\"step s-tun\">tunnel: encapsulate</span> / <span class=\"step s-tun\">decapsulate</span> UDP tunnel starts / ends</span>\
+<span><span class=\"step s-routed\">routed</span> only TTL changed</span>\
+<span><span class=\"step s-drop\">✕ dropped</span> last seen here</span>\
+</div>";
+
+/// The page of one scenario's trace; `capture_file` is linked relatively
+/// (the page sits beside the capture).
+pub fn report(trace: &Trace, capture_file: &str) -> String {
+    let mut b = String::new();
+    head(&mut b, trace, capture_file);
+    for (i, f) in trace.flows.iter().enumerate() {
+        flow_section(&mut b, i, f);
+    }
+    if !trace.other.is_empty() {
+        b.push_str("<section class=\"card flow\" id=\"other\">\n<h2>Packets of no flow</h2>\n");
+        b.push_str("<p class=\"muted\">IP packets that belong to no traffic step.</p>\n");
+        packets_block(&mut b, &trace.other, "op");
+        b.push_str("</section>\n");
+    }
+    if !trace.control_plane.is_empty() {
+        b.push_str(
+            "<section class=\"card\" id=\"control-plane\">\n<h2>Control plane</h2>\n\
+             <p class=\"muted\">The simulated service managers' answers, in order.</p>\n<ol class=\"cp\">\n",
+        );
+        for l in &trace.control_plane {
+            let _ = writeln!(b, "<li>{}</li>", escape(l));
+        }
+        b.push_str("</ol>\n</section>\n");
+    }
+    if !trace.counters.is_empty() {
+        counters_section(&mut b, trace);
+    }
+    if trace.undecodable > 0 {
+        let _ = writeln!(
+            b,
+            "<section class=\"card\"><p class=\"end-bad\">{} frame{} could not be decoded (counted, not shown).</p></section>",
+            trace.undecodable,
+            if trace.undecodable == 1 { "" } else { "s" }
+        );
+    }
+    b.push_str("<footer>Written by hoplab from the scenario's trace.</footer>\n");
+    page(&format!("hoplab · {}", trace.scenario), &b)
+}
+
+/// The page's header: title, capture link, counts, table of contents,
+/// legend.
+fn head(b: &mut String, trace: &Trace, capture_file: &str) {
+    let all: Vec<&Packet> = trace
+        .flows
+        .iter()
+        .flat_map(|f| &f.packets)
+        .chain(&trace.other)
+        .collect();
+    let dropped = all.iter().filter(|p| dropped_at(p).is_some()).count();
+    let failed = trace.flows.iter().filter(|f| f.result.is_failed()).count();
+    let hops: usize = all.iter().map(|p| p.hops.len()).sum();
+
+    b.push_str("<header class=\"card head\">\n");
+    let _ = writeln!(
+        b,
+        "<h1>Scenario <span class=\"mono\" style=\"font-size:22px\">{}</span>: per-hop trace</h1>",
+        escape(&trace.scenario)
+    );
+    let _ = writeln!(
+        b,
+        "<p>Capture: <a href=\"{}\"><code>{}</code></a> — open it in Wireshark (one interface \
+         per <code>host/ifname</code>, direction flags set). TCP sequence numbers are relative; \
+         checksums, IP IDs, MACs and timestamps are left out.</p>",
+        escape(&href(capture_file)),
+        escape(capture_file)
+    );
+    b.push_str("<div class=\"chips\">");
+    let chip = |b: &mut String, n: usize, what: String, class: &str| {
+        let _ = write!(b, "<span class=\"chip {class}\"><b>{n}</b> {what}</span>");
+    };
+    chip(b, trace.flows.len(), plural(trace.flows.len(), "flow"), "");
+    chip(b, all.len(), plural(all.len(), "packet"), "");
+    chip(b, hops, plural(hops, "hop"), "");
+    if dropped > 0 {
+        chip(b, dropped, "dropped".into(), "end-bad");
+    }
+    if failed > 0 {
+        chip(b, failed, plural(failed, "failed flow"), "end-bad");
+    }
+    if !trace.other.is_empty() {
+        chip(b, trace.other.len(), "of no flow".into(), "");
+    }
+    b.push_str("</div>\n");
+    if !trace.flows.is_empty() || !trace.other.is_empty() {
+        b.push_str("<ol class=\"toc\">\n");
+        for (i, f) in trace.flows.iter().enumerate() {
+            let _ = writeln!(
+                b,
+                "<li><a href=\"#f{}\"><b>{}</b></a> {} <span class=\"muted\">{}</span> — {}</li>",
+                i + 1,
+                escape(&f.step),
+                flow_badge(f),
+                escape(&f.sent),
+                escape(&f.result.to_string())
+            );
+        }
+        if !trace.other.is_empty() {
+            b.push_str("<li><a href=\"#other\">packets of no flow</a></li>\n");
+        }
+        b.push_str("</ol>\n");
+    }
+    b.push_str(LEGEND);
+    b.push_str("\n</header>\n");
+}
+
+/// Flow `i`: what was sent and came back, its ladder and hop tables.
+fn flow_section(b: &mut String, i: usize, f: &Flow) {
+    let _ = writeln!(
+        b,
+        "<section class=\"card flow{}\" id=\"f{}\">",
+        if f.result.is_failed() { " failed" } else { "" },
+        i + 1
+    );
+    let _ = writeln!(
+        b,
+        "<h2>Flow {}: <span class=\"mono\" style=\"font-size:16px\">{}</span> {}</h2>",
+        i + 1,
+        escape(&f.step),
+        flow_badge(f)
+    );
+    let _ = writeln!(
+        b,
+        "<dl><dt>sent</dt><dd>{}</dd><dt>result</dt><dd{}>{}</dd></dl>",
+        escape(&f.sent),
+        if f.result.is_failed() {
+            " class=\"end-bad\""
+        } else {
+            ""
+        },
+        escape(&f.result.to_string())
+    );
+    packets_block(b, &f.packets, &format!("f{}p", i + 1));
+    b.push_str("</section>\n");
+}
+
+/// The dataplane's counters, a table per `host/process`.
+fn counters_section(b: &mut String, trace: &Trace) {
+    b.push_str(
+        "<section class=\"card\" id=\"counters\">\n<h2>Counters</h2>\n\
+         <p class=\"muted\">Read from the dataplane at the end of the traffic (not zero, not timing-dependent).</p>\n\
+         <div class=\"counters\">\n",
+    );
+    for (who, m) in &trace.counters {
+        let _ = writeln!(
+            b,
+            "<table><caption>{}</caption><thead><tr><th>counter</th><th>value</th></tr></thead><tbody>",
+            escape(who)
+        );
+        for (k, v) in m {
+            let _ = writeln!(
+                b,
+                "<tr><td class=\"mono\">{}</td><td class=\"v\">{v}</td></tr>",
+                escape(k)
+            );
+        }
+        b.push_str("</tbody></table>\n");
+    }
+    b.push_str("</div>\n</section>\n");
+}

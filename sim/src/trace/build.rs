@@ -1,0 +1,240 @@
+//! From captured frames to a [`Trace`]: frames decoded, grouped into
+//! packets' paths ([`super::path`]), each path attributed to the step whose
+//! client sent it, rendered ([`super::render`]), and a comment per frame
+//! for the pcapng. It knows the lab only as a [`LabView`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
+use hoplab_dataplane::wire::{Summary, L4};
+
+use super::path::paths;
+use super::render::{render, RelSeq};
+use super::view::{LabView, Step};
+use super::{Dir, Flow, Packet, Place, StepResult, Trace};
+use crate::capture::{parse_frame, Captured};
+use crate::values::Proto as StepProto;
+
+/// One frame decoded, with where it was seen.
+pub(super) struct Seen {
+    /// Index of the frame in the capture.
+    pub(super) frame: usize,
+    pub(super) ts_ns: u64,
+    pub(super) at: Place,
+    /// The packet: for a tunnel datagram, the inner packet.
+    pub(super) s: Summary,
+    /// The tunnel datagram's own headers, if `s` was seen encapsulated
+    /// (its payload, the inner packet, dropped).
+    pub(super) outer: Option<Summary>,
+}
+
+impl Seen {
+    pub(super) fn outgoing(&self) -> bool {
+        self.at.dir == Dir::Out
+    }
+}
+
+/// Link chatter whose timing no scenario controls: IGMP, and ICMPv6
+/// neighbour discovery, router and multicast-listener messages.
+fn is_chatter(s: &Summary) -> bool {
+    matches!(
+        s.l4,
+        L4::Icmp {
+            v6: true,
+            ty: 130..=143,
+            ..
+        } | L4::Other { proto: 2 }
+    )
+}
+
+/// The step a packet belongs to: it has a hop on the step's host with the
+/// step's protocol and source port (ICMP: echo identifier) on the client
+/// side. `Some(true)` when the packet comes from the client.
+fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
+    for h in hops.iter().filter(|h| h.at.host == k.host) {
+        let s = &h.s;
+        let hit = match (k.proto, &s.l4) {
+            (StepProto::Tcp, L4::Tcp { sport, dport, .. })
+            | (StepProto::Udp, L4::Udp { sport, dport }) => {
+                if *sport == k.port && h.outgoing() {
+                    return Some(true);
+                }
+                *dport == k.port && !h.outgoing()
+            }
+            (StepProto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
+            // An ICMP error about the step's own packet, on its way back.
+            (StepProto::Tcp | StepProto::Udp, L4::Icmp { .. }) => {
+                let want = if k.proto == StepProto::Tcp { 6 } else { 17 };
+                if s.quoted_ports()
+                    .is_some_and(|(p, sport, _)| p == want && sport == k.port)
+                    && !h.outgoing()
+                {
+                    return Some(false);
+                }
+                false
+            }
+            _ => false,
+        };
+        if hit {
+            // ICMP: a request leaves the client, a reply arrives at it.
+            return Some(h.outgoing());
+        }
+    }
+    None
+}
+
+/// Outcome of one step, filled in by the run (or unknown for `hoplab trace`).
+pub struct StepReport {
+    pub sent: String,
+    pub result: StepResult,
+}
+
+/// Build the trace of `frames` captured in `lab`.
+pub fn build(lab: &LabView, frames: &[Captured], outcomes: &[StepReport]) -> Trace {
+    build_annotated(lab, frames, outcomes).0
+}
+
+/// Every frame decoded, ordered by timestamp (a tunnel datagram stands for
+/// the packet it carries), with a comment for each frame that is not
+/// traced and the number that could not be decoded.
+fn decode(frames: &[Captured], comments: &mut [Option<String>]) -> (Vec<Seen>, usize) {
+    let mut undecodable = 0;
+    let mut seen = Vec::new();
+    for (fi, f) in frames.iter().enumerate() {
+        let parsed = parse_frame(f).map(|s| {
+            s.map(|s| match s.tunnelled(TUNNEL_PORT) {
+                Some(inner) => {
+                    let mut outer = s;
+                    outer.payload = Vec::new();
+                    (inner, Some(outer))
+                }
+                None => (s, None),
+            })
+        });
+        match parsed {
+            Ok(Some((s, outer))) if !is_chatter(&s) => seen.push(Seen {
+                frame: fi,
+                ts_ns: f.ts_ns,
+                at: Place {
+                    host: f.host.clone(),
+                    ifname: f.ifname.clone(),
+                    dir: if f.outgoing { Dir::Out } else { Dir::In },
+                },
+                s,
+                outer,
+            }),
+            Ok(Some(_)) => comments[fi] = Some("link chatter (not traced)".into()),
+            Ok(None) => comments[fi] = Some("not IP (not traced)".into()),
+            Err(e) => {
+                comments[fi] = Some(format!("undecodable: {e}"));
+                undecodable += 1
+            }
+        }
+    }
+    seen.sort_by_key(|s| s.ts_ns);
+    (seen, undecodable)
+}
+
+/// A packet's frames in path order, and whether it came from the client.
+type Path<'a> = (Vec<&'a Seen>, bool);
+
+/// The paths of each step (in step order), and those of no step.
+fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
+    let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
+    let mut other = Vec::new();
+    for c in paths(lab, seen) {
+        let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
+        match lab
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(k, step)| belongs(step, &hops).map(|d| (k, d)))
+        {
+            Some((k, from_client)) => per_step[k].push((hops, from_client)),
+            None => other.push(hops),
+        }
+    }
+    (per_step, other)
+}
+
+/// Build the trace of `frames` and, for each frame, the comment that names
+/// its place in the trace (`flow STEP, packet N (...), hop I/J at ...`), or
+/// why it has none (link chatter, undecodable). The comments go into the
+/// pcapng, so that Wireshark shows each frame's flow and hop.
+pub fn build_annotated(
+    lab: &LabView,
+    frames: &[Captured],
+    outcomes: &[StepReport],
+) -> (Trace, Vec<Option<String>>) {
+    let mut comments: Vec<Option<String>> = vec![None; frames.len()];
+    let (seen, undecodable) = decode(frames, &mut comments);
+    let (per_step, other) = attribute(lab, &seen);
+    let flows = lab
+        .steps
+        .iter()
+        .zip(per_step)
+        .enumerate()
+        .map(|(i, (step, paths))| {
+            let (sent, result) = match outcomes.get(i) {
+                Some(o) => (o.sent.clone(), o.result.clone()),
+                None => (step.sent.clone(), StepResult::Unknown),
+            };
+            let mut rel = RelSeq::default();
+            let packets = paths
+                .iter()
+                .enumerate()
+                .map(|(n, (hops, fwd))| {
+                    let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
+                    annotate(&mut comments, &format!("flow {}", step.name), n, hops, &p);
+                    p
+                })
+                .collect();
+            Flow {
+                step: step.name.clone(),
+                sent,
+                result,
+                packets,
+            }
+        })
+        .collect();
+    let other = other
+        .iter()
+        .enumerate()
+        .map(|(n, hops)| {
+            let p = render(hops, None, &lab.owner);
+            annotate(&mut comments, "no flow", n, hops, &p);
+            p
+        })
+        .collect();
+    let trace = Trace {
+        scenario: lab.name.clone(),
+        flows,
+        other,
+        undecodable,
+        control_plane: Vec::new(),
+        counters: BTreeMap::new(),
+    };
+    (trace, comments)
+}
+
+/// Comment each frame of packet `n` (0-based) of `flow` with its hop.
+fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen], p: &Packet) {
+    let total = p.hops.len();
+    for (i, (seen, hop)) in hops.iter().zip(&p.hops).enumerate() {
+        let mut c = format!(
+            "{flow}, packet {} ({}), hop {}/{total} at {}",
+            n + 1,
+            p.packet,
+            i + 1,
+            hop.at
+        );
+        if let Some(ch) = &hop.changed {
+            let _ = write!(c, ": {ch}");
+        }
+        if i + 1 == total {
+            let _ = write!(c, "; {}", p.end);
+        }
+        comments[seen.frame] = Some(c);
+    }
+}

@@ -1,0 +1,137 @@
+//! From a pcapng to the per-hop trace of every packet of every flow.
+//!
+//! The model is [`Trace`] → [`Flow`] → [`Packet`] → [`Hop`], whose pieces
+//! (place, header, changes, end, result) are the types of [`hop`], written
+//! to and read from the snapshot YAML as the same text. `lab` is what a
+//! trace needs of the lab (wiring, address owners, steps) and the one place
+//! that reads a scenario; `build` decodes frames and attributes
+//! packets to steps, `path` groups frames into packets' paths and orders
+//! them, `render` turns a path into hops, `diff` compares two
+//! traces hop by hop. Reading capture files is [`crate::capture`]'s job;
+//! showing a trace is [`crate::report`]'s.
+//!
+//! A packet keeps its identity across hops through fields no hop in these
+//! scenarios rewrites: the IPv4 identification (IPv6 flow label), TCP raw
+//! sequence and acknowledgement numbers and flags, the ICMP echo sequence,
+//! and the payload bytes. Frames with the same identity, in kernel-timestamp
+//! order, form one packet's path; a new path starts when the TTL goes up
+//! (a fresh packet, such as an echo with the same bytes) or the same
+//! interface and direction come again (a retransmission).
+//!
+//! Tunnels: the net manager carries whole IP packets between nodes as the
+//! payload of UDP datagrams to or from port 50103 ([`TUNNEL_PORT`](hoplab_dataplane::netmanager::core::TUNNEL_PORT)). A
+//! frame that is such a datagram, and whose payload parses as an IPv4/IPv6
+//! packet, stands for that *inner* packet: its identity, TTL (for splitting
+//! and ordering paths), addresses (for where a packet ended) and ports (for
+//! the step it belongs to) are the inner packet's, and link chatter is
+//! recognised on it. So a packet read from node A's TUN, tunnelled over
+//! A's underlay, the switch and B's underlay, then written bare to B's TUN
+//! and delivered to an instance is one packet with one path; the outer
+//! TTL, which starts afresh at the tunnel, never splits it. Within one
+//! inner TTL, a tunnel endpoint's bare frame comes before its encapsulated
+//! one on the way out (TUN, then underlay) and after it on the way in. A
+//! datagram on port 50103 whose payload is not IP is a plain UDP packet.
+//!
+//! An encapsulated hop's `hdr` is the inner header, then the outer one as
+//! distinct keys, e.g. `10.30.1.11:40000 > 10.18.0.66:80 tcp S seq=0 len=60
+//! ttl=63 | outer=udp outer.src=10.10.1.1:50103 outer.dst=10.10.1.2:50103
+//! outer.len=88 outer.ttl=64` (so the inner packet reads the same on bare
+//! and tunnelled hops, and a per-field snapshot diff names outer fields
+//! apart from inner ones). `changed` says `encapsulated in udp SRC > DST`
+//! or `decapsulated from udp SRC > DST` where the tunnel starts or ends,
+//! `outer src/dst/ttl/len A -> B` between tunnelled hops, then the inner
+//! packet's changes as on any hop.
+//!
+//! Normalisation, so that a trace is the same on every run: TCP sequence
+//! and acknowledgement numbers are relative to each direction's first
+//! sequence number; checksums, IP IDs, flow labels, MAC addresses and
+//! timestamps are left out (of a tunnel's outer header too; its ports,
+//! addresses, length and TTL are shown); ARP and IPv6
+//! neighbour/multicast-listener chatter is left out.
+
+mod build;
+mod diff;
+pub mod hop;
+mod path;
+mod render;
+#[cfg(test)]
+mod tests;
+mod view;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use build::{build, build_annotated, StepReport};
+pub use diff::diff;
+pub use hop::{
+    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Proto, Rewrite, StepResult,
+    Transport, Tunnel,
+};
+pub use view::{LabView, Step};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    pub scenario: String,
+    pub flows: Vec<Flow>,
+    /// IP packets that belong to no traffic step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other: Vec<Packet>,
+    /// Frames that could not be decoded (counted, not shown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undecodable: usize,
+    /// The simulated service managers' answers, in order (scenarios with
+    /// clusters): which manager was asked for which service IP, what it
+    /// answered, and whether it asked the root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control_plane: Vec<String>,
+    /// Counters read from the dataplane at the end of the traffic (the
+    /// gateway's, with its firewall's), per `host/process`: only those
+    /// that are not zero, and none that depend on timing (expiry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub step: String,
+    /// What the step did, e.g. `client: tcp 40001 -> 10.0.2.2:7, payload 5 B`.
+    pub sent: String,
+    /// What came back and whether that was expected.
+    pub result: StepResult,
+    pub packets: Vec<Packet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packet {
+    /// Headers as first seen, e.g. `tcp S 10.0.1.2:40001 > 10.0.2.2:7`.
+    pub packet: String,
+    pub hops: Vec<Hop>,
+    /// Where the packet ended: delivered to a host, or last seen on a hop.
+    pub end: End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// `host/ifname in|out`.
+    pub at: Place,
+    pub hdr: Header,
+    /// What differs from the hop before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Changes>,
+}
+
+impl Trace {
+    /// The trace as YAML: the snapshot text.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a trace always serialises")
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Trace, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+}

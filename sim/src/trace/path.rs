@@ -1,0 +1,131 @@
+//! Frames into packets' paths: frames with one identity (fields no hop
+//! rewrites), close in time and on distinct interfaces, form one packet's
+//! path; each path is ordered by TTL, then the wiring (veth peers, bridge
+//! ports, TUNs, tunnel endpoints), then timestamps. It knows the lab's
+//! wiring ([`LabView`]); nothing of steps or rendering.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use hoplab_dataplane::wire::{Summary, L4};
+
+use super::build::Seen;
+use super::view::LabView;
+
+/// The paths of `seen` (sorted by timestamp): each a list of indices into
+/// `seen` in path order, the paths ordered by their first frame's time.
+pub(super) fn paths(lab: &LabView, seen: &[Seen]) -> Vec<Vec<usize>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut open: HashMap<u64, Vec<usize>> = HashMap::new(); // identity -> chain ids
+    for (i, f) in seen.iter().enumerate() {
+        let id = identity(&f.s);
+        let cands = open.entry(id).or_default();
+        let fits = cands.iter().rev().copied().find(|&c| {
+            let chain = &chains[c];
+            let last = &seen[*chain.last().expect("non-empty")];
+            let close = f.ts_ns.saturating_sub(last.ts_ns) < TIMESTAMP_JITTER_NS;
+            (f.s.ttl <= last.s.ttl || close) && !chain.iter().any(|&j| seen[j].at == f.at)
+        });
+        match fits {
+            Some(c) => chains[c].push(i),
+            None => {
+                cands.push(chains.len());
+                chains.push(vec![i]);
+            }
+        }
+    }
+    for c in &mut chains {
+        path_order(lab, seen, c);
+    }
+    chains.sort_by_key(|c| c.iter().map(|&i| seen[i].ts_ns).min());
+    chains
+}
+
+/// What a packet keeps on every hop: the IPv4 identification (IPv6 flow
+/// label), TCP sequence and acknowledgement numbers and flags, the ICMP
+/// type, code and echo sequence, and the payload.
+fn identity(s: &Summary) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.src.is_ipv4().hash(&mut h);
+    s.ident.hash(&mut h);
+    match &s.l4 {
+        L4::Tcp {
+            seq, ack, flags, ..
+        } => (6u8, seq, ack, flags).hash(&mut h),
+        L4::Udp { .. } => 17u8.hash(&mut h),
+        // Not the identifier: NAT may change it.
+        L4::Icmp { ty, code, rest, .. } => (1u8, ty, code, rest[2], rest[3]).hash(&mut h),
+        L4::Other { proto } => (255u8, proto).hash(&mut h),
+    }
+    s.payload.hash(&mut h);
+    h.finish()
+}
+
+/// Must frame `a` come before frame `b` on one packet's path (same TTL)?
+fn before(lab: &LabView, a: &Seen, b: &Seen) -> bool {
+    let ka = (a.at.host.clone(), a.at.ifname.clone());
+    let kb = (b.at.host.clone(), b.at.ifname.clone());
+    if a.outgoing() && !b.outgoing() && lab.peer.get(&ka) == Some(&kb) {
+        return true; // across a veth pair
+    }
+    if a.at.host != b.at.host {
+        return false;
+    }
+    if ka == kb {
+        // A TUN hands the packet to its reader, which writes it back.
+        return a.outgoing() && !b.outgoing();
+    }
+    if a.outgoing() == b.outgoing() && a.outer.is_some() != b.outer.is_some() {
+        // A tunnel endpoint: read from the TUN, then sent encapsulated;
+        // received encapsulated, then written to the TUN.
+        return a.outer.is_some() != a.outgoing();
+    }
+    let port_of = |p: &(String, String), br: &(String, String)| lab.port_of.get(p) == Some(&br.1);
+    match (a.outgoing(), b.outgoing()) {
+        (false, true) => true,               // in, then forwarded out
+        (false, false) => port_of(&ka, &kb), // up from a port to its bridge
+        (true, true) => port_of(&kb, &ka),   // down from a bridge to a port
+        (true, false) => false,
+    }
+}
+
+/// How far apart in time two frames of one packet may be captured out of
+/// path order. A frame's timestamp is taken when the capture socket gets
+/// its copy, which across namespaces and CPUs can come tens of
+/// microseconds after the copy of a later hop; a resent packet (same
+/// identity) comes at least a retransmission timeout later.
+const TIMESTAMP_JITTER_NS: u64 = 1_000_000;
+
+/// Order one packet's frames along its path. Kernel timestamps alone do not
+/// do it: a frame seen on a bridge port and on the bridge carries one
+/// timestamp. TTL only goes down; within one TTL, frames follow the wiring
+/// (out on a veth before in on its peer, in before out on a host, port
+/// before bridge on the way in, bridge before port on the way out); the
+/// timestamps order what the wiring leaves open.
+fn path_order(lab: &LabView, seen: &[Seen], chain: &mut Vec<usize>) {
+    chain.sort_by_key(|&i| (std::cmp::Reverse(seen[i].s.ttl), seen[i].ts_ns));
+    let mut out = Vec::with_capacity(chain.len());
+    let mut i = 0;
+    while i < chain.len() {
+        let ttl = seen[chain[i]].s.ttl;
+        let mut rest: Vec<usize> = chain[i..]
+            .iter()
+            .copied()
+            .take_while(|&j| seen[j].s.ttl == ttl)
+            .collect();
+        i += rest.len();
+        while !rest.is_empty() {
+            // The earliest frame that no other frame left must precede.
+            let pick = rest
+                .iter()
+                .position(|&a| {
+                    !rest
+                        .iter()
+                        .any(|&b| b != a && before(lab, &seen[b], &seen[a]))
+                })
+                .unwrap_or(0);
+            out.push(rest.remove(pick));
+        }
+    }
+    *chain = out;
+}

@@ -1,0 +1,133 @@
+//! A chain of frames as the trace shows it: headers with TCP numbers
+//! relative to each direction's first, the outer tunnel header beside the
+//! inner packet, what changed from the hop before, and where the packet
+//! ended. It knows packets, not scenarios or captures.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use hoplab_dataplane::wire::{self, Summary, L4};
+
+use super::build::Seen;
+use super::hop::{Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
+use super::{Hop, Packet};
+
+/// Per-flow base sequence numbers, one per direction (client → server first).
+#[derive(Default)]
+pub(super) struct RelSeq {
+    base: [Option<u32>; 2],
+}
+
+impl RelSeq {
+    fn rel(&mut self, s: &Summary, from_client: bool) -> Summary {
+        let mut s = s.clone();
+        if let L4::Tcp {
+            seq, ack, flags, ..
+        } = &mut s.l4
+        {
+            let d = usize::from(!from_client);
+            let base = *self.base[d].get_or_insert(*seq);
+            *seq = seq.wrapping_sub(base);
+            if *flags & wire::tcp_flags::ACK != 0 {
+                // The peer's base; its SYN-ACK carries our ISN + 1 as ack.
+                let peer = *self.base[1 - d].get_or_insert(ack.wrapping_sub(1));
+                *ack = ack.wrapping_sub(peer);
+            }
+        }
+        s
+    }
+}
+
+/// What differs between two hops: the tunnel's start or end, or its outer
+/// header's changes, then the (inner) packet's own.
+fn changes(prev: &Shown, cur: &Shown) -> Option<Changes> {
+    let mut v = Vec::new();
+    match (&prev.outer, &cur.outer) {
+        (None, Some(o)) => v.push(Change::Encapsulated(Tunnel::of(o))),
+        (Some(o), None) => v.push(Change::Decapsulated(Tunnel::of(o))),
+        (Some(p), Some(c)) => field_changes(p, c, true, &mut v),
+        (None, None) => {}
+    }
+    field_changes(&prev.s, &cur.s, false, &mut v);
+    (!v.is_empty()).then_some(Changes(v))
+}
+
+fn field_changes(prev: &Summary, cur: &Summary, outer: bool, v: &mut Vec<Change>) {
+    let mut push = |field| v.push(Change::Rewritten { outer, field });
+    let ((ps, pd), (cs, cd)) = (Endpoint::of(prev), Endpoint::of(cur));
+    if ps != cs {
+        push(Rewrite::Src(ps, cs));
+    }
+    if pd != cd {
+        push(Rewrite::Dst(pd, cd));
+    }
+    if prev.echo_id() != cur.echo_id() {
+        push(Rewrite::IcmpId(prev.echo_id(), cur.echo_id()));
+    }
+    if prev.ttl != cur.ttl {
+        push(Rewrite::Ttl(prev.ttl, cur.ttl));
+    }
+    if prev.len != cur.len {
+        push(Rewrite::Len(prev.len, cur.len));
+    }
+}
+
+/// One hop's headers as rendered: the packet (TCP numbers relative) and,
+/// when tunnelled, the datagram that carries it.
+struct Shown {
+    s: Summary,
+    outer: Option<Summary>,
+}
+
+pub(super) fn render(
+    hops: &[&Seen],
+    tcp: Option<(&mut RelSeq, bool)>,
+    owner: &HashMap<IpAddr, String>,
+) -> Packet {
+    let mut tcp = tcp;
+    let mut out: Vec<Hop> = Vec::new();
+    let mut prev: Option<Shown> = None;
+    for h in hops {
+        let s = match tcp.as_mut() {
+            Some((rel, fwd)) => rel.rel(&h.s, *fwd),
+            None => h.s.clone(),
+        };
+        let cur = Shown {
+            s,
+            outer: h.outer.clone(),
+        };
+        out.push(Hop {
+            at: h.at.clone(),
+            hdr: Header::of(&cur.s, cur.outer.as_ref()),
+            changed: prev.as_ref().and_then(|p| changes(p, &cur)),
+        });
+        prev = Some(cur);
+    }
+    let first = &hops[0].s;
+    let last = hops.last().expect("a chain has a frame");
+    let end = match owner.get(&last.s.dst) {
+        Some(h) if *h == last.at.host && last.at.dir == Dir::In => {
+            End::Delivered { host: h.clone() }
+        }
+        _ => End::LastSeen(last.at.clone()),
+    };
+    let kind = match &first.l4 {
+        L4::Tcp { flags, .. } => format!("tcp {}", wire::flags_text(*flags)),
+        L4::Icmp { ty, .. } => format!("{} type {ty}", first.proto_name()),
+        _ => first.proto_name().to_string(),
+    };
+    let pl = first.payload.len();
+    let (src, dst) = Endpoint::of(first);
+    Packet {
+        packet: format!(
+            "{kind} {src} > {dst}{}",
+            if pl > 0 {
+                format!(" ({pl} B payload)")
+            } else {
+                String::new()
+            }
+        ),
+        hops: out,
+        end,
+    }
+}

@@ -1,0 +1,89 @@
+//! What a trace needs to know of the lab it was captured in, and the one
+//! place that reads it from the lab model ([`LabView::of`]): the veth pairs and
+//! bridge ports (to order a packet's hops), which host owns which address
+//! (to tell delivered from lost), and each traffic step's client, protocol
+//! and source port (to attribute packets to steps). Nothing else of the
+//! lab reaches the trace.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::lab::Lab;
+use crate::values::Proto;
+
+/// An interface: `(host, ifname)`.
+pub type Iface = (String, String);
+
+/// The lab as the trace sees it.
+#[derive(Debug, Clone, Default)]
+pub struct LabView {
+    /// The scenario's name.
+    pub name: String,
+    /// Veth pairs, each end mapped to the other.
+    pub peer: HashMap<Iface, Iface>,
+    /// Bridge ports: interface → its bridge's name (on the same host).
+    pub port_of: HashMap<Iface, String>,
+    /// Which host owns which address (links and bridges).
+    pub owner: HashMap<IpAddr, String>,
+    /// The traffic steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A traffic step as the trace sees it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    /// The client's host.
+    pub host: String,
+    pub proto: Proto,
+    /// The client's source port (ICMP: echo identifier).
+    pub port: u16,
+    /// What the step sends, for a trace without the run's outcome, e.g.
+    /// `tcp from client to 10.0.0.2:80`.
+    pub sent: String,
+}
+
+impl LabView {
+    /// The lab of an expanded scenario.
+    pub fn of(sc: &Lab) -> LabView {
+        let mut lab = LabView {
+            name: sc.name.clone(),
+            ..LabView::default()
+        };
+        for l in &sc.links {
+            let a = (l.a.host.clone(), l.a.ifname.clone());
+            let b = (l.b.host.clone(), l.b.ifname.clone());
+            lab.peer.insert(a.clone(), b.clone());
+            lab.peer.insert(b, a);
+            for e in [&l.a, &l.b] {
+                if let Some(br) = &e.bridge {
+                    lab.port_of
+                        .insert((e.host.clone(), e.ifname.clone()), br.clone());
+                }
+                for a in &e.addr {
+                    lab.owner.insert(a.addr, e.host.clone());
+                }
+            }
+        }
+        for (h, host) in &sc.hosts {
+            for b in host.bridges.values() {
+                for a in &b.addr {
+                    lab.owner.insert(a.addr, h.clone());
+                }
+            }
+        }
+        lab.steps = sc
+            .traffic
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Step {
+                name: s.name.clone(),
+                host: s.from.clone(),
+                proto: s.proto,
+                port: s.source_port(i),
+                sent: format!("{} from {} to {}", s.proto, s.from, s.to),
+            })
+            .collect();
+        lab
+    }
+}
