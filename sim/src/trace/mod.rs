@@ -50,6 +50,7 @@
 //! neighbour/multicast-listener chatter is left out.
 
 mod build;
+mod decode;
 mod diff;
 pub mod hop;
 mod path;

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use hoplab_dataplane::wire::{Summary, L4};
 
-use super::build::Seen;
+use super::decode::Seen;
 use super::view::LabView;
 
 /// The paths of `seen` (sorted by timestamp): each a list of indices into

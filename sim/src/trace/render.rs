@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use hoplab_dataplane::wire::{self, Summary, L4};
 
-use super::build::Seen;
+use super::decode::Seen;
 use super::hop::{Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
 use super::{Hop, Packet};
 
