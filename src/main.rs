@@ -184,7 +184,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // An interrupted run exits as the signal would have ended it.
+            match (e.downcast_ref::<hoplab_sim::Error>(), sandbox::signal()) {
+                (Some(hoplab_sim::Error::Interrupted), Some(sig)) => {
+                    ExitCode::from(sandbox::exit_status(sig))
+                }
+                _ => ExitCode::from(2),
+            }
         }
     }
 }

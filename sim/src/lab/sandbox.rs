@@ -22,13 +22,13 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::{access, getegid, geteuid, getuid, AccessFlags, Pid};
 
 use super::Lab;
@@ -40,8 +40,13 @@ pub const ENV: &str = "HOPLAB_SANDBOX";
 /// The device TUN interfaces are made and attached through.
 const TUN_DEVICE: &str = "/dev/net/tun";
 
+/// The signals that end a run in order: forwarded by the outer process,
+/// noted by the sandbox's pid 1.
+const ENDING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
 static CHILD: AtomicI32 = AtomicI32::new(0);
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The first ending signal the sandboxed run received, 0 before any.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::Relaxed);
@@ -54,8 +59,17 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-extern "C" fn note(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
+extern "C" fn note(sig: libc::c_int) {
+    let _ = SIGNAL.compare_exchange(0, sig, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// The ending signals as a set, for blocking and unblocking them.
+fn ending() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in ENDING {
+        set.add(sig);
+    }
+    set
 }
 
 /// True inside the sandboxed child.
@@ -63,9 +77,23 @@ pub fn inside() -> bool {
     std::env::var_os(ENV).is_some()
 }
 
-/// Whether SIGINT or SIGTERM reached the sandboxed run.
+/// Whether SIGINT, SIGTERM or SIGHUP reached the sandboxed run.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
+    SIGNAL.load(Ordering::Relaxed) != 0
+}
+
+/// The first signal that interrupted the sandboxed run, if one did.
+pub fn signal() -> Option<Signal> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        n => Signal::try_from(n).ok(),
+    }
+}
+
+/// The exit status of a run ended by `sig`: 128 + its number, as a shell
+/// reports a process the signal killed.
+pub fn exit_status(sig: Signal) -> u8 {
+    128 + sig as u8
 }
 
 /// Whether this run will be rootless: outside the sandbox, not root.
@@ -209,7 +237,43 @@ fn enter_user_namespace() -> Result<(), Error> {
 /// Run this same program with the same arguments inside fresh namespaces and
 /// return its exit code. Call before any thread is started. Without root,
 /// first enter a user namespace of its own (see the module doc).
+///
+/// No ending signal is lost, however early it comes: they are blocked from
+/// here on, so one that arrives before the child exists stays pending and
+/// is forwarded once its pid is known; the child starts with them blocked
+/// (the mask survives exec), so they stay pending in it too until [`init`]
+/// has its handlers (pid 1 of a pid namespace drops signals it has no
+/// handler for).
 pub fn reexec() -> Result<i32, Error> {
+    let blocked = ending();
+    let mut before = SigSet::empty();
+    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut before))
+        .map_err(io("block signals"))?;
+    for sig in ENDING {
+        // SAFETY: the handler only calls kill(2) on a pid read atomically.
+        unsafe { signal::signal(sig, SigHandler::Handler(forward)) }
+            .map_err(io("install signal handler"))?;
+    }
+    let child = spawn(&blocked)?;
+    CHILD.store(child.id() as i32, Ordering::Relaxed);
+    // Whatever came since the block is delivered now, and forwarded.
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&before), None)
+        .map_err(io("unblock signals"))?;
+    wait(child)
+}
+
+/// `e` as the error of doing `what`.
+fn io(what: &str) -> impl FnOnce(Errno) -> Error {
+    let what = what.to_string();
+    move |e| Error::Io {
+        what,
+        source: e.into(),
+    }
+}
+
+/// The sandboxed child: this program again, pid 1 of a new pid namespace,
+/// in new network and mount namespaces, with `blocked` blocked.
+fn spawn(blocked: &SigSet) -> Result<std::process::Child, Error> {
     let rootless = rootless();
     if rootless {
         enter_user_namespace()?;
@@ -220,25 +284,27 @@ pub fn reexec() -> Result<i32, Error> {
         if rootless && e == Errno::EPERM {
             userns_refused(what, e)
         } else {
-            Error::Io {
-                what: what.into(),
-                source: e.into(),
-            }
+            io(what)(e)
         }
     };
     // The next child becomes pid 1 of a new pid namespace.
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| refused("unshare(CLONE_NEWPID)", e))?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1)).env(ENV, "1");
-    let enter = || -> std::io::Result<()> {
+    let blocked = *blocked;
+    let enter = move || -> std::io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)?;
         prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // Inherited from this process already; blocked again in case the
+        // mask was reset on the way to exec.
+        signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)?;
         Ok(())
     };
-    // SAFETY: only async-signal-safe syscalls (unshare, prctl) run between
-    // fork and exec, and the errors they return need no allocation.
+    // SAFETY: only async-signal-safe syscalls (unshare, prctl, sigprocmask)
+    // run between fork and exec, and the errors they return need no
+    // allocation.
     unsafe { cmd.pre_exec(enter) };
-    let mut child = cmd.spawn().map_err(|source| match source.raw_os_error() {
+    cmd.spawn().map_err(|source| match source.raw_os_error() {
         Some(libc::EPERM) if rootless => userns_refused(
             "unshare(CLONE_NEWNET | CLONE_NEWNS) in the run's process",
             Errno::EPERM,
@@ -247,15 +313,12 @@ pub fn reexec() -> Result<i32, Error> {
             what: "start the sandboxed run".into(),
             source,
         },
-    })?;
-    CHILD.store(child.id() as i32, Ordering::Relaxed);
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only calls kill(2) on a pid read atomically.
-        unsafe { signal::signal(sig, SigHandler::Handler(forward)) }.map_err(|e| Error::Io {
-            what: "install signal handler".into(),
-            source: e.into(),
-        })?;
-    }
+    })
+}
+
+/// Wait for the sandboxed child; its exit code, or 128 + the signal that
+/// killed it.
+fn wait(mut child: std::process::Child) -> Result<i32, Error> {
     let status = child.wait().map_err(|source| Error::Io {
         what: "wait for the sandboxed run".into(),
         source,
@@ -291,13 +354,6 @@ pub fn init() -> Result<(), Error> {
             "{ENV} is set but this is not a sandbox (unset it)"
         )));
     }
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: nix::Error| Error::Io {
-            what,
-            source: e.into(),
-        }
-    };
     mount(
         None::<&str>,
         "/",
@@ -322,10 +378,14 @@ pub fn init() -> Result<(), Error> {
         }
         Err(e) => return Err(io("mount /proc")(e)),
     }
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for sig in ENDING {
         // SAFETY: the handler only stores to an atomic.
         unsafe { signal::signal(sig, SigHandler::Handler(note)) }
             .map_err(io("install signal handler"))?;
     }
+    // Blocked since before this process existed (see [`reexec`]): what
+    // came meanwhile is noted now. Threads started later inherit the mask.
+    signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&ending()), None)
+        .map_err(io("unblock signals"))?;
     Ok(())
 }
