@@ -212,3 +212,62 @@ fn a_signal_in_the_first_milliseconds_ends_the_run() {
     }
     assert_eq!(before, host_state());
 }
+
+/// Run scenario `text` (tagged `tag`), wait until a process with `marker`
+/// on its command line runs, then 300 ms more, and send `sig`. The run must
+/// end within 5 s (its waits are sliced, whatever their length) as a run
+/// ended by `sig`, leaving nothing behind. Returns its output directory.
+fn interrupt_a_long_wait(tag: &str, text: &str, marker: &str, sig: Signal) -> std::path::PathBuf {
+    let before = host_state();
+    let sc = write_scenario(tag, text);
+    let out = out_dir(&format!("{tag}-out"));
+    let mut child = hoplab()
+        .args(["--quiet", "run"])
+        .arg(&sc)
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if !wait_present(marker, Duration::from_secs(10)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{tag}: the run never started `sleep {marker}`");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    let st = wait_within(&mut child, Duration::from_secs(5), &format!("{tag}: {sig}"));
+    assert!(ended_by(st, sig), "{tag}: {st}");
+    eprintln!("{tag}: ended {:?} after {sig}", t.elapsed());
+    assert!(
+        wait_gone(marker, Duration::from_secs(2)),
+        "{tag}: a process survived"
+    );
+    assert_eq!(before, host_state());
+    out
+}
+
+#[test]
+fn a_long_capture_settle_is_interrupted() {
+    let marker = "4242.106";
+    let text = sleeper_scenario(marker, 100, "") + "capture:\n  settle_ms: 600000\n";
+    interrupt_a_long_wait("long-settle", &text, marker, Signal::SIGTERM);
+}
+
+#[test]
+fn a_long_ready_delay_is_interrupted() {
+    let marker = "4242.107";
+    let late = "  c:\n    processes:\n      - {name: late, cmd: [sleep, \"4242.1071\"], \
+                ready: {delay_ms: 600000}}";
+    let text = sleeper_scenario(marker, 100, late);
+    interrupt_a_long_wait("long-ready", &text, "4242.1071", Signal::SIGINT);
+}
+
+#[test]
+fn a_long_tcp_connect_is_interrupted() {
+    // Host b drops every packet to it: the connection is never answered.
+    let marker = "4242.108";
+    let text = sleeper_scenario(marker, 600_000, "").replace("proto: udp", "proto: tcp");
+    interrupt_a_long_wait("long-connect", &text, marker, Signal::SIGINT);
+}

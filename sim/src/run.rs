@@ -36,6 +36,13 @@ fn check_interrupt() -> Result<(), Error> {
     }
 }
 
+/// Returns once the run is interrupted (checked every slice).
+async fn until_interrupted() {
+    while !sandbox::interrupted() {
+        tokio::time::sleep(traffic::SLICE).await;
+    }
+}
+
 /// A built topology with its processes and control plane running.
 /// Dropping it stops the processes, then the control plane, then removes
 /// the namespaces.
@@ -81,8 +88,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// under `out/logs`).
 pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
+    check_interrupt()?;
     let t = Instant::now();
-    let topo = rt.block_on(topology::build(sc))?;
+    // An interrupt ends the build within a slice; what was built goes with
+    // the sandbox.
+    let topo = rt.block_on(async {
+        tokio::select! {
+            built = topology::build(sc) => built,
+            () = until_interrupted() => Err(Error::Interrupted),
+        }
+    })?;
     tracing::debug!(
         hosts = sc.hosts.len(),
         links = sc.links.len(),
@@ -129,7 +144,10 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
 
     let t = Instant::now();
     let (ifs, frames) = cap
-        .finish(Duration::from_millis(sc.capture.settle_ms))
+        .finish(
+            Duration::from_millis(sc.capture.settle_ms),
+            &sandbox::interrupted,
+        )
         .map_err(io("capture".into()))?;
     let counters = gateway_counters(sc, out)?;
     started.stop_processes();
@@ -252,7 +270,7 @@ fn before_step(
             }
             // The net managers read pushed lines between packets; give
             // them time to before the step's first packet.
-            std::thread::sleep(Duration::from_millis(100));
+            traffic::sleep(Duration::from_millis(100), &sandbox::interrupted);
         }
     }
     if !step.expose.is_empty() || !step.unexpose.is_empty() {

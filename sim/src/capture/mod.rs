@@ -239,10 +239,15 @@ impl Capture {
         })
     }
 
-    /// Wait `settle`, then drain every socket until 20 ms pass with no new
-    /// frame, and return what was seen, ordered by kernel timestamp.
-    pub fn finish(self, settle: Duration) -> io::Result<(Vec<Iface>, Vec<Frame>)> {
-        std::thread::sleep(settle);
+    /// Wait `settle` (in slices, no longer once `cancelled`), then drain
+    /// every socket until 20 ms pass with no new frame, and return what was
+    /// seen, ordered by kernel timestamp.
+    pub fn finish(
+        self,
+        settle: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> io::Result<(Vec<Iface>, Vec<Frame>)> {
+        crate::lab::traffic::sleep(settle, cancelled);
         self.stop.store(true, Ordering::Release);
         let mut frames = self
             .reader

@@ -158,10 +158,11 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
                 Check::TcpListen(port) => ns.run(|| port_bound("tcp", *port)).unwrap_or(false),
                 Check::UdpBound(port) => ns.run(|| port_bound("udp", *port)).unwrap_or(false),
                 Check::UnixSocket(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-                Check::DelayMs(ms) => {
-                    std::thread::sleep(Duration::from_millis(*ms));
-                    true
-                }
+                // Sliced: an interrupt is seen below within a slice.
+                Check::DelayMs(ms) => super::traffic::sleep(
+                    Duration::from_millis(*ms),
+                    &crate::lab::sandbox::interrupted,
+                ),
             };
             if ready {
                 break;

@@ -84,15 +84,42 @@ pub fn run_step(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> Observ
     r.unwrap_or_else(classify)
 }
 
-/// How often a waiting step checks whether the run was interrupted.
+/// How often a waiting step checks whether the run was interrupted: the
+/// longest any wait of a run lasts without looking.
 pub const SLICE: Duration = Duration::from_millis(50);
+
+/// Sleep `d` in slices, checking `cancelled` before each; false if it was
+/// cancelled before `d` passed.
+pub fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> bool {
+    Wait {
+        deadline: Instant::now() + d,
+        cancelled,
+    }
+    .sleep()
+}
 
 struct Wait<'a> {
     deadline: Instant,
     cancelled: &'a dyn Fn() -> bool,
 }
 
-impl Wait<'_> {
+impl<'a> Wait<'a> {
+    /// The same cancellation, with `d` from now.
+    fn again(&self, d: Duration) -> Wait<'a> {
+        Wait {
+            deadline: Instant::now() + d,
+            cancelled: self.cancelled,
+        }
+    }
+
+    /// Sleep until the deadline in slices; false if cancelled first.
+    fn sleep(&self) -> bool {
+        while let Some(t) = self.next() {
+            std::thread::sleep(t);
+        }
+        !(self.cancelled)()
+    }
+
     /// The next read timeout, or None when the step's time is up or the run
     /// was interrupted.
     fn next(&self) -> Option<Duration> {
@@ -133,7 +160,9 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
     s.set_reuse_address(true)?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
     let timeout = w.deadline.saturating_duration_since(Instant::now());
-    s.connect_timeout(&to.into(), timeout.max(Duration::from_millis(1)))?;
+    if !connect(&s, to, w)? {
+        return Ok(Observed::Silence);
+    }
     let mut c = std::net::TcpStream::from(s);
     c.set_nodelay(true)?;
     c.write_all(step.payload.as_bytes())?;
@@ -141,30 +170,62 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
     // follows the last data, so the packet sequence is the same every run.
     let want = expected_len(step);
     let mut got = Vec::new();
-    let deadline = Instant::now() + timeout;
+    let reading = w.again(timeout);
     let mut buf = [0u8; 4096];
     while got.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        c.set_read_timeout(Some(left))?;
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+        let read = reading.read(|t| {
+            c.set_read_timeout(Some(t))?;
+            c.read(&mut buf)
+        });
+        match read {
+            Ok(Some(0)) => break,
+            Ok(Some(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(None) if got.is_empty() => return Ok(Observed::Silence),
             Err(e) if got.is_empty() => return Err(e),
-            Err(_) => break,
+            Ok(None) | Err(_) => break,
         }
     }
     c.shutdown(std::net::Shutdown::Write)?;
     // Wait for the server's FIN so the whole close is captured.
-    c.set_read_timeout(Some(timeout))?;
-    let _ = c.read(&mut buf);
+    let _ = w.again(timeout).read(|t| {
+        c.set_read_timeout(Some(t))?;
+        c.read(&mut buf)
+    });
     Ok(if got.is_empty() {
         Observed::Silence
     } else {
         Observed::Reply(got)
     })
+}
+
+/// Connect `s` to `to` without blocking: the connection's progress is
+/// polled in slices until `w`'s deadline. False if it neither completed
+/// nor failed by then (or the run was interrupted).
+fn connect(s: &Socket, to: SocketAddr, w: &Wait) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    s.set_nonblocking(true)?;
+    match s.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => loop {
+            let Some(t) = w.next() else {
+                return Ok(false);
+            };
+            let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+            let t = PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, t) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) => break,
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Err(e) => return Err(e),
+    }
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.set_nonblocking(false)?;
+    Ok(true)
 }
 
 fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
