@@ -8,6 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use hoplab_sim::trace::{StepResult, Trace};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -248,11 +249,39 @@ fn interrupt_a_long_wait(tag: &str, text: &str, marker: &str, sig: Signal) -> st
     out
 }
 
+/// The trace an interrupted run wrote in `out`, checked to say it was
+/// interrupted by `sig` during `during`, at the top of both reports too.
+fn interrupted_trace(out: &std::path::Path, sig: Signal, during: &str) -> Trace {
+    let text = std::fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml");
+    let tr = Trace::from_yaml(&text).unwrap();
+    let i = tr
+        .interrupted
+        .as_ref()
+        .expect("the trace says it was interrupted");
+    assert_eq!(
+        (i.signal.as_str(), i.during.as_str()),
+        (sig.as_str(), during),
+        "{text}"
+    );
+    let said = format!("interrupted by {sig} during {during}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let top: String = md.lines().take(4).collect();
+    assert!(top.contains(&said), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let head = &html[..html.find("</header>").expect("a header")];
+    assert!(head.contains(&said), "{head}");
+    tr
+}
+
 #[test]
 fn a_long_capture_settle_is_interrupted() {
     let marker = "4242.106";
     let text = sleeper_scenario(marker, 100, "") + "capture:\n  settle_ms: 600000\n";
-    interrupt_a_long_wait("long-settle", &text, marker, Signal::SIGTERM);
+    let out = interrupt_a_long_wait("long-settle", &text, marker, Signal::SIGTERM);
+    // The step was over: its result stands; the packet it sent is there.
+    let tr = interrupted_trace(&out, Signal::SIGTERM, "capture");
+    assert_eq!(tr.flows[0].result, StepResult::Ok(Some("no reply".into())));
+    assert!(!tr.flows[0].packets.is_empty());
 }
 
 #[test]
@@ -261,7 +290,15 @@ fn a_long_ready_delay_is_interrupted() {
     let late = "  c:\n    processes:\n      - {name: late, cmd: [sleep, \"4242.1071\"], \
                 ready: {delay_ms: 600000}}";
     let text = sleeper_scenario(marker, 100, late);
-    interrupt_a_long_wait("long-ready", &text, "4242.1071", Signal::SIGINT);
+    let out = interrupt_a_long_wait("long-ready", &text, "4242.1071", Signal::SIGINT);
+    // Nothing was captured, and the step never ran.
+    let tr = interrupted_trace(&out, Signal::SIGINT, "start");
+    assert_eq!(
+        tr.flows[0].result,
+        StepResult::Interrupted(Some("not run".into()))
+    );
+    assert!(tr.flows[0].packets.is_empty());
+    assert!(out.join("capture.pcapng").exists());
 }
 
 #[test]
@@ -269,5 +306,16 @@ fn a_long_tcp_connect_is_interrupted() {
     // Host b drops every packet to it: the connection is never answered.
     let marker = "4242.108";
     let text = sleeper_scenario(marker, 600_000, "").replace("proto: udp", "proto: tcp");
-    interrupt_a_long_wait("long-connect", &text, marker, Signal::SIGINT);
+    let out = interrupt_a_long_wait("long-connect", &text, marker, Signal::SIGINT);
+    // The step was cut short, not "ok: no reply"; its SYN is in the trace.
+    let tr = interrupted_trace(&out, Signal::SIGINT, "traffic[0] slow");
+    assert_eq!(
+        tr.flows[0].result,
+        StepResult::Interrupted(Some("no reply so far".into()))
+    );
+    assert!(
+        tr.flows[0].packets[0].packet.contains("tcp S"),
+        "{:?}",
+        tr.flows[0]
+    );
 }

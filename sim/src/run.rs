@@ -1,7 +1,9 @@
 //! One scenario run, inside the sandbox: build, start, capture, traffic,
 //! trace, report. Every artifact lands in the output directory, also when a
-//! step does not meet its expectation or the run is interrupted after the
-//! capture started.
+//! step does not meet its expectation or the run is interrupted: an
+//! interrupted run writes what it captured until then (nothing, before the
+//! traffic), and its trace says by which signal, in which phase and when,
+//! the step that was cut short and the steps that did not run.
 //!
 //! Reads the expanded scenario ([`crate::oakestra::Expanded`]: the lab and
 //! the service managers' plan); the phases themselves are `crate::lab`'s,
@@ -28,11 +30,50 @@ fn phase(sc: &Lab, name: &str, t: Instant) {
     crate::progress::phase(&sc.name, name, t.elapsed());
 }
 
-fn check_interrupt() -> Result<(), Error> {
-    if sandbox::interrupted() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
+/// Where a run is, so that an interrupt is told with the phase it came in.
+struct Phases {
+    t0: Instant,
+    during: String,
+    seen: Option<trace::Interrupted>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            t0: Instant::now(),
+            during: "build".into(),
+            seen: None,
+        }
+    }
+
+    /// Go on to phase `next`; an interrupt that came before is the current
+    /// phase's.
+    fn enter(&mut self, next: impl Into<String>) {
+        self.note();
+        self.during = next.into();
+    }
+
+    /// Whether the run was interrupted; the first time it is seen, the
+    /// signal is noted with the current phase.
+    fn note(&mut self) -> bool {
+        if self.seen.is_none() {
+            if let Some(sig) = sandbox::signal() {
+                self.seen = Some(trace::Interrupted {
+                    signal: sig.as_str().to_string(),
+                    during: self.during.clone(),
+                    after_ms: self.t0.elapsed().as_millis() as u64,
+                });
+            }
+        }
+        self.seen.is_some()
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        if self.note() {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -87,11 +128,22 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// Build `sc`'s topology, start its control plane and processes (logs
 /// under `out/logs`).
 pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<Started, Error> {
+    start_in(sc, out, rt, &mut Phases::new())
+}
+
+/// [`start`], telling `ph` its phases. An interrupt ends it within a slice,
+/// also while the topology is built (what was built goes with the
+/// sandbox).
+fn start_in(
+    sc: &Expanded,
+    out: &Path,
+    rt: &tokio::runtime::Runtime,
+    ph: &mut Phases,
+) -> Result<Started, Error> {
     std::fs::create_dir_all(out.join("logs")).map_err(io(format!("create {}", out.display())))?;
-    check_interrupt()?;
+    ph.enter("build");
+    ph.check()?;
     let t = Instant::now();
-    // An interrupt ends the build within a slice; what was built goes with
-    // the sandbox.
     let topo = rt.block_on(async {
         tokio::select! {
             built = topology::build(sc) => built,
@@ -105,7 +157,8 @@ pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
         sc.name
     );
     phase(sc, "build", t);
-    check_interrupt()?;
+    ph.enter("start");
+    ph.check()?;
 
     let t = Instant::now();
     let control = ControlPlane::start(&sc.plan, out)?;
@@ -119,30 +172,59 @@ pub fn start(sc: &Expanded, out: &Path, rt: &tokio::runtime::Runtime) -> Result<
             let r = process::start(&started.topo.hosts[h].ns, p, out)?;
             tracing::debug!("{}: started process {} on {h}", sc.name, p.name);
             started.procs.push(r);
-            check_interrupt()?;
+            ph.check()?;
         }
     }
     phase(sc, "start", t);
     Ok(started)
 }
 
-/// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md` and
-/// `logs/` under `out`.
+/// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md`,
+/// `report.html` and `logs/` under `out`.
 pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     let rt = runtime()?;
-    let mut started = start(sc, out, &rt)?;
+    let mut ph = Phases::new();
+    let started = match start_in(sc, out, &rt, &mut ph) {
+        Ok(s) => s,
+        Err(Error::Interrupted) => {
+            // Nothing captured yet: the trace says so, and that no step ran.
+            ph.note();
+            let reports = not_run(sc, 0);
+            let pcapng = out.join("capture.pcapng");
+            capture::write_pcapng(&pcapng, &sc.name, &[], &[], &[])?;
+            let extra = Extra {
+                interrupted: ph.seen.take(),
+                ..Extra::default()
+            };
+            write_trace(sc, out, &pcapng, (&[], &[]), &reports, extra)?;
+            return Err(Error::Interrupted);
+        }
+        Err(e) => return Err(e),
+    };
+    capture_and_trace(sc, out, started, &mut ph)
+}
 
+/// The rest of [`run`] once everything is started: capture, traffic, the
+/// capture written, trace and reports.
+fn capture_and_trace(
+    sc: &Expanded,
+    out: &Path,
+    mut started: Started,
+    ph: &mut Phases,
+) -> Result<Outcome, Error> {
     let t = Instant::now();
+    ph.enter("traffic");
     let ifaces = sc.capture_interfaces();
     let targets: Vec<_> = ifaces
         .iter()
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
-    let (reports, unmet) = traffic(sc, &started, out)?;
+    let (reports, unmet) = traffic(sc, &started, out, ph)?;
     phase(sc, "traffic", t);
 
     let t = Instant::now();
+    ph.enter("capture");
     let (ifs, frames) = cap
         .finish(
             Duration::from_millis(sc.capture.settle_ms),
@@ -151,7 +233,7 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
         .map_err(io("capture".into()))?;
     let counters = gateway_counters(sc, out)?;
     started.stop_processes();
-    let control_answers = started.control().map(|c| c.answers()).unwrap_or_default();
+    let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
         "{}: captured {} frames on {} interfaces",
         sc.name,
@@ -163,26 +245,18 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     phase(sc, "capture", t);
 
     let t = Instant::now();
-    // The capture is on disk before anything else can fail; the trace is
-    // built from the file as written, as `hoplab trace` would, and the file
-    // is written again with each frame's flow and hop as comments.
-    let captured = capture::read_capture(&pcapng)?;
-    let (mut tr, comments) = trace::build_annotated(&trace::LabView::of(sc), &captured, &reports);
-    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &comments)?;
-    tr.control_plane = control_answers;
-    tr.counters = counters;
-    std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
-    std::fs::write(out.join("report.md"), report::markdown(&tr, &pcapng))
-        .map_err(io("write report.md".into()))?;
-    std::fs::write(
-        out.join("report.html"),
-        crate::report::html::report(&tr, "capture.pcapng"),
-    )
-    .map_err(io("write report.html".into()))?;
+    ph.enter("trace");
+    ph.note();
+    let extra = Extra {
+        control_plane,
+        counters,
+        interrupted: ph.seen.clone(),
+    };
+    let tr = write_trace(sc, out, &pcapng, (&ifs, &frames), &reports, extra)?;
     phase(sc, "trace", t);
     drop(started);
     // What was captured before an interruption is written all the same.
-    check_interrupt()?;
+    ph.check()?;
     Ok(Outcome {
         trace: tr,
         unmet,
@@ -190,64 +264,133 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     })
 }
 
+/// What a trace holds besides the capture's packets and the steps' results.
+#[derive(Default)]
+struct Extra {
+    control_plane: Vec<String>,
+    counters: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    interrupted: Option<trace::Interrupted>,
+}
+
+/// Trace the capture `pcapng` (its interfaces and frames as captured), and
+/// write `trace.yaml`, `report.md`, `report.html`, and the capture again
+/// with each frame's flow and hop as comments.
+fn write_trace(
+    sc: &Expanded,
+    out: &Path,
+    pcapng: &Path,
+    (ifs, frames): (&[capture::Iface], &[capture::Frame]),
+    reports: &[StepReport],
+    extra: Extra,
+) -> Result<Trace, Error> {
+    // The capture is on disk before anything else can fail; the trace is
+    // built from the file as written, as `hoplab trace` would.
+    let captured = capture::read_capture(pcapng)?;
+    let (mut tr, comments) = trace::build_annotated(&trace::LabView::of(sc), &captured, reports);
+    capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments)?;
+    tr.control_plane = extra.control_plane;
+    tr.counters = extra.counters;
+    tr.interrupted = extra.interrupted;
+    std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
+    std::fs::write(out.join("report.md"), report::markdown(&tr, pcapng))
+        .map_err(io("write report.md".into()))?;
+    std::fs::write(
+        out.join("report.html"),
+        crate::report::html::report(&tr, "capture.pcapng"),
+    )
+    .map_err(io("write report.html".into()))?;
+    Ok(tr)
+}
+
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// What step `i` sends, for its report.
+fn sent(step: &Step, i: usize) -> String {
+    format!(
+        "{} from {} port {} to {}, payload {} B",
+        step.proto,
+        step.from,
+        step.source_port(i),
+        step.to,
+        step.payload.len()
+    )
+}
+
+/// The reports of the steps from `from` on, which an interrupt kept from
+/// running.
+fn not_run(sc: &Expanded, from: usize) -> Vec<StepReport> {
+    sc.traffic
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, step)| StepReport {
+            sent: sent(step, i),
+            result: trace::StepResult::Interrupted(Some("not run".into())),
+        })
+        .collect()
+}
+
 /// Every step in turn, until an interrupt: its control actions, then its
-/// client. Returns each step's report and the steps not as expected.
+/// client. Returns each step's report (a step cut short, and those not
+/// run, say they were interrupted) and the steps not as expected.
 fn traffic(
     sc: &Expanded,
     started: &Started,
     out: &Path,
+    ph: &mut Phases,
 ) -> Result<(Vec<StepReport>, Vec<String>), Error> {
     let mut reports = Vec::new();
     let mut unmet = Vec::new();
     for (i, step) in sc.traffic.iter().enumerate() {
-        if sandbox::interrupted() {
+        if ph.note() {
             break;
         }
+        ph.enter(format!("traffic[{i}] {}", step.name));
         before_step(sc, started, out, i, step)?;
         let sport = step.source_port(i);
         let seen = started.topo.hosts[&step.from]
             .ns
             .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
             .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let cut = sandbox::interrupted();
         let ok = seen.meets(step);
         tracing::info!(
-            "{}: traffic[{i}] {}: {} ({})",
+            "{}: traffic[{i}] {}: {}{}",
             sc.name,
             step.name,
             seen.describe(),
-            if ok { "as expected" } else { "NOT as expected" }
+            match (cut, ok) {
+                (true, _) => " (interrupted)",
+                (false, true) => " (as expected)",
+                (false, false) => " (NOT as expected)",
+            }
         );
-        if !ok {
+        let result = if cut {
+            trace::StepResult::Interrupted(Some(format!("{} so far", seen.describe())))
+        } else if ok {
+            trace::StepResult::Ok(Some(seen.describe()))
+        } else {
             unmet.push(format!(
                 "{}: expected {:?}, got {}",
                 step.name,
                 step.expect,
                 seen.describe()
             ));
-        }
+            trace::StepResult::Failed(Some(format!(
+                "expected {}, got {}",
+                step.expect,
+                seen.describe()
+            )))
+        };
         reports.push(StepReport {
-            sent: format!(
-                "{} from {} port {sport} to {}, payload {} B",
-                step.proto,
-                step.from,
-                step.to,
-                step.payload.len()
-            ),
-            result: if ok {
-                trace::StepResult::Ok(Some(seen.describe()))
-            } else {
-                trace::StepResult::Failed(Some(format!(
-                    "expected {}, got {}",
-                    step.expect,
-                    seen.describe()
-                )))
-            },
+            sent: sent(step, i),
+            result,
         });
     }
+    let done = reports.len();
+    reports.extend(not_run(sc, done));
     Ok((reports, unmet))
 }
 

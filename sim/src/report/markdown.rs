@@ -19,6 +19,12 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let _ = writeln!(m, "# Scenario `{}`: per-hop trace\n", trace.scenario);
+    if let Some(i) = &trace.interrupted {
+        let _ = writeln!(
+            m,
+            "**The run was {i}**: this trace holds what was captured until then.\n"
+        );
+    }
     let _ = writeln!(
         m,
         "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark). \
@@ -64,4 +70,50 @@ fn packet(m: &mut String, title: &str, p: &crate::trace::Packet) {
         );
     }
     m.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::trace::{Interrupted, Trace};
+
+    const INTERRUPTED: &str = "scenario: s\nflows:\n- step: slow\n  sent: udp from a\n  \
+        result: 'interrupted: no reply so far'\n  packets: []\ninterrupted:\n  signal: SIGTERM\n  \
+        during: traffic[0] slow\n  after_ms: 312\n";
+
+    #[test]
+    fn an_interrupted_run_says_so_at_the_top() {
+        let t = Trace::from_yaml(INTERRUPTED).unwrap();
+        assert_eq!(
+            t.interrupted,
+            Some(Interrupted {
+                signal: "SIGTERM".into(),
+                during: "traffic[0] slow".into(),
+                after_ms: 312
+            })
+        );
+        // Read and written back the same, the field last.
+        assert_eq!(t.to_yaml(), INTERRUPTED);
+        let md = super::markdown(&t, std::path::Path::new("capture.pcapng"));
+        let third = md.lines().nth(2).unwrap();
+        assert_eq!(
+            third,
+            "**The run was interrupted by SIGTERM during traffic[0] slow, 312 ms into the \
+             run**: this trace holds what was captured until then."
+        );
+        assert!(md.contains("- result: interrupted: no reply so far"), "{md}");
+        let html = crate::report::html::report(&t, "capture.pcapng");
+        let head = &html[..html.find("</header>").unwrap()];
+        assert!(head.contains("<span class=\"chip end-bad\">interrupted</span>"));
+        assert!(head.contains("The run was interrupted by SIGTERM during traffic[0] slow"));
+        assert!(head.contains("<span class=\"badge b-none\">interrupted</span>"));
+    }
+
+    #[test]
+    fn a_complete_run_says_nothing_of_interrupts() {
+        let t = Trace::from_yaml("scenario: s\nflows: []\n").unwrap();
+        assert_eq!(t.interrupted, None);
+        assert_eq!(t.to_yaml(), "scenario: s\nflows: []\n");
+        let md = super::markdown(&t, std::path::Path::new("capture.pcapng"));
+        assert!(!md.contains("interrupted"), "{md}");
+    }
 }

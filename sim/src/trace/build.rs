@@ -141,6 +141,7 @@ pub fn build_annotated(
         undecodable,
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        interrupted: None,
     };
     (trace, comments)
 }

@@ -723,12 +723,14 @@ impl FromStr for End {
     }
 }
 
-/// A step's result: `ok[: WHAT]`, `FAILED[: WHY]`, or `unknown` (a capture
-/// traced without its run).
+/// A step's result: `ok[: WHAT]`, `FAILED[: WHY]`, `interrupted[: WHAT]`
+/// (the run was interrupted while or before the step ran), or `unknown` (a
+/// capture traced without its run).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StepResult {
     Ok(Option<String>),
     Failed(Option<String>),
+    Interrupted(Option<String>),
     Unknown,
 }
 
@@ -747,6 +749,7 @@ impl fmt::Display for StepResult {
         let (word, text) = match self {
             StepResult::Ok(t) => ("ok", t),
             StepResult::Failed(t) => ("FAILED", t),
+            StepResult::Interrupted(t) => ("interrupted", t),
             StepResult::Unknown => return f.write_str("unknown"),
         };
         f.write_str(word)?;
@@ -767,8 +770,9 @@ impl FromStr for StepResult {
         match (word, text) {
             ("ok", t) => Ok(StepResult::Ok(t)),
             ("FAILED", t) => Ok(StepResult::Failed(t)),
+            ("interrupted", t) => Ok(StepResult::Interrupted(t)),
             ("unknown", None) => Ok(StepResult::Unknown),
-            _ => Err(bad("a step result (ok, FAILED, unknown)", s)),
+            _ => Err(bad("a step result (ok, FAILED, interrupted, unknown)", s)),
         }
     }
 }
@@ -876,6 +880,10 @@ mod tests {
             Ok(StepResult::Failed(Some(
                 "expected reply, got no reply".into()
             )))
+        );
+        assert_eq!(
+            "interrupted: not run".parse(),
+            Ok(StepResult::Interrupted(Some("not run".into())))
         );
         let c: Changes = "icmp id Some(1) -> None, outer ttl 64 -> 63"
             .parse()

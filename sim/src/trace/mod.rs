@@ -91,6 +91,33 @@ pub struct Trace {
     /// that are not zero, and none that depend on timing (expiry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Set when the run was interrupted: the trace holds what was captured
+    /// until then. Absent from every complete run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interrupted>,
+}
+
+/// How a run was interrupted: by which signal, in which phase, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interrupted {
+    /// The signal's name, e.g. `SIGTERM`.
+    pub signal: String,
+    /// The phase the run was in: `build`, `start`, `capture`, `traffic[I]
+    /// STEP` (the step that was cut short) or `trace`.
+    pub during: String,
+    /// Milliseconds from the start of the run to when it saw the signal.
+    pub after_ms: u64,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by {} during {}, {} ms into the run",
+            self.signal, self.during, self.after_ms
+        )
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -9,7 +9,7 @@ use super::ladder::ladder;
 use super::{
     badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, page, plural, step_name,
 };
-use crate::trace::{Flow, Packet, Trace};
+use crate::trace::{Flow, Packet, StepResult, Trace};
 
 fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
     let _ = writeln!(
@@ -78,6 +78,8 @@ fn flow_badge(f: &Flow) -> &'static str {
         "<span class=\"badge b-bad\">FAILED</span>"
     } else if f.result.is_ok() {
         "<span class=\"badge b-ok\">ok</span>"
+    } else if matches!(f.result, StepResult::Interrupted(_)) {
+        "<span class=\"badge b-none\">interrupted</span>"
     } else {
         "<span class=\"badge b-none\">unknown</span>"
     }
@@ -161,6 +163,14 @@ fn head(b: &mut String, trace: &Trace, capture_file: &str) {
         escape(&href(capture_file)),
         escape(capture_file)
     );
+    if let Some(i) = &trace.interrupted {
+        let _ = writeln!(
+            b,
+            "<p class=\"end-bad\" id=\"interrupted\"><b>The run was {}</b>: this trace holds \
+             what was captured until then.</p>",
+            escape(&i.to_string())
+        );
+    }
     b.push_str("<div class=\"chips\">");
     let chip = |b: &mut String, n: usize, what: String, class: &str| {
         let _ = write!(b, "<span class=\"chip {class}\"><b>{n}</b> {what}</span>");
@@ -173,6 +183,9 @@ fn head(b: &mut String, trace: &Trace, capture_file: &str) {
     }
     if failed > 0 {
         chip(b, failed, plural(failed, "failed flow"), "end-bad");
+    }
+    if trace.interrupted.is_some() {
+        b.push_str("<span class=\"chip end-bad\">interrupted</span>");
     }
     if !trace.other.is_empty() {
         chip(b, trace.other.len(), "of no flow".into(), "");
