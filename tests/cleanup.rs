@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -146,29 +145,6 @@ fn a_killed_run_takes_every_process_with_it() {
     assert_eq!(before, host_state());
 }
 
-/// `child`'s status if it ends within `within`; else it is killed and the
-/// test fails with `what`.
-fn wait_within(child: &mut std::process::Child, within: Duration, what: &str) -> ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if t.elapsed() > within {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Whether `st` is how a run ended by `sig` exits: 128 + its number, or
-/// killed by it (before `hoplab` could install a handler).
-fn ended_by(st: ExitStatus, sig: Signal) -> bool {
-    st.code() == Some(128 + sig as i32) || st.signal() == Some(sig as i32)
-}
-
 /// A SIGTERM in the first milliseconds of a run is never lost: sent 0 to
 /// 20 ms after `hoplab` starts, or after its sandboxed child appears (the
 /// moment the signal used to be forwarded to a pid 1 without handlers),
@@ -183,30 +159,12 @@ fn a_signal_in_the_first_milliseconds_ends_the_run() {
         for after_child in [false, true] {
             for delay_ms in [0, 1, 2, 5, 10, 20] {
                 let out = out_dir("early-sigterm-out");
-                let mut child = hoplab()
-                    .args(["--quiet", "run"])
-                    .arg(&sc)
-                    .arg("--out")
-                    .arg(&out)
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                let from = if after_child {
-                    // Both processes have `out` on their command line.
-                    let out = out.display().to_string();
-                    while pids_with(&out).len() < 2 && child.try_wait().unwrap().is_none() {}
-                    "its sandboxed child appeared"
-                } else {
-                    "it started"
-                };
-                std::thread::sleep(Duration::from_millis(delay_ms));
-                kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-                let what = format!("round {round}: SIGTERM {delay_ms} ms after {from}");
-                let st = wait_within(&mut child, Duration::from_secs(5), &what);
-                assert!(ended_by(st, Signal::SIGTERM), "{what}: {st}");
+                let mut cmd = hoplab();
+                cmd.args(["--quiet", "run"]).arg(&sc).arg("--out").arg(&out);
+                let what = sigterm_early(cmd, &out, after_child, delay_ms);
                 assert!(
                     wait_gone(marker, Duration::from_secs(2)),
-                    "{what}: a process survived"
+                    "round {round}: {what}: a process survived"
                 );
             }
         }

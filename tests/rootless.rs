@@ -622,6 +622,25 @@ fn an_interrupted_rootless_run_stops_and_leaves_nothing() {
     assert_eq!(before, host_state());
 }
 
+/// A SIGTERM in a rootless run's first milliseconds (while it enters its
+/// user namespace and starts its sandbox) ends it as for root: promptly,
+/// with the status of a run ended by SIGTERM, nothing left behind.
+#[test]
+fn a_signal_in_the_first_milliseconds_ends_a_rootless_run() {
+    let marker = "4242.204";
+    let tmp = Tmp::new("early");
+    let sc = tmp.write_scenario("rootless-early", &sleeper_scenario(marker, 10_000, ""));
+    let before = host_state();
+    for after_child in [false, true] {
+        for delay_ms in [0, 2, 5, 10, 20] {
+            let out = tmp.out(&format!("early-{after_child}-{delay_ms}"));
+            let what = sigterm_early(tmp.nobody(&sc, &out), &out, after_child, delay_ms);
+            assert_all_gone(marker, &out, &what);
+        }
+    }
+    assert_eq!(before, host_state());
+}
+
 /// Killing a rootless `hoplab` (SIGKILL: no handler runs) takes every
 /// process of the run with it, as for root.
 #[test]

@@ -134,4 +134,56 @@ traffic:
     )
 }
 
+/// `child`'s status if it ends within `within`; else it is killed and the
+/// test fails with `what`.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {within:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether `st` is how a run ended by `sig` exits: 128 + its number, or
+/// killed by it (before `hoplab` could install a handler).
+pub fn ended_by(st: std::process::ExitStatus, sig: nix::sys::signal::Signal) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    st.code() == Some(128 + sig as i32) || st.signal() == Some(sig as i32)
+}
+
+/// Start `cmd` (a `hoplab run` into `out`), wait `delay_ms` from its start
+/// or, with `after_child`, from when its sandboxed child appears, and send
+/// it SIGTERM: it must end within 5 s as a run ended by SIGTERM. Returns
+/// what was done, for messages.
+pub fn sigterm_early(mut cmd: Command, out: &Path, after_child: bool, delay_ms: u64) -> String {
+    use nix::sys::signal::{kill, Signal};
+    let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let from = if after_child {
+        // Both processes have `out` on their command line.
+        let out = out.display().to_string();
+        while pids_with(&out).len() < 2 && child.try_wait().unwrap().is_none() {}
+        "its sandboxed child appeared"
+    } else {
+        "it started"
+    };
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    let what = format!("SIGTERM {delay_ms} ms after {from}");
+    let st = wait_within(&mut child, std::time::Duration::from_secs(5), &what);
+    assert!(ended_by(st, Signal::SIGTERM), "{what}: {st}");
+    what
+}
+
 pub mod ns;

@@ -239,15 +239,22 @@ impl Capture {
         })
     }
 
-    /// Wait `settle` (in slices, no longer once `cancelled`), then drain
-    /// every socket until 20 ms pass with no new frame, and return what was
-    /// seen, ordered by kernel timestamp.
+    /// Wait `settle`, then drain every socket until 20 ms pass with no new
+    /// frame, and return what was seen, ordered by kernel timestamp.
+    ///
+    /// Once `cancelled`, the wait ends within a slice, but not before one
+    /// slice (or `settle`, if shorter) has passed: packets still on their
+    /// way (one waiting for its ARP answer) are captured in an interrupted
+    /// run as in a complete one with the default settle.
     pub fn finish(
         self,
         settle: Duration,
         cancelled: &dyn Fn() -> bool,
     ) -> io::Result<(Vec<Iface>, Vec<Frame>)> {
-        crate::lab::traffic::sleep(settle, cancelled);
+        use crate::lab::traffic::{sleep, SLICE};
+        let first = settle.min(SLICE);
+        std::thread::sleep(first);
+        sleep(settle - first, cancelled);
         self.stop.store(true, Ordering::Release);
         let mut frames = self
             .reader

@@ -100,7 +100,10 @@ mod tests {
             "**The run was interrupted by SIGTERM during traffic[0] slow, 312 ms into the \
              run**: this trace holds what was captured until then."
         );
-        assert!(md.contains("- result: interrupted: no reply so far"), "{md}");
+        assert!(
+            md.contains("- result: interrupted: no reply so far"),
+            "{md}"
+        );
         let html = crate::report::html::report(&t, "capture.pcapng");
         let head = &html[..html.find("</header>").unwrap()];
         assert!(head.contains("<span class=\"chip end-bad\">interrupted</span>"));
