@@ -144,6 +144,25 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
         p.name, argv[0]
     )))?;
 
+    wait_ready(ns, p, out, &mut child, &log_path)?;
+    Ok(Running {
+        host: host.to_string(),
+        name: p.name.clone(),
+        child,
+    })
+}
+
+/// Wait until `child` (process `p` in host `ns`) passes every readiness
+/// check, polling every 5 ms and sleeping a delay in slices. It is killed
+/// if the run is interrupted or the time is up.
+fn wait_ready(
+    ns: &NetNs,
+    p: &Process,
+    out: &Path,
+    child: &mut Child,
+    log_path: &Path,
+) -> Result<(), Error> {
+    let host = ns.name();
     let deadline = Instant::now() + Duration::from_millis(p.ready_timeout_ms);
     for check in checks(p, out) {
         loop {
@@ -185,11 +204,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    Ok(Running {
-        host: host.to_string(),
-        name: p.name.clone(),
-        child,
-    })
+    Ok(())
 }
 
 impl Running {

@@ -103,8 +103,9 @@ pub struct Trace {
 pub struct Interrupted {
     /// The signal's name, e.g. `SIGTERM`.
     pub signal: String,
-    /// The phase the run was in: `build`, `start`, `capture`, `traffic[I]
-    /// STEP` (the step that was cut short) or `trace`.
+    /// The phase the run was in: `build`, `start`, `traffic` (before the
+    /// first step), `traffic[I] STEP` (the step that was cut short),
+    /// `capture` or `trace`.
     pub during: String,
     /// Milliseconds from the start of the run to when it saw the signal.
     pub after_ms: u64,
