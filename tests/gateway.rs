@@ -359,3 +359,49 @@ fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
     let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
     assert!(!out.contains("hoplab_gateway"), "{out}");
 }
+
+#[test]
+fn only_service_ips_are_exposed_at_runtime_or_at_start() {
+    let mut g = start("relay");
+    // An open relay to the internet, and a way into a node's tunnel port.
+    for line in [
+        "expose tcp 9001 8.8.8.8:53",
+        "expose udp 9001 10.10.0.1:50103",
+    ] {
+        let r = g.ask(line);
+        assert!(
+            r.starts_with("error ") && r.contains("is not a service IP (10.30.0.0/16"),
+            "{line}: {r}"
+        );
+        assert!(r.ends_with('\n') && r.lines().count() == 1, "{r:?}");
+    }
+    let ex = g.ask("exposures");
+    assert_eq!(ex, "tcp 8080 -> 10.30.30.30:80\n", "{ex}");
+    let (ok, set) = g.ns.cmd(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "hoplab_gateway",
+        "exposed_udp",
+    ]);
+    assert!(ok && !set.contains("9001"), "{set}");
+    assert!(g.stop().success(), "{}", log(&g.dir));
+
+    // The same rule on the command line: refused before anything is set up.
+    let mut g = spawn("relay-cli", "gw0", &["--expose", "tcp:9001=8.8.8.8:53"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    g.child = None;
+    assert!(!status.success());
+    let text = log(&g.dir);
+    assert!(text.contains("8.8.8.8:53 is not a service IP"), "{text}");
+    let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(!out.contains("hoplab_gateway"), "{out}");
+}

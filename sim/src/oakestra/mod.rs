@@ -97,9 +97,10 @@ fn check_steps(sc: &Scenario) -> Result<(), Invalid> {
             };
             return bad(format!("{f}.{what}"), "exposures need a `gateway`");
         }
-        for (j, e) in s.expose.iter().enumerate() {
-            let v6 = sc.gateway.as_ref().is_some_and(|g| g.public6.is_some());
-            gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
+        if let Some(g) = &sc.gateway {
+            for (j, e) in s.expose.iter().enumerate() {
+                gateway::check_expose(&format!("{f}.expose[{j}]"), e, g)?;
+            }
         }
         for (j, u) in s.unexpose.iter().enumerate() {
             if u.proto == crate::values::Proto::Icmp {
