@@ -405,3 +405,98 @@ fn only_service_ips_are_exposed_at_runtime_or_at_start() {
     let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
     assert!(!out.contains("hoplab_gateway"), "{out}");
 }
+
+/// The gateway's resident memory, in KiB.
+fn rss_kib(g: &Gateway) -> u64 {
+    let pid = g.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Reads one line of `s` (up to 5 s).
+fn read_reply(s: &UnixStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+#[test]
+fn the_control_socket_is_owner_only_and_bounded() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut g = start("ctlbound");
+    let mode = std::fs::metadata(g.control()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    // Not UTF-8: an error line, and the connection goes on.
+    let mut s = UnixStream::connect(g.control()).unwrap();
+    s.write_all(b"\xff\xfe expose\n").unwrap();
+    assert_eq!(read_reply(&s), "error the line is not UTF-8\n");
+    s.write_all(b"exposures\n").unwrap();
+    assert_eq!(read_reply(&s), "tcp 8080 -> 10.30.30.30:80\n");
+    drop(s);
+
+    // A 200 MB line without a newline: cut at the bound, answered with an
+    // error line, the connection closed; the gateway does not keep it.
+    let before = rss_kib(&g);
+    let s = UnixStream::connect(g.control()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..200 {
+            match w.write_all(&chunk) {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    assert_eq!(
+        read_reply(&s),
+        "error line longer than 4096 bytes: connection closed\n"
+    );
+    let sent = writer.join().unwrap();
+    assert!(sent < 200 << 20, "the gateway read all {sent} bytes");
+    let mut rest = Vec::new();
+    let _ = (&s).read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the error line");
+    let after = rss_kib(&g);
+    assert!(
+        after < before + 16 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+
+    // 16 connections at once are served; the 17th is told so and closed.
+    let held: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = UnixStream::connect(g.control()).unwrap();
+            s.write_all(b"exposures\n").unwrap();
+            assert_eq!(read_reply(&s), "tcp 8080 -> 10.30.30.30:80\n");
+            s
+        })
+        .collect();
+    let mut extra = UnixStream::connect(g.control()).unwrap();
+    let _ = extra.write_all(b"exposures\n");
+    assert_eq!(
+        read_reply(&extra),
+        "error too many connections (at most 16)\n"
+    );
+    let mut rest = Vec::new();
+    let _ = extra.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    // One closed, a slot is free again.
+    drop(held);
+    wait_for("a free slot", || {
+        let mut s = UnixStream::connect(g.control()).unwrap();
+        s.write_all(b"exposures\n").is_ok() && read_reply(&s) == "tcp 8080 -> 10.30.30.30:80\n"
+    });
+    assert!(g.stop().success(), "{}", log(&g.dir));
+}
