@@ -428,6 +428,25 @@ traffic:
         assert!(argv.contains("--control /o/ctl/gw-gw.sock"), "{argv}");
         // The net manager starts first: the gateway hands it packets.
         assert!(gw.processes[0].netmanager.is_some());
+        // Each net manager accepts the tunnel datagrams of every other
+        // node from the start, the gateway node's among them.
+        let nm_argv = |h: &str| {
+            sc.hosts[h].processes[0]
+                .netmanager
+                .as_ref()
+                .unwrap()
+                .argv("netmanager", Path::new("/o/ctl"), Path::new("/o/c"))
+                .join(" ")
+        };
+        let (n1, gw) = (nm_argv("n1"), nm_argv("gw"));
+        assert!(
+            n1.contains("--peer 10.10.0.2") && !n1.contains("--peer 10.10.0.1"),
+            "{n1}"
+        );
+        assert!(
+            gw.contains("--peer 10.10.0.1") && !gw.contains("--peer 10.10.0.2"),
+            "{gw}"
+        );
         // n1 leaves through the gateway; the gateway reaches n1's subnet
         // through the underlay.
         let r = |h: &str| {
