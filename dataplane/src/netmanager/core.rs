@@ -135,6 +135,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// The drops of the tunnel's trust boundary: zero unless something
+    /// that is no node, or a node's packet that fits no service flow,
+    /// reached the tunnel port.
+    pub const TRUST_BOUNDARY: [DropReason; 2] =
+        [DropReason::UnknownPeer, DropReason::NotServiceFlow];
+
     pub fn name(self) -> &'static str {
         match self {
             DropReason::NotIp => "not_ip",

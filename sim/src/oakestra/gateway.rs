@@ -504,6 +504,12 @@ traffic:
                 "traffic[0].expose[0].service",
                 "8.8.8.8:53 is not a service IP",
             ),
+            (
+                "sport: 51671}",
+                "sport: 51671, expose_refused: [{proto: tcp, port: 9001, service: \"10.30.30.30:80\"}]}",
+                "traffic[0].expose_refused[0]",
+                "the gateway accepts tcp 9001 -> 10.30.30.30:80",
+            ),
             ("addr: 93.6.1.78", "addr: 24.0.5.9", "externals[0].addr", "gateway.public"),
             ("name: client", "name: n1", "externals[0].name", "already taken"),
             (
