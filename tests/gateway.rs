@@ -268,21 +268,24 @@ fn garbage_into_its_tun_is_dropped_and_counted_and_it_keeps_going() {
     assert!(g.stop().success(), "{}", log(&g.dir));
 }
 
+/// The firewall's set of exposed UDP ports, as nft lists it.
+fn exposed_udp_set(g: &Gateway) -> String {
+    let (ok, out) = g.ns.cmd(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "hoplab_gateway",
+        "exposed_udp",
+    ]);
+    assert!(ok, "{out}");
+    out
+}
+
 #[test]
 fn exposure_changes_at_runtime_follow_in_the_firewall() {
     let mut g = start("expose");
-    let set = |g: &Gateway| {
-        let (ok, out) = g.ns.cmd(&[
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "hoplab_gateway",
-            "exposed_udp",
-        ]);
-        assert!(ok, "{out}");
-        out
-    };
+    let set = exposed_udp_set;
     assert!(!set(&g).contains("5353"));
     assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
     assert!(set(&g).contains("5353"), "{}", set(&g));
@@ -341,9 +344,8 @@ fn a_missing_tun_is_a_clear_error_and_leaves_no_table() {
     assert!(ok && !out.contains("hoplab_gateway"), "{out}");
 }
 
-#[test]
-fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
-    let mut g = spawn("badexp", "gw0", &["--expose", "tcp:8080=10.30.1.1:80"]);
+/// Waits (up to 5 s) for a gateway that is to exit on its own; its status.
+fn exit_status(g: &mut Gateway) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
@@ -353,7 +355,13 @@ fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
         std::thread::sleep(Duration::from_millis(10));
     };
     g.child = None;
-    assert!(!status.success());
+    status
+}
+
+#[test]
+fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
+    let mut g = spawn("badexp", "gw0", &["--expose", "tcp:8080=10.30.1.1:80"]);
+    assert!(!exit_status(&mut g).success());
     let text = log(&g.dir);
     assert!(text.contains("--expose tcp 8080 -> 10.30.1.1:80"), "{text}");
     let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
@@ -377,29 +385,13 @@ fn only_service_ips_are_exposed_at_runtime_or_at_start() {
     }
     let ex = g.ask("exposures");
     assert_eq!(ex, "tcp 8080 -> 10.30.30.30:80\n", "{ex}");
-    let (ok, set) = g.ns.cmd(&[
-        "nft",
-        "list",
-        "set",
-        "inet",
-        "hoplab_gateway",
-        "exposed_udp",
-    ]);
-    assert!(ok && !set.contains("9001"), "{set}");
+    let set = exposed_udp_set(&g);
+    assert!(!set.contains("9001"), "{set}");
     assert!(g.stop().success(), "{}", log(&g.dir));
 
     // The same rule on the command line: refused before anything is set up.
     let mut g = spawn("relay-cli", "gw0", &["--expose", "tcp:9001=8.8.8.8:53"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    g.child = None;
-    assert!(!status.success());
+    assert!(!exit_status(&mut g).success());
     let text = log(&g.dir);
     assert!(text.contains("8.8.8.8:53 is not a service IP"), "{text}");
     let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);

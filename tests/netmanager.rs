@@ -950,6 +950,13 @@ fn crafted_tunnel_datagrams_from_strangers_are_dropped() {
     });
     let c = counters(&paths.control);
     assert_eq!(c["drop_unknown_peer"], 1, "{c:?}");
+    // Its control socket is its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&paths.control)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     assert_eq!(c["drop_not_service_flow"], 1, "{c:?}");
     assert_eq!((c["tun_out"], c["flows_created"]), (0, 0), "{c:?}");
 }
