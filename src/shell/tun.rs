@@ -1,5 +1,6 @@
 //! Attaching to the node's existing TUN device, which the harness (or the
 //! operator) created and addressed: the shell only reads and writes it.
+//! The attach returns once the kernel carries packets to the device.
 //!
 //! It does not create, address or route the device, nor read from it.
 
