@@ -89,17 +89,32 @@ fn check_steps(sc: &Scenario) -> Result<(), Invalid> {
                 "invalidation needs `clusters` (service managers)",
             );
         }
-        if (!s.expose.is_empty() || !s.unexpose.is_empty()) && sc.gateway.is_none() {
-            let what = if s.expose.is_empty() {
-                "unexpose"
-            } else {
-                "expose"
-            };
-            return bad(format!("{f}.{what}"), "exposures need a `gateway`");
-        }
+        let Some(g) = &sc.gateway else {
+            let what = [
+                ("expose", s.expose.is_empty()),
+                ("unexpose", s.unexpose.is_empty()),
+                ("expose_refused", s.expose_refused.is_empty()),
+            ]
+            .into_iter()
+            .find(|(_, empty)| !empty);
+            if let Some((what, _)) = what {
+                return bad(format!("{f}.{what}"), "exposures need a `gateway`");
+            }
+            continue;
+        };
         for (j, e) in s.expose.iter().enumerate() {
-            let v6 = sc.gateway.as_ref().is_some_and(|g| g.public6.is_some());
-            gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
+            gateway::check_expose(&format!("{f}.expose[{j}]"), e, g)?;
+        }
+        for (j, e) in s.expose_refused.iter().enumerate() {
+            if gateway::check_expose("", e, g).is_ok() {
+                return bad(
+                    format!("{f}.expose_refused[{j}]"),
+                    format!(
+                        "the gateway accepts {} {} -> {}: list it under `expose`",
+                        e.proto, e.port, e.service
+                    ),
+                );
+            }
         }
         for (j, u) in s.unexpose.iter().enumerate() {
             if u.proto == crate::values::Proto::Icmp {

@@ -87,8 +87,9 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control_plane: Vec<String>,
     /// Counters read from the dataplane at the end of the traffic (the
-    /// gateway's, with its firewall's), per `host/process`: only those
-    /// that are not zero, and none that depend on timing (expiry).
+    /// gateway's, with its firewall's; a net manager's drops at the
+    /// tunnel's trust boundary), per `host/process`: only those that are
+    /// not zero, and none that depend on timing (expiry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
     /// Set when the run was interrupted: the trace holds what was captured
