@@ -277,3 +277,35 @@ fn a_long_tcp_connect_is_interrupted() {
         tr.flows[0]
     );
 }
+
+/// SIGKILL in a run's first milliseconds (while the sandboxed child is
+/// made: before it has asked to die with its parent, the kernel would not
+/// kill it) leaves no run behind.
+#[test]
+fn a_run_killed_in_its_first_milliseconds_leaves_nothing() {
+    let before = host_state();
+    let sc = write_scenario("early-kill", &sleeper_scenario("4242.109", 10_000, ""));
+    let tag = format!("early-kill-out-{}-", std::process::id());
+    for i in 0..100u64 {
+        let mut child = hoplab()
+            .args(["--quiet", "run"])
+            .arg(&sc)
+            .arg("--out")
+            .arg(out_dir("early-kill-out"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(500 + i * 200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let gone = wait_gone(&tag, Duration::from_secs(2));
+    let left = pids_with(&tag);
+    for pid in &left {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    assert!(gone, "{} processes of killed runs survived", left.len());
+    assert!(wait_gone(&tag, Duration::from_secs(2)));
+    assert_eq!(before, host_state());
+}

@@ -5,7 +5,11 @@
 //!   namespace, so no scenario packet can leave the machine;
 //! * the child is pid 1 of its namespace: when it exits, or is killed, the
 //!   kernel kills every process of the run; it also dies with its parent
-//!   (`PR_SET_PDEATHSIG`), so killing `hoplab` kills the whole run;
+//!   (`PR_SET_PDEATHSIG`, and it does not start if the parent died before
+//!   it asked for that), so killing `hoplab` kills the whole run;
+//! * SIGINT, SIGTERM and SIGHUP are never lost, however early they come:
+//!   blocked from before the child is made until its handlers are in place
+//!   (see [`reexec`]), they end the run in order;
 //! * host namespaces are held by descriptors of that process only, so they
 //!   go away with it: no named namespace, link, mount or process survives.
 //!
@@ -20,12 +24,14 @@
 //! Knows namespaces, signals and the TUN device's rights; not what a lab
 //! holds beyond whether it makes TUNs.
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
@@ -292,17 +298,32 @@ fn spawn(blocked: &SigSet) -> Result<std::process::Child, Error> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1)).env(ENV, "1");
     let blocked = *blocked;
+    // This process holds the write end until the child has exec'd (the
+    // command, which owns both ends, is dropped after spawn returns): the
+    // child sees it closed only if this process died.
+    let (alive, alive_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io("make a pipe"))?;
     let enter = move || -> std::io::Result<()> {
+        // SAFETY: close(2) of the child's copy of a descriptor the closure
+        // owns; nothing in the child uses it again before exec.
+        unsafe { libc::close(alive_w.as_raw_fd()) };
         unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)?;
         prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // A parent killed before the line above sends no death signal:
+        // the write end is closed then (POLLHUP), and the run must not
+        // start without it.
+        let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO)? > 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
         // Inherited from this process already; blocked again in case the
         // mask was reset on the way to exec.
         signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)?;
         Ok(())
     };
-    // SAFETY: only async-signal-safe syscalls (unshare, prctl, sigprocmask)
-    // run between fork and exec, and the errors they return need no
-    // allocation.
+    // SAFETY: only async-signal-safe syscalls (close, unshare, prctl, poll,
+    // sigprocmask) run between fork and exec, and the errors they return
+    // need no allocation.
     unsafe { cmd.pre_exec(enter) };
     cmd.spawn().map_err(|source| match source.raw_os_error() {
         Some(libc::EPERM) if rootless => userns_refused(
