@@ -251,3 +251,193 @@ fn hoplab_traces_a_pcap_written_by_tcpdump_without_its_scenario() {
         "{err}"
     );
 }
+
+/// The blocks of a one-section pcapng: each block's offset, type and
+/// length, walked by the lengths alone.
+fn blocks(b: &[u8]) -> Vec<(usize, u32, usize)> {
+    let little = b[8..12] == [0x4d, 0x3c, 0x2b, 0x1a];
+    let word = |at: usize| {
+        let w = b[at..at + 4].try_into().unwrap();
+        if little {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let len = word(at + 4) as usize;
+        v.push((at, word(at), len));
+        at += len;
+    }
+    v
+}
+
+/// `hoplab trace` on a capture in `dir` holding `bytes`: its exit code,
+/// the trace and stderr.
+fn trace_of(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (i32, Trace, String) {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let o = hoplab()
+        .arg("trace")
+        .arg(&p)
+        .arg("--scenario")
+        .arg(scenario_path("routed-pair"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout))
+        .unwrap_or_else(|e| panic!("{name}: no trace ({e}): {err}"));
+    (o.status.code().unwrap(), t, err)
+}
+
+use hoplab_sim::capture::Captured;
+use hoplab_sim::trace::Trace;
+
+/// The trace of `frames` captured in routed-pair, as `hoplab trace` builds it.
+fn expected(frames: &[Captured]) -> Trace {
+    let sc = hoplab_sim::oakestra::load(&scenario_path("routed-pair")).unwrap();
+    hoplab_sim::trace::build(&hoplab_sim::trace::LabView::of(&sc), frames, &[])
+}
+
+/// A pcapng cut anywhere, or with one corrupt option string, is traced up
+/// to the damage: the trace of every packet before it, the damaged block's
+/// offset and what is wrong in the trace and in a warning, exit status 3.
+/// A cut at a block boundary leaves a shorter capture that is whole.
+#[test]
+fn a_cut_or_corrupt_pcapng_is_traced_up_to_the_damage() {
+    let out = out_dir("damaged");
+    let o = run(&scenario_path("routed-pair"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(out.join("capture.pcapng")).unwrap();
+    let full = hoplab_sim::capture::read_capture(&out.join("capture.pcapng")).unwrap();
+    let blocks = blocks(&bytes);
+    assert!(blocks.len() > 20, "{blocks:?}");
+    let mut packets = 0; // enhanced packet blocks before the current one
+    for &(start, ty, len) in &blocks[1..] {
+        // At the boundary: a whole, shorter capture.
+        let (rc, t, err) = trace_of(&out, "cut.pcapng", &bytes[..start]);
+        assert_eq!((rc, err.as_str()), (0, ""), "cut at {start}");
+        assert_eq!(t, expected(&full[..packets]), "cut at {start}");
+        // Inside the block: its header, its body, its trailer.
+        for cut in [start + 3, start + 8, start + len / 2, start + len - 1] {
+            let (rc, mut t, err) = trace_of(&out, "cut.pcapng", &bytes[..cut]);
+            assert_eq!(rc, 3, "cut at {cut}: {err}");
+            let d = std::mem::take(&mut t.skipped.damage);
+            assert_eq!(d.len(), 1, "cut at {cut}: {d:?}");
+            assert_eq!((d[0].offset, d[0].stopped), (start as u64, true));
+            let why = format!("the file ends {} bytes into", cut - start);
+            assert!(d[0].reason.starts_with(&why), "cut at {cut}: {d:?}");
+            assert!(
+                err.contains(&format!("byte {start}: {why}")) && err.contains("cut.pcapng"),
+                "{err}"
+            );
+            assert_eq!(t, expected(&full[..packets]), "cut at {cut}");
+        }
+        packets += usize::from(ty == 6);
+    }
+    assert_eq!(packets, full.len());
+
+    // One option string made not UTF-8: the section's comment and
+    // application, an interface's name and description, a frame's comment.
+    let epb = blocks.iter().position(|b| b.1 == 6).unwrap();
+    let idb = blocks.iter().position(|b| b.1 == 1).unwrap();
+    let commented = blocks
+        .iter()
+        .position(|&(s, ty, len)| ty == 6 && find(&bytes[s..s + len], b"flow ").is_some())
+        .unwrap();
+    let before = |k: usize| blocks[epb..k].iter().filter(|b| b.1 == 6).count();
+    for (text, k, stopped) in [
+        (&b"hoplab scenario"[..], 0, true),
+        (b"hoplab 0", 0, true),
+        (b"router/eth1", idb + 2, true),
+        (b"interface eth0 of host client", idb, true),
+        (b"flow ", commented, false),
+    ] {
+        let (s, _, len) = blocks[k];
+        let mut bad = bytes.clone();
+        let at = s + find(&bytes[s..s + len], text).unwrap_or_else(|| panic!("{text:?}"));
+        bad[at + 1] = 0xff;
+        let (rc, mut t, err) = trace_of(&out, "corrupt.pcapng", &bad);
+        let name = String::from_utf8_lossy(text);
+        assert_eq!(rc, 3, "{name}: {err}");
+        let d = std::mem::take(&mut t.skipped.damage);
+        assert_eq!(d.len(), 1, "{name}: {d:?}");
+        assert_eq!((d[0].offset, d[0].stopped), (s as u64, stopped), "{name}");
+        assert!(d[0].reason.contains("not UTF-8"), "{name}: {d:?}");
+        assert!(err.contains(&format!("byte {s}: ")), "{name}: {err}");
+        // Stopped: the packets before it; skipped: all but its own.
+        let frames: Vec<Captured> = if stopped {
+            full[..before(k.max(epb))].to_vec()
+        } else {
+            let n = before(k);
+            [&full[..n], &full[n + 1..]].concat()
+        };
+        assert_eq!(t, expected(&frames), "{name}");
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A classic pcap cut anywhere is traced up to the cut record.
+#[test]
+fn a_cut_pcap_is_traced_up_to_the_damage() {
+    let out = out_dir("damaged-pcap");
+    let o = run(&scenario_path("routed-pair"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pcap = out.join("all.pcap");
+    tool(
+        "tcpdump",
+        &[
+            "-r",
+            out.join("capture.pcapng").to_str().unwrap(),
+            "-w",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    let bytes = std::fs::read(&pcap).unwrap();
+    let full = hoplab_sim::capture::read_capture(&pcap).unwrap();
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push((at, 16 + len));
+        at += 16 + len;
+    }
+    assert_eq!(records.len(), full.len());
+    for (k, &(start, len)) in records.iter().enumerate() {
+        for cut in [start + 5, start + 16, start + len - 1] {
+            let p = out.join("cut.pcap");
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let o = hoplab().arg("trace").arg(&p).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(3), "cut at {cut}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "byte {start}: the file ends {} bytes into",
+                    cut - start
+                )),
+                "{err}"
+            );
+            let mut t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
+            assert_eq!(t.skipped.damage.len(), 1);
+            t.skipped.damage.clear();
+            let sc = hoplab_sim::oakestra::parse(&p, "cut", "version: 1\n").unwrap();
+            let want =
+                hoplab_sim::trace::build(&hoplab_sim::trace::LabView::of(&sc), &full[..k], &[]);
+            assert_eq!(t, want, "cut at {cut}");
+        }
+    }
+    // Too short for the file header: nothing read, and said so.
+    std::fs::write(out.join("cut.pcap"), &bytes[..10]).unwrap();
+    let o = hoplab()
+        .arg("trace")
+        .arg(out.join("cut.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("byte 0: the file ends 10 bytes"));
+}

@@ -141,6 +141,7 @@ pub fn build_annotated(
         undecodable,
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        skipped: Default::default(),
     };
     (trace, comments)
 }

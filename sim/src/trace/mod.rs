@@ -63,6 +63,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Damage;
+
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
 pub use hop::{
@@ -91,6 +93,30 @@ pub struct Trace {
     /// that are not zero, and none that depend on timing (expiry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// What of the capture is not in the trace, and why (traces of
+    /// damaged captures, or of frames hoplab does not decode).
+    #[serde(default, skip_serializing_if = "Skipped::is_empty")]
+    pub skipped: Skipped,
+}
+
+/// What of a capture a trace leaves out: where the file is damaged, and
+/// the frames that were read but not decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Blocks of the file that could not be read, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<Damage>,
+}
+
+impl Skipped {
+    pub fn is_empty(&self) -> bool {
+        self.damage.is_empty()
+    }
+
+    /// One line for each thing left out, for a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        self.damage.iter().map(|d| d.to_string()).collect()
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
