@@ -431,6 +431,27 @@ fn a_cut_pcap_is_traced_up_to_the_damage() {
             assert_eq!(t, want, "cut at {cut}");
         }
     }
+    // hoplab report: the reports are written, say where the damage is,
+    // and the exit status is the same.
+    let (start, len) = records[3];
+    std::fs::write(out.join("cut.pcap"), &bytes[..start + len / 2]).unwrap();
+    let o = hoplab()
+        .arg("report")
+        .arg(out.join("cut.pcap"))
+        .arg("--out")
+        .arg(out.join("report"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let why = format!("byte {start}: the file ends {} bytes into", len / 2);
+    assert!(err.contains(&why), "{err}");
+    for f in ["report.md", "report.html"] {
+        let text = std::fs::read_to_string(out.join("report").join(f)).unwrap();
+        assert!(text.contains(&why), "{f}: {text}");
+        assert!(text.contains("Not in this trace"), "{f}");
+    }
+
     // Too short for the file header: nothing read, and said so.
     std::fs::write(out.join("cut.pcap"), &bytes[..10]).unwrap();
     let o = hoplab()
@@ -440,4 +461,111 @@ fn a_cut_pcap_is_traced_up_to_the_damage() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("byte 0: the file ends 10 bytes"));
+}
+
+/// A classic pcap (little-endian, microseconds) of `frames` on `link`.
+fn pcap_of(link: u32, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(0xa1b2_c3d4u32.to_le_bytes());
+    b.extend(2u16.to_le_bytes());
+    b.extend(4u16.to_le_bytes());
+    for w in [0, 0, 65535, link] {
+        b.extend(u32::to_le_bytes(w));
+    }
+    for (i, f) in frames.iter().enumerate() {
+        for w in [1_700_000_000, i as u32, f.len() as u32, f.len() as u32] {
+            b.extend(w.to_le_bytes());
+        }
+        b.extend(f);
+    }
+    b
+}
+
+/// `hoplab trace FILE` of a capture holding `bytes`, without a scenario.
+fn trace_bare(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (i32, Trace, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let o = hoplab().arg("trace").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout))
+        .unwrap_or_else(|e| panic!("{name}: no trace ({e}): {err}"));
+    (o.status.code().unwrap(), t, err)
+}
+
+/// Frames of a link type hoplab does not decode are named, with their
+/// count, in the trace and in a warning; so are frames that could not be
+/// decoded, per reason. The capture is whole: exit status 0.
+#[test]
+fn skipped_link_types_and_undecodable_frames_are_named_and_counted() {
+    use hoplab_sim::trace::{SkippedLink, Undecodable};
+    let out = out_dir("skipped");
+    for (link, name) in [(105, "IEEE802_11"), (4242, "4242")] {
+        let wifi = pcap_of(link, &vec![vec![0x88; 40]; 12]);
+        let (rc, t, err) = trace_bare(&out, "wifi.pcap", &wifi);
+        assert_eq!(rc, 0, "{err}");
+        assert!(t.other.is_empty() && t.flows.is_empty());
+        assert_eq!(t.undecodable, 12);
+        let want = vec![SkippedLink {
+            link: name.into(),
+            frames: 12,
+        }];
+        assert_eq!(t.skipped.links, want);
+        assert!(
+            err.starts_with(&format!(
+                "warning: {}: 12 frames of link type {name} skipped",
+                out.join("wifi.pcap").display()
+            )),
+            "{err}"
+        );
+    }
+
+    // Ethernet: one good frame, three with a cut IPv4 header, one too
+    // short for Ethernet.
+    let mut good = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(40000, 7)
+        .write(&mut good, b"hi")
+        .unwrap();
+    let cut = good[..24].to_vec();
+    let frames = vec![good, cut.clone(), cut.clone(), cut, vec![2; 5]];
+    let (rc, t, err) = trace_bare(&out, "eth.pcap", &pcap_of(1, &frames));
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(t.other.len(), 1, "{}", t.to_yaml());
+    assert_eq!(t.undecodable, 4);
+    assert!(t.skipped.links.is_empty() && t.skipped.damage.is_empty());
+    let counts: Vec<usize> = t.skipped.undecodable.iter().map(|u| u.frames).collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        4,
+        "{:?}",
+        t.skipped.undecodable
+    );
+    assert!(counts.contains(&3) && counts.contains(&1));
+    let short = t
+        .skipped
+        .undecodable
+        .iter()
+        .find(|u| u.frames == 1)
+        .unwrap();
+    assert_eq!(
+        short,
+        &Undecodable {
+            reason: "malformed packet: 5-byte Ethernet frame".into(),
+            frames: 1
+        }
+    );
+    for u in &t.skipped.undecodable {
+        let s = if u.frames == 1 { "" } else { "s" };
+        let line = format!("{} frame{s} could not be decoded: {}", u.frames, u.reason);
+        assert!(err.contains(&line), "{line} not in {err}");
+    }
+    // The trace reads back as written.
+    assert_eq!(Trace::from_yaml(&t.to_yaml()).unwrap(), t);
+    assert!(
+        t.to_yaml().contains("skipped:\n  undecodable:\n"),
+        "{}",
+        t.to_yaml()
+    );
 }

@@ -28,8 +28,8 @@ mod read;
 
 pub use pcapng::write_pcapng;
 pub use read::{
-    parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage, ReadError,
-    UNNAMED_HOST,
+    link_name, parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage,
+    FrameError, ReadError, UNNAMED_HOST,
 };
 
 /// One captured interface: `host/ifname` and its link type.

@@ -461,14 +461,35 @@ fn take(block: Block, ifaces: &mut Vec<If>, frames: &mut Vec<Captured>) -> Resul
     Ok(())
 }
 
+/// Why the packet in a frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A link type hoplab does not decode.
+    #[error("link type {} is not supported", link_name(*.0))]
+    Unsupported(DataLink),
+    /// Not a well-formed frame of its link type.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// A link type's name, e.g. `IEEE802_11`; its number if it has none.
+pub fn link_name(link: DataLink) -> String {
+    match link {
+        DataLink::Unknown(n) => n.to_string(),
+        l => format!("{l:?}"),
+    }
+}
+
 /// The IP packet in `f`, by its link type: `Ok(None)` for frames that
 /// carry no IP (ARP...), `Err` for what cannot be decoded.
-pub fn parse_frame(f: &Captured) -> Result<Option<Summary>, String> {
-    let ip = |d: &[u8]| wire::parse_ip(d).map(Some).map_err(|e| e.to_string());
+pub fn parse_frame(f: &Captured) -> Result<Option<Summary>, FrameError> {
+    let bad = |e: wire::WireError| FrameError::Malformed(e.to_string());
+    let truncated = |what: &str| Err(FrameError::Malformed(format!("truncated {what} header")));
+    let ip = |d: &[u8]| wire::parse_ip(d).map(Some).map_err(bad);
     // Link types whose header ends with an EtherType: (header length,
     // offset of the EtherType).
     let cooked = match f.link {
-        DataLink::ETHERNET => return wire::parse_ethernet(&f.data).map_err(|e| e.to_string()),
+        DataLink::ETHERNET => return wire::parse_ethernet(&f.data).map_err(bad),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => return ip(&f.data),
         // BSD loopback: a 4-byte address family, in either byte order.
         DataLink::NULL | DataLink::LOOP => {
@@ -479,20 +500,20 @@ pub fn parse_frame(f: &Captured) -> Result<Option<Summary>, String> {
                     }
                     _ => Ok(None),
                 },
-                None => Err("truncated loopback header".into()),
+                None => truncated("loopback"),
             }
         }
         DataLink::LINUX_SLL => (16, 14),
         DataLink::LINUX_SLL2 => (20, 0),
-        other => return Err(format!("link type {other:?} is not supported")),
+        other => return Err(FrameError::Unsupported(other)),
     };
     let (hlen, at) = cooked;
     let Some(et) = f.data.get(at..at + 2) else {
-        return Err("truncated cooked-capture header".into());
+        return truncated("cooked-capture");
     };
     match u16::from_be_bytes([et[0], et[1]]) {
         0x0800 | 0x86dd if f.data.len() >= hlen => ip(&f.data[hlen..]),
-        0x0800 | 0x86dd => Err("truncated cooked-capture header".into()),
+        0x0800 | 0x86dd => truncated("cooked-capture"),
         _ => Ok(None),
     }
 }
@@ -560,7 +581,10 @@ mod tests {
             link: DataLink::IEEE802_11,
             ..frame("w/wlan0", false, vec![0; 40])
         };
-        assert!(parse_frame(&odd).unwrap_err().contains("not supported"));
+        let e = parse_frame(&odd).unwrap_err();
+        assert_eq!(e, FrameError::Unsupported(DataLink::IEEE802_11));
+        assert_eq!(e.to_string(), "link type IEEE802_11 is not supported");
+        assert_eq!(link_name(DataLink::from(4242)), "4242");
     }
 
     /// hoplab's own pcapng of a few frames on two interfaces, as bytes,

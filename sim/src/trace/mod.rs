@@ -100,22 +100,56 @@ pub struct Trace {
 }
 
 /// What of a capture a trace leaves out: where the file is damaged, and
-/// the frames that were read but not decoded.
+/// the frames that were read but not decoded (all counted in
+/// [`Trace::undecodable`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// Blocks of the file that could not be read, in file order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<Damage>,
+    /// Frames of link types hoplab does not decode, per link type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<SkippedLink>,
+    /// Frames that could not be decoded, per reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecodable: Vec<Undecodable>,
+}
+
+/// Frames of one link type hoplab does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedLink {
+    /// The link type's name (e.g. `IEEE802_11`), or its number.
+    pub link: String,
+    pub frames: usize,
+}
+
+/// Frames that could not be decoded for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undecodable {
+    pub reason: String,
+    pub frames: usize,
 }
 
 impl Skipped {
     pub fn is_empty(&self) -> bool {
-        self.damage.is_empty()
+        self.damage.is_empty() && self.links.is_empty() && self.undecodable.is_empty()
     }
 
     /// One line for each thing left out, for a warning.
     pub fn warnings(&self) -> Vec<String> {
-        self.damage.iter().map(|d| d.to_string()).collect()
+        let frames = |n: usize| format!("{n} frame{}", if n == 1 { "" } else { "s" });
+        let damage = self.damage.iter().map(|d| d.to_string());
+        let links = self.links.iter().map(|l| {
+            format!(
+                "{} of link type {} skipped: hoplab decodes Ethernet, raw IP, BSD \
+                 loopback and Linux cooked (SLL, SLL2) frames",
+                frames(l.frames),
+                l.link
+            )
+        });
+        let undecodable = (self.undecodable.iter())
+            .map(|u| format!("{} could not be decoded: {}", frames(u.frames), u.reason));
+        damage.chain(links).chain(undecodable).collect()
     }
 }
 
