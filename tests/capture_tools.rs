@@ -569,3 +569,59 @@ fn skipped_link_types_and_undecodable_frames_are_named_and_counted() {
         t.to_yaml()
     );
 }
+
+/// A missing file, a directory, an empty file or one that is no capture:
+/// one clear error naming the file, exit status 2, no trace.
+#[test]
+fn a_missing_or_non_capture_file_is_a_clear_error() {
+    let out = out_dir("nocap");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("empty.pcap"), b"").unwrap();
+    std::fs::write(out.join("text.pcapng"), b"no capture here").unwrap();
+    for (name, why) in [
+        (
+            "missing.pcapng",
+            "cannot be read: No such file or directory",
+        ),
+        ("", "cannot be read: Is a directory"),
+        (
+            "empty.pcap",
+            "not a capture (neither pcapng nor pcap: the file starts with nothing: it is empty)",
+        ),
+        (
+            "text.pcapng",
+            "not a capture (neither pcapng nor pcap: the file starts with 6e6f2063)",
+        ),
+    ] {
+        let p = out.join(name);
+        // (`hoplab report DIR` reads a run's directory.)
+        for cmd in ["trace", "report"]
+            .into_iter()
+            .filter(|c| *c == "trace" || !name.is_empty())
+        {
+            let o = hoplab().arg(cmd).arg(&p).output().unwrap();
+            assert_eq!(o.status.code(), Some(2), "{cmd} {name}");
+            assert!(o.stdout.is_empty(), "{cmd} {name}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            let want = format!("{}: {why}", p.display());
+            assert!(
+                err.starts_with("error: ") && err.contains(&want),
+                "{cmd} {name}: {err}"
+            );
+            assert_eq!(
+                err.matches("No such file").count(),
+                usize::from(name.starts_with("missing")),
+                "{err}"
+            );
+        }
+    }
+    // The exit statuses are in the help.
+    for cmd in ["trace", "report"] {
+        let o = hoplab().arg(cmd).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            help.contains("Exit status: 0") && help.contains("3, "),
+            "{help}"
+        );
+    }
+}

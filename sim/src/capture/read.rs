@@ -72,7 +72,7 @@ impl std::fmt::Display for Damage {
 /// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot be read")]
     Open {
         path: String,
         #[source]
