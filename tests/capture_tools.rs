@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
+use hoplab_sim::capture::Captured;
+use hoplab_sim::trace::Trace;
 
 fn now_s() -> f64 {
     SystemTime::now()
@@ -211,20 +214,7 @@ fn tshark_shows_interface_names_descriptions_and_a_comment_per_hop() {
 /// listed on its own, on interface `capture/if0`.
 #[test]
 fn hoplab_traces_a_pcap_written_by_tcpdump_without_its_scenario() {
-    let out = out_dir("anycap");
-    let o = run(&scenario_path("routed-pair"), &out);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let pcap = out.join("client.pcap");
-    tool(
-        "tcpdump",
-        &[
-            "-r",
-            out.join("capture.pcapng").to_str().unwrap(),
-            "-w",
-            pcap.to_str().unwrap(),
-            "ip and host 10.0.1.2",
-        ],
-    );
+    let (out, pcap) = routed_pair_pcap("anycap", &["ip and host 10.0.1.2"]);
     let o = hoplab().arg("trace").arg(&pcap).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let t = hoplab_sim::trace::Trace::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
@@ -274,26 +264,47 @@ fn blocks(b: &[u8]) -> Vec<(usize, u32, usize)> {
     v
 }
 
-/// `hoplab trace` on a capture in `dir` holding `bytes`: its exit code,
-/// the trace and stderr.
-fn trace_of(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (i32, Trace, String) {
+/// Run routed-pair into a fresh directory and have tcpdump copy its
+/// capture, through `filter`, to a classic pcap: the directory and the pcap.
+fn routed_pair_pcap(tag: &str, filter: &[&str]) -> (PathBuf, PathBuf) {
+    let out = out_dir(tag);
+    let o = run(&scenario_path("routed-pair"), &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pcap = out.join("capture.pcap");
+    let pcapng = out.join("capture.pcapng");
+    let mut args = vec!["-r", pcapng.to_str().unwrap(), "-w", pcap.to_str().unwrap()];
+    args.extend(filter);
+    tool("tcpdump", &args);
+    (out, pcap)
+}
+
+/// `hoplab trace` of `bytes` written to `dir/name`, with `--scenario` if
+/// given: its exit code, the trace and stderr.
+fn trace_file(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    scenario: Option<&Path>,
+) -> (i32, Trace, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    let o = hoplab()
-        .arg("trace")
-        .arg(&p)
-        .arg("--scenario")
-        .arg(scenario_path("routed-pair"))
-        .output()
-        .unwrap();
+    let mut cmd = hoplab();
+    cmd.arg("trace").arg(&p);
+    if let Some(sc) = scenario {
+        cmd.arg("--scenario").arg(sc);
+    }
+    let o = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout))
         .unwrap_or_else(|e| panic!("{name}: no trace ({e}): {err}"));
     (o.status.code().unwrap(), t, err)
 }
 
-use hoplab_sim::capture::Captured;
-use hoplab_sim::trace::Trace;
+/// `hoplab trace` on a capture in `dir` holding `bytes`, for routed-pair.
+fn trace_of(dir: &Path, name: &str, bytes: &[u8]) -> (i32, Trace, String) {
+    trace_file(dir, name, bytes, Some(&scenario_path("routed-pair")))
+}
 
 /// The trace of `frames` captured in routed-pair, as `hoplab trace` builds it.
 fn expected(frames: &[Captured]) -> Trace {
@@ -385,19 +396,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// A classic pcap cut anywhere is traced up to the cut record.
 #[test]
 fn a_cut_pcap_is_traced_up_to_the_damage() {
-    let out = out_dir("damaged-pcap");
-    let o = run(&scenario_path("routed-pair"), &out);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let pcap = out.join("all.pcap");
-    tool(
-        "tcpdump",
-        &[
-            "-r",
-            out.join("capture.pcapng").to_str().unwrap(),
-            "-w",
-            pcap.to_str().unwrap(),
-        ],
-    );
+    let (out, pcap) = routed_pair_pcap("damaged-pcap", &[]);
     let bytes = std::fs::read(&pcap).unwrap();
     let full = hoplab_sim::capture::read_capture(&pcap).unwrap();
     let mut records = Vec::new();
@@ -410,11 +409,8 @@ fn a_cut_pcap_is_traced_up_to_the_damage() {
     assert_eq!(records.len(), full.len());
     for (k, &(start, len)) in records.iter().enumerate() {
         for cut in [start + 5, start + 16, start + len - 1] {
-            let p = out.join("cut.pcap");
-            std::fs::write(&p, &bytes[..cut]).unwrap();
-            let o = hoplab().arg("trace").arg(&p).output().unwrap();
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(3), "cut at {cut}: {err}");
+            let (rc, mut t, err) = trace_file(&out, "cut.pcap", &bytes[..cut], None);
+            assert_eq!(rc, 3, "cut at {cut}: {err}");
             assert!(
                 err.contains(&format!(
                     "byte {start}: the file ends {} bytes into",
@@ -422,9 +418,9 @@ fn a_cut_pcap_is_traced_up_to_the_damage() {
                 )),
                 "{err}"
             );
-            let mut t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
             assert_eq!(t.skipped.damage.len(), 1);
             t.skipped.damage.clear();
+            let p = out.join("cut.pcap");
             let sc = hoplab_sim::oakestra::parse(&p, "cut", "version: 1\n").unwrap();
             let want =
                 hoplab_sim::trace::build(&hoplab_sim::trace::LabView::of(&sc), &full[..k], &[]);
@@ -453,14 +449,10 @@ fn a_cut_pcap_is_traced_up_to_the_damage() {
     }
 
     // Too short for the file header: nothing read, and said so.
-    std::fs::write(out.join("cut.pcap"), &bytes[..10]).unwrap();
-    let o = hoplab()
-        .arg("trace")
-        .arg(out.join("cut.pcap"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("byte 0: the file ends 10 bytes"));
+    let (rc, t, err) = trace_file(&out, "cut.pcap", &bytes[..10], None);
+    assert_eq!(rc, 3);
+    assert!(t.other.is_empty());
+    assert!(err.contains("byte 0: the file ends 10 bytes"), "{err}");
 }
 
 /// A classic pcap (little-endian, microseconds) of `frames` on `link`.
@@ -481,18 +473,6 @@ fn pcap_of(link: u32, frames: &[Vec<u8>]) -> Vec<u8> {
     b
 }
 
-/// `hoplab trace FILE` of a capture holding `bytes`, without a scenario.
-fn trace_bare(dir: &std::path::Path, name: &str, bytes: &[u8]) -> (i32, Trace, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    let o = hoplab().arg("trace").arg(&p).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    let t = Trace::from_yaml(&String::from_utf8_lossy(&o.stdout))
-        .unwrap_or_else(|e| panic!("{name}: no trace ({e}): {err}"));
-    (o.status.code().unwrap(), t, err)
-}
-
 /// Frames of a link type hoplab does not decode are named, with their
 /// count, in the trace and in a warning; so are frames that could not be
 /// decoded, per reason. The capture is whole: exit status 0.
@@ -502,7 +482,7 @@ fn skipped_link_types_and_undecodable_frames_are_named_and_counted() {
     let out = out_dir("skipped");
     for (link, name) in [(105, "IEEE802_11"), (4242, "4242")] {
         let wifi = pcap_of(link, &vec![vec![0x88; 40]; 12]);
-        let (rc, t, err) = trace_bare(&out, "wifi.pcap", &wifi);
+        let (rc, t, err) = trace_file(&out, "wifi.pcap", &wifi, None);
         assert_eq!(rc, 0, "{err}");
         assert!(t.other.is_empty() && t.flows.is_empty());
         assert_eq!(t.undecodable, 12);
@@ -530,7 +510,7 @@ fn skipped_link_types_and_undecodable_frames_are_named_and_counted() {
         .unwrap();
     let cut = good[..24].to_vec();
     let frames = vec![good, cut.clone(), cut.clone(), cut, vec![2; 5]];
-    let (rc, t, err) = trace_bare(&out, "eth.pcap", &pcap_of(1, &frames));
+    let (rc, t, err) = trace_file(&out, "eth.pcap", &pcap_of(1, &frames), None);
     assert_eq!(rc, 0, "{err}");
     assert_eq!(t.other.len(), 1, "{}", t.to_yaml());
     assert_eq!(t.undecodable, 4);

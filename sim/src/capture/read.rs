@@ -1,8 +1,9 @@
-//! Reading a capture back: pcapng (hoplab's own or any tool's) and classic
-//! pcap, into frames with their `host/ifname` and direction; and the IP
-//! packet inside a frame by its link type (Ethernet, raw IP, BSD loopback,
-//! Linux cooked). It knows file formats and link layers; it does not know
-//! scenarios, flows or hops.
+//! Reading a capture back: pcapng (hoplab's own or any tool's: enhanced,
+//! simple and obsolete packet blocks) and classic pcap, into frames with
+//! their `host/ifname` and direction; and the IP packet inside a frame by
+//! its link type (Ethernet, raw IP, BSD loopback, Linux cooked), or why it
+//! has none ([`FrameError`]). It knows file formats and link layers; it
+//! does not know scenarios, flows or hops.
 //!
 //! A damaged file is read as far as it goes: the file is walked block by
 //! block (record by record for pcap), each block's framing checked before
@@ -706,6 +707,85 @@ mod tests {
                  that block was skipped",
                 starts[5]
             )
+        );
+    }
+
+    /// A big-endian pcap in microseconds: timestamps scaled; a record
+    /// that claims more than any frame ends the reading there.
+    #[test]
+    fn a_pcap_record_of_implausible_length_ends_the_reading() {
+        let mut b = vec![0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 4];
+        for w in [0u32, 0, 65535, 1] {
+            b.extend(w.to_be_bytes());
+        }
+        for (len, data) in [(14u32, vec![7u8; 14]), (0x7fff_ffff, vec![7; 40])] {
+            for w in [5u32, 250_000, len, len] {
+                b.extend(w.to_be_bytes());
+            }
+            b.extend(data);
+        }
+        let got = read_bytes(&b).unwrap();
+        assert_eq!(got.frames.len(), 1);
+        assert_eq!(got.frames[0].ts_ns, 5_250_000_000);
+        assert_eq!(
+            (got.frames[0].host.as_str(), got.frames[0].link),
+            ("capture", DataLink::ETHERNET)
+        );
+        assert_eq!(
+            got.damage,
+            [Damage {
+                offset: 24 + 16 + 14,
+                reason:
+                    "record length 2147483647 is more than a frame can be (snapshot length 65535)"
+                        .into(),
+                stopped: true,
+            }]
+        );
+    }
+
+    /// Simple and (obsolete) packet blocks are read too: the simple one on
+    /// interface 0 without its padding, the other with its interface,
+    /// timestamp and direction.
+    #[test]
+    fn simple_and_obsolete_packet_blocks_are_read() {
+        use pcap_file::pcapng::blocks::packet::PacketBlock;
+        use pcap_file::pcapng::blocks::simple_packet::SimplePacketBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        for name in ["a/eth0", "b/eth0"] {
+            w.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfName(name.into())],
+            })
+            .unwrap();
+        }
+        w.write_pcapng_block(SimplePacketBlock {
+            original_len: 15,
+            data: vec![1u8; 15].into(),
+        })
+        .unwrap();
+        w.write_pcapng_block(PacketBlock {
+            interface_id: 1,
+            drop_count: 0,
+            timestamp: 3,
+            captured_len: 14,
+            original_len: 14,
+            data: vec![2u8; 14].into(),
+            options: vec![PacketOption::Flags(2)],
+        })
+        .unwrap();
+        let got = read_bytes(&w.into_inner()).unwrap();
+        assert!(got.damage.is_empty(), "{:?}", got.damage);
+        let seen: Vec<_> = (got.frames.iter())
+            .map(|f| (f.host.as_str(), f.ts_ns, f.outgoing, f.data.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", 0, false, vec![1; 15]),
+                ("b", 3_000, true, vec![2; 14])
+            ]
         );
     }
 }
