@@ -29,7 +29,7 @@ mod read;
 pub use pcapng::write_pcapng;
 pub use read::{
     link_name, parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage,
-    FrameError, ReadError, UNNAMED_HOST,
+    FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,
 };
 
 /// One captured interface: `host/ifname` and its link type.

@@ -473,6 +473,10 @@ pub enum FrameError {
     Malformed(String),
 }
 
+/// The link types [`parse_frame`] decodes, in words.
+pub const DECODED_LINKS: &str =
+    "Ethernet, raw IP, BSD loopback and Linux cooked (SLL, SLL2) frames";
+
 /// A link type's name, e.g. `IEEE802_11`; its number if it has none.
 pub fn link_name(link: DataLink) -> String {
     match link {

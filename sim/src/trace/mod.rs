@@ -48,6 +48,12 @@
 //! timestamps are left out (of a tunnel's outer header too; its ports,
 //! addresses, length and TTL are shown); ARP and IPv6
 //! neighbour/multicast-listener chatter is left out.
+//!
+//! What a trace leaves out of its capture is in [`Skipped`]: where the
+//! file is damaged (byte offset and reason, from [`crate::capture::read`]),
+//! frames of link types hoplab does not decode (per link type) and frames
+//! that could not be decoded (per reason). A whole capture of decodable
+//! frames, such as every run's, has none, and its YAML no `skipped` key.
 
 mod build;
 mod decode;
@@ -63,7 +69,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::Damage;
+use crate::capture::{Damage, DECODED_LINKS};
 
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
@@ -141,8 +147,7 @@ impl Skipped {
         let damage = self.damage.iter().map(|d| d.to_string());
         let links = self.links.iter().map(|l| {
             format!(
-                "{} of link type {} skipped: hoplab decodes Ethernet, raw IP, BSD \
-                 loopback and Linux cooked (SLL, SLL2) frames",
+                "{} of link type {} skipped: hoplab decodes {DECODED_LINKS}",
                 frames(l.frames),
                 l.link
             )
