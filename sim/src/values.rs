@@ -29,6 +29,25 @@ pub fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T,
     })
 }
 
+/// The first default client source port: step `index` without a `sport`
+/// sends from `DEFAULT_SPORT_BASE + index`.
+pub const DEFAULT_SPORT_BASE: u16 = 40000;
+
+/// The default source port of step `index`; None past 65535 (a scenario
+/// with that many steps must give them a `sport`).
+pub fn default_source_port(index: usize) -> Option<u16> {
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| DEFAULT_SPORT_BASE.checked_add(i))
+}
+
+/// Why step `index` without a `sport` is refused.
+pub fn sport_overflow(index: usize) -> String {
+    format!(
+        "no `sport`, and the default {DEFAULT_SPORT_BASE} + {index} is over 65535: give this step a `sport`"
+    )
+}
+
 /// Linux limits interface names to 15 bytes.
 const IFNAMSIZ_MAX: usize = 15;
 

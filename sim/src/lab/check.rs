@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{default_link_mac, Host, Lab};
-use crate::values::{bad, check_ifname, Cidr, Invalid};
+use crate::values::{bad, check_ifname, default_source_port, sport_overflow, Cidr, Invalid};
 
 /// Interfaces per host: `lo`, the bridges, TUNs and link ends.
 type Ifaces<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
@@ -37,6 +37,9 @@ pub fn check(lab: &Lab) -> Result<(), Invalid> {
         }
     }
     for (i, s) in lab.traffic.iter().enumerate() {
+        if s.sport.is_none() && default_source_port(i).is_none() {
+            return bad(format!("traffic[{i}]"), sport_overflow(i));
+        }
         if !lab.hosts.contains_key(&s.from) {
             return bad(
                 format!("traffic[{i}].from"),

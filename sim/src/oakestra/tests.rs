@@ -83,3 +83,18 @@ fn capture_reference_checked() {
     assert_eq!(e.field, "capture.interfaces[0]");
     assert_eq!(e.line, 11);
 }
+
+/// Steps past index 25535 without a `sport` would send from a port over
+/// 65535: refused at the first such step, not a panic.
+#[test]
+fn too_many_steps_for_default_ports_are_refused() {
+    let mut t = OK.replace("  - {name: ping, from: a, proto: icmp, to: 10.0.0.2}\n", "");
+    for i in 0..25_537 {
+        t.push_str(&format!(
+            "  - {{name: s{i}, from: a, proto: icmp, to: 10.0.0.2}}\n"
+        ));
+    }
+    let e = err(&t);
+    assert_eq!((e.field.as_str(), e.line), ("traffic[25536]", 25545), "{e}");
+    assert!(e.message.contains("give this step a `sport`"), "{e}");
+}

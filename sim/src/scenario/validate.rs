@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::schema::{Host, Route, Scenario, Step};
-use crate::values::{bad, check_ifname, check_name, Invalid, Proto, RouteDst};
+use crate::values::{
+    bad, check_ifname, check_name, default_source_port, sport_overflow, Invalid, Proto, RouteDst,
+};
 
 /// Checks of `sc` on its own.
 pub(super) fn validate(sc: &Scenario) -> Result<(), Invalid> {
@@ -106,6 +108,9 @@ fn check_steps(steps: &[Step]) -> Result<(), Invalid> {
     let mut names = BTreeSet::new();
     let mut clients = BTreeMap::new();
     for (i, s) in steps.iter().enumerate() {
+        if s.sport.is_none() && default_source_port(i).is_none() {
+            return bad(format!("traffic[{i}]"), sport_overflow(i));
+        }
         if let Some(prev) = clients.insert((s.from.as_str(), s.proto, s.source_port(i)), i) {
             return bad(
                 format!("traffic[{i}].sport"),
