@@ -95,3 +95,51 @@ fn missing_file_is_named() {
         String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.yaml: cannot read scenario")
     );
 }
+
+#[test]
+fn validate_prints_every_error_and_the_count() {
+    let sc = write_scenario(
+        "every-error",
+        &GOOD
+            .replace("  a: {}", "  a: {sysctls: {kernel.x: 1}}")
+            .replace("{host: b,", "{host: c,")
+            .replace("from: a", "from: z"),
+    );
+    let v = hoplab().arg("validate").arg(&sc).output().unwrap();
+    assert_eq!(v.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&v.stderr);
+    let f = sc.display();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{f}:3:27: hosts.a.sysctls.\"kernel.x\": only net.* sysctls are per network namespace"),
+            format!("{f}:7:15: links[0].b.host: undefined host `c`"),
+            format!("{f}:9:24: traffic[0].from: undefined host `z`"),
+            format!("{f}: 3 errors"),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_files_are_refused_quickly() {
+    for (tag, text) in [
+        (
+            "deep",
+            format!("version: 1\nhosts: {}\n", "[".repeat(100_000)),
+        ),
+        (
+            "huge",
+            format!("version: 1\ndescription: {}\n", "x".repeat(2 << 20)),
+        ),
+    ] {
+        let sc = write_scenario(tag, &text);
+        let start = std::time::Instant::now();
+        let v = hoplab().arg("validate").arg(&sc).output().unwrap();
+        assert_eq!(v.status.code(), Some(1), "{tag}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{tag}");
+        let err = String::from_utf8_lossy(&v.stderr);
+        assert!(err.contains(&format!("{}:", sc.display())), "{err}");
+    }
+}

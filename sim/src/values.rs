@@ -48,6 +48,37 @@ pub fn sport_overflow(index: usize) -> String {
     )
 }
 
+/// Errors gathered one check at a time, so that every error is reported.
+pub trait Gather {
+    /// Keeps the error of `r`, if any.
+    fn gather(&mut self, r: Result<(), Invalid>);
+}
+
+impl Gather for Vec<Invalid> {
+    fn gather(&mut self, r: Result<(), Invalid>) {
+        if let Err(e) = r {
+            self.push(e);
+        }
+    }
+}
+
+/// A map key as a step of a field path: as written, or quoted when it
+/// holds `.`, `[`, `]`, `"`, spaces or nothing (`sysctls."net.ipv4.ip_forward"`).
+pub fn key(k: &str) -> std::borrow::Cow<'_, str> {
+    if !k.is_empty() && !k.contains(['.', '[', ']', '"', '\\', ' ']) {
+        return k.into();
+    }
+    let mut q = String::from('"');
+    for c in k.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q.into()
+}
+
 /// Linux limits interface names to 15 bytes.
 const IFNAMSIZ_MAX: usize = 15;
 

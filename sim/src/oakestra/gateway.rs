@@ -369,7 +369,7 @@ mod tests {
     use std::path::Path;
 
     use crate::oakestra::parse;
-    use crate::scenario::ScenarioError;
+    use crate::scenario::ScenarioErrors;
 
     use super::*;
 
@@ -396,7 +396,7 @@ traffic:
   - {name: get, from: client, proto: tcp, to: \"24.0.5.8:8080\", sport: 51671}
 ";
 
-    fn err(text: &str) -> ScenarioError {
+    fn err(text: &str) -> ScenarioErrors {
         parse(Path::new("s.yaml"), "s", text).unwrap_err()
     }
 

@@ -13,8 +13,8 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 use crate::lab::{self, Lab};
-use crate::scenario::{self, LoadError, Scenario, ScenarioError};
-use crate::values::{bad, Invalid};
+use crate::scenario::{self, LoadError, Scenario, ScenarioErrors};
+use crate::values::{bad, Gather, Invalid};
 
 pub mod cluster;
 pub mod control_plane;
@@ -52,28 +52,48 @@ pub fn load(path: &Path) -> Result<Expanded, LoadError> {
 }
 
 /// Parse, check and expand scenario text; `file` is only used in errors.
-pub fn parse(file: &Path, name: &str, text: &str) -> Result<Expanded, ScenarioError> {
-    let sc = scenario::parse(file, name, text)?;
-    let located = |e| scenario::located(file, text, e);
-    let x = expand(&sc).map_err(located)?;
-    lab::check::check(&x.lab).map_err(located)?;
-    Ok(x)
+/// Every error is reported: the file's own checks, the expansion's, the
+/// lab's (the same problem found twice is reported once).
+pub fn parse(file: &Path, name: &str, text: &str) -> Result<Expanded, ScenarioErrors> {
+    let (sc, mut found) = scenario::parse_unchecked(file, name, text)?;
+    let x = match expand(&sc) {
+        Ok(x) => {
+            found.extend(lab::check::check(&x.lab));
+            Some(x)
+        }
+        Err(more) => {
+            found.extend(more);
+            None
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|e| seen.insert((e.field.clone(), e.message.clone())));
+    scenario::check_all(file, text, found)?;
+    Ok(x.expect("no error, so expanded"))
 }
 
 /// The lab `sc` (checked on its own) expands to, and its plan; errors are
-/// the file's field paths.
-pub fn expand(sc: &Scenario) -> Result<Expanded, Invalid> {
+/// the file's field paths. Clusters and the gateway stop at their first
+/// error (what follows is allocated from them); the steps' control
+/// actions are all checked.
+pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let mut lab = plain::copy(sc);
-    let plan = cluster::expand(sc, &mut lab)?;
-    gateway::expand(sc, &plan, &mut lab)?;
-    check_steps(sc)?;
+    let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
+    gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
+    let mut found = Vec::new();
+    for (i, s) in sc.traffic.iter().enumerate() {
+        found.gather(check_step(sc, i, s));
+    }
+    if !found.is_empty() {
+        return Err(found);
+    }
     Ok(Expanded { lab, plan })
 }
 
 /// A step's control actions name what the Oakestra sections define: a
 /// service manager, service managers at all, a gateway.
-fn check_steps(sc: &Scenario) -> Result<(), Invalid> {
-    for (i, s) in sc.traffic.iter().enumerate() {
+fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid> {
+    {
         let f = format!("traffic[{i}]");
         if let Some(m) = &s.fail_manager {
             if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {

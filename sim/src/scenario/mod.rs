@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod guard;
 pub mod locate;
 pub mod schema;
 pub mod services;
@@ -33,6 +34,64 @@ pub struct ScenarioError {
     pub message: String,
 }
 
+/// Errors located one by one at most: each costs a replay of the document.
+pub const MAX_LOCATED: usize = 100;
+
+/// Every error found in a scenario file, in the order found; never empty.
+/// Reads as its first error (`e.line`, `e.field`).
+#[derive(Debug)]
+pub struct ScenarioErrors {
+    errors: Vec<ScenarioError>,
+    /// Errors found beyond [`MAX_LOCATED`], counted only.
+    omitted: usize,
+}
+
+impl ScenarioErrors {
+    /// Each error located, the first [`MAX_LOCATED`] of them.
+    pub fn errors(&self) -> &[ScenarioError] {
+        &self.errors
+    }
+
+    /// How many errors there are in all.
+    pub fn count(&self) -> usize {
+        self.errors.len() + self.omitted
+    }
+}
+
+impl std::ops::Deref for ScenarioErrors {
+    type Target = ScenarioError;
+    fn deref(&self) -> &ScenarioError {
+        &self.errors[0]
+    }
+}
+
+impl From<ScenarioError> for ScenarioErrors {
+    fn from(e: ScenarioError) -> Self {
+        ScenarioErrors {
+            errors: vec![e],
+            omitted: 0,
+        }
+    }
+}
+
+/// Each error on its own line.
+impl std::fmt::Display for ScenarioErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n(and {} more errors)", self.omitted)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScenarioErrors {}
+
 /// Reading the file failed before any YAML was seen.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -43,7 +102,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Invalid(#[from] ScenarioError),
+    Invalid(#[from] ScenarioErrors),
 }
 
 /// A scenario file's text and name (its stem).
@@ -60,13 +119,91 @@ pub fn read(path: &Path) -> Result<(String, String), LoadError> {
 }
 
 /// Parse scenario text and check it on its own; `file` is only used in
-/// errors.
-pub fn parse(file: &Path, name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+/// errors. The text is bounded first ([`guard`]: size, depth, alias
+/// expansion, duplicate keys); then every error of the file's own checks.
+pub fn parse(file: &Path, name: &str, text: &str) -> Result<Scenario, ScenarioErrors> {
+    let (sc, found) = parse_unchecked(file, name, text)?;
+    check_all(file, text, found)?;
+    Ok(sc)
+}
+
+/// The scenario as read, and what the file's own checks found wrong with
+/// it (maybe nothing), for a caller that goes on checking. Errs only when
+/// there is no scenario to read: too large, too deep, a YAML or schema error.
+pub fn parse_unchecked(
+    file: &Path,
+    name: &str,
+    text: &str,
+) -> Result<(Scenario, Vec<Invalid>), ScenarioErrors> {
+    guard::check_text(text).map_err(|r| ScenarioError {
+        file: file.to_path_buf(),
+        line: r.line,
+        column: r.column,
+        field: "(document)".to_string(),
+        message: r.message,
+    })?;
+    let dups = guard::walk(text).map_err(|e| syntax_error(file, text, &e))?;
+    if !dups.is_empty() {
+        return Err(duplicates(file, text, &dups));
+    }
     let mut sc: Scenario =
         serde_yaml::from_str(text).map_err(|e| locate::from_yaml_error(file, &e))?;
     sc.name = name.to_string();
-    validate::validate(&sc).map_err(|e| located(file, text, e))?;
-    Ok(sc)
+    let found = validate::validate(&sc);
+    Ok((sc, found))
+}
+
+/// `Ok` when `found` is empty, else every error of it located.
+pub fn check_all(file: &Path, text: &str, found: Vec<Invalid>) -> Result<(), ScenarioErrors> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let omitted = found.len().saturating_sub(MAX_LOCATED);
+    let errors = found
+        .into_iter()
+        .take(MAX_LOCATED)
+        .map(|e| located(file, text, e))
+        .collect();
+    Err(ScenarioErrors { errors, omitted })
+}
+
+/// A YAML error located; a syntax error in a flow collection is reported
+/// at the bracket left open.
+fn syntax_error(file: &Path, text: &str, e: &serde_yaml::Error) -> ScenarioError {
+    let mut err = locate::from_yaml_error(file, e);
+    if err.field == "(document)" && err.message.contains("while parsing a flow") {
+        if let Some(&(line, column, c)) = guard::open_at(text, err.line + 1).last() {
+            err.message = format!("`{c}` not closed: {}", err.message);
+            (err.line, err.column) = (line, column);
+        }
+    }
+    err
+}
+
+fn duplicates(file: &Path, text: &str, dups: &[guard::Duplicate]) -> ScenarioErrors {
+    let found = dups
+        .iter()
+        .take(MAX_LOCATED)
+        .map(|d| {
+            let (line, column) = locate::locate_nth(text, &d.path, d.nth).unwrap_or((1, 1));
+            let (l0, c0) = locate::locate_nth(text, &d.path, 0).unwrap_or((1, 1));
+            let k = match d.path.last() {
+                Some(locate::Seg::Key(k)) => k.as_str(),
+                _ => "",
+            };
+            ScenarioError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field: locate::path_string(&d.path),
+                message: format!("duplicate key `{k}`: also at line {l0} column {c0}"),
+            }
+        })
+        .collect();
+    ScenarioErrors {
+        errors: found,
+        omitted: dups.len().saturating_sub(MAX_LOCATED),
+    }
 }
 
 /// `e` with the line and column of its field in `text` (1:1 when the
