@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::lab::{self, Lab};
 use crate::scenario::{self, LoadError, Scenario, ScenarioErrors};
-use crate::values::{bad, Gather, Invalid};
+use crate::values::{bad, Gather, Invalid, Proto};
 
 pub mod cluster;
 pub mod control_plane;
@@ -84,10 +84,39 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     for (i, s) in sc.traffic.iter().enumerate() {
         found.gather(check_step(sc, i, s));
     }
+    check_unexposes(sc, &mut found);
     if !found.is_empty() {
         return Err(found);
     }
     Ok(Expanded { lab, plan })
+}
+
+/// A step removes only an exposure there is at that point: the gateway's
+/// own, and the earlier steps' (a step unexposes before it exposes).
+fn check_unexposes(sc: &Scenario, found: &mut Vec<Invalid>) {
+    let Some(g) = &sc.gateway else { return };
+    let mut exposed: std::collections::BTreeSet<(Proto, u16, bool)> = g
+        .expose
+        .iter()
+        .map(|e| (e.proto, e.port, e.service.is_ipv6()))
+        .collect();
+    for (i, s) in sc.traffic.iter().enumerate() {
+        for (j, u) in s.unexpose.iter().enumerate() {
+            if !exposed.remove(&(u.proto, u.port, u.v6)) {
+                let v = if u.v6 { " (IPv6)" } else { "" };
+                found.gather(bad(
+                    format!("traffic[{i}].unexpose[{j}]"),
+                    format!(
+                        "{} port {}{v} is not exposed at this step: the gateway and earlier steps do not expose it",
+                        u.proto, u.port
+                    ),
+                ));
+            }
+        }
+        for e in &s.expose {
+            exposed.insert((e.proto, e.port, e.service.is_ipv6()));
+        }
+    }
 }
 
 /// A step's control actions name what the Oakestra sections define: a
