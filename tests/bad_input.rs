@@ -143,3 +143,43 @@ fn hostile_files_are_refused_quickly() {
         assert!(err.contains(&format!("{}:", sc.display())), "{err}");
     }
 }
+
+/// Mistakes that used to pass `validate` and fail only halfway through a
+/// run: each is refused with its line, and nothing is built.
+#[test]
+fn what_the_machine_lacks_is_refused_before_the_run() {
+    let text = GOOD.replace(
+        "  a: {}",
+        "  a:
+    sysctls:
+      net.ipv4.conf.eth0.rp_filter: 0
+      net.ipv4.no_such_key: 1
+    firewall: |
+      table ip t {
+        chain c {
+          type filter hook input priority 0;
+          iif \"eth0\" tcp dport 80 dropp
+        }
+      }
+    processes:
+      - {name: p, cmd: [no-such-program-4242], ready: {delay_ms: 1}}
+      - {name: q, cmd: [sleep, \"1\"], ready: {delay_ms: 1}}",
+    );
+    let e = refused("machine", &text);
+    let lines: Vec<&str> = e.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert!(
+        lines[0].contains(".yaml:6:29: hosts.a.sysctls.\"net.ipv4.no_such_key\": unknown sysctl"),
+        "{e}"
+    );
+    assert!(
+        lines[1].contains(
+            ".yaml:15:25: hosts.a.processes[0].cmd[0]: no program `no-such-program-4242` on PATH"
+        ),
+        "{e}"
+    );
+    assert!(
+        lines[2].contains(".yaml:11:44: hosts.a.firewall: nft rejects the script"),
+        "{e}"
+    );
+}

@@ -19,6 +19,10 @@ use serde::{Deserialize, Deserializer};
 pub struct Invalid {
     pub field: String,
     pub message: String,
+    /// Where in the field's text value the problem is (line, column,
+    /// 1-based), as a tool that read the value reports it (nft's line in a
+    /// firewall script).
+    pub within: Option<(usize, usize)>,
 }
 
 /// `Err(Invalid)` for `field`.
@@ -26,6 +30,7 @@ pub fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T,
     Err(Invalid {
         field: field.into(),
         message: message.into(),
+        within: None,
     })
 }
 

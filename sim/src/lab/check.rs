@@ -10,6 +10,8 @@
 //! which are the file's for what the file wrote (see [`super`]). Knows
 //! nothing of the file's text or of Oakestra.
 
+pub mod system;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 

@@ -533,7 +533,10 @@ traffic:
             .collect();
         assert_eq!(
             got,
-            [("traffic[2].unexpose[0]", 23), ("traffic[4].unexpose[0]", 25)],
+            [
+                ("traffic[2].unexpose[0]", 23),
+                ("traffic[4].unexpose[0]", 25)
+            ],
             "{e}"
         );
         assert!(e.message.contains("tcp port 8080 is not exposed"), "{e}");

@@ -45,13 +45,17 @@ impl DerefMut for Expanded {
     }
 }
 
-/// Read, check and expand a scenario file.
+/// Read, check and expand a scenario file, and check what it asks of this
+/// machine ([`lab::check::system`]: sysctls, programs, firewall scripts).
 pub fn load(path: &Path) -> Result<Expanded, LoadError> {
     let (text, name) = scenario::read(path)?;
-    Ok(parse(path, &name, &text)?)
+    let x = parse(path, &name, &text)?;
+    scenario::check_all(path, &text, lab::check::system::check(&x.lab))?;
+    Ok(x)
 }
 
 /// Parse, check and expand scenario text; `file` is only used in errors.
+/// Pure: what the machine has is [`load`]'s to check.
 /// Every error is reported: the file's own checks, the expansion's, the
 /// lab's (the same problem found twice is reported once).
 pub fn parse(file: &Path, name: &str, text: &str) -> Result<Expanded, ScenarioErrors> {

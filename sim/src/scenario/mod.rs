@@ -105,12 +105,20 @@ pub enum LoadError {
     Invalid(#[from] ScenarioErrors),
 }
 
-/// A scenario file's text and name (its stem).
+/// A scenario file's text and name (its stem). Reads at most one byte
+/// more than [`guard::MAX_FILE_BYTES`], which [`parse`] then refuses.
 pub fn read(path: &Path) -> Result<(String, String), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(guard::MAX_FILE_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -206,10 +214,29 @@ fn duplicates(file: &Path, text: &str, dups: &[guard::Duplicate]) -> ScenarioErr
     }
 }
 
+/// Line `l` column `c` of a text value that starts at `line`:`column`: a
+/// block scalar (`|`, `>`) starts on the next line, at its indentation.
+fn within(text: &str, line: usize, column: usize, l: usize, c: usize) -> (usize, usize) {
+    let start = text.lines().nth(line - 1).unwrap_or("");
+    let at = start.chars().nth(column - 1);
+    if matches!(at, Some('|' | '>')) {
+        let body = text.lines().nth(line + l - 1).unwrap_or("");
+        let indent = body.len() - body.trim_start().len();
+        (line + l, indent + c)
+    } else if l == 1 {
+        (line, column + c)
+    } else {
+        (line + l - 1, c)
+    }
+}
+
 /// `e` with the line and column of its field in `text` (1:1 when the
 /// field is not in the text, as for a host the file does not name).
 pub fn located(file: &Path, text: &str, e: Invalid) -> ScenarioError {
-    let (line, column) = locate(text, &e.field).unwrap_or((1, 1));
+    let (mut line, mut column) = locate(text, &e.field).unwrap_or((1, 1));
+    if let Some((l, c)) = e.within {
+        (line, column) = within(text, line, column, l, c);
+    }
     ScenarioError {
         file: file.to_path_buf(),
         line,
