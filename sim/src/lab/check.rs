@@ -156,8 +156,8 @@ fn check_end<'a>(
     check_v6(&e.host, host, &e.addr, &format!("{f}.addr"))
 }
 
-/// An address is on one interface of its host only: the kernel would take
-/// the second one, and routes through it fail at run time.
+/// An address is on one interface of its host only (the kernel takes it
+/// twice, and packets leave by the first), and not on both ends of a link.
 fn check_addrs(lab: &Lab, found: &mut Vec<Invalid>) {
     let mut owners: BTreeMap<(&str, IpAddr), String> = BTreeMap::new();
     let mut claim = |h: &'_ str, a: &Cidr, field: String, found: &mut Vec<Invalid>| {
@@ -191,6 +191,17 @@ fn check_addrs(lab: &Lab, found: &mut Vec<Invalid>) {
         for (side, e) in [("a", &l.a), ("b", &l.b)] {
             for (j, a) in e.addr.iter().enumerate() {
                 claim(&e.host, a, format!("links[{i}].{side}.addr[{j}]"), found);
+            }
+        }
+        for (j, a) in l.b.addr.iter().enumerate() {
+            if l.a.addr.iter().any(|x| x.addr == a.addr) {
+                found.gather(bad(
+                    format!("links[{i}].b.addr[{j}]"),
+                    format!(
+                        "address {} is also given to the other end, links[{i}].a",
+                        a.addr
+                    ),
+                ));
             }
         }
     }

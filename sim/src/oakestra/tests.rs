@@ -258,3 +258,10 @@ fn mtu_out_of_range_and_duplicate_addresses_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn one_address_on_both_ends_of_a_link_is_refused() {
+    let e = err(&OK.replace("addr: [10.0.0.2/24]", "addr: [10.0.0.1/24]"));
+    assert_eq!((e.field.as_str(), e.line), ("links[0].b.addr[0]", 7), "{e}");
+    assert!(e.message.contains("the other end, links[0].a"), "{e}");
+}
