@@ -94,3 +94,34 @@ fn deep_nesting_is_refused_in_linear_time() {
         "refusing the nesting took {t_deep:?}, parsing as much flat text {t_flat:?}"
     );
 }
+
+#[test]
+fn many_errors_are_located_in_one_pass() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // 15,000 steps, each with a bad target, against the same steps valid.
+    let steps = |to: &str| {
+        let mut t = format!("{HOSTS}traffic:\n");
+        for i in 0..15_000 {
+            t.push_str(&format!(
+                "  - {{name: s{i}, from: a, proto: icmp, to: {to}}}\n"
+            ));
+        }
+        t
+    };
+    let (good, bad) = (steps("10.0.0.2"), steps("nowhere"));
+    let time = |t: &str| {
+        let start = Instant::now();
+        let r = parse(t);
+        (r, start.elapsed())
+    };
+    let (ok, t_good) = time(&good);
+    ok.unwrap();
+    let (r, t_bad) = time(&bad);
+    let e = r.unwrap_err();
+    assert_eq!(e.lines().count(), 1001, "1000 listed, then the count");
+    assert!(e.contains("s.yaml:1003:"), "the last listed is at its line");
+    assert!(
+        t_bad <= 5 * t_good,
+        "locating the errors took {t_bad:?}, parsing the valid file {t_good:?}"
+    );
+}

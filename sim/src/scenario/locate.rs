@@ -1,6 +1,8 @@
-//! Where a field path (`links[2].b.host`) is in the scenario text:
-//! [`locate`] replays the document up to the field and lets the YAML parser
-//! report where it stopped; serde's own errors carry their location.
+//! Field paths (`links[2].b.host`, `hosts.a.sysctls."net.ipv4.ip_forward"`):
+//! [`Seg`], read and written ([`split_path`], [`path_string`]); where one
+//! is in the scenario text: [`locate`] replays the document up to the field
+//! and lets the YAML parser report where it stopped; serde's own errors
+//! carry their location.
 //!
 //! Knows YAML and field paths, not what the fields mean.
 
@@ -38,7 +40,7 @@ pub(super) fn from_yaml_error(file: &Path, e: &serde_yaml::Error) -> ScenarioErr
 }
 
 /// One step of a field path: a map key or a sequence index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     Key(String),
     Index(usize),
@@ -110,20 +112,11 @@ const FOUND: &str = "\u{0}hoplab-locate-found";
 /// Line and column (1-based) where the value at `path` starts, found by
 /// walking the document with a seed that stops there; the YAML parser
 /// reports the position of the failure. None when the path is absent.
+/// (For many paths at once, `marks::find` parses the text once.)
 pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
-    locate_nth(text, &split_path(path), 0)
-}
-
-/// As [`locate`], for the `nth` later occurrence of the path's last key in
-/// its map (0: the first), which only a duplicate key has.
-pub(super) fn locate_nth(text: &str, segs: &[Seg], nth: usize) -> Option<(usize, usize)> {
+    let segs = split_path(path);
     let de = serde_yaml::Deserializer::from_str(text);
-    match (Probe {
-        path: segs,
-        skip: nth,
-    })
-    .deserialize(de)
-    {
+    match (Probe { path: &segs }).deserialize(de) {
         Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
         _ => None,
     }
@@ -143,8 +136,6 @@ fn key_text(k: &serde_yaml::Value) -> Option<String> {
 
 struct Probe<'a> {
     path: &'a [Seg],
-    /// Matches of the last key to pass over first.
-    skip: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for Probe<'_> {
@@ -163,16 +154,11 @@ impl<'de> Visitor<'de> for Probe<'_> {
         if self.path.is_empty() {
             return Err(de::Error::custom(FOUND));
         }
-        let mut skip = if self.path.len() == 1 { self.skip } else { 0 };
         while let Some(k) = m.next_key::<serde_yaml::Value>()? {
             let hit = matches!(&self.path[0], Seg::Key(s) if key_text(&k).as_ref() == Some(s));
-            if hit && skip > 0 {
-                skip -= 1;
-                m.next_value::<de::IgnoredAny>()?;
-            } else if hit {
+            if hit {
                 m.next_value_seed(Probe {
                     path: &self.path[1..],
-                    skip: self.skip,
                 })?;
             } else {
                 m.next_value::<de::IgnoredAny>()?;
@@ -190,7 +176,6 @@ impl<'de> Visitor<'de> for Probe<'_> {
             let more = if hit {
                 s.next_element_seed(Probe {
                     path: &self.path[1..],
-                    skip: self.skip,
                 })?
                 .is_some()
             } else {

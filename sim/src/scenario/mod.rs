@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub mod guard;
 pub mod locate;
+mod marks;
 pub mod schema;
 pub mod services;
 mod validate;
@@ -34,8 +35,8 @@ pub struct ScenarioError {
     pub message: String,
 }
 
-/// Errors located one by one at most: each costs a replay of the document.
-pub const MAX_LOCATED: usize = 100;
+/// Errors listed at most (located in one pass); more are counted.
+pub const MAX_LOCATED: usize = 1000;
 
 /// Every error found in a scenario file, in the order found; never empty.
 /// Reads as its first error (`e.line`, `e.field`).
@@ -161,16 +162,21 @@ pub fn parse_unchecked(
     Ok((sc, found))
 }
 
-/// `Ok` when `found` is empty, else every error of it located.
+/// `Ok` when `found` is empty, else every error of it located (in one
+/// pass over the text).
 pub fn check_all(file: &Path, text: &str, found: Vec<Invalid>) -> Result<(), ScenarioErrors> {
     if found.is_empty() {
         return Ok(());
     }
     let omitted = found.len().saturating_sub(MAX_LOCATED);
+    let found: Vec<Invalid> = found.into_iter().take(MAX_LOCATED).collect();
+    let segs: Vec<Vec<locate::Seg>> = found.iter().map(|e| locate::split_path(&e.field)).collect();
+    let wanted: Vec<(&[locate::Seg], usize)> = segs.iter().map(|s| (s.as_slice(), 0)).collect();
+    let at = marks::find(text, &wanted);
     let errors = found
         .into_iter()
-        .take(MAX_LOCATED)
-        .map(|e| located(file, text, e))
+        .zip(at)
+        .map(|(e, at)| located_at(file, text, e, at))
         .collect();
     Err(ScenarioErrors { errors, omitted })
 }
@@ -189,12 +195,19 @@ fn syntax_error(file: &Path, text: &str, e: &serde_yaml::Error) -> ScenarioError
 }
 
 fn duplicates(file: &Path, text: &str, dups: &[guard::Duplicate]) -> ScenarioErrors {
-    let found = dups
+    let omitted = dups.len().saturating_sub(MAX_LOCATED);
+    let dups = &dups[..dups.len().min(MAX_LOCATED)];
+    let wanted: Vec<(&[locate::Seg], usize)> = dups
         .iter()
-        .take(MAX_LOCATED)
-        .map(|d| {
-            let (line, column) = locate::locate_nth(text, &d.path, d.nth).unwrap_or((1, 1));
-            let (l0, c0) = locate::locate_nth(text, &d.path, 0).unwrap_or((1, 1));
+        .flat_map(|d| [(d.path.as_slice(), d.nth), (d.path.as_slice(), 0)])
+        .collect();
+    let at = marks::find(text, &wanted);
+    let errors = dups
+        .iter()
+        .zip(at.chunks(2))
+        .map(|(d, at)| {
+            let (line, column) = at[0].unwrap_or((1, 1));
+            let (l0, c0) = at[1].unwrap_or((1, 1));
             let k = match d.path.last() {
                 Some(locate::Seg::Key(k)) => k.as_str(),
                 _ => "",
@@ -208,10 +221,7 @@ fn duplicates(file: &Path, text: &str, dups: &[guard::Duplicate]) -> ScenarioErr
             }
         })
         .collect();
-    ScenarioErrors {
-        errors: found,
-        omitted: dups.len().saturating_sub(MAX_LOCATED),
-    }
+    ScenarioErrors { errors, omitted }
 }
 
 /// Line `l` column `c` of a text value that starts at `line`:`column`: a
@@ -233,7 +243,12 @@ fn within(text: &str, line: usize, column: usize, l: usize, c: usize) -> (usize,
 /// `e` with the line and column of its field in `text` (1:1 when the
 /// field is not in the text, as for a host the file does not name).
 pub fn located(file: &Path, text: &str, e: Invalid) -> ScenarioError {
-    let (mut line, mut column) = locate(text, &e.field).unwrap_or((1, 1));
+    let at = locate(text, &e.field);
+    located_at(file, text, e, at)
+}
+
+fn located_at(file: &Path, text: &str, e: Invalid, at: Option<(usize, usize)>) -> ScenarioError {
+    let (mut line, mut column) = at.unwrap_or((1, 1));
     if let Some((l, c)) = e.within {
         (line, column) = within(text, line, column, l, c);
     }
