@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Counting;
 
@@ -48,6 +48,13 @@ fn parse(text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// `parse`, and how long it took.
+fn time(text: &str) -> (Result<(), String>, Duration) {
+    let start = Instant::now();
+    let r = parse(text);
+    (r, start.elapsed())
+}
+
 const HOSTS: &str = "version: 1\nhosts:\n  a: {}\n";
 
 #[test]
@@ -80,17 +87,12 @@ fn deep_nesting_is_refused_in_linear_time() {
     // against a valid file of the same size (a long description).
     let deep = format!("{HOSTS}description: {}\n", "[".repeat(100_000));
     let flat = format!("{HOSTS}description: {}\n", "x".repeat(100_000));
-    let time = |t: &str| {
-        let start = Instant::now();
-        let r = parse(t);
-        (r, start.elapsed())
-    };
     let (ok, t_flat) = time(&flat);
     ok.unwrap();
     let (r, t_deep) = time(&deep);
     assert!(r.unwrap_err().contains("nested deeper than 64"));
     assert!(
-        t_deep <= 10 * t_flat + std::time::Duration::from_millis(50),
+        t_deep <= 10 * t_flat + Duration::from_millis(50),
         "refusing the nesting took {t_deep:?}, parsing as much flat text {t_flat:?}"
     );
 }
@@ -109,11 +111,6 @@ fn many_errors_are_located_in_one_pass() {
         t
     };
     let (good, bad) = (steps("10.0.0.2"), steps("nowhere"));
-    let time = |t: &str| {
-        let start = Instant::now();
-        let r = parse(t);
-        (r, start.elapsed())
-    };
     let (ok, t_good) = time(&good);
     ok.unwrap();
     let (r, t_bad) = time(&bad);

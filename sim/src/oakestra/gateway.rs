@@ -526,11 +526,7 @@ traffic:
   - {name: v6, from: client, proto: tcp, to: \"24.0.5.8:9090\", unexpose: [{proto: tcp, port: 9090, v6: true}, {proto: tcp, port: 9090}], expect: silence}
 ";
         let e = err(&format!("{OK}{steps}"));
-        let got: Vec<(&str, usize)> = e
-            .errors()
-            .iter()
-            .map(|e| (e.field.as_str(), e.line))
-            .collect();
+        let got = crate::oakestra::tests::places(&e);
         assert_eq!(
             got,
             [

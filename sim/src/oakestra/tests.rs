@@ -13,6 +13,14 @@ fn err(text: &str) -> ScenarioErrors {
     parse(Path::new("s.yaml"), "s", text).unwrap_err()
 }
 
+/// The field and line of each error.
+pub(super) fn places(e: &ScenarioErrors) -> Vec<(&str, usize)> {
+    e.errors()
+        .iter()
+        .map(|e| (e.field.as_str(), e.line))
+        .collect()
+}
+
 #[test]
 fn valid_scenario_parses() {
     let sc = parse(Path::new("s.yaml"), "s", OK).unwrap();
@@ -116,11 +124,7 @@ fn every_error_is_reported_in_order() {
         .replace("b: {host: b,", "b: {host: c,")
         .replace("from: a", "from: z");
     let e = err(&t);
-    let got: Vec<(&str, usize)> = e
-        .errors()
-        .iter()
-        .map(|e| (e.field.as_str(), e.line))
-        .collect();
+    let got = places(&e);
     assert_eq!(
         got,
         [
@@ -233,11 +237,7 @@ fn mtu_out_of_range_and_duplicate_addresses_are_refused() {
         )
         .replace("addr: [10.0.0.2/24]}", "addr: [10.0.0.2/24], mtu: 0}");
     let e = err(&t);
-    let got: Vec<(&str, usize)> = e
-        .errors()
-        .iter()
-        .map(|e| (e.field.as_str(), e.line))
-        .collect();
+    let got = places(&e);
     assert_eq!(
         got,
         [
