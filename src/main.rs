@@ -45,6 +45,14 @@ enum Cmd {
     /// written by a run, or of any pcapng or pcap file. With the scenario it
     /// came from, packets are grouped by traffic step and ordered along the
     /// scenario's wiring; without, every packet is listed on its own.
+    ///
+    /// A damaged capture (cut short, or partly corrupt) is traced up to the
+    /// damage: the trace's `skipped.damage` and a warning on stderr name
+    /// each damaged block's byte offset and what is wrong with it.
+    ///
+    /// Exit status: 0, the whole capture was read; 3, the capture is
+    /// damaged (the trace of every packet before the damage is written all
+    /// the same); 2, the file cannot be read or is not a capture.
     Trace {
         /// A pcapng or pcap file.
         capture: PathBuf,
@@ -54,6 +62,10 @@ enum Cmd {
     },
     /// Write report.md and report.html for a run's directory, a trace.yaml,
     /// or a capture (traced first, as `hoplab trace` does).
+    ///
+    /// Exit status: 0, the reports are written; 3, they are written, but
+    /// the capture is damaged (traced up to the damage; the reports and a
+    /// warning on stderr say where and why); 2, nothing could be written.
     Report {
         /// A run's output directory, a trace.yaml, or a pcapng/pcap file.
         input: PathBuf,
@@ -267,11 +279,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => run_scenario(&file, &out),
         Cmd::Validate { scenarios } => validate(&scenarios),
         Cmd::Trace { capture, scenario } => {
-            print!(
-                "{}",
-                trace_capture(&capture, scenario.as_deref())?.to_yaml()
-            );
-            Ok(ExitCode::SUCCESS)
+            let t = trace_capture(&capture, scenario.as_deref())?;
+            print!("{}", t.to_yaml());
+            Ok(warn_skipped(&capture, &t))
         }
         Cmd::Report {
             input,
@@ -346,7 +356,27 @@ fn report(
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
         println!("{}", p.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(warn_skipped(input, &tr))
+}
+
+/// Exit status of `hoplab trace` and `hoplab report` when the capture is
+/// damaged: the output is written, but holds only what came before the
+/// damage.
+const DAMAGED: u8 = 3;
+
+/// A warning on stderr (unless quiet) for each thing the trace of `input`
+/// leaves out; the exit status: [`DAMAGED`] if the capture is damaged.
+fn warn_skipped(input: &std::path::Path, t: &trace::Trace) -> ExitCode {
+    if !hoplab_sim::progress::quiet() {
+        for w in t.skipped.warnings() {
+            eprintln!("warning: {}: {w}", input.display());
+        }
+    }
+    if t.skipped.damage.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DAMAGED)
+    }
 }
 
 /// The trace of a capture, for its scenario if one is given.
@@ -365,8 +395,10 @@ fn trace_capture(
                 .context("the empty scenario of a bare capture")?
         }
     };
-    let frames = hoplab_sim::capture::read_capture(capture)?;
-    Ok(trace::build(&trace::LabView::of(&sc), &frames, &[]))
+    let file = hoplab_sim::capture::read(capture)?;
+    let mut t = trace::build(&trace::LabView::of(&sc), &file.frames, &[]);
+    t.skipped.damage = file.damage;
+    Ok(t)
 }
 
 fn read_trace(path: &std::path::Path) -> anyhow::Result<trace::Trace> {

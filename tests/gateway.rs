@@ -268,21 +268,24 @@ fn garbage_into_its_tun_is_dropped_and_counted_and_it_keeps_going() {
     assert!(g.stop().success(), "{}", log(&g.dir));
 }
 
+/// The firewall's set of exposed UDP ports, as nft lists it.
+fn exposed_udp_set(g: &Gateway) -> String {
+    let (ok, out) = g.ns.cmd(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "hoplab_gateway",
+        "exposed_udp",
+    ]);
+    assert!(ok, "{out}");
+    out
+}
+
 #[test]
 fn exposure_changes_at_runtime_follow_in_the_firewall() {
     let mut g = start("expose");
-    let set = |g: &Gateway| {
-        let (ok, out) = g.ns.cmd(&[
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "hoplab_gateway",
-            "exposed_udp",
-        ]);
-        assert!(ok, "{out}");
-        out
-    };
+    let set = exposed_udp_set;
     assert!(!set(&g).contains("5353"));
     assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
     assert!(set(&g).contains("5353"), "{}", set(&g));
@@ -341,9 +344,8 @@ fn a_missing_tun_is_a_clear_error_and_leaves_no_table() {
     assert!(ok && !out.contains("hoplab_gateway"), "{out}");
 }
 
-#[test]
-fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
-    let mut g = spawn("badexp", "gw0", &["--expose", "tcp:8080=10.30.1.1:80"]);
+/// Waits (up to 5 s) for a gateway that is to exit on its own; its status.
+fn exit_status(g: &mut Gateway) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
@@ -353,9 +355,140 @@ fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
         std::thread::sleep(Duration::from_millis(10));
     };
     g.child = None;
-    assert!(!status.success());
+    status
+}
+
+#[test]
+fn a_bad_exposure_on_the_command_line_is_refused_before_anything_is_set_up() {
+    let mut g = spawn("badexp", "gw0", &["--expose", "tcp:8080=10.30.1.1:80"]);
+    assert!(!exit_status(&mut g).success());
     let text = log(&g.dir);
     assert!(text.contains("--expose tcp 8080 -> 10.30.1.1:80"), "{text}");
     let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
     assert!(!out.contains("hoplab_gateway"), "{out}");
+}
+
+#[test]
+fn only_service_ips_are_exposed_at_runtime_or_at_start() {
+    let mut g = start("relay");
+    // An open relay to the internet, and a way into a node's tunnel port.
+    for line in [
+        "expose tcp 9001 8.8.8.8:53",
+        "expose udp 9001 10.10.0.1:50103",
+    ] {
+        let r = g.ask(line);
+        assert!(
+            r.starts_with("error ") && r.contains("is not a service IP (10.30.0.0/16"),
+            "{line}: {r}"
+        );
+        assert!(r.ends_with('\n') && r.lines().count() == 1, "{r:?}");
+    }
+    let ex = g.ask("exposures");
+    assert_eq!(ex, "tcp 8080 -> 10.30.30.30:80\n", "{ex}");
+    let set = exposed_udp_set(&g);
+    assert!(!set.contains("9001"), "{set}");
+    assert!(g.stop().success(), "{}", log(&g.dir));
+
+    // The same rule on the command line: refused before anything is set up.
+    let mut g = spawn("relay-cli", "gw0", &["--expose", "tcp:9001=8.8.8.8:53"]);
+    assert!(!exit_status(&mut g).success());
+    let text = log(&g.dir);
+    assert!(text.contains("8.8.8.8:53 is not a service IP"), "{text}");
+    let (_, out) = g.ns.cmd(&["nft", "list", "tables"]);
+    assert!(!out.contains("hoplab_gateway"), "{out}");
+}
+
+/// The gateway's resident memory, in KiB.
+fn rss_kib(g: &Gateway) -> u64 {
+    let pid = g.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Reads one line of `s` (up to 5 s).
+fn read_reply(s: &UnixStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+#[test]
+fn the_control_socket_is_owner_only_and_bounded() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut g = start("ctlbound");
+    let mode = std::fs::metadata(g.control()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    // Not UTF-8: an error line, and the connection goes on.
+    let mut s = UnixStream::connect(g.control()).unwrap();
+    s.write_all(b"\xff\xfe expose\n").unwrap();
+    assert_eq!(read_reply(&s), "error the line is not UTF-8\n");
+    s.write_all(b"exposures\n").unwrap();
+    assert_eq!(read_reply(&s), "tcp 8080 -> 10.30.30.30:80\n");
+    drop(s);
+
+    // A 200 MB line without a newline: cut at the bound, answered with an
+    // error line, the connection closed; the gateway does not keep it.
+    let before = rss_kib(&g);
+    let s = UnixStream::connect(g.control()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..200 {
+            match w.write_all(&chunk) {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    assert_eq!(
+        read_reply(&s),
+        "error line longer than 4096 bytes: connection closed\n"
+    );
+    let sent = writer.join().unwrap();
+    assert!(sent < 200 << 20, "the gateway read all {sent} bytes");
+    let mut rest = Vec::new();
+    let _ = (&s).read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the error line");
+    let after = rss_kib(&g);
+    assert!(
+        after < before + 16 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+
+    // 16 connections at once are served; the 17th is told so and closed.
+    let held: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = UnixStream::connect(g.control()).unwrap();
+            s.write_all(b"exposures\n").unwrap();
+            assert_eq!(read_reply(&s), "tcp 8080 -> 10.30.30.30:80\n");
+            s
+        })
+        .collect();
+    let mut extra = UnixStream::connect(g.control()).unwrap();
+    let _ = extra.write_all(b"exposures\n");
+    assert_eq!(
+        read_reply(&extra),
+        "error too many connections (at most 16)\n"
+    );
+    let mut rest = Vec::new();
+    let _ = extra.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    // One closed, a slot is free again.
+    drop(held);
+    wait_for("a free slot", || {
+        let mut s = UnixStream::connect(g.control()).unwrap();
+        s.write_all(b"exposures\n").is_ok() && read_reply(&s) == "tcp 8080 -> 10.30.30.30:80\n"
+    });
+    assert!(g.stop().success(), "{}", log(&g.dir));
 }

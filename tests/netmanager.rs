@@ -100,6 +100,8 @@ struct NodeCfg {
     addr: &'static str,
     subnet: &'static str,
     instances: Vec<String>,
+    /// The nodes it accepts tunnel datagrams from at start (`--peer`).
+    peers: Vec<&'static str>,
 }
 
 /// The node of [`topology`]: both instances are local.
@@ -111,6 +113,9 @@ fn one_node() -> NodeCfg {
             format!("ns={SERVER_NS},ip={SERVER_IP}"),
             format!("ns=10.18.0.2,ip={CLIENT_IP}"),
         ],
+        // The garbage test sends from loopback: as from a known peer, so
+        // that the garbage reaches the parser.
+        peers: vec!["127.0.0.1"],
     }
 }
 
@@ -332,6 +337,9 @@ fn start_netmanager(node: &Ns, tun: &str, cfg: &NodeCfg, p: &Paths) -> Proc {
     .collect();
     for i in &cfg.instances {
         args.extend(["--instance".to_string(), i.clone()]);
+    }
+    for p in &cfg.peers {
+        args.extend(["--peer".to_string(), p.to_string()]);
     }
     let log = p.log.clone();
     let child = node.run(move || {
@@ -842,11 +850,15 @@ fn tunnels_to_an_instance_on_another_node() {
         addr: "10.10.1.1",
         subnet: "10.18.0.0/26",
         instances: vec![format!("ns=10.18.0.2,ip={CLIENT_IP}")],
+        // Node 1 learns node 2 from the resolution.
+        peers: vec![],
     };
     let cfg2 = NodeCfg {
         addr: "10.10.1.2",
         subnet: "10.18.0.64/26",
         instances: vec![format!("ns=10.18.0.65,ip={SERVER_IP}")],
+        // Node 2 resolves nothing: it knows node 1 from the start.
+        peers: vec!["10.10.1.1"],
     };
     let mut nm1 = start_netmanager(&n1, "nm0", &cfg1, &p1);
     let mut nm2 = start_netmanager(&n2, "nm0", &cfg2, &p2);
@@ -898,4 +910,53 @@ fn tunnels_to_an_instance_on_another_node() {
         assert!(status.success(), "{status}:\n{}", nm.log());
     }
     assert!(p1.counters.exists() && p2.counters.exists());
+}
+
+/// A UDP packet `src:4000 > dst:7` built with etherparse.
+fn udp_packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ipv4(src, dst, 64).udp(4000, 7);
+    let mut v = Vec::with_capacity(b.size(5));
+    b.write(&mut v, b"crash").unwrap();
+    v
+}
+
+/// The tunnel as a trust boundary: a crafted packet for the server's
+/// namespace address from an address that is no peer, and one from a
+/// known peer with a source outside the Oakestra ranges, are both dropped
+/// and counted; nothing reaches the TUN.
+#[test]
+fn crafted_tunnel_datagrams_from_strangers_are_dropped() {
+    let topo = topology();
+    let dir = work_dir("inject");
+    let paths = Paths::new(&dir, 1);
+    let _manager = FakeManager::start(&paths.manager, server_instance(SERVER_NS, "10.10.1.1"));
+    let _echo = Echo::start(&topo.server);
+    let mut nm = start_netmanager(&topo.node, "nm0", &one_node(), &paths);
+    wait_ready(&topo.node, &mut nm);
+
+    let server: [u8; 4] = SERVER_NS.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let injected = udp_packet([10, 30, 7, 7], server);
+    let external = udp_packet([8, 8, 8, 8], server);
+    topo.node.run(move || {
+        // The node's own underlay address is no peer of its own.
+        let stranger = UdpSocket::bind("10.10.1.1:0").unwrap();
+        stranger.send_to(&injected, "10.10.1.1:50103").unwrap();
+        // Loopback is a peer of this net manager (`one_node`).
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(&external, "127.0.0.1:50103").unwrap();
+    });
+    wait_until("both datagrams counted", || {
+        counters(&paths.control)["tunnel_in"] >= 2
+    });
+    let c = counters(&paths.control);
+    assert_eq!(c["drop_unknown_peer"], 1, "{c:?}");
+    // Its control socket is its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&paths.control)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(c["drop_not_service_flow"], 1, "{c:?}");
+    assert_eq!((c["tun_out"], c["flows_created"]), (0, 0), "{c:?}");
 }

@@ -131,7 +131,7 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
     let (ifs, frames) = cap
         .finish(Duration::from_millis(sc.capture.settle_ms))
         .map_err(io("capture".into()))?;
-    let counters = gateway_counters(sc, out)?;
+    let counters = dataplane_counters(sc, out)?;
     started.stop_processes();
     let control_answers = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
@@ -189,7 +189,7 @@ fn traffic(
         if sandbox::interrupted() {
             break;
         }
-        before_step(sc, started, out, i, step)?;
+        let refusals = before_step(sc, started, out, i, step)?;
         let sport = step.source_port(i);
         let seen = started.topo.hosts[&step.from]
             .ns
@@ -213,7 +213,7 @@ fn traffic(
         }
         reports.push(StepReport {
             sent: format!(
-                "{} from {} port {sport} to {}, payload {} B",
+                "{refusals}{} from {} port {sport} to {}, payload {} B",
                 step.proto,
                 step.from,
                 step.to,
@@ -234,14 +234,16 @@ fn traffic(
 }
 
 /// A step's control actions: a service manager fails, service IPs are
-/// invalidated, the gateway's exposures change.
+/// invalidated, the gateway's exposures change, or are asked for and must
+/// be refused. Returns what the gateway refused, each as
+/// ``gateway refused `LINE`: WHY; `` for the step's `sent`.
 fn before_step(
     sc: &Expanded,
     started: &Started,
     out: &Path,
     i: usize,
     step: &Step,
-) -> Result<(), Error> {
+) -> Result<String, Error> {
     if let Some(c) = started.control() {
         if let Some(m) = &step.fail_manager {
             c.fail(m);
@@ -256,12 +258,7 @@ fn before_step(
         }
     }
     if !step.expose.is_empty() || !step.unexpose.is_empty() {
-        let g = sc
-            .hosts
-            .values()
-            .flat_map(|h| &h.processes)
-            .find_map(|p| p.gateway.as_ref());
-        let sock = g.expect("validated: a gateway").control(&out.join("ctl"));
+        let sock = gateway_socket(sc, out);
         let lines = step
             .unexpose
             .iter()
@@ -279,32 +276,88 @@ fn before_step(
                 .map_err(io(format!("traffic[{i}] {}: gateway `{line}`", step.name)))?;
         }
     }
-    Ok(())
+    expose_refused(sc, out, i, step)
+}
+
+/// The gateway's control socket (a step that changes exposures was
+/// validated to have a gateway).
+fn gateway_socket(sc: &Expanded, out: &Path) -> std::path::PathBuf {
+    let g = sc
+        .hosts
+        .values()
+        .flat_map(|h| &h.processes)
+        .find_map(|p| p.gateway.as_ref());
+    g.expect("validated: a gateway").control(&out.join("ctl"))
+}
+
+/// Asks the gateway for each of the step's `expose_refused`: each answer
+/// must be an error line, and is returned as the step's `sent` prefix.
+fn expose_refused(sc: &Expanded, out: &Path, i: usize, step: &Step) -> Result<String, Error> {
+    let mut refused = String::new();
+    if step.expose_refused.is_empty() {
+        return Ok(refused);
+    }
+    let sock = gateway_socket(sc, out);
+    for e in &step.expose_refused {
+        let line = format!("expose {} {} {}", e.proto, e.port, e.service);
+        let what = format!("traffic[{i}] {}: gateway `{line}`", step.name);
+        let answer = gateway_ctl::answer(&sock, &line).map_err(io(what.clone()))?;
+        match answer.strip_prefix("error ") {
+            Some(why) => {
+                refused.push_str(&format!("gateway refused `{line}`: {}; ", why.trim_end()))
+            }
+            None => {
+                return Err(io(what)(std::io::Error::other(format!(
+                    "accepted ({}), but the scenario expects a refusal",
+                    answer.trim_end()
+                ))))
+            }
+        }
+    }
+    Ok(refused)
 }
 
 /// Counters that depend on when the run looked, not on what it sent.
 const TIMING_COUNTERS: &[&str] = &["flows_expired"];
 
-/// Every gateway's counters (with its firewall's), by `host/gateway`:
-/// those not zero and not timing-dependent.
-fn gateway_counters(
-    sc: &Lab,
-    out: &Path,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>, Error> {
-    let mut all = std::collections::BTreeMap::new();
+/// Counters by `host/process`, then by name.
+type CounterMap = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
+/// The dataplane's counters at the end of the traffic, by `host/process`,
+/// those not zero: every gateway's (with its firewall's) but those that
+/// depend on timing; a net manager's drops at the tunnel's trust boundary
+/// (datagrams from unknown peers, inner packets that fit no service flow),
+/// listed only when something attacked its tunnel port.
+fn dataplane_counters(sc: &Lab, out: &Path) -> Result<CounterMap, Error> {
+    let trust: Vec<String> = hoplab_dataplane::netmanager::DropReason::TRUST_BOUNDARY
+        .iter()
+        .map(|r| format!("drop_{r}"))
+        .collect();
+    let (ctl, mut all) = (out.join("ctl"), CounterMap::new());
     for (h, host) in &sc.hosts {
-        for g in host.processes.iter().filter_map(|p| p.gateway.as_ref()) {
-            let text = gateway_ctl::control(&g.control(&out.join("ctl")), "counters").map_err(
-                |source| Error::Io {
-                    what: format!("reading the counters of the gateway on {h}"),
-                    source,
-                },
-            )?;
+        for p in &host.processes {
+            let (who, sock) = match (&p.gateway, &p.netmanager) {
+                (Some(g), _) => ("gateway", g.control(&ctl)),
+                (None, Some(nm)) => ("netmanager", nm.control(&ctl)),
+                (None, None) => continue,
+            };
+            let text = gateway_ctl::control(&sock, "counters").map_err(|source| Error::Io {
+                what: format!("reading the counters of the {who} on {h}"),
+                source,
+            })?;
             let m: std::collections::BTreeMap<String, u64> = gateway_ctl::parse_counters(&text)
                 .into_iter()
-                .filter(|(k, v)| *v != 0 && !TIMING_COUNTERS.contains(&k.as_str()))
+                .filter(|(k, v)| {
+                    *v != 0
+                        && match who {
+                            "gateway" => !TIMING_COUNTERS.contains(&k.as_str()),
+                            _ => trust.contains(k),
+                        }
+                })
                 .collect();
-            all.insert(format!("{h}/gateway"), m);
+            if who == "gateway" || !m.is_empty() {
+                all.insert(format!("{h}/{who}"), m);
+            }
         }
     }
     Ok(all)

@@ -1,9 +1,13 @@
 //! Attaching to the node's existing TUN device, which the harness (or the
 //! operator) created and addressed: the shell only reads and writes it.
+//! The attach returns once the kernel carries packets to the device.
 //!
 //! It does not create, address or route the device, nor read from it.
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
+use nix::net::if_::InterfaceFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -16,8 +20,45 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 /// which attaches to an existing device of that name; it then clears the
 /// device's offload mask (`TUNSETOFFLOAD 0`). With no address, no MTU and
 /// `inherit_enable_state`, it changes nothing else on the link.
+///
+/// Returns once the kernel carries packets to the device (see
+/// [`wait_running`]), so that a process that reports ready after this
+/// loses none of the first packets routed to it.
 pub fn attach(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {
-    attach_device(name).with_context(|| format!("attaching to TUN device {name}"))
+    let dev = attach_device(name).with_context(|| format!("attaching to TUN device {name}"))?;
+    wait_running(name).with_context(|| format!("waiting for TUN device {name} to run"))?;
+    Ok(dev)
+}
+
+/// The longest wait for the kernel to act on the attach.
+const RUNNING_WITHIN: Duration = Duration::from_secs(5);
+
+/// Waits until the device, if it is up, is also running. Attaching turns
+/// the device's carrier on, but the kernel acts on that only when its link
+/// watch gets to it, asynchronously (on a busy machine, up to seconds
+/// later): until then the device's transmit queue is inactive and every
+/// packet routed to it is dropped (counted as a TX drop of the device).
+/// The link watch marks the device running (operationally up) in the
+/// same step as it activates the queue. A device that is down is left to
+/// whoever brings it up.
+fn wait_running(name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RUNNING_WITHIN;
+    loop {
+        let flags = nix::ifaddrs::getifaddrs()
+            .context("listing the network interfaces")?
+            .find(|i| i.interface_name == name)
+            .map(|i| i.flags)
+            .with_context(|| format!("no network interface named {name:?} in this namespace"))?;
+        if !flags.contains(InterfaceFlags::IFF_UP) || flags.contains(InterfaceFlags::IFF_RUNNING) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "up but not running after {} s",
+            RUNNING_WITHIN.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn attach_device(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
+use crate::netmanager::services::is_service_ip;
 use crate::packet::{IpPacket, ParseError, Transport};
 use crate::prefix::in_net;
 use crate::time::Millis;
@@ -127,6 +128,33 @@ impl GatewayConfig {
         }
     }
 
+    /// Whether `e` may be exposed: the one rule for what a port may be
+    /// mapped to, which [`GatewayCore::expose`] applies (so the control
+    /// socket and the command line) and the scenario validator calls.
+    /// The port is not 0; the service is a service IP of the Oakestra
+    /// ranges ([`is_service_ip`]: 10.30.0.0/16; fdff::/21, fdff:1000::/21,
+    /// fdff:2000::/21) with a port other than 0, and not one of the
+    /// gateway's own internal addresses; its family has an internal
+    /// address. Anything else would make the gateway a relay from the
+    /// outside to any address it can reach (the underlay, the internet).
+    pub fn check_exposure(&self, e: &Exposure) -> Result<(), ExposeError> {
+        if e.port == 0 {
+            return Err(ExposeError::PortZero);
+        }
+        let ip = e.service.ip();
+        if !is_service_ip(ip) {
+            return Err(ExposeError::NotServiceIp(e.service));
+        }
+        if e.service.port() == 0 {
+            return Err(ExposeError::ServicePortZero(e.service));
+        }
+        match self.internal(e.is_ipv6()) {
+            None => Err(ExposeError::NoInternalAddress(e.clone())),
+            Some(own) if own == ip => Err(ExposeError::OwnAddress(e.service)),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// True if `ip` is inside one of [`Self::internal_nets`].
     pub fn is_internal(&self, ip: IpAddr) -> bool {
         self.internal_nets
@@ -150,6 +178,15 @@ pub enum ExposeError {
     PortZero,
     #[error("service {0} has port 0")]
     ServicePortZero(SocketAddr),
+    /// Not a service IP of the Oakestra ranges: the gateway exposes
+    /// services, it does not relay to other addresses.
+    #[error(
+        "{0} is not a service IP (10.30.0.0/16; fdff::/21, fdff:1000::/21, fdff:2000::/21): only services can be exposed"
+    )]
+    NotServiceIp(SocketAddr),
+    /// The gateway's own internal address.
+    #[error("{0} is the gateway's own internal address, not a service")]
+    OwnAddress(SocketAddr),
     /// The same protocol, port and family is exposed to another service
     /// (unexpose it first).
     #[error("already exposed: {existing}")]
@@ -367,18 +404,10 @@ impl GatewayCore {
 
     /// Adds a row to the Exposed Services table. Exposing exactly the same
     /// mapping again is a no-op; exposing the same protocol, port and
-    /// family to another service is refused.
+    /// family to another service is refused, as is anything
+    /// [`GatewayConfig::check_exposure`] refuses.
     pub fn expose(&mut self, e: Exposure) -> Result<(), ExposeError> {
-        if e.port == 0 {
-            return Err(ExposeError::PortZero);
-        }
-        if e.service.port() == 0 {
-            return Err(ExposeError::ServicePortZero(e.service));
-        }
-        let v6 = e.is_ipv6();
-        if self.cfg.internal(v6).is_none() {
-            return Err(ExposeError::NoInternalAddress(e));
-        }
+        self.cfg.check_exposure(&e)?;
         match self.exposures.get(&e.exposed_port()) {
             Some(s) if *s == e.service => Ok(()),
             Some(s) => Err(ExposeError::AlreadyExposed {

@@ -69,6 +69,18 @@
 //! services), an IPv6 request IPv6 ones; IPv6 needs
 //! [`GatewayConfig::internal6`].
 //!
+//! # What may be exposed
+//!
+//! Only service IPs of the Oakestra ranges, with a port
+//! ([`GatewayConfig::check_exposure`], the one rule: the control socket
+//! and the command line reach it through [`GatewayCore::expose`], the
+//! scenario validator calls it). `tcp 9001 -> 8.8.8.8:53` would make the
+//! gateway an open relay to the internet, `udp 9001 -> 10.10.0.1:50103`
+//! a way for any client to hand a node's net manager a crafted tunnel
+//! datagram; both are refused ([`ExposeError::NotServiceIp`]), as are
+//! instance namespace addresses (10.18.0.0/16) and the gateway's own
+//! internal address.
+//!
 //! # NAPT
 //!
 //! Two clients may use the same source port towards the same exposed port

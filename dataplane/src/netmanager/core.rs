@@ -6,7 +6,7 @@
 //! See the [module documentation of `netmanager`](super) for the tuple
 //! transformations of every path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -14,7 +14,9 @@ use super::cache::{CacheConfig, Lookup, ResolutionCache, ResolveError};
 use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
-use super::services::{is_service_ip, Coords, Resolution};
+use super::services::{
+    in_service_range, is_service_ip, Coords, Resolution, NAMESPACE_NET_V4, NAMESPACE_NET_V6,
+};
 use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use crate::prefix::in_net;
 use crate::time::{earliest, Millis};
@@ -38,12 +40,22 @@ pub struct Config {
     pub subnet_v6: Option<(Ipv6Addr, u8)>,
     /// The UDP port of the other nodes' tunnel (50103).
     pub tunnel_port: u16,
+    /// The underlay addresses of the nodes whose tunnel datagrams are
+    /// accepted from the start (the nodes of resolved instances are added
+    /// as they come): a node must accept a node that resolved one of its
+    /// instances without having resolved anything itself.
+    pub peers: Vec<IpAddr>,
+    /// The instance namespace ranges of the whole platform: an inner
+    /// packet out of the tunnel must come from one of them or from the
+    /// service range (default: Oakestra's 10.18.0.0/16 and fd18::/16).
+    pub namespace_nets: Vec<(IpAddr, u8)>,
     pub cache: CacheConfig,
     pub conntrack: ConntrackConfig,
 }
 
 impl Config {
-    /// Defaults: tunnel port 50103, cache TTL 10 s, query timeout 5 s,
+    /// Defaults: tunnel port 50103, no peers, Oakestra's namespace
+    /// ranges, cache TTL 10 s, query timeout 5 s,
     /// 64 queued packets per service, TCP idle 300 s, UDP/ICMP idle 30 s,
     /// TCP linger 5 s, 65536 flows.
     pub fn new(node_addr: IpAddr, subnet_v4: (Ipv4Addr, u8)) -> Config {
@@ -53,6 +65,11 @@ impl Config {
             subnet_v4,
             subnet_v6: None,
             tunnel_port: TUNNEL_PORT,
+            peers: Vec::new(),
+            namespace_nets: vec![
+                (NAMESPACE_NET_V4.0.into(), NAMESPACE_NET_V4.1),
+                (NAMESPACE_NET_V6.0.into(), NAMESPACE_NET_V6.1),
+            ],
             cache: CacheConfig::default(),
             conntrack: ConntrackConfig::default(),
         }
@@ -109,9 +126,21 @@ pub enum DropReason {
     TableFull,
     /// The translated tuple is already used by another flow.
     TupleCollision,
+    /// A tunnel datagram from an underlay address that is not a known
+    /// peer ([`Config::peers`], the nodes of resolved instances).
+    UnknownPeer,
+    /// A tunnel datagram whose inner addresses fit no service flow (see
+    /// the module documentation, "Trust").
+    NotServiceFlow,
 }
 
 impl DropReason {
+    /// The drops of the tunnel's trust boundary: zero unless something
+    /// that is no node, or a node's packet that fits no service flow,
+    /// reached the tunnel port.
+    pub const TRUST_BOUNDARY: [DropReason; 2] =
+        [DropReason::UnknownPeer, DropReason::NotServiceFlow];
+
     pub fn name(self) -> &'static str {
         match self {
             DropReason::NotIp => "not_ip",
@@ -126,6 +155,8 @@ impl DropReason {
             DropReason::CacheFull => "cache_full",
             DropReason::TableFull => "table_full",
             DropReason::TupleCollision => "tuple_collision",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::NotServiceFlow => "not_service_flow",
         }
     }
 }
@@ -176,6 +207,8 @@ crate::counters::counters! {
     drop_cache_full,
     drop_table_full,
     drop_tuple_collision,
+    drop_unknown_peer,
+    drop_not_service_flow,
 }
 
 impl Counters {
@@ -193,6 +226,8 @@ impl Counters {
             DropReason::CacheFull => &mut self.drop_cache_full,
             DropReason::TableFull => &mut self.drop_table_full,
             DropReason::TupleCollision => &mut self.drop_tuple_collision,
+            DropReason::UnknownPeer => &mut self.drop_unknown_peer,
+            DropReason::NotServiceFlow => &mut self.drop_not_service_flow,
         }
     }
 
@@ -363,6 +398,8 @@ pub struct NetManagerCore {
     conntrack: ConnTrack,
     /// Round-robin counters per service IP (kept across re-resolutions).
     rr: HashMap<IpAddr, u64>,
+    /// The underlay addresses tunnel datagrams are accepted from.
+    peers: HashSet<IpAddr>,
     counters: Counters,
 }
 
@@ -371,6 +408,7 @@ impl NetManagerCore {
         NetManagerCore {
             cache: ResolutionCache::new(cfg.cache),
             conntrack: ConnTrack::new(cfg.conntrack),
+            peers: cfg.peers.iter().copied().collect(),
             cfg,
             locals: HashMap::new(),
             rr: HashMap::new(),
@@ -399,6 +437,18 @@ impl NetManagerCore {
         }
     }
 
+    /// Accepts tunnel datagrams from the node at `addr` from now on.
+    pub fn add_peer(&mut self, addr: IpAddr) {
+        if addr != self.cfg.node_addr {
+            self.peers.insert(addr);
+        }
+    }
+
+    /// True if tunnel datagrams from `addr` are accepted.
+    pub fn is_peer(&self, addr: IpAddr) -> bool {
+        self.peers.contains(&addr)
+    }
+
     /// Forgets a local instance (by its IPv4 namespace address).
     pub fn remove_local_instance(&mut self, ns_ip: Ipv4Addr) -> Option<LocalInstance> {
         let li = self.locals.remove(&IpAddr::V4(ns_ip))?;
@@ -417,6 +467,22 @@ impl NetManagerCore {
     /// next packets resolve and choose again). Returns how many.
     pub fn remove_instance_flows(&mut self, instance_ns: IpAddr) -> usize {
         self.conntrack.remove_instance(instance_ns)
+    }
+
+    /// The inner packet of a tunnel datagram fits a service flow (`src`,
+    /// `dst`: its flow's tuple; for an ICMP error, the flow it reports
+    /// on): from the service range or an instance namespace range, to an
+    /// instance namespace address of this node or the service range (a
+    /// reply, which must then match a flow of this node).
+    #[inline(always)]
+    fn fits_service_flow(&self, src: IpAddr, dst: IpAddr) -> bool {
+        let src_ok = in_service_range(src)
+            || self
+                .cfg
+                .namespace_nets
+                .iter()
+                .any(|&(net, len)| in_net(src, net, len));
+        src_ok && (self.is_local_ns(dst) || in_service_range(dst))
     }
 
     fn is_local_ns(&self, ip: IpAddr) -> bool {
@@ -627,6 +693,12 @@ impl NetManagerCore {
             Ok(key) => key,
             Err(r) => return self.drop(out, *r),
         };
+        if from_tunnel {
+            let t = key.tuple();
+            if !self.fits_service_flow(t.src, t.dst) {
+                return self.drop(out, DropReason::NotServiceFlow);
+            }
+        }
         match self.known_flow(now, v, key, from_tunnel) {
             Some(Ok(hop)) => return self.forward(hop, v),
             Some(Err(r)) => return self.drop(out, r),
@@ -728,7 +800,9 @@ impl NetManagerCore {
 
     /// A datagram received on the tunnel port from the node at `from`
     /// (its underlay source address); `payload` is the datagram's payload,
-    /// an IP packet. Replies to this node's translated flows are translated
+    /// an IP packet. Datagrams from unknown peers and inner packets that
+    /// fit no service flow are dropped (see the module documentation of
+    /// `netmanager`, "Trust"). Replies to this node's translated flows are translated
     /// back; packets for local instances are written as they are, and the
     /// flow is remembered so that the instance's replies go back raw to
     /// `from`.
@@ -774,6 +848,9 @@ impl NetManagerCore {
         payload: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
+        if !self.peers.contains(&from) {
+            return self.drop(out, DropReason::UnknownPeer);
+        }
         self.handle(now, payload, true, out, |core, v, key, out| {
             core.passthrough(now, from, v, key, out)
         })
@@ -818,6 +895,11 @@ impl NetManagerCore {
         result: Result<Resolution, ResolveError>,
     ) -> Vec<Action> {
         let ok = result.is_ok();
+        if let Ok(res) = &result {
+            for i in &res.instances {
+                self.add_peer(i.node);
+            }
+        }
         if ok {
             self.counters.resolutions_ok += 1;
         } else {

@@ -86,6 +86,31 @@
 //! without an instance IP talk to remote instances, the other nodes'
 //! instance subnets must be routed to the TUN as well.
 //!
+//! ## Trust
+//!
+//! The tunnel port is reachable by whoever can reach the underlay, so a
+//! datagram is accepted only when both hold, checked in this order before
+//! any flow is looked up:
+//!
+//! 1. Its outer source is a known peer: a node given at start
+//!    ([`Config::peers`]) or the node of an instance a service manager
+//!    described in a resolution. Else [`DropReason::UnknownPeer`], before
+//!    the payload is even parsed.
+//! 2. Its inner packet fits a service flow, as the paths above spell them
+//!    out (for an ICMP error: the flow it reports on). The source is
+//!    `c.ip` (an instance IP, or the gateway's internal address: the
+//!    service range 10.30.0.0/16, fdff::/16), `c.ns` or `i.ns` (an instance
+//!    namespace address: [`Config::namespace_nets`], Oakestra's
+//!    10.18.0.0/16 and fd18::/16); the destination is `i.ns` of this node
+//!    (its subnet: a remote client's packet, or a reply to a local client
+//!    without instance IP) or `c.ip` (the service range: a reply, which
+//!    must then match a flow this node translated). Else
+//!    [`DropReason::NotServiceFlow`]: an address outside these ranges
+//!    (e.g. an external host) would make a local instance answer it.
+//!
+//! Both are counted; neither creates state. A known peer is trusted as
+//! the nodes are in Oakestra: it may send any packet that fits a flow.
+//!
 //! ## ICMP
 //!
 //! Echo is a flow like any other, its identifier standing for both ports.

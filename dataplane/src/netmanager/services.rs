@@ -34,6 +34,24 @@ pub const CLOSEST_NET_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfdff, 0x1000, 0, 0, 
 pub const ROUND_ROBIN_NET_V6: (Ipv6Addr, u8) =
     (Ipv6Addr::new(0xfdff, 0x2000, 0, 0, 0, 0, 0, 0), 21);
 
+/// The whole IPv6 service range, fdff::/16: the three kinds' ranges and
+/// addresses outside them such as a gateway's internal IPv6 address.
+pub const SERVICE_RANGE_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfdff, 0, 0, 0, 0, 0, 0, 0), 16);
+/// Oakestra's instance namespace addresses (each node's subnet is a /26
+/// of it): 10.18.0.0/16.
+pub const NAMESPACE_NET_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 18, 0, 0), 16);
+/// The same for IPv6 (a /64 per node): fd18::/16.
+pub const NAMESPACE_NET_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, 0), 16);
+
+/// True if `ip` is in the service range of its family: 10.30.0.0/16 or
+/// fdff::/16 (service IPs, instance IPs, a gateway's internal address).
+pub fn in_service_range(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => in_net(ip, SERVICE_NET_V4.0.into(), SERVICE_NET_V4.1),
+        IpAddr::V6(_) => in_net(ip, SERVICE_RANGE_V6.0.into(), SERVICE_RANGE_V6.1),
+    }
+}
+
 /// How a service IP picks an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServiceKind {

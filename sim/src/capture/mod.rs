@@ -27,7 +27,10 @@ mod pcapng;
 mod read;
 
 pub use pcapng::write_pcapng;
-pub use read::{parse_frame, read_capture, Captured, ReadError, UNNAMED_HOST};
+pub use read::{
+    link_name, parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage,
+    FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,
+};
 
 /// One captured interface: `host/ifname` and its link type.
 #[derive(Debug, Clone)]

@@ -30,9 +30,16 @@ pub struct NetManagerArgs {
     pub coords: Coords,
     pub instances: Vec<Instance>,
     pub cache_ttl_ms: Option<u64>,
+    /// The nodes whose tunnel datagrams it accepts from the start.
+    pub peers: Vec<Ipv4Addr>,
 }
 
 impl NetManagerArgs {
+    /// The control socket, under the run's `ctl/`.
+    pub fn control(&self, ctl: &Path) -> PathBuf {
+        ctl.join(format!("nm-{}.sock", self.node))
+    }
+
     /// The command line, given where the binary is and where the control
     /// sockets and counter files go.
     pub fn argv(&self, bin: &str, ctl: &Path, counters: &Path) -> Vec<String> {
@@ -50,9 +57,7 @@ impl NetManagerArgs {
                 .display()
                 .to_string(),
             "--control".into(),
-            ctl.join(format!("nm-{}.sock", self.node))
-                .display()
-                .to_string(),
+            self.control(ctl).display().to_string(),
             "--counters".into(),
             counters
                 .join(format!("{}.netmanager.txt", self.node))
@@ -64,6 +69,9 @@ impl NetManagerArgs {
         }
         if let Some(t) = self.cache_ttl_ms {
             v.extend(["--cache-ttl-ms".into(), t.to_string()]);
+        }
+        for p in &self.peers {
+            v.extend(["--peer".into(), p.to_string()]);
         }
         for i in &self.instances {
             let mut s = format!("ns={}", i.ns_ip);

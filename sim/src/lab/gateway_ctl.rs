@@ -14,6 +14,19 @@ use std::time::Duration;
 /// or for `counters`, `flows` and `exposures` every line up to the empty
 /// one that ends it. An answer starting with `error` is an error.
 pub fn control(socket: &Path, line: &str) -> std::io::Result<String> {
+    let out = answer(socket, line)?;
+    if let Some(rest) = out.strip_prefix("error") {
+        return Err(std::io::Error::other(format!(
+            "gateway: {}",
+            rest.trim_start_matches([' ', ':']).trim_end()
+        )));
+    }
+    Ok(out)
+}
+
+/// [`control`]'s answer as it came, an `error …` line included. The net
+/// manager's control socket answers `counters` the same way.
+pub fn answer(socket: &Path, line: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(format!("{line}\n").as_bytes())?;
@@ -32,12 +45,6 @@ pub fn control(socket: &Path, line: &str) -> std::io::Result<String> {
         if !multi {
             break;
         }
-    }
-    if let Some(rest) = out.strip_prefix("error") {
-        return Err(std::io::Error::other(format!(
-            "gateway: {}",
-            rest.trim_start_matches([' ', ':']).trim_end()
-        )));
     }
     Ok(out)
 }

@@ -192,6 +192,8 @@ pub struct Step {
     pub expose: Vec<Expose>,
     /// The gateway removes these exposures.
     pub unexpose: Vec<Unexpose>,
+    /// The gateway is asked for these exposures and must refuse each.
+    pub expose_refused: Vec<Expose>,
 }
 
 impl Step {

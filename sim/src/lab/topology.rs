@@ -183,7 +183,7 @@ pub async fn build(sc: &Lab) -> Result<Topology, Error> {
         .iter()
         .map(|(hname, h)| configure_host(sc, hname, h, &topo.hosts[hname]));
     try_join_all(per_host).await?;
-    wait_ports_up(sc, &topo).await?;
+    wait_links_up(sc, &topo).await?;
     for (hname, h) in &sc.hosts {
         if let Some(script) = &h.firewall {
             load_nft(&topo.hosts[hname].ns, script).map_err(|m| {
@@ -371,19 +371,22 @@ async fn add_route(host: &HostNs, what: &str, r: &Route) -> Result<(), Error> {
 }
 
 /// The kernel acts on a link's carrier coming up only when its link
-/// watch reports it, in batches up to a second apart: until then a
-/// bridge does not forward through the port, and IPv6 does not start on
-/// the link. Wait for every bridge port, and every link end of an IPv6
-/// host, to be operationally up before any traffic (the bridge updates
-/// its port under the same lock, before the state is visible).
-async fn wait_ports_up(sc: &Lab, topo: &Topology) -> Result<(), Error> {
-    let v6 = sc.hosts.iter().map(|(hname, h)| {
+/// watch reports it, asynchronously (on a busy machine, a second or
+/// more after the link was set up): until then the link end that came up
+/// first, before its peer, has no active transmit queue and drops what
+/// it is given (before any capture sees it), a bridge does not forward
+/// through the port, and IPv6 does not start on the link. Wait for every
+/// link end to be operationally up before any traffic (the kernel sets
+/// the operational state in the same step as it activates the queue and
+/// updates the bridge port).
+async fn wait_links_up(sc: &Lab, topo: &Topology) -> Result<(), Error> {
+    let waits = sc.hosts.keys().map(|hname| {
         let host = &topo.hosts[hname];
         let ends: Vec<&str> = sc
             .links
             .iter()
             .flat_map(|l| [&l.a, &l.b])
-            .filter(|e| &e.host == hname && (h.ipv6 || e.bridge.is_some()))
+            .filter(|e| &e.host == hname)
             .map(|e| e.ifname.as_str())
             .collect();
         async move {
@@ -391,7 +394,7 @@ async fn wait_ports_up(sc: &Lab, topo: &Topology) -> Result<(), Error> {
                 .await
         }
     });
-    try_join_all(v6).await?;
+    try_join_all(waits).await?;
     Ok(())
 }
 

@@ -15,6 +15,10 @@
 //! | instance `eth0` (ns IP)      | subnet + 1 + i                | subnet + 1 + i      |
 //! | node TUN `nm0`               | routes `10.30.0.0/16`, `10.18.0.0/16` | `fdff::/16`, `fd18::/16` |
 //!
+//! Each node's net manager accepts tunnel datagrams from every other
+//! worker node from the start (`--peer`, any cluster's nodes: the root
+//! service manager lets any node resolve any service).
+//!
 //! Instance hosts are named `<service>-<n>` (`n`: the instance number, its
 //! index in the service's list); on the node, the instance's veth end
 //! carries the same name. On the underlay switch, a node's port is named
@@ -410,6 +414,15 @@ fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
                 coords: n.coords,
                 instances: locals,
                 cache_ttl_ms: n.cache_ttl_ms,
+                // Every other worker node, of any cluster (the gateway
+                // node among them): any may have resolved an instance
+                // here and send its flows without this node knowing.
+                peers: plan
+                    .nodes
+                    .values()
+                    .map(|o| o.underlay)
+                    .filter(|&u| u != n.underlay)
+                    .collect(),
             }),
             ..Process::default()
         }],

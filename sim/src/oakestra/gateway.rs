@@ -24,7 +24,9 @@
 //! firewall, which is what the negative scenarios show.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hoplab_dataplane::gateway::{ExposeError, Exposure, GatewayConfig, Proto as CoreProto};
 
 use super::cluster::OVERLAY_MTU;
 use super::plan::{cidr, prefix, sysctls, Plan};
@@ -194,7 +196,7 @@ fn check_gateway(g: &Gateway, plan: &Plan) -> Result<Option<(Ipv6Addr, Ipv6Addr)
     };
     let mut seen = BTreeMap::new();
     for (i, e) in g.expose.iter().enumerate() {
-        check_expose(&format!("gateway.expose[{i}]"), e, v6.is_some())?;
+        check_expose(&format!("gateway.expose[{i}]"), e, g)?;
         if let Some(prev) = seen.insert((e.proto, e.port, e.service.is_ipv6()), i) {
             return bad(
                 format!("gateway.expose[{i}].port"),
@@ -333,34 +335,39 @@ fn external(f: &str, x: &External, net: &mut Internet) -> Result<(Host, Link), I
     Ok((host, link))
 }
 
-/// An exposure's own checks: `field` is its path; `v6`: the gateway has
-/// IPv6 addresses.
-pub fn check_expose(field: &str, e: &Expose, v6: bool) -> Result<(), Invalid> {
-    if e.proto == Proto::Icmp {
-        return bad(format!("{field}.proto"), "exposures are tcp or udp");
+/// The gateway core's settings that decide what it may expose: its
+/// internal addresses (IPv6 only with `public6`).
+fn core_config(g: &Gateway) -> GatewayConfig {
+    GatewayConfig {
+        internal4: g.internal,
+        internal6: g.public6.map(|_| g.internal6.unwrap_or(DEFAULT_INTERNAL6)),
+        ..GatewayConfig::default()
     }
-    if e.port == 0 {
-        return bad(format!("{field}.port"), "port 0 cannot be exposed");
-    }
-    match e.service {
-        SocketAddr::V4(s) if s.ip().octets()[..2] == [10, 30] && s.port() != 0 => Ok(()),
-        SocketAddr::V6(s) if s.ip().segments()[0] == 0xfdff && s.port() != 0 => {
-            if v6 {
-                Ok(())
-            } else {
-                bad(
-                    format!("{field}.service"),
-                    "an IPv6 service needs the gateway's `public6`",
-                )
-            }
-        }
-        _ => bad(
+}
+
+/// An exposure's own checks, `field` being its path: the gateway core's
+/// rule ([`GatewayConfig::check_exposure`]: a service IP of the Oakestra
+/// ranges with a port, not the gateway's own address, of a family it has),
+/// so that the file refuses exactly what the running gateway refuses.
+pub fn check_expose(field: &str, e: &Expose, g: &Gateway) -> Result<(), Invalid> {
+    let proto = match e.proto {
+        Proto::Tcp => CoreProto::Tcp,
+        Proto::Udp => CoreProto::Udp,
+        Proto::Icmp => return bad(format!("{field}.proto"), "exposures are tcp or udp"),
+    };
+    let x = Exposure {
+        proto,
+        port: e.port,
+        service: e.service,
+    };
+    match core_config(g).check_exposure(&x) {
+        Ok(()) => Ok(()),
+        Err(ExposeError::PortZero) => bad(format!("{field}.port"), "port 0 cannot be exposed"),
+        Err(ExposeError::NoInternalAddress(_)) => bad(
             format!("{field}.service"),
-            format!(
-                "{} is not a service IP (10.30.0.0/16, fdff::/16) with a port",
-                e.service
-            ),
+            "an IPv6 service needs the gateway's `public6`",
         ),
+        Err(err) => bad(format!("{field}.service"), err.to_string()),
     }
 }
 
@@ -421,6 +428,25 @@ traffic:
         assert!(argv.contains("--control /o/ctl/gw-gw.sock"), "{argv}");
         // The net manager starts first: the gateway hands it packets.
         assert!(gw.processes[0].netmanager.is_some());
+        // Each net manager accepts the tunnel datagrams of every other
+        // node from the start, the gateway node's among them.
+        let nm_argv = |h: &str| {
+            sc.hosts[h].processes[0]
+                .netmanager
+                .as_ref()
+                .unwrap()
+                .argv("netmanager", Path::new("/o/ctl"), Path::new("/o/c"))
+                .join(" ")
+        };
+        let (n1, gw) = (nm_argv("n1"), nm_argv("gw"));
+        assert!(
+            n1.contains("--peer 10.10.0.2") && !n1.contains("--peer 10.10.0.1"),
+            "{n1}"
+        );
+        assert!(
+            gw.contains("--peer 10.10.0.1") && !gw.contains("--peer 10.10.0.2"),
+            "{gw}"
+        );
         // n1 leaves through the gateway; the gateway reaches n1's subnet
         // through the underlay.
         let r = |h: &str| {
@@ -468,6 +494,22 @@ traffic:
             ),
             ("proto: tcp, port: 8080", "proto: icmp, port: 8080", "gateway.expose[0].proto", "tcp or udp"),
             ("service: \"10.30.30.30:80\"", "service: \"192.0.2.1:80\"", "gateway.expose[0].service", "not a service IP"),
+            // The gateway core's rule: no relay to the underlay, the
+            // internet or the gateway itself, at start or in a step.
+            ("service: \"10.30.30.30:80\"", "service: \"10.10.0.1:50103\"", "gateway.expose[0].service", "not a service IP"),
+            ("service: \"10.30.30.30:80\"", "service: \"10.30.255.253:80\"", "gateway.expose[0].service", "own internal address"),
+            (
+                "sport: 51671}",
+                "sport: 51671, expose: [{proto: tcp, port: 9001, service: \"8.8.8.8:53\"}]}",
+                "traffic[0].expose[0].service",
+                "8.8.8.8:53 is not a service IP",
+            ),
+            (
+                "sport: 51671}",
+                "sport: 51671, expose_refused: [{proto: tcp, port: 9001, service: \"10.30.30.30:80\"}]}",
+                "traffic[0].expose_refused[0]",
+                "the gateway accepts tcp 9001 -> 10.30.30.30:80",
+            ),
             ("addr: 93.6.1.78", "addr: 24.0.5.9", "externals[0].addr", "gateway.public"),
             ("name: client", "name: n1", "externals[0].name", "already taken"),
             (

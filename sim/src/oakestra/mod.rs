@@ -126,41 +126,54 @@ fn check_unexposes(sc: &Scenario, found: &mut Vec<Invalid>) {
 /// A step's control actions name what the Oakestra sections define: a
 /// service manager, service managers at all, a gateway.
 fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid> {
-    {
-        let f = format!("traffic[{i}]");
-        if let Some(m) = &s.fail_manager {
-            if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
-                return bad(
-                    format!("{f}.fail_manager"),
-                    format!("no cluster `{m}` (name a cluster, or `root`)"),
-                );
-            }
-        }
-        if !s.invalidate.is_empty() && sc.clusters.is_empty() {
+    let f = format!("traffic[{i}]");
+    if let Some(m) = &s.fail_manager {
+        if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
             return bad(
-                format!("{f}.invalidate"),
-                "invalidation needs `clusters` (service managers)",
+                format!("{f}.fail_manager"),
+                format!("no cluster `{m}` (name a cluster, or `root`)"),
             );
         }
-        if (!s.expose.is_empty() || !s.unexpose.is_empty()) && sc.gateway.is_none() {
-            let what = if s.expose.is_empty() {
-                "unexpose"
-            } else {
-                "expose"
-            };
+    }
+    if !s.invalidate.is_empty() && sc.clusters.is_empty() {
+        return bad(
+            format!("{f}.invalidate"),
+            "invalidation needs `clusters` (service managers)",
+        );
+    }
+    let Some(g) = &sc.gateway else {
+        let what = [
+            ("expose", s.expose.is_empty()),
+            ("unexpose", s.unexpose.is_empty()),
+            ("expose_refused", s.expose_refused.is_empty()),
+        ]
+        .into_iter()
+        .find(|(_, empty)| !empty);
+        if let Some((what, _)) = what {
             return bad(format!("{f}.{what}"), "exposures need a `gateway`");
         }
-        for (j, e) in s.expose.iter().enumerate() {
-            let v6 = sc.gateway.as_ref().is_some_and(|g| g.public6.is_some());
-            gateway::check_expose(&format!("{f}.expose[{j}]"), e, v6)?;
+        return Ok(());
+    };
+    for (j, e) in s.expose.iter().enumerate() {
+        gateway::check_expose(&format!("{f}.expose[{j}]"), e, g)?;
+    }
+    for (j, e) in s.expose_refused.iter().enumerate() {
+        if gateway::check_expose("", e, g).is_ok() {
+            return bad(
+                format!("{f}.expose_refused[{j}]"),
+                format!(
+                    "the gateway accepts {} {} -> {}: list it under `expose`",
+                    e.proto, e.port, e.service
+                ),
+            );
         }
-        for (j, u) in s.unexpose.iter().enumerate() {
-            if u.proto == crate::values::Proto::Icmp {
-                return bad(
-                    format!("{f}.unexpose[{j}].proto"),
-                    "exposures are tcp or udp",
-                );
-            }
+    }
+    for (j, u) in s.unexpose.iter().enumerate() {
+        if u.proto == Proto::Icmp {
+            return bad(
+                format!("{f}.unexpose[{j}].proto"),
+                "exposures are tcp or udp",
+            );
         }
     }
     Ok(())

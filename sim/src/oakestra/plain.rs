@@ -130,5 +130,6 @@ fn step(s: &scenario::Step) -> lab::Step {
         invalidate: s.invalidate.clone(),
         expose: s.expose.clone(),
         unexpose: s.unexpose.clone(),
+        expose_refused: s.expose_refused.clone(),
     }
 }

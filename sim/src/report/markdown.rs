@@ -24,6 +24,14 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
         "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark). \
          TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are left out.\n"
     );
+    let warnings = trace.skipped.warnings();
+    if !warnings.is_empty() {
+        let _ = writeln!(m, "Not in this trace:\n");
+        for w in &warnings {
+            let _ = writeln!(m, "- {w}");
+        }
+        m.push('\n');
+    }
     for f in &trace.flows {
         let _ = writeln!(m, "## Flow `{}`\n", f.step);
         let _ = writeln!(m, "- sent: {}\n- result: {}\n", f.sent, f.result);

@@ -205,6 +205,10 @@ pub struct Step {
     /// flows, and closes its firewall for them).
     #[serde(default)]
     pub unexpose: Vec<Unexpose>,
+    /// Before the step: the gateway is asked for these exposures and must
+    /// refuse each (a scenario that shows what cannot be exposed).
+    #[serde(default)]
+    pub expose_refused: Vec<Expose>,
 }
 
 fn default_payload() -> String {

@@ -12,7 +12,7 @@ use super::decode::{decode, Seen};
 use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
-use super::{Flow, Packet, StepResult, Trace};
+use super::{Flow, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
 use crate::capture::Captured;
 use crate::values::Proto as StepProto;
 
@@ -95,7 +95,7 @@ pub fn build_annotated(
     outcomes: &[StepReport],
 ) -> (Trace, Vec<Option<String>>) {
     let mut comments: Vec<Option<String>> = vec![None; frames.len()];
-    let (seen, undecodable) = decode(frames, &mut comments);
+    let (seen, undecoded) = decode(frames, &mut comments);
     let (per_step, other) = attribute(lab, &seen);
     let flows = lab
         .steps
@@ -138,9 +138,18 @@ pub fn build_annotated(
         scenario: lab.name.clone(),
         flows,
         other,
-        undecodable,
+        undecodable: undecoded.total(),
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        skipped: Skipped {
+            damage: Vec::new(),
+            links: (undecoded.links.into_iter())
+                .map(|(link, frames)| SkippedLink { link, frames })
+                .collect(),
+            undecodable: (undecoded.reasons.into_iter())
+                .map(|(reason, frames)| Undecodable { reason, frames })
+                .collect(),
+        },
     };
     (trace, comments)
 }

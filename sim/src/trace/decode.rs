@@ -3,11 +3,13 @@
 //! headers kept beside it) and where it was seen, link chatter left out.
 //! It knows frames and headers; nothing of paths, steps or rendering.
 
+use std::collections::BTreeMap;
+
 use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{Summary, L4};
 
 use super::{Dir, Place};
-use crate::capture::{parse_frame, Captured};
+use crate::capture::{link_name, parse_frame, Captured, FrameError};
 
 /// One frame decoded, with where it was seen.
 pub(super) struct Seen {
@@ -41,11 +43,49 @@ fn is_chatter(s: &Summary) -> bool {
     )
 }
 
+/// The frames read but not decoded, counted.
+#[derive(Debug, Default)]
+pub(super) struct Undecoded {
+    /// Frames of link types hoplab does not decode, per link type.
+    pub(super) links: BTreeMap<String, usize>,
+    /// Frames that could not be decoded, per reason.
+    pub(super) reasons: BTreeMap<String, usize>,
+}
+
+/// Distinct reasons counted apart; frames with any further reason are
+/// counted together under [`OTHER_REASONS`], so that a hostile capture
+/// cannot make the trace as long as itself.
+const MAX_REASONS: usize = 20;
+const OTHER_REASONS: &str = "other reasons";
+
+impl Undecoded {
+    fn count(&mut self, e: &FrameError) {
+        let (map, key) = match e {
+            FrameError::Unsupported(link) => (&mut self.links, link_name(*link)),
+            FrameError::Malformed(why) => (&mut self.reasons, why.clone()),
+        };
+        let key = if map.len() < MAX_REASONS || map.contains_key(&key) {
+            key
+        } else {
+            OTHER_REASONS.into()
+        };
+        *map.entry(key).or_default() += 1;
+    }
+
+    /// All frames not decoded.
+    pub(super) fn total(&self) -> usize {
+        self.links.values().chain(self.reasons.values()).sum()
+    }
+}
+
 /// Every frame decoded, ordered by timestamp (a tunnel datagram stands for
 /// the packet it carries), with a comment for each frame that is not
-/// traced and the number that could not be decoded.
-pub(super) fn decode(frames: &[Captured], comments: &mut [Option<String>]) -> (Vec<Seen>, usize) {
-    let mut undecodable = 0;
+/// traced and those that could not be decoded, counted.
+pub(super) fn decode(
+    frames: &[Captured],
+    comments: &mut [Option<String>],
+) -> (Vec<Seen>, Undecoded) {
+    let mut undecoded = Undecoded::default();
     let mut seen = Vec::new();
     for (fi, f) in frames.iter().enumerate() {
         let parsed = parse_frame(f).map(|s| {
@@ -74,10 +114,33 @@ pub(super) fn decode(frames: &[Captured], comments: &mut [Option<String>]) -> (V
             Ok(None) => comments[fi] = Some("not IP (not traced)".into()),
             Err(e) => {
                 comments[fi] = Some(format!("undecodable: {e}"));
-                undecodable += 1
+                undecoded.count(&e);
             }
         }
     }
     seen.sort_by_key(|s| s.ts_ns);
-    (seen, undecodable)
+    (seen, undecoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use pcap_file::DataLink;
+
+    use super::*;
+
+    /// Reasons are counted apart up to a bound, then together.
+    #[test]
+    fn undecodable_frames_are_counted_per_reason_up_to_a_bound() {
+        let mut u = Undecoded::default();
+        for i in 0..30 {
+            u.count(&FrameError::Malformed(format!("reason {i}")));
+            u.count(&FrameError::Malformed("reason 0".into()));
+        }
+        u.count(&FrameError::Unsupported(DataLink::IEEE802_11));
+        assert_eq!(u.reasons.len(), MAX_REASONS + 1);
+        assert_eq!(u.reasons["reason 0"], 31);
+        assert_eq!(u.reasons[OTHER_REASONS], 10);
+        assert_eq!(u.links["IEEE802_11"], 1);
+        assert_eq!(u.total(), 61);
+    }
 }

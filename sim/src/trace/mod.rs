@@ -48,6 +48,12 @@
 //! timestamps are left out (of a tunnel's outer header too; its ports,
 //! addresses, length and TTL are shown); ARP and IPv6
 //! neighbour/multicast-listener chatter is left out.
+//!
+//! What a trace leaves out of its capture is in [`Skipped`]: where the
+//! file is damaged (byte offset and reason, from [`crate::capture::read`]),
+//! frames of link types hoplab does not decode (per link type) and frames
+//! that could not be decoded (per reason). A whole capture of decodable
+//! frames, such as every run's, has none, and its YAML no `skipped` key.
 
 mod build;
 mod decode;
@@ -62,6 +68,8 @@ mod view;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::capture::{Damage, DECODED_LINKS};
 
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
@@ -87,10 +95,68 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control_plane: Vec<String>,
     /// Counters read from the dataplane at the end of the traffic (the
-    /// gateway's, with its firewall's), per `host/process`: only those
-    /// that are not zero, and none that depend on timing (expiry).
+    /// gateway's, with its firewall's; a net manager's drops at the
+    /// tunnel's trust boundary), per `host/process`: only those that are
+    /// not zero, and none that depend on timing (expiry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// What of the capture is not in the trace, and why (traces of
+    /// damaged captures, or of frames hoplab does not decode).
+    #[serde(default, skip_serializing_if = "Skipped::is_empty")]
+    pub skipped: Skipped,
+}
+
+/// What of a capture a trace leaves out: where the file is damaged, and
+/// the frames that were read but not decoded (all counted in
+/// [`Trace::undecodable`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Blocks of the file that could not be read, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<Damage>,
+    /// Frames of link types hoplab does not decode, per link type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<SkippedLink>,
+    /// Frames that could not be decoded, per reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecodable: Vec<Undecodable>,
+}
+
+/// Frames of one link type hoplab does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedLink {
+    /// The link type's name (e.g. `IEEE802_11`), or its number.
+    pub link: String,
+    pub frames: usize,
+}
+
+/// Frames that could not be decoded for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undecodable {
+    pub reason: String,
+    pub frames: usize,
+}
+
+impl Skipped {
+    pub fn is_empty(&self) -> bool {
+        self.damage.is_empty() && self.links.is_empty() && self.undecodable.is_empty()
+    }
+
+    /// One line for each thing left out, for a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let frames = |n: usize| format!("{n} frame{}", if n == 1 { "" } else { "s" });
+        let damage = self.damage.iter().map(|d| d.to_string());
+        let links = self.links.iter().map(|l| {
+            format!(
+                "{} of link type {} skipped: hoplab decodes {DECODED_LINKS}",
+                frames(l.frames),
+                l.link
+            )
+        });
+        let undecodable = (self.undecodable.iter())
+            .map(|u| format!("{} could not be decoded: {}", frames(u.frames), u.reason));
+        damage.chain(links).chain(undecodable).collect()
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

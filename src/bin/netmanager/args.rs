@@ -46,6 +46,12 @@ pub struct Cli {
     /// How long a query may stay unanswered.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub query_timeout_ms: u64,
+    /// A node whose tunnel datagrams are accepted from the start (its
+    /// underlay address; repeat for each). The nodes of the instances the
+    /// service manager describes are added as they come; datagrams from
+    /// any other address are dropped (`drop_unknown_peer`).
+    #[arg(long = "peer", value_name = "IP")]
+    pub peers: Vec<IpAddr>,
     /// An instance on this node: `ns=IPV4[,ip=IPV4][,ns6=IPV6][,ip6=IPV6]`
     /// (namespace addresses and the instance's own instance IPs).
     #[arg(long = "instance", value_name = "SPEC", value_parser = parse_instance)]
@@ -58,6 +64,7 @@ impl Cli {
         let mut cfg = Config::new(self.node_addr, self.subnet);
         cfg.subnet_v6 = self.subnet6;
         cfg.node_coords = self.coords;
+        cfg.peers = self.peers.clone();
         cfg.cache.ttl = Millis(self.cache_ttl_ms);
         cfg.cache.query_timeout = Millis(self.query_timeout_ms);
         cfg
@@ -157,6 +164,10 @@ mod tests {
             "ns=10.18.0.1,ip=10.30.1.11,ns6=fd18:0:0:1::1,ip6=fdff::1:11",
             "--instance",
             "ns=10.18.0.2",
+            "--peer",
+            "10.10.1.2",
+            "--peer",
+            "10.10.1.3",
         ])
         .unwrap();
         let cfg = cli.config();
@@ -171,6 +182,10 @@ mod tests {
             Some("fdff::1:11".parse().unwrap())
         );
         assert_eq!(cli.instances[1].instance_ip, None);
+        assert_eq!(
+            cfg.peers,
+            [IpAddr::from([10, 10, 1, 2]), IpAddr::from([10, 10, 1, 3])]
+        );
     }
 
     #[test]

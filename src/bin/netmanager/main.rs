@@ -76,6 +76,7 @@ async fn serve(
         tun = %cli.tun,
         node = %cli.node_addr,
         instances = cli.instances.len(),
+        peers = cli.peers.len(),
         "net manager ready"
     );
 

@@ -752,22 +752,64 @@ fn replies_must_come_from_the_entry_service() {
 }
 
 #[test]
-fn services_outside_the_internal_networks_work() {
-    let mut g = gateway();
-    g.expose(Exposure {
-        proto: Proto::Udp,
-        port: 9000,
-        service: sa("192.0.2.10:9"),
-    })
-    .unwrap();
-    let req = request(&mut g, sa(CLIENT), 9000, L4::Udp, Millis(0));
-    assert_eq!(tuple(&req), (at(INTERNAL, 51671), sa("192.0.2.10:9")));
-    let (v, back) = answer(&mut g, &req, Millis(1));
-    assert_eq!(v, Verdict::Reply);
-    assert_eq!(tuple(&back), (at(INTERNAL, 9000), sa(CLIENT)));
-    // From that address but not the flow's reply: a (non-exposed) request.
-    let p = reply_packet(sa("192.0.2.10:10"), 51671, L4::Udp);
-    assert_drop(&mut g, &p, Millis(1), DropReason::NotExposed);
+fn only_service_ips_can_be_exposed_never_a_relay() {
+    let mut g = GatewayCore::new(config());
+    let e = |proto, port, s: &str| Exposure {
+        proto,
+        port,
+        service: sa(s),
+    };
+    // The internet (an open relay), a node's tunnel port (injection into
+    // the overlay), an instance's namespace address, an underlay node, an
+    // IPv6 address outside the three service kinds' ranges.
+    for (proto, s) in [
+        (Proto::Tcp, "8.8.8.8:53"),
+        (Proto::Udp, "10.10.0.1:50103"),
+        (Proto::Tcp, "10.18.0.1:80"),
+        (Proto::Udp, "192.0.2.10:9"),
+        (Proto::Tcp, "127.0.0.1:22"),
+        (Proto::Tcp, "[2001:db8::1]:80"),
+        (Proto::Tcp, "[fdff:3000::1]:80"),
+        (Proto::Tcp, "[fd18::1]:80"),
+    ] {
+        let x = e(proto, 9001, s);
+        assert_eq!(
+            g.expose(x.clone()),
+            Err(ExposeError::NotServiceIp(sa(s))),
+            "{s}"
+        );
+        assert_eq!(
+            g.config().check_exposure(&x),
+            Err(ExposeError::NotServiceIp(sa(s)))
+        );
+    }
+    let msg = g
+        .expose(e(Proto::Tcp, 9001, "8.8.8.8:53"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("8.8.8.8:53 is not a service IP (10.30.0.0/16"),
+        "{msg}"
+    );
+    // Its own internal addresses are not services either.
+    assert_eq!(
+        g.expose(e(Proto::Tcp, 9001, "10.30.255.253:80")),
+        Err(ExposeError::OwnAddress(sa("10.30.255.253:80")))
+    );
+    assert!(g.exposures().is_empty());
+    // Nothing was exposed: a client's packet for the port is refused.
+    let p = build(sa(CLIENT), at(INTERNAL, 9001), L4::Udp);
+    assert_drop(&mut g, &p, Millis(0), DropReason::NotExposed);
+    // Service IPs of every range are fine.
+    for s in [
+        "10.30.0.1:80",
+        "[fdff::1]:80",
+        "[fdff:1000::1]:80",
+        "[fdff:2000::1]:80",
+    ] {
+        g.expose(e(Proto::Tcp, 9001, s)).unwrap();
+        g.unexpose(Proto::Tcp, 9001, s.starts_with('[')).unwrap();
+    }
 }
 
 #[test]

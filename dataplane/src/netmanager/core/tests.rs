@@ -17,7 +17,7 @@ const NODE_B: &str = "192.168.0.2";
 /// The client on node A.
 const C_NS: &str = "10.18.0.2";
 const C_IP: &str = "10.30.0.2";
-const C_NS6: &str = "fc00:a::2";
+const C_NS6: &str = "fd18:a::2";
 const C_IP6: &str = "fdff::2";
 
 /// Service S: instance 1 on A, instances 2 and 3 on B.
@@ -34,8 +34,8 @@ fn i_ns(n: u32) -> Ipv4Addr {
 }
 fn i_ns6(n: u32) -> Ipv6Addr {
     match n {
-        1 => "fc00:a::3".parse().unwrap(),
-        n => Ipv6Addr::new(0xfc00, 0xb, 0, 0, 0, 0, 0, n as u16),
+        1 => "fd18:a::3".parse().unwrap(),
+        n => Ipv6Addr::new(0xfd18, 0xb, 0, 0, 0, 0, 0, n as u16),
     }
 }
 fn i_ip(n: u32) -> IpAddr {
@@ -84,15 +84,18 @@ fn resolution(svc: &str) -> Resolution {
 
 fn node_a_cfg() -> Config {
     let mut cfg = Config::new(ip(NODE_A), (Ipv4Addr::new(10, 18, 0, 0), 26));
-    cfg.subnet_v6 = Some(("fc00:a::".parse().unwrap(), 64));
+    cfg.subnet_v6 = Some(("fd18:a::".parse().unwrap(), 64));
     cfg.node_coords = Coords::new(0.0, 0.0);
+    cfg.peers = vec![ip(NODE_B)];
     cfg
 }
 
 fn node_b_cfg() -> Config {
     let mut cfg = Config::new(ip(NODE_B), (Ipv4Addr::new(10, 18, 0, 64), 26));
-    cfg.subnet_v6 = Some(("fc00:b::".parse().unwrap(), 64));
+    cfg.subnet_v6 = Some(("fd18:b::".parse().unwrap(), 64));
     cfg.node_coords = Coords::new(100.0, 0.0);
+    // B resolves nothing: it knows A from the start.
+    cfg.peers = vec![ip(NODE_A)];
     cfg
 }
 
@@ -660,8 +663,15 @@ fn drops_are_typed_and_counted() {
         a.on_tun_packet(Millis(0), &mut p),
         vec![Action::Drop(DropReason::NoFlow)]
     );
-    // A tunnel datagram for somebody else's subnet.
+    // A tunnel datagram for somebody else's subnet: no flow of this node
+    // has that destination.
     let mut p = build(ip(C_IP), ip("10.18.0.70"), L4::Udp { sp: 1, dp: 53 }, b"");
+    assert_eq!(
+        a.on_tunnel_datagram(Millis(0), ip(NODE_B), &mut p),
+        vec![Action::Drop(DropReason::NotServiceFlow)]
+    );
+    // For the service range, but the reply of no flow of this node.
+    let mut p = build(i_ns(2).into(), ip(C_IP), L4::Udp { sp: 53, dp: 1 }, b"");
     assert_eq!(
         a.on_tunnel_datagram(Millis(0), ip(NODE_B), &mut p),
         vec![Action::Drop(DropReason::NotLocal)]
@@ -673,9 +683,10 @@ fn drops_are_typed_and_counted() {
             c.drop_malformed,
             c.drop_fragment,
             c.drop_no_flow,
-            c.drop_not_local
+            c.drop_not_local,
+            c.drop_not_service_flow,
         ),
-        (2, 1, 1, 1, 1)
+        (2, 1, 1, 1, 1, 1)
     );
     assert_eq!(c.dropped(DropReason::NotIp), 2);
     let text = c.to_string();
@@ -894,7 +905,16 @@ fn in_place_matches_copying_on_every_path() {
     let elsewhere = build(ip(C_IP), ip("10.18.0.70"), L4::Udp { sp: 1, dp: 53 }, b"");
     assert_eq!(
         a.tunnel(Millis(11), ip(NODE_B), &elsewhere),
+        vec![Action::Drop(DropReason::NotServiceFlow)]
+    );
+    let no_reply = build(i_ns(2).into(), ip(C_IP), L4::Udp { sp: 53, dp: 9 }, b"");
+    assert_eq!(
+        a.tunnel(Millis(11), ip(NODE_B), &no_reply),
         vec![Action::Drop(DropReason::NotLocal)]
+    );
+    assert_eq!(
+        a.tunnel(Millis(11), ip("192.168.0.99"), &no_reply),
+        vec![Action::Drop(DropReason::UnknownPeer)]
     );
     assert!(a.in_place.counters().drops_total() > 0);
     assert!(a.in_place.counters().tunnel_out > 0);
@@ -999,4 +1019,120 @@ proptest! {
         let out = a.on_tunnel_datagram(Millis(0), ip(NODE_B), &mut q);
         prop_assert_eq!(out.len(), 1);
     }
+}
+
+#[test]
+fn the_tunnel_accepts_known_peers_and_service_flows_only() {
+    // B knows no peer at start.
+    let mut b = NetManagerCore::new(Config {
+        peers: vec![],
+        ..node_b_cfg()
+    });
+    let dgram = |src: &str, dst: IpAddr| build(ip(src), dst, L4::Udp { sp: 4000, dp: 80 }, b"x");
+    let local = IpAddr::V4(i_ns(2));
+    // The injection of the issue: from a host that is no node.
+    let mut p = dgram("10.30.7.7", local);
+    assert_eq!(
+        b.on_tunnel_datagram(Millis(0), ip("10.10.0.99"), &mut p),
+        vec![Action::Drop(DropReason::UnknownPeer)]
+    );
+    // Nor is A a peer yet; nor is the node itself.
+    let mut p = dgram(C_IP, local);
+    for from in [NODE_A, NODE_B] {
+        assert_eq!(
+            b.on_tunnel_datagram(Millis(0), ip(from), &mut p.clone()),
+            vec![Action::Drop(DropReason::UnknownPeer)]
+        );
+    }
+    assert_eq!(b.counters().drop_unknown_peer, 3);
+    assert_eq!(b.conntrack().len(), 0);
+    // A resolution naming instances on A makes A a peer (B never adds
+    // itself).
+    b.on_resolution(Millis(1), ip(RR), Ok(resolution(RR)));
+    assert!(b.is_peer(ip(NODE_A)) && !b.is_peer(ip(NODE_B)));
+    assert!(matches!(
+        &b.on_tunnel_datagram(Millis(2), ip(NODE_A), &mut p)[..],
+        [Action::WriteTun(_)]
+    ));
+
+    // From a known peer, inner addresses must fit a service flow: an
+    // external source (the instance would answer it), an underlay or
+    // loopback address, a destination that is no local instance nor
+    // service range.
+    for (src, dst) in [
+        ("8.8.8.8", local),
+        ("10.10.0.1", local),
+        ("127.0.0.1", local),
+        (C_IP, ip("8.8.8.8")),
+        (C_IP, ip("10.10.0.2")),
+        (C_IP, ip("10.18.0.2")),
+        ("2001:db8::1", IpAddr::V6(i_ns6(2))),
+        (C_IP6, ip("fd18:a::9")),
+    ] {
+        let mut p = dgram(src, dst);
+        assert_eq!(
+            b.on_tunnel_datagram(Millis(3), ip(NODE_A), &mut p),
+            vec![Action::Drop(DropReason::NotServiceFlow)],
+            "{src} > {dst}"
+        );
+    }
+    assert_eq!(b.counters().drop_not_service_flow, 8);
+    // Every source range of a flow: an instance IP, a namespace address, a
+    // gateway's internal address (IPv4 and IPv6).
+    for (n, src) in ["10.30.1.77", "10.18.0.9", "10.30.255.253"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut p = build(
+            ip(src),
+            local,
+            L4::Udp {
+                sp: 5000 + n as u16,
+                dp: 80,
+            },
+            b"x",
+        );
+        assert!(matches!(
+            &b.on_tunnel_datagram(Millis(4), ip(NODE_A), &mut p)[..],
+            [Action::WriteTun(_)]
+        ));
+    }
+    let mut p = build(
+        ip("fdff:7fff::fffd"),
+        IpAddr::V6(i_ns6(2)),
+        L4::Udp { sp: 5000, dp: 80 },
+        b"x",
+    );
+    assert!(matches!(
+        &b.on_tunnel_datagram(Millis(4), ip(NODE_A), &mut p)[..],
+        [Action::WriteTun(_)]
+    ));
+    let c = b.counters();
+    assert_eq!(c.tunnel_in, c.tun_out + c.drops_total(), "{c}");
+}
+
+#[test]
+fn an_icmp_error_through_the_tunnel_is_judged_by_its_flow() {
+    // A router on B's side (B's underlay address, no range of a flow)
+    // reports on A's flow: accepted, because the flow it quotes fits.
+    let (mut a, mut b) = (node_a(), node_b());
+    let pkt = build(ip(C_NS), i_ip(2), L4::Udp { sp: 7000, dp: 80 }, b"x");
+    let out = send_resolved(&mut a, Millis(0), pkt);
+    let Some(Action::SendTunnel { datagram, .. }) = out.last() else {
+        panic!("{out:?}")
+    };
+    let mut d = datagram.clone();
+    assert!(matches!(
+        &b.on_tunnel_datagram(Millis(1), ip(NODE_A), &mut d)[..],
+        [Action::WriteTun(_)]
+    ));
+    let mut err = icmp_error(ip(NODE_B), ip(C_IP), &d);
+    let back = b.on_tun_packet(Millis(2), &mut err);
+    let Some(Action::SendTunnel { datagram, .. }) = back.last() else {
+        panic!("{back:?}")
+    };
+    let mut raw = datagram.clone();
+    let out = a.on_tunnel_datagram(Millis(3), ip(NODE_B), &mut raw);
+    assert!(matches!(&out[..], [Action::WriteTun(_)]), "{out:?}");
+    assert_eq!(a.counters().drop_not_service_flow, 0);
 }

@@ -100,6 +100,14 @@ const LEGEND: &str = "<div class=\"legend\">\
 pub fn report(trace: &Trace, capture_file: &str) -> String {
     let mut b = String::new();
     head(&mut b, trace, capture_file);
+    let warnings = trace.skipped.warnings();
+    if !warnings.is_empty() {
+        b.push_str("<section class=\"card\" id=\"skipped\">\n<h2>Not in this trace</h2>\n<ul>\n");
+        for w in &warnings {
+            let _ = writeln!(b, "<li class=\"end-bad\">{}</li>", escape(w));
+        }
+        b.push_str("</ul>\n</section>\n");
+    }
     for (i, f) in trace.flows.iter().enumerate() {
         flow_section(&mut b, i, f);
     }
