@@ -81,6 +81,17 @@ fn a_yaml_bomb_costs_a_few_times_its_size() {
 }
 
 #[test]
+fn a_dense_file_without_aliases_is_within_the_budget() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Nodes of one character each: the most nodes a file can hold.
+    let ports = vec!["7"; 200_000].join(",");
+    let text = format!("{HOSTS}  b:\n    processes: [{{name: e, echo: {{tcp: [{ports}]}}}}]\n");
+    if let Err(e) = parse(&text) {
+        assert!(!e.contains("aliases"), "{e}");
+    }
+}
+
+#[test]
 fn deep_nesting_is_refused_in_linear_time() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 100,000 nested `[` (quadratic in the YAML scanner: over a minute),

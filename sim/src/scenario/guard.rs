@@ -145,7 +145,10 @@ pub struct Duplicate {
 /// duplicate keys.
 pub fn walk(text: &str) -> Result<Vec<Duplicate>, serde_yaml::Error> {
     let mut st = Walk {
-        budget: text.len().max(1024).saturating_mul(EXPANSION_FACTOR),
+        budget: text
+            .len()
+            .saturating_add(1024)
+            .saturating_mul(EXPANSION_FACTOR),
         used: 0,
         depth: 0,
         path: Vec::new(),
@@ -166,8 +169,10 @@ struct Walk {
 
 impl Walk {
     fn spend<E: de::Error>(&mut self, bytes: usize) -> Result<(), E> {
-        // Every node costs a little, whatever its size.
-        self.used = self.used.saturating_add(bytes + 16);
+        // A node costs a byte, whatever its size: a file without aliases
+        // spends at most about twice its size (a node is at least a
+        // character of text, and so is each byte of a scalar).
+        self.used = self.used.saturating_add(bytes + 1);
         if self.used > self.budget {
             return Err(E::custom(format!(
                 "aliases expand this document to over {EXPANSION_FACTOR} times its size; write the values out"
