@@ -163,19 +163,33 @@ fn nft_error(field: &str, stderr: &str) -> Invalid {
         Some((line, col))
     });
     let message = match first {
-        Some(l) => l.split_once("Error:").map_or(l, |(_, m)| m).trim(),
-        None => stderr.trim(),
+        Some(l) => format!(
+            "nft rejects the script: {}",
+            l.split_once("Error:").map_or(l, |(_, m)| m).trim()
+        ),
+        // No word from nft: the namespace could not be made.
+        None => format!(
+            "cannot check the script (unshare --net nft --check): {}",
+            stderr.trim()
+        ),
     };
     Invalid {
         field: field.to_string(),
-        message: format!("nft rejects the script: {message}"),
+        message,
         within,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::nft_error;
+    use super::{firewall, nft_error};
+
+    #[test]
+    fn without_nft_a_firewall_is_an_error_naming_the_field() {
+        let e = firewall(None, "table ip t {}", &[], "hosts.a.firewall").unwrap_err();
+        assert_eq!(e.field, "hosts.a.firewall");
+        assert!(e.message.contains("nft is not installed"), "{e:?}");
+    }
 
     #[test]
     fn nft_errors_keep_their_place_in_the_script() {
@@ -188,5 +202,11 @@ mod tests {
             e.message,
             "nft rejects the script: syntax error, unexpected newline"
         );
+        let e = nft_error(
+            "hosts.a.firewall",
+            "unshare: unshare failed: Operation not permitted\n",
+        );
+        assert_eq!(e.within, None);
+        assert!(e.message.starts_with("cannot check the script"), "{e:?}");
     }
 }
