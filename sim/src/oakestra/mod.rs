@@ -2,7 +2,9 @@
 //! the lab: [`parse`] = the file as written ([`crate::scenario`]) →
 //! [`expand`] (the file's own hosts, links and steps copied; clusters and
 //! services by [`cluster`], gateway and externals by [`gateway`], each
-//! validate → allocate addresses → emit) → [`crate::lab::check::check`].
+//! validate → allocate addresses → emit) → [`crate::lab::check::check`],
+//! every error of each reported; [`load`] adds what the lab asks of this
+//! machine ([`crate::lab::check::system`]).
 //! The service managers' [`Plan`] is an output of the expansion;
 //! [`control_plane`] serves it during a run.
 //!

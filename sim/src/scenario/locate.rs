@@ -1,5 +1,5 @@
 //! Field paths (`links[2].b.host`, `hosts.a.sysctls."net.ipv4.ip_forward"`):
-//! [`Seg`], read and written ([`split_path`], [`path_string`]); where one
+//! [`Seg`], read and written (`split_path`, `path_string`); where one
 //! is in the scenario text: [`locate`] replays the document up to the field
 //! and lets the YAML parser report where it stopped; serde's own errors
 //! carry their location.

@@ -1,12 +1,15 @@
 //! The scenario file as the user writes it: schema v1 ([`schema`], the
-//! Oakestra sections in [`services`]), parsed and checked on its own
-//! (`validate`), and errors located in the text ([`mod@locate`]). See
-//! `scenarios/README.md` for the documented schema.
+//! Oakestra sections in [`services`]), bounded before it is parsed
+//! ([`guard`]: size, nesting depth, alias expansion, duplicate keys),
+//! parsed and checked on its own (`validate`), and errors located in the
+//! text ([`mod@locate`] for one field path, `marks` for all of a file's
+//! errors in one pass). See `scenarios/README.md` for the documented schema.
 //!
 //! Every error names the file, the line and column, and the field path
-//! (`links[2].b.host`). What the file expands to (the lab) and the checks
-//! that need it are `crate::oakestra`'s and `crate::lab`'s; this module
-//! imports neither.
+//! (`links[2].b.host`, `hosts.a.sysctls."net.ipv4.ip_forward"`); every
+//! error found is reported ([`ScenarioErrors`]). What the file expands to
+//! (the lab) and the checks that need it are `crate::oakestra`'s and
+//! `crate::lab`'s; this module imports neither.
 
 use std::path::{Path, PathBuf};
 
