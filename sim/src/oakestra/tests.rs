@@ -205,6 +205,14 @@ fn nesting_and_size_are_bounded() {
         &format!("to: 10.0.0.2, payload: '{}'}}", "[".repeat(80)),
     );
     parse(Path::new("s.yaml"), "s", &quoted).unwrap();
+    // A block scalar ends where its map goes on, also in a sequence entry.
+    let after_block = format!(
+        "version: 1\nhosts:\n  a:\n    processes:\n      - name: p\n        cmd: [\"true\"]\n      - cmd: |\n          x\n        name: {}\n",
+        "[".repeat(65)
+    );
+    let e = err(&after_block);
+    assert_eq!((e.line, e.column), (9, 79), "{e}");
+    assert!(e.message.contains("nested deeper than 64"), "{e}");
     let big = format!("version: 1\ndescription: {}\n", "x".repeat(1 << 20));
     let e = err(&big);
     assert!(e.message.contains("at most 1048576 bytes"), "{e}");

@@ -101,7 +101,7 @@ fn scan(text: &str, stop: usize) -> Result<Vec<(usize, usize, char)>, Refused> {
                 (None, '|' | '>')
                     if open.is_empty() && token_start(prev) && block_header(&line[i..]) =>
                 {
-                    block = Some(indent);
+                    block = Some(node_indent(line));
                     break;
                 }
                 _ => {}
@@ -110,6 +110,16 @@ fn scan(text: &str, stop: usize) -> Result<Vec<(usize, usize, char)>, Refused> {
         }
     }
     Ok(open)
+}
+
+/// The indentation of the node a line starts: past the spaces and the
+/// `- ` of sequence entries (`  - key: |` is a map at 4).
+fn node_indent(line: &str) -> usize {
+    let mut rest = line.trim_start_matches(' ');
+    while let Some(r) = rest.strip_prefix("- ") {
+        rest = r.trim_start_matches(' ');
+    }
+    line.len() - rest.len()
 }
 
 fn token_start(prev: char) -> bool {
