@@ -106,6 +106,13 @@ fn deep_nesting_is_refused_in_linear_time() {
         t_deep <= 10 * t_flat + Duration::from_millis(50),
         "refusing the nesting took {t_deep:?}, parsing as much flat text {t_flat:?}"
     );
+    // Many brackets, shallow: counted in one pass over the line.
+    let (r, t_many) = time(&format!("{HOSTS}description: {}\n", "[]".repeat(50_000)));
+    assert!(r.is_err());
+    assert!(
+        t_many <= 10 * t_flat + Duration::from_millis(50),
+        "refusing 100,000 brackets took {t_many:?}, parsing as much flat text {t_flat:?}"
+    );
 }
 
 #[test]

@@ -69,14 +69,15 @@ fn scan(text: &str, stop: usize) -> Result<Vec<(usize, usize, char)>, Refused> {
         }
         let mut quote: Option<char> = None;
         let mut prev = ' ';
-        let mut chars = line.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        // (column - 1, (byte index, char))
+        let mut chars = line.char_indices().enumerate().peekable();
+        while let Some((k, (i, c))) = chars.next() {
             match (quote, c) {
                 (Some('"'), '\\') => {
                     chars.next();
                 }
                 (Some(q), c) if c == q => {
-                    if q == '\'' && chars.peek().is_some_and(|&(_, c)| c == '\'') {
+                    if q == '\'' && chars.peek().is_some_and(|&(_, (_, c))| c == '\'') {
                         chars.next();
                     } else {
                         quote = None;
@@ -86,7 +87,7 @@ fn scan(text: &str, stop: usize) -> Result<Vec<(usize, usize, char)>, Refused> {
                 (None, '#') if prev.is_whitespace() => break,
                 (None, '\'' | '"') if token_start(prev) => quote = Some(c),
                 (None, '[' | '{') => {
-                    let column = line[..i].chars().count() + 1;
+                    let column = k + 1;
                     if open.len() >= MAX_DEPTH {
                         return Err(too_deep(n + 1, column));
                     }
