@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hoplab_sim::bench::dataplane;
 use hoplab_sim::lab::sandbox;
+use hoplab_sim::scenario::LoadError;
 use hoplab_sim::{oakestra, run, trace};
 
 #[derive(Parser)]
@@ -243,7 +244,8 @@ fn run_scenario(file: &std::path::Path, out: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hoplab validate`: every file checked, each error on stderr.
+/// `hoplab validate`: every file checked, each error on its own line of
+/// stderr (file:line:col field: message), then the file's count.
 fn validate(scenarios: &[PathBuf]) -> anyhow::Result<ExitCode> {
     if scenarios.is_empty() {
         bail!("name at least one scenario file");
@@ -252,6 +254,16 @@ fn validate(scenarios: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for f in scenarios {
         match oakestra::load(f) {
             Ok(_) => println!("{}: ok", f.display()),
+            Err(LoadError::Invalid(errors)) => {
+                eprintln!("{errors}");
+                let n = errors.count();
+                eprintln!(
+                    "{}: {n} error{}",
+                    f.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                bad += 1;
+            }
             Err(e) => {
                 eprintln!("{e}");
                 bad += 1;

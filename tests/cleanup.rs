@@ -70,8 +70,10 @@ fn bad_firewall_rules_fail_the_run_cleanly() {
     let o = run(&sc, &out_dir("bad-nft-out"));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
+    // Caught by the checks before the run (nft --check in a namespace of
+    // its own), with the script's line.
     assert!(
-        err.contains("hosts.b.firewall: nft rejected the rules"),
+        err.contains("hosts.b.firewall: nft rejects the script"),
         "{err}"
     );
     assert!(wait_gone("4242.102", Duration::from_secs(2)));

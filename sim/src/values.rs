@@ -19,6 +19,10 @@ use serde::{Deserialize, Deserializer};
 pub struct Invalid {
     pub field: String,
     pub message: String,
+    /// Where in the field's text value the problem is (line, column,
+    /// 1-based), as a tool that read the value reports it (nft's line in a
+    /// firewall script).
+    pub within: Option<(usize, usize)>,
 }
 
 /// `Err(Invalid)` for `field`.
@@ -26,7 +30,58 @@ pub fn bad<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T,
     Err(Invalid {
         field: field.into(),
         message: message.into(),
+        within: None,
     })
+}
+
+/// The first default client source port: step `index` without a `sport`
+/// sends from `DEFAULT_SPORT_BASE + index`.
+pub const DEFAULT_SPORT_BASE: u16 = 40000;
+
+/// The default source port of step `index`; None past 65535 (a scenario
+/// with that many steps must give them a `sport`).
+pub fn default_source_port(index: usize) -> Option<u16> {
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| DEFAULT_SPORT_BASE.checked_add(i))
+}
+
+/// Why step `index` without a `sport` is refused.
+pub fn sport_overflow(index: usize) -> String {
+    format!(
+        "no `sport`, and the default {DEFAULT_SPORT_BASE} + {index} is over 65535: give this step a `sport`"
+    )
+}
+
+/// Errors gathered one check at a time, so that every error is reported.
+pub trait Gather {
+    /// Keeps the error of `r`, if any.
+    fn gather(&mut self, r: Result<(), Invalid>);
+}
+
+impl Gather for Vec<Invalid> {
+    fn gather(&mut self, r: Result<(), Invalid>) {
+        if let Err(e) = r {
+            self.push(e);
+        }
+    }
+}
+
+/// A map key as a step of a field path: as written, or quoted when it
+/// holds `.`, `[`, `]`, `"`, spaces or nothing (`sysctls."net.ipv4.ip_forward"`).
+pub fn key(k: &str) -> std::borrow::Cow<'_, str> {
+    if !k.is_empty() && !k.contains(['.', '[', ']', '"', '\\', ' ']) {
+        return k.into();
+    }
+    let mut q = String::from('"');
+    for c in k.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q.into()
 }
 
 /// Linux limits interface names to 15 bytes.

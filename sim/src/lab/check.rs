@@ -2,134 +2,209 @@
 //! bridge a link, route, step or capture names exists; every interface
 //! is named once on its host, link ends with names the kernel takes, bridge
 //! ports without addresses; MACs (given or default) are unique; IPv6
-//! addresses only on hosts with IPv6; every echo server has a port.
+//! addresses only on hosts with IPv6; an address on one interface of its
+//! host only; every echo server has a port. Every problem is reported, not
+//! only the first.
 //!
 //! Errors are lab paths (`links[2].b.host`, `hosts.a.routes[0].dev`),
 //! which are the file's for what the file wrote (see [`super`]). Knows
 //! nothing of the file's text or of Oakestra.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod system;
 
-use super::{default_link_mac, Host, Lab};
-use crate::values::{bad, check_ifname, Cidr, Invalid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::{default_link_mac, End, Host, Lab};
+use crate::values::{
+    bad, check_ifname, default_source_port, key, sport_overflow, Cidr, Gather, Invalid,
+};
 
 /// Interfaces per host: `lo`, the bridges, TUNs and link ends.
 type Ifaces<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
 
-/// Checks that `lab` refers only to what it has.
-pub fn check(lab: &Lab) -> Result<(), Invalid> {
+/// Every way `lab` refers to what it does not have, in lab order; empty
+/// when it is whole.
+pub fn check(lab: &Lab) -> Vec<Invalid> {
+    let mut found = Vec::new();
     let mut ifaces: Ifaces = BTreeMap::new();
     for (h, host) in &lab.hosts {
-        check_host(h, host, ifaces.entry(h.as_str()).or_default())?;
+        check_host(h, host, ifaces.entry(h.as_str()).or_default(), &mut found);
     }
-    check_links(lab, &mut ifaces)?;
-    check_macs(lab)?;
+    check_links(lab, &mut ifaces, &mut found);
+    found.gather(check_macs(lab));
+    check_addrs(lab, &mut found);
     for (h, host) in &lab.hosts {
         for (i, r) in host.routes.iter().enumerate() {
             if let Some(d) = &r.dev {
                 if !ifaces[h.as_str()].contains(d.as_str()) {
-                    return bad(
-                        format!("hosts.{h}.routes[{i}].dev"),
+                    found.gather(bad(
+                        format!("hosts.{}.routes[{i}].dev", key(h)),
                         format!("host `{h}` has no interface `{d}`"),
-                    );
+                    ));
                 }
             }
         }
     }
     for (i, s) in lab.traffic.iter().enumerate() {
+        if s.sport.is_none() && default_source_port(i).is_none() {
+            found.gather(bad(format!("traffic[{i}]"), sport_overflow(i)));
+        }
         if !lab.hosts.contains_key(&s.from) {
-            return bad(
+            found.gather(bad(
                 format!("traffic[{i}].from"),
                 format!("undefined host `{}`", s.from),
-            );
+            ));
         }
     }
     for (i, c) in lab.capture.interfaces.iter().enumerate() {
-        let f = format!("capture.interfaces[{i}]");
-        let Some((h, ifn)) = c.split_once('/') else {
-            return bad(f, format!("`{c}` is not host/ifname"));
-        };
-        let Some(set) = ifaces.get(h) else {
-            return bad(f, format!("undefined host `{h}`"));
-        };
-        if !set.contains(ifn) {
-            return bad(f, format!("host `{h}` has no interface `{ifn}`"));
-        }
+        found.gather(check_capture(&ifaces, i, c));
+    }
+    found
+}
+
+fn check_capture(ifaces: &Ifaces, i: usize, c: &str) -> Result<(), Invalid> {
+    let f = format!("capture.interfaces[{i}]");
+    let Some((h, ifn)) = c.split_once('/') else {
+        return bad(f, format!("`{c}` is not host/ifname"));
+    };
+    let Some(set) = ifaces.get(h) else {
+        return bad(f, format!("undefined host `{h}`"));
+    };
+    if !set.contains(ifn) {
+        return bad(f, format!("host `{h}` has no interface `{ifn}`"));
     }
     Ok(())
 }
 
-fn check_host<'a>(h: &str, host: &'a Host, set: &mut BTreeSet<&'a str>) -> Result<(), Invalid> {
+fn check_host<'a>(h: &str, host: &'a Host, set: &mut BTreeSet<&'a str>, found: &mut Vec<Invalid>) {
+    let hf = format!("hosts.{}", key(h));
     set.insert("lo");
     for t in host.tuns.keys() {
         if !set.insert(t.as_str()) {
-            return bad(
-                format!("hosts.{h}.tuns.{t}"),
+            found.gather(bad(
+                format!("{hf}.tuns.{}", key(t)),
                 format!("interface `{t}` defined twice on host `{h}`"),
-            );
+            ));
         }
     }
     for (b, br) in &host.bridges {
+        let f = format!("{hf}.bridges.{}", key(b));
         if !set.insert(b.as_str()) {
-            return bad(
-                format!("hosts.{h}.bridges.{b}"),
+            found.gather(bad(
+                f.clone(),
                 format!("interface `{b}` defined twice on host `{h}`"),
-            );
+            ));
         }
-        check_v6(h, host, &br.addr, &format!("hosts.{h}.bridges.{b}.addr"))?;
+        found.gather(check_v6(h, host, &br.addr, &format!("{f}.addr")));
     }
     for (i, p) in host.processes.iter().enumerate() {
         if p.echo
             .as_ref()
             .is_some_and(|e| e.tcp.is_empty() && e.udp.is_empty())
         {
-            return bad(
-                format!("hosts.{h}.processes[{i}].echo"),
+            found.gather(bad(
+                format!("{hf}.processes[{i}].echo"),
                 "an echo server needs at least one tcp or udp port",
+            ));
+        }
+    }
+}
+
+fn check_links<'a>(lab: &'a Lab, ifaces: &mut Ifaces<'a>, found: &mut Vec<Invalid>) {
+    for (i, l) in lab.links.iter().enumerate() {
+        for (side, e) in [("a", &l.a), ("b", &l.b)] {
+            found.gather(check_end(lab, ifaces, &format!("links[{i}].{side}"), e));
+        }
+    }
+}
+
+fn check_end<'a>(
+    lab: &'a Lab,
+    ifaces: &mut Ifaces<'a>,
+    f: &str,
+    e: &'a End,
+) -> Result<(), Invalid> {
+    let Some(host) = lab.hosts.get(&e.host) else {
+        return bad(format!("{f}.host"), format!("undefined host `{}`", e.host));
+    };
+    check_ifname(format!("{f}.ifname"), &e.ifname)?;
+    let set = ifaces.entry(e.host.as_str()).or_default();
+    if !set.insert(e.ifname.as_str()) {
+        return bad(
+            format!("{f}.ifname"),
+            format!(
+                "interface `{}` defined twice on host `{}`",
+                e.ifname, e.host
+            ),
+        );
+    }
+    if let Some(b) = &e.bridge {
+        if !host.bridges.contains_key(b) {
+            return bad(
+                format!("{f}.bridge"),
+                format!("host `{}` has no bridge `{b}`", e.host),
+            );
+        }
+        if !e.addr.is_empty() {
+            return bad(
+                format!("{f}.addr"),
+                "a bridge port takes no address (give it to the bridge)",
             );
         }
     }
-    Ok(())
+    check_v6(&e.host, host, &e.addr, &format!("{f}.addr"))
 }
 
-fn check_links<'a>(lab: &'a Lab, ifaces: &mut Ifaces<'a>) -> Result<(), Invalid> {
-    for (i, l) in lab.links.iter().enumerate() {
-        for (side, e) in [("a", &l.a), ("b", &l.b)] {
-            let f = format!("links[{i}].{side}");
-            let Some(host) = lab.hosts.get(&e.host) else {
-                return bad(format!("{f}.host"), format!("undefined host `{}`", e.host));
-            };
-            check_ifname(format!("{f}.ifname"), &e.ifname)?;
-            let set = ifaces
-                .get_mut(e.host.as_str())
-                .expect("every host has a set");
-            if !set.insert(e.ifname.as_str()) {
-                return bad(
-                    format!("{f}.ifname"),
-                    format!(
-                        "interface `{}` defined twice on host `{}`",
-                        e.ifname, e.host
-                    ),
-                );
+/// An address is on one interface of its host only (the kernel takes it
+/// twice, and packets leave by the first), and not on both ends of a link.
+fn check_addrs(lab: &Lab, found: &mut Vec<Invalid>) {
+    let mut owners: BTreeMap<(&str, IpAddr), String> = BTreeMap::new();
+    let mut claim = |h: &'_ str, a: &Cidr, field: String, found: &mut Vec<Invalid>| {
+        let k = (
+            lab.hosts.get_key_value(h).map_or("", |(k, _)| k.as_str()),
+            a.addr,
+        );
+        if let Some(prev) = owners.get(&k) {
+            found.gather(bad(
+                field,
+                format!("address {} is also given to {prev} on host `{h}`", a.addr),
+            ));
+        } else {
+            owners.insert(k, field);
+        }
+    };
+    for (h, host) in &lab.hosts {
+        let hf = format!("hosts.{}", key(h));
+        for (b, br) in &host.bridges {
+            for (j, a) in br.addr.iter().enumerate() {
+                claim(h, a, format!("{hf}.bridges.{}.addr[{j}]", key(b)), found);
             }
-            if let Some(b) = &e.bridge {
-                if !host.bridges.contains_key(b) {
-                    return bad(
-                        format!("{f}.bridge"),
-                        format!("host `{}` has no bridge `{b}`", e.host),
-                    );
-                }
-                if !e.addr.is_empty() {
-                    return bad(
-                        format!("{f}.addr"),
-                        "a bridge port takes no address (give it to the bridge)",
-                    );
-                }
+        }
+        for (t, tun) in &host.tuns {
+            for (j, a) in tun.addr.iter().enumerate() {
+                claim(h, a, format!("{hf}.tuns.{}.addr[{j}]", key(t)), found);
             }
-            check_v6(&e.host, host, &e.addr, &format!("{f}.addr"))?;
         }
     }
-    Ok(())
+    for (i, l) in lab.links.iter().enumerate() {
+        for (side, e) in [("a", &l.a), ("b", &l.b)] {
+            for (j, a) in e.addr.iter().enumerate() {
+                claim(&e.host, a, format!("links[{i}].{side}.addr[{j}]"), found);
+            }
+        }
+        for (j, a) in l.b.addr.iter().enumerate() {
+            if l.a.addr.iter().any(|x| x.addr == a.addr) {
+                found.gather(bad(
+                    format!("links[{i}].b.addr[{j}]"),
+                    format!(
+                        "address {} is also given to the other end, links[{i}].a",
+                        a.addr
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 fn check_macs(lab: &Lab) -> Result<(), Invalid> {

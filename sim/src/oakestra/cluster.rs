@@ -474,7 +474,7 @@ mod tests {
     use std::path::Path;
 
     use crate::oakestra::parse;
-    use crate::scenario::ScenarioError;
+    use crate::scenario::ScenarioErrors;
 
     use super::*;
     use hoplab_dataplane::netmanager::Coords;
@@ -503,7 +503,7 @@ traffic:
   - {name: call, from: web-0, proto: tcp, to: \"10.30.1.1:80\"}
 ";
 
-    fn err(text: &str) -> ScenarioError {
+    fn err(text: &str) -> ScenarioErrors {
         parse(Path::new("s.yaml"), "s", text).unwrap_err()
     }
 

@@ -376,7 +376,7 @@ mod tests {
     use std::path::Path;
 
     use crate::oakestra::parse;
-    use crate::scenario::ScenarioError;
+    use crate::scenario::ScenarioErrors;
 
     use super::*;
 
@@ -403,7 +403,7 @@ traffic:
   - {name: get, from: client, proto: tcp, to: \"24.0.5.8:8080\", sport: 51671}
 ";
 
-    fn err(text: &str) -> ScenarioError {
+    fn err(text: &str) -> ScenarioErrors {
         parse(Path::new("s.yaml"), "s", text).unwrap_err()
     }
 
@@ -556,5 +556,28 @@ traffic:
             router_side(Ipv4Addr::new(93, 6, 1, 78)).1,
             Ipv4Addr::new(93, 6, 1, 1)
         );
+    }
+
+    /// Unexposing follows the exposures in order: the gateway's own, then
+    /// each step's (unexpose before expose).
+    #[test]
+    fn unexposing_what_is_not_exposed_is_refused() {
+        let steps = "  - {name: off, from: client, proto: tcp, to: \"24.0.5.8:8080\", unexpose: [{proto: tcp, port: 8080}], expect: silence}
+  - {name: again, from: client, proto: tcp, to: \"24.0.5.8:8080\", unexpose: [{proto: tcp, port: 8080}], expect: silence}
+  - {name: on, from: client, proto: tcp, to: \"24.0.5.8:9090\", expose: [{proto: tcp, port: 9090, service: \"10.30.30.30:80\"}]}
+  - {name: v6, from: client, proto: tcp, to: \"24.0.5.8:9090\", unexpose: [{proto: tcp, port: 9090, v6: true}, {proto: tcp, port: 9090}], expect: silence}
+";
+        let e = err(&format!("{OK}{steps}"));
+        let got = crate::oakestra::tests::places(&e);
+        assert_eq!(
+            got,
+            [
+                ("traffic[2].unexpose[0]", 23),
+                ("traffic[4].unexpose[0]", 25)
+            ],
+            "{e}"
+        );
+        assert!(e.message.contains("tcp port 8080 is not exposed"), "{e}");
+        assert!(e.errors()[1].message.contains("9090 (IPv6)"), "{e}");
     }
 }

@@ -2,7 +2,9 @@
 //! the lab: [`parse`] = the file as written ([`crate::scenario`]) →
 //! [`expand`] (the file's own hosts, links and steps copied; clusters and
 //! services by [`cluster`], gateway and externals by [`gateway`], each
-//! validate → allocate addresses → emit) → [`crate::lab::check::check`].
+//! validate → allocate addresses → emit) → [`crate::lab::check::check`],
+//! every error of each reported; [`load`] adds what the lab asks of this
+//! machine ([`crate::lab::check::system`]).
 //! The service managers' [`Plan`] is an output of the expansion;
 //! [`control_plane`] serves it during a run.
 //!
@@ -13,8 +15,8 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 use crate::lab::{self, Lab};
-use crate::scenario::{self, LoadError, Scenario, ScenarioError};
-use crate::values::{bad, Invalid};
+use crate::scenario::{self, LoadError, Scenario, ScenarioErrors};
+use crate::values::{bad, Gather, Invalid, Proto};
 
 pub mod cluster;
 pub mod control_plane;
@@ -45,84 +47,135 @@ impl DerefMut for Expanded {
     }
 }
 
-/// Read, check and expand a scenario file.
+/// Read, check and expand a scenario file, and check what it asks of this
+/// machine ([`lab::check::system`]: sysctls, programs, firewall scripts).
 pub fn load(path: &Path) -> Result<Expanded, LoadError> {
     let (text, name) = scenario::read(path)?;
-    Ok(parse(path, &name, &text)?)
-}
-
-/// Parse, check and expand scenario text; `file` is only used in errors.
-pub fn parse(file: &Path, name: &str, text: &str) -> Result<Expanded, ScenarioError> {
-    let sc = scenario::parse(file, name, text)?;
-    let located = |e| scenario::located(file, text, e);
-    let x = expand(&sc).map_err(located)?;
-    lab::check::check(&x.lab).map_err(located)?;
+    let x = parse(path, &name, &text)?;
+    scenario::check_all(path, &text, lab::check::system::check(&x.lab))?;
     Ok(x)
 }
 
+/// Parse, check and expand scenario text; `file` is only used in errors.
+/// Pure: what the machine has is [`load`]'s to check.
+/// Every error is reported: the file's own checks, the expansion's, the
+/// lab's (the same problem found twice is reported once).
+pub fn parse(file: &Path, name: &str, text: &str) -> Result<Expanded, ScenarioErrors> {
+    let (sc, mut found) = scenario::parse_unchecked(file, name, text)?;
+    let x = match expand(&sc) {
+        Ok(x) => {
+            found.extend(lab::check::check(&x.lab));
+            Some(x)
+        }
+        Err(more) => {
+            found.extend(more);
+            None
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|e| seen.insert((e.field.clone(), e.message.clone())));
+    scenario::check_all(file, text, found)?;
+    Ok(x.expect("no error, so expanded"))
+}
+
 /// The lab `sc` (checked on its own) expands to, and its plan; errors are
-/// the file's field paths.
-pub fn expand(sc: &Scenario) -> Result<Expanded, Invalid> {
+/// the file's field paths. Clusters and the gateway stop at their first
+/// error (what follows is allocated from them); the steps' control
+/// actions are all checked.
+pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let mut lab = plain::copy(sc);
-    let plan = cluster::expand(sc, &mut lab)?;
-    gateway::expand(sc, &plan, &mut lab)?;
-    check_steps(sc)?;
+    let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
+    gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
+    let mut found = Vec::new();
+    for (i, s) in sc.traffic.iter().enumerate() {
+        found.gather(check_step(sc, i, s));
+    }
+    check_unexposes(sc, &mut found);
+    if !found.is_empty() {
+        return Err(found);
+    }
     Ok(Expanded { lab, plan })
+}
+
+/// A step removes only an exposure there is at that point: the gateway's
+/// own, and the earlier steps' (a step unexposes before it exposes).
+fn check_unexposes(sc: &Scenario, found: &mut Vec<Invalid>) {
+    let Some(g) = &sc.gateway else { return };
+    let mut exposed: std::collections::BTreeSet<(Proto, u16, bool)> = g
+        .expose
+        .iter()
+        .map(|e| (e.proto, e.port, e.service.is_ipv6()))
+        .collect();
+    for (i, s) in sc.traffic.iter().enumerate() {
+        for (j, u) in s.unexpose.iter().enumerate() {
+            if !exposed.remove(&(u.proto, u.port, u.v6)) {
+                let v = if u.v6 { " (IPv6)" } else { "" };
+                found.gather(bad(
+                    format!("traffic[{i}].unexpose[{j}]"),
+                    format!(
+                        "{} port {}{v} is not exposed at this step: the gateway and earlier steps do not expose it",
+                        u.proto, u.port
+                    ),
+                ));
+            }
+        }
+        for e in &s.expose {
+            exposed.insert((e.proto, e.port, e.service.is_ipv6()));
+        }
+    }
 }
 
 /// A step's control actions name what the Oakestra sections define: a
 /// service manager, service managers at all, a gateway.
-fn check_steps(sc: &Scenario) -> Result<(), Invalid> {
-    for (i, s) in sc.traffic.iter().enumerate() {
-        let f = format!("traffic[{i}]");
-        if let Some(m) = &s.fail_manager {
-            if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
-                return bad(
-                    format!("{f}.fail_manager"),
-                    format!("no cluster `{m}` (name a cluster, or `root`)"),
-                );
-            }
-        }
-        if !s.invalidate.is_empty() && sc.clusters.is_empty() {
+fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid> {
+    let f = format!("traffic[{i}]");
+    if let Some(m) = &s.fail_manager {
+        if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
             return bad(
-                format!("{f}.invalidate"),
-                "invalidation needs `clusters` (service managers)",
+                format!("{f}.fail_manager"),
+                format!("no cluster `{m}` (name a cluster, or `root`)"),
             );
         }
-        let Some(g) = &sc.gateway else {
-            let what = [
-                ("expose", s.expose.is_empty()),
-                ("unexpose", s.unexpose.is_empty()),
-                ("expose_refused", s.expose_refused.is_empty()),
-            ]
-            .into_iter()
-            .find(|(_, empty)| !empty);
-            if let Some((what, _)) = what {
-                return bad(format!("{f}.{what}"), "exposures need a `gateway`");
-            }
-            continue;
-        };
-        for (j, e) in s.expose.iter().enumerate() {
-            gateway::check_expose(&format!("{f}.expose[{j}]"), e, g)?;
+    }
+    if !s.invalidate.is_empty() && sc.clusters.is_empty() {
+        return bad(
+            format!("{f}.invalidate"),
+            "invalidation needs `clusters` (service managers)",
+        );
+    }
+    let Some(g) = &sc.gateway else {
+        let what = [
+            ("expose", s.expose.is_empty()),
+            ("unexpose", s.unexpose.is_empty()),
+            ("expose_refused", s.expose_refused.is_empty()),
+        ]
+        .into_iter()
+        .find(|(_, empty)| !empty);
+        if let Some((what, _)) = what {
+            return bad(format!("{f}.{what}"), "exposures need a `gateway`");
         }
-        for (j, e) in s.expose_refused.iter().enumerate() {
-            if gateway::check_expose("", e, g).is_ok() {
-                return bad(
-                    format!("{f}.expose_refused[{j}]"),
-                    format!(
-                        "the gateway accepts {} {} -> {}: list it under `expose`",
-                        e.proto, e.port, e.service
-                    ),
-                );
-            }
+        return Ok(());
+    };
+    for (j, e) in s.expose.iter().enumerate() {
+        gateway::check_expose(&format!("{f}.expose[{j}]"), e, g)?;
+    }
+    for (j, e) in s.expose_refused.iter().enumerate() {
+        if gateway::check_expose("", e, g).is_ok() {
+            return bad(
+                format!("{f}.expose_refused[{j}]"),
+                format!(
+                    "the gateway accepts {} {} -> {}: list it under `expose`",
+                    e.proto, e.port, e.service
+                ),
+            );
         }
-        for (j, u) in s.unexpose.iter().enumerate() {
-            if u.proto == crate::values::Proto::Icmp {
-                return bad(
-                    format!("{f}.unexpose[{j}].proto"),
-                    "exposures are tcp or udp",
-                );
-            }
+    }
+    for (j, u) in s.unexpose.iter().enumerate() {
+        if u.proto == Proto::Icmp {
+            return bad(
+                format!("{f}.unexpose[{j}].proto"),
+                "exposures are tcp or udp",
+            );
         }
     }
     Ok(())

@@ -4,13 +4,21 @@
 use std::path::Path;
 
 use super::parse;
-use crate::scenario::ScenarioError;
+use crate::scenario::ScenarioErrors;
 use crate::values::Expect;
 
 const OK: &str = "version: 1\nhosts:\n  a: {}\n  b: {}\nlinks:\n  - a: {host: a, ifname: eth0, addr: [10.0.0.1/24]}\n    b: {host: b, ifname: eth0, addr: [10.0.0.2/24]}\ntraffic:\n  - {name: ping, from: a, proto: icmp, to: 10.0.0.2}\n";
 
-fn err(text: &str) -> ScenarioError {
+fn err(text: &str) -> ScenarioErrors {
     parse(Path::new("s.yaml"), "s", text).unwrap_err()
+}
+
+/// The field and line of each error.
+pub(super) fn places(e: &ScenarioErrors) -> Vec<(&str, usize)> {
+    e.errors()
+        .iter()
+        .map(|e| (e.field.as_str(), e.line))
+        .collect()
 }
 
 #[test]
@@ -82,4 +90,186 @@ fn capture_reference_checked() {
     let e = err(&format!("{OK}capture:\n  interfaces: [a/eth9]\n"));
     assert_eq!(e.field, "capture.interfaces[0]");
     assert_eq!(e.line, 11);
+}
+
+#[test]
+fn duplicate_keys_are_refused_with_both_locations() {
+    let t = OK.replace(
+        "  b: {}\n",
+        "  b:\n    sysctls:\n      net.ipv4.ip_forward: 1\n      net.ipv4.ip_forward: 0\n  a: {ipv6: true}\n",
+    );
+    let e = err(&t);
+    assert_eq!(e.count(), 2, "{e}");
+    let [forward, host] = e.errors() else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        (forward.field.as_str(), forward.line, forward.column),
+        ("hosts.b.sysctls.\"net.ipv4.ip_forward\"", 7, 28),
+        "{e}"
+    );
+    assert!(forward.message.contains("also at line 6 column 28"), "{e}");
+    assert_eq!((host.field.as_str(), host.line), ("hosts.a", 8), "{e}");
+    assert!(host.message.contains("also at line 3 column 6"), "{e}");
+}
+
+#[test]
+fn every_error_is_reported_in_order() {
+    let t = OK
+        .replace("  a: {}", "  a: {sysctls: {kernel.x: 1}}")
+        .replace(
+            "ifname: eth0, addr: [10.0.0.2/24]",
+            "ifname: eth0, addr: [10.0.0.2/24], mtu: 0",
+        )
+        .replace("b: {host: b,", "b: {host: c,")
+        .replace("from: a", "from: z");
+    let e = err(&t);
+    let got = places(&e);
+    assert_eq!(
+        got,
+        [
+            ("hosts.a.sysctls.\"kernel.x\"", 3),
+            ("links[0].b.mtu", 7),
+            ("links[0].b.host", 7),
+            ("traffic[0].from", 9),
+        ],
+        "{e}"
+    );
+    // The first error reads as before; the text has one line per error.
+    assert!(e.message.contains("only net.* sysctls"), "{e}");
+    assert_eq!(e.to_string().lines().count(), 4, "{e}");
+}
+
+#[test]
+fn errors_under_dotted_keys_are_located() {
+    let t = OK.replace(
+        "  b: {}",
+        "  b: {}\n  ser.ver:\n    sysctls:\n      net.x.y: 1\n      kernel.z: 1",
+    );
+    let e = err(&t);
+    let got: Vec<(&str, usize, usize)> = e
+        .errors()
+        .iter()
+        .map(|e| (e.field.as_str(), e.line, e.column))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("hosts.\"ser.ver\"", 6, 5),
+            ("hosts.\"ser.ver\".sysctls.\"kernel.z\"", 8, 17),
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unclosed_brace_is_a_syntax_error_at_the_brace() {
+    let t = OK.replace(
+        "  a: {}",
+        "  a:\n    routes:\n      - {to: default, via: 10.0.0.1",
+    );
+    let e = err(&t);
+    assert_eq!(
+        (e.field.as_str(), e.line, e.column),
+        ("(document)", 5, 9),
+        "{e}"
+    );
+    assert!(e.message.starts_with("`{` not closed"), "{e}");
+}
+
+#[test]
+fn nesting_and_size_are_bounded() {
+    let deep = format!("version: 1\ndescription: {}\n", "[".repeat(65));
+    let e = err(&deep);
+    assert_eq!((e.line, e.column), (2, 78), "{e}");
+    assert!(e.message.contains("nested deeper than 64"), "{e}");
+    // Block nesting is counted while walking the document.
+    let mut block = String::from("version: 1\ndescription:\n");
+    for i in 0..70 {
+        block.push_str(&format!("{}- \n", "  ".repeat(i)));
+    }
+    block = block.replace("- \n", "-\n");
+    let e = err(&block);
+    assert!(e.message.contains("nested deeper than 64"), "{e}");
+    // Brackets in quotes, comments and block scalars do not count.
+    let quoted = OK.replace(
+        "  a: {}",
+        &format!(
+            "  a:\n    firewall: |\n      {}\n  # {}\n  c: {{}}",
+            "{".repeat(80),
+            "[".repeat(80)
+        ),
+    );
+    let quoted = quoted.replace(
+        "to: 10.0.0.2}",
+        &format!("to: 10.0.0.2, payload: '{}'}}", "[".repeat(80)),
+    );
+    parse(Path::new("s.yaml"), "s", &quoted).unwrap();
+    // A block scalar ends where its map goes on, also in a sequence entry.
+    let after_block = format!(
+        "version: 1\nhosts:\n  a:\n    processes:\n      - name: p\n        cmd: [\"true\"]\n      - cmd: |\n          x\n        name: {}\n",
+        "[".repeat(65)
+    );
+    let e = err(&after_block);
+    assert_eq!((e.line, e.column), (9, 79), "{e}");
+    assert!(e.message.contains("nested deeper than 64"), "{e}");
+    let big = format!("version: 1\ndescription: {}\n", "x".repeat(1 << 20));
+    let e = err(&big);
+    assert!(e.message.contains("at most 1048576 bytes"), "{e}");
+}
+
+#[test]
+fn alias_expansion_is_bounded() {
+    let mut t = OK.replace(
+        "traffic:\n",
+        &format!("description: &d {}\ntraffic:\n", "x".repeat(10_000)),
+    );
+    for i in 0..50 {
+        t.push_str(&format!(
+            "  - {{name: s{i}, from: a, proto: icmp, to: 10.0.0.2, payload: *d}}\n"
+        ));
+    }
+    let e = err(&t);
+    assert!(e.message.contains("aliases expand this document"), "{e}");
+    // A few aliases of a small anchor are fine.
+    let t = OK.replace("  b: {}", "  b: &empty {}\n  c: *empty");
+    parse(Path::new("s.yaml"), "s", &t).unwrap();
+}
+
+#[test]
+fn mtu_out_of_range_and_duplicate_addresses_are_refused() {
+    let t = OK
+        .replace(
+            "  a: {}",
+            "  a:\n    tuns: {tun0: {addr: [10.0.0.1/32], mtu: 70000}}",
+        )
+        .replace("addr: [10.0.0.2/24]}", "addr: [10.0.0.2/24], mtu: 0}");
+    let e = err(&t);
+    let got = places(&e);
+    assert_eq!(
+        got,
+        [
+            ("hosts.a.tuns.tun0.mtu", 4),
+            ("links[0].b.mtu", 8),
+            ("links[0].a.addr[0]", 7),
+        ],
+        "{e}"
+    );
+    assert!(
+        e.errors()[0].message.contains("MTU 70000 is out of range"),
+        "{e}"
+    );
+    assert!(
+        e.errors()[2]
+            .message
+            .contains("address 10.0.0.1 is also given to hosts.a.tuns.tun0.addr[0] on host `a`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn one_address_on_both_ends_of_a_link_is_refused() {
+    let e = err(&OK.replace("addr: [10.0.0.2/24]", "addr: [10.0.0.1/24]"));
+    assert_eq!((e.field.as_str(), e.line), ("links[0].b.addr[0]", 7), "{e}");
+    assert!(e.message.contains("the other end, links[0].a"), "{e}");
 }

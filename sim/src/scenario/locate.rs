@@ -1,6 +1,8 @@
-//! Where a field path (`links[2].b.host`) is in the scenario text:
-//! [`locate`] replays the document up to the field and lets the YAML parser
-//! report where it stopped; serde's own errors carry their location.
+//! Field paths (`links[2].b.host`, `hosts.a.sysctls."net.ipv4.ip_forward"`):
+//! [`Seg`], read and written (`split_path`, `path_string`); where one
+//! is in the scenario text: [`locate`] replays the document up to the field
+//! and lets the YAML parser report where it stopped; serde's own errors
+//! carry their location.
 //!
 //! Knows YAML and field paths, not what the fields mean.
 
@@ -37,27 +39,70 @@ pub(super) fn from_yaml_error(file: &Path, e: &serde_yaml::Error) -> ScenarioErr
     }
 }
 
-#[derive(Debug)]
-enum Seg {
+/// One step of a field path: a map key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Seg {
     Key(String),
     Index(usize),
 }
 
-fn split_path(path: &str) -> Vec<Seg> {
+/// `hosts.a.sysctls."net.ipv4.ip_forward"` → its steps; a key holding `.`,
+/// `[`, `]`, `"` or spaces is quoted (see [`crate::values::key`]).
+pub(super) fn split_path(path: &str) -> Vec<Seg> {
     let mut out = Vec::new();
-    for part in path.split('.') {
-        let (key, rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            out.push(Seg::Key(key.to_string()));
-        }
-        for idx in rest.split('[').filter(|s| !s.is_empty()) {
-            if let Ok(n) = idx.trim_end_matches(']').parse() {
-                out.push(Seg::Index(n));
+    let mut chars = path.chars().peekable();
+    let mut key = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if key.is_empty() => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => key.extend(chars.next()),
+                        '"' => break,
+                        c => key.push(c),
+                    }
+                }
+                out.push(Seg::Key(std::mem::take(&mut key)));
             }
+            '.' => {
+                if !key.is_empty() {
+                    out.push(Seg::Key(std::mem::take(&mut key)));
+                }
+            }
+            '[' => {
+                if !key.is_empty() {
+                    out.push(Seg::Key(std::mem::take(&mut key)));
+                }
+                let idx: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                if let Ok(n) = idx.parse() {
+                    out.push(Seg::Index(n));
+                }
+            }
+            c => key.push(c),
         }
+    }
+    if !key.is_empty() {
+        out.push(Seg::Key(key));
+    }
+    out
+}
+
+/// The field path of `segs`, as [`split_path`] reads it.
+pub(super) fn path_string(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in segs {
+        match s {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&crate::values::key(k));
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(document)");
     }
     out
 }
@@ -67,11 +112,24 @@ const FOUND: &str = "\u{0}hoplab-locate-found";
 /// Line and column (1-based) where the value at `path` starts, found by
 /// walking the document with a seed that stops there; the YAML parser
 /// reports the position of the failure. None when the path is absent.
+/// (For many paths at once, `marks::find` parses the text once.)
 pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let segs = split_path(path);
     let de = serde_yaml::Deserializer::from_str(text);
     match (Probe { path: &segs }).deserialize(de) {
         Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
+        _ => None,
+    }
+}
+
+/// A map key as text, scalars only.
+fn key_text(k: &serde_yaml::Value) -> Option<String> {
+    use serde_yaml::Value as V;
+    match k {
+        V::String(s) => Some(s.clone()),
+        V::Number(n) => Some(n.to_string()),
+        V::Bool(b) => Some(b.to_string()),
+        V::Null => Some("~".to_string()),
         _ => None,
     }
 }
@@ -97,7 +155,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
             return Err(de::Error::custom(FOUND));
         }
         while let Some(k) = m.next_key::<serde_yaml::Value>()? {
-            let hit = matches!((&self.path[0], &k), (Seg::Key(s), serde_yaml::Value::String(ks)) if s == ks);
+            let hit = matches!(&self.path[0], Seg::Key(s) if key_text(&k).as_ref() == Some(s));
             if hit {
                 m.next_value_seed(Probe {
                     path: &self.path[1..],

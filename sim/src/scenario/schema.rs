@@ -282,8 +282,11 @@ impl Step {
         })
     }
 
-    /// The client source port (or ICMP identifier) of step `index`.
+    /// The client source port (or ICMP identifier) of step `index`: its
+    /// own, else 40000 + `index`; 0 past 65535, which `validate` refuses.
     pub fn source_port(&self, index: usize) -> u16 {
-        self.sport.unwrap_or(40000 + index as u16)
+        self.sport
+            .or(crate::values::default_source_port(index))
+            .unwrap_or(0)
     }
 }
