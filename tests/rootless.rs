@@ -598,7 +598,11 @@ fn an_interrupted_rootless_run_stops_and_leaves_nothing() {
         .spawn()
         .unwrap();
     wait_sleeper(marker);
-    std::thread::sleep(Duration::from_millis(200)); // into the 30 s traffic step
+    // Into the 30 s traffic step, with something captured to keep.
+    assert!(
+        sleeper_step_sent(marker, Duration::from_secs(10)),
+        "the rootless run's step never sent its datagram"
+    );
     let t = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -186,4 +186,29 @@ pub fn sigterm_early(mut cmd: Command, out: &Path, after_child: bool, delay_ms: 
     what
 }
 
+/// Whether, within `within`, host a of a [`sleeper_scenario`] run put its
+/// step's datagram on the link: a/eth0 has sent two frames, the ARP request
+/// for 10.9.0.2 and the datagram the kernel held until the answer (the
+/// host has IPv6 off and sends nothing else). A device counts a frame as
+/// sent after packet sockets saw it, so the run's capture has it. Read in
+/// `/proc/PID/net/dev` of the sleeper, which runs in host a's namespace.
+pub fn sleeper_step_sent(marker: &str, within: std::time::Duration) -> bool {
+    let sleeper = format!("sleep {marker}");
+    let t = std::time::Instant::now();
+    while t.elapsed() < within {
+        let sent = pids_with(&sleeper).into_iter().any(|pid| {
+            let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+            dev.lines()
+                .filter_map(|l| l.trim_start().strip_prefix("eth0:"))
+                .filter_map(|c| c.split_whitespace().nth(9)?.parse::<u64>().ok())
+                .any(|tx_packets| tx_packets >= 2)
+        });
+        if sent {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 pub mod ns;
