@@ -12,6 +12,10 @@
 //!   over the tunnel from an instance; gateway and a kernel-only DNAT of the
 //!   same shape from an external client) in one run; write
 //!   reports/bench-dataplane.md.
+//! * `fuzz [--secs N] [--merge] [--report] [TARGET[=SECS]...]`: run the
+//!   cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
+//!   here) for N seconds each; `--merge` keeps new coverage in the
+//!   repository's corpus, `--report` writes reports/fuzz.md.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use clap::{Parser, Subcommand};
 use hoplab_sim::bench::dataplane::Config;
 
 mod bench;
+mod fuzz;
 mod junit;
 mod pending;
 mod reports;
@@ -66,6 +71,24 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+    /// Run the fuzz targets (dataplane/fuzz, sim/fuzz) for a bounded time
+    /// each: needs a nightly toolchain and cargo-fuzz
+    /// (`cargo install cargo-fuzz --locked`).
+    Fuzz {
+        /// Seconds per target (a target named TARGET=SECS gets its own).
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Add the new inputs that reach new coverage to the corpus in the
+        /// repository (CRATE/fuzz/corpus/TARGET/).
+        #[arg(long)]
+        merge: bool,
+        /// Write reports/fuzz.md: per target, executions, time, exec/s,
+        /// corpus size, crashes.
+        #[arg(long)]
+        report: bool,
+        /// The targets (all when none is named): TARGET or TARGET=SECS.
+        targets: Vec<String>,
     },
     /// Remove the outputs of scenario runs (target/scenarios).
     Clean,
@@ -209,6 +232,17 @@ fn main() -> Result<()> {
                     rounds,
                 },
         } => bench::dataplane(!debug, secs, round_trips, rounds),
+        Cmd::Fuzz {
+            secs,
+            merge,
+            report,
+            targets,
+        } => fuzz::run(fuzz::Options {
+            secs,
+            report,
+            merge,
+            targets,
+        }),
         Cmd::Clean => {
             let p = root().join("target/scenarios");
             if p.exists() {
