@@ -7,7 +7,9 @@
 #[path = "../fuzz/targets/mod.rs"]
 mod targets;
 
-use std::fs;
+#[path = "../fuzz/replay.rs"]
+mod kept;
+
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -15,24 +17,10 @@ use hoplab_dataplane::netmanager::Action;
 use hoplab_dataplane::Millis;
 use targets::common::{fix_checksums, records, Checks};
 
-/// Runs `body` on every file of `fuzz/corpus/NAME/` (which must hold
-/// some) and `fuzz/regressions/NAME/`.
-fn replay(name: &str, body: fn(&[u8])) {
+/// Replays target `name`'s corpus and regressions.
+fn replay(name: &str, body: targets::Body) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let mut n = 0;
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = fs::read_dir(fuzz.join(dir).join(name)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.expect("a directory entry").path();
-            let data = fs::read(&path).expect("a corpus file");
-            let run = std::panic::catch_unwind(|| body(&data));
-            assert!(run.is_ok(), "{name}: {} fails", path.display());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "{name}: the corpus is empty");
+    kept::replay(&fuzz, name, body);
 }
 
 #[test]

@@ -28,6 +28,7 @@ use crate::root;
 /// targets reach C-like unsafe code in dependencies; the dataplane forbids
 /// unsafe code, so its targets run without a sanitizer, several times
 /// faster).
+#[derive(Debug)]
 pub struct Target {
     pub name: &'static str,
     pub krate: &'static str,
@@ -252,21 +253,23 @@ fn run_target(t: &'static Target, secs: u64) -> Result<Outcome> {
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!("cargo fuzz run {} failed:\n{}", t.name, tail.join("\n"));
     }
-    let stat = |key: &str| -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("stat::{key}:")))
-            .and_then(|v| v.trim().parse().ok())
-    };
     Ok(Outcome {
         name: t.name,
         budget: secs,
         krate: t.krate,
-        execs: stat("number_of_executed_units").unwrap_or_else(|| last_count(&text)),
+        execs: stat(&text, "number_of_executed_units").unwrap_or_else(|| last_count(&text)),
         secs: fuzz_secs(&text).unwrap_or(elapsed.as_secs_f64()),
         corpus: files(&corpus).len(),
         new_units: files(&work).len(),
         crashes,
     })
+}
+
+/// A final statistic of libFuzzer's (`-print_final_stats=1`).
+fn stat(log: &str, key: &str) -> Option<u64> {
+    log.lines()
+        .find_map(|l| l.strip_prefix(&format!("stat::{key}:")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The execution count of libFuzzer's last status line (`#N\t...`), for a
@@ -340,6 +343,17 @@ fn render(outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(
         s,
+        "The corpus (`CRATE/fuzz/corpus/TARGET/`) was seeded from real packets: \
+         the TUN frames (`nm0`, `gw0`) and tunnel datagrams of the captures of \
+         `svc-two-nodes`, `svc-ipv6`, `svc-manager-failure`, \
+         `ext-to-svc-gateway-cluster` and its IPv6 variant, the first frames of \
+         two of those captures (pcapng, and as classic pcap) and every shipped \
+         scenario file; `--merge` adds what a run finds that reaches new \
+         coverage. \"corpus\" below is its size after the run; a crash's \
+         input stays in `CRATE/fuzz/artifacts/TARGET/`.\n"
+    );
+    let _ = writeln!(
+        s,
         "| target | crate | executions | time (s) | exec/s | corpus | crashes |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
@@ -364,4 +378,70 @@ fn render(outcomes: &[Outcome]) -> String {
         dp.iter().map(|o| o.crashes.len()).sum::<usize>()
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DONE: &str = "#65536\tpulse  cov: 470 ft: 690 corp: 245/21Kb exec/s: 21845 rss: 32Mb\n\
+        Done 56659 runs in 16 second(s)\n\
+        stat::number_of_executed_units: 56659\n\
+        stat::average_exec_per_sec:     3541\n";
+
+    const CRASHED: &str = "#469022\tREDUCE cov: 474 ft: 701 corp: 246/21Kb\n\
+        thread '<unnamed>' panicked at targets/common.rs:198:9:\n";
+
+    #[test]
+    fn reads_libfuzzers_figures() {
+        assert_eq!(stat(DONE, "number_of_executed_units"), Some(56659));
+        assert_eq!(fuzz_secs(DONE), Some(16.0));
+        assert_eq!(stat(CRASHED, "number_of_executed_units"), None);
+        assert_eq!(last_count(CRASHED), 469_022);
+        assert_eq!(fuzz_secs(CRASHED), None);
+    }
+
+    #[test]
+    fn targets_are_named_with_their_time() {
+        let all = select(&[], 7).unwrap();
+        assert_eq!(all.len(), TARGETS.len());
+        assert!(all.iter().all(|(_, s)| *s == 7));
+        let some = select(&["tun_packet=90".into(), "capture_read".into()], 7).unwrap();
+        let got: Vec<(&str, u64)> = some.iter().map(|(t, s)| (t.name, *s)).collect();
+        assert_eq!(got, [("tun_packet", 90), ("capture_read", 7)]);
+        let err = select(&["nope".into()], 7).unwrap_err().to_string();
+        assert!(err.contains("packet_view"), "{err}");
+        assert!(select(&["tun_packet=x".into()], 7).is_err());
+    }
+
+    #[test]
+    fn the_report_sums_the_dataplane_targets() {
+        let o = |name, krate, execs, crashes: usize| Outcome {
+            name,
+            krate,
+            budget: 10,
+            execs,
+            secs: 10.0,
+            corpus: 3,
+            new_units: 1,
+            crashes: vec![PathBuf::from("x"); crashes],
+        };
+        let md = render(&[
+            o("tun_packet", "dataplane", 100, 0),
+            o("packet_view", "dataplane", 50, 1),
+            o("capture_read", "sim", 1000, 0),
+        ]);
+        assert!(
+            md.contains("| tun_packet | dataplane | 100 | 10 | 10 | 3 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Dataplane targets: 150 executions, 1 crashes."),
+            "{md}"
+        );
+        assert!(
+            md.contains("tun_packet=10 packet_view=10 capture_read=10"),
+            "{md}"
+        );
+    }
 }
