@@ -5,8 +5,9 @@
 //!
 //! The corpus in the repository (`CRATE/fuzz/corpus/TARGET/`) is read,
 //! never written, by a run: new inputs go to `target/fuzz/TARGET/`, and
-//! `--merge` adds to the repository only those that reach new coverage
-//! (libFuzzer's `-merge=1`, as `cargo fuzz cmin` does). Crashes stay in
+//! `--merge` (after a run) or `--cmin` (instead of one) replaces the
+//! repository's corpus by the smallest set covering both (libFuzzer's
+//! `-merge=1`, as `cargo fuzz cmin` does). Crashes stay in
 //! `CRATE/fuzz/artifacts/TARGET/` (not committed; a reproducer is copied
 //! to `CRATE/fuzz/regressions/TARGET/` by hand, once the bug is fixed).
 //!
@@ -74,6 +75,8 @@ pub struct Options {
     pub secs: u64,
     pub report: bool,
     pub merge: bool,
+    /// Only minimise the corpus (with the last run's new inputs), no run.
+    pub cmin: bool,
     pub targets: Vec<String>,
 }
 
@@ -97,6 +100,12 @@ const INSTALL: &str = "cargo fuzz needs a nightly toolchain and cargo-fuzz: \
 pub fn run(o: Options) -> Result<()> {
     let targets = select(&o.targets, o.secs)?;
     check_tools()?;
+    if o.cmin {
+        for (t, _) in targets {
+            minimise(t)?;
+        }
+        return Ok(());
+    }
     let mut outcomes = Vec::new();
     for (t, secs) in targets {
         let out = run_target(t, secs)?;
@@ -114,7 +123,7 @@ pub fn run(o: Options) -> Result<()> {
             println!("  crash: {}", c.display());
         }
         if o.merge {
-            merge(t)?;
+            minimise(t)?;
         }
         outcomes.push(out);
         // Written after every target: a long run cut short keeps its
@@ -291,29 +300,41 @@ fn fuzz_secs(log: &str) -> Option<f64> {
     })
 }
 
-/// Adds to the repository's corpus the inputs of the last run that reach
-/// coverage it does not have.
-fn merge(t: &Target) -> Result<()> {
-    let fuzz = root().join(t.krate).join("fuzz");
-    let corpus = fuzz.join("corpus").join(t.name).display().to_string();
-    let work = root()
-        .join("target/fuzz")
-        .join(t.name)
-        .display()
-        .to_string();
-    let st = cargo_fuzz(t, "run", &[&corpus, &work, "--", "-merge=1"])
+/// Replaces the repository's corpus of `t` by the smallest set of inputs
+/// that covers what it and the last run's new inputs cover (libFuzzer's
+/// `-merge=1` into an empty folder: what `cargo fuzz cmin` does, over both).
+fn minimise(t: &Target) -> Result<()> {
+    let corpus = root().join(t.krate).join("fuzz/corpus").join(t.name);
+    let work = root().join("target/fuzz").join(t.name);
+    let min = root().join("target/fuzz").join(format!("{}.min", t.name));
+    if min.exists() {
+        fs::remove_dir_all(&min).with_context(|| format!("removing {}", min.display()))?;
+    }
+    fs::create_dir_all(&min).with_context(|| format!("creating {}", min.display()))?;
+    let dirs: Vec<String> = [&min, &corpus, &work]
+        .into_iter()
+        .filter(|d| d.exists())
+        .map(|d| d.display().to_string())
+        .collect();
+    let mut args: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    args.extend(["--", "-merge=1"]);
+    let st = cargo_fuzz(t, "run", &args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .context("running cargo fuzz (merge)")?;
-    if !st.success() {
-        bail!("merging the corpus of {} failed", t.name);
+    let kept = files(&min);
+    if !st.success() || kept.is_empty() {
+        bail!("minimising the corpus of {} failed", t.name);
     }
-    println!(
-        "fuzz {}: corpus now {} inputs",
-        t.name,
-        files(Path::new(&corpus)).len()
-    );
+    for f in files(&corpus) {
+        fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+    }
+    for f in &kept {
+        let to = corpus.join(f.file_name().expect("a file"));
+        fs::copy(f, &to).with_context(|| format!("writing {}", to.display()))?;
+    }
+    println!("fuzz {}: corpus now {} inputs", t.name, kept.len());
     Ok(())
 }
 
@@ -348,8 +369,8 @@ fn render(outcomes: &[Outcome]) -> String {
          `svc-two-nodes`, `svc-ipv6`, `svc-manager-failure`, \
          `ext-to-svc-gateway-cluster` and its IPv6 variant, the first frames of \
          two of those captures (pcapng, and as classic pcap) and every shipped \
-         scenario file; `--merge` adds what a run finds that reaches new \
-         coverage. \"corpus\" below is its size after the run; a crash's \
+         scenario file; `--merge` keeps the smallest set of inputs covering \
+         it and what a run found. \"corpus\" below is its size after the run; a crash's \
          input stays in `CRATE/fuzz/artifacts/TARGET/`.\n"
     );
     let _ = writeln!(

@@ -12,10 +12,11 @@
 //!   over the tunnel from an instance; gateway and a kernel-only DNAT of the
 //!   same shape from an external client) in one run; write
 //!   reports/bench-dataplane.md.
-//! * `fuzz [--secs N] [--merge] [--report] [TARGET[=SECS]...]`: run the
-//!   cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
+//! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
+//!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
 //!   here) for N seconds each; `--merge` keeps new coverage in the
-//!   repository's corpus, `--report` writes reports/fuzz.md.
+//!   repository's corpus, minimised (`--cmin`: only that, no run);
+//!   `--report` writes reports/fuzz.md.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -79,10 +80,15 @@ enum Cmd {
         /// Seconds per target (a target named TARGET=SECS gets its own).
         #[arg(long, default_value_t = 60)]
         secs: u64,
-        /// Add the new inputs that reach new coverage to the corpus in the
-        /// repository (CRATE/fuzz/corpus/TARGET/).
+        /// After each run, replace the corpus in the repository
+        /// (CRATE/fuzz/corpus/TARGET/) by the smallest set of inputs that
+        /// covers it and what the run found.
         #[arg(long)]
         merge: bool,
+        /// Only minimise the corpus in the repository (with the last
+        /// run's inputs, if any), without fuzzing.
+        #[arg(long, conflicts_with_all = ["merge", "report"])]
+        cmin: bool,
         /// Write reports/fuzz.md: per target, executions, time, exec/s,
         /// corpus size, crashes.
         #[arg(long)]
@@ -235,12 +241,14 @@ fn main() -> Result<()> {
         Cmd::Fuzz {
             secs,
             merge,
+            cmin,
             report,
             targets,
         } => fuzz::run(fuzz::Options {
             secs,
             report,
             merge,
+            cmin,
             targets,
         }),
         Cmd::Clean => {
