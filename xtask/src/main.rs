@@ -16,7 +16,8 @@
 //!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
 //!   here) for N seconds each; `--merge` keeps new coverage in the
 //!   repository's corpus, minimised (`--cmin`: only that, no run);
-//!   `--report` writes reports/fuzz.md.
+//!   `--report` writes reports/fuzz.md; `--seed CAPTURE...` adds seeds
+//!   from a run's capture and the shipped scenarios instead.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,11 @@ enum Cmd {
         /// corpus size, crashes.
         #[arg(long)]
         report: bool,
+        /// Only add seeds to the corpus, from the frames of these captures
+        /// (target/scenarios/NAME/capture.pcapng of a run) and the shipped
+        /// scenario files.
+        #[arg(long, num_args = 1.., value_name = "CAPTURE", conflicts_with_all = ["merge", "cmin", "report"])]
+        seed: Vec<PathBuf>,
         /// The targets (all when none is named): TARGET or TARGET=SECS.
         targets: Vec<String>,
     },
@@ -238,11 +244,13 @@ fn main() -> Result<()> {
                     rounds,
                 },
         } => bench::dataplane(!debug, secs, round_trips, rounds),
+        Cmd::Fuzz { seed, .. } if !seed.is_empty() => fuzz::seed(&seed),
         Cmd::Fuzz {
             secs,
             merge,
             cmin,
             report,
+            seed: _,
             targets,
         } => fuzz::run(fuzz::Options {
             secs,

@@ -24,6 +24,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::root;
 
+mod seed;
+
+pub use seed::seed;
+
 /// A fuzz target: its cargo-fuzz name, the crate whose `fuzz/` holds it,
 /// and whether libFuzzer runs it under AddressSanitizer (the sim's
 /// targets reach C-like unsafe code in dependencies; the dataplane forbids
