@@ -207,7 +207,10 @@ fn cargo_fuzz(t: &Target, sub: &str, args: &[&str]) -> Command {
         c.args(["--sanitizer", "none"]);
     }
     // Overflow checks and debug assertions on: an overflow is a crash.
-    c.args(["--debug-assertions", t.name]).args(args);
+    // cargo-fuzz builds with one codegen unit by default, which makes the
+    // sim's dependencies take many minutes on two cores.
+    c.args(["--debug-assertions", "--codegen-units", "16", t.name])
+        .args(args);
     c
 }
 
