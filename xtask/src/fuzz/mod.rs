@@ -110,9 +110,11 @@ pub fn run(o: Options) -> Result<()> {
         }
         return Ok(());
     }
+    // The commit the targets were built from (a long run may outlast it).
+    let commit = head();
     let mut outcomes = Vec::new();
     for (t, secs) in targets {
-        let out = run_target(t, secs)?;
+        let mut out = run_target(t, secs)?;
         println!(
             "fuzz {}: {} executions in {:.0} s ({:.0}/s), corpus {} (+{} new), {} crashes",
             out.name,
@@ -127,14 +129,14 @@ pub fn run(o: Options) -> Result<()> {
             println!("  crash: {}", c.display());
         }
         if o.merge {
-            minimise(t)?;
+            out.corpus = minimise(t)?;
         }
         outcomes.push(out);
         // Written after every target: a long run cut short keeps its
         // figures so far.
         if o.report {
             let path = root().join("reports/fuzz.md");
-            fs::write(&path, render(&outcomes))
+            fs::write(&path, render(&outcomes, &commit))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
@@ -310,7 +312,8 @@ fn fuzz_secs(log: &str) -> Option<f64> {
 /// Replaces the repository's corpus of `t` by the smallest set of inputs
 /// that covers what it and the last run's new inputs cover (libFuzzer's
 /// `-merge=1` into an empty folder: what `cargo fuzz cmin` does, over both).
-fn minimise(t: &Target) -> Result<()> {
+/// Returns the corpus's new size.
+fn minimise(t: &Target) -> Result<usize> {
     let corpus = root().join(t.krate).join("fuzz/corpus").join(t.name);
     let work = root().join("target/fuzz").join(t.name);
     let min = root().join("target/fuzz").join(format!("{}.min", t.name));
@@ -342,17 +345,21 @@ fn minimise(t: &Target) -> Result<()> {
         fs::copy(f, &to).with_context(|| format!("writing {}", to.display()))?;
     }
     println!("fuzz {}: corpus now {} inputs", t.name, kept.len());
-    Ok(())
+    Ok(kept.len())
 }
 
-fn render(outcomes: &[Outcome]) -> String {
-    let commit = Command::new("git")
+/// The short hash of the commit checked out.
+fn head() -> String {
+    Command::new("git")
         .current_dir(root())
         .args(["rev-parse", "--short", "HEAD"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn render(outcomes: &[Outcome], commit: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Fuzzing\n");
     let args: Vec<String> = outcomes
@@ -377,7 +384,7 @@ fn render(outcomes: &[Outcome]) -> String {
          `ext-to-svc-gateway-cluster` and its IPv6 variant, the first frames of \
          two of those captures (pcapng, and as classic pcap) and every shipped \
          scenario file; `--merge` keeps the smallest set of inputs covering \
-         it and what a run found. \"corpus\" below is its size after the run; a crash's \
+         it and what a run found. \"corpus\" below is its size after the run (after the merge, with `--merge`); a crash's \
          input stays in `CRATE/fuzz/artifacts/TARGET/`.\n"
     );
     let _ = writeln!(
@@ -454,11 +461,14 @@ mod tests {
             new_units: 1,
             crashes: vec![PathBuf::from("x"); crashes],
         };
-        let md = render(&[
-            o("tun_packet", "dataplane", 100, 0),
-            o("packet_view", "dataplane", 50, 1),
-            o("capture_read", "sim", 1000, 0),
-        ]);
+        let md = render(
+            &[
+                o("tun_packet", "dataplane", 100, 0),
+                o("packet_view", "dataplane", 50, 1),
+                o("capture_read", "sim", 1000, 0),
+            ],
+            "abc1234",
+        );
         assert!(
             md.contains("| tun_packet | dataplane | 100 | 10 | 10 | 3 | 0 |"),
             "{md}"
