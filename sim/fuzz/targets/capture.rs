@@ -35,7 +35,7 @@ pub fn read(data: &[u8]) {
             );
             for f in &frames {
                 if let Err(e) = parse_frame(f) {
-                    assert!(!e.is_empty(), "a frame error without a message");
+                    assert!(!e.to_string().is_empty(), "a frame error without a message");
                 }
             }
         }
