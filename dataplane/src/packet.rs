@@ -574,6 +574,17 @@ impl<'a> IpPacket<'a> {
         self.write_word(off, checksum::udp_wire(d.apply(old)))
     }
 
+    /// An ICMPv4 checksum covers no pseudo-header, so an echo reply whose
+    /// identifier, sequence number and data are all zero is an all-zero
+    /// message, whose checksum is 0xffff; RFC 1624's equation 3 gives
+    /// 0x0000 for it (the one sum it cannot get right), which receivers
+    /// reject. Only checked when the checksum came out 0x0000.
+    fn all_zero_icmpv4(&mut self, l4: usize) {
+        if !self.v6 && be16(self.buf, l4 + 2) == 0 && self.buf[l4..].iter().all(|&b| b == 0) {
+            self.write_word(l4 + 2, 0xffff);
+        }
+    }
+
     /// Folds an outer address change into the checksums that cover it.
     fn outer_addr_changed(&mut self, d: Delta) {
         if !self.v6 {
@@ -634,6 +645,7 @@ impl<'a> IpPacket<'a> {
             Transport::IcmpEcho { .. } => {
                 let d = self.write_word(l4 + 4, port);
                 self.adjust(l4 + 2, d);
+                self.all_zero_icmpv4(l4);
             }
             _ => return Err(TranslateError::NoPorts),
         }

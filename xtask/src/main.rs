@@ -12,6 +12,12 @@
 //!   over the tunnel from an instance; gateway and a kernel-only DNAT of the
 //!   same shape from an external client) in one run; write
 //!   reports/bench-dataplane.md.
+//! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
+//!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
+//!   here) for N seconds each; `--merge` keeps new coverage in the
+//!   repository's corpus, minimised (`--cmin`: only that, no run);
+//!   `--report` writes reports/fuzz.md; `--seed CAPTURE...` adds seeds
+//!   from a run's capture and the shipped scenarios instead.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +28,7 @@ use clap::{Parser, Subcommand};
 use hoplab_sim::bench::dataplane::Config;
 
 mod bench;
+mod fuzz;
 mod junit;
 mod pending;
 mod reports;
@@ -66,6 +73,34 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+    /// Run the fuzz targets (dataplane/fuzz, sim/fuzz) for a bounded time
+    /// each: needs a nightly toolchain and cargo-fuzz
+    /// (`cargo install cargo-fuzz --locked`).
+    Fuzz {
+        /// Seconds per target (a target named TARGET=SECS gets its own).
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// After each run, replace the corpus in the repository
+        /// (CRATE/fuzz/corpus/TARGET/) by the smallest set of inputs that
+        /// covers it and what the run found.
+        #[arg(long)]
+        merge: bool,
+        /// Only minimise the corpus in the repository (with the last
+        /// run's inputs, if any), without fuzzing.
+        #[arg(long, conflicts_with_all = ["merge", "report"])]
+        cmin: bool,
+        /// Write reports/fuzz.md: per target, executions, time, exec/s,
+        /// corpus size, crashes.
+        #[arg(long)]
+        report: bool,
+        /// Only add seeds to the corpus, from the frames of these captures
+        /// (target/scenarios/NAME/capture.pcapng of a run) and the shipped
+        /// scenario files.
+        #[arg(long, num_args = 1.., value_name = "CAPTURE", conflicts_with_all = ["merge", "cmin", "report"])]
+        seed: Vec<PathBuf>,
+        /// The targets (all when none is named): TARGET or TARGET=SECS.
+        targets: Vec<String>,
     },
     /// Remove the outputs of scenario runs (target/scenarios).
     Clean,
@@ -209,6 +244,21 @@ fn main() -> Result<()> {
                     rounds,
                 },
         } => bench::dataplane(!debug, secs, round_trips, rounds),
+        Cmd::Fuzz { seed, .. } if !seed.is_empty() => fuzz::seed(&seed),
+        Cmd::Fuzz {
+            secs,
+            merge,
+            cmin,
+            report,
+            seed: _,
+            targets,
+        } => fuzz::run(fuzz::Options {
+            secs,
+            report,
+            merge,
+            cmin,
+            targets,
+        }),
         Cmd::Clean => {
             let p = root().join("target/scenarios");
             if p.exists() {

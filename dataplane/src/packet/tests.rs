@@ -120,6 +120,27 @@ fn setters_keep_checksums_equal_to_full() {
     }
 }
 
+/// An ICMPv4 echo reply whose identifier becomes 0 while its sequence
+/// number and data are 0: the whole message is zero, and its checksum is
+/// 0xffff (RFC 1624's equation 3 alone gives 0x0000, which no receiver
+/// accepts). Found by the `packet_view` fuzz target.
+#[test]
+fn icmpv4_echo_all_zero_keeps_a_valid_checksum() {
+    for old_id in [0u16, 0x1234] {
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(&old_id.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        testutil::recompute(&mut p);
+        let mut v = IpPacket::new_checked(&mut p).unwrap();
+        v.set_src_port(0).unwrap();
+        assert_eq!(&v.as_bytes()[22..24], &[0xff, 0xff], "id {old_id:#x}");
+        assert!(checksums_full(v.as_bytes()));
+    }
+}
+
 #[test]
 fn udp_v4_without_checksum_stays_without() {
     let mut p = build(

@@ -1,0 +1,114 @@
+//! Replays every input of the fuzz corpus (`fuzz/corpus/TARGET/`) and of
+//! the crash regressions (`fuzz/regressions/TARGET/`) through the same
+//! target bodies cargo-fuzz runs (`fuzz/targets/`), on stable Rust: the
+//! invariants they assert hold for every kept input on every test run.
+
+#[allow(dead_code)]
+#[path = "../fuzz/targets/mod.rs"]
+mod targets;
+
+#[path = "../fuzz/replay.rs"]
+mod kept;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use hoplab_dataplane::netmanager::Action;
+use hoplab_dataplane::Millis;
+use targets::common::{fix_checksums, records, Checks};
+
+/// Replays target `name`'s corpus and regressions.
+fn replay(name: &str, body: targets::Body) {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    kept::replay(&fuzz, name, body);
+}
+
+#[test]
+fn packet_view_corpus() {
+    replay("packet_view", targets::packet::view);
+}
+
+#[test]
+fn tun_packet_corpus() {
+    replay("tun_packet", targets::netmanager::tun_packet);
+}
+
+#[test]
+fn tunnel_datagram_corpus() {
+    replay("tunnel_datagram", targets::netmanager::tunnel_datagram);
+}
+
+#[test]
+fn gateway_packet_corpus() {
+    replay("gateway_packet", targets::gateway::packet);
+}
+
+#[test]
+fn every_target_has_a_test() {
+    let names: Vec<&str> = targets::TARGETS.iter().map(|t| t.0).collect();
+    assert_eq!(
+        names,
+        [
+            "packet_view",
+            "tun_packet",
+            "tunnel_datagram",
+            "gateway_packet"
+        ]
+    );
+}
+
+/// A TCP SYN 10.18.0.1:40000 → 10.30.1.1:80 with wrong checksums.
+const SYN: [u8; 40] = [
+    0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 18, 0, 1, 10, 30, 1, 1, 0x9c, 0x40, 0, 80, 0, 0,
+    0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+];
+
+/// The checksum oracle the targets assert with can fail: it tells a
+/// fixed-up packet from one with a byte changed.
+#[test]
+fn the_checksum_oracle_sees_a_broken_checksum() {
+    let mut p = SYN.to_vec();
+    assert_eq!(Checks::of(&p).transport, Some(false));
+    fix_checksums(&mut p, 3);
+    let fixed = Checks::of(&p);
+    fixed.assert_valid("fixed SYN");
+    assert_eq!(
+        (fixed.ipv4_header, fixed.transport),
+        (Some(true), Some(true))
+    );
+    p[39] ^= 1;
+    let broken = Checks::of(&p);
+    assert_eq!(broken.transport, Some(false));
+    let kept = std::panic::catch_unwind(|| fixed.assert_kept(&broken, "test"));
+    assert!(kept.is_err(), "a broken checksum passes the oracle");
+}
+
+/// A record's control byte fixes the checksums and advances the clock.
+#[test]
+fn records_fix_checksums_and_advance_time() {
+    let mut input = vec![3 | (7 << 3), SYN.len() as u8];
+    input.extend_from_slice(&SYN);
+    input.extend_from_slice(&[0, 200, 0x45]);
+    let r = records(&input);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].advance, Millis(7000));
+    Checks::of(&r[0].bytes).assert_valid("record");
+    assert_eq!(r[1].bytes, [0x45]);
+}
+
+/// n1's fixture resolves a service and sends a SYN on to n2: the targets
+/// reach past the lookup, not only the drops.
+#[test]
+fn the_tun_fixture_forwards_a_syn_to_the_other_node() {
+    let mut core = targets::netmanager::core(1);
+    let mut p = SYN.to_vec();
+    fix_checksums(&mut p, 3);
+    let ip: IpAddr = "10.30.1.1".parse().unwrap();
+    assert_eq!(core.on_tun_packet(Millis(0), &mut p), [Action::Query(ip)]);
+    let out = core.on_resolution(Millis(0), ip, targets::netmanager::resolution(ip));
+    let n2 = IpAddr::from(targets::netmanager::N2);
+    assert!(
+        matches!(&out[..], [Action::SendTunnel { node, .. }] if *node == n2),
+        "{out:?}"
+    );
+}
