@@ -37,6 +37,9 @@ pub fn core(n: u8) -> NetManagerCore {
     let (node, base, base6) = if n == 1 { (N1, 0, 0) } else { (N2, 64, 1) };
     let mut cfg = Config::new(node.into(), (Ipv4Addr::new(10, 18, 0, base), 26));
     cfg.subnet_v6 = Some((Ipv6Addr::new(0xfd18, 0, 0, base6, 0, 0, 0, 0), 64));
+    // The other node is a known peer: its tunnel datagrams get past the
+    // trust boundary into translation.
+    cfg.peers = vec![if n == 1 { N2 } else { N1 }.into()];
     cfg.cache.queue_limit = 2;
     cfg.cache.max_entries = 4;
     cfg.conntrack.max_flows = 4;
