@@ -136,7 +136,7 @@ pub fn run(o: Options) -> Result<()> {
         // figures so far.
         if o.report {
             let path = root().join("reports/fuzz.md");
-            fs::write(&path, render(&outcomes, &commit))
+            fs::write(&path, render(&outcomes, &commit, o.merge))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
@@ -361,7 +361,7 @@ fn head() -> String {
         .unwrap_or_default()
 }
 
-fn render(outcomes: &[Outcome], commit: &str) -> String {
+fn render(outcomes: &[Outcome], commit: &str, merged: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Fuzzing\n");
     let args: Vec<String> = outcomes
@@ -370,12 +370,13 @@ fn render(outcomes: &[Outcome], commit: &str) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "Written by `cargo xtask fuzz --report {}` at commit `{commit}`: \
+        "Written by `cargo xtask fuzz --report{} {}` at commit `{commit}`: \
          each target ran for the seconds given, one after the other, one process \
          (libFuzzer, `--debug-assertions`; the sim's targets under \
          AddressSanitizer). The corpus replay tests \
          (`dataplane/tests/fuzz_corpus.rs`, `sim/tests/fuzz_corpus.rs`) run \
          every kept input on stable in `cargo test --workspace`.\n",
+        if merged { " --merge" } else { "" },
         args.join(" ")
     );
     let _ = writeln!(
@@ -470,6 +471,11 @@ mod tests {
                 o("capture_read", "sim", 1000, 0),
             ],
             "abc1234",
+            true,
+        );
+        assert!(
+            md.contains("cargo xtask fuzz --report --merge tun_packet=10 "),
+            "{md}"
         );
         assert!(
             md.contains("| tun_packet | dataplane | 100 | 10 | 10 | 3 | 0 |"),
