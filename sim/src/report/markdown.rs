@@ -40,15 +40,17 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
     }
     for f in &trace.flows {
         let _ = writeln!(m, "## Flow `{}`\n", f.step);
-        let _ = writeln!(m, "- sent: {}\n- result: {}\n", f.sent, f.result);
+        let _ = writeln!(m, "- sent: {}\n- result: {}", f.sent, f.result);
+        glance_lines(&mut m, f);
         for (i, p) in f.packets.iter().enumerate() {
-            packet(&mut m, &format!("Packet {}", i + 1), p);
+            let reply = super::html::is_reply(&f.packets, p);
+            packet(&mut m, &format!("Packet {}", i + 1), p, reply);
         }
     }
     if !trace.other.is_empty() {
         let _ = writeln!(m, "## Packets of no flow\n");
         for (i, p) in trace.other.iter().enumerate() {
-            packet(&mut m, &format!("Other {}", i + 1), p);
+            packet(&mut m, &format!("Other {}", i + 1), p, false);
         }
     }
     if trace.undecodable > 0 {
@@ -57,7 +59,25 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
     m
 }
 
-fn packet(m: &mut String, title: &str, p: &crate::trace::Packet) {
+/// Who answered, the NAT and tunnel steps and the drops of `f`, then a
+/// blank line.
+fn glance_lines(m: &mut String, f: &crate::trace::Flow) {
+    let s = super::glance::summary(f);
+    let _ = writeln!(
+        m,
+        "- answered by: {}",
+        s.answered.as_deref().unwrap_or("nobody")
+    );
+    if !s.steps.is_empty() {
+        let _ = writeln!(m, "- NAT and tunnel steps: {}", s.steps.join("; "));
+    }
+    if !s.drops.is_empty() {
+        let _ = writeln!(m, "- dropped: {}", s.drops.join("; "));
+    }
+    m.push('\n');
+}
+
+fn packet(m: &mut String, title: &str, p: &crate::trace::Packet, reply: bool) {
     let _ = writeln!(m, "### {title}: {} ({})\n", p.packet, p.end);
     let _ = writeln!(m, "| hop | where | headers | step | changed |");
     let _ = writeln!(m, "|---|---|---|---|---|");
@@ -68,7 +88,7 @@ fn packet(m: &mut String, title: &str, p: &crate::trace::Packet) {
             n + 1,
             cell(&h.at.to_string()),
             cell(&h.hdr.to_string()),
-            super::html::step_name(h.changed.as_ref()).unwrap_or(""),
+            super::html::step_name(h.changed.as_ref(), reply).unwrap_or_default(),
             cell(
                 &h.changed
                     .as_ref()

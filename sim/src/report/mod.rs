@@ -3,6 +3,7 @@
 //! the shipped scenarios (`reports/scenarios/`, from the snapshots). It
 //! knows traces and snapshot files; not how a trace is built.
 
+pub mod glance;
 pub mod html;
 mod markdown;
 

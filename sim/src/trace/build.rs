@@ -113,7 +113,8 @@ pub fn build_annotated(
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
                     let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    annotate(&mut comments, &format!("flow {}", step.name), n, hops, &p);
+                    let flow = format!("flow {}", step.name);
+                    annotate(&mut comments, (&flow, !*fwd), n, hops, &p);
                     p
                 })
                 .collect();
@@ -130,7 +131,7 @@ pub fn build_annotated(
         .enumerate()
         .map(|(n, hops)| {
             let p = render(hops, None, &lab.owner);
-            annotate(&mut comments, "no flow", n, hops, &p);
+            annotate(&mut comments, ("no flow", false), n, hops, &p);
             p
         })
         .collect();
@@ -155,8 +156,16 @@ pub fn build_annotated(
     (trace, comments)
 }
 
-/// Comment each frame of packet `n` (0-based) of `flow` with its hop.
-fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen], p: &Packet) {
+/// Comment each frame of packet `n` (0-based) of `flow` with its hop and,
+/// where something changed, the step's name (`reply`: the packet goes back
+/// to the client, so its rewrites are `un-DNAT` / `un-SNAT`).
+fn annotate(
+    comments: &mut [Option<String>],
+    (flow, reply): (&str, bool),
+    n: usize,
+    hops: &[&Seen],
+    p: &Packet,
+) {
     let total = p.hops.len();
     for (i, (seen, hop)) in hops.iter().zip(&p.hops).enumerate() {
         let mut c = format!(
@@ -167,7 +176,14 @@ fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen
             hop.at
         );
         if let Some(ch) = &hop.changed {
-            let _ = write!(c, ": {ch}");
+            match ch.step_name(reply) {
+                Some(name) => {
+                    let _ = write!(c, ": {name}: {ch}");
+                }
+                None => {
+                    let _ = write!(c, ": {ch}");
+                }
+            }
         }
         if i + 1 == total {
             let _ = write!(c, "; {}", p.end);

@@ -252,6 +252,62 @@ impl Transport {
     }
 }
 
+/// The name of an ICMP (`v6`: ICMPv6) type and code as engineers say it
+/// (`echo request`, `port unreachable`, `ttl exceeded`); `None` for a
+/// type this table does not know.
+pub fn icmp_name(v6: bool, ty: u8, code: u8) -> Option<&'static str> {
+    Some(match (v6, ty, code) {
+        (false, 0, _) | (true, 129, _) => "echo reply",
+        (false, 8, _) | (true, 128, _) => "echo request",
+        (false, 3, 0) => "net unreachable",
+        (false, 3, 1) => "host unreachable",
+        (false, 3, 2) => "protocol unreachable",
+        (false, 3, 3) | (true, 1, 4) => "port unreachable",
+        (false, 3, 4) => "fragmentation needed",
+        (false, 3, 9 | 10 | 13) | (true, 1, 1) => "administratively prohibited",
+        (true, 1, 0) => "no route",
+        (true, 1, 3) => "address unreachable",
+        (false, 3, _) | (true, 1, _) => "destination unreachable",
+        (false, 4, _) => "source quench",
+        (false, 5, _) | (true, 137, _) => "redirect",
+        (false, 11, 0) | (true, 3, 0) => "ttl exceeded",
+        (false, 11, _) | (true, 3, _) => "reassembly time exceeded",
+        (false, 12, _) | (true, 4, _) => "parameter problem",
+        (true, 2, _) => "packet too big",
+        (true, 133, _) => "router solicitation",
+        (true, 134, _) => "router advertisement",
+        (true, 135, _) => "neighbour solicitation",
+        (true, 136, _) => "neighbour advertisement",
+        _ => return None,
+    })
+}
+
+/// Whether an ICMP (`v6`: ICMPv6) type is an error about another packet.
+pub fn icmp_is_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        (1..=4).contains(&ty)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+/// `icmp port unreachable`, `icmp6 echo request`, or `icmp type 42` for a
+/// type without a name: the kind of an ICMP packet in a packet's title.
+pub fn icmp_kind(v6: bool, ty: u8, code: u8) -> String {
+    let proto = if v6 { Proto::Icmp6 } else { Proto::Icmp };
+    match icmp_name(v6, ty, code) {
+        Some(n) => format!("{proto} {n}"),
+        None => format!("{proto} type {ty}"),
+    }
+}
+
+impl Transport {
+    /// An ICMP error (destination unreachable, ttl exceeded, ...).
+    pub fn is_icmp_error(&self) -> bool {
+        matches!(*self, Transport::Icmp { v6, ty, .. } if icmp_is_error(v6, ty))
+    }
+}
+
 /// One field of a header as shown: `src`, `>`, `dst`, `proto`, `flags`,
 /// or the key of a `key=value` token (`seq`, `ttl`, `outer.src`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -689,6 +745,74 @@ impl FromStr for Changes {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .map(Changes)
+    }
+}
+
+impl Changes {
+    /// The name of what a hop did to its packet: `DNAT` (destination
+    /// rewritten), `SNAT` (source), `DNAT + SNAT`, `NAT` (only the ICMP
+    /// echo identifier), each possibly after `tunnel: encapsulate` /
+    /// `tunnel: decapsulate`; `tunnel: outer rewritten` (the tunnel's own
+    /// addresses); `routed` (only TTLs); `resized` (only lengths); `None`
+    /// when nothing changed. On a `reply` (a packet going back to the
+    /// step's client) a rewrite is the reverse translation of the
+    /// request's: a source rewritten is `un-DNAT`, a destination `un-SNAT`
+    /// (`un-NAT`: the echo identifier), so nobody looks for a rule that
+    /// is not there.
+    pub fn step_name(&self, reply: bool) -> Option<String> {
+        let (mut tunnel, mut src, mut dst, mut id) = (None, false, false, false);
+        let (mut outer_addr, mut ttl, mut len, mut other) = (false, false, false, false);
+        for c in &self.0 {
+            match *c {
+                Change::Encapsulated(_) => tunnel = Some("tunnel: encapsulate"),
+                Change::Decapsulated(_) => tunnel = Some("tunnel: decapsulate"),
+                Change::Rewritten { outer: true, field } => match field {
+                    Rewrite::Src(..) | Rewrite::Dst(..) => outer_addr = true,
+                    Rewrite::Ttl(..) => ttl = true,
+                    Rewrite::Len(..) => len = true,
+                    Rewrite::IcmpId(..) => other = true,
+                },
+                Change::Rewritten {
+                    outer: false,
+                    field,
+                } => match field {
+                    Rewrite::Src(..) => src = true,
+                    Rewrite::Dst(..) => dst = true,
+                    Rewrite::IcmpId(..) => id = true,
+                    Rewrite::Ttl(..) => ttl = true,
+                    Rewrite::Len(..) => len = true,
+                },
+            }
+        }
+        let mut parts: Vec<&str> = tunnel.into_iter().collect();
+        match (reply, dst, src) {
+            (false, d, s) => {
+                parts.extend(d.then_some("DNAT"));
+                parts.extend(s.then_some("SNAT"));
+            }
+            (true, d, s) => {
+                parts.extend(s.then_some("un-DNAT"));
+                parts.extend(d.then_some("un-SNAT"));
+            }
+        }
+        if id && !src && !dst {
+            parts.push(if reply { "un-NAT" } else { "NAT" });
+        }
+        if !parts.is_empty() {
+            return Some(parts.join(" + "));
+        }
+        let name = if outer_addr {
+            "tunnel: outer rewritten"
+        } else if ttl {
+            "routed"
+        } else if len {
+            "resized"
+        } else if other {
+            "changed"
+        } else {
+            return None;
+        };
+        Some(name.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use hoplab_dataplane::wire::{self, Summary, L4};
 
 use super::decode::Seen;
-use super::hop::{Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
+use super::hop::{icmp_kind, Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
 use super::{Hop, Packet};
 
 /// Per-flow base sequence numbers, one per direction (client → server first).
@@ -113,7 +113,7 @@ pub(super) fn render(
     };
     let kind = match &first.l4 {
         L4::Tcp { flags, .. } => format!("tcp {}", wire::flags_text(*flags)),
-        L4::Icmp { ty, .. } => format!("{} type {ty}", first.proto_name()),
+        L4::Icmp { v6, ty, code, .. } => icmp_kind(*v6, *ty, *code),
         _ => first.proto_name().to_string(),
     };
     let pl = first.payload.len();

@@ -1,11 +1,15 @@
 //! The ladder diagram of a flow (inline SVG): hosts as columns in order of
 //! first appearance, each hop a dot on its host's lifeline, a move between
-//! hosts an arrow, tunnelled stretches under a band. It knows a flow's
+//! hosts an arrow, tunnelled stretches under a band. A NAT or tunnel step
+//! carries its rewrites with their values (`dst A → B`) beside its badge;
+//! packets that took the same path with the same changes are drawn once,
+//! their numbers and TCP numbers listed in the band. It knows a flow's
 //! packets and their hops; not pages, CSS or the trace's YAML.
 
 use std::fmt::Write;
 
-use super::{dropped_at, escape, name_parts, step_name};
+use super::{dropped_at, escape, is_icmp_error, name_parts, step_name};
+use crate::report::glance::{folds, rewrites};
 use crate::trace::{Hop, Packet, Place};
 
 /// Distance between two host columns.
@@ -14,6 +18,12 @@ const COLW: f64 = 180.0;
 const ROW: f64 = 23.0;
 /// Height of a packet's title band.
 const BAND: f64 = 28.0;
+/// Height of a line of rewrites over a hop's label.
+const RW_LINE: f64 = 13.0;
+/// Width of a character of a 10.5 px monospace rewrite line.
+const RW_CW: f64 = 6.4;
+/// Extra height of a folded band's second line (the packets it stands for).
+const FOLD_LINE: f64 = 16.0;
 /// Space after a packet.
 const GAP: f64 = 10.0;
 /// Height of the host header.
@@ -36,6 +46,8 @@ struct HopView<'a> {
     raised: bool,
     text: String,
     badges: Vec<(&'static str, String)>,
+    /// The rewrites with their values, a line each over the label.
+    rewrites: Vec<String>,
     /// Where the label starts.
     lx: f64,
 }
@@ -47,6 +59,8 @@ fn badge_w(text: &str) -> f64 {
 struct PacketView<'a> {
     p: &'a Packet,
     title: String,
+    /// Folded packets: each one's number and TCP numbers, on a second line.
+    members: Option<String>,
     /// Where it ended: class and text.
     end: (&'static str, String),
     anchor: String,
@@ -84,8 +98,10 @@ impl Layout<'_> {
 
 /// The ladder of `packets` (titled `P1`, `P2`, ... and linked to
 /// `#{anchor}{n}`): hosts as columns in order of first appearance, each
-/// hop a dot on its host's lifeline, a move between hosts an arrow.
-pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
+/// hop a dot on its host's lifeline, a move between hosts an arrow; the
+/// packets of a path drawn once. `flow`: the packets are a step's, so
+/// those going back to its client are replies (`un-DNAT`, `un-SNAT`).
+pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: bool) {
     let mut hosts: Vec<&str> = Vec::new();
     for h in packets.iter().flat_map(|p| &p.hops) {
         let host = h.at.host.as_str();
@@ -112,30 +128,36 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
         heads: vec![6.0],
         y: HEAD + 6.0,
     };
+    let client = first_host;
     let mut views = Vec::new();
-    for (i, p) in packets.iter().enumerate() {
+    for (k, group) in folds(packets).into_iter().enumerate() {
+        let i = group[0];
+        let p = &packets[i];
         let start = p.hops.first().map(|h| h.at.host.as_str());
-        let class = if start.is_some() && start == first_host {
+        let class = if is_icmp_error(p) {
+            "oth"
+        } else if start.is_some() && start == first_host {
             "fwd"
         } else if start.is_some() && start == last_host {
             "rev"
         } else {
             "oth"
         };
-        if i > 0 && i % HEAD_EVERY == 0 {
+        if k > 0 && k % HEAD_EVERY == 0 {
             l.heads.push(l.y);
             l.y += HEAD - 6.0;
         }
+        let reply = flow && start != client;
         views.push(packet_view(
             &mut l,
-            p,
-            i,
-            class,
+            packets,
+            &group,
+            (class, reply),
             format!("{anchor}{}", i + 1),
         ));
         l.y += GAP;
     }
-    if packets.len() > 3 {
+    if views.len() > 3 {
         l.heads.push(l.y);
         l.y += HEAD - 6.0;
     }
@@ -145,6 +167,9 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
     for v in &views {
         let chars = v.title.chars().count() + v.end.1.chars().count();
         max_x = max_x.max(min_x + 24.0 + chars as f64 * 7.2);
+        if let Some(m) = &v.members {
+            max_x = max_x.max(min_x + 24.0 + m.chars().count() as f64 * CW);
+        }
     }
     let width = max_x - min_x;
 
@@ -170,16 +195,26 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str) {
     out.push_str("</svg></div>\n");
 }
 
-/// Packet `i` laid out from row `l.y` on: its hops' dots and labels.
+/// The packets of `group` (indices into `packets`, the same path) laid
+/// out from row `l.y` on as one: the band, the first's hops' dots and
+/// labels. `class`: the path's colour; `reply`: it goes back to the client.
 fn packet_view<'a>(
     l: &mut Layout,
-    p: &'a Packet,
-    i: usize,
-    class: &'static str,
+    packets: &'a [Packet],
+    group: &[usize],
+    (class, reply): (&'static str, bool),
     anchor: String,
 ) -> PacketView<'a> {
+    let p = &packets[group[0]];
     let top = l.y;
-    l.y += BAND;
+    let members = (group.len() > 1).then(|| {
+        group
+            .iter()
+            .map(|&i| format!("P{} {}", i + 1, numbers(&packets[i])))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    });
+    l.y += BAND + if members.is_some() { FOLD_LINE } else { 0.0 };
     let mut hv: Vec<HopView> = Vec::new();
     let mut side = 1.0;
     for (j, h) in p.hops.iter().enumerate() {
@@ -196,7 +231,8 @@ fn packet_view<'a>(
         } else if let Some(k) = prev {
             side = dir(k, c);
         }
-        let mut badges: Vec<(&'static str, String)> = step_name(h.changed.as_ref())
+        let mut badges: Vec<(&'static str, String)> = step_name(h.changed.as_ref(), reply)
+            .as_deref()
             .map(name_parts)
             .unwrap_or_default()
             .into_iter()
@@ -206,6 +242,9 @@ fn packet_view<'a>(
         if last && dropped_at(p).is_some() {
             badges.push(("drop", "✕ dropped".into()));
         }
+        let rewrites = rewrites(h.changed.as_ref());
+        // The rewrites' lines go over the label: the row grows above the dot.
+        l.y += rewrites.len() as f64 * RW_LINE;
         let text = format!("{} {}", j + 1, h.at.port());
         let mut w = text.chars().count() as f64 * CW;
         for (_, b) in &badges {
@@ -213,6 +252,9 @@ fn packet_view<'a>(
         }
         if last && dropped_at(p).is_none() {
             w += 3.0 * CW;
+        }
+        for r in &rewrites {
+            w = w.max(r.chars().count() as f64 * RW_CW);
         }
         let lx = if side > 0.0 { x + 11.0 } else { x - 11.0 - w };
         l.min_x = l.min_x.min(lx);
@@ -225,11 +267,26 @@ fn packet_view<'a>(
             raised: next.is_some(),
             text,
             badges,
+            rewrites,
             lx,
         });
         l.y += ROW;
     }
-    let title = format!("P{} {}", i + 1, p.packet);
+    let title = match group.len() {
+        1 => format!("P{} {}", group[0] + 1, p.packet),
+        n => {
+            let (src, dst) = p
+                .hops
+                .first()
+                .map(|h| (h.hdr.src.to_string(), h.hdr.dst.to_string()))
+                .unwrap_or_default();
+            let proto = p.hops.first().map(|h| h.hdr.transport.proto().to_string());
+            format!(
+                "{n} packets, one path: {} {src} > {dst}",
+                proto.unwrap_or_default()
+            )
+        }
+    };
     let end = match dropped_at(p) {
         Some(at) => ("e-bad", format!("  ✕ dropped: last seen at {at}")),
         None => ("e-ok", format!("  → {}", p.end)),
@@ -237,12 +294,28 @@ fn packet_view<'a>(
     PacketView {
         p,
         title,
-        end,
+        members,
         anchor,
         class,
         top,
         hops: hv,
+        end,
     }
+}
+
+/// What tells the packets of one path apart: TCP flags and relative
+/// numbers (`S. seq=0 ack=1`), an echo's sequence, a length otherwise.
+fn numbers(p: &Packet) -> String {
+    let Some(h) = p.hops.first() else {
+        return String::new();
+    };
+    h.hdr
+        .fields()
+        .into_iter()
+        .filter(|f| !f.outer && matches!(f.key, "flags" | "seq" | "ack" | "len"))
+        .map(|f| f.text)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One packet of the ladder: its band, the tunnel under it, its path,
@@ -255,7 +328,7 @@ fn draw_packet(out: &mut String, v: &PacketView, min_x: f64, width: f64) {
         min_x + 4.0,
         v.top + 3.0,
         width - 8.0,
-        BAND - 6.0
+        BAND - 6.0 + if v.members.is_some() { FOLD_LINE } else { 0.0 }
     );
     let (eclass, etext) = &v.end;
     let _ = write!(
@@ -267,6 +340,15 @@ fn draw_packet(out: &mut String, v: &PacketView, min_x: f64, width: f64) {
         escape(&v.title),
         escape(etext)
     );
+    if let Some(m) = &v.members {
+        let _ = write!(
+            out,
+            "<text class=\"fold\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            min_x + 12.0,
+            v.top + BAND / 2.0 + 4.0 + FOLD_LINE,
+            escape(m)
+        );
+    }
     // The tunnel: a wide band under every stretch between two
     // tunnelled hops.
     for w in v.hops.windows(2) {
@@ -411,5 +493,16 @@ fn label(out: &mut String, h: &HopView) {
             escape(text)
         );
         x += w + 5.0;
+    }
+    let top = if h.raised { base - 14.0 } else { base - 15.0 };
+    let n = h.rewrites.len();
+    for (i, r) in h.rewrites.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<text class=\"lbl rw\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            h.lx,
+            top - (n - 1 - i) as f64 * RW_LINE,
+            escape(r)
+        );
     }
 }

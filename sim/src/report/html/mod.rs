@@ -23,7 +23,7 @@ mod tests;
 
 use std::fmt::Write;
 
-use crate::trace::{Change, Changes, End, Field, Header, Hop, Packet, Place, Rewrite};
+use crate::trace::{Change, Changes, End, Field, Header, Hop, Packet, Place};
 
 pub use diff::diff_page;
 pub use index::{index, IndexEntry, IndexStatus};
@@ -59,77 +59,28 @@ fn href(path: &str) -> String {
     o
 }
 
-/// The name of what a hop did to its packet, from its changes:
-/// `DNAT` (destination rewritten), `SNAT` (source), `DNAT + SNAT`, `NAT`
-/// (only the ICMP echo identifier), each possibly after
-/// `tunnel: encapsulate` / `tunnel: decapsulate`; `tunnel: outer
-/// rewritten` (the tunnel's own addresses); `routed` (only TTLs);
-/// `resized` (only lengths); `None` when nothing changed (bridged, or the
-/// same frame seen again).
-pub fn step_name(changed: Option<&Changes>) -> Option<&'static str> {
-    const NAMES: [[&str; 5]; 3] = [
-        ["", "DNAT", "SNAT", "DNAT + SNAT", "NAT"],
-        [
-            "tunnel: encapsulate",
-            "tunnel: encapsulate + DNAT",
-            "tunnel: encapsulate + SNAT",
-            "tunnel: encapsulate + DNAT + SNAT",
-            "tunnel: encapsulate + NAT",
-        ],
-        [
-            "tunnel: decapsulate",
-            "tunnel: decapsulate + DNAT",
-            "tunnel: decapsulate + SNAT",
-            "tunnel: decapsulate + DNAT + SNAT",
-            "tunnel: decapsulate + NAT",
-        ],
-    ];
-    let changed = changed?;
-    let (mut tunnel, mut src, mut dst, mut id) = (0, false, false, false);
-    let (mut outer_addr, mut ttl, mut len, mut other) = (false, false, false, false);
-    for c in &changed.0 {
-        match *c {
-            Change::Encapsulated(_) => tunnel = 1,
-            Change::Decapsulated(_) => tunnel = 2,
-            Change::Rewritten { outer: true, field } => match field {
-                Rewrite::Src(..) | Rewrite::Dst(..) => outer_addr = true,
-                Rewrite::Ttl(..) => ttl = true,
-                Rewrite::Len(..) => len = true,
-                Rewrite::IcmpId(..) => other = true,
-            },
-            Change::Rewritten {
-                outer: false,
-                field,
-            } => match field {
-                Rewrite::Src(..) => src = true,
-                Rewrite::Dst(..) => dst = true,
-                Rewrite::IcmpId(..) => id = true,
-                Rewrite::Ttl(..) => ttl = true,
-                Rewrite::Len(..) => len = true,
-            },
-        }
+/// The name of what a hop did to its packet ([`Changes::step_name`]);
+/// `reply`: the packet goes back to the step's client, so its rewrites are
+/// reverse translations (`un-DNAT`, `un-SNAT`).
+pub fn step_name(changed: Option<&Changes>, reply: bool) -> Option<String> {
+    changed?.step_name(reply)
+}
+
+/// Whether packet `p` of `packets` (a flow's, in order) goes back to the
+/// step's client: it starts on another host than the flow's first packet.
+pub fn is_reply(packets: &[Packet], p: &Packet) -> bool {
+    let host = |p: &Packet| p.hops.first().map(|h| h.at.host.clone());
+    match packets.first() {
+        Some(first) => host(first) != host(p),
+        None => false,
     }
-    let nat = match (dst, src, id) {
-        (true, true, _) => 3,
-        (true, false, _) => 1,
-        (false, true, _) => 2,
-        (false, false, true) => 4,
-        (false, false, false) => 0,
-    };
-    if tunnel != 0 || nat != 0 {
-        return Some(NAMES[tunnel][nat]);
-    }
-    if outer_addr {
-        Some("tunnel: outer rewritten")
-    } else if ttl {
-        Some("routed")
-    } else if len {
-        Some("resized")
-    } else if other {
-        Some("changed")
-    } else {
-        None
-    }
+}
+
+/// Whether `p` is an ICMP error (drawn and named as one, not as a reply).
+pub fn is_icmp_error(p: &Packet) -> bool {
+    p.hops
+        .first()
+        .is_some_and(|h| h.hdr.transport.is_icmp_error())
 }
 
 /// The parts of a step name as (CSS class suffix, text): `tunnel:
@@ -141,6 +92,7 @@ fn name_parts(name: &str) -> Vec<(&'static str, &str)> {
                 _ if p.starts_with("tunnel") => "tun",
                 "DNAT" | "NAT" => "dnat",
                 "SNAT" => "snat",
+                "un-DNAT" | "un-SNAT" | "un-NAT" => "undo",
                 "routed" => "routed",
                 _ => "misc",
             };

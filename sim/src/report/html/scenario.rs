@@ -1,5 +1,6 @@
-//! The page of one scenario's trace: summary chips, table of contents,
-//! legend, a ladder and hop tables per flow, the packets of no flow, the
+//! The page of one scenario's trace: summary chips, a summary per flow
+//! (result, who answered, NAT and tunnel steps, drops), legend, a ladder
+//! and hop tables (folded away) per flow, the packets of no flow, the
 //! control plane's answers and the counters. It knows a [`Trace`]; not
 //! runs, snapshots or other pages.
 
@@ -7,11 +8,13 @@ use std::fmt::Write;
 
 use super::ladder::ladder;
 use super::{
-    badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, page, plural, step_name,
+    badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, is_reply, page, plural,
+    step_name,
 };
+use crate::report::glance;
 use crate::trace::{Flow, Packet, StepResult, Trace};
 
-fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
+fn hop_table(out: &mut String, p: &Packet, reply: bool, (title, id): (&str, &str)) {
     let _ = writeln!(
         out,
         "<h3 id=\"{}\">{} <span class=\"pk\">{}</span> · {}</h3>",
@@ -27,7 +30,7 @@ fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
     let dropped = dropped_at(p).is_some();
     for (i, h) in p.hops.iter().enumerate() {
         let last = i + 1 == p.hops.len();
-        let mut step = badges(step_name(h.changed.as_ref()));
+        let mut step = badges(step_name(h.changed.as_ref(), reply).as_deref());
         if last && dropped {
             step.push_str(" <span class=\"step s-drop\">✕ dropped after this hop</span>");
         }
@@ -50,15 +53,17 @@ fn hop_table(out: &mut String, p: &Packet, title: &str, id: &str) {
     out.push_str("</tbody></table>\n");
 }
 
-fn packets_block(out: &mut String, packets: &[Packet], anchor: &str) {
+/// The ladder of `packets`, then their hop tables one click away; `flow`:
+/// they are a step's (replies get reverse translation names).
+fn packets_block(out: &mut String, packets: &[Packet], anchor: &str, flow: bool) {
     if packets.is_empty() {
         out.push_str("<p class=\"muted\">No packet was captured for this step.</p>\n");
         return;
     }
-    ladder(out, packets, anchor);
+    ladder(out, packets, anchor, flow);
     let _ = writeln!(
         out,
-        "<details open><summary>Hops of each packet ({} packet{})</summary>",
+        "<details><summary>Hops of each packet ({} packet{})</summary>",
         packets.len(),
         if packets.len() == 1 { "" } else { "s" }
     );
@@ -66,8 +71,8 @@ fn packets_block(out: &mut String, packets: &[Packet], anchor: &str) {
         hop_table(
             out,
             p,
-            &format!("P{}", i + 1),
-            &format!("{anchor}{}", i + 1),
+            flow && is_reply(packets, p),
+            (&format!("P{}", i + 1), &format!("{anchor}{}", i + 1)),
         );
     }
     out.push_str("</details>\n");
@@ -88,10 +93,11 @@ fn flow_badge(f: &Flow) -> &'static str {
 const LEGEND: &str = "<div class=\"legend\">\
 <span><span class=\"k\" style=\"background:var(--fwd)\"></span>packet from the step's client</span>\
 <span><span class=\"k\" style=\"background:var(--rev)\"></span>reply</span>\
-<span><span class=\"k\" style=\"background:var(--oth)\"></span>other (e.g. ICMP error)</span>\
+<span><span class=\"k\" style=\"background:var(--oth)\"></span>ICMP error, or other</span>\
 <span><span class=\"k\" style=\"background:#99f6e4;height:10px\"></span>inside the tunnel</span>\
 <span><span class=\"step s-dnat\">DNAT</span> destination rewritten</span>\
 <span><span class=\"step s-snat\">SNAT</span> source rewritten</span>\
+<span><span class=\"step s-undo\">un-DNAT</span> / <span class=\"step s-undo\">un-SNAT</span> reply translated back (the request's DNAT / SNAT reversed)</span>\
 <span><span class=\"step s-tun\">tunnel: encapsulate</span> / <span class=\"step s-tun\">decapsulate</span> UDP tunnel starts / ends</span>\
 <span><span class=\"step s-routed\">routed</span> only TTL changed</span>\
 <span><span class=\"step s-drop\">✕ dropped</span> last seen here</span>\
@@ -116,7 +122,7 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
     if !trace.other.is_empty() {
         b.push_str("<section class=\"card flow\" id=\"other\">\n<h2>Packets of no flow</h2>\n");
         b.push_str("<p class=\"muted\">IP packets that belong to no traffic step.</p>\n");
-        packets_block(&mut b, &trace.other, "op");
+        packets_block(&mut b, &trace.other, "op", false);
         b.push_str("</section>\n");
     }
     if !trace.control_plane.is_empty() {
@@ -199,26 +205,48 @@ fn head(b: &mut String, trace: &Trace, capture_file: &str) {
         chip(b, trace.other.len(), "of no flow".into(), "");
     }
     b.push_str("</div>\n");
-    if !trace.flows.is_empty() || !trace.other.is_empty() {
-        b.push_str("<ol class=\"toc\">\n");
-        for (i, f) in trace.flows.iter().enumerate() {
-            let _ = writeln!(
-                b,
-                "<li><a href=\"#f{}\"><b>{}</b></a> {} <span class=\"muted\">{}</span> — {}</li>",
-                i + 1,
-                escape(&f.step),
-                flow_badge(f),
-                escape(&f.sent),
-                escape(&f.result.to_string())
-            );
-        }
-        if !trace.other.is_empty() {
-            b.push_str("<li><a href=\"#other\">packets of no flow</a></li>\n");
-        }
-        b.push_str("</ol>\n");
+    if !trace.flows.is_empty() {
+        summary_table(b, trace);
+    }
+    if !trace.other.is_empty() {
+        b.push_str("<p><a href=\"#other\">packets of no flow</a></p>\n");
     }
     b.push_str(LEGEND);
     b.push_str("\n</header>\n");
+}
+
+/// A row per flow: its result, who answered, where the client's packet
+/// went, the NAT and tunnel steps taken and the drops.
+fn summary_table(b: &mut String, trace: &Trace) {
+    b.push_str(
+        "<table class=\"summary\"><thead><tr><th>flow</th><th>result</th><th>answered by</th>\
+         <th>client's packet</th><th>NAT and tunnel steps</th><th>dropped</th></tr></thead><tbody>\n",
+    );
+    for (i, f) in trace.flows.iter().enumerate() {
+        let s = glance::summary(f);
+        let _ = writeln!(
+            b,
+            "<tr><td><a href=\"#f{}\"><b>{}</b></a></td><td>{} <span class=\"muted\">{}</span></td>\
+             <td class=\"who\">{}</td><td>{}</td><td>{}</td><td class=\"end-bad\">{}</td></tr>",
+            i + 1,
+            escape(&f.step),
+            flow_badge(f),
+            escape(&f.result.to_string()),
+            escape(s.answered.as_deref().unwrap_or("—")),
+            escape(s.reached.as_deref().unwrap_or("—")),
+            s.steps
+                .iter()
+                .map(|t| escape(t))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+            s.drops
+                .iter()
+                .map(|t| escape(t))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+        );
+    }
+    b.push_str("</tbody></table>\n");
 }
 
 /// Flow `i`: what was sent and came back, its ladder and hop tables.
@@ -247,7 +275,7 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
         },
         escape(&f.result.to_string())
     );
-    packets_block(b, &f.packets, &format!("f{}p", i + 1));
+    packets_block(b, &f.packets, &format!("f{}p", i + 1), true);
     b.push_str("</section>\n");
 }
 

@@ -35,51 +35,74 @@ fn trace() -> Trace {
 }
 
 /// The step name of changes written as in a trace.
-fn name(changed: &str) -> Option<&'static str> {
-    step_name(Some(&changed.parse().unwrap()))
+fn name(changed: &str) -> Option<String> {
+    step_name(Some(&changed.parse().unwrap()), false)
+}
+
+/// The step name of changes on a reply.
+fn reply_name(changed: &str) -> Option<String> {
+    step_name(Some(&changed.parse().unwrap()), true)
 }
 
 #[test]
 fn step_names() {
-    assert_eq!(step_name(None), None);
+    assert_eq!(step_name(None, false), None);
     assert_eq!(name(""), None);
-    assert_eq!(name("ttl 64 -> 63"), Some("routed"));
+    assert_eq!(name("ttl 64 -> 63"), Some("routed".into()));
     assert_eq!(
         name("dst 10.96.0.1:80 -> 10.1.0.10:3000, ttl 64 -> 63"),
-        Some("DNAT")
+        Some("DNAT".into())
     );
-    assert_eq!(name("src 1.1.1.1:1 -> 2.2.2.2:1"), Some("SNAT"));
+    assert_eq!(name("src 1.1.1.1:1 -> 2.2.2.2:1"), Some("SNAT".into()));
     assert_eq!(
         name("src 1.1.1.1:1 -> 2.2.2.2:1, dst 3.3.3.3:3 -> 4.4.4.4:4"),
-        Some("DNAT + SNAT")
+        Some("DNAT + SNAT".into())
     );
     assert_eq!(
         name("encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103"),
-        Some("tunnel: encapsulate")
+        Some("tunnel: encapsulate".into())
     );
     assert_eq!(
             name("encapsulated in udp 10.10.1.1:50103 > 10.10.1.2:50103, src [fd18::2]:1 -> [fdff::1]:1, dst [fdff::2]:80 -> [fd18::1]:80"),
-            Some("tunnel: encapsulate + DNAT + SNAT")
+            Some("tunnel: encapsulate + DNAT + SNAT".into())
         );
     assert_eq!(
         name("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103"),
-        Some("tunnel: decapsulate")
+        Some("tunnel: decapsulate".into())
     );
     assert_eq!(
         name("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103, src 10.18.0.1:80 -> 10.30.30.30:80"),
-        Some("tunnel: decapsulate + SNAT")
+        Some("tunnel: decapsulate + SNAT".into())
     );
-    assert_eq!(name("outer ttl 64 -> 63"), Some("routed"));
+    assert_eq!(name("outer ttl 64 -> 63"), Some("routed".into()));
     assert_eq!(
         name("outer src 10.0.0.1:50103 -> 10.0.0.9:50103"),
-        Some("tunnel: outer rewritten")
+        Some("tunnel: outer rewritten".into())
     );
-    assert_eq!(name("icmp id Some(1) -> Some(7)"), Some("NAT"));
+    assert_eq!(name("icmp id Some(1) -> Some(7)"), Some("NAT".into()));
     assert_eq!(
         name("src 1.1.1.1 -> 2.2.2.2, icmp id Some(1) -> Some(7)"),
-        Some("SNAT")
+        Some("SNAT".into())
     );
-    assert_eq!(name("len 60 -> 88"), Some("resized"));
+    assert_eq!(name("len 60 -> 88"), Some("resized".into()));
+    // On a reply, rewrites are the request's translations reversed.
+    assert_eq!(
+        reply_name("src 10.18.0.1:80 -> 10.30.1.1:80, dst 10.30.2.11:40000 -> 10.18.0.2:40000"),
+        Some("un-DNAT + un-SNAT".into())
+    );
+    assert_eq!(
+        reply_name("dst 93.6.1.78:40000 -> 10.0.1.2:40000, ttl 64 -> 63"),
+        Some("un-SNAT".into())
+    );
+    assert_eq!(
+        reply_name("decapsulated from udp 10.10.1.1:50103 > 10.10.1.2:50103, src 10.18.0.1:80 -> 10.30.30.30:80"),
+        Some("tunnel: decapsulate + un-DNAT".into())
+    );
+    assert_eq!(
+        reply_name("icmp id Some(7) -> Some(1)"),
+        Some("un-NAT".into())
+    );
+    assert_eq!(reply_name("ttl 64 -> 63"), Some("routed".into()));
 }
 
 #[test]
