@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use hoplab_sim::bench::dataplane;
 use hoplab_sim::lab::sandbox;
 use hoplab_sim::scenario::LoadError;
-use hoplab_sim::{oakestra, run, trace};
+use hoplab_sim::{oakestra, run, snapshot, trace};
 
 #[derive(Parser)]
 #[command(
@@ -33,14 +33,22 @@ struct Cli {
 enum Cmd {
     /// Build a scenario in fresh namespaces, run its traffic, capture and trace it.
     Run {
-        /// The scenario file (scenarios/NAME.yaml).
-        scenario: PathBuf,
-        /// Where to write capture.pcapng, trace.yaml, report.md and logs/.
-        #[arg(long, default_value = "target/scenarios/NAME")]
+        /// The scenario: a name (scenarios/NAME.yaml below the current
+        /// directory) or the path of a .yaml file.
+        #[arg(value_name = "SCENARIO")]
+        scenario: String,
+        /// Where to write capture.pcapng, trace.yaml, report.md,
+        /// report.html and logs/ (NAME is the scenario's name).
+        #[arg(long, value_name = "DIR", default_value = "target/scenarios/NAME")]
         out: String,
     },
-    /// Check a scenario file and report every problem with file, line and field.
-    Validate { scenarios: Vec<PathBuf> },
+    /// Check scenarios and report every problem with file, line and field.
+    Validate {
+        /// Scenarios to check, each a name (scenarios/NAME.yaml) or the
+        /// path of a .yaml file [default: every scenario of scenarios/].
+        #[arg(value_name = "SCENARIO")]
+        scenarios: Vec<String>,
+    },
     /// Trace a capture: the per-hop trace (YAML, on stdout) of a pcapng
     /// written by a run, or of any pcapng or pcap file. With the scenario it
     /// came from, packets are grouped by traffic step and ordered along the
@@ -56,9 +64,10 @@ enum Cmd {
     Trace {
         /// A pcapng or pcap file.
         capture: PathBuf,
-        /// The scenario the capture came from.
-        #[arg(long)]
-        scenario: Option<PathBuf>,
+        /// The scenario the capture came from: a name (scenarios/NAME.yaml)
+        /// or the path of a .yaml file.
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Option<String>,
     },
     /// Write report.md and report.html for a run's directory, a trace.yaml,
     /// or a capture (traced first, as `hoplab trace` does).
@@ -69,16 +78,19 @@ enum Cmd {
     Report {
         /// A run's output directory, a trace.yaml, or a pcapng/pcap file.
         input: PathBuf,
-        /// The scenario a capture came from (captures only).
-        #[arg(long)]
-        scenario: Option<PathBuf>,
-        /// Where to write the reports (default: beside the input).
-        #[arg(long)]
+        /// The scenario a capture came from (captures only): a name
+        /// (scenarios/NAME.yaml) or the path of a .yaml file.
+        #[arg(long, value_name = "SCENARIO")]
+        scenario: Option<String>,
+        /// Where to write report.md and report.html [default: beside the
+        /// input].
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
     /// Print a shell completion script, e.g.
     /// `hoplab completions bash > /etc/bash_completion.d/hoplab`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -95,7 +107,10 @@ enum Cmd {
     /// Build a chain of N hosts, ping across its ends, tear it down; print
     /// the timings as one line of JSON.
     #[command(name = "__bench-chain", hide = true)]
-    BenchChain { hosts: usize },
+    BenchChain {
+        /// How many hosts the chain has.
+        hosts: usize,
+    },
     /// Measure throughput, latency and new-connection rate through six
     /// paths (kernel, kernel DNAT, net manager local, net manager over the
     /// tunnel, gateway, kernel DNAT on the gateway node); print the results
@@ -123,9 +138,11 @@ enum Cmd {
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
     Echo {
-        #[arg(long)]
+        /// A TCP port to echo on (repeatable).
+        #[arg(long, value_name = "PORT")]
         tcp: Vec<u16>,
-        #[arg(long)]
+        /// A UDP port to echo on (repeatable).
+        #[arg(long, value_name = "PORT")]
         udp: Vec<u16>,
     },
 }
@@ -140,15 +157,21 @@ enum GatewayOp {
     Exposures,
     /// Expose PORT of the public address as SERVICE (a service IP and port).
     Expose {
+        /// The protocol of the exposed port.
         #[arg(value_parser = ["tcp", "udp"])]
         proto: String,
+        /// The port of the gateway's public address to expose.
         port: u16,
+        /// The service it leads to: service IP and port, e.g.
+        /// 10.30.1.1:80 or [fdff::1]:80.
         service: std::net::SocketAddr,
     },
     /// Stop exposing PORT (and drop its flows).
     Unexpose {
+        /// The protocol of the exposed port.
         #[arg(value_parser = ["tcp", "udp"])]
         proto: String,
+        /// The exposed port of the gateway's public address.
         port: u16,
         /// The IPv6 exposure of that port, not the IPv4 one.
         #[arg(long)]
@@ -196,7 +219,7 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             // An interrupted run exits as the signal would have ended it.
             match (e.downcast_ref::<hoplab_sim::Error>(), sandbox::signal()) {
                 (Some(hoplab_sim::Error::Interrupted), Some(sig)) => {
@@ -206,6 +229,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `e` and its causes, `: `-separated, leaving out a cause whose text the
+/// message already holds (errors that print their source themselves).
+fn message(e: &anyhow::Error) -> String {
+    let mut m = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if m.contains(&c) {
+            continue;
+        }
+        if !m.is_empty() {
+            m.push_str(": ");
+        }
+        m.push_str(&c);
+    }
+    m
+}
+
+/// The scenario `arg` names: a name (`scenarios/NAME.yaml` below the
+/// current directory) or a path.
+fn find_scenario(arg: &str) -> anyhow::Result<snapshot::Named> {
+    Ok(snapshot::find(std::path::Path::new(""), arg)?)
 }
 
 /// Outside the sandbox: run this same command inside one and return its
@@ -221,7 +267,9 @@ fn enter_sandbox() -> anyhow::Result<Option<ExitCode>> {
 
 /// `hoplab run`: check the scenario before making any namespace, then
 /// run it in the sandbox.
-fn run_scenario(file: &std::path::Path, out: &str) -> anyhow::Result<ExitCode> {
+fn run_scenario(arg: &str, out: &str) -> anyhow::Result<ExitCode> {
+    let named = find_scenario(arg)?;
+    let file = named.file.as_path();
     let sc = oakestra::load(file)?;
     sandbox::check(&sc)?;
     if let Some(code) = enter_sandbox()? {
@@ -246,12 +294,22 @@ fn run_scenario(file: &std::path::Path, out: &str) -> anyhow::Result<ExitCode> {
 
 /// `hoplab validate`: every file checked, each error on its own line of
 /// stderr (file:line:col field: message), then the file's count.
-fn validate(scenarios: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    if scenarios.is_empty() {
-        bail!("name at least one scenario file");
+fn validate(args: &[String]) -> anyhow::Result<ExitCode> {
+    let named = if args.is_empty() {
+        snapshot::all(std::path::Path::new(""))?
+    } else {
+        let mut v = Vec::new();
+        for a in args {
+            v.push(find_scenario(a)?);
+        }
+        v
+    };
+    if named.is_empty() {
+        bail!("no scenario in scenarios/: name a scenario file");
     }
     let mut bad = 0;
-    for f in scenarios {
+    for n in &named {
+        let f = &n.file;
         match oakestra::load(f) {
             Ok(_) => println!("{}: ok", f.display()),
             Err(LoadError::Invalid(errors)) => {
@@ -283,9 +341,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario: file,
             out,
         } => run_scenario(&file, &out),
+
         Cmd::Validate { scenarios } => validate(&scenarios),
         Cmd::Trace { capture, scenario } => {
             let t = trace_capture(&capture, scenario.as_deref())?;
+
             print!("{}", t.to_yaml());
             Ok(warn_skipped(&capture, &t))
         }
@@ -325,7 +385,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 /// trace.yaml, or a capture.
 fn report(
     input: &std::path::Path,
-    scenario: Option<&std::path::Path>,
+    scenario: Option<&str>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let (tr, dir, capture) = if input.is_dir() {
@@ -388,10 +448,10 @@ fn warn_skipped(input: &std::path::Path, t: &trace::Trace) -> ExitCode {
 /// The trace of a capture, for its scenario if one is given.
 fn trace_capture(
     capture: &std::path::Path,
-    scenario: Option<&std::path::Path>,
+    scenario: Option<&str>,
 ) -> anyhow::Result<trace::Trace> {
     let sc = match scenario {
-        Some(f) => oakestra::load(f)?,
+        Some(arg) => oakestra::load(&find_scenario(arg)?.file)?,
         None => {
             let name = capture
                 .file_stem()

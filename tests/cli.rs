@@ -137,3 +137,100 @@ fn completions_cover_every_subcommand() {
     let o = hoplab().args(["completions", "tcsh"]).output().unwrap();
     assert!(!o.status.success(), "an unknown shell is refused");
 }
+
+/// One way to name a scenario: `run` and `validate` take a name (looked
+/// up in scenarios/ below the current directory) or a path; `validate`
+/// alone checks every scenario; a name that is not there is one clear
+/// line, the cause not repeated.
+#[test]
+fn a_scenario_is_named_by_name_or_path_everywhere() {
+    let out = out_dir("by-name");
+    let o = hoplab()
+        .current_dir(root())
+        .args(["-q", "run", "routed-pair", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("report.html").exists());
+
+    let o = hoplab()
+        .current_dir(root())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), scenario_names().len(), "{stdout}");
+    assert!(
+        stdout.contains("scenarios/routed-pair.yaml: ok"),
+        "{stdout}"
+    );
+
+    let o = hoplab()
+        .current_dir(root())
+        .args(["validate", "routed-pair"])
+        .arg(scenario_path("svc-closest"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = hoplab()
+        .current_dir(root())
+        .args(["run", "routed-pairs"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "error: no scenario named `routed-pairs`: scenarios/routed-pairs.yaml does not exist"
+        ),
+        "{err}"
+    );
+
+    let missing = out_dir("by-name-missing").join("gone.yaml");
+    let o = hoplab().arg("validate").arg(&missing).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("No such file").count(), 0, "{err}");
+    assert!(err.contains("no scenario file"), "{err}");
+}
+
+/// Every argument and option of every subcommand has a help text.
+#[test]
+fn every_argument_has_help() {
+    for sub in [
+        vec!["run"],
+        vec!["validate"],
+        vec!["trace"],
+        vec!["report"],
+        vec!["completions"],
+        vec!["gateway"],
+        vec!["gateway", "expose"],
+        vec!["gateway", "unexpose"],
+    ] {
+        let o = hoplab().args(&sub).arg("-h").output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{sub:?}: {help}");
+        let mut section = false;
+        for l in help.lines() {
+            if l == "Arguments:" || l == "Options:" {
+                section = true;
+                continue;
+            }
+            if l.is_empty() {
+                section = false;
+            }
+            if section && l.starts_with("  ") && !l.starts_with("   ") {
+                let words: Vec<&str> = l.split("  ").filter(|w| !w.trim().is_empty()).collect();
+                assert!(words.len() >= 2, "{sub:?}: no help for `{}`", l.trim());
+            }
+        }
+        assert!(
+            !help.contains("(default:"),
+            "{sub:?}: defaults are written [default: ...]"
+        );
+    }
+}

@@ -373,7 +373,7 @@ fn traffic(
             trace::StepResult::Ok(Some(seen.describe()))
         } else {
             unmet.push(format!(
-                "{}: expected {:?}, got {}",
+                "{}: expected {}, got {}",
                 step.name,
                 step.expect,
                 seen.describe()

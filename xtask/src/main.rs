@@ -44,8 +44,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run scenarios (all when none is named) and check them against their snapshots.
+    /// Run scenarios and check them against their snapshots.
     Scenario {
+        /// Scenarios to run, each a name (scenarios/NAME.yaml) or the path
+        /// of a .yaml file, whose snapshot is then NAME.snap beside it
+        /// [default: every scenario of scenarios/].
+        #[arg(value_name = "SCENARIO")]
         names: Vec<String>,
         /// Accept the new traces as the reviewed snapshots (and regenerate
         /// reports/scenarios/).
@@ -180,24 +184,19 @@ fn build(release: bool, which: &[&str]) -> Result<PathBuf> {
         .join("hoplab"))
 }
 
-fn all_scenarios() -> Result<Vec<String>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(root().join("scenarios")).context("reading scenarios/")? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            v.push(
-                p.file_stem()
-                    .expect("a file")
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+/// An expected failure (a snapshot difference, an unmet expectation) is
+/// one `error:` line and exit status 1, whatever RUST_BACKTRACE says.
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
-    v.sort();
-    Ok(v)
 }
 
-fn main() -> Result<()> {
+fn real_main() -> Result<()> {
     // Internal: one chain benchmark in a process of its own.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(bench::ONE_CHAIN) {

@@ -33,7 +33,6 @@ struct Result1 {
     name: String,
     status: IndexStatus,
     detail: String,
-    has_diff: bool,
     case: junit::Suite,
 }
 
@@ -89,33 +88,46 @@ fn note(o: &Options, name: &str, phase: &str, took: Duration, text: &str) {
 
 pub fn run(o: Options) -> Result<()> {
     let bin = crate::build_hoplab_bins(o.release)?;
-    let names = if o.names.is_empty() {
-        crate::all_scenarios()?
+    // Names are looked up in scenarios/; paths are the user's, relative to
+    // where cargo was run.
+    let named: Vec<snapshot::Named> = if o.names.is_empty() {
+        snapshot::all(&root())?
     } else {
-        o.names.clone()
+        o.names
+            .iter()
+            .map(|a| snapshot::find(&root(), a))
+            .collect::<Result<_, _>>()?
     };
-    for name in &names {
-        let file = root().join("scenarios").join(format!("{name}.yaml"));
-        if !file.exists() {
-            bail!("no scenario {name} ({} does not exist)", file.display());
-        }
-    }
     let out_root = root().join("target/scenarios");
     let mut results = Vec::new();
-    for name in &names {
-        let file = root().join("scenarios").join(format!("{name}.yaml"));
+    for (n, arg) in named
+        .iter()
+        .zip(o.names.iter().map(Some).chain(std::iter::repeat(None)))
+    {
+        let name = &n.name;
         let out = out_root.join(name);
         // Outputs of an earlier run must not pass for this one's.
-        for f in ["trace.yaml", "diff.html"] {
+        for f in ["trace.yaml", "diff.html", STATUS_FILE] {
             let _ = std::fs::remove_file(out.join(f));
         }
         let t = Instant::now();
-        let (ok, tail) = run_one(&bin, &file, &out, &o)?;
+        let (ok, tail) = run_one(&bin, &n.file, &out, &o)?;
         let secs = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let snap = snapshot::path(&root(), name);
-        let r = compare(name, &snap, &out, ok, &tail, secs, o.accept)?;
+        let r = compare(
+            (name, arg.map_or(name, |a| a)),
+            &n.snapshot,
+            &out,
+            ok,
+            &tail,
+            secs,
+            o.accept,
+        )?;
         note(&o, name, "compare", t.elapsed(), &r.detail);
+        write(
+            &out.join(STATUS_FILE),
+            &format!("{}\n{}\n", r.status.key(), r.detail),
+        )?;
         results.push(r);
     }
 
@@ -128,19 +140,10 @@ pub fn run(o: Options) -> Result<()> {
             );
         }
     }
-    let entries: Vec<IndexEntry> = results
-        .iter()
-        .map(|r| IndexEntry {
-            name: r.name.clone(),
-            status: r.status,
-            detail: r.detail.clone(),
-            has_diff: r.has_diff,
-        })
-        .collect();
     let index = out_root.join("index.html");
     write(
         &index,
-        &hoplab_sim::report::html::index("hoplab scenarios", &entries),
+        &hoplab_sim::report::html::index("hoplab scenarios", &index_entries(&out_root)?),
     )?;
     if let Some(j) = &o.junit {
         let suites: Vec<junit::Suite> = results.iter().map(|r| r.case.clone()).collect();
@@ -170,10 +173,62 @@ pub fn run(o: Options) -> Result<()> {
     Ok(())
 }
 
+/// Where a result folder keeps its status for the index: the status's key,
+/// then its detail, a line each.
+const STATUS_FILE: &str = "status.txt";
+
+/// Every result under `out_root` (a folder with a trace or a status),
+/// newest first: the status it was compared to, or `not compared` for a
+/// folder `hoplab run` wrote.
+fn index_entries(out_root: &Path) -> Result<Vec<IndexEntry>> {
+    let mut found = Vec::new();
+    let rd = match std::fs::read_dir(out_root) {
+        Ok(rd) => rd,
+        Err(_) => return Ok(Vec::new()),
+    };
+    for e in rd {
+        let dir = e
+            .with_context(|| format!("reading {}", out_root.display()))?
+            .path();
+        let trace = dir.join("trace.yaml");
+        let status = dir.join(STATUS_FILE);
+        let when = [&status, &trace]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max();
+        let Some(when) = when else { continue };
+        let kept = std::fs::read_to_string(&status).unwrap_or_default();
+        let mut lines = kept.lines();
+        let (st, detail) = match lines.next().and_then(IndexStatus::from_key) {
+            Some(st) => (st, lines.next().unwrap_or_default().to_string()),
+            None => (
+                IndexStatus::NotCompared,
+                "written by hoplab run; not compared with a snapshot".to_string(),
+            ),
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        found.push((
+            when,
+            IndexEntry {
+                has_diff: dir.join("diff.html").exists(),
+                name,
+                status: st,
+                detail,
+            },
+        ));
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    Ok(found.into_iter().map(|(_, e)| e).collect())
+}
+
 /// Compare one run's trace (in `out`) with the reviewed snapshot `snap`,
-/// or accept it.
+/// or accept it. `(name, arg)`: the scenario's name and how it was named
+/// on the command line (for the commands a message suggests).
 fn compare(
-    name: &str,
+    (name, arg): (&str, &str),
     snap: &Path,
     out: &Path,
     ok: bool,
@@ -193,7 +248,6 @@ fn compare(
                 status: IndexStatus::Failed,
                 case: junit::scenario_suite(name, secs, None, None, Some(tail)),
                 detail,
-                has_diff: false,
             });
         }
     };
@@ -216,7 +270,6 @@ fn compare(
             },
             case: junit::scenario_suite(name, secs, Some(&new_trace), Some(&[]), run_failed),
             detail,
-            has_diff: false,
         });
     }
     let old = match std::fs::read_to_string(snap) {
@@ -224,7 +277,7 @@ fn compare(
         Err(_) => {
             write(&pending_path, &pending::pending_snapshot_text(&new))?;
             let detail = format!(
-                "no reviewed snapshot: read {} and accept with `cargo xtask scenario {name} --accept`",
+                "no reviewed snapshot: read {} and accept with `cargo xtask scenario {arg} --accept`",
                 out.join("report.html").display()
             );
             eprintln!("{name}: {detail}");
@@ -234,7 +287,6 @@ fn compare(
                 status: IndexStatus::NoSnapshot,
                 case: junit::scenario_suite(name, secs, Some(&new_trace), Some(&lines), run_failed),
                 detail,
-                has_diff: false,
             });
         }
     };
@@ -255,7 +307,6 @@ fn compare(
             name: name.into(),
             status,
             detail,
-            has_diff: false,
             case,
         });
     }
@@ -275,7 +326,7 @@ fn compare(
     }
     write(&pending_path, &pending::pending_snapshot_text(&new))?;
     eprintln!(
-        "  (diff page: {}; capture: {})\n  accept with: cargo xtask scenario {name} --accept, or cargo insta review",
+        "  (diff page: {}; capture: {})\n  accept with: cargo xtask scenario {arg} --accept, or cargo insta review",
         diff_page.display(),
         out.join("capture.pcapng").display()
     );
@@ -287,7 +338,6 @@ fn compare(
             d.len(),
             if d.len() == 1 { "" } else { "s" }
         ),
-        has_diff: old_trace.is_some(),
         case,
     })
 }
@@ -315,9 +365,9 @@ mod tests {
     fn a_difference_is_reported_per_hop_with_a_diff_page_and_a_pending_snapshot() {
         let new = TRACE.replace("ttl=64", "ttl=63");
         let (d, snap, out) = setup("diff", Some(TRACE), &new);
-        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        let r = compare(("s", "s"), &snap, &out, true, &[], 0.5, false).unwrap();
         assert_eq!(r.status, IndexStatus::Diff);
-        assert!(r.has_diff);
+        assert!(out.join("diff.html").exists());
         let page = std::fs::read_to_string(out.join("diff.html")).unwrap();
         assert!(
             page.contains("ttl: 64 -&gt; 63") || page.contains("ttl: 64 -> 63"),
@@ -343,7 +393,7 @@ mod tests {
     fn the_same_trace_passes_and_clears_a_stale_pending_snapshot() {
         let (d, snap, out) = setup("same", Some(TRACE), TRACE);
         std::fs::write(pending::pending_path(&snap), "stale").unwrap();
-        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        let r = compare(("s", "s"), &snap, &out, true, &[], 0.5, false).unwrap();
         assert_eq!(r.status, IndexStatus::Ok);
         assert!(!pending::pending_path(&snap).exists());
         assert!(!out.join("diff.html").exists());
@@ -354,7 +404,7 @@ mod tests {
     fn a_failed_run_fails_even_with_the_same_trace() {
         let (d, snap, out) = setup("failed", Some(TRACE), TRACE);
         let tail = vec!["unmet expectation: a".to_string()];
-        let r = compare("s", &snap, &out, false, &tail, 0.5, false).unwrap();
+        let r = compare(("s", "s"), &snap, &out, false, &tail, 0.5, false).unwrap();
         assert_eq!(r.status, IndexStatus::Failed);
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -362,7 +412,7 @@ mod tests {
     #[test]
     fn no_snapshot_leaves_the_trace_pending_for_review() {
         let (d, snap, out) = setup("none", None, TRACE);
-        let r = compare("s", &snap, &out, true, &[], 0.5, false).unwrap();
+        let r = compare(("s", "s"), &snap, &out, true, &[], 0.5, false).unwrap();
         assert_eq!(r.status, IndexStatus::NoSnapshot);
         assert!(pending::pending_path(&snap).exists());
         std::fs::remove_dir_all(d).unwrap();

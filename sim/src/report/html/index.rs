@@ -19,9 +19,38 @@ pub enum IndexStatus {
     Accepted,
     /// There is no reviewed snapshot yet.
     NoSnapshot,
+    /// Run by `hoplab run`, never compared with a snapshot.
+    NotCompared,
 }
 
 impl IndexStatus {
+    const ALL: [IndexStatus; 6] = [
+        IndexStatus::Ok,
+        IndexStatus::Diff,
+        IndexStatus::Failed,
+        IndexStatus::Accepted,
+        IndexStatus::NoSnapshot,
+        IndexStatus::NotCompared,
+    ];
+
+    /// The status as one word, for a file that keeps it (`ok`, `diff`,
+    /// `failed`, `accepted`, `no-snapshot`).
+    pub fn key(self) -> &'static str {
+        match self {
+            IndexStatus::Ok => "ok",
+            IndexStatus::Diff => "diff",
+            IndexStatus::Failed => "failed",
+            IndexStatus::Accepted => "accepted",
+            IndexStatus::NoSnapshot => "no-snapshot",
+            IndexStatus::NotCompared => "not-compared",
+        }
+    }
+
+    /// The status whose [`IndexStatus::key`] is `key`.
+    pub fn from_key(key: &str) -> Option<IndexStatus> {
+        Self::ALL.into_iter().find(|s| s.key() == key)
+    }
+
     fn label(self) -> &'static str {
         match self {
             IndexStatus::Ok => "ok",
@@ -29,6 +58,7 @@ impl IndexStatus {
             IndexStatus::Failed => "FAILED",
             IndexStatus::Accepted => "accepted",
             IndexStatus::NoSnapshot => "no snapshot",
+            IndexStatus::NotCompared => "not compared",
         }
     }
 
@@ -38,7 +68,7 @@ impl IndexStatus {
             IndexStatus::Diff => ("b-warn", "st-diff"),
             IndexStatus::Failed => ("b-bad", "st-failed"),
             IndexStatus::Accepted => ("b-info", "st-accepted"),
-            IndexStatus::NoSnapshot => ("b-none", "st-none"),
+            IndexStatus::NoSnapshot | IndexStatus::NotCompared => ("b-none", "st-none"),
         }
     }
 }
@@ -73,6 +103,7 @@ pub fn index(title: &str, entries: &[IndexEntry]) -> String {
         IndexStatus::Accepted,
         IndexStatus::Diff,
         IndexStatus::NoSnapshot,
+        IndexStatus::NotCompared,
         IndexStatus::Failed,
     ] {
         let n = entries.iter().filter(|e| e.status == st).count();
