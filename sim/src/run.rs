@@ -274,7 +274,8 @@ struct Extra {
 
 /// Trace the capture `pcapng` (its interfaces and frames as captured), and
 /// write `trace.yaml`, `report.md`, `report.html`, and the capture again
-/// with each frame's flow and hop as comments.
+/// with each frame's flow and hop as comments, merged and per interface
+/// (`interfaces/HOST.IFNAME.pcapng`).
 fn write_trace(
     sc: &Expanded,
     out: &Path,
@@ -288,6 +289,8 @@ fn write_trace(
     let captured = capture::read_capture(pcapng)?;
     let (mut tr, comments) = trace::build_annotated(&trace::LabView::of(sc), &captured, reports);
     capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments)?;
+    let per_interface = out.join(capture::PER_INTERFACE_DIR);
+    capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments)?;
     tr.control_plane = extra.control_plane;
     tr.counters = extra.counters;
     tr.interrupted = extra.interrupted;

@@ -18,6 +18,9 @@
 //!   repository's corpus, minimised (`--cmin`: only that, no run);
 //!   `--report` writes reports/fuzz.md; `--seed CAPTURE...` adds seeds
 //!   from a run's capture and the shipped scenarios instead.
+//! * `wireshark-profile [--dir DIR]`: install the hoplab Wireshark
+//!   profile (wireshark/profile/: the tunnel decoded, interface, direction
+//!   and comment columns) as the `hoplab` configuration profile.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -106,6 +109,17 @@ enum Cmd {
         /// The targets (all when none is named): TARGET or TARGET=SECS.
         targets: Vec<String>,
     },
+    /// Install the hoplab Wireshark profile (wireshark/profile/): UDP port
+    /// 50103 decoded as IP, columns for the interface, direction and frame
+    /// comment. Then choose it in Wireshark (Edit > Configuration Profiles)
+    /// or use `tshark -C hoplab`.
+    WiresharkProfile {
+        /// The profile folder to write [default:
+        /// $XDG_CONFIG_HOME/wireshark/profiles/hoplab, else
+        /// ~/.config/wireshark/profiles/hoplab].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Remove the outputs of scenario runs (target/scenarios).
     Clean,
 }
@@ -184,6 +198,39 @@ fn build(release: bool, which: &[&str]) -> Result<PathBuf> {
         .join("hoplab"))
 }
 
+/// Copy wireshark/profile/ to `dir` (or the user's Wireshark profile
+/// folder `hoplab`) and say how to use it.
+fn wireshark_profile(dir: Option<PathBuf>) -> Result<()> {
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let config = match std::env::var_os("XDG_CONFIG_HOME") {
+                Some(c) if !c.is_empty() => PathBuf::from(c),
+                _ => PathBuf::from(
+                    std::env::var_os("HOME").context("neither XDG_CONFIG_HOME nor HOME is set")?,
+                )
+                .join(".config"),
+            };
+            config.join("wireshark/profiles/hoplab")
+        }
+    };
+    let src = root().join("wireshark/profile");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for e in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let p = e?.path();
+        if let Some(name) = p.file_name() {
+            std::fs::copy(&p, dir.join(name))
+                .with_context(|| format!("copying {} to {}", p.display(), dir.display()))?;
+        }
+    }
+    println!(
+        "{}: the hoplab profile. Choose it in Wireshark (Edit > Configuration Profiles > hoplab) \
+         or run `tshark -C hoplab -r CAPTURE`.",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// An expected failure (a snapshot difference, an unmet expectation) is
 /// one `error:` line and exit status 1, whatever RUST_BACKTRACE says.
 fn main() -> std::process::ExitCode {
@@ -258,6 +305,7 @@ fn real_main() -> Result<()> {
             cmin,
             targets,
         }),
+        Cmd::WiresharkProfile { dir } => wireshark_profile(dir),
         Cmd::Clean => {
             let p = root().join("target/scenarios");
             if p.exists() {

@@ -26,7 +26,7 @@ use crate::lab::netns::NetNs;
 mod pcapng;
 mod read;
 
-pub use pcapng::write_pcapng;
+pub use pcapng::{per_interface_name, write_pcapng, write_per_interface, PER_INTERFACE_DIR};
 pub use read::{
     link_name, parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage,
     FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,

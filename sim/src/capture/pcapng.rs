@@ -1,8 +1,12 @@
 //! The pcapng hoplab writes: one interface block per `host/ifname`
 //! (nanosecond resolution), one enhanced packet block per frame with its
 //! direction and, where the trace gives one, a comment naming the frame's
-//! flow and hop. It knows the frame format of a live capture; it does not
-//! know how a trace is built, only the comments it is handed.
+//! flow and hop; and beside it one file per interface
+//! ([`write_per_interface`]), in which Wireshark's TCP analysis sees each
+//! packet once (in the merged file, every copy of a packet on the next
+//! interface reads as a retransmission). It knows the frame format of a
+//! live capture; it does not know how a trace is built, only the comments
+//! it is handed.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -18,7 +22,67 @@ use pcap_file::pcapng::PcapNgWriter;
 
 use super::{Frame, Iface, SNAPLEN};
 
-/// Write one pcapng: a section comment naming the scenario, an interface
+/// The folder, beside the merged capture, of the per-interface captures.
+pub const PER_INTERFACE_DIR: &str = "interfaces";
+
+/// The section comment: the scenario, and how to read the capture right.
+fn section_comment(scenario: &str) -> String {
+    format!(
+        "hoplab scenario {scenario}. Every interface of the run is in this one file, so \
+         Wireshark's TCP analysis takes each copy of a packet on the next interface for a \
+         retransmission: analyse TCP in {PER_INTERFACE_DIR}/HOST.IFNAME.pcapng beside it (one \
+         interface each). The tunnel (UDP port 50103) decodes as IP with the hoplab profile \
+         (cargo xtask wireshark-profile, then Edit > Configuration Profiles > hoplab, or \
+         tshark -C hoplab), or with -d udp.port==50103,ip."
+    )
+}
+
+/// The file name of interface `i`'s own capture: `HOST.IFNAME.pcapng`.
+pub fn per_interface_name(i: &Iface) -> String {
+    format!("{}.{}.pcapng", i.host, i.ifname)
+}
+
+/// Write one pcapng per interface that has frames into `dir` (created),
+/// named [`per_interface_name`]: the same frames and comments as the
+/// merged capture, that interface's only. Files of an earlier run in
+/// `dir` are removed first.
+pub fn write_per_interface(
+    dir: &Path,
+    scenario: &str,
+    ifaces: &[Iface],
+    frames: &[Frame],
+    comments: &[Option<String>],
+) -> Result<(), pcap_file::PcapError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(pcap_file::PcapError::IoError)?;
+    for (k, iface) in ifaces.iter().enumerate() {
+        let mut own = Vec::new();
+        let mut own_comments = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            if f.iface as usize == k {
+                own.push(Frame {
+                    iface: 0,
+                    ..f.clone()
+                });
+                own_comments.push(comments.get(i).cloned().flatten());
+            }
+        }
+        if own.is_empty() {
+            continue;
+        }
+        write_pcapng(
+            &dir.join(per_interface_name(iface)),
+            scenario,
+            std::slice::from_ref(iface),
+            &own,
+            &own_comments,
+        )?;
+    }
+    Ok(())
+}
+
+/// Write one pcapng: a section comment naming the scenario (and how to
+/// read the capture without false retransmissions, the tunnel decoded), an interface
 /// block per `host/ifname` (name `host/ifname`, description `interface
 /// IFNAME of host HOST`) with nanosecond resolution declared, an enhanced
 /// packet block per frame with its direction in the flags word and, where
@@ -35,7 +99,7 @@ pub fn write_pcapng(
     let file = File::create(path).map_err(pcap_file::PcapError::IoError)?;
     let shb = SectionHeaderBlock {
         options: vec![
-            SectionHeaderOption::Comment(format!("hoplab scenario {scenario}").into()),
+            SectionHeaderOption::Comment(section_comment(scenario).into()),
             SectionHeaderOption::UserApplication(
                 format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),
             ),

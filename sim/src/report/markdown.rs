@@ -27,7 +27,9 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
     }
     let _ = writeln!(
         m,
-        "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark). \
+        "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark; for TCP \
+         analysis without false retransmissions, `interfaces/HOST.IFNAME.pcapng`, one interface \
+         each; `cargo xtask wireshark-profile` decodes the tunnel). \
          TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are left out.\n"
     );
     let warnings = trace.skipped.warnings();

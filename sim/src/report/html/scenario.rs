@@ -172,8 +172,11 @@ fn head(b: &mut String, trace: &Trace, capture_file: &str) {
     let _ = writeln!(
         b,
         "<p>Capture: <a href=\"{}\"><code>{}</code></a> — open it in Wireshark (one interface \
-         per <code>host/ifname</code>, direction flags set). TCP sequence numbers are relative; \
-         checksums, IP IDs, MACs and timestamps are left out.</p>",
+         per <code>host/ifname</code>, direction flags set; for TCP analysis without false \
+         retransmissions, <code>interfaces/HOST.IFNAME.pcapng</code> beside it, one interface \
+         each; <code>cargo xtask wireshark-profile</code> installs a profile that decodes the \
+         tunnel). TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are \
+         left out.</p>",
         escape(&href(capture_file)),
         escape(capture_file)
     );
