@@ -231,7 +231,8 @@ fn capture_and_trace(
             &sandbox::interrupted,
         )
         .map_err(io("capture".into()))?;
-    let counters = dataplane_counters(sc, out)?;
+    let mut counters = dataplane_counters(sc, out)?;
+    firewall_counters(sc, &started, &mut counters)?;
     started.stop_processes();
     let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
@@ -479,6 +480,22 @@ fn expose_refused(sc: &Expanded, out: &Path, i: usize, step: &Step) -> Result<St
         }
     }
     Ok(refused)
+}
+
+/// The counters of each host's own `firewall` script (named counters and
+/// rules with a `counter`), as `HOST/nftables`, when it has any.
+fn firewall_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Result<(), Error> {
+    for (h, host) in &sc.hosts {
+        let Some(script) = &host.firewall else {
+            continue;
+        };
+        let m = crate::lab::nft_counters::read(&started.topo.hosts[h].ns, script)
+            .map_err(|e| Error::Failed(format!("reading the nftables counters of {h}: {e}")))?;
+        if !m.is_empty() {
+            all.insert(format!("{h}/nftables"), m);
+        }
+    }
+    Ok(())
 }
 
 /// Counters that depend on when the run looked, not on what it sent.

@@ -43,7 +43,7 @@ pub fn find(root: &Path, arg: &str) -> Result<Named, crate::Error> {
     } else {
         PathBuf::from(arg)
     };
-    if !file.is_file() {
+    if !file.exists() {
         let looked = if is_name(arg) {
             format!(
                 "no scenario named `{arg}`: {} does not exist",

@@ -53,7 +53,7 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
         if !lab.hosts.contains_key(&s.from) {
             found.gather(bad(
                 format!("traffic[{i}].from"),
-                format!("undefined host `{}`", s.from),
+                undefined_host(&s.from, lab.hosts.keys().map(String::as_str)),
             ));
         }
     }
@@ -63,13 +63,35 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
     found
 }
 
+/// `undefined host `NAME``, with how to define one and the hosts there are.
+fn undefined_host<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 8;
+    let known: Vec<&str> = known.collect();
+    let mut list = known
+        .iter()
+        .take(SHOWN)
+        .map(|h| format!("`{h}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if known.len() > SHOWN {
+        list.push_str(&format!(" and {} more", known.len() - SHOWN));
+    }
+    if list.is_empty() {
+        list = "none".into();
+    }
+    format!(
+        "undefined host `{name}`: define it under `hosts:` (e.g. `hosts: {{{name}: {{}}}}`, \
+         with a link giving it an interface); hosts defined: {list}"
+    )
+}
+
 fn check_capture(ifaces: &Ifaces, i: usize, c: &str) -> Result<(), Invalid> {
     let f = format!("capture.interfaces[{i}]");
     let Some((h, ifn)) = c.split_once('/') else {
         return bad(f, format!("`{c}` is not host/ifname"));
     };
     let Some(set) = ifaces.get(h) else {
-        return bad(f, format!("undefined host `{h}`"));
+        return bad(f, undefined_host(h, ifaces.keys().copied()));
     };
     if !set.contains(ifn) {
         return bad(f, format!("host `{h}` has no interface `{ifn}`"));
@@ -126,7 +148,10 @@ fn check_end<'a>(
     e: &'a End,
 ) -> Result<(), Invalid> {
     let Some(host) = lab.hosts.get(&e.host) else {
-        return bad(format!("{f}.host"), format!("undefined host `{}`", e.host));
+        return bad(
+            format!("{f}.host"),
+            undefined_host(&e.host, lab.hosts.keys().map(String::as_str)),
+        );
     };
     check_ifname(format!("{f}.ifname"), &e.ifname)?;
     let set = ifaces.entry(e.host.as_str()).or_default();

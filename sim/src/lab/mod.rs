@@ -22,6 +22,7 @@ pub mod dataplane;
 pub mod echo;
 pub mod gateway_ctl;
 pub mod netns;
+pub mod nft_counters;
 pub mod process;
 pub mod sandbox;
 pub mod topology;

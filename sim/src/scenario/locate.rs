@@ -30,6 +30,10 @@ pub(super) fn from_yaml_error(file: &Path, e: &serde_yaml::Error) -> ScenarioErr
         Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
         _ => ("(document)".to_string(), msg),
     };
+    let message = match super::suggest::did_you_mean(&message) {
+        Some(hint) => format!("{message}{hint}"),
+        None => message,
+    };
     ScenarioError {
         file: file.to_path_buf(),
         line,

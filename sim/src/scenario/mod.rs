@@ -18,6 +18,7 @@ pub mod locate;
 mod marks;
 pub mod schema;
 pub mod services;
+mod suggest;
 mod validate;
 
 pub use locate::locate;
