@@ -457,3 +457,90 @@ fn the_chromium_checker_sees_a_script_error_and_a_missing_image() {
         );
     }
 }
+
+/// What Chromium lays out for `page` (HTML text), read by a probe script
+/// appended to a test copy of the page (the page itself has none): the
+/// document's height in CSS px and the text of every rewrite line of the
+/// ladders (`text.rw`) with its rendered width.
+fn layout_of(page: &str, tag: &str) -> (u64, Vec<(String, f64)>) {
+    let dir = tmp(&format!("layout/{tag}"));
+    let probe = "<script>document.title = JSON.stringify({h: \
+        document.documentElement.scrollHeight, rw: [...document.querySelectorAll('text.rw')]\
+        .map(t => [t.textContent, t.getBBox().width])});</script></body>";
+    let file = dir.join("page.html");
+    fs::write(&file, page.replacen("</body>", probe, 1)).unwrap();
+    let o = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(file_url(&file))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium starts");
+    assert!(o.status.success(), "chromium failed: {}", o.status);
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let title = dom
+        .split_once("<title>")
+        .and_then(|(_, t)| t.split_once("</title>"))
+        .map(|(t, _)| t.replace("&quot;", "\"").replace("&amp;", "&"))
+        .unwrap_or_else(|| panic!("no title in the DOM: {dom:.400}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&title).unwrap_or_else(|e| panic!("{e}: {title}"));
+    let rw = v["rw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_f64().unwrap()))
+        .collect();
+    (v["h"].as_u64().unwrap(), rw)
+}
+
+/// The four-request round-robin report fits in a few screens (its
+/// packets folded by path, the hop tables a click away), opens with who
+/// answered each request, and its DNAT step shows the rewritten
+/// destination's old and new value on the ladder, rendered.
+#[test]
+fn the_round_robin_report_is_short_and_its_dnat_shows_its_values() {
+    /// Five screens of 900 px at 1400 px wide (it is about 4,200 px); the
+    /// page before packets were folded was about 30,800 px.
+    const BUDGET_PX: u64 = 4500;
+    let (_, _, trace) = snapshots()
+        .into_iter()
+        .find(|(n, _, _)| n == "svc-round-robin")
+        .expect("the svc-round-robin snapshot");
+    let page = html::report(&trace, "capture.pcapng");
+    let summary = &page[..page.find("</header>").unwrap()];
+    for who in ["api-0", "api-1", "api-2"] {
+        assert!(
+            summary.contains(&format!("<td class=\"who\">{who}</td>")),
+            "{who} named in the summary"
+        );
+    }
+    let (height, rw) = layout_of(&page, "round-robin");
+    assert!(
+        height <= BUDGET_PX,
+        "the page is {height} px high, over {BUDGET_PX}"
+    );
+    let dnat = "dst 10.30.1.1:80 → 10.18.0.1:80";
+    let shown = rw.iter().find(|(t, _)| t == dnat);
+    assert!(
+        shown.is_some_and(|(_, w)| *w > 100.0),
+        "the DNAT step's values {dnat:?} on the ladder: {rw:?}"
+    );
+    assert!(
+        rw.iter()
+            .any(|(t, _)| t == "src 10.18.0.1:80 → 10.30.1.1:80"),
+        "the reply's un-DNAT values: {rw:?}"
+    );
+}
