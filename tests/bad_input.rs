@@ -114,8 +114,8 @@ fn validate_prints_every_error_and_the_count() {
         lines,
         [
             format!("{f}:3:27: hosts.a.sysctls.\"kernel.x\": only net.* sysctls are per network namespace"),
-            format!("{f}:7:15: links[0].b.host: undefined host `c`"),
-            format!("{f}:9:24: traffic[0].from: undefined host `z`"),
+            format!("{f}:7:15: links[0].b.host: undefined host `c`: define it under `hosts:` (e.g. `hosts: {{c: {{}}}}`, with a link giving it an interface); hosts defined: `a`, `b`"),
+            format!("{f}:9:24: traffic[0].from: undefined host `z`: define it under `hosts:` (e.g. `hosts: {{z: {{}}}}`, with a link giving it an interface); hosts defined: `a`, `b`"),
             format!("{f}: 3 errors"),
         ],
         "{err}"

@@ -43,18 +43,12 @@ pub fn find(root: &Path, arg: &str) -> Result<Named, crate::Error> {
     } else {
         PathBuf::from(arg)
     };
-    if !file.exists() {
-        let looked = if is_name(arg) {
-            format!(
-                "no scenario named `{arg}`: {} does not exist",
-                file.display()
-            )
-        } else {
-            format!("no scenario file {arg}")
-        };
+    // A path is the user's: reading it says what is wrong with it.
+    if is_name(arg) && !file.exists() {
         return Err(crate::Error::Failed(format!(
-            "{looked} (name a scenario of {} by its name, e.g. `routed-pair`, or give the path \
-             of a .yaml file)",
+            "no scenario named `{arg}`: {} does not exist (name a scenario of {} by its \
+             name, e.g. `routed-pair`, or give the path of a .yaml file)",
+            file.display(),
             shipped.display()
         )));
     }
@@ -146,8 +140,8 @@ mod tests {
         let e = find(&root, "nope").unwrap_err().to_string();
         assert!(e.starts_with("no scenario named `nope`: "), "{e}");
         assert!(e.contains("scenarios/nope.yaml does not exist"), "{e}");
-        let e = find(&root, "mine/edge.yaml.yaml").unwrap_err().to_string();
-        assert!(e.starts_with("no scenario file mine/edge.yaml.yaml"), "{e}");
+        // A path is taken as it is: reading it will say what is wrong.
+        assert_eq!(find(&root, "mine/gone.yaml").unwrap().name, "gone");
         assert_eq!(
             all(&root)
                 .unwrap()
