@@ -298,3 +298,36 @@ fn the_capture_reads_right_in_wireshark() {
     assert_eq!(count("udp.port == 50103 && data"), 0);
     assert!(count("udp.port == 50103 && tcp") > 0);
 }
+
+/// The counters of a scenario's own nftables rules (a rule with a
+/// `counter`) are in the trace's counters, as `HOST/nftables`.
+#[test]
+fn a_scenarios_own_nftables_counters_are_in_the_trace() {
+    let text = std::fs::read_to_string(scenario_path("kube-proxy-dnat"))
+        .unwrap()
+        .replace(
+            "ip daddr 10.96.0.100 tcp dport 80 dnat",
+            "ip daddr 10.96.0.100 tcp dport 80 counter dnat",
+        );
+    assert!(text.contains("counter dnat"), "the rule to count is there");
+    let sc = write_scenario("nft-counters", &text);
+    let out = out_dir("nft-counters");
+    let o = run(&sc, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = hoplab_sim::trace::Trace::from_yaml(
+        &std::fs::read_to_string(out.join("trace.yaml")).unwrap(),
+    )
+    .unwrap();
+    // Connections to the service address (the last step goes to a pod's
+    // own address, past the rule).
+    let to_service = t
+        .flows
+        .iter()
+        .filter(|f| f.sent.contains("to 10.96.0.100:80"))
+        .count();
+    assert_eq!(to_service, 3);
+    let c = &t.counters["node/nftables"];
+    assert_eq!(c.len(), 1, "{c:?}");
+    // The nat chain sees the first packet of each connection.
+    assert_eq!(c["kube-proxy/prerouting rule 1"], 3, "{c:?}");
+}

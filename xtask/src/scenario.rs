@@ -410,6 +410,38 @@ mod tests {
     }
 
     #[test]
+    fn the_index_lists_every_result_newest_first_with_its_status() {
+        let d = std::env::temp_dir().join(format!("xtask-index-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let put = |name: &str, file: &str, text: &str| {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+            std::fs::write(d.join(name).join(file), text).unwrap();
+            // Modification times a little apart, oldest first.
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        put(
+            "old",
+            STATUS_FILE,
+            "diff\n2 differences from the reviewed snapshot\n",
+        );
+        put("by-hand", "trace.yaml", TRACE);
+        put("new", STATUS_FILE, "ok\nok (1.00 s)\n");
+        std::fs::create_dir_all(d.join("empty")).unwrap();
+        let e = index_entries(&d).unwrap();
+        let got: Vec<(&str, IndexStatus)> = e.iter().map(|e| (e.name.as_str(), e.status)).collect();
+        assert_eq!(
+            got,
+            [
+                ("new", IndexStatus::Ok),
+                ("by-hand", IndexStatus::NotCompared),
+                ("old", IndexStatus::Diff),
+            ]
+        );
+        assert_eq!(e[2].detail, "2 differences from the reviewed snapshot");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn no_snapshot_leaves_the_trace_pending_for_review() {
         let (d, snap, out) = setup("none", None, TRACE);
         let r = compare(("s", "s"), &snap, &out, true, &[], 0.5, false).unwrap();
