@@ -106,7 +106,7 @@ enum Cmd {
         /// scenario files.
         #[arg(long, num_args = 1.., value_name = "CAPTURE", conflicts_with_all = ["merge", "cmin", "report"])]
         seed: Vec<PathBuf>,
-        /// The targets (all when none is named): TARGET or TARGET=SECS.
+        /// The targets, each TARGET or TARGET=SECS [default: every target].
         targets: Vec<String>,
     },
     /// Install the hoplab Wireshark profile (wireshark/profile/): UDP port
@@ -128,6 +128,7 @@ enum Cmd {
 enum Bench {
     /// Build, run and tear down a chain of N hosts, for each N.
     Harness {
+        /// The chain lengths to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
         hosts: Vec<usize>,
     },
@@ -135,7 +136,7 @@ enum Bench {
     /// DNAT, the net manager, the tunnel, the gateway and a kernel-only
     /// gateway node, in one run.
     Dataplane {
-        /// Build in release mode (the default).
+        /// Build in release mode [default: release, unless --debug].
         #[arg(long)]
         release: bool,
         /// Build in debug mode instead (numbers not meaningful).

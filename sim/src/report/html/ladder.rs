@@ -59,8 +59,9 @@ fn badge_w(text: &str) -> f64 {
 struct PacketView<'a> {
     p: &'a Packet,
     title: String,
-    /// Folded packets: each one's number and TCP numbers, on a second line.
-    members: Option<String>,
+    /// Folded packets: each one's anchor and text (number and TCP
+    /// numbers), on a second line.
+    members: Option<Vec<(String, String)>>,
     /// Where it ended: class and text.
     end: (&'static str, String),
     anchor: String,
@@ -148,13 +149,7 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
             l.y += HEAD - 6.0;
         }
         let reply = flow && start != client;
-        views.push(packet_view(
-            &mut l,
-            packets,
-            &group,
-            (class, reply),
-            format!("{anchor}{}", i + 1),
-        ));
+        views.push(packet_view(&mut l, packets, &group, (class, reply), anchor));
         l.y += GAP;
     }
     if views.len() > 3 {
@@ -168,7 +163,8 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
         let chars = v.title.chars().count() + v.end.1.chars().count();
         max_x = max_x.max(min_x + 24.0 + chars as f64 * 7.2);
         if let Some(m) = &v.members {
-            max_x = max_x.max(min_x + 24.0 + m.chars().count() as f64 * CW);
+            let chars: usize = m.iter().map(|(_, t)| t.chars().count() + 3).sum();
+            max_x = max_x.max(min_x + 24.0 + chars as f64 * CW);
         }
     }
     let width = max_x - min_x;
@@ -203,16 +199,21 @@ fn packet_view<'a>(
     packets: &'a [Packet],
     group: &[usize],
     (class, reply): (&'static str, bool),
-    anchor: String,
+    prefix: &str,
 ) -> PacketView<'a> {
     let p = &packets[group[0]];
+    let anchor = format!("{prefix}{}", group[0] + 1);
     let top = l.y;
     let members = (group.len() > 1).then(|| {
         group
             .iter()
-            .map(|&i| format!("P{} {}", i + 1, numbers(&packets[i])))
+            .map(|&i| {
+                (
+                    format!("{prefix}{}", i + 1),
+                    format!("P{} {}", i + 1, numbers(&packets[i])),
+                )
+            })
             .collect::<Vec<_>>()
-            .join(" · ")
     });
     l.y += BAND + if members.is_some() { FOLD_LINE } else { 0.0 };
     let mut hv: Vec<HopView> = Vec::new();
@@ -341,12 +342,17 @@ fn draw_packet(out: &mut String, v: &PacketView, min_x: f64, width: f64) {
         escape(etext)
     );
     if let Some(m) = &v.members {
+        // Each folded packet links to its own hop table.
+        let links: Vec<String> = m
+            .iter()
+            .map(|(a, t)| format!("<a href=\"#{}\">{}</a>", escape(a), escape(t)))
+            .collect();
         let _ = write!(
             out,
             "<text class=\"fold\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             min_x + 12.0,
             v.top + BAND / 2.0 + 4.0 + FOLD_LINE,
-            escape(m)
+            links.join(" · ")
         );
     }
     // The tunnel: a wide band under every stretch between two
