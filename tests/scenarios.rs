@@ -148,3 +148,53 @@ fn readme_seed_table_matches_the_reviewed_snapshot() {
         );
     }
 }
+
+/// In the reviewed traces, a rewrite on a reply (a packet going back to
+/// the step's client) is named as the reverse translation it is
+/// (`un-DNAT`, `un-SNAT`), never as a DNAT or SNAT of its own; the
+/// gateway's reply path shows both; ICMP errors are named.
+#[test]
+fn replies_are_named_as_reverse_translations_and_icmp_by_name() {
+    use hoplab_sim::report::html::{is_reply, step_name};
+    let read = |name: &str| {
+        let snap = std::fs::read_to_string(hoplab_sim::snapshot::path(root(), name)).unwrap();
+        hoplab_sim::trace::Trace::from_yaml(hoplab_sim::snapshot::read_body(&snap)).unwrap()
+    };
+    let mut reverse = 0;
+    for name in scenario_names() {
+        for f in &read(&name).flows {
+            for p in f.packets.iter().filter(|p| is_reply(&f.packets, p)) {
+                for h in &p.hops {
+                    let Some(n) = step_name(h.changed.as_ref(), true) else {
+                        continue;
+                    };
+                    let forward = n
+                        .split(" + ")
+                        .any(|part| matches!(part, "DNAT" | "SNAT" | "NAT"));
+                    assert!(!forward, "{name} {}: {} named {n}", f.step, h.at);
+                    reverse += usize::from(n.contains("un-"));
+                }
+            }
+        }
+    }
+    assert!(reverse > 0, "no reply was translated back");
+    let gw = read("ext-to-svc-gateway-cluster");
+    let s = hoplab_sim::report::glance::summary(&gw.flows[0]);
+    assert!(
+        s.steps.iter().any(|t| t == "un-DNAT + un-SNAT at gw"),
+        "the gateway's reverse translation: {:?}",
+        s.steps
+    );
+    let failure = read("svc-manager-failure");
+    let icmp: Vec<&str> = failure
+        .flows
+        .iter()
+        .flat_map(|f| &f.packets)
+        .map(|p| p.packet.as_str())
+        .filter(|p| p.starts_with("icmp"))
+        .collect();
+    assert!(!icmp.is_empty());
+    for p in icmp {
+        assert!(p.starts_with("icmp host unreachable "), "{p}");
+    }
+}
