@@ -325,8 +325,14 @@ fn compare(
         )?;
     }
     write(&pending_path, &pending::pending_snapshot_text(&new))?;
+    // `cargo insta review` finds pending snapshots of the workspace only.
+    let insta = if snap.starts_with(root()) {
+        ", or cargo insta review"
+    } else {
+        ""
+    };
     eprintln!(
-        "  (diff page: {}; capture: {})\n  accept with: cargo xtask scenario {arg} --accept, or cargo insta review",
+        "  (diff page: {}; capture: {})\n  accept with: cargo xtask scenario {arg} --accept{insta}",
         diff_page.display(),
         out.join("capture.pcapng").display()
     );

@@ -10,6 +10,12 @@
 //! Everything that shows, compares or marks fields (reports, pages, the
 //! per-hop diff, the pcapng comments) reads these types, never the text.
 //!
+//! The names an engineer reads are made here, once, for the reports and
+//! the frame comments alike: ICMP types and codes ([`icmp_name`]: `port
+//! unreachable`, `echo request`), and what a hop did to its packet
+//! ([`Changes::step_name`]: `DNAT`, `SNAT`, `tunnel: encapsulate`, ...; on
+//! a reply, the reverse translations `un-DNAT` and `un-SNAT`).
+//!
 //! Room to grow: an L7 summary or a drop verdict of a hop would be further
 //! optional pieces of [`Header`] (a token group after the outer header,
 //! left out when absent) or optional fields of [`super::Hop`] (skipped when
