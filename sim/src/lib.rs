@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod l7;
 pub mod lab;
 pub mod oakestra;
 pub mod progress;
