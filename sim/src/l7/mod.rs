@@ -10,4 +10,10 @@
 //! Knows protocols and certificates; nothing of namespaces, captures or
 //! the trace.
 
+pub mod client;
+pub mod http;
+pub mod keylog;
+pub mod pki;
+pub mod server;
 pub mod spec;
+pub mod tls;

@@ -339,7 +339,11 @@ impl L7Step {
     pub fn describe(&self) -> String {
         let what = match self {
             L7Step::Http(h) => format!("HTTP {} {}", h.method, h.path),
-            L7Step::WebSocket(w) => format!("WebSocket {}, {} messages", w.path, w.messages.len()),
+            L7Step::WebSocket(w) => {
+                let n = w.messages.len();
+                let s = if n == 1 { "" } else { "s" };
+                format!("WebSocket {}, {n} message{s}", w.path)
+            }
         };
         match self.tls() {
             None => what,
