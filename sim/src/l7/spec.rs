@@ -271,7 +271,7 @@ impl WsMessage {
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return Err(format!("`{s}` is not hex: an odd number of digits"));
     }
     (0..s.len())

@@ -229,8 +229,8 @@ fn check_l7_step(f: &str, s: &Step) -> Result<(), Invalid> {
     let Some(l7) = s.l7() else {
         if s.proto.is_none() {
             return bad(
-                format!("{f}.proto"),
-                "missing: give `proto` (tcp, udp, icmp), or `http` or `websocket`",
+                f,
+                "missing field `proto`: give `proto` (tcp, udp, icmp), or `http` or `websocket`",
             );
         }
         if matches!(s.expect, Expect::Http(_)) {
