@@ -360,6 +360,7 @@ mod tests {
     use std::path::Path;
 
     use super::validate;
+    use crate::values::Expect;
 
     const OK: &str = "version: 1\nhosts: {a: {}}\ntraffic:\n  - {name: s0, from: a, proto: icmp, to: 10.0.0.2}\n";
 
@@ -380,5 +381,127 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "traffic[25536]");
         assert!(found[0].message.contains("give this step a `sport`"));
+    }
+
+    /// The schema of `scenarios/README.md`'s L7 example, as the lab gets
+    /// it: certificates used but not listed get `dns: [NAME]`, file paths
+    /// are the scenario file's, HTTP and WebSocket steps are TCP.
+    #[test]
+    fn l7_fields_reach_the_lab() {
+        use crate::l7::spec::{CertSpec, FileSource, L7Step};
+        let text = r#"version: 1
+tls:
+  certs:
+    lb: {dns: [app.example]}
+hosts:
+  client: {}
+  lb:
+    files:
+      haproxy.cfg: haproxy/edge.cfg
+      notes.txt: {text: "hi\n"}
+    processes:
+      - {name: web, http: {listen: 8443, tls: {cert: server1, client_ca: true}, fail: {nth: 2, status: 503}}}
+traffic:
+  - name: get
+    from: client
+    to: "10.0.1.1:443"
+    http: {method: GET, path: /, host: app.example, headers: {X-Extra: "1"}, tls: {sni: app.example, alpn: [http/1.1], cert: client1}}
+    expect: {status: 200, headers: {X-Served-By: lb/web}, body: "x"}
+  - name: ws
+    from: client
+    to: "10.0.1.1:80"
+    websocket: {path: /chat, messages: [{text: hello}, {binary: "0102"}]}
+"#;
+        let x = crate::oakestra::parse(Path::new("/s/x.yaml"), "x", text).unwrap();
+        let names: Vec<&str> = x.certs.keys().map(String::as_str).collect();
+        assert_eq!(names, ["client1", "lb", "server1"]);
+        assert_eq!(x.certs["server1"], CertSpec::named("server1"));
+        let lb = &x.hosts["lb"];
+        assert_eq!(
+            lb.files["haproxy.cfg"],
+            FileSource::Path("/s/haproxy/edge.cfg".into())
+        );
+        assert_eq!(lb.files["notes.txt"], FileSource::Text("hi\n".into()));
+        let web = lb.processes[0].http.as_ref().unwrap();
+        assert_eq!(
+            (web.listen, web.status, web.fail.unwrap().status),
+            (8443, 200, 503)
+        );
+        assert_eq!(x.traffic[0].proto, crate::values::Proto::Tcp);
+        assert!(
+            matches!(x.traffic[0].expect, Expect::Http(ref h) if h.status() == 200 && h.body.as_deref() == Some("x"))
+        );
+        assert!(matches!(&x.traffic[1].l7, Some(L7Step::WebSocket(w)) if w.messages.len() == 2));
+    }
+
+    /// Each wrong L7 field is refused at its own path.
+    #[test]
+    fn l7_mistakes_name_their_field() {
+        let cases = [
+            ("tls: {certs: {a: {dns: [\"x y\"]}}}\n", "tls.certs.a.dns[0]"),
+            ("tls: {certs: {a: {}}}\n", "tls.certs.a"),
+            (
+                "hosts: {b: {files: {tls: {text: x}}}}\n",
+                "hosts.b.files.tls",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, http: {listen: 1, status: 42}}]}}\n",
+                "hosts.b.processes[0].http.status",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, cmd: [x], http: {listen: 1}}]}}\n",
+                "hosts.b.processes[0]",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, http: {listen: 1, reset: {nth: 0}}}]}}\n",
+                "hosts.b.processes[0].http.reset.nth",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {path: x}}]\n",
+                "traffic[1].http.path",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {}, websocket: {messages: [{text: a}]}}]\n",
+                "traffic[1]",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", websocket: {messages: [{text: a}]}, expect: {status: 200}}]\n",
+                "traffic[1].expect",
+            ),
+            (
+                "traffic: [{name: t, from: a, proto: tcp, to: \"1.2.3.4:80\", expect: {status: 200}}]\n",
+                "traffic[1].expect",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {headers: {\"a b\": c}}}]\n",
+                "traffic[1].http.headers.\"a b\"",
+            ),
+        ];
+        for (extra, field) in cases {
+            // A second `traffic` or `hosts` would be a duplicate key: merge.
+            let text = if let Some(rest) = extra.strip_prefix("traffic: [") {
+                OK.replace(
+                    "  - {name: s0, from: a, proto: icmp, to: 10.0.0.2}\n",
+                    &format!(
+                        "  - {{name: s0, from: a, proto: icmp, to: 10.0.0.2}}\n  - {}",
+                        rest.trim_end().trim_end_matches(']')
+                    ),
+                )
+            } else if let Some(rest) = extra.strip_prefix("hosts: {") {
+                OK.replace(
+                    "hosts: {a: {}}",
+                    &format!("hosts: {{a: {{}}, {}", rest.trim_end()),
+                )
+            } else {
+                format!("{OK}{extra}")
+            };
+            let (sc, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let _ = sc;
+            assert!(
+                found.iter().any(|e| e.field == field),
+                "{text}: wanted {field}, got {found:?}"
+            );
+        }
     }
 }
