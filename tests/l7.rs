@@ -43,6 +43,7 @@ hosts:
       - {name: rogue, http: {listen: 8445, tls: {cert: rogue}}}
       - {name: flaky, http: {listen: 81, fail: {nth: 1, status: 503}, reset: {nth: 2}, body: "x"}}
       - {name: echo, echo: {tcp: [7]}}
+      - {name: slow, http: {listen: 82, delay_ms: 5000}}
 links:
   - a: {host: client, ifname: eth0, addr: [10.0.1.2/24]}
     b: {host: server, ifname: eth0, addr: [10.0.1.1/24]}
@@ -109,6 +110,16 @@ traffic:
     from: client
     to: "10.0.1.1:8443"
     websocket: {host: server1.internal, messages: [{text: hi}], tls: {}}
+  - name: slow
+    from: client
+    to: "10.0.1.1:82"
+    http: {}
+    timeout_ms: 300
+    expect: silence
+  - name: head
+    from: client
+    to: "10.0.1.1:8443"
+    http: {method: HEAD, host: server1.internal, tls: {}}
 "#;
 
 /// The scenario written beside HAProxy's configuration, and its path.
@@ -130,12 +141,16 @@ fn results(trace: &str) -> Vec<String> {
 fn http_tls_and_websocket_steps_against_the_built_in_server() {
     let sc = scenario("l7-built-in", BUILT_IN);
     let out = out_dir("l7-built-in-out");
+    let t0 = std::time::Instant::now();
     let o = run(&sc, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The slow server (5 s) does not hold the run: its step ends at its
+    // timeout.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(4));
     let trace = std::fs::read_to_string(out.join("trace.yaml")).unwrap();
     assert!(!trace.contains("FAILED"), "{trace}");
     let r = results(&trace);
-    assert_eq!(r.len(), 13, "{r:?}");
+    assert_eq!(r.len(), 15, "{r:?}");
     assert_eq!(r[0], "ok: HTTP 200 (21 B body)");
     assert_eq!(
         r[6],
@@ -144,6 +159,8 @@ fn http_tls_and_websocket_steps_against_the_built_in_server() {
     assert!(r[8].starts_with("ok: not HTTP: "), "{}", r[8]);
     assert_eq!(r[10], "ok: connection reset");
     assert_eq!(r[11], "ok: WebSocket: 3 messages echoed");
+    assert_eq!(r[13], "ok: no reply");
+    assert_eq!(r[14], "ok: HTTP 200 (0 B body)");
     assert!(trace.contains(
         "sent: HTTP GET / over TLS, SNI server1.internal, ALPN http/1.1 from client port 40002 to 10.0.1.1:8443"
     ));
@@ -172,8 +189,8 @@ fn http_tls_and_websocket_steps_against_the_built_in_server() {
     // https, https-by-ip, mtls, wss: client and server each log (8); the
     // server of mtls-no-cert, unknown-issuer and wrong-name has its
     // traffic secrets before the client refuses (3), and the client of
-    // mtls-no-cert before the server refuses (1).
-    assert_eq!(traffic0, 12, "{keys}");
+    // mtls-no-cert before the server refuses (1); head (2).
+    assert_eq!(traffic0, 14, "{keys}");
     for l in keys.lines() {
         let f: Vec<&str> = l.split(' ').collect();
         assert_eq!(f.len(), 3, "{l}");

@@ -12,11 +12,12 @@
 //! like the TCP steps, the client closes first once it has the whole
 //! response (or the WebSocket close handshake is done): close_notify and
 //! FIN in one segment, and the server answers with its own. So every
-//! run's packets come in the same order. The client's last handshake flight
+//! run's packets come in the same order. A step whose time is up resets
+//! its connection, so what the server sends late is not in the capture. The client's last handshake flight
 //! and its request leave in one segment too.
 //! Knows the exchange; not the lab, the host or the capture.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,7 +113,7 @@ fn server_name(name: Option<&str>, target: SocketAddr) -> ServerName<'static> {
 /// An I/O error as an outcome.
 fn io_seen(e: &std::io::Error, handshake: bool) -> Seen {
     if let Some(t) = tls::tls_error(e) {
-        return Seen::Failed(format!("TLS error: {t}"));
+        return Seen::Failed(format!("{TLS_ERROR}: {t}"));
     }
     match e.kind() {
         ErrorKind::TimedOut | ErrorKind::WouldBlock => Seen::Silence,
@@ -130,9 +131,24 @@ fn io_seen(e: &std::io::Error, handshake: bool) -> Seen {
 fn failed_to_send(c: &mut Conn<Bounded>, e: &std::io::Error) -> Seen {
     let handshake = matches!(c, Conn::Client(t) if t.conn.is_handshaking());
     let seen = io_seen(e, handshake);
-    let _ = c.inner().tcp.shutdown(std::net::Shutdown::Both);
+    end(c, &seen);
     seen
 }
+
+/// End the connection after `seen`: a response with `Connection: close`
+/// means the server closes first; a timeout resets; after a TLS error
+/// (alert sent or received) only a FIN; else close_notify and FIN.
+fn end(c: &mut Conn<Bounded>, seen: &Seen) {
+    match seen {
+        Seen::Http(m) if m.wants_close() => c.after_peer_closed(),
+        Seen::Silence => c.abort(),
+        Seen::Failed(e) if e.starts_with(TLS_ERROR) => c.fin_and_drain(),
+        _ => c.close_and_drain(),
+    }
+}
+
+/// How a TLS failure's words start.
+const TLS_ERROR: &str = "TLS error";
 
 fn read_seen(e: ReadError) -> Seen {
     match e {
@@ -173,33 +189,18 @@ fn http_exchange(mut c: Conn<Bounded>, h: &HttpRequest, host: &str, id: &str) ->
         return failed_to_send(&mut c, &e);
     }
     let mut buf = Vec::new();
-    let head = h.method.eq_ignore_ascii_case("HEAD");
-    let got = if head {
-        // A response to HEAD has no body, whatever its Content-Length.
-        http::read(&mut HeadOnly(&mut c), false, &mut buf)
+    let kind = if h.method.eq_ignore_ascii_case("HEAD") {
+        http::Kind::ResponseToHead
     } else {
-        http::read(&mut c, false, &mut buf)
+        http::Kind::Response
     };
+    let got = http::read(&mut c, kind, &mut buf);
     let seen = match got {
         Ok(m) => Seen::Http(m),
         Err(e) => read_seen(e),
     };
-    match &seen {
-        Seen::Http(m) if m.wants_close() => c.after_peer_closed(),
-        _ => c.close_and_drain(),
-    }
+    end(&mut c, &seen);
     seen
-}
-
-/// A reader that ends where the head does: for HEAD responses.
-struct HeadOnly<'a, R: Read>(&'a mut R);
-
-impl<R: Read> Read for HeadOnly<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // One byte at a time, so nothing past the head is consumed.
-        let n = buf.len().min(1);
-        self.0.read(&mut buf[..n])
-    }
 }
 
 fn ws_exchange(mut c: Conn<Bounded>, w: &WebSocket, host: &str, id: &str) -> Seen {
@@ -215,11 +216,11 @@ fn ws_exchange(mut c: Conn<Bounded>, w: &WebSocket, host: &str, id: &str) -> See
         return failed_to_send(&mut c, &e);
     }
     let mut buf = Vec::new();
-    let resp = match http::read(&mut c, false, &mut buf) {
+    let resp = match http::read(&mut c, http::Kind::Response, &mut buf) {
         Ok(m) => m,
         Err(e) => {
             let seen = read_seen(e);
-            c.close_and_drain();
+            end(&mut c, &seen);
             return seen;
         }
     };
@@ -248,7 +249,7 @@ fn ws_exchange(mut c: Conn<Bounded>, w: &WebSocket, host: &str, id: &str) -> See
             }
         }
     }
-    ws.get_mut().close_and_drain();
+    end(ws.get_mut(), &seen);
     seen
 }
 

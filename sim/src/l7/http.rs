@@ -63,9 +63,19 @@ pub enum ReadError {
     Incomplete(String),
 }
 
-/// A message's head and body off `r`: a request when `request`, else a
-/// response (a response to HEAD, or 1xx/204/304, has no body: not read).
-pub fn read<R: Read>(r: &mut R, request: bool, buf: &mut Vec<u8>) -> Result<Message, ReadError> {
+/// Which message [`read`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Response,
+    /// A response to HEAD: no body, whatever its Content-Length.
+    ResponseToHead,
+}
+
+/// A message's head and body off `r`, `buf` holding what was read past
+/// the last message (a response to HEAD, or 1xx/204/304, has no body).
+pub fn read<R: Read>(r: &mut R, kind: Kind, buf: &mut Vec<u8>) -> Result<Message, ReadError> {
+    let request = kind == Kind::Request;
     let mut chunk = [0u8; 8192];
     let (mut msg, used) = loop {
         if let Some(parsed) = parse_head(buf, request)? {
@@ -88,7 +98,8 @@ pub fn read<R: Read>(r: &mut R, request: bool, buf: &mut Vec<u8>) -> Result<Mess
         buf.extend_from_slice(&chunk[..n]);
     };
     buf.drain(..used);
-    let no_body = !request && (msg.status < 200 || msg.status == 204 || msg.status == 304);
+    let no_body = kind == Kind::ResponseToHead
+        || (!request && (msg.status < 200 || msg.status == 204 || msg.status == 304));
     if no_body {
         return Ok(msg);
     }
@@ -287,12 +298,12 @@ mod tests {
     fn reads_content_length_and_chunked() {
         let mut buf = Vec::new();
         let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabcHTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n";
-        let m = read(&mut r, false, &mut buf).unwrap();
+        let m = read(&mut r, Kind::Response, &mut buf).unwrap();
         assert_eq!(
             (m.status, m.body.as_slice(), m.header("x-a")),
             (200, &b"abc"[..], Some("b"))
         );
-        let m = read(&mut r, false, &mut buf).unwrap();
+        let m = read(&mut r, Kind::Response, &mut buf).unwrap();
         assert_eq!((m.status, m.body.as_slice()), (503, &b"hi!"[..]));
     }
 
@@ -308,7 +319,7 @@ mod tests {
             b"ok",
         );
         let mut buf = Vec::new();
-        let m = read(&mut bytes.as_slice(), true, &mut buf).unwrap();
+        let m = read(&mut bytes.as_slice(), Kind::Request, &mut buf).unwrap();
         assert_eq!(
             (m.method.as_str(), m.path.as_str(), m.body.as_slice()),
             ("POST", "/x", &b"ok"[..])
@@ -319,11 +330,16 @@ mod tests {
     #[test]
     fn not_http_is_said() {
         let mut buf = Vec::new();
-        let e = read(&mut &b"SSH-2.0-OpenSSH\r\n"[..], false, &mut buf).unwrap_err();
+        let e = read(&mut &b"SSH-2.0-OpenSSH\r\n"[..], Kind::Response, &mut buf).unwrap_err();
         assert!(matches!(e, ReadError::NotHttp(_)), "{e}");
         assert!(e.to_string().starts_with("not HTTP: \"SSH-2.0"), "{e}");
         let mut buf = Vec::new();
-        let e = read(&mut &b"HTTP/1.1 200 OK\r\nContent-Le"[..], false, &mut buf).unwrap_err();
+        let e = read(
+            &mut &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
+            Kind::Response,
+            &mut buf,
+        )
+        .unwrap_err();
         assert!(matches!(e, ReadError::Incomplete(_)), "{e}");
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::http::{self, Message, ReadError};
-use super::tls::{self, Conn, ServerFiles};
+use super::tls::{self, AsTcp, Conn, Quick, ServerFiles};
 
 /// What the server does; its command line is [`ServerOpts::argv`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +215,7 @@ pub fn serve(opts: ServerOpts) -> Result<(), ServerError> {
 fn connection(sh: &Shared, tcp: TcpStream) {
     let _ = tcp.set_read_timeout(Some(IDLE));
     let _ = tcp.set_nodelay(true);
+    let tcp = Quick(tcp);
     let mut c = match &sh.tls {
         Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
             Ok(s) => Conn::Server(Box::new(rustls::StreamOwned::new(s, tcp))),
@@ -224,24 +225,27 @@ fn connection(sh: &Shared, tcp: TcpStream) {
     };
     if let Err(e) = c.handshake() {
         tracing::debug!("TLS handshake: {e}");
+        // Our alert and FIN are sent: wait for the client's FIN.
+        let _ = c.inner().tcp().set_read_timeout(Some(LINGER));
+        c.drain_raw();
         return;
     }
     let mut buf = Vec::new();
     loop {
-        let req = match http::read(&mut c, true, &mut buf) {
+        let req = match http::read(&mut c, http::Kind::Request, &mut buf) {
             Ok(r) => r,
             Err(ReadError::Closed) => break,
             Err(e) => {
                 tracing::debug!("request: {e}");
                 let _ = c.write_all(&http::response(400, &[close_header(), len_header(0)], b""));
-                let _ = c.inner().set_read_timeout(Some(LINGER));
+                let _ = c.inner().tcp().set_read_timeout(Some(LINGER));
                 c.close_and_drain();
                 return;
             }
         };
         let n = sh.count.fetch_add(1, Ordering::SeqCst) + 1;
         if sh.opts.reset == Some(n) {
-            let _ = socket2::SockRef::from(c.inner()).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(c.inner().tcp()).set_linger(Some(Duration::ZERO));
             return;
         }
         if sh.opts.delay_ms > 0 {
@@ -252,12 +256,12 @@ fn connection(sh: &Shared, tcp: TcpStream) {
             return;
         }
         let closing = req.wants_close();
-        tls::cork(c.inner(), closing);
+        tls::cork(c.inner().tcp(), closing);
         if c.write_all(&answer(sh, &req, n, closing)).is_err() {
             return;
         }
         if closing {
-            let _ = c.inner().set_read_timeout(Some(LINGER));
+            let _ = c.inner().tcp().set_read_timeout(Some(LINGER));
             // Response, close_notify and FIN leave together.
             c.close_and_drain();
             return;
@@ -269,8 +273,8 @@ fn connection(sh: &Shared, tcp: TcpStream) {
 
 /// The client has closed (TLS's close_notify or its FIN): read to its
 /// FIN, then close ours (close_notify and FIN in one segment).
-fn close_after_client(c: &mut Conn<TcpStream>) {
-    let _ = c.inner().set_read_timeout(Some(LINGER));
+fn close_after_client(c: &mut Conn<Quick>) {
+    let _ = c.inner().tcp().set_read_timeout(Some(LINGER));
     c.drain_peer();
     c.close_and_drain();
 }
@@ -315,7 +319,7 @@ fn answer(sh: &Shared, req: &Message, n: u32, closing: bool) -> Vec<u8> {
 
 /// Accept the upgrade of `req` and echo every message until the client
 /// closes the session.
-fn websocket(sh: &Shared, mut c: Conn<TcpStream>, req: &Message, rest: Vec<u8>) {
+fn websocket(sh: &Shared, mut c: Conn<Quick>, req: &Message, rest: Vec<u8>) {
     let Some(key) = req.header("sec-websocket-key") else {
         let _ = c.write_all(&http::response(400, &[close_header(), len_header(0)], b""));
         close_after_client(&mut c);

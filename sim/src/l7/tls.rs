@@ -179,6 +179,28 @@ impl<S: Read + Write + AsTcp> Conn<S> {
         drain(self.inner_mut());
     }
 
+    /// Give up on the connection: it is reset (RST) when dropped, so
+    /// nothing the peer does late reaches the capture.
+    pub fn abort(&self) {
+        let _ =
+            socket2::SockRef::from(self.inner().tcp()).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    /// Send our FIN (no close_notify: TLS failed, its alert is queued; the
+    /// FIN leaves with it), then
+    /// read raw bytes to the peer's FIN, so nothing it sends is left
+    /// unread (which would make the close a reset).
+    pub fn fin_and_drain(&mut self) {
+        let _ = self.inner().tcp().shutdown(std::net::Shutdown::Write);
+        cork(self.inner().tcp(), false);
+        drain(self.inner_mut());
+    }
+
+    /// Read raw bytes (past TLS) to the peer's FIN.
+    pub fn drain_raw(&mut self) {
+        drain(self.inner_mut());
+    }
+
     /// The peer closed first: read to its FIN, then send ours (FIN only:
     /// a close_notify now would meet a closed socket, and a reset).
     pub fn after_peer_closed(&mut self) {
@@ -232,7 +254,11 @@ impl<S: Read + Write + AsTcp> Conn<S> {
                     }
                     t.sock.flush()
                 })();
-                cork(t.sock.tcp(), false);
+                // On an error rustls has queued its alert: it stays held so
+                // that the FIN that follows leaves with it.
+                if r.is_ok() {
+                    cork(t.sock.tcp(), false);
+                }
                 r
             }
             c => {
@@ -253,13 +279,74 @@ impl<S: Read + Write + AsTcp> Conn<S> {
                 }
                 Ok(())
             }
-            Conn::Server(t) => {
-                while t.conn.is_handshaking() {
-                    t.conn.complete_io(&mut t.sock)?;
-                }
-                Ok(())
-            }
+            Conn::Server(t) => server_handshake(t),
         }
+    }
+}
+
+/// The server's side of the handshake. When the client's flight is
+/// refused, the alert and the FIN leave in one segment.
+fn server_handshake<S: Read + Write + AsTcp>(
+    t: &mut rustls::StreamOwned<rustls::ServerConnection, S>,
+) -> std::io::Result<()> {
+    while t.conn.is_handshaking() {
+        while t.conn.wants_write() {
+            t.conn.write_tls(&mut t.sock)?;
+        }
+        if t.conn.read_tls(&mut t.sock)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Err(e) = t.conn.process_new_packets() {
+            cork(t.sock.tcp(), true);
+            let _ = t.conn.write_tls(&mut t.sock);
+            let _ = t.sock.tcp().shutdown(std::net::Shutdown::Write);
+            cork(t.sock.tcp(), false);
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        }
+    }
+    while t.conn.wants_write() {
+        t.conn.write_tls(&mut t.sock)?;
+    }
+    Ok(())
+}
+
+/// Acknowledge at once what has arrived (`TCP_QUICKACK` sends an ACK the
+/// kernel would delay, and asks for quick ACKs until the kernel drops them
+/// again). Called after every read: what was read (data, a FIN) is then
+/// always acknowledged by its own ACK before anything is sent back, and
+/// never by an ACK that rides on the answer or not depending on the
+/// delayed-ACK timer and the machine's load.
+pub fn quickack(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+}
+
+/// A TCP stream that acknowledges at once what it reads ([`quickack`]).
+pub struct Quick(pub TcpStream);
+
+impl Read for Quick {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        quickack(&self.0);
+        let r = self.0.read(buf);
+        quickack(&self.0);
+        r
+    }
+}
+
+impl Write for Quick {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl AsTcp for Quick {
+    fn tcp(&self) -> &TcpStream {
+        &self.0
     }
 }
 
@@ -342,9 +429,13 @@ impl Read for Bounded<'_> {
         loop {
             let t = self.next()?;
             self.tcp.set_read_timeout(Some(t))?;
+            quickack(&self.tcp);
             match self.tcp.read(buf) {
                 Err(e) if waiting(&e) => {}
-                r => return r,
+                r => {
+                    quickack(&self.tcp);
+                    return r;
+                }
             }
         }
     }
@@ -352,10 +443,14 @@ impl Read for Bounded<'_> {
 
 impl Write for Bounded<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+    // rustls hands over all its records at once: one write.
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
         loop {
             let t = self.next()?;
             self.tcp.set_write_timeout(Some(t))?;
-            match self.tcp.write(buf) {
+            match self.tcp.write_vectored(bufs) {
                 Err(e) if waiting(&e) => {}
                 r => return r,
             }
