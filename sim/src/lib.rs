@@ -7,7 +7,9 @@
 //! namespaces) → [`lab::topology::build`] → [`lab::process::start`] →
 //! [`capture::Capture::start`] → [`lab::traffic::run_step`] per step →
 //! [`capture::write_pcapng`] → [`trace::build`] → [`report::markdown`];
-//! [`snapshot`] compares the trace with the reviewed one.
+//! [`snapshot`] compares the trace with the reviewed one. [`l7`]: the
+//! HTTP, TLS and WebSocket client of a step, the built-in server, the
+//! run's CA and key log.
 
 pub mod bench;
 pub mod capture;
