@@ -70,6 +70,7 @@ pub fn exchange(
         deadline,
         slice,
         cancelled,
+        quick: true,
     };
     let conn = match step.tls() {
         None => Conn::Plain(bounded),

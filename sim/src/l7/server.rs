@@ -215,7 +215,7 @@ pub fn serve(opts: ServerOpts) -> Result<(), ServerError> {
 fn connection(sh: &Shared, tcp: TcpStream) {
     let _ = tcp.set_read_timeout(Some(IDLE));
     let _ = tcp.set_nodelay(true);
-    let tcp = Quick(tcp);
+    let tcp = Quick(tcp, true);
     let mut c = match &sh.tls {
         Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
             Ok(s) => Conn::Server(Box::new(rustls::StreamOwned::new(s, tcp))),

@@ -114,20 +114,27 @@ pub fn server_config(
     Ok(Arc::new(c))
 }
 
-/// The TCP stream under a stream.
+/// The TCP stream under a stream, and whether its reads acknowledge at
+/// once ([`quickack`]).
 pub trait AsTcp {
     fn tcp(&self) -> &TcpStream;
+    /// Acknowledge reads at once (`true`), or let the kernel delay ACKs.
+    fn set_quick(&mut self, on: bool);
 }
 
 impl AsTcp for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self
     }
+    fn set_quick(&mut self, _on: bool) {}
 }
 
 impl AsTcp for Bounded<'_> {
     fn tcp(&self) -> &TcpStream {
         &self.tcp
+    }
+    fn set_quick(&mut self, on: bool) {
+        self.quick = on;
     }
 }
 
@@ -176,6 +183,15 @@ impl<S: Read + Write + AsTcp> Conn<S> {
         if let Ok(t) = &tcp {
             cork(t, false);
         }
+        self.drain_after_fin();
+    }
+
+    /// After our FIN: the kernel delays its ACKs again, so what the peer
+    /// sends before its FIN (a close_notify, an echo) is acknowledged with
+    /// the FIN, by one ACK, however the peer splits its close.
+    fn drain_after_fin(&mut self) {
+        self.inner_mut().set_quick(false);
+        let _ = socket2::SockRef::from(self.inner().tcp()).set_tcp_quickack(false);
         drain(self.inner_mut());
     }
 
@@ -193,7 +209,7 @@ impl<S: Read + Write + AsTcp> Conn<S> {
     pub fn fin_and_drain(&mut self) {
         let _ = self.inner().tcp().shutdown(std::net::Shutdown::Write);
         cork(self.inner().tcp(), false);
-        drain(self.inner_mut());
+        self.drain_after_fin();
     }
 
     /// Read raw bytes (past TLS) to the peer's FIN.
@@ -258,6 +274,9 @@ impl<S: Read + Write + AsTcp> Conn<S> {
                 // that the FIN that follows leaves with it.
                 if r.is_ok() {
                     cork(t.sock.tcp(), false);
+                    // Sent only now: the kernel's switch to delayed ACKs
+                    // for a connection that answers is undone again.
+                    quickack(t.sock.tcp());
                 }
                 r
             }
@@ -312,32 +331,42 @@ fn server_handshake<S: Read + Write + AsTcp>(
 
 /// Acknowledge at once what has arrived (`TCP_QUICKACK` sends an ACK the
 /// kernel would delay, and asks for quick ACKs until the kernel drops them
-/// again). Called after every read: what was read (data, a FIN) is then
-/// always acknowledged by its own ACK before anything is sent back, and
-/// never by an ACK that rides on the answer or not depending on the
-/// delayed-ACK timer and the machine's load.
+/// again, as it does when we send). Called around every read and after
+/// every write: what arrives (data, a FIN) is then acknowledged by its own
+/// ACK before anything is sent back, also when it arrives before the
+/// reader is back in `read`, and never by an ACK that rides on the answer
+/// or not depending on the delayed-ACK timer and the machine's load.
 pub fn quickack(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
 }
 
-/// A TCP stream that acknowledges at once what it reads ([`quickack`]).
-pub struct Quick(pub TcpStream);
+/// A TCP stream that acknowledges at once what it reads ([`quickack`]),
+/// while its flag is set.
+pub struct Quick(pub TcpStream, pub bool);
 
 impl Read for Quick {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        quickack(&self.0);
+        if self.1 {
+            quickack(&self.0);
+        }
         let r = self.0.read(buf);
-        quickack(&self.0);
+        if self.1 {
+            quickack(&self.0);
+        }
         r
     }
 }
 
 impl Write for Quick {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
     }
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        self.0.write_vectored(bufs)
+        let r = self.0.write_vectored(bufs);
+        if self.1 {
+            quickack(&self.0);
+        }
+        r
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
@@ -347,6 +376,9 @@ impl Write for Quick {
 impl AsTcp for Quick {
     fn tcp(&self) -> &TcpStream {
         &self.0
+    }
+    fn set_quick(&mut self, on: bool) {
+        self.1 = on;
     }
 }
 
@@ -398,6 +430,8 @@ pub struct Bounded<'a> {
     pub deadline: std::time::Instant,
     pub slice: std::time::Duration,
     pub cancelled: &'a dyn Fn() -> bool,
+    /// Acknowledge each read at once ([`quickack`]).
+    pub quick: bool,
 }
 
 impl Bounded<'_> {
@@ -429,11 +463,15 @@ impl Read for Bounded<'_> {
         loop {
             let t = self.next()?;
             self.tcp.set_read_timeout(Some(t))?;
-            quickack(&self.tcp);
+            if self.quick {
+                quickack(&self.tcp);
+            }
             match self.tcp.read(buf) {
                 Err(e) if waiting(&e) => {}
                 r => {
-                    quickack(&self.tcp);
+                    if self.quick {
+                        quickack(&self.tcp);
+                    }
                     return r;
                 }
             }
@@ -452,7 +490,12 @@ impl Write for Bounded<'_> {
             self.tcp.set_write_timeout(Some(t))?;
             match self.tcp.write_vectored(bufs) {
                 Err(e) if waiting(&e) => {}
-                r => return r,
+                r => {
+                    if self.quick {
+                        quickack(&self.tcp);
+                    }
+                    return r;
+                }
             }
         }
     }
