@@ -145,6 +145,13 @@ enum Cmd {
         #[arg(long, value_name = "PORT")]
         udp: Vec<u16>,
     },
+    /// The built-in HTTP(S)/WebSocket server (started by scenarios; not for
+    /// direct use). Its options are `hoplab_sim::l7::server::ServerOpts`'s.
+    #[command(name = "__http", hide = true)]
+    Http {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -376,6 +383,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => bench_dataplane(out, secs, round_trips, rounds, &veths),
         Cmd::Echo { tcp, udp } => {
             hoplab_sim::lab::echo::serve(&tcp, &udp).context("echo server")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Http { args } => {
+            hoplab_sim::l7::server::main(&args).context("HTTP server")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,10 +7,13 @@
 //! namespaces) → [`lab::topology::build`] → [`lab::process::start`] →
 //! [`capture::Capture::start`] → [`lab::traffic::run_step`] per step →
 //! [`capture::write_pcapng`] → [`trace::build`] → [`report::markdown`];
-//! [`snapshot`] compares the trace with the reviewed one.
+//! [`snapshot`] compares the trace with the reviewed one. [`l7`]: the
+//! HTTP, TLS and WebSocket client of a step, the built-in server, the
+//! run's CA and key log.
 
 pub mod bench;
 pub mod capture;
+pub mod l7;
 pub mod lab;
 pub mod oakestra;
 pub mod progress;

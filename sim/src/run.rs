@@ -5,6 +5,10 @@
 //! traffic), and its trace says by which signal, in which phase and when,
 //! the step that was cut short and the steps that did not run.
 //!
+//! Before the processes start, each host's working directory
+//! (`<out>/hosts/HOST/`) gets its files and the run's certificates
+//! (`tls/`); hoplab's own TLS sessions append to `<out>/tls-keys.log`.
+//!
 //! Reads the expanded scenario ([`crate::oakestra::Expanded`]: the lab and
 //! the service managers' plan); the phases themselves are `crate::lab`'s,
 //! `crate::capture`'s, `crate::trace`'s and the reports'.
@@ -13,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::capture::{self, Capture};
+use crate::l7::client::ClientCtx;
+use crate::l7::pki::Pki;
+use crate::l7::spec::FileSource;
 use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Step};
 use crate::oakestra::control_plane::ControlPlane;
 use crate::oakestra::Expanded;
@@ -91,6 +98,8 @@ pub struct Started {
     pub topo: topology::Topology,
     procs: Vec<process::Running>,
     control: Option<ControlPlane>,
+    /// The run's CA and key log, for the L7 clients.
+    pub l7: ClientCtx,
 }
 
 impl Started {
@@ -161,11 +170,13 @@ fn start_in(
     ph.check()?;
 
     let t = Instant::now();
+    let l7 = lay_files(sc, out)?;
     let control = ControlPlane::start(&sc.plan, out)?;
     let mut started = Started {
         topo,
         procs: Vec::new(),
         control,
+        l7,
     };
     for (h, host) in &sc.hosts {
         for p in &host.processes {
@@ -177,6 +188,55 @@ fn start_in(
     }
     phase(sc, "start", t);
     Ok(started)
+}
+
+/// The run's CA (when the lab has certificates), and each host's
+/// working directory with its files and `tls/`; an old key log removed.
+fn lay_files(sc: &Lab, out: &Path) -> Result<ClientCtx, Error> {
+    let keylog =
+        std::path::absolute(process::keylog_path(out)).map_err(io("locate the key log".into()))?;
+    match std::fs::remove_file(&keylog) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(format!("remove {}", keylog.display()))(e))
+        }
+        _ => {}
+    }
+    let pki = if sc.certs.is_empty() {
+        None
+    } else {
+        let p = Pki::new(&sc.name, &sc.certs).map_err(|e| Error::Failed(format!("tls: {e}")))?;
+        Some(std::sync::Arc::new(p))
+    };
+    for (h, host) in &sc.hosts {
+        if host.files.is_empty() && pki.is_none() {
+            continue;
+        }
+        let dir = process::host_dir(out, h);
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        for (name, f) in &host.files {
+            let field = format!(
+                "hosts.{}.files.{}",
+                crate::values::key(h),
+                crate::values::key(name)
+            );
+            let text = match f {
+                FileSource::Text(t) => t.as_bytes().to_vec(),
+                FileSource::Path(p) => {
+                    std::fs::read(p).map_err(io(format!("{field}: read {p}")))?
+                }
+            };
+            let to = dir.join(name);
+            std::fs::write(&to, text).map_err(io(format!("{field}: write {}", to.display())))?;
+        }
+        if let Some(p) = &pki {
+            p.write(&dir.join("tls"))
+                .map_err(|e| Error::Failed(format!("tls: {e}")))?;
+        }
+    }
+    Ok(ClientCtx {
+        pki,
+        keylog: Some(keylog),
+    })
 }
 
 /// Run `sc`, writing `capture.pcapng`, `trace.yaml`, `report.md`,
@@ -312,6 +372,15 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// What step `i` sends, for its report.
 fn sent(step: &Step, i: usize) -> String {
+    if let Some(l7) = &step.l7 {
+        return format!(
+            "{} from {} port {} to {}",
+            l7.describe(),
+            step.from,
+            step.source_port(i),
+            step.to
+        );
+    }
     format!(
         "{} from {} port {} to {}, payload {} B",
         step.proto,
@@ -356,7 +425,7 @@ fn traffic(
         let sport = step.source_port(i);
         let seen = started.topo.hosts[&step.from]
             .ns
-            .run(|| traffic::run_step(step, sport, &sandbox::interrupted))
+            .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
             .map_err(io(format!("traffic[{i}] {}", step.name)))?;
         let cut = sandbox::interrupted();
         let ok = seen.meets(step);

@@ -152,10 +152,12 @@ impl fmt::Display for Proto {
     }
 }
 
-/// What a step expects back: `echo`, `silence`, `refused`, or `{reply: TEXT}`.
+/// What a step expects back: `echo`, `silence`, `refused`, `{reply: TEXT}`;
+/// an HTTP step `{status, headers, body}`; any step `{error: TEXT}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Expect {
-    /// The reply equals the payload.
+    /// The reply equals the payload (WebSocket: every message comes back;
+    /// HTTP: status 200).
     #[default]
     Echo,
     /// The reply equals this text.
@@ -164,7 +166,14 @@ pub enum Expect {
     Silence,
     /// TCP: the connection is refused (RST); UDP/ICMP: an ICMP error comes back.
     Refused,
+    /// An HTTP response with this status, these headers, this body.
+    Http(crate::l7::spec::HttpExpect),
+    /// The step ends in an error whose words contain this text (a TLS
+    /// certificate error, a server that does not speak HTTP).
+    Error(String),
 }
+
+const EXPECT_KEYS: &[&str] = &["reply", "status", "headers", "body", "error"];
 
 impl<'de> Deserialize<'de> for Expect {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -172,7 +181,9 @@ impl<'de> Deserialize<'de> for Expect {
         impl<'de> Visitor<'de> for V {
             type Value = Expect;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("echo, silence, refused or {reply: TEXT}")
+                f.write_str(
+                    "echo, silence, refused, {reply: TEXT}, {error: TEXT} or {status, headers, body}",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Expect, E> {
                 match v {
@@ -181,22 +192,38 @@ impl<'de> Deserialize<'de> for Expect {
                     "refused" => Ok(Expect::Refused),
                     _ => Err(E::unknown_variant(
                         v,
-                        &["echo", "silence", "refused", "reply"],
+                        &["echo", "silence", "refused", "reply", "error"],
                     )),
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Expect, A::Error> {
-                let Some(k) = m.next_key::<String>()? else {
-                    return Err(de::Error::custom("empty map: write {reply: TEXT}"));
-                };
-                if k != "reply" {
-                    return Err(de::Error::unknown_field(&k, &["reply"]));
+                let mut http = crate::l7::spec::HttpExpect::default();
+                let mut seen_http = false;
+                let mut single: Option<Expect> = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "reply" | "error" if single.is_some() || seen_http => {
+                            return Err(de::Error::custom(format!(
+                                "write `{k}` alone: {{{k}: TEXT}}"
+                            )))
+                        }
+                        "reply" => single = Some(Expect::Reply(m.next_value()?)),
+                        "error" => single = Some(Expect::Error(m.next_value()?)),
+                        _ if single.is_some() => {
+                            return Err(de::Error::custom("`reply` and `error` stand alone"))
+                        }
+                        "status" => http.status = Some(m.next_value()?),
+                        "headers" => http.headers = m.next_value()?,
+                        "body" => http.body = Some(m.next_value()?),
+                        _ => return Err(de::Error::unknown_field(&k, EXPECT_KEYS)),
+                    }
+                    seen_http |= matches!(k.as_str(), "status" | "headers" | "body");
                 }
-                let t: String = m.next_value()?;
-                if m.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom("write only {reply: TEXT}"));
+                match single {
+                    Some(e) => Ok(e),
+                    None if seen_http => Ok(Expect::Http(http)),
+                    None => Err(de::Error::custom("empty map: write {reply: TEXT}")),
                 }
-                Ok(Expect::Reply(t))
             }
         }
         d.deserialize_any(V)
@@ -210,6 +237,8 @@ impl fmt::Display for Expect {
             Expect::Reply(t) => write!(f, "reply {t:?}"),
             Expect::Silence => f.write_str("silence"),
             Expect::Refused => f.write_str("refused"),
+            Expect::Http(h) => write!(f, "{h}"),
+            Expect::Error(t) => write!(f, "error containing {t:?}"),
         }
     }
 }

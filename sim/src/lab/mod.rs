@@ -1,8 +1,9 @@
 //! The lab a scenario runs in, and what builds and runs it.
 //!
 //! The model ([`Lab`]): hosts with their sysctls, bridges, TUNs, routes,
-//! firewall script and processes; veth links between hosts; the traffic
-//! steps; the interfaces to capture. Plain: no file, no field defaults, no
+//! firewall script, files and processes; veth links between hosts; the
+//! traffic steps (TCP/UDP/ICMP, or an HTTP or WebSocket exchange); the
+//! certificates the run's CA issues; the interfaces to capture. Plain: no file, no field defaults, no
 //! Oakestra term (`crate::oakestra` expands those into it). The lab keeps
 //! the file's order: the file's own links and steps come first, at their
 //! index in the file, so a lab path (`links[2].b`) is the file's.
@@ -28,6 +29,7 @@ pub mod sandbox;
 pub mod topology;
 pub mod traffic;
 
+pub use crate::l7::spec::{CertSpec, FileSource, HttpServer, L7Step};
 pub use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
 use dataplane::{GatewayArgs, NetManagerArgs};
 
@@ -40,6 +42,8 @@ pub struct Lab {
     pub links: Vec<Link>,
     pub traffic: Vec<Step>,
     pub capture: Capture,
+    /// Certificates the run's CA issues, by name: every name the lab uses.
+    pub certs: BTreeMap<String, CertSpec>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,6 +58,10 @@ pub struct Host {
     pub routes: Vec<Route>,
     /// An nftables script loaded with `nft -f -` inside the host.
     pub firewall: Option<String>,
+    /// Files laid into the host's working directory (`<out>/hosts/HOST/`)
+    /// before its processes start; a `Path` is absolute or relative to
+    /// the current directory.
+    pub files: BTreeMap<String, FileSource>,
     pub processes: Vec<Process>,
 }
 
@@ -130,8 +138,8 @@ impl Route {
     }
 }
 
-/// A process of a host: exactly one of `cmd`, `echo`, `netmanager`,
-/// `gateway` is set.
+/// A process of a host: exactly one of `cmd`, `echo`, `http`,
+/// `netmanager`, `gateway` is set. It runs in its host's working directory.
 #[derive(Debug, Clone, Default)]
 pub struct Process {
     pub name: String,
@@ -139,6 +147,8 @@ pub struct Process {
     pub cmd: Option<Vec<String>>,
     /// The built-in echo server.
     pub echo: Option<Echo>,
+    /// The built-in HTTP(S)/WebSocket server.
+    pub http: Option<HttpServer>,
     pub ready: Option<Ready>,
     pub ready_timeout_ms: u64,
     /// A worker node's net manager.
@@ -195,6 +205,9 @@ pub struct Step {
     pub unexpose: Vec<Unexpose>,
     /// The gateway is asked for these exposures and must refuse each.
     pub expose_refused: Vec<Expose>,
+    /// An HTTP or WebSocket exchange instead of the payload (`proto` is
+    /// then TCP).
+    pub l7: Option<L7Step>,
 }
 
 impl Step {

@@ -1,6 +1,9 @@
-//! Processes of a lab: started inside their host, checked for readiness,
-//! stopped at the end of the run (and killed with the run's pid namespace
-//! whatever happens). The net manager and gateway binaries are found next
+//! Processes of a lab: started inside their host, in the host's working
+//! directory (`<out>/hosts/HOST/`), checked for readiness, stopped at the
+//! end of the run (and killed with the run's pid namespace whatever
+//! happens). A process that ends before it is ready fails the run with the
+//! last lines it wrote. The built-in servers are this executable again
+//! (`__echo`, `__http`). The net manager and gateway binaries are found next
 //! to the running executable (or by `$HOPLAB_NETMANAGER`,
 //! `$HOPLAB_GATEWAY`) and given their command lines by [`super::dataplane`].
 //!
@@ -44,6 +47,9 @@ fn checks(p: &Process, out: &Path) -> Vec<Check> {
             Ready::DelayMs(d) => Check::DelayMs(d),
         };
         return vec![c];
+    }
+    if let Some(h) = &p.http {
+        return vec![Check::TcpListen(h.listen)];
     }
     match &p.echo {
         Some(e) => e
@@ -94,10 +100,69 @@ fn dataplane_bin(name: &str, env: &str) -> Result<String, Error> {
     Ok(bin.display().to_string())
 }
 
+/// The working directory of host `host`'s processes.
+pub fn host_dir(out: &Path, host: &str) -> std::path::PathBuf {
+    out.join("hosts").join(host)
+}
+
+/// The run's key log, which hoplab's own TLS client and server append to.
+pub fn keylog_path(out: &Path) -> std::path::PathBuf {
+    out.join("tls-keys.log")
+}
+
+/// The built-in HTTP server's command line in host `host`: certificates
+/// from the host's `tls/`, the key log by its absolute path.
+fn http_argv(host: &str, p: &Process, out: &Path) -> Vec<String> {
+    let h = p.http.as_ref().expect("checked");
+    let opts = crate::l7::server::ServerOpts {
+        listen: h.listen,
+        served_by: format!("{host}/{}", p.name),
+        status: h.status,
+        delay_ms: h.delay_ms,
+        body: h.body.clone(),
+        fail: h.fail.map(|f| (f.nth, f.status)),
+        reset: h.reset.map(|r| r.nth),
+        tls: h.tls.as_ref().map(|t| crate::l7::tls::ServerFiles {
+            cert: format!("tls/{}.crt", t.cert).into(),
+            key: format!("tls/{}.key", t.cert).into(),
+            client_ca: t.client_ca.then(|| "tls/ca.crt".into()),
+        }),
+        keylog: h.tls.as_ref().map(|_| keylog_path(out)),
+    };
+    let mut v = vec!["/proc/self/exe".to_string(), "__http".to_string()];
+    v.extend(opts.argv());
+    v
+}
+
+/// The last lines of a log (at most 20 lines, 2000 characters), for an
+/// error: what a process said before it ended.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    let start = tail
+        .char_indices()
+        .rev()
+        .nth(1999)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    tail[start..].to_string()
+}
+
 /// Start `p` in host `ns`; its output goes to `<out>/logs/<host>.<name>.log`;
 /// a net manager's or gateway's counters go to `<out>/counters/`.
 pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     let host = ns.name();
+    // Absolute: the process runs in its host's directory.
+    let out = &std::path::absolute(out).map_err(|source| Error::Io {
+        what: format!("locate {}", out.display()),
+        source,
+    })?;
+    let cwd = host_dir(out, host);
+    std::fs::create_dir_all(&cwd).map_err(|source| Error::Io {
+        what: format!("create {}", cwd.display()),
+        source,
+    })?;
     let logs = out.join("logs");
     let counters = || -> Result<std::path::PathBuf, Error> {
         let counters = out.join("counters");
@@ -119,6 +184,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
             g.argv(&bin, &out.join("ctl"), &counters()?)
         }
         (Some(c), _) => c.clone(),
+        (None, None) if p.http.is_some() => http_argv(host, p, out),
         (None, Some(e)) => {
             let mut v = vec!["/proc/self/exe".to_string(), "__echo".to_string()];
             for t in &e.tcp {
@@ -136,6 +202,7 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     let log = File::create(&log_path).map_err(io_err(format!("create {}", log_path.display())))?;
     let mut cmd = ns.command(&argv[0]);
     cmd.args(&argv[1..])
+        .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io_err("log".into()))?)
         .stderr(log);
@@ -167,8 +234,14 @@ fn wait_ready(
     for check in checks(p, out) {
         loop {
             if let Some(status) = child.try_wait().ok().flatten() {
+                let said = log_tail(log_path);
+                let said = if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{said}\n")
+                };
                 return Err(Error::Failed(format!(
-                    "hosts.{host}.processes {}: exited with {status} before it was ready (log: {})",
+                    "hosts.{host}.processes {}: exited with {status} before it was ready{said} (log: {})",
                     p.name,
                     log_path.display()
                 )));

@@ -1,6 +1,8 @@
 //! Built-in traffic injectors: a TCP, UDP or ICMP echo client with a fixed
-//! source port (ICMP: identifier) and a known payload, run inside its host.
-//! Waits are sliced so an interrupt ends a step within 50 ms.
+//! source port (ICMP: identifier) and a known payload, run inside its host;
+//! for an HTTP or WebSocket step, the TCP connection handed to
+//! `crate::l7::client`. Waits are sliced so an interrupt ends a step
+//! within 50 ms.
 //!
 //! Knows a step's destination and expectation, not how the lab was built.
 
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 use hoplab_dataplane::checksum::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Expect, Proto, Step};
+use super::{Expect, L7Step, Proto, Step};
+use crate::l7::client::{self, ClientCtx, Seen};
 
 /// What a step saw, in words that are the same on every run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,16 @@ pub enum Observed {
     Silence,
     Refused,
     Error(String),
+    /// An HTTP response: status, headers in order, body.
+    Http {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// A WebSocket session whose messages (this many) all came back.
+    WebSocket(usize),
+    /// An L7 exchange that failed, in words (`TLS error: ...`, `not HTTP: ...`).
+    Failed(String),
 }
 
 impl Observed {
@@ -36,6 +49,12 @@ impl Observed {
             Observed::Silence => "no reply".into(),
             Observed::Refused => "refused".into(),
             Observed::Error(e) => format!("error: {e}"),
+            Observed::Http { status, body, .. } => {
+                format!("HTTP {status} ({} B body)", body.len())
+            }
+            Observed::WebSocket(1) => "WebSocket: 1 message echoed".into(),
+            Observed::WebSocket(n) => format!("WebSocket: {n} messages echoed"),
+            Observed::Failed(e) => e.clone(),
         }
     }
 
@@ -45,6 +64,30 @@ impl Observed {
             (Expect::Reply(t), Observed::Reply(b)) => b == t.as_bytes(),
             (Expect::Silence, Observed::Silence) => true,
             (Expect::Refused, Observed::Refused) => true,
+            (Expect::Echo, Observed::Http { status, .. }) => *status == 200,
+            (
+                Expect::Http(e),
+                Observed::Http {
+                    status,
+                    headers,
+                    body,
+                },
+            ) => {
+                *status == e.status()
+                    && e.headers.iter().all(|(k, v)| {
+                        headers
+                            .iter()
+                            .any(|(hk, hv)| hk.eq_ignore_ascii_case(k) && hv == v)
+                    })
+                    && e.body
+                        .as_ref()
+                        .is_none_or(|b| b.as_bytes() == body.as_slice())
+            }
+            (Expect::Echo, Observed::WebSocket(n)) => match &step.l7 {
+                Some(L7Step::WebSocket(w)) => *n == w.messages.len(),
+                _ => false,
+            },
+            (Expect::Error(t), Observed::Failed(e) | Observed::Error(e)) => e.contains(t.as_str()),
             _ => false,
         }
     }
@@ -69,13 +112,30 @@ fn classify(e: std::io::Error) -> Observed {
 
 /// Run one step in the calling thread's namespace (see `NetNs::run`).
 /// Waits are cut into slices so that `cancelled` is checked at least every
-/// [`SLICE`]; a cancelled step reports what it saw so far.
+/// [`SLICE`]; a cancelled step reports what it saw so far. An HTTP or
+/// WebSocket step gets no CA (its TLS fails): see [`run_step_with`].
 pub fn run_step(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> Observed {
+    run_step_with(step, 0, sport, &ClientCtx::default(), cancelled)
+}
+
+/// [`run_step`] for step number `index`, its L7 client given the run's CA
+/// and key log by `ctx`.
+pub fn run_step_with(
+    step: &Step,
+    index: usize,
+    sport: u16,
+    ctx: &ClientCtx,
+    cancelled: &dyn Fn() -> bool,
+) -> Observed {
     let t = step.target;
     let w = Wait {
         deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
         cancelled,
     };
+    if let Some(l7) = &step.l7 {
+        let to = SocketAddr::new(t.addr, t.port);
+        return l7_step(to, sport, l7, index, ctx, &w).unwrap_or_else(classify);
+    }
     let r = match step.proto {
         Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, &w),
         Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, &w),
@@ -195,6 +255,36 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
         Observed::Silence
     } else {
         Observed::Reply(got)
+    })
+}
+
+/// An HTTP or WebSocket step: connect from `sport` as a TCP step does,
+/// then hand the connection to the L7 client.
+fn l7_step(
+    to: SocketAddr,
+    sport: u16,
+    l7: &L7Step,
+    index: usize,
+    ctx: &ClientCtx,
+    w: &Wait,
+) -> std::io::Result<Observed> {
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
+    if !connect(&s, to, w)? {
+        return Ok(Observed::Silence);
+    }
+    let id = format!("hoplab-{index}-1");
+    let seen = client::exchange(s.into(), l7, to, &id, ctx, (w.deadline, SLICE), w.cancelled);
+    Ok(match seen {
+        Seen::Http(m) => Observed::Http {
+            status: m.status,
+            headers: m.headers,
+            body: m.body,
+        },
+        Seen::WebSocket(n) => Observed::WebSocket(n),
+        Seen::Silence => Observed::Silence,
+        Seen::Failed(e) => Observed::Failed(e),
     })
 }
 

@@ -4,8 +4,11 @@
 //! Knows the file's plain sections and the lab model; the Oakestra
 //! sections are [`super::cluster`]'s and [`super::gateway`]'s.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
 
+use crate::l7::spec::{CertSpec, FileSource};
 use crate::lab::{self, Lab, Target};
 use crate::scenario::{self, Scenario};
 
@@ -16,7 +19,7 @@ pub(super) fn copy(sc: &Scenario) -> Lab {
         hosts: sc
             .hosts
             .iter()
-            .map(|(name, h)| (name.clone(), host(h)))
+            .map(|(name, h)| (name.clone(), host(h, &sc.dir)))
             .collect(),
         links: sc
             .links
@@ -31,10 +34,30 @@ pub(super) fn copy(sc: &Scenario) -> Lab {
             interfaces: sc.capture.interfaces.clone(),
             settle_ms: sc.capture.settle_ms,
         },
+        certs: certs(sc),
     }
 }
 
-fn host(h: &scenario::Host) -> lab::Host {
+/// The file's certificates, and `dns: [NAME]` for each name used but not
+/// listed.
+fn certs(sc: &Scenario) -> BTreeMap<String, CertSpec> {
+    let mut all = sc.tls.certs.clone();
+    let served = sc
+        .hosts
+        .values()
+        .flat_map(|h| &h.processes)
+        .filter_map(|p| p.http.as_ref()?.tls.as_ref().map(|t| t.cert.clone()));
+    let presented = sc
+        .traffic
+        .iter()
+        .filter_map(|s| s.l7()?.tls()?.cert.clone());
+    for n in served.chain(presented) {
+        all.entry(n.clone()).or_insert_with(|| CertSpec::named(&n));
+    }
+    all
+}
+
+fn host(h: &scenario::Host, dir: &Path) -> lab::Host {
     lab::Host {
         sysctls: h
             .sysctls
@@ -74,6 +97,17 @@ fn host(h: &scenario::Host) -> lab::Host {
             })
             .collect(),
         firewall: h.firewall.clone(),
+        files: h
+            .files
+            .iter()
+            .map(|(n, f)| {
+                let f = match f {
+                    FileSource::Path(p) => FileSource::Path(dir.join(p).display().to_string()),
+                    FileSource::Text(t) => FileSource::Text(t.clone()),
+                };
+                (n.clone(), f)
+            })
+            .collect(),
         processes: h.processes.iter().map(process).collect(),
     }
 }
@@ -92,6 +126,7 @@ fn process(p: &scenario::Process) -> lab::Process {
         name: p.name.clone(),
         cmd: p.cmd.clone(),
         echo: p.echo.clone(),
+        http: p.http.clone(),
         ready,
         ready_timeout_ms: p.ready_timeout_ms,
         netmanager: None,
@@ -114,7 +149,7 @@ fn step(s: &scenario::Step) -> lab::Step {
     lab::Step {
         name: s.name.clone(),
         from: s.from.clone(),
-        proto: s.proto,
+        proto: s.proto(),
         to: s.to.clone(),
         // A bad target is the file's checks' error; the lab gets a
         // placeholder so that the lab's own checks still run.
@@ -131,5 +166,6 @@ fn step(s: &scenario::Step) -> lab::Step {
         expose: s.expose.clone(),
         unexpose: s.unexpose.clone(),
         expose_refused: s.expose_refused.clone(),
+        l7: s.l7(),
     }
 }

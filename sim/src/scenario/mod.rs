@@ -162,6 +162,7 @@ pub fn parse_unchecked(
     let mut sc: Scenario =
         serde_yaml::from_str(text).map_err(|e| locate::from_yaml_error(file, &e))?;
     sc.name = name.to_string();
+    sc.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let found = validate::validate(&sc);
     Ok((sc, found))
 }

@@ -1,6 +1,8 @@
 //! The scenario file's schema v1 as the user writes it (serde, unknown
-//! fields denied): hosts, links, traffic steps, capture, and the Oakestra
-//! sections (in [`super::services`]). See `scenarios/README.md`.
+//! fields denied): hosts (with files and processes), links, traffic steps
+//! (TCP/UDP/ICMP, HTTP, WebSocket), capture, the run's certificates
+//! (`tls`, types in `crate::l7::spec`), and the Oakestra sections (in
+//! [`super::services`]). See `scenarios/README.md`.
 //!
 //! Only the text's shape: no defaults derived from other sections, no
 //! addresses allocated, nothing about how a lab is built.
@@ -13,6 +15,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::services::{Cluster, External, Gateway, Service};
+use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
 use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +45,16 @@ pub struct Scenario {
     /// Hosts outside the Oakestra network, behind the `internet` router.
     #[serde(default)]
     pub externals: Vec<External>,
+    /// Certificates the run's CA issues, by name.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// Name of the scenario: the file stem, filled in by [`super::parse`].
     #[serde(skip)]
     pub name: String,
+    /// The folder of the scenario file, which `files` paths are relative
+    /// to; filled in by [`super::parse`].
+    #[serde(skip)]
+    pub dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +77,10 @@ pub struct Host {
     /// An nftables script loaded with `nft -f -` inside the host.
     #[serde(default)]
     pub firewall: Option<String>,
+    /// Files laid into the host's working directory before its processes
+    /// start: name -> a path relative to the scenario file, or `{text: ...}`.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSource>,
     #[serde(default)]
     pub processes: Vec<Process>,
 }
@@ -136,6 +150,9 @@ pub struct Process {
     /// hoplab's built-in echo server instead of a command.
     #[serde(default)]
     pub echo: Option<Echo>,
+    /// hoplab's built-in HTTP(S)/WebSocket server instead of a command.
+    #[serde(default)]
+    pub http: Option<HttpServer>,
     /// When the process counts as ready. Built-in echo servers need none.
     #[serde(default)]
     pub ready: Option<Ready>,
@@ -176,7 +193,15 @@ impl Ready {
 pub struct Step {
     pub name: String,
     pub from: String,
-    pub proto: Proto,
+    /// Required but for HTTP and WebSocket steps (which are TCP).
+    #[serde(default)]
+    pub proto: Option<Proto>,
+    /// An HTTP/1.1 request (over TLS with `tls`) instead of a payload.
+    #[serde(default)]
+    pub http: Option<HttpRequest>,
+    /// A WebSocket session instead of a payload.
+    #[serde(default)]
+    pub websocket: Option<WebSocket>,
     /// `ip:port` for TCP and UDP (`[v6]:port`), a bare address for ICMP.
     pub to: String,
     /// Client source port (ICMP: echo identifier). Default 40000 + step index.
@@ -263,9 +288,25 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 impl Step {
+    /// The protocol: as written, TCP for HTTP and WebSocket steps (and
+    /// TCP when missing, which `validate` refuses).
+    pub fn proto(&self) -> Proto {
+        self.proto.unwrap_or(Proto::Tcp)
+    }
+
+    /// The step's HTTP or WebSocket exchange, if it has one (both given is
+    /// `validate`'s error; then the HTTP one).
+    pub fn l7(&self) -> Option<L7Step> {
+        match (&self.http, &self.websocket) {
+            (Some(h), _) => Some(L7Step::Http(h.clone())),
+            (None, Some(w)) => Some(L7Step::WebSocket(w.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The destination; validated by [`super::parse`] so this cannot fail afterwards.
     pub fn target(&self) -> Result<Target, String> {
-        if self.proto == Proto::Icmp {
+        if self.proto() == Proto::Icmp {
             let addr: IpAddr = self
                 .to
                 .parse()

@@ -1,7 +1,9 @@
 //! Checks of what the user wrote that need nothing but the file: the
 //! schema version, host names, sysctl keys, bridge and TUN names, a
 //! process's `cmd`/`echo`/`ready`, a route's shape, a step's own fields,
-//! the form of a capture interface.
+//! the form of a capture interface; the L7 fields: file names, the
+//! certificates' names and SANs, the built-in HTTP server's numbers, an
+//! HTTP or WebSocket step's shape and expectation.
 //!
 //! What needs the expanded lab (does a host or interface exist, are MACs
 //! unique, …) is checked on the lab; the Oakestra sections by
@@ -10,9 +12,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::schema::{Host, Process, Route, Scenario, Step};
+use crate::l7::spec::{check_dns, check_file_name, ClientTls, HttpServer, L7Step};
 use crate::values::{
-    bad, check_ifname, check_name, default_source_port, key, sport_overflow, Gather, Invalid,
-    Proto, RouteDst,
+    bad, check_ifname, check_name, default_source_port, key, sport_overflow, Expect, Gather,
+    Invalid, Proto, RouteDst,
 };
 
 /// Every error of `sc` on its own, in file order.
@@ -38,6 +41,16 @@ pub(super) fn validate(sc: &Scenario) -> Vec<Invalid> {
     for (i, l) in sc.links.iter().enumerate() {
         for (side, e) in [("a", &l.a), ("b", &l.b)] {
             found.gather(check_mtu(format!("links[{i}].{side}.mtu"), e.mtu));
+        }
+    }
+    for (n, c) in &sc.tls.certs {
+        let f = format!("tls.certs.{}", key(n));
+        found.gather(check_name(f.clone(), n));
+        for (j, d) in c.dns.iter().enumerate() {
+            found.gather(check_dns(format!("{f}.dns[{j}]"), d));
+        }
+        if c.dns.is_empty() && c.ip.is_empty() {
+            found.gather(bad(f, "a certificate needs a `dns` or `ip` name"));
         }
     }
     check_steps(&sc.traffic, &mut found);
@@ -71,17 +84,56 @@ fn check_host(h: &str, host: &Host, found: &mut Vec<Invalid>) {
     for b in host.bridges.keys() {
         found.gather(check_ifname(format!("{hf}.bridges.{}", key(b)), b));
     }
+    for name in host.files.keys() {
+        found.gather(check_file_name(format!("{hf}.files.{}", key(name)), name));
+    }
     for (i, p) in host.processes.iter().enumerate() {
         found.gather(check_process(&format!("{hf}.processes[{i}]"), p));
     }
 }
 
+fn check_http_server(f: &str, h: &HttpServer) -> Result<(), Invalid> {
+    if h.listen == 0 {
+        return bad(format!("{f}.listen"), "port 0 is not a fixed port");
+    }
+    for (field, status) in [
+        ("status", Some(h.status)),
+        ("fail.status", h.fail.map(|x| x.status)),
+    ] {
+        if let Some(st) = status.filter(|s| !(100..=999).contains(s)) {
+            return bad(
+                format!("{f}.{field}"),
+                format!("{st} is not an HTTP status (100-999)"),
+            );
+        }
+    }
+    for (field, nth) in [
+        ("fail.nth", h.fail.map(|x| x.nth)),
+        ("reset.nth", h.reset.map(|x| x.nth)),
+    ] {
+        if nth == Some(0) {
+            return bad(format!("{f}.{field}"), "requests are counted from 1");
+        }
+    }
+    if let Some(t) = &h.tls {
+        check_name(format!("{f}.tls.cert"), &t.cert)?;
+    }
+    Ok(())
+}
+
 fn check_process(f: &str, p: &Process) -> Result<(), Invalid> {
     check_name(format!("{f}.name"), &p.name)?;
-    match (&p.cmd, &p.echo) {
-        (Some(c), None) if c.is_empty() => return bad(format!("{f}.cmd"), "empty command"),
-        (Some(_), None) | (None, Some(_)) => {}
-        _ => return bad(f, "give exactly one of `cmd` or `echo`"),
+    let kinds = usize::from(p.cmd.is_some())
+        + usize::from(p.echo.is_some())
+        + usize::from(p.http.is_some());
+    if kinds != 1 {
+        return bad(f, "give exactly one of `cmd`, `echo` or `http`");
+    }
+    if p.cmd.as_ref().is_some_and(|c| c.is_empty()) {
+        return bad(format!("{f}.cmd"), "empty command");
+    }
+    if let Some(h) = &p.http {
+        check_http_server(&format!("{f}.http"), h)?;
     }
     if p.ready.as_ref().is_some_and(|r| r.count() != 1) {
         return bad(
@@ -142,7 +194,7 @@ fn check_step<'a>(
     if s.sport.is_none() && default_source_port(i).is_none() {
         return bad(f, sport_overflow(i));
     }
-    if let Some(prev) = clients.insert((s.from.as_str(), s.proto, s.source_port(i)), i) {
+    if let Some(prev) = clients.insert((s.from.as_str(), s.proto(), s.source_port(i)), i) {
         return bad(
             format!("{f}.sport"),
             format!("traffic[{prev}] uses the same host, protocol and source port: flows must be told apart"),
@@ -158,9 +210,10 @@ fn check_step<'a>(
     if let Err(m) = s.target() {
         return bad(format!("{f}.to"), m);
     }
-    if s.proto == Proto::Tcp && s.source_port(i) == 0 {
+    if s.proto() == Proto::Tcp && s.source_port(i) == 0 {
         return bad(format!("{f}.sport"), "source port 0 is not a fixed port");
     }
+    check_l7_step(&f, s)?;
     if s.payload.is_empty() {
         return bad(
             format!("{f}.payload"),
@@ -170,11 +223,144 @@ fn check_step<'a>(
     Ok(())
 }
 
+/// An HTTP or WebSocket step: TCP, one of the two, its fields' shapes,
+/// an expectation that fits it; a plain step needs `proto`.
+fn check_l7_step(f: &str, s: &Step) -> Result<(), Invalid> {
+    let Some(l7) = s.l7() else {
+        if s.proto.is_none() {
+            return bad(
+                f,
+                "missing field `proto`: give `proto` (tcp, udp, icmp), or `http` or `websocket`",
+            );
+        }
+        if matches!(s.expect, Expect::Http(_)) {
+            return bad(
+                format!("{f}.expect"),
+                "status, headers and body are an HTTP step's (give `http`)",
+            );
+        }
+        return Ok(());
+    };
+    if s.http.is_some() && s.websocket.is_some() {
+        return bad(f, "give one of `http` or `websocket`");
+    }
+    if s.proto.is_some_and(|p| p != Proto::Tcp) {
+        return bad(
+            format!("{f}.proto"),
+            "HTTP and WebSocket steps are TCP (leave `proto` out)",
+        );
+    }
+    let kind = if s.http.is_some() {
+        "http"
+    } else {
+        "websocket"
+    };
+    match (&l7, &s.expect) {
+        (_, Expect::Reply(_)) => {
+            return bad(
+                format!("{f}.expect"),
+                "an HTTP or WebSocket step expects no `reply`",
+            )
+        }
+        (L7Step::WebSocket(_), Expect::Http(_)) => {
+            return bad(
+                format!("{f}.expect"),
+                "a WebSocket step expects `echo` (every message back)",
+            )
+        }
+        _ => {}
+    }
+    match &l7 {
+        L7Step::Http(h) => {
+            let method_ok = !h.method.is_empty()
+                && h.method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !method_ok {
+                return bad(
+                    format!("{f}.http.method"),
+                    format!("`{}` is not a method", h.method),
+                );
+            }
+            check_target(&format!("{f}.http"), &h.path, h.host.as_deref(), &h.headers)?;
+        }
+        L7Step::WebSocket(w) => {
+            let wf = format!("{f}.websocket");
+            check_target(&wf, &w.path, w.host.as_deref(), &w.headers)?;
+            if w.messages.is_empty() {
+                return bad(format!("{wf}.messages"), "give at least one message");
+            }
+            for (j, m) in w.messages.iter().enumerate() {
+                if let Err(e) = m.data() {
+                    return bad(format!("{wf}.messages[{j}]"), e);
+                }
+            }
+        }
+    }
+    if let Some(t) = l7.tls() {
+        check_client_tls(&format!("{f}.{kind}.tls"), t)?;
+    }
+    Ok(())
+}
+
+/// A request's path, Host and headers fit on their lines.
+fn check_target(
+    f: &str,
+    path: &str,
+    host: Option<&str>,
+    headers: &BTreeMap<String, String>,
+) -> Result<(), Invalid> {
+    let line_safe = |t: &str| !t.bytes().any(|b| b == b'\r' || b == b'\n');
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return bad(
+            format!("{f}.path"),
+            format!("`{path}` is not a path (starts with `/`, no spaces)"),
+        );
+    }
+    if host.is_some_and(|h| h.is_empty() || !line_safe(h) || h.contains(' ')) {
+        return bad(format!("{f}.host"), "not a Host header value");
+    }
+    for (k, v) in headers {
+        let name_ok = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !name_ok {
+            return bad(
+                format!("{f}.headers.{}", key(k)),
+                format!("`{k}` is not a header name"),
+            );
+        }
+        if !line_safe(v) {
+            return bad(
+                format!("{f}.headers.{}", key(k)),
+                "a header value is one line",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_client_tls(f: &str, t: &ClientTls) -> Result<(), Invalid> {
+    if let Some(n) = &t.sni {
+        check_dns(format!("{f}.sni"), n)?;
+    }
+    for (j, a) in t.alpn.iter().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            return bad(format!("{f}.alpn[{j}]"), "an ALPN protocol is 1-255 bytes");
+        }
+    }
+    if let Some(c) = &t.cert {
+        check_name(format!("{f}.cert"), c)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::validate;
+    use crate::values::Expect;
 
     const OK: &str = "version: 1\nhosts: {a: {}}\ntraffic:\n  - {name: s0, from: a, proto: icmp, to: 10.0.0.2}\n";
 
@@ -195,5 +381,127 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "traffic[25536]");
         assert!(found[0].message.contains("give this step a `sport`"));
+    }
+
+    /// The schema of `scenarios/README.md`'s L7 example, as the lab gets
+    /// it: certificates used but not listed get `dns: [NAME]`, file paths
+    /// are the scenario file's, HTTP and WebSocket steps are TCP.
+    #[test]
+    fn l7_fields_reach_the_lab() {
+        use crate::l7::spec::{CertSpec, FileSource, L7Step};
+        let text = r#"version: 1
+tls:
+  certs:
+    lb: {dns: [app.example]}
+hosts:
+  client: {}
+  lb:
+    files:
+      haproxy.cfg: haproxy/edge.cfg
+      notes.txt: {text: "hi\n"}
+    processes:
+      - {name: web, http: {listen: 8443, tls: {cert: server1, client_ca: true}, fail: {nth: 2, status: 503}}}
+traffic:
+  - name: get
+    from: client
+    to: "10.0.1.1:443"
+    http: {method: GET, path: /, host: app.example, headers: {X-Extra: "1"}, tls: {sni: app.example, alpn: [http/1.1], cert: client1}}
+    expect: {status: 200, headers: {X-Served-By: lb/web}, body: "x"}
+  - name: ws
+    from: client
+    to: "10.0.1.1:80"
+    websocket: {path: /chat, messages: [{text: hello}, {binary: "0102"}]}
+"#;
+        let x = crate::oakestra::parse(Path::new("/s/x.yaml"), "x", text).unwrap();
+        let names: Vec<&str> = x.certs.keys().map(String::as_str).collect();
+        assert_eq!(names, ["client1", "lb", "server1"]);
+        assert_eq!(x.certs["server1"], CertSpec::named("server1"));
+        let lb = &x.hosts["lb"];
+        assert_eq!(
+            lb.files["haproxy.cfg"],
+            FileSource::Path("/s/haproxy/edge.cfg".into())
+        );
+        assert_eq!(lb.files["notes.txt"], FileSource::Text("hi\n".into()));
+        let web = lb.processes[0].http.as_ref().unwrap();
+        assert_eq!(
+            (web.listen, web.status, web.fail.unwrap().status),
+            (8443, 200, 503)
+        );
+        assert_eq!(x.traffic[0].proto, crate::values::Proto::Tcp);
+        assert!(
+            matches!(x.traffic[0].expect, Expect::Http(ref h) if h.status() == 200 && h.body.as_deref() == Some("x"))
+        );
+        assert!(matches!(&x.traffic[1].l7, Some(L7Step::WebSocket(w)) if w.messages.len() == 2));
+    }
+
+    /// Each wrong L7 field is refused at its own path.
+    #[test]
+    fn l7_mistakes_name_their_field() {
+        let cases = [
+            ("tls: {certs: {a: {dns: [\"x y\"]}}}\n", "tls.certs.a.dns[0]"),
+            ("tls: {certs: {a: {}}}\n", "tls.certs.a"),
+            (
+                "hosts: {b: {files: {tls: {text: x}}}}\n",
+                "hosts.b.files.tls",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, http: {listen: 1, status: 42}}]}}\n",
+                "hosts.b.processes[0].http.status",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, cmd: [x], http: {listen: 1}}]}}\n",
+                "hosts.b.processes[0]",
+            ),
+            (
+                "hosts: {b: {processes: [{name: p, http: {listen: 1, reset: {nth: 0}}}]}}\n",
+                "hosts.b.processes[0].http.reset.nth",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {path: x}}]\n",
+                "traffic[1].http.path",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {}, websocket: {messages: [{text: a}]}}]\n",
+                "traffic[1]",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", websocket: {messages: [{text: a}]}, expect: {status: 200}}]\n",
+                "traffic[1].expect",
+            ),
+            (
+                "traffic: [{name: t, from: a, proto: tcp, to: \"1.2.3.4:80\", expect: {status: 200}}]\n",
+                "traffic[1].expect",
+            ),
+            (
+                "traffic: [{name: t, from: a, to: \"1.2.3.4:80\", http: {headers: {\"a b\": c}}}]\n",
+                "traffic[1].http.headers.\"a b\"",
+            ),
+        ];
+        for (extra, field) in cases {
+            // A second `traffic` or `hosts` would be a duplicate key: merge.
+            let text = if let Some(rest) = extra.strip_prefix("traffic: [") {
+                OK.replace(
+                    "  - {name: s0, from: a, proto: icmp, to: 10.0.0.2}\n",
+                    &format!(
+                        "  - {{name: s0, from: a, proto: icmp, to: 10.0.0.2}}\n  - {}",
+                        rest.trim_end().trim_end_matches(']')
+                    ),
+                )
+            } else if let Some(rest) = extra.strip_prefix("hosts: {") {
+                OK.replace(
+                    "hosts: {a: {}}",
+                    &format!("hosts: {{a: {{}}, {}", rest.trim_end()),
+                )
+            } else {
+                format!("{OK}{extra}")
+            };
+            let (sc, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let _ = sc;
+            assert!(
+                found.iter().any(|e| e.field == field),
+                "{text}: wanted {field}, got {found:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! What a lab asks of this machine, checked before a run so that a mistake
 //! fails `validate` instead of the run: every sysctl names a file under
 //! `/proc/sys` (an interface's own key checked on `default`), every `cmd`
-//! names a program on `PATH` or an existing file, and every firewall script
+//! names a program on `PATH` or an existing file, every file a host is
+//! given from a path can be read, and every firewall script
 //! passes `nft --check` — run in a network namespace of its own (as root:
 //! `unshare --net`; otherwise in a user namespace first) holding an
 //! interface named as each of the host's, so the machine's own ruleset is never
@@ -30,6 +31,16 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
         for (i, p) in host.processes.iter().enumerate() {
             if let Some(argv0) = p.cmd.as_ref().and_then(|c| c.first()) {
                 found.gather(command(argv0, &format!("{hf}.processes[{i}].cmd[0]")));
+            }
+        }
+        for (name, f) in &host.files {
+            if let crate::l7::spec::FileSource::Path(p) = f {
+                if let Err(e) = std::fs::File::open(p) {
+                    found.gather(invalid(
+                        &format!("{hf}.files.{}", key(name)),
+                        format!("cannot read {p}: {e}"),
+                    ));
+                }
             }
         }
         if let Some(script) = &host.firewall {
