@@ -63,6 +63,9 @@ pub struct Host {
     /// the current directory.
     pub files: BTreeMap<String, FileSource>,
     pub processes: Vec<Process>,
+    /// Where the file declares this host's files and processes when it is
+    /// not `hosts.NAME` (an instance of `services[I]`), for error paths.
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

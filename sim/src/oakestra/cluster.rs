@@ -457,7 +457,14 @@ fn emit_instances(sc: &Scenario, plan: &Plan, placed: Vec<Placed>, lab: &mut Lab
             Host {
                 ipv6: inst.ns_ip6.is_some(),
                 routes,
-                processes: s.echo.iter().map(Process::echo).collect(),
+                files: super::plain::files(&s.files, &sc.dir),
+                processes: s
+                    .echo
+                    .iter()
+                    .map(Process::echo)
+                    .chain(s.processes.iter().map(super::plain::process))
+                    .collect(),
+                origin: Some(format!("services[{service}]")),
                 ..Host::default()
             },
         );

@@ -46,6 +46,7 @@ fn certs(sc: &Scenario) -> BTreeMap<String, CertSpec> {
         .hosts
         .values()
         .flat_map(|h| &h.processes)
+        .chain(sc.services.iter().flat_map(|s| &s.processes))
         .filter_map(|p| p.http.as_ref()?.tls.as_ref().map(|t| t.cert.clone()));
     let presented = sc
         .traffic
@@ -97,22 +98,30 @@ fn host(h: &scenario::Host, dir: &Path) -> lab::Host {
             })
             .collect(),
         firewall: h.firewall.clone(),
-        files: h
-            .files
-            .iter()
-            .map(|(n, f)| {
-                let f = match f {
-                    FileSource::Path(p) => FileSource::Path(dir.join(p).display().to_string()),
-                    FileSource::Text(t) => FileSource::Text(t.clone()),
-                };
-                (n.clone(), f)
-            })
-            .collect(),
+        files: files(&h.files, dir),
         processes: h.processes.iter().map(process).collect(),
+        origin: None,
     }
 }
 
-fn process(p: &scenario::Process) -> lab::Process {
+/// `files` with each path made relative to the scenario's folder `dir`.
+pub(super) fn files(
+    files: &BTreeMap<String, FileSource>,
+    dir: &Path,
+) -> BTreeMap<String, FileSource> {
+    files
+        .iter()
+        .map(|(n, f)| {
+            let f = match f {
+                FileSource::Path(p) => FileSource::Path(dir.join(p).display().to_string()),
+                FileSource::Text(t) => FileSource::Text(t.clone()),
+            };
+            (n.clone(), f)
+        })
+        .collect()
+}
+
+pub(super) fn process(p: &scenario::Process) -> lab::Process {
     let ready = p
         .ready
         .as_ref()

@@ -5,10 +5,13 @@
 //!
 //! Only the text's shape; what they expand to is `crate::oakestra`'s.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 
+use super::schema::Process;
+use crate::l7::spec::FileSource;
 use crate::values::{Echo, Expose};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +52,12 @@ pub struct Service {
     /// The built-in echo server every instance runs.
     #[serde(default)]
     pub echo: Option<Echo>,
+    /// Files laid into each instance's working directory, as a host's.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSource>,
+    /// Processes every instance runs besides `echo`, as a host's.
+    #[serde(default)]
+    pub processes: Vec<Process>,
     pub instances: Vec<ServiceInstance>,
 }
 

@@ -38,6 +38,17 @@ pub(super) fn validate(sc: &Scenario) -> Vec<Invalid> {
             found.gather(check_route(h, host, i, r));
         }
     }
+    for (i, s) in sc.services.iter().enumerate() {
+        for name in s.files.keys() {
+            found.gather(check_file_name(
+                format!("services[{i}].files.{}", key(name)),
+                name,
+            ));
+        }
+        for (j, p) in s.processes.iter().enumerate() {
+            found.gather(check_process(&format!("services[{i}].processes[{j}]"), p));
+        }
+    }
     for (i, l) in sc.links.iter().enumerate() {
         for (side, e) in [("a", &l.a), ("b", &l.b)] {
             found.gather(check_mtu(format!("links[{i}].{side}.mtu"), e.mtu));

@@ -28,16 +28,25 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
         for k in host.sysctls.keys() {
             found.gather(sysctl(lab, h, k, &format!("{hf}.sysctls.{}", key(k))));
         }
+        // An instance's processes and files are its service's, declared
+        // once for all its instances: the first of them says so.
+        let of = host.origin.clone().unwrap_or_else(|| hf.clone());
+        // The processes a service declares come after its echo server.
+        let skip = match host.origin {
+            Some(_) => host.processes.iter().filter(|p| p.echo.is_some()).count(),
+            None => 0,
+        };
         for (i, p) in host.processes.iter().enumerate() {
             if let Some(argv0) = p.cmd.as_ref().and_then(|c| c.first()) {
-                found.gather(command(argv0, &format!("{hf}.processes[{i}].cmd[0]")));
+                let i = i.saturating_sub(skip);
+                found.gather(command(argv0, &format!("{of}.processes[{i}].cmd[0]")));
             }
         }
         for (name, f) in &host.files {
             if let crate::l7::spec::FileSource::Path(p) = f {
                 if let Err(e) = std::fs::File::open(p) {
                     found.gather(invalid(
-                        &format!("{hf}.files.{}", key(name)),
+                        &format!("{of}.files.{}", key(name)),
                         format!("cannot read {p}: {e}"),
                     ));
                 }
@@ -53,6 +62,15 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
             ));
         }
     }
+    // A service's instances share its declaration: one error each.
+    let mut seen = Vec::new();
+    found.retain(|i| {
+        let new = !seen.contains(i);
+        if new {
+            seen.push(i.clone());
+        }
+        new
+    });
     found
 }
 
