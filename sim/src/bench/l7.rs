@@ -251,7 +251,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
     let mut errors: Vec<Option<String>> = vec![None; targets.len()];
     for r in 0..cfg.rounds {
         for m in 0..Mode::ALL.len() {
-            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            let order = if r % 2 == 1 { [1, 0] } else { [0, 1] };
             for k in order {
                 let i = 2 * m + k;
                 let (s, e) = ns
