@@ -73,8 +73,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            requests: 500,
-            rounds: 3,
+            requests: 2000,
+            rounds: 5,
             timeout_ms: 5000,
             max_secs: 30.0,
         }
