@@ -137,6 +137,10 @@ enum Cmd {
         /// A measurement stops after this many seconds, whatever its count.
         #[arg(long, default_value_t = l7::Config::default().max_secs)]
         max_secs: f64,
+        /// Requests per target in a last round with the lab captured (0:
+        /// none).
+        #[arg(long, default_value_t = l7::Config::default().capture_requests)]
+        capture_requests: usize,
     },
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
@@ -344,12 +348,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             requests,
             rounds,
             max_secs,
+            capture_requests,
         } => bench_l7(
             &out,
             l7::Config {
                 requests,
                 rounds,
                 max_secs,
+                capture_requests,
                 ..l7::Config::default()
             },
         ),

@@ -1,8 +1,8 @@
 //! The L7 benchmark runs end to end (needs root; HAProxy installed): a tiny
-//! run of five requests per target, every mode measured through HAProxy
-//! and direct, every request answered, sane latencies, the lab's processes
-//! and host files where the run machinery puts them. Nothing here asserts
-//! a speed.
+//! run of five requests per target and a captured round of three, every
+//! mode measured through HAProxy and direct, every request answered, sane
+//! latencies, the capture holding the requests' frames, the lab's host
+//! files where the run machinery puts them. Nothing here asserts a speed.
 
 mod common;
 
@@ -15,7 +15,14 @@ fn l7_bench_measures_every_mode_through_haproxy_and_direct() {
     let o = hoplab()
         .args(["--quiet", "__bench-l7", "--out"])
         .arg(&out)
-        .args(["--requests", "5", "--rounds", "1"])
+        .args([
+            "--requests",
+            "5",
+            "--rounds",
+            "1",
+            "--capture-requests",
+            "3",
+        ])
         .output()
         .expect("hoplab runs");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -42,9 +49,18 @@ fn l7_bench_measures_every_mode_through_haproxy_and_direct() {
             let lb = x.target.to.ip().to_string() == "10.0.1.1";
             assert_eq!(lb, via, "{x:?}");
         }
+        for x in [&m.via, &m.direct] {
+            let c = x.captured.as_ref().expect("a captured round");
+            assert_eq!((c.ok, c.failed), (3, 0), "{x:?}");
+        }
         assert_eq!(m.via.target.tls, mode != Mode::Http, "{m:?}");
         assert_eq!(m.direct.target.tls, mode == Mode::TlsReencrypt, "{m:?}");
     }
+    // Every interface but lo captured (both ends of the two links), and
+    // each of the 18 requests took a handful of frames on each.
+    let c = r.capture.as_ref().expect("a capture");
+    assert_eq!(c.interfaces, 4, "{c:?}");
+    assert!(c.frames > 18 * 10 && c.bytes > c.frames * 54, "{c:?}");
     // HAProxy read its configuration and the run's certificate from lb's
     // working directory.
     for f in [

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+#[cfg(test)]
+use hoplab_sim::bench::l7::Captured;
 use hoplab_sim::bench::l7::{Measured, Mode, ModeResult, Results};
 
 use crate::template::fill;
@@ -25,6 +27,7 @@ pub struct Options {
     pub requests: usize,
     pub rounds: usize,
     pub max_secs: f64,
+    pub capture_requests: usize,
 }
 
 /// The machine a run was taken on.
@@ -54,6 +57,8 @@ pub fn run(o: &Options) -> Result<()> {
             &o.rounds.to_string(),
             "--max-secs",
             &o.max_secs.to_string(),
+            "--capture-requests",
+            &o.capture_requests.to_string(),
         ])
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
@@ -190,6 +195,8 @@ pub fn report(results: &Results, machine: &Machine) -> Result<String> {
             ("requests", cfg.requests.to_string()),
             ("max_secs", cfg.max_secs.to_string()),
             ("timeout_ms", cfg.timeout_ms.to_string()),
+            ("capture", capture_section(results)?),
+            ("capture_requests", cfg.capture_requests.to_string()),
         ],
     )
 }
@@ -212,6 +219,44 @@ fn edge_beside_tls(results: &Results) -> Result<String> {
         v.p50_us / d.p50_us,
         v.p99_us / d.p99_us,
     ))
+}
+
+/// The captured round beside the uncaptured rounds' medians.
+fn capture_section(results: &Results) -> Result<String> {
+    let Some(c) = &results.capture else {
+        return Ok("No captured round was run (`--capture-requests 0`).\n".into());
+    };
+    let mut md = format!(
+        "{} requests per target with {} interfaces captured: {} frames, {:.1} MiB. Against the median of the uncaptured rounds of the same target:\n\n\
+         | mode | target | requests/s captured | ÷ uncaptured | p50 captured (µs) | ÷ uncaptured | p99 captured (µs) | ÷ uncaptured |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        results.config.capture_requests,
+        c.interfaces,
+        c.frames,
+        c.bytes as f64 / (1024.0 * 1024.0),
+    );
+    for r in &results.modes {
+        for (label, m) in [("through HAProxy", &r.via), ("direct", &r.direct)] {
+            let s = m
+                .captured
+                .as_ref()
+                .with_context(|| format!("no captured round of {}", m.target.step))?;
+            let u = &m.median;
+            let _ = writeln!(
+                md,
+                "| {} | {label}: {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} |",
+                title(r.mode).0,
+                endpoint(m),
+                s.req_per_s,
+                s.req_per_s / u.req_per_s,
+                s.p50_us,
+                s.p50_us / u.p50_us,
+                s.p99_us,
+                s.p99_us / u.p99_us,
+            );
+        }
+    }
+    Ok(md)
 }
 
 /// A mode's table (through HAProxy, direct, their ratio) and each round's
@@ -291,6 +336,7 @@ mod tests {
                 median: sample(rps),
                 rounds,
                 first_error: None,
+                captured: Some(sample(rps * 0.5)),
             }
         };
         let mode = |mode, via: Measured, direct: Measured| ModeResult { mode, via, direct };
@@ -303,9 +349,15 @@ mod tests {
             config: Config {
                 requests: 100,
                 rounds: 3,
+                capture_requests: 100,
                 ..Config::default()
             },
             haproxy: "HAProxy version 2.6.12-1+deb12u4".into(),
+            capture: Some(Captured {
+                interfaces: 4,
+                frames: 123_456,
+                bytes: 3 << 20,
+            }),
             modes: vec![
                 mode(
                     Mode::Http,
@@ -355,12 +407,18 @@ mod tests {
             "The TLS edge through HAProxy beside the direct requests over TLS (TLS `10.0.2.10:8443` of re-encrypt, the same run): requests/s ÷ **1.00**, p50 ÷ **1.00**, p99 ÷ **1.00**.",
             "for each mode, 100 requests through HAProxy and 100 requests direct",
             "after 30 s or 10 failed requests; each request times out after 5000 ms.",
+            "100 requests per target with 4 interfaces captured: 123456 frames, 3.0 MiB.",
+            "| TLS edge | through HAProxy: TLS `10.0.1.1:443` | 250 | 0.50 | 4000 | 2.00 | 16000 | 2.00 |",
+            "over the six targets, 100 requests each, with every interface",
         ] {
             assert!(md.contains(want), "no {want:?} in:\n{md}");
         }
-        assert_eq!(md.matches("\n## ").count(), 6, "{md}");
-        let idle = report(&results(), &machine(0.2)).unwrap();
+        assert_eq!(md.matches("\n## ").count(), 7, "{md}");
+        let mut r = results();
+        r.capture = None;
+        let idle = report(&r, &machine(0.2)).unwrap();
         assert!(idle.contains("The machine was otherwise idle."), "{idle}");
+        assert!(idle.contains("No captured round was run"), "{idle}");
     }
 
     #[test]

@@ -12,10 +12,10 @@
 //!   over the tunnel from an instance; gateway and a kernel-only DNAT of the
 //!   same shape from an external client) in one run; write
 //!   reports/bench-dataplane.md.
-//! * `bench l7 [--debug] [--requests N] [--rounds N]`: requests/s and
-//!   p50/p99 latency through HAProxy (HTTP, TLS edge, TLS re-encrypt)
-//!   beside the same requests straight to the server, in one run; write
-//!   reports/bench-l7.md.
+//! * `bench l7 [--debug] [--requests N] [--rounds N] [--capture-requests N]`:
+//!   requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
+//!   re-encrypt) beside the same requests straight to the server, in one
+//!   run, and a last round with the lab captured; write reports/bench-l7.md.
 //! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
 //!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
 //!   here) for N seconds each; `--merge` keeps new coverage in the
@@ -157,6 +157,10 @@ enum Bench {
         /// A measurement stops after this many seconds, whatever its count.
         #[arg(long, default_value_t = l7::Config::default().max_secs)]
         max_secs: f64,
+        /// Requests per target in a last round with the lab captured (0:
+        /// none).
+        #[arg(long, default_value_t = l7::Config::default().capture_requests)]
+        capture_requests: usize,
     },
 }
 
@@ -275,12 +279,14 @@ fn main() -> Result<()> {
                     requests,
                     rounds,
                     max_secs,
+                    capture_requests,
                 },
         } => bench_l7::run(&bench_l7::Options {
             release: !debug,
             requests,
             rounds,
             max_secs,
+            capture_requests,
         }),
         Cmd::Fuzz { seed, .. } if !seed.is_empty() => fuzz::seed(&seed),
         Cmd::Fuzz {

@@ -26,8 +26,11 @@
 //! [`Config::requests`] requests, cut short after [`Config::max_secs`] or
 //! [`MAX_FAILED`] failures. Reported per target: the median over the rounds
 //! of requests/s, p50 and p99 latency (connect to the end of the response).
+//! Last, unless [`Config::capture_requests`] is 0, one more round of that
+//! many requests per target with every interface of the lab captured as a
+//! scenario's run does: what capturing costs, and how many frames it took.
 //!
-//! It captures nothing and traces nothing, and does not write any report
+//! It traces nothing, writes no capture file, and does not write any report
 //! (xtask renders them from the JSON the benchmark process prints).
 
 use std::net::{SocketAddr, TcpStream};
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Capture;
 use crate::l7::client::{self, ClientCtx, Seen};
 use crate::l7::spec::L7Step;
 use crate::lab::{sandbox, traffic};
@@ -68,6 +72,10 @@ pub struct Config {
     pub timeout_ms: u64,
     /// A measurement stops after this long, whatever its count.
     pub max_secs: f64,
+    /// Requests per target in one more round, with every interface of the
+    /// lab captured as a scenario's run does (0: no captured round).
+    #[serde(default)]
+    pub capture_requests: usize,
 }
 
 impl Default for Config {
@@ -77,6 +85,7 @@ impl Default for Config {
             rounds: 5,
             timeout_ms: 5000,
             max_secs: 30.0,
+            capture_requests: 500,
         }
     }
 }
@@ -166,6 +175,9 @@ pub struct Measured {
     pub median: Sample,
     /// The first failure, in words (`TLS error: ...`, `HTTP 503 ...`).
     pub first_error: Option<String>,
+    /// The captured round's measurement.
+    #[serde(default)]
+    pub captured: Option<Sample>,
 }
 
 impl Measured {
@@ -184,6 +196,7 @@ impl Measured {
             rounds,
             median,
             first_error,
+            captured: None,
         }
     }
 }
@@ -203,6 +216,17 @@ pub struct Results {
     /// `haproxy -v`'s first line.
     pub haproxy: String,
     pub modes: Vec<ModeResult>,
+    /// What the captured round captured.
+    #[serde(default)]
+    pub capture: Option<Captured>,
+}
+
+/// The captured round's capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    pub interfaces: usize,
+    pub frames: usize,
+    pub bytes: usize,
 }
 
 impl Results {
@@ -262,12 +286,23 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
             }
         }
     }
+    let (capture, mut captured) = if cfg.capture_requests > 0 {
+        let (c, s) = captured_round(&sc, &started, &targets, &ctx, cfg)?;
+        (Some(c), s.into_iter().map(Some).collect())
+    } else {
+        (None, vec![None; targets.len()])
+    };
     drop(started);
     let mut measured = targets
         .iter()
         .zip(rounds)
         .zip(errors)
-        .map(|((t, r), e)| Measured::new(t.described(), r, e));
+        .map(|((t, r), e)| Measured::new(t.described(), r, e))
+        .zip(&mut captured)
+        .map(|(mut m, c)| {
+            m.captured = c.take();
+            m
+        });
     let modes = Mode::ALL
         .iter()
         .map(|&mode| ModeResult {
@@ -280,7 +315,52 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
         config: cfg.clone(),
         haproxy,
         modes,
+        capture,
     })
+}
+
+/// One more round of [`Config::capture_requests`] requests per target,
+/// with every interface of the lab captured (packet sockets read by a
+/// thread of this process, as a scenario's run captures): what capturing
+/// costs the requests, and what it holds.
+fn captured_round(
+    sc: &Expanded,
+    started: &run::Started,
+    targets: &[Target],
+    ctx: &ClientCtx,
+    cfg: &Config,
+) -> Result<(Captured, Vec<Sample>), Error> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Io { what, source }
+    };
+    let ifaces = sc.capture_interfaces();
+    let on: Vec<_> = ifaces
+        .iter()
+        .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
+        .collect();
+    let cap = Capture::start(&on).map_err(io("start capture"))?;
+    let one = Config {
+        requests: cfg.capture_requests,
+        ..cfg.clone()
+    };
+    let ns = &started.topo.hosts[CLIENT].ns;
+    let mut samples = Vec::with_capacity(targets.len());
+    for t in targets {
+        let (s, _) = ns
+            .run(|| measure(t, cfg.rounds, ctx, &one))
+            .map_err(io(&t.name))??;
+        samples.push(s);
+    }
+    let (ifs, frames) = cap
+        .finish(Duration::from_millis(50), &sandbox::interrupted)
+        .map_err(io("capture"))?;
+    let captured = Captured {
+        interfaces: ifs.len(),
+        frames: frames.len(),
+        bytes: frames.iter().map(|f| f.data.len()).sum(),
+    };
+    Ok((captured, samples))
 }
 
 fn haproxy_version() -> Result<String, Error> {
