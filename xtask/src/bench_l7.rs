@@ -403,7 +403,7 @@ mod tests {
             "2 cores, kernel 6.1.0; HAProxy version 2.6.12-1+deb12u4. 1-minute load average just before the run: 7.50, just after: 7.50.",
             "a load of 7.5 on 2 cores",
             "the ratios, taken side by side in the same run, are what counts.",
-            "(sandbox, lab, processes, 3 rounds of 6 measurements): 12.3 s.",
+            "(sandbox, lab, processes, 3 rounds of 6 measurements, then the captured round): 12.3 s.",
             "The TLS edge through HAProxy beside the direct requests over TLS (TLS `10.0.2.10:8443` of re-encrypt, the same run): requests/s ÷ **1.00**, p50 ÷ **1.00**, p99 ÷ **1.00**.",
             "for each mode, 100 requests through HAProxy and 100 requests direct",
             "after 30 s or 10 failed requests; each request times out after 5000 ms.",
