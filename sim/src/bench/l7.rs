@@ -262,10 +262,6 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Results, Error> {
         })
         .collect();
     let ns = &started.topo.hosts[CLIENT].ns;
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |source| Error::Io { what, source }
-    };
     for t in &targets {
         ns.run(|| request(t, "check", &ctx, cfg))
             .map_err(io(&t.name))?
@@ -330,10 +326,6 @@ fn captured_round(
     ctx: &ClientCtx,
     cfg: &Config,
 ) -> Result<(Captured, Vec<Sample>), Error> {
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |source| Error::Io { what, source }
-    };
     let ifaces = sc.capture_interfaces();
     let on: Vec<_> = ifaces
         .iter()
@@ -363,14 +355,17 @@ fn captured_round(
     Ok((captured, samples))
 }
 
+/// An I/O error of `what`.
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.to_string();
+    move |source| Error::Io { what, source }
+}
+
 fn haproxy_version() -> Result<String, Error> {
     let out = std::process::Command::new("haproxy")
         .arg("-v")
         .output()
-        .map_err(|source| Error::Io {
-            what: "haproxy -v".into(),
-            source,
-        })?;
+        .map_err(io("haproxy -v"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
