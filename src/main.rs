@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use hoplab_sim::bench::dataplane;
+use hoplab_sim::bench::{dataplane, l7};
 use hoplab_sim::lab::sandbox;
 use hoplab_sim::scenario::LoadError;
 use hoplab_sim::{oakestra, run, snapshot, trace};
@@ -134,6 +134,28 @@ enum Cmd {
         /// default).
         #[arg(long, value_delimiter = ',', default_value = "harness,gso")]
         veths: Vec<String>,
+    },
+    /// Requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
+    /// re-encrypt) beside the same requests straight to the server; print
+    /// the results as one line of JSON.
+    #[command(name = "__bench-l7", hide = true)]
+    BenchL7 {
+        /// Where the run's logs and host directories go.
+        #[arg(long, default_value = "target/bench-l7")]
+        out: PathBuf,
+        /// Requests per measurement (each on a new connection).
+        #[arg(long, default_value_t = l7::Config::default().requests)]
+        requests: usize,
+        /// Rounds over the six targets (medians are reported).
+        #[arg(long, default_value_t = l7::Config::default().rounds)]
+        rounds: usize,
+        /// A measurement stops after this many seconds, whatever its count.
+        #[arg(long, default_value_t = l7::Config::default().max_secs)]
+        max_secs: f64,
+        /// Requests per target in a last round with the lab captured (0:
+        /// none).
+        #[arg(long, default_value_t = l7::Config::default().capture_requests)]
+        capture_requests: usize,
     },
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
@@ -381,6 +403,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rounds,
             veths,
         } => bench_dataplane(out, secs, round_trips, rounds, &veths),
+        Cmd::BenchL7 {
+            out,
+            requests,
+            rounds,
+            max_secs,
+            capture_requests,
+        } => bench_l7(
+            &out,
+            l7::Config {
+                requests,
+                rounds,
+                max_secs,
+                capture_requests,
+                ..l7::Config::default()
+            },
+        ),
         Cmd::Echo { tcp, udp } => {
             hoplab_sim::lab::echo::serve(&tcp, &udp).context("echo server")?;
             Ok(ExitCode::SUCCESS)
@@ -523,6 +561,18 @@ fn bench_dataplane(
         veths,
     };
     let r = dataplane::run(&cfg, &out)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `__bench-l7`: in the sandbox, the L7 benchmark; its results on stdout
+/// as one line of JSON.
+fn bench_l7(out: &std::path::Path, cfg: l7::Config) -> anyhow::Result<ExitCode> {
+    sandbox::check(&l7::scenario())?;
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let r = l7::run(&cfg, out)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,10 @@
 //!   over the tunnel from an instance; gateway and a kernel-only DNAT of the
 //!   same shape from an external client) in one run; write
 //!   reports/bench-dataplane.md.
+//! * `bench l7 [--debug] [--requests N] [--rounds N] [--capture-requests N]`:
+//!   requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
+//!   re-encrypt) beside the same requests straight to the server, in one
+//!   run, and a last round with the lab captured; write reports/bench-l7.md.
 //! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
 //!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
 //!   here) for N seconds each; `--merge` keeps new coverage in the
@@ -29,8 +33,10 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hoplab_sim::bench::dataplane::Config;
+use hoplab_sim::bench::l7;
 
 mod bench;
+mod bench_l7;
 mod fuzz;
 mod junit;
 mod pending;
@@ -152,6 +158,28 @@ enum Bench {
         /// medians.
         #[arg(long, default_value_t = Config::default().rounds)]
         rounds: usize,
+    },
+    /// Requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge,
+    /// TLS re-encrypt) beside the same requests straight to the server,
+    /// in one run.
+    L7 {
+        /// Build in debug mode instead of release (numbers not meaningful).
+        #[arg(long)]
+        debug: bool,
+        /// Requests per measurement, each on a new connection.
+        #[arg(long, default_value_t = l7::Config::default().requests)]
+        requests: usize,
+        /// How many times the six targets are measured; the report shows
+        /// medians.
+        #[arg(long, default_value_t = l7::Config::default().rounds)]
+        rounds: usize,
+        /// A measurement stops after this many seconds, whatever its count.
+        #[arg(long, default_value_t = l7::Config::default().max_secs)]
+        max_secs: f64,
+        /// Requests per target in a last round with the lab captured (0:
+        /// none).
+        #[arg(long, default_value_t = l7::Config::default().capture_requests)]
+        capture_requests: usize,
     },
 }
 
@@ -291,6 +319,22 @@ fn real_main() -> Result<()> {
                     rounds,
                 },
         } => bench::dataplane(!debug, secs, round_trips, rounds),
+        Cmd::Bench {
+            what:
+                Bench::L7 {
+                    debug,
+                    requests,
+                    rounds,
+                    max_secs,
+                    capture_requests,
+                },
+        } => bench_l7::run(&bench_l7::Options {
+            release: !debug,
+            requests,
+            rounds,
+            max_secs,
+            capture_requests,
+        }),
         Cmd::Fuzz { seed, .. } if !seed.is_empty() => fuzz::seed(&seed),
         Cmd::Fuzz {
             secs,

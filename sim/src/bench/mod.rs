@@ -11,3 +11,4 @@
 
 pub mod chain;
 pub mod dataplane;
+pub mod l7;
