@@ -25,6 +25,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::packet::PacketOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, Endianness, PcapError};
+
+use super::pcapng::{DECRYPTION_SECRETS, TLS_KEY_LOG};
 use serde::{Deserialize, Serialize};
 
 /// A frame read back from a pcapng.
@@ -45,6 +47,10 @@ pub struct CaptureFile {
     pub frames: Vec<Captured>,
     /// What could not be read, in file order; empty for an intact file.
     pub damage: Vec<Damage>,
+    /// The TLS key log of the file's Decryption Secrets Blocks (secrets
+    /// type `TLSK`, in NSS key log format), one after the other; empty
+    /// when it has none.
+    pub tls_keys: Vec<u8>,
 }
 
 /// A block (pcapng) or record (pcap) that could not be read.
@@ -316,6 +322,7 @@ fn block_name(ty: u32) -> String {
         4 => "name resolution block".into(),
         5 => "interface statistics block".into(),
         6 => "enhanced packet block".into(),
+        DECRYPTION_SECRETS => "decryption secrets block".into(),
         ty => format!("block of type {ty:#x}"),
     }
 }
@@ -405,6 +412,9 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
             }),
         };
         let skipped = match parsed {
+            Ok(Some(Block::Unknown(b))) if b.type_ == DECRYPTION_SECRETS => {
+                secrets(&b.value, little, &mut out.tls_keys).err()
+            }
             Ok(Some(b)) => take(b, &mut ifaces, &mut out.frames).err(),
             Ok(None) => None,
             // Without its interfaces, no packet after it can be placed.
@@ -417,6 +427,28 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
             damage(reason, false);
         }
     }
+}
+
+/// The secrets of a Decryption Secrets Block's body (in a section of the
+/// given byte order) onto `keys`, if they are a TLS key log; other kinds
+/// of secrets are left out. `Err`: why the block was skipped.
+fn secrets(body: &[u8], little: bool, keys: &mut Vec<u8>) -> Result<(), String> {
+    let (Some(ty), Some(len)) = (word(body, 0, little), word(body, 4, little)) else {
+        return Err("decryption secrets block: its content is cut short".into());
+    };
+    let Some(data) = body.get(8..8 + len as usize) else {
+        return Err(format!(
+            "decryption secrets block: {len} bytes of secrets in a body of {}",
+            body.len()
+        ));
+    };
+    if ty == TLS_KEY_LOG {
+        keys.extend_from_slice(data);
+        if !keys.ends_with(b"\n") {
+            keys.push(b'\n');
+        }
+    }
+    Ok(())
 }
 
 /// Take in one parsed block: a new section, an interface, or a packet
@@ -618,7 +650,7 @@ mod tests {
         let comments: Vec<Option<String>> = (0..6).map(|i| Some(format!("frame {i}"))).collect();
         let path =
             std::env::temp_dir().join(format!("hoplab-read-{tag}-{}.pcapng", std::process::id()));
-        write_pcapng(&path, "t", &ifaces, &frames, &comments).unwrap();
+        write_pcapng(&path, "t", &ifaces, &frames, &comments, &[]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         let mut starts = Vec::new();

@@ -1,7 +1,8 @@
 //! From captured frames to a [`Trace`]: frames decoded ([`super::decode`]), grouped into
 //! packets' paths ([`super::path`]), each path attributed to the step whose
-//! client sent it, rendered ([`super::render`]), and a comment per frame
-//! for the pcapng. It knows the lab only as a [`LabView`].
+//! client sent it, read at L7 and followed through proxies
+//! ([`super::legs`]), rendered ([`super::render`]), and a comment per
+//! frame for the pcapng. It knows the lab only as a [`LabView`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -9,10 +10,11 @@ use std::fmt::Write;
 use hoplab_dataplane::wire::L4;
 
 use super::decode::{decode, Seen};
+use super::legs::{normalise, stitch, At};
 use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
-use super::{Flow, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
+use super::{Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
 use crate::capture::Captured;
 use crate::values::Proto as StepProto;
 
@@ -97,6 +99,12 @@ pub fn build_annotated(
     let mut comments: Vec<Option<String>> = vec![None; frames.len()];
     let (seen, undecoded) = decode(frames, &mut comments);
     let (per_step, other) = attribute(lab, &seen);
+    let st = stitch(lab, &per_step, &other);
+    let finish = |mut p: Packet, at: At| {
+        p.l7 = st.notes.get(&at).cloned();
+        normalise(&mut p, &st.eph);
+        p
+    };
     let flows = lab
         .steps
         .iter()
@@ -108,13 +116,35 @@ pub fn build_annotated(
                 None => (step.sent.clone(), StepResult::Unknown),
             };
             let mut rel = RelSeq::default();
+            let flow = format!("flow {}", step.name);
             let packets = paths
                 .iter()
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
                     let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    annotate(&mut comments, &format!("flow {}", step.name), n, hops, &p);
+                    let p = finish(p, At::Step(i, n));
+                    annotate(&mut comments, &flow, n, hops, &p);
                     p
+                })
+                .collect();
+            let legs = (st.legs[i].iter().enumerate())
+                .map(|(l, plan)| {
+                    let mut rel = RelSeq::default();
+                    let name = format!("{flow}, leg {}", l + 2);
+                    let packets = (plan.paths.iter().enumerate())
+                        .map(|(n, &(o, fwd))| {
+                            let p = render(&other[o], Some((&mut rel, fwd)), &lab.owner);
+                            let p = finish(p, At::Other(o));
+                            annotate(&mut comments, &name, n, &other[o], &p);
+                            p
+                        })
+                        .collect();
+                    Leg {
+                        via: plan.via.clone(),
+                        joined_by: plan.joined_by.clone(),
+                        changed: plan.changed.clone(),
+                        packets,
+                    }
                 })
                 .collect();
             Flow {
@@ -122,14 +152,15 @@ pub fn build_annotated(
                 sent,
                 result,
                 packets,
+                legs,
             }
         })
         .collect();
-    let other = other
-        .iter()
+    let other = (other.iter().enumerate())
+        .filter(|(o, _)| !st.taken.contains(o))
         .enumerate()
-        .map(|(n, hops)| {
-            let p = render(hops, None, &lab.owner);
+        .map(|(n, (o, hops))| {
+            let p = finish(render(hops, None, &lab.owner), At::Other(o));
             annotate(&mut comments, "no flow", n, hops, &p);
             p
         })

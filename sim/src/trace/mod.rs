@@ -59,10 +59,14 @@ mod build;
 mod decode;
 mod diff;
 pub mod hop;
+pub mod l7;
+mod legs;
 mod path;
 mod render;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l7;
 mod view;
 
 use std::collections::BTreeMap;
@@ -74,9 +78,10 @@ use crate::capture::{Damage, DECODED_LINKS};
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
 pub use hop::{
-    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Proto, Rewrite, StepResult,
-    Transport, Tunnel,
+    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Port, Proto, Rewrite,
+    StepResult, Transport, Tunnel,
 };
+pub use l7::KeyLog;
 pub use view::{LabView, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +203,30 @@ pub struct Flow {
     pub sent: String,
     /// What came back and whether that was expected.
     pub result: StepResult,
+    /// The packets of the step's own connection (its first leg).
+    pub packets: Vec<Packet>,
+    /// The connections a proxy opened to carry the step's request on,
+    /// in order: each joined to the one before by evidence read from the
+    /// packets (see [`Leg`]). Empty when no proxy re-opened it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<Leg>,
+}
+
+/// A connection that carries a flow's request on from where the leg
+/// before it ended (legs 2, 3, ...; leg 1 is the flow's own packets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// Where the leg before ended and this one started, e.g. `ended at
+    /// lb (haproxy), re-opened 10.0.1.1:eph1 > 10.0.2.10:8443`; a port a
+    /// proxy chose is `ephN` (see [`Port::Eph`]).
+    pub via: String,
+    /// The evidence that joins it to the leg before, e.g. `same
+    /// X-Request-Id hoplab-0-1`; never timing alone.
+    pub joined_by: String,
+    /// What the proxy changed between the two legs: TLS ended, started or
+    /// passed through; request headers added, removed or rewritten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
     pub packets: Vec<Packet>,
 }
 
@@ -205,6 +234,11 @@ pub struct Flow {
 pub struct Packet {
     /// Headers as first seen, e.g. `tcp S 10.0.1.2:40001 > 10.0.2.2:7`.
     pub packet: String,
+    /// What the segment carries at L7, e.g. `HTTP GET / host=app.example
+    /// id=hoplab-0-1` or `TLS AppData 517 B (HTTP 200 OK)`; absent when
+    /// nothing (see [`l7`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<String>,
     pub hops: Vec<Hop>,
     /// Where the packet ended: delivered to a host, or last seen on a hop.
     pub end: End,
