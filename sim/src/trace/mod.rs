@@ -10,6 +10,16 @@
 //! traces hop by hop. Reading capture files is [`crate::capture`]'s job;
 //! showing a trace is [`crate::report`]'s.
 //!
+//! L7: [`l7`] reassembles each TCP connection's two byte streams and
+//! reads them as HTTP/1.1, WebSocket or TLS (TLS 1.3 decrypted with the
+//! capture's key log, [`KeyLog`], set on the [`LabView`]), giving each
+//! packet a short summary ([`Packet::l7`]); `legs` groups packets into
+//! TCP connections and follows a step's request through every proxy that
+//! ended its connection and opened another ([`Flow::legs`]), joined by
+//! evidence only (ClientHello random, request id, request line). A
+//! summary never holds randoms, tickets or dates; a proxy's ephemeral
+//! port is shown as `ephN`.
+//!
 //! A packet keeps its identity across hops through fields no hop in these
 //! scenarios rewrites: the IPv4 identification (IPv6 flow label), TCP raw
 //! sequence and acknowledgement numbers and flags, the ICMP echo sequence,

@@ -475,3 +475,42 @@ fn the_pcapng_carries_the_key_log_and_tshark_decrypts_with_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// report.md shows the legs, what joined them and what the proxy changed.
+#[test]
+fn the_markdown_report_shows_the_legs_and_the_proxys_changes() {
+    let t = trace(&plain(REQ), &LEG1_TLS, &plain(REQ2), &leg2(8080), b"");
+    let md = crate::report::markdown(&t, Path::new("capture.pcapng"));
+    for want in [
+        "The request crossed 2 connections:\n\n1. the step's own connection\n\
+         2. ended at lb (haproxy), re-opened 10.0.2.1:eph1 > 10.0.2.10:8080 (joined by the same \
+         X-Request-Id hoplab-0-1): header added: x-forwarded-for: 10.0.1.2\n",
+        "### Leg 1: the step's own connection\n",
+        "### Leg 2: ended at lb (haproxy), re-opened 10.0.2.1:eph1 > 10.0.2.10:8080\n\n\
+         - joined by the same X-Request-Id hoplab-0-1\n\
+         - changed: header added: x-forwarded-for: 10.0.1.2\n",
+        "### Leg 2 packet 4: tcp P. 10.0.2.1:eph1 > 10.0.2.10:8080 (90 B payload) (delivered to \
+         server)\n\nL7: `HTTP GET / host=app.example id=hoplab-0-1`\n",
+    ] {
+        assert!(md.contains(want), "{want}\n---\n{md}");
+    }
+}
+
+/// A changed L7 summary or leg is named by the per-hop diff.
+#[test]
+fn the_diff_names_changed_l7_summaries_and_legs() {
+    let a = trace(&plain(REQ), &LEG1_TLS, &plain(REQ2), &leg2(8080), b"");
+    let b = trace(&plain(REQ), &LEG1_TLS, &plain(REQ), &leg2(8080), b"");
+    let d = diff(&a.to_yaml(), &b.to_yaml());
+    assert!(
+        d.iter().any(|l| l
+            == "flow get, leg 2: changed: header added: x-forwarded-for: \
+             10.0.1.2 -> "),
+        "{d:?}"
+    );
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("flow get, leg 2, packet 4 (tcp P. 10.0.2.1:eph1 > ")),
+        "{d:?}"
+    );
+}
