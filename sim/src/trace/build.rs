@@ -72,13 +72,48 @@ type Path<'a> = (Vec<&'a Seen>, bool);
 fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
     let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
+    // Steps by (client host, protocol, port): a path is tried only
+    // against the steps one of its hops could belong to, in step order.
+    let mut by_key: BTreeMap<(&str, StepProto, u16), Vec<usize>> = BTreeMap::new();
+    for (k, st) in lab.steps.iter().enumerate() {
+        by_key
+            .entry((&st.host, st.proto, st.port))
+            .or_default()
+            .push(k);
+    }
     for c in paths(lab, seen) {
         let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
-        match lab
-            .steps
+        let mut cands: Vec<usize> = Vec::new();
+        for h in &hops {
+            let host = h.at.host.as_str();
+            let keys = match &h.s.l4 {
+                L4::Tcp { sport, dport, .. } => {
+                    vec![(StepProto::Tcp, *sport), (StepProto::Tcp, *dport)]
+                }
+                L4::Udp { sport, dport } => {
+                    vec![(StepProto::Udp, *sport), (StepProto::Udp, *dport)]
+                }
+                L4::Icmp { .. } => {
+                    let quoted = h.s.quoted_ports().and_then(|(p, sport, _)| match p {
+                        6 => Some((StepProto::Tcp, sport)),
+                        17 => Some((StepProto::Udp, sport)),
+                        _ => None,
+                    });
+                    (h.s.echo_id().map(|id| (StepProto::Icmp, id)).into_iter())
+                        .chain(quoted)
+                        .collect()
+                }
+                L4::Other { .. } => Vec::new(),
+            };
+            for (proto, port) in keys {
+                cands.extend(by_key.get(&(host, proto, port)).into_iter().flatten());
+            }
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        match cands
             .iter()
-            .enumerate()
-            .find_map(|(k, step)| belongs(step, &hops).map(|d| (k, d)))
+            .find_map(|&k| belongs(&lab.steps[k], &hops).map(|d| (k, d)))
         {
             Some((k, from_client)) => per_step[k].push((hops, from_client)),
             None => other.push(hops),
