@@ -4,7 +4,7 @@
 //! ([`super::legs`]), rendered ([`super::render`]), and a comment per
 //! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
@@ -138,7 +138,13 @@ pub fn build_annotated(
     let finish = |mut p: Packet, at: At| {
         p.l7 = st.notes.get(&at).cloned();
         normalise(&mut p, &st.eph);
-        p
+        // The pcapng's comment may name what the snapshot must not: the
+        // digest of a ClientHello random, which differs on every run.
+        let note = match (&p.l7, st.digests.get(&at)) {
+            (Some(l7), Some(d)) => Some(format!("{l7} ({d})")),
+            (l7, _) => l7.clone(),
+        };
+        (p, note)
     };
     let flows = lab
         .steps
@@ -157,8 +163,8 @@ pub fn build_annotated(
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
                     let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    let p = finish(p, At::Step(i, n));
-                    annotate(&mut comments, &flow, n, hops, &p);
+                    let (p, note) = finish(p, At::Step(i, n));
+                    annotate(&mut comments, (&flow, n), hops, &p, note);
                     p
                 })
                 .collect();
@@ -169,8 +175,8 @@ pub fn build_annotated(
                     let packets = (plan.paths.iter().enumerate())
                         .map(|(n, &(o, fwd))| {
                             let p = render(&other[o], Some((&mut rel, fwd)), &lab.owner);
-                            let p = finish(p, At::Other(o));
-                            annotate(&mut comments, &name, n, &other[o], &p);
+                            let (p, note) = finish(p, At::Other(o));
+                            annotate(&mut comments, (&name, n), &other[o], &p, note);
                             p
                         })
                         .collect();
@@ -191,12 +197,15 @@ pub fn build_annotated(
             }
         })
         .collect();
+    let mut rels: HashMap<usize, RelSeq> = HashMap::new();
     let other = (other.iter().enumerate())
         .filter(|(o, _)| !st.taken.contains(o))
         .enumerate()
         .map(|(n, (o, hops))| {
-            let p = finish(render(hops, None, &lab.owner), At::Other(o));
-            annotate(&mut comments, "no flow", n, hops, &p);
+            // A connection of no step: TCP numbers relative to its own.
+            let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
+            let (p, note) = finish(render(hops, tcp, &lab.owner), At::Other(o));
+            annotate(&mut comments, ("no flow", n), hops, &p, note);
             p
         })
         .collect();
@@ -221,8 +230,15 @@ pub fn build_annotated(
     (trace, comments)
 }
 
-/// Comment each frame of packet `n` (0-based) of `flow` with its hop.
-fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen], p: &Packet) {
+/// Comment each frame of packet `n` (0-based) of `flow` with its hop, and
+/// the packet's L7 summary `l7` (in its comment form) if any.
+fn annotate(
+    comments: &mut [Option<String>],
+    (flow, n): (&str, usize),
+    hops: &[&Seen],
+    p: &Packet,
+    l7: Option<String>,
+) {
     let total = p.hops.len();
     for (i, (seen, hop)) in hops.iter().zip(&p.hops).enumerate() {
         let mut c = format!(
@@ -237,6 +253,9 @@ fn annotate(comments: &mut [Option<String>], flow: &str, n: usize, hops: &[&Seen
         }
         if i + 1 == total {
             let _ = write!(c, "; {}", p.end);
+        }
+        if let Some(l7) = &l7 {
+            let _ = write!(c, "; L7: {l7}");
         }
         comments[seen.frame] = Some(c);
     }

@@ -54,6 +54,13 @@ pub(super) struct Stitched {
     pub(super) taken: HashSet<usize>,
     /// Proxies' ephemeral ports: `(address, port)` → N of `ephN`.
     pub(super) eph: HashMap<(IpAddr, u16), u32>,
+    /// Paths of no step that are TCP but no leg: their connection (an
+    /// index of its own) and whether they go client to server.
+    pub(super) other_conn: HashMap<usize, (usize, bool)>,
+    /// `random#XXXXXX`, a short digest of the ClientHello random, for the
+    /// path that carries the ClientHello (for the pcapng's comments only:
+    /// it differs on every run).
+    pub(super) digests: HashMap<At, String>,
 }
 
 type Tuple = (IpAddr, u16, IpAddr, u16);
@@ -359,6 +366,11 @@ pub(super) fn stitch(
     };
     for c in &mut conns {
         for (key, text) in std::mem::take(&mut c.conv.notes) {
+            if let (true, Some(t)) = (text.starts_with("TLS ClientHello"), &c.conv.tls) {
+                let d = ring::digest::digest(&ring::digest::SHA256, &t.random);
+                let hex: String = d.as_ref()[..3].iter().map(|b| format!("{b:02x}")).collect();
+                out.digests.insert(all[key].0, format!("random#{hex}"));
+            }
             out.notes.insert(all[key].0, text);
         }
     }
@@ -395,6 +407,25 @@ pub(super) fn stitch(
                 paths,
             });
             cur = j;
+        }
+    }
+    // Connections of no step and no flow: a client port of their own
+    // (chosen by the system) shown as `ephN` too.
+    for (ci, c) in conns.iter().enumerate() {
+        if c.step.is_some() || used[ci] {
+            continue;
+        }
+        if let Some(syn) = c.syn {
+            let first = all[syn].1[0];
+            if let Some((sport, _)) = first.s.ports() {
+                let n = out.eph.len() as u32 + 1;
+                out.eph.entry((first.s.src, sport)).or_insert(n);
+            }
+        }
+        for (&p, &f) in c.paths.iter().zip(&c.fwd) {
+            if let At::Other(n) = all[p].0 {
+                out.other_conn.insert(n, (ci, f));
+            }
         }
     }
     out

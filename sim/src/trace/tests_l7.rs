@@ -575,3 +575,45 @@ fn many_requests_through_a_proxy_each_get_their_own_leg() {
         );
     }
 }
+
+/// A connection the proxy opens on its own (a health check) is no leg:
+/// it stays among the packets of no flow, its numbers relative and its
+/// port `ephN`. The pcapng's comments name each packet's L7 summary, and
+/// the ClientHello's random by a digest the trace leaves out.
+#[test]
+fn a_proxys_own_connection_is_no_leg_and_comments_carry_the_random_digest() {
+    let s = tls_session(0, REQ, RES, None);
+    let check = Wire {
+        client: ([10, 0, 2, 1], 33333),
+        server: ([10, 0, 2, 10], 443),
+        at: ("lb/eth1", "server/eth0"),
+    };
+    let (mut t1, mut t2, mut t3) = (1_000_000_000, 1_000_350_000, 900_000_000);
+    let mut frames = connection(&LEG1_TLS, &s, &mut t1);
+    frames.extend(connection(&leg2(443), &s, &mut t2));
+    let probe = vec![(true, b"OPTIONS / HTTP/1.0\r\n\r\n".to_vec())];
+    frames.extend(connection(&check, &probe, &mut t3));
+    frames.sort_by_key(|f| f.ts_ns);
+    let (t, comments) = build_annotated(&lab(), &frames, &[]);
+    assert_eq!(t.flows[0].legs.len(), 1);
+    let y = t.to_yaml();
+    assert!(!y.contains("33333") && !y.contains("random#"), "{y}");
+    // Legs are numbered first, then connections of no flow.
+    assert_eq!(t.other[0].packet, "tcp S 10.0.2.1:eph2 > 10.0.2.10:443");
+    assert_eq!(t.other[3].l7.as_deref(), Some("HTTP OPTIONS /"));
+    assert!(
+        y.contains("hdr: 10.0.2.1:eph2 > 10.0.2.10:443 tcp P. seq=1 ack=1 len=62"),
+        "{y}"
+    );
+    assert_eq!(
+        t.flows[0].legs[0].via,
+        "ended at lb (haproxy), re-opened 10.0.2.1:eph1 > 10.0.2.10:443"
+    );
+    let hello: Vec<&String> = (comments.iter().flatten())
+        .filter(|c| c.contains("L7: TLS ClientHello sni=app.example alpn=http/1.1 (random#"))
+        .collect();
+    // Two hops on each leg, one digest for the one session.
+    assert_eq!(hello.len(), 4, "{comments:#?}");
+    let digest = |c: &str| c.rsplit_once("random#").unwrap().1.to_string();
+    assert!(hello.iter().all(|c| digest(c) == digest(hello[0])));
+}
