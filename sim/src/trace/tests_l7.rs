@@ -460,6 +460,15 @@ fn the_pcapng_carries_the_key_log_and_tshark_decrypts_with_it() {
     assert!(back.damage.is_empty(), "{:?}", back.damage);
     assert_eq!(back.tls_keys, k);
     assert_eq!(back.frames.len(), frames.len());
+    // The file alone decrypts, as `hoplab trace capture.pcapng` reads it.
+    let mut lab = lab();
+    lab.tls_keys = KeyLog::parse(&back.tls_keys);
+    let t = build(&lab, &back.frames, &[]);
+    let n = notes(&t.flows[0].packets).join("\n");
+    assert!(
+        n.contains("(HTTP GET / host=app.example id=hoplab-0-1)"),
+        "{n}"
+    );
     let out = std::process::Command::new("tshark")
         .args(["-r", path.to_str().unwrap(), "-Y", "http", "-T", "fields"])
         .args(["-e", "http.request.method", "-e", "http.response.code"])
@@ -616,4 +625,56 @@ fn a_proxys_own_connection_is_no_leg_and_comments_carry_the_random_digest() {
     assert_eq!(hello.len(), 4, "{comments:#?}");
     let digest = |c: &str| c.rsplit_once("random#").unwrap().1.to_string();
     assert!(hello.iter().all(|c| digest(c) == digest(hello[0])));
+}
+
+/// Any bytes, and every cut of real sessions, are read without a panic.
+#[test]
+fn damaged_or_cut_streams_are_read_without_panic() {
+    let keys = Arc::new(Keys::default());
+    let s = tls_session(2, REQ, RES, Some(keys.clone()));
+    let log = KeyLog::parse(&keys.0.lock().unwrap());
+    let c: Vec<u8> = s.iter().filter(|m| m.0).flat_map(|m| m.1.clone()).collect();
+    let v: Vec<u8> = s
+        .iter()
+        .filter(|m| !m.0)
+        .flat_map(|m| m.1.clone())
+        .collect();
+    fn seg(b: &[u8]) -> l7::Seg<'_> {
+        l7::Seg {
+            key: 0,
+            seq: 1,
+            syn: false,
+            payload: b,
+        }
+    }
+    let read = |c: &[u8], v: &[u8]| {
+        let (a, b) = (seg(c), seg(v));
+        l7::conversation(&log, &[&a], &[&b])
+    };
+    assert!(read(&c, &v).tls.unwrap().decrypted);
+    for n in (0..c.len()).step_by(7) {
+        read(&c[..n], &v);
+        read(&c, &v[..n.min(v.len())]);
+    }
+    // Bytes changed here and there, huge lengths, chunk sizes and frames.
+    let mut x: u32 = 12345;
+    for _ in 0..2000 {
+        let mut c2 = c.clone();
+        for _ in 0..4 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let at = (x >> 8) as usize % c2.len();
+            c2[at] ^= (x >> 24) as u8 | 1;
+        }
+        read(&c2, &v);
+        read(&v, &c2);
+    }
+    for odd in [
+        &b"GET / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+    ] {
+        let ws =
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xff";
+        read(odd, ws);
+    }
 }

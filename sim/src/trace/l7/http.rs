@@ -63,7 +63,7 @@ fn body_of(hs: &[httparse::Header], none: bool, request: bool) -> Body {
 /// The end of a body starting at `at`, if the stream holds all of it.
 fn skip_body(b: &[u8], at: usize, body: Body) -> Option<usize> {
     match body {
-        Body::Len(n) => (at + n <= b.len()).then_some(at + n),
+        Body::Len(n) => at.checked_add(n).filter(|&end| end <= b.len()),
         Body::Close => Some(b.len()),
         Body::Chunked => {
             let mut at = at;
@@ -82,7 +82,7 @@ fn skip_body(b: &[u8], at: usize, body: Body) -> Option<usize> {
                         false => end.map(|e| at + e + 4),
                     };
                 }
-                at += n + 2;
+                at = at.checked_add(n)?.checked_add(2)?;
             }
         }
     }
