@@ -11,9 +11,10 @@
 //! candidates: a leg starts after the one before it. The proxy is the
 //! host where one leg was delivered and the next one's SYN was sent; its
 //! ephemeral source port is shown as `ephN` (numbered in trace order), so
-//! the trace is the same on every run. A connection is a leg of one flow
-//! at most (a proxy that reuses one backend connection for several
-//! requests shows it under the first). It knows paths, the lab view and
+//! the trace is the same on every run. A connection's packets are shown under
+//! one flow only: a proxy that reuses its connection to a server for a
+//! later request makes that flow's leg name the connection (joined by a
+//! request id or ClientHello random only) with no packets of its own. It knows paths, the lab view and
 //! the L7 reader; not rendering, captures or reports.
 
 use std::collections::{HashMap, HashSet};
@@ -258,12 +259,15 @@ struct Evidence {
     matched: Option<(usize, usize)>,
 }
 
-/// Why `b` carries on `a`'s request, if it does.
-fn evidence(a: &Conv, b: &Conv) -> Option<Evidence> {
+/// Why `b` carries on `a`'s request (only request `only` of `a`, when
+/// given: the one the chain follows), if it does.
+fn evidence(a: &Conv, only: Option<usize>, b: &Conv) -> Option<Evidence> {
+    let mine = |i: usize| only.is_none_or(|o| o == i);
     let ev = |rank, why, matched| Some(Evidence { rank, why, matched });
     if let (Some(x), Some(y)) = (&a.tls, &b.tls) {
         if x.random == y.random {
-            let m = (!a.requests.is_empty() && !b.requests.is_empty()).then_some((0, 0));
+            let i = only.unwrap_or(0);
+            let m = (i < a.requests.len() && i < b.requests.len()).then_some((i, i));
             return ev(0, "the same ClientHello random".into(), m);
         }
     }
@@ -275,7 +279,7 @@ fn evidence(a: &Conv, b: &Conv) -> Option<Evidence> {
     } else {
         ""
     };
-    for (i, r) in a.requests.iter().enumerate() {
+    for (i, r) in a.requests.iter().enumerate().filter(|(i, _)| mine(*i)) {
         let Some(id) = &r.id else { continue };
         if let Some(j) = b.requests.iter().position(|q| q.id.as_ref() == Some(id)) {
             return ev(
@@ -289,7 +293,7 @@ fn evidence(a: &Conv, b: &Conv) -> Option<Evidence> {
         .requests
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.id.is_none())
+        .filter(|(i, r)| mine(*i) && r.id.is_none())
     {
         if let Some(j) = (b.requests.iter()).position(|q| q.line == r.line && q.host == r.host) {
             let host = r
@@ -375,44 +379,52 @@ pub(super) fn stitch(
         }
     }
     let index = Index::of(&conns);
-    let mut used = vec![false; conns.len()];
+    // Where each connection already is a leg: (step, leg number).
+    let mut used: Vec<Option<(usize, usize)>> = vec![None; conns.len()];
     for ci in 0..conns.len() {
         let Some(k) = conns[ci].step else { continue };
-        let mut cur = ci;
+        let (mut cur, mut only) = (ci, None);
         while out.legs[k].len() < MAX_LEGS {
-            let best = (index.candidates(&conns[cur].conv).into_iter())
-                .filter(|&j| !used[j] && conns[j].start > conns[cur].start)
-                .filter_map(|j| {
-                    let e = evidence(&conns[cur].conv, &conns[j].conv)?;
-                    Some(((e.rank, conns[j].start, j), e))
-                })
-                .min_by_key(|x| x.0);
-            let Some(((_, _, j), Evidence { why, matched, .. })) = best else {
+            let Some((j, e)) = next_leg(&conns, &index, &used, (cur, only)) else {
                 break;
             };
-            used[j] = true;
             let via = via(lab, &all, &conns[cur], &conns[j], &mut out.eph);
-            let changed = changes(&conns[cur].conv, &conns[j].conv, matched);
-            let paths = (conns[j].paths.iter().zip(&conns[j].fwd))
-                .filter_map(|(&p, &f)| match all[p].0 {
-                    At::Other(n) => Some((n, f)),
-                    At::Step(..) => None,
-                })
-                .collect::<Vec<_>>();
-            out.taken.extend(paths.iter().map(|(n, _)| *n));
+            let changed = changes(&conns[cur].conv, &conns[j].conv, e.matched);
+            let leg = out.legs[k].len() + 2;
+            let (joined_by, paths) = match used[j] {
+                // A connection the proxy reused: its packets are shown once.
+                Some((k0, l0)) => {
+                    let why = format!(
+                        "{} (a reused connection: its packets are under flow {}, leg {l0})",
+                        e.why, lab.steps[k0].name
+                    );
+                    (why, Vec::new())
+                }
+                None => {
+                    used[j] = Some((k, leg));
+                    let paths = (conns[j].paths.iter().zip(&conns[j].fwd))
+                        .filter_map(|(&p, &f)| match all[p].0 {
+                            At::Other(n) => Some((n, f)),
+                            At::Step(..) => None,
+                        })
+                        .collect::<Vec<_>>();
+                    out.taken.extend(paths.iter().map(|(n, _)| *n));
+                    (e.why, paths)
+                }
+            };
             out.legs[k].push(LegPlan {
                 via,
-                joined_by: why,
+                joined_by,
                 changed,
                 paths,
             });
-            cur = j;
+            (cur, only) = (j, e.matched.map(|m| m.1));
         }
     }
     // Connections of no step and no flow: a client port of their own
     // (chosen by the system) shown as `ephN` too.
     for (ci, c) in conns.iter().enumerate() {
-        if c.step.is_some() || used[ci] {
+        if c.step.is_some() || used[ci].is_some() {
             continue;
         }
         if let Some(syn) = c.syn {
@@ -429,6 +441,27 @@ pub(super) fn stitch(
         }
     }
     out
+}
+
+/// The connection that carries on `cur`'s request, and why: the best
+/// evidence, then the earliest start. A connection not yet a leg must
+/// start after `cur`; one already a leg (a proxy reusing its connection
+/// to the server) is taken again only on a request id or ClientHello
+/// random, never on a request line.
+fn next_leg(
+    conns: &[Conn],
+    index: &Index,
+    used: &[Option<(usize, usize)>],
+    (cur, only): (usize, Option<usize>),
+) -> Option<(usize, Evidence)> {
+    (index.candidates(&conns[cur].conv).into_iter())
+        .filter(|&j| j != cur && (used[j].is_some() || conns[j].start > conns[cur].start))
+        .filter_map(|j| {
+            let e = evidence(&conns[cur].conv, only, &conns[j].conv)?;
+            (used[j].is_none() || e.rank < 2).then_some(((e.rank, conns[j].start, j), e))
+        })
+        .min_by_key(|x| x.0)
+        .map(|((_, _, j), e)| (j, e))
 }
 
 /// `ended at HOST (PROCESSES), re-opened SRC > DST`.

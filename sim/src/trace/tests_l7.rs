@@ -678,3 +678,45 @@ fn damaged_or_cut_streams_are_read_without_panic() {
         read(odd, ws);
     }
 }
+
+/// A proxy that reuses its connection to the server for a second client
+/// connection: the second flow names the leg and where its packets are.
+#[test]
+fn a_reused_connection_to_the_server_is_shown_once() {
+    let mut lab = lab();
+    let again = Step {
+        name: "again".into(),
+        port: 40001,
+        ..lab.steps[0].clone()
+    };
+    lab.steps.push(again);
+    let req =
+        |n: u32| format!("GET /{n} HTTP/1.1\r\nHost: app.example\r\nX-Request-Id: r{n}\r\n\r\n");
+    let res =
+        |n: u32| format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: r{n}\r\n\r\n");
+    let one = |n: u32| vec![(true, req(n).into_bytes()), (false, res(n).into_bytes())];
+    let client = |port| Wire {
+        client: ([10, 0, 1, 2], port),
+        server: ([10, 0, 1, 1], 80),
+        at: ("client/eth0", "lb/eth0"),
+    };
+    let (mut t1, mut t2, mut t3) = (1_000_000_000, 1_000_350_000, 1_900_000_000);
+    let mut frames = connection(&client(40000), &one(1), &mut t1);
+    frames.extend(connection(&client(40001), &one(2), &mut t3));
+    let mut both = one(1);
+    both.extend(one(2));
+    frames.extend(connection(&leg2(8080), &both, &mut t2));
+    frames.sort_by_key(|f| f.ts_ns);
+    let t = build(&lab, &frames, &[]);
+    assert!(t.other.is_empty(), "{}", t.to_yaml());
+    let (a, b) = (&t.flows[0], &t.flows[1]);
+    assert_eq!((a.legs.len(), b.legs.len()), (1, 1), "{}", t.to_yaml());
+    assert_eq!(a.legs[0].joined_by, "the same X-Request-Id r1");
+    assert_eq!(
+        b.legs[0].joined_by,
+        "the same X-Request-Id r2 (a reused connection: its packets are under flow get, leg 2)"
+    );
+    assert!(b.legs[0].packets.is_empty());
+    assert_eq!(a.legs[0].via, b.legs[0].via);
+    assert!(a.legs[0].changed.is_empty() && b.legs[0].changed.is_empty());
+}
