@@ -2,8 +2,9 @@
 //! simple and obsolete packet blocks) and classic pcap, into frames with
 //! their `host/ifname` and direction; and the IP packet inside a frame by
 //! its link type (Ethernet, raw IP, BSD loopback, Linux cooked), or why it
-//! has none ([`FrameError`]). It knows file formats and link layers; it
-//! does not know scenarios, flows or hops.
+//! has none ([`FrameError`]); and the TLS key log of a pcapng's
+//! Decryption Secrets Blocks ([`CaptureFile::tls_keys`]). It knows file
+//! formats and link layers; it does not know scenarios, flows or hops.
 //!
 //! A damaged file is read as far as it goes: the file is walked block by
 //! block (record by record for pcap), each block's framing checked before

@@ -55,8 +55,9 @@ pub(super) struct Stitched {
     pub(super) taken: HashSet<usize>,
     /// Proxies' ephemeral ports: `(address, port)` → N of `ephN`.
     pub(super) eph: HashMap<(IpAddr, u16), u32>,
-    /// Paths of no step that are TCP but no leg: their connection (an
-    /// index of its own) and whether they go client to server.
+    /// Paths of no flow in a connection opened by a host that runs
+    /// processes: their connection (an index of its own) and whether they
+    /// go client to server.
     pub(super) other_conn: HashMap<usize, (usize, bool)>,
     /// `random#XXXXXX`, a short digest of the ClientHello random, for the
     /// path that carries the ClientHello (for the pcapng's comments only:
@@ -421,19 +422,25 @@ pub(super) fn stitch(
             (cur, only) = (j, e.matched.map(|m| m.1));
         }
     }
-    // Connections of no step and no flow: a client port of their own
-    // (chosen by the system) shown as `ephN` too.
+    // Connections of no flow opened by a host that runs processes (a
+    // proxy's health check, say): their port, chosen by the system, shown
+    // as `ephN` too, and their numbers relative to their own start. Other
+    // packets of no flow are shown as captured.
     for (ci, c) in conns.iter().enumerate() {
         if c.step.is_some() || used[ci].is_some() {
             continue;
         }
-        if let Some(syn) = c.syn {
-            let first = all[syn].1[0];
-            if let Some((sport, _)) = first.s.ports() {
-                let n = out.eph.len() as u32 + 1;
-                out.eph.entry((first.s.src, sport)).or_insert(n);
-            }
+        let Some(first) = c.syn.map(|p| all[p].1[0]) else {
+            continue;
+        };
+        let Some((sport, _)) = first.s.ports() else {
+            continue;
+        };
+        if !lab.processes.contains_key(&first.at.host) {
+            continue;
         }
+        let n = out.eph.len() as u32 + 1;
+        out.eph.entry((first.s.src, sport)).or_insert(n);
         for (&p, &f) in c.paths.iter().zip(&c.fwd) {
             if let At::Other(n) = all[p].0 {
                 out.other_conn.insert(n, (ci, f));
