@@ -11,11 +11,12 @@
 //! candidates: a leg starts after the one before it. The proxy is the
 //! host where one leg was delivered and the next one's SYN was sent; its
 //! ephemeral source port is shown as `ephN` (numbered in trace order), so
-//! the trace is the same on every run. A connection's packets are shown under
-//! one flow only: a proxy that reuses its connection to a server for a
-//! later request makes that flow's leg name the connection (joined by a
-//! request id or ClientHello random only) with no packets of its own. It knows paths, the lab view and
-//! the L7 reader; not rendering, captures or reports.
+//! the trace is the same on every run. A connection's packets are shown
+//! under one flow only: a proxy that reuses its connection to a server
+//! for a later request makes that flow's leg name the connection (joined
+//! by a request id or ClientHello random only) with no packets of its
+//! own. It knows paths, the lab view and the L7 reader; not rendering,
+//! captures or reports.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -514,26 +515,34 @@ pub(super) fn normalise(p: &mut Packet, eph: &HashMap<(IpAddr, u16), u32>) {
     if eph.is_empty() {
         return;
     }
-    let fix = |e: &mut Endpoint| {
-        if let Some(Port::Num(n)) = e.port {
-            if let Some(k) = eph.get(&(e.addr, n)) {
+    let fix = |e: &mut Endpoint| match e.port {
+        Some(Port::Num(n)) => match eph.get(&(e.addr, n)) {
+            Some(k) => {
                 e.port = Some(Port::Eph(*k));
+                true
             }
-        }
+            None => false,
+        },
+        _ => false,
     };
+    let mut any = false;
     for h in &mut p.hops {
-        fix(&mut h.hdr.src);
-        fix(&mut h.hdr.dst);
+        any |= fix(&mut h.hdr.src);
+        any |= fix(&mut h.hdr.dst);
         for c in h.changed.iter_mut().flat_map(|c| c.0.iter_mut()) {
             if let Change::Rewritten {
                 field: Rewrite::Src(a, b) | Rewrite::Dst(a, b),
                 ..
             } = c
             {
-                fix(a);
-                fix(b);
+                any |= fix(a);
+                any |= fix(b);
             }
         }
+    }
+    // The packet's line names the first hop's endpoints.
+    if !any {
+        return;
     }
     p.packet = (p.packet.split(' '))
         .map(|t| match t.parse::<Endpoint>() {
