@@ -511,7 +511,10 @@ fn trace_capture(
         }
     };
     let file = hoplab_sim::capture::read(capture)?;
-    let mut t = trace::build(&trace::LabView::of(&sc), &file.frames, &[]);
+    let mut lab = trace::LabView::of(&sc);
+    // The capture's own key log (a Decryption Secrets Block) decrypts its TLS.
+    lab.tls_keys = trace::KeyLog::parse(&file.tls_keys);
+    let mut t = trace::build(&lab, &file.frames, &[]);
     t.skipped.damage = file.damage;
     Ok(t)
 }

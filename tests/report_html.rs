@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hoplab_sim::report::html::{self, IndexEntry, IndexStatus};
 use hoplab_sim::snapshot;
-use hoplab_sim::trace::Trace;
+use hoplab_sim::trace::{Port, Trace};
 
 /// Where Chromium is looked for, unless `HOPLAB_CHROMIUM` names it:
 /// Debian's package, then the binaries other systems ship (GitHub's Ubuntu
@@ -273,8 +273,12 @@ fn review_page(
     let f = &mut new.flows[0];
     let hop = &mut f.packets[0].hops[4];
     let (src, dst) = (&mut hop.hdr.src, &mut hop.hdr.dst);
-    let ep = if src.port == Some(8080) { src } else { dst };
-    ep.port = Some(8081);
+    let ep = if src.port == Some(Port::Num(8080)) {
+        src
+    } else {
+        dst
+    };
+    ep.port = Some(Port::Num(8081));
     f.packets.pop();
     new.control_plane
         .push("c1: 10.30.30.30 -> 10.18.0.2 on 10.10.0.2".into());

@@ -251,7 +251,7 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
             ph.note();
             let reports = not_run(sc, 0);
             let pcapng = out.join("capture.pcapng");
-            capture::write_pcapng(&pcapng, &sc.name, &[], &[], &[])?;
+            capture::write_pcapng(&pcapng, &sc.name, &[], &[], &[], &[])?;
             let extra = Extra {
                 interrupted: ph.seen.take(),
                 ..Extra::default()
@@ -302,7 +302,7 @@ fn capture_and_trace(
         ifs.len()
     );
     let pcapng = out.join("capture.pcapng");
-    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &[])?;
+    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &[], &tls_keys(out)?)?;
     phase(sc, "capture", t);
 
     let t = Instant::now();
@@ -348,10 +348,13 @@ fn write_trace(
     // The capture is on disk before anything else can fail; the trace is
     // built from the file as written, as `hoplab trace` would.
     let captured = capture::read_capture(pcapng)?;
-    let (mut tr, comments) = trace::build_annotated(&trace::LabView::of(sc), &captured, reports);
-    capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments)?;
+    let keys = tls_keys(out)?;
+    let mut lab = trace::LabView::of(sc);
+    lab.tls_keys = trace::KeyLog::parse(&keys);
+    let (mut tr, comments) = trace::build_annotated(&lab, &captured, reports);
+    capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments, &keys)?;
     let per_interface = out.join(capture::PER_INTERFACE_DIR);
-    capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments)?;
+    capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments, &keys)?;
     tr.control_plane = extra.control_plane;
     tr.counters = extra.counters;
     tr.interrupted = extra.interrupted;
@@ -365,6 +368,20 @@ fn write_trace(
     .map_err(io("write report.html".into()))?;
     Ok(tr)
 }
+
+/// The run's TLS key log, `tls-keys.log` under `out`, where hoplab's own
+/// TLS clients and servers write their sessions' secrets (NSS
+/// `SSLKEYLOGFILE` format); empty when no TLS session logged any.
+fn tls_keys(out: &Path) -> Result<Vec<u8>, Error> {
+    match std::fs::read(out.join(TLS_KEY_LOG)) {
+        Ok(k) => Ok(k),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(format!("read {TLS_KEY_LOG}"))(e)),
+    }
+}
+
+/// The key log's file name in a run's directory.
+pub const TLS_KEY_LOG: &str = "tls-keys.log";
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }

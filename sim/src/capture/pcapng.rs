@@ -1,12 +1,14 @@
 //! The pcapng hoplab writes: one interface block per `host/ifname`
 //! (nanosecond resolution), one enhanced packet block per frame with its
 //! direction and, where the trace gives one, a comment naming the frame's
-//! flow and hop; and beside it one file per interface
-//! ([`write_per_interface`]), in which Wireshark's TCP analysis sees each
-//! packet once (in the merged file, every copy of a packet on the next
-//! interface reads as a retransmission). It knows the frame format of a
-//! live capture; it does not know how a trace is built, only the comments
-//! it is handed.
+//! flow and hop; before the first packet, the run's TLS key log as a
+//! Decryption Secrets Block (so Wireshark, tshark and `hoplab trace` read
+//! the HTTP inside TLS with no settings); and beside it one file per
+//! interface ([`write_per_interface`]), in which Wireshark's TCP analysis
+//! sees each packet once (in the merged file, every copy of a packet on the
+//! next interface reads as a retransmission). It knows the frame format of
+//! a live capture; it does not know how a trace is built, only the comments
+//! and secrets it is handed.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -18,6 +20,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
+use pcap_file::pcapng::blocks::unknown::UnknownBlock;
 use pcap_file::pcapng::PcapNgWriter;
 
 use super::{Frame, Iface, SNAPLEN};
@@ -44,14 +47,15 @@ pub fn per_interface_name(i: &Iface) -> String {
 
 /// Write one pcapng per interface that has frames into `dir` (created),
 /// named [`per_interface_name`]: the same frames and comments as the
-/// merged capture, that interface's only. Files of an earlier run in
-/// `dir` are removed first.
+/// merged capture, that interface's only, and the same key log. Files of
+/// an earlier run in `dir` are removed first.
 pub fn write_per_interface(
     dir: &Path,
     scenario: &str,
     ifaces: &[Iface],
     frames: &[Frame],
     comments: &[Option<String>],
+    tls_keys: &[u8],
 ) -> Result<(), pcap_file::PcapError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(pcap_file::PcapError::IoError)?;
@@ -76,6 +80,7 @@ pub fn write_per_interface(
             std::slice::from_ref(iface),
             &own,
             &own_comments,
+            tls_keys,
         )?;
     }
     Ok(())
@@ -87,13 +92,16 @@ pub fn write_per_interface(
 /// IFNAME of host HOST`) with nanosecond resolution declared, an enhanced
 /// packet block per frame with its direction in the flags word and, where
 /// `comments` has one for it (same index as `frames`), a comment: the
-/// frame's flow and hop (see [`crate::trace::build_annotated`]).
+/// frame's flow and hop (see [`crate::trace::build_annotated`]). A
+/// non-empty `tls_keys` (an NSS key log's text) goes in a Decryption
+/// Secrets Block of type `TLSK` after the interfaces, before any packet.
 pub fn write_pcapng(
     path: &Path,
     scenario: &str,
     ifaces: &[Iface],
     frames: &[Frame],
     comments: &[Option<String>],
+    tls_keys: &[u8],
 ) -> Result<(), pcap_file::PcapError> {
     use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
     let file = File::create(path).map_err(pcap_file::PcapError::IoError)?;
@@ -120,6 +128,9 @@ pub fn write_pcapng(
             ],
         })?;
     }
+    if !tls_keys.is_empty() {
+        w.write_pcapng_block(secrets_block(tls_keys))?;
+    }
     for (i, f) in frames.iter().enumerate() {
         let mut options = vec![EnhancedPacketOption::Flags(if f.outgoing { 2 } else { 1 })];
         if let Some(Some(c)) = comments.get(i) {
@@ -138,4 +149,25 @@ pub fn write_pcapng(
         .flush()
         .map_err(pcap_file::PcapError::IoError)?;
     Ok(())
+}
+
+/// The pcapng block type of a Decryption Secrets Block.
+pub(crate) const DECRYPTION_SECRETS: u32 = 0x0000_000A;
+/// Its secrets type for an NSS key log: `TLSK`.
+pub(crate) const TLS_KEY_LOG: u32 = 0x544c_534b;
+
+/// A Decryption Secrets Block holding `keys`: the secrets type and length
+/// (big-endian, the byte order of the section hoplab writes), the secrets,
+/// padded to 32 bits by the writer.
+fn secrets_block(keys: &[u8]) -> UnknownBlock<'_> {
+    let mut body = Vec::with_capacity(8 + keys.len());
+    body.extend(TLS_KEY_LOG.to_be_bytes());
+    body.extend((keys.len() as u32).to_be_bytes());
+    body.extend(keys);
+    let len = (12 + body.len()).div_ceil(4) * 4;
+    UnknownBlock {
+        type_: DECRYPTION_SECRETS,
+        length: len as u32,
+        value: body.into(),
+    }
 }

@@ -2,8 +2,9 @@
 //! simple and obsolete packet blocks) and classic pcap, into frames with
 //! their `host/ifname` and direction; and the IP packet inside a frame by
 //! its link type (Ethernet, raw IP, BSD loopback, Linux cooked), or why it
-//! has none ([`FrameError`]). It knows file formats and link layers; it
-//! does not know scenarios, flows or hops.
+//! has none ([`FrameError`]); and the TLS key log of a pcapng's
+//! Decryption Secrets Blocks ([`CaptureFile::tls_keys`]). It knows file
+//! formats and link layers; it does not know scenarios, flows or hops.
 //!
 //! A damaged file is read as far as it goes: the file is walked block by
 //! block (record by record for pcap), each block's framing checked before
@@ -25,6 +26,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::packet::PacketOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, Endianness, PcapError};
+
+use super::pcapng::{DECRYPTION_SECRETS, TLS_KEY_LOG};
 use serde::{Deserialize, Serialize};
 
 /// A frame read back from a pcapng.
@@ -45,6 +48,10 @@ pub struct CaptureFile {
     pub frames: Vec<Captured>,
     /// What could not be read, in file order; empty for an intact file.
     pub damage: Vec<Damage>,
+    /// The TLS key log of the file's Decryption Secrets Blocks (secrets
+    /// type `TLSK`, in NSS key log format), one after the other; empty
+    /// when it has none.
+    pub tls_keys: Vec<u8>,
 }
 
 /// A block (pcapng) or record (pcap) that could not be read.
@@ -316,6 +323,7 @@ fn block_name(ty: u32) -> String {
         4 => "name resolution block".into(),
         5 => "interface statistics block".into(),
         6 => "enhanced packet block".into(),
+        DECRYPTION_SECRETS => "decryption secrets block".into(),
         ty => format!("block of type {ty:#x}"),
     }
 }
@@ -405,6 +413,9 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
             }),
         };
         let skipped = match parsed {
+            Ok(Some(Block::Unknown(b))) if b.type_ == DECRYPTION_SECRETS => {
+                secrets(&b.value, little, &mut out.tls_keys).err()
+            }
             Ok(Some(b)) => take(b, &mut ifaces, &mut out.frames).err(),
             Ok(None) => None,
             // Without its interfaces, no packet after it can be placed.
@@ -417,6 +428,28 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
             damage(reason, false);
         }
     }
+}
+
+/// The secrets of a Decryption Secrets Block's body (in a section of the
+/// given byte order) onto `keys`, if they are a TLS key log; other kinds
+/// of secrets are left out. `Err`: why the block was skipped.
+fn secrets(body: &[u8], little: bool, keys: &mut Vec<u8>) -> Result<(), String> {
+    let (Some(ty), Some(len)) = (word(body, 0, little), word(body, 4, little)) else {
+        return Err("decryption secrets block: its content is cut short".into());
+    };
+    let Some(data) = body.get(8..8 + len as usize) else {
+        return Err(format!(
+            "decryption secrets block: {len} bytes of secrets in a body of {}",
+            body.len()
+        ));
+    };
+    if ty == TLS_KEY_LOG {
+        keys.extend_from_slice(data);
+        if !keys.ends_with(b"\n") {
+            keys.push(b'\n');
+        }
+    }
+    Ok(())
 }
 
 /// Take in one parsed block: a new section, an interface, or a packet
@@ -618,7 +651,7 @@ mod tests {
         let comments: Vec<Option<String>> = (0..6).map(|i| Some(format!("frame {i}"))).collect();
         let path =
             std::env::temp_dir().join(format!("hoplab-read-{tag}-{}.pcapng", std::process::id()));
-        write_pcapng(&path, "t", &ifaces, &frames, &comments).unwrap();
+        write_pcapng(&path, "t", &ifaces, &frames, &comments, &[]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         let mut starts = Vec::new();

@@ -1,5 +1,9 @@
 //! The per-hop report people read in a terminal or on a forge: one
-//! Markdown table per packet. It knows a [`Trace`]; not HTML or files.
+//! Markdown table per packet, its L7 summary above the table, and a
+//! flow's further legs (a proxy ended its connection and opened another)
+//! after its own packets, each with where it started, the evidence that
+//! joined it and what the proxy changed. It knows a [`Trace`]; not HTML
+//! or files.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -44,9 +48,25 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
         let _ = writeln!(m, "## Flow `{}`\n", f.step);
         let _ = writeln!(m, "- sent: {}\n- result: {}", f.sent, f.result);
         glance_lines(&mut m, f);
+        if !f.legs.is_empty() {
+            requests(&mut m, f);
+            let _ = writeln!(m, "### Leg 1: the step's own connection\n");
+        }
         for (i, p) in f.packets.iter().enumerate() {
             let reply = super::html::is_reply(&f.packets, p);
             packet(&mut m, &format!("Packet {}", i + 1), p, reply);
+        }
+        for (l, leg) in f.legs.iter().enumerate() {
+            let _ = writeln!(m, "### Leg {}: {}\n", l + 2, leg.via);
+            let _ = writeln!(m, "- joined by {}", leg.joined_by);
+            for c in &leg.changed {
+                let _ = writeln!(m, "- changed: {c}");
+            }
+            m.push('\n');
+            for (i, p) in leg.packets.iter().enumerate() {
+                let reply = super::html::is_reply(&leg.packets, p);
+                packet(&mut m, &format!("Leg {} packet {}", l + 2, i + 1), p, reply);
+            }
         }
     }
     if !trace.other.is_empty() {
@@ -79,8 +99,33 @@ fn glance_lines(m: &mut String, f: &crate::trace::Flow) {
     m.push('\n');
 }
 
+/// A flow's request across its legs: one line per leg with what the
+/// proxy before it changed.
+fn requests(m: &mut String, f: &crate::trace::Flow) {
+    let _ = writeln!(m, "The request crossed {} connections:\n", f.legs.len() + 1);
+    let _ = writeln!(m, "1. the step's own connection");
+    for (l, leg) in f.legs.iter().enumerate() {
+        let changed = match leg.changed.is_empty() {
+            true => "nothing seen changed".to_string(),
+            false => leg.changed.join("; "),
+        };
+        let _ = writeln!(
+            m,
+            "{}. {} (joined by {}): {}",
+            l + 2,
+            cell(&leg.via),
+            leg.joined_by,
+            cell(&changed)
+        );
+    }
+    m.push('\n');
+}
+
 fn packet(m: &mut String, title: &str, p: &crate::trace::Packet, reply: bool) {
     let _ = writeln!(m, "### {title}: {} ({})\n", p.packet, p.end);
+    if let Some(l7) = &p.l7 {
+        let _ = writeln!(m, "L7: `{}`\n", l7.replace('`', "'"));
+    }
     let _ = writeln!(m, "| hop | where | headers | step | changed |");
     let _ = writeln!(m, "|---|---|---|---|---|");
     for (n, h) in p.hops.iter().enumerate() {

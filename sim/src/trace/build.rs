@@ -1,18 +1,20 @@
 //! From captured frames to a [`Trace`]: frames decoded ([`super::decode`]), grouped into
 //! packets' paths ([`super::path`]), each path attributed to the step whose
-//! client sent it, rendered ([`super::render`]), and a comment per frame
-//! for the pcapng. It knows the lab only as a [`LabView`].
+//! client sent it, read at L7 and followed through proxies
+//! ([`super::legs`]), rendered ([`super::render`]), and a comment per
+//! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
 
 use super::decode::{decode, Seen};
+use super::legs::{normalise, stitch, At};
 use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
-use super::{Flow, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
+use super::{Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
 use crate::capture::Captured;
 use crate::values::Proto as StepProto;
 
@@ -70,13 +72,48 @@ type Path<'a> = (Vec<&'a Seen>, bool);
 fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
     let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
+    // Steps by (client host, protocol, port): a path is tried only
+    // against the steps one of its hops could belong to, in step order.
+    let mut by_key: BTreeMap<(&str, StepProto, u16), Vec<usize>> = BTreeMap::new();
+    for (k, st) in lab.steps.iter().enumerate() {
+        by_key
+            .entry((&st.host, st.proto, st.port))
+            .or_default()
+            .push(k);
+    }
     for c in paths(lab, seen) {
         let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
-        match lab
-            .steps
+        let mut cands: Vec<usize> = Vec::new();
+        for h in &hops {
+            let host = h.at.host.as_str();
+            let keys = match &h.s.l4 {
+                L4::Tcp { sport, dport, .. } => {
+                    vec![(StepProto::Tcp, *sport), (StepProto::Tcp, *dport)]
+                }
+                L4::Udp { sport, dport } => {
+                    vec![(StepProto::Udp, *sport), (StepProto::Udp, *dport)]
+                }
+                L4::Icmp { .. } => {
+                    let quoted = h.s.quoted_ports().and_then(|(p, sport, _)| match p {
+                        6 => Some((StepProto::Tcp, sport)),
+                        17 => Some((StepProto::Udp, sport)),
+                        _ => None,
+                    });
+                    (h.s.echo_id().map(|id| (StepProto::Icmp, id)).into_iter())
+                        .chain(quoted)
+                        .collect()
+                }
+                L4::Other { .. } => Vec::new(),
+            };
+            for (proto, port) in keys {
+                cands.extend(by_key.get(&(host, proto, port)).into_iter().flatten());
+            }
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        match cands
             .iter()
-            .enumerate()
-            .find_map(|(k, step)| belongs(step, &hops).map(|d| (k, d)))
+            .find_map(|&k| belongs(&lab.steps[k], &hops).map(|d| (k, d)))
         {
             Some((k, from_client)) => per_step[k].push((hops, from_client)),
             None => other.push(hops),
@@ -97,6 +134,18 @@ pub fn build_annotated(
     let mut comments: Vec<Option<String>> = vec![None; frames.len()];
     let (seen, undecoded) = decode(frames, &mut comments);
     let (per_step, other) = attribute(lab, &seen);
+    let st = stitch(lab, &per_step, &other);
+    let finish = |mut p: Packet, at: At| {
+        p.l7 = st.notes.get(&at).cloned();
+        normalise(&mut p, &st.eph);
+        // The pcapng's comment may name what the snapshot must not: the
+        // digest of a ClientHello random, which differs on every run.
+        let note = match (&p.l7, st.digests.get(&at)) {
+            (Some(l7), Some(d)) => Some(format!("{l7} ({d})")),
+            (l7, _) => l7.clone(),
+        };
+        (p, note)
+    };
     let flows = lab
         .steps
         .iter()
@@ -108,14 +157,35 @@ pub fn build_annotated(
                 None => (step.sent.clone(), StepResult::Unknown),
             };
             let mut rel = RelSeq::default();
+            let flow = format!("flow {}", step.name);
             let packets = paths
                 .iter()
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
                     let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    let flow = format!("flow {}", step.name);
-                    annotate(&mut comments, (&flow, !*fwd), n, hops, &p);
+                    let (p, note) = finish(p, At::Step(i, n));
+                    annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
                     p
+                })
+                .collect();
+            let legs = (st.legs[i].iter().enumerate())
+                .map(|(l, plan)| {
+                    let mut rel = RelSeq::default();
+                    let name = format!("{flow}, leg {}", l + 2);
+                    let packets = (plan.paths.iter().enumerate())
+                        .map(|(n, &(o, fwd))| {
+                            let p = render(&other[o], Some((&mut rel, fwd)), &lab.owner);
+                            let (p, note) = finish(p, At::Other(o));
+                            annotate(&mut comments, (&name, !fwd), n, &other[o], &p, note);
+                            p
+                        })
+                        .collect();
+                    Leg {
+                        via: plan.via.clone(),
+                        joined_by: plan.joined_by.clone(),
+                        changed: plan.changed.clone(),
+                        packets,
+                    }
                 })
                 .collect();
             Flow {
@@ -123,15 +193,19 @@ pub fn build_annotated(
                 sent,
                 result,
                 packets,
+                legs,
             }
         })
         .collect();
-    let other = other
-        .iter()
+    let mut rels: HashMap<usize, RelSeq> = HashMap::new();
+    let other = (other.iter().enumerate())
+        .filter(|(o, _)| !st.taken.contains(o))
         .enumerate()
-        .map(|(n, hops)| {
-            let p = render(hops, None, &lab.owner);
-            annotate(&mut comments, ("no flow", false), n, hops, &p);
+        .map(|(n, (o, hops))| {
+            // A connection of no step: TCP numbers relative to its own.
+            let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
+            let (p, note) = finish(render(hops, tcp, &lab.owner), At::Other(o));
+            annotate(&mut comments, ("no flow", false), n, hops, &p, note);
             p
         })
         .collect();
@@ -158,13 +232,15 @@ pub fn build_annotated(
 
 /// Comment each frame of packet `n` (0-based) of `flow` with its hop and,
 /// where something changed, the step's name (`reply`: the packet goes back
-/// to the client, so its rewrites are `un-DNAT` / `un-SNAT`).
+/// to the client, so its rewrites are `un-DNAT` / `un-SNAT`), and the
+/// packet's L7 summary `l7` (in its comment form) if any.
 fn annotate(
     comments: &mut [Option<String>],
     (flow, reply): (&str, bool),
     n: usize,
     hops: &[&Seen],
     p: &Packet,
+    l7: Option<String>,
 ) {
     let total = p.hops.len();
     for (i, (seen, hop)) in hops.iter().zip(&p.hops).enumerate() {
@@ -187,6 +263,9 @@ fn annotate(
         }
         if i + 1 == total {
             let _ = write!(c, "; {}", p.end);
+        }
+        if let Some(l7) = &l7 {
+            let _ = write!(c, "; L7: {l7}");
         }
         comments[seen.frame] = Some(c);
     }

@@ -1,8 +1,9 @@
 //! Two traces compared hop by hop, so that a difference reads as "which
 //! flow, which packet, which hop, which field: old -> new" (the reviewed
-//! snapshot against a new run). It knows traces; not files or pages.
+//! snapshot against a new run), and for L7 which packet's summary or
+//! which leg changed. It knows traces; not files or pages.
 
-use super::{Header, Hop, Packet, Trace};
+use super::{Header, Hop, Leg, Packet, Trace};
 
 /// Per-hop differences between a reviewed trace and a new one; empty when
 /// they are the same.
@@ -38,6 +39,7 @@ pub fn diff(old_yaml: &str, new_yaml: &str) -> Vec<String> {
             out.push(format!("{at}: result: {} -> {}", of.result, nf.result));
         }
         packets(&at, &of.packets, &nf.packets, &mut out);
+        legs(&at, &of.legs, &nf.legs, &mut out);
     }
     packets("packets of no flow", &old.other, &new.other, &mut out);
     if old.undecodable != new.undecodable {
@@ -76,6 +78,40 @@ pub fn diff(old_yaml: &str, new_yaml: &str) -> Vec<String> {
     out
 }
 
+/// A flow's further legs compared: where each started, what joined it,
+/// what the proxy changed, its packets.
+fn legs(at: &str, old: &[Leg], new: &[Leg], out: &mut Vec<String>) {
+    for i in 0..old.len().max(new.len()) {
+        let lat = format!("{at}, leg {}", i + 2);
+        match (old.get(i), new.get(i)) {
+            (Some(o), None) => out.push(format!("{lat}: gone ({})", o.via)),
+            (None, Some(n)) => {
+                out.push(format!("{lat}: new ({}, joined by {})", n.via, n.joined_by))
+            }
+            (Some(o), Some(n)) => {
+                if o.via != n.via {
+                    out.push(format!("{lat}: {} -> {}", o.via, n.via));
+                }
+                if o.joined_by != n.joined_by {
+                    out.push(format!(
+                        "{lat}: joined by {} -> {}",
+                        o.joined_by, n.joined_by
+                    ));
+                }
+                if o.changed != n.changed {
+                    out.push(format!(
+                        "{lat}: changed: {} -> {}",
+                        o.changed.join("; "),
+                        n.changed.join("; ")
+                    ));
+                }
+                packets(&lat, &o.packets, &n.packets, out);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
 fn packets(at: &str, old: &[Packet], new: &[Packet], out: &mut Vec<String>) {
     for i in 0..old.len().max(new.len()) {
         match (old.get(i), new.get(i)) {
@@ -90,6 +126,10 @@ fn packets(at: &str, old: &[Packet], new: &[Packet], out: &mut Vec<String>) {
                 let pat = format!("{at}, packet {} ({})", i + 1, n.packet);
                 if o.packet != n.packet {
                     out.push(format!("{pat}: was {}", o.packet));
+                }
+                if o.l7 != n.l7 {
+                    let show = |l: &Option<String>| l.clone().unwrap_or_else(|| "(none)".into());
+                    out.push(format!("{pat}: l7: {} -> {}", show(&o.l7), show(&n.l7)));
                 }
                 hops(&pat, &o.hops, &n.hops, out);
                 if o.end != n.end {

@@ -16,10 +16,12 @@
 //! ([`Changes::step_name`]: `DNAT`, `SNAT`, `tunnel: encapsulate`, ...; on
 //! a reply, the reverse translations `un-DNAT` and `un-SNAT`).
 //!
-//! Room to grow: an L7 summary or a drop verdict of a hop would be further
-//! optional pieces of [`Header`] (a token group after the outer header,
-//! left out when absent) or optional fields of [`super::Hop`] (skipped when
-//! `None`); an [`End`] kind for a packet dropped with a known reason. This
+//! A segment's L7 summary is its packet's ([`super::Packet::l7`]), not a
+//! piece of [`Header`]: the payload, part of a packet's identity, is the
+//! same on every hop. Room to grow: a drop verdict of a hop would be a
+//! further optional piece of [`Header`] (a token group after the outer
+//! header, left out when absent) or an optional field of [`super::Hop`]
+//! (skipped when `None`); an [`End`] kind for a packet dropped with a known reason. This
 //! module knows the text forms; it does not know captures or scenarios.
 
 use std::fmt;
@@ -127,12 +129,41 @@ impl FromStr for Place {
     }
 }
 
+/// A TCP or UDP port: its number, or `ephN` for the Nth ephemeral port a
+/// proxy chose (numbers that differ on every run), numbered in the
+/// order the trace meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    Num(u16),
+    Eph(u32),
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Port::Num(p) => write!(f, "{p}"),
+            Port::Eph(n) => write!(f, "eph{n}"),
+        }
+    }
+}
+
+impl FromStr for Port {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Port, ParseError> {
+        let v = match s.strip_prefix("eph") {
+            Some(n) => n.parse().ok().map(Port::Eph),
+            None => s.parse().ok().map(Port::Num),
+        };
+        canonical("a port (N or ephN)", s, v)
+    }
+}
+
 /// An address and, for TCP and UDP, a port: `10.0.0.1:80`, `[fd00::1]:80`,
-/// `10.0.0.1`.
+/// `10.0.0.1`, `10.0.1.1:eph1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub addr: IpAddr,
-    pub port: Option<u16>,
+    pub port: Option<Port>,
 }
 
 impl Endpoint {
@@ -142,11 +173,11 @@ impl Endpoint {
         (
             Endpoint {
                 addr: s.src,
-                port: ports.map(|p| p.0),
+                port: ports.map(|p| Port::Num(p.0)),
             },
             Endpoint {
                 addr: s.dst,
-                port: ports.map(|p| p.1),
+                port: ports.map(|p| Port::Num(p.1)),
             },
         )
     }

@@ -10,6 +10,16 @@
 //! traces hop by hop. Reading capture files is [`crate::capture`]'s job;
 //! showing a trace is [`crate::report`]'s.
 //!
+//! L7: [`l7`] reassembles each TCP connection's two byte streams and
+//! reads them as HTTP/1.1, WebSocket or TLS (TLS 1.3 decrypted with the
+//! capture's key log, [`KeyLog`], set on the [`LabView`]), giving each
+//! packet a short summary ([`Packet::l7`]); `legs` groups packets into
+//! TCP connections and follows a step's request through every proxy that
+//! ended its connection and opened another ([`Flow::legs`]), joined by
+//! evidence only (ClientHello random, request id, request line). A
+//! summary never holds randoms, tickets or dates; a proxy's ephemeral
+//! port is shown as `ephN`.
+//!
 //! A packet keeps its identity across hops through fields no hop in these
 //! scenarios rewrites: the IPv4 identification (IPv6 flow label), TCP raw
 //! sequence and acknowledgement numbers and flags, the ICMP echo sequence,
@@ -59,10 +69,14 @@ mod build;
 mod decode;
 mod diff;
 pub mod hop;
+pub mod l7;
+mod legs;
 mod path;
 mod render;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l7;
 mod view;
 
 use std::collections::BTreeMap;
@@ -74,9 +88,10 @@ use crate::capture::{Damage, DECODED_LINKS};
 pub use build::{build, build_annotated, StepReport};
 pub use diff::diff;
 pub use hop::{
-    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Proto, Rewrite, StepResult,
-    Transport, Tunnel,
+    Change, Changes, Dir, End, Endpoint, Field, Header, Outer, Place, Port, Proto, Rewrite,
+    StepResult, Transport, Tunnel,
 };
+pub use l7::KeyLog;
 pub use view::{LabView, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +213,30 @@ pub struct Flow {
     pub sent: String,
     /// What came back and whether that was expected.
     pub result: StepResult,
+    /// The packets of the step's own connection (its first leg).
+    pub packets: Vec<Packet>,
+    /// The connections a proxy opened to carry the step's request on,
+    /// in order: each joined to the one before by evidence read from the
+    /// packets (see [`Leg`]). Empty when no proxy re-opened it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<Leg>,
+}
+
+/// A connection that carries a flow's request on from where the leg
+/// before it ended (legs 2, 3, ...; leg 1 is the flow's own packets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// Where the leg before ended and this one started, e.g. `ended at
+    /// lb (haproxy), re-opened 10.0.1.1:eph1 > 10.0.2.10:8443`; a port a
+    /// proxy chose is `ephN` (see [`Port::Eph`]).
+    pub via: String,
+    /// The evidence that joins it to the leg before, e.g. `same
+    /// X-Request-Id hoplab-0-1`; never timing alone.
+    pub joined_by: String,
+    /// What the proxy changed between the two legs: TLS ended, started or
+    /// passed through; request headers added, removed or rewritten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
     pub packets: Vec<Packet>,
 }
 
@@ -205,6 +244,11 @@ pub struct Flow {
 pub struct Packet {
     /// Headers as first seen, e.g. `tcp S 10.0.1.2:40001 > 10.0.2.2:7`.
     pub packet: String,
+    /// What the segment carries at L7, e.g. `HTTP GET / host=app.example
+    /// id=hoplab-0-1` or `TLS AppData 517 B (HTTP 200 OK)`; absent when
+    /// nothing (see [`l7`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<String>,
     pub hops: Vec<Hop>,
     /// Where the packet ended: delivered to a host, or last seen on a hop.
     pub end: End,

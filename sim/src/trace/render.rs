@@ -127,6 +127,7 @@ pub(super) fn render(
                 String::new()
             }
         ),
+        l7: None,
         hops: out,
         end,
     }

@@ -2,8 +2,10 @@
 //! place that reads it from the lab model ([`LabView::of`]): the veth pairs and
 //! bridge ports (to order a packet's hops), which host owns which address
 //! (to tell delivered from lost), and each traffic step's client, protocol
-//! and source port (to attribute packets to steps). Nothing else of the
-//! lab reaches the trace.
+//! and source port (to attribute packets to steps), each host's process
+//! names (to name a proxy between two legs). Nothing else of the lab
+//! reaches the trace. Beside the lab it carries the capture's TLS key log
+//! (the pcapng's decryption secrets), which the caller sets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +29,11 @@ pub struct LabView {
     pub owner: HashMap<IpAddr, String>,
     /// The traffic steps, in order.
     pub steps: Vec<Step>,
+    /// Each host's processes, by name, in the scenario's order.
+    pub processes: HashMap<String, Vec<String>>,
+    /// The TLS sessions' secrets, to read the HTTP inside TLS legs;
+    /// empty unless the caller sets them.
+    pub tls_keys: super::KeyLog,
 }
 
 /// A traffic step as the trace sees it.
@@ -66,6 +73,10 @@ impl LabView {
             }
         }
         for (h, host) in &sc.hosts {
+            if !host.processes.is_empty() {
+                let names = host.processes.iter().map(|p| p.name.clone()).collect();
+                lab.processes.insert(h.clone(), names);
+            }
             for b in host.bridges.values() {
                 for a in &b.addr {
                     lab.owner.insert(a.addr, h.clone());

@@ -1,0 +1,557 @@
+//! One request across the connections a proxy ends and re-opens: the
+//! captured TCP packets grouped into connections (paths that share an
+//! address/port 4-tuple on any hop, so NAT does not split one), each
+//! connection read at L7 ([`super::l7`]), and each step's connection
+//! followed on to the connections a proxy opened for it.
+//!
+//! Legs are joined by evidence read from the packets, never by timing
+//! alone: the same ClientHello random (TLS passed through), the same
+//! `X-Request-Id` (in plaintext or decrypted TLS), or, for requests
+//! without an id, the same request line and Host. Timing only orders
+//! candidates: a leg starts after the one before it. The proxy is the
+//! host where one leg was delivered and the next one's SYN was sent; its
+//! ephemeral source port is shown as `ephN` (numbered in trace order), so
+//! the trace is the same on every run. A connection's packets are shown
+//! under one flow only: a proxy that reuses its connection to a server
+//! for a later request makes that flow's leg name the connection (joined
+//! by a request id or ClientHello random only) with no packets of its
+//! own. It knows paths, the lab view and the L7 reader; not rendering,
+//! captures or reports.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use hoplab_dataplane::wire::{tcp_flags, L4};
+
+use super::decode::Seen;
+use super::hop::{Change, Endpoint, Port, Rewrite};
+use super::l7::{self, Conv, Seg};
+use super::view::LabView;
+use super::Packet;
+
+/// A path: packet `n` of step `k`, or packet `n` of no step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum At {
+    Step(usize, usize),
+    Other(usize),
+}
+
+/// A further leg of a step: how it joins, and its paths (indices into
+/// the paths of no step, each with whether it goes client to server).
+pub(super) struct LegPlan {
+    pub(super) via: String,
+    pub(super) joined_by: String,
+    pub(super) changed: Vec<String>,
+    pub(super) paths: Vec<(usize, bool)>,
+}
+
+/// What the L7 reading and stitching give the rendering.
+#[derive(Default)]
+pub(super) struct Stitched {
+    /// Each path's L7 summary.
+    pub(super) notes: HashMap<At, String>,
+    /// Per step, its further legs.
+    pub(super) legs: Vec<Vec<LegPlan>>,
+    /// Paths of no step that became legs.
+    pub(super) taken: HashSet<usize>,
+    /// Proxies' ephemeral ports: `(address, port)` → N of `ephN`.
+    pub(super) eph: HashMap<(IpAddr, u16), u32>,
+    /// Paths of no flow in a connection opened by a host that runs
+    /// processes: their connection (an index of its own) and whether they
+    /// go client to server.
+    pub(super) other_conn: HashMap<usize, (usize, bool)>,
+    /// `random#XXXXXX`, a short digest of the ClientHello random, for the
+    /// path that carries the ClientHello (for the pcapng's comments only:
+    /// it differs on every run).
+    pub(super) digests: HashMap<At, String>,
+}
+
+type Tuple = (IpAddr, u16, IpAddr, u16);
+
+fn tuple(s: &hoplab_dataplane::wire::Summary) -> Option<Tuple> {
+    match s.l4 {
+        L4::Tcp { sport, dport, .. } => Some((s.src, sport, s.dst, dport)),
+        _ => None,
+    }
+}
+
+/// The same 4-tuple whichever way the packet goes.
+fn canon(t: Tuple) -> Tuple {
+    if (t.0, t.1) <= (t.2, t.3) {
+        t
+    } else {
+        (t.2, t.3, t.0, t.1)
+    }
+}
+
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+/// A TCP connection: its paths in time order and which go client to
+/// server, and what it says at L7.
+struct Conn {
+    paths: Vec<usize>,
+    fwd: Vec<bool>,
+    start: u64,
+    step: Option<usize>,
+    /// The path of its SYN, if captured.
+    syn: Option<usize>,
+    conv: Conv,
+}
+
+fn is_syn(s: &hoplab_dataplane::wire::Summary) -> bool {
+    matches!(s.l4, L4::Tcp { flags, .. } if flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0)
+}
+
+/// Group the TCP paths of `all` into connections.
+fn group(all: &[(At, &[&Seen])]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = Vec::new();
+    let mut of_tuple: HashMap<Tuple, usize> = HashMap::new();
+    let mut path_set: Vec<Option<usize>> = vec![None; all.len()];
+    for (pi, (_, hops)) in all.iter().enumerate() {
+        let keys: Vec<Tuple> = hops.iter().filter_map(|h| tuple(&h.s)).map(canon).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let mut root = None;
+        for k in &keys {
+            if let Some(&c) = of_tuple.get(k) {
+                let c = find(&mut parent, c);
+                match root {
+                    None => root = Some(c),
+                    Some(r) if r != c => parent[c] = r,
+                    Some(_) => {}
+                }
+            }
+        }
+        let root = root.unwrap_or_else(|| {
+            parent.push(parent.len());
+            parent.len() - 1
+        });
+        for k in keys {
+            of_tuple.entry(k).or_insert(root);
+        }
+        path_set[pi] = Some(root);
+    }
+    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (pi, s) in path_set.iter().enumerate() {
+        if let Some(s) = s {
+            let r = find(&mut parent, *s);
+            let i = *index.entry(r).or_insert_with(|| {
+                out.push(Vec::new());
+                out.len() - 1
+            });
+            out[i].push(pi);
+        }
+    }
+    out
+}
+
+fn conn(lab: &LabView, all: &[(At, &[&Seen])], mut paths: Vec<usize>) -> Conn {
+    paths.sort_by_key(|&p| all[p].1[0].ts_ns);
+    let syn = paths.iter().copied().find(|&p| is_syn(&all[p].1[0].s));
+    let first = syn.unwrap_or(paths[0]);
+    let client: HashSet<Tuple> = all[first].1.iter().filter_map(|h| tuple(&h.s)).collect();
+    let fwd: Vec<bool> = (paths.iter())
+        .map(|&p| {
+            all[p]
+                .1
+                .iter()
+                .any(|h| tuple(&h.s).is_some_and(|t| client.contains(&t)))
+        })
+        .collect();
+    let segs: Vec<Seg> = (paths.iter())
+        .map(|&p| {
+            let s = &all[p].1[0].s;
+            let (seq, flags) = match s.l4 {
+                L4::Tcp { seq, flags, .. } => (seq, flags),
+                _ => (0, 0),
+            };
+            Seg {
+                key: p,
+                seq,
+                syn: flags & tcp_flags::SYN != 0,
+                payload: &s.payload,
+            }
+        })
+        .collect();
+    let (c, s): (Vec<_>, Vec<_>) = segs.iter().zip(&fwd).partition(|(_, f)| **f);
+    let c: Vec<&Seg> = c.into_iter().map(|(s, _)| s).collect();
+    let s: Vec<&Seg> = s.into_iter().map(|(s, _)| s).collect();
+    let has_data = segs.iter().any(|s| !s.payload.is_empty());
+    let conv = if has_data {
+        l7::conversation(&lab.tls_keys, &c, &s)
+    } else {
+        Conv::default()
+    };
+    let step = paths.iter().find_map(|&p| match all[p].0 {
+        At::Step(k, _) => Some(k),
+        At::Other(_) => None,
+    });
+    Conn {
+        start: all[paths[0]].1[0].ts_ns,
+        paths,
+        fwd,
+        step,
+        syn,
+        conv,
+    }
+}
+
+/// Legs a flow may have: enough for any chain of proxies in a lab.
+const MAX_LEGS: usize = 16;
+
+/// The connections of no step by the evidence they could be joined by,
+/// so that finding a leg's next one costs what it shares, not a scan.
+#[derive(Default)]
+struct Index {
+    random: HashMap<[u8; 32], Vec<usize>>,
+    id: HashMap<String, Vec<usize>>,
+    line: HashMap<(String, Option<String>), Vec<usize>>,
+}
+
+impl Index {
+    fn of(conns: &[Conn]) -> Index {
+        let mut ix = Index::default();
+        for (j, c) in conns.iter().enumerate().filter(|(_, c)| c.step.is_none()) {
+            if let Some(t) = &c.conv.tls {
+                ix.random.entry(t.random).or_default().push(j);
+            }
+            for r in &c.conv.requests {
+                match &r.id {
+                    Some(id) => ix.id.entry(id.clone()).or_default().push(j),
+                    None => (ix.line.entry((r.line.clone(), r.host.clone())).or_default()).push(j),
+                }
+            }
+        }
+        ix
+    }
+
+    /// The connections that share some evidence with `c`.
+    fn candidates(&self, c: &Conv) -> Vec<usize> {
+        let mut v: Vec<usize> = Vec::new();
+        if let Some(t) = &c.tls {
+            v.extend(self.random.get(&t.random).into_iter().flatten());
+        }
+        for r in &c.requests {
+            let hit = match &r.id {
+                Some(id) => self.id.get(id),
+                None => self.line.get(&(r.line.clone(), r.host.clone())),
+            };
+            v.extend(hit.into_iter().flatten());
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// Why one connection carries on another's request.
+struct Evidence {
+    /// The lowest wins: ClientHello random, request id, request line.
+    rank: u8,
+    why: String,
+    /// The requests matched (indices into each connection's requests).
+    matched: Option<(usize, usize)>,
+}
+
+/// Why `b` carries on `a`'s request (only request `only` of `a`, when
+/// given: the one the chain follows), if it does.
+fn evidence(a: &Conv, only: Option<usize>, b: &Conv) -> Option<Evidence> {
+    let mine = |i: usize| only.is_none_or(|o| o == i);
+    let ev = |rank, why, matched| Some(Evidence { rank, why, matched });
+    if let (Some(x), Some(y)) = (&a.tls, &b.tls) {
+        if x.random == y.random {
+            let i = only.unwrap_or(0);
+            let m = (i < a.requests.len() && i < b.requests.len()).then_some((i, i));
+            return ev(0, "the same ClientHello random".into(), m);
+        }
+    }
+    let decrypted = [a, b]
+        .iter()
+        .any(|c| c.tls.as_ref().is_some_and(|t| t.decrypted));
+    let inside = if decrypted {
+        " (read in decrypted TLS)"
+    } else {
+        ""
+    };
+    for (i, r) in a.requests.iter().enumerate().filter(|(i, _)| mine(*i)) {
+        let Some(id) = &r.id else { continue };
+        if let Some(j) = b.requests.iter().position(|q| q.id.as_ref() == Some(id)) {
+            return ev(
+                1,
+                format!("the same X-Request-Id {id}{inside}"),
+                Some((i, j)),
+            );
+        }
+    }
+    for (i, r) in a
+        .requests
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| mine(*i) && r.id.is_none())
+    {
+        if let Some(j) = (b.requests.iter()).position(|q| q.line == r.line && q.host == r.host) {
+            let host = r
+                .host
+                .as_ref()
+                .map(|h| format!(" host={h}"))
+                .unwrap_or_default();
+            let why = format!("the same request line {}{host}{inside}", r.line);
+            return ev(2, why, Some((i, j)));
+        }
+    }
+    None
+}
+
+/// What the proxy changed from leg `a` to leg `b`.
+fn changes(a: &Conv, b: &Conv, matched: Option<(usize, usize)>) -> Vec<String> {
+    let mut v = Vec::new();
+    match (&a.tls, &b.tls) {
+        (Some(x), Some(y)) if x.random == y.random => {
+            v.push("TLS passed through (one session on both legs)".to_string())
+        }
+        (Some(_), Some(_)) => {
+            v.push("TLS ended; a new TLS session started (another ClientHello random)".into())
+        }
+        (Some(_), None) => v.push("TLS ended".into()),
+        (None, Some(_)) => v.push("TLS started".into()),
+        (None, None) => {}
+    }
+    let Some((i, j)) = matched else { return v };
+    let (ra, rb) = (&a.requests[i], &b.requests[j]);
+    if ra.line != rb.line {
+        v.push(format!("request line {} -> {}", ra.line, rb.line));
+    }
+    let get =
+        |h: &[(String, String)], n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    for (n, val) in &rb.headers {
+        match get(&ra.headers, n) {
+            None => v.push(format!("header added: {n}: {val}")),
+            Some(old) if old != *val => v.push(format!("header changed: {n}: {old} -> {val}")),
+            Some(_) => {}
+        }
+    }
+    for (n, _) in &ra.headers {
+        if get(&rb.headers, n).is_none() {
+            v.push(format!("header removed: {n}"));
+        }
+    }
+    v
+}
+
+/// Read every TCP connection at L7 and follow each step's on through
+/// proxies. `per_step[k]` are step `k`'s paths, `other` those of no step.
+pub(super) fn stitch(
+    lab: &LabView,
+    per_step: &[Vec<(Vec<&Seen>, bool)>],
+    other: &[Vec<&Seen>],
+) -> Stitched {
+    let mut all: Vec<(At, &[&Seen])> = Vec::new();
+    for (k, paths) in per_step.iter().enumerate() {
+        for (n, (hops, _)) in paths.iter().enumerate() {
+            all.push((At::Step(k, n), hops));
+        }
+    }
+    for (n, hops) in other.iter().enumerate() {
+        all.push((At::Other(n), hops));
+    }
+    let mut conns: Vec<Conn> = (group(&all).into_iter())
+        .map(|paths| conn(lab, &all, paths))
+        .collect();
+    conns.sort_by_key(|c| c.start);
+    let mut out = Stitched {
+        legs: (0..per_step.len()).map(|_| Vec::new()).collect(),
+        ..Stitched::default()
+    };
+    for c in &mut conns {
+        for (key, text) in std::mem::take(&mut c.conv.notes) {
+            if let (true, Some(t)) = (text.starts_with("TLS ClientHello"), &c.conv.tls) {
+                let d = ring::digest::digest(&ring::digest::SHA256, &t.random);
+                let hex: String = d.as_ref()[..3].iter().map(|b| format!("{b:02x}")).collect();
+                out.digests.insert(all[key].0, format!("random#{hex}"));
+            }
+            out.notes.insert(all[key].0, text);
+        }
+    }
+    let index = Index::of(&conns);
+    // Where each connection already is a leg: (step, leg number).
+    let mut used: Vec<Option<(usize, usize)>> = vec![None; conns.len()];
+    for ci in 0..conns.len() {
+        let Some(k) = conns[ci].step else { continue };
+        let (mut cur, mut only) = (ci, None);
+        while out.legs[k].len() < MAX_LEGS {
+            let Some((j, e)) = next_leg(&conns, &index, &used, (cur, only)) else {
+                break;
+            };
+            let via = via(lab, &all, &conns[cur], &conns[j], &mut out.eph);
+            let changed = changes(&conns[cur].conv, &conns[j].conv, e.matched);
+            let leg = out.legs[k].len() + 2;
+            let (joined_by, paths) = match used[j] {
+                // A connection the proxy reused: its packets are shown once.
+                Some((k0, l0)) => {
+                    let why = format!(
+                        "{} (a reused connection: its packets are under flow {}, leg {l0})",
+                        e.why, lab.steps[k0].name
+                    );
+                    (why, Vec::new())
+                }
+                None => {
+                    used[j] = Some((k, leg));
+                    let paths = (conns[j].paths.iter().zip(&conns[j].fwd))
+                        .filter_map(|(&p, &f)| match all[p].0 {
+                            At::Other(n) => Some((n, f)),
+                            At::Step(..) => None,
+                        })
+                        .collect::<Vec<_>>();
+                    out.taken.extend(paths.iter().map(|(n, _)| *n));
+                    (e.why, paths)
+                }
+            };
+            out.legs[k].push(LegPlan {
+                via,
+                joined_by,
+                changed,
+                paths,
+            });
+            (cur, only) = (j, e.matched.map(|m| m.1));
+        }
+    }
+    // Connections of no flow opened by a host that runs processes (a
+    // proxy's health check, say): their port, chosen by the system, shown
+    // as `ephN` too, and their numbers relative to their own start. Other
+    // packets of no flow are shown as captured.
+    for (ci, c) in conns.iter().enumerate() {
+        if c.step.is_some() || used[ci].is_some() {
+            continue;
+        }
+        let Some(first) = c.syn.map(|p| all[p].1[0]) else {
+            continue;
+        };
+        let Some((sport, _)) = first.s.ports() else {
+            continue;
+        };
+        if !lab.processes.contains_key(&first.at.host) {
+            continue;
+        }
+        let n = out.eph.len() as u32 + 1;
+        out.eph.entry((first.s.src, sport)).or_insert(n);
+        for (&p, &f) in c.paths.iter().zip(&c.fwd) {
+            if let At::Other(n) = all[p].0 {
+                out.other_conn.insert(n, (ci, f));
+            }
+        }
+    }
+    out
+}
+
+/// The connection that carries on `cur`'s request, and why: the best
+/// evidence, then the earliest start. A connection not yet a leg must
+/// start after `cur`; one already a leg (a proxy reusing its connection
+/// to the server) is taken again only on a request id or ClientHello
+/// random, never on a request line.
+fn next_leg(
+    conns: &[Conn],
+    index: &Index,
+    used: &[Option<(usize, usize)>],
+    (cur, only): (usize, Option<usize>),
+) -> Option<(usize, Evidence)> {
+    (index.candidates(&conns[cur].conv).into_iter())
+        .filter(|&j| j != cur && (used[j].is_some() || conns[j].start > conns[cur].start))
+        .filter_map(|j| {
+            let e = evidence(&conns[cur].conv, only, &conns[j].conv)?;
+            (used[j].is_none() || e.rank < 2).then_some(((e.rank, conns[j].start, j), e))
+        })
+        .min_by_key(|x| x.0)
+        .map(|((_, _, j), e)| (j, e))
+}
+
+/// `ended at HOST (PROCESSES), re-opened SRC > DST`.
+fn via(
+    lab: &LabView,
+    all: &[(At, &[&Seen])],
+    a: &Conn,
+    b: &Conn,
+    eph: &mut HashMap<(IpAddr, u16), u32>,
+) -> String {
+    let procs = |h: &str| match lab.processes.get(h) {
+        Some(p) => format!("{h} ({})", p.join(", ")),
+        None => h.to_string(),
+    };
+    // Where the leg before was delivered: the last hop of its first packet
+    // towards the server, if that host owns the destination.
+    let ended = (a.paths.iter().zip(&a.fwd))
+        .find(|(_, f)| **f)
+        .and_then(|(&p, _)| {
+            let last = all[p].1.last()?;
+            (lab.owner.get(&last.s.dst) == Some(&last.at.host) && !last.outgoing())
+                .then(|| last.at.host.clone())
+        });
+    let first = all[b.syn.unwrap_or(b.paths[0])].1[0];
+    let opened = first.at.host.clone();
+    let (mut src, dst) = Endpoint::of(&first.s);
+    if let (Some(_), Some(Port::Num(p))) = (b.syn, src.port) {
+        let n = eph.len() as u32 + 1;
+        src.port = Some(Port::Eph(*eph.entry((src.addr, p)).or_insert(n)));
+    }
+    match ended {
+        Some(h) if h == opened => format!("ended at {}, re-opened {src} > {dst}", procs(&h)),
+        Some(h) => format!(
+            "ended at {h}, re-opened at {}: {src} > {dst}",
+            procs(&opened)
+        ),
+        None => format!("re-opened at {}: {src} > {dst}", procs(&opened)),
+    }
+}
+
+/// `p` with the proxies' ephemeral ports shown as `ephN`.
+pub(super) fn normalise(p: &mut Packet, eph: &HashMap<(IpAddr, u16), u32>) {
+    if eph.is_empty() {
+        return;
+    }
+    let fix = |e: &mut Endpoint| match e.port {
+        Some(Port::Num(n)) => match eph.get(&(e.addr, n)) {
+            Some(k) => {
+                e.port = Some(Port::Eph(*k));
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    };
+    let mut any = false;
+    for h in &mut p.hops {
+        any |= fix(&mut h.hdr.src);
+        any |= fix(&mut h.hdr.dst);
+        for c in h.changed.iter_mut().flat_map(|c| c.0.iter_mut()) {
+            if let Change::Rewritten {
+                field: Rewrite::Src(a, b) | Rewrite::Dst(a, b),
+                ..
+            } = c
+            {
+                any |= fix(a);
+                any |= fix(b);
+            }
+        }
+    }
+    // The packet's line names the first hop's endpoints.
+    if !any {
+        return;
+    }
+    p.packet = (p.packet.split(' '))
+        .map(|t| match t.parse::<Endpoint>() {
+            Ok(mut e) => {
+                fix(&mut e);
+                e.to_string()
+            }
+            Err(_) => t.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+}
