@@ -28,48 +28,68 @@ pub struct Summary {
     pub drops: Vec<String>,
 }
 
-/// The summary of `f`.
+/// The summary of `f`. A request stitched across proxies was answered by
+/// whoever answered its last leg, through the proxies before it
+/// (`server1 (through lb)`); the steps and drops are every leg's.
 pub fn summary(f: &Flow) -> Summary {
-    let answer = f.packets.iter().find(|p| is_reply(&f.packets, p));
-    let answered = answer.and_then(|p| {
-        let host = &p.hops.first()?.at.host;
-        Some(match icmp_words(p).filter(|_| is_icmp_error(p)) {
-            Some(words) => format!("{host} ({words})"),
-            None => host.clone(),
-        })
-    });
+    let last = f.legs.iter().rev().find(|l| !l.packets.is_empty());
+    let answered = match last {
+        None => answered_in(&f.packets),
+        Some(leg) => answered_in(&leg.packets).map(|host| {
+            let via: Vec<String> = f
+                .legs
+                .iter()
+                .filter_map(|l| l.via.strip_prefix("ended at "))
+                .filter_map(|v| v.split([' ', ',']).next())
+                .map(str::to_string)
+                .collect();
+            format!("{host} (through {})", via.join(", "))
+        }),
+    };
     let reached = f.packets.first().map(|p| p.end.to_string());
     let mut steps: Vec<String> = Vec::new();
-    for p in &f.packets {
-        let reply = is_reply(&f.packets, p);
-        for h in &p.hops {
-            let Some(name) = h.changed.as_ref().and_then(|c| c.step_name(reply)) else {
-                continue;
-            };
-            if matches!(name.as_str(), "routed" | "resized" | "changed") {
-                continue;
+    let mut drops = Vec::new();
+    let legs = std::iter::once(&f.packets).chain(f.legs.iter().map(|l| &l.packets));
+    for (leg, packets) in legs.enumerate() {
+        for (i, p) in packets.iter().enumerate() {
+            let reply = is_reply(packets, p);
+            for h in &p.hops {
+                let Some(name) = h.changed.as_ref().and_then(|c| c.step_name(reply)) else {
+                    continue;
+                };
+                if matches!(name.as_str(), "routed" | "resized" | "changed") {
+                    continue;
+                }
+                let s = format!("{name} at {}", h.at.host);
+                if !steps.contains(&s) {
+                    steps.push(s);
+                }
             }
-            let s = format!("{name} at {}", h.at.host);
-            if !steps.contains(&s) {
-                steps.push(s);
+            if let End::LastSeen(at) = &p.end {
+                drops.push(match leg {
+                    0 => format!("P{} at {at}", i + 1),
+                    _ => format!("leg {} P{} at {at}", leg + 1, i + 1),
+                });
             }
         }
     }
-    let drops = f
-        .packets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| match &p.end {
-            End::LastSeen(at) => Some(format!("P{} at {at}", i + 1)),
-            End::Delivered { .. } => None,
-        })
-        .collect();
     Summary {
         answered,
         reached,
         steps,
         drops,
     }
+}
+
+/// The host the first answer among `packets` came from, with the ICMP
+/// error's name if it was one.
+fn answered_in(packets: &[Packet]) -> Option<String> {
+    let p = packets.iter().find(|p| is_reply(packets, p))?;
+    let host = &p.hops.first()?.at.host;
+    Some(match icmp_words(p).filter(|_| is_icmp_error(p)) {
+        Some(words) => format!("{host} ({words})"),
+        None => host.clone(),
+    })
 }
 
 /// `icmp port unreachable`: the ICMP words of an ICMP packet's title.

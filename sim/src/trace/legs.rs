@@ -441,7 +441,10 @@ pub(super) fn stitch(
             continue;
         }
         let n = out.eph.len() as u32 + 1;
-        out.eph.entry((first.s.src, sport)).or_insert(n);
+        let n = *out.eph.entry((first.s.src, sport)).or_insert(n);
+        if let Some(syn) = c.syn {
+            same_port_along(all[syn].1, n, &mut out.eph);
+        }
         for (&p, &f) in c.paths.iter().zip(&c.fwd) {
             if let At::Other(n) = all[p].0 {
                 out.other_conn.insert(n, (ci, f));
@@ -496,9 +499,11 @@ fn via(
     let first = all[b.syn.unwrap_or(b.paths[0])].1[0];
     let opened = first.at.host.clone();
     let (mut src, dst) = Endpoint::of(&first.s);
-    if let (Some(_), Some(Port::Num(p))) = (b.syn, src.port) {
+    if let (Some(syn), Some(Port::Num(p))) = (b.syn, src.port) {
         let n = eph.len() as u32 + 1;
-        src.port = Some(Port::Eph(*eph.entry((src.addr, p)).or_insert(n)));
+        let n = *eph.entry((src.addr, p)).or_insert(n);
+        src.port = Some(Port::Eph(n));
+        same_port_along(all[syn].1, n, eph);
     }
     match ended {
         Some(h) if h == opened => format!("ended at {}, re-opened {src} > {dst}", procs(&h)),
@@ -507,6 +512,17 @@ fn via(
             procs(&opened)
         ),
         None => format!("re-opened at {}: {src} > {dst}", procs(&opened)),
+    }
+}
+
+/// The source of every hop of a connection's SYN is the same ephemeral
+/// endpoint `ephN`, also where a NAT on the way rewrote it (a net
+/// manager's instance IP, a masquerade).
+fn same_port_along(hops: &[&Seen], n: u32, eph: &mut HashMap<(IpAddr, u16), u32>) {
+    for h in hops {
+        if let Some((sport, _)) = h.s.ports() {
+            eph.entry((h.s.src, sport)).or_insert(n);
+        }
     }
 }
 
