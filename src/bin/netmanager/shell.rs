@@ -3,21 +3,31 @@
 //! core's next expiry deadline and the signals; and the execution of the
 //! core's actions.
 //!
-//! Packets take the core's in-place entry points: each is read into one
-//! of two receive buffers allocated once, translated there, and sent from
-//! there; the core's other actions for it go to one reused vector. The
-//! per-packet path allocates nothing and copies nothing.
+//! Packets take the core's in-place entry points in batches
+//! ([`hoplab::shell::batch`]): a TUN read (with offloads on, a TCP
+//! super-packet split into its segments) or a tunnel receive (with
+//! `UDP_GRO`, datagrams the kernel coalesced) is one batch, translated in
+//! place packet by packet; what goes back to the TUN is written together
+//! (coalesced again where it came coalesced), what goes to the tunnel is
+//! sent with `UDP_SEGMENT`, one system call for a run of equal datagrams
+//! to one peer ([`hoplab::shell::udp`]). The core's other actions for a
+//! packet go to one reused vector. Buffers are allocated once; a packet
+//! is copied once on the tunnel's receive side (into the TUN batch) and
+//! once into a tunnel send.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context;
+use hoplab::shell::batch::{self, TunBatch};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::log::RateLimited;
 use hoplab::shell::signals::Signals;
+use hoplab::shell::udp::{self, GsoBatch};
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{Action, Forward, NetManagerCore, TUNNEL_PORT};
+use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
@@ -28,7 +38,8 @@ use crate::control::Command;
 
 /// Receive buffer size: the largest IP packet.
 const BUF: usize = 65536;
-/// Packets handled from one source before the loop looks at the others.
+/// Reads from one source (each a packet, or a super-packet, or coalesced
+/// datagrams) handled before the loop looks at the others.
 const BATCH: usize = 64;
 /// Socket buffer sizes asked for the tunnel socket.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -60,7 +71,32 @@ pub fn bind_tunnel(node_addr: IpAddr) -> anyhow::Result<UdpSocket> {
 #[derive(Debug, Default)]
 struct IoErrors {
     tun_write: RateLimited,
+    tun_read: RateLimited,
     tunnel_send: RateLimited,
+}
+
+/// The loop's buffers, allocated once.
+struct Batches {
+    /// TUN reads, and their packets for the TUN.
+    tun_in: TunBatch,
+    /// Tunnel receives split into datagrams, and their packets for the TUN.
+    udp_in: TunBatch,
+    /// Datagrams for the tunnel.
+    udp_out: GsoBatch,
+    udp_buf: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+impl Batches {
+    fn new(gso: bool) -> Batches {
+        Batches {
+            tun_in: TunBatch::new(),
+            udp_in: TunBatch::new(),
+            udp_out: GsoBatch::new(gso),
+            udp_buf: vec![0u8; BUF],
+            cmsg: udp::cmsg_buffer(),
+        }
+    }
 }
 
 /// The I/O side: the TUN, the tunnel socket, the query channel.
@@ -73,6 +109,8 @@ pub struct Shell<'a> {
     queries: UnboundedSender<IpAddr>,
     clock: Clock,
     errors: IoErrors,
+    /// Whether tunnel sends may use `UDP_SEGMENT`.
+    gso: bool,
 }
 
 impl<'a> Shell<'a> {
@@ -81,6 +119,7 @@ impl<'a> Shell<'a> {
         udp: &'a UdpSocket,
         queries: UnboundedSender<IpAddr>,
         clock: Clock,
+        gso: bool,
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -90,6 +129,7 @@ impl<'a> Shell<'a> {
             queries,
             clock,
             errors: IoErrors::default(),
+            gso,
         }
     }
 
@@ -102,8 +142,7 @@ impl<'a> Shell<'a> {
         mut control: Receiver<Request<Command>>,
         signals: &mut Signals,
     ) -> anyhow::Result<()> {
-        let mut tun_buf = vec![0u8; BUF];
-        let mut udp_buf = vec![0u8; BUF];
+        let mut b = Batches::new(self.gso);
         // The actions of one packet besides its forward; cleared by the
         // core on each call, drained here.
         let mut extra: Vec<Action> = Vec::new();
@@ -117,16 +156,14 @@ impl<'a> Shell<'a> {
                     let mut guard = r.context("waiting for the TUN")?;
                     let now = self.clock.now();
                     for _ in 0..BATCH {
-                        match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
-                            Ok(Ok(n)) => {
-                                let fwd =
-                                    core.tun_packet_in_place(now, &mut tun_buf[..n], &mut extra);
-                                self.exec(extra.drain(..)).await;
-                                if let Some(fwd) = fwd {
-                                    self.forward(fwd, &tun_buf).await;
-                                }
-                            }
+                        match guard.try_io(|d| b.tun_in.recv(d.get_ref())) {
+                            Ok(Ok(n)) => self.tun_batch(core, now, &mut b, n, &mut extra).await,
                             Ok(Err(e)) if transient(&e) => {}
+                            // Not a system call's error: a read tun-rs
+                            // could not split (virtio header, GSO geometry).
+                            Ok(Err(e)) if e.raw_os_error().is_none() => {
+                                self.errors.tun_read.warn("splitting a TUN read", &e);
+                            }
                             Ok(Err(e)) => return Err(e).context("reading the TUN"),
                             // WouldBlock: readiness cleared.
                             Err(_would_block) => break,
@@ -137,19 +174,11 @@ impl<'a> Shell<'a> {
                     r.context("waiting for the tunnel socket")?;
                     let now = self.clock.now();
                     for _ in 0..BATCH {
-                        match udp.try_recv_from(&mut udp_buf) {
-                            Ok((n, from)) => {
+                        match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
+                            Ok((n, from, segment)) => {
                                 let from = from.ip().to_canonical();
-                                let fwd = core.tunnel_datagram_in_place(
-                                    now,
-                                    from,
-                                    &mut udp_buf[..n],
-                                    &mut extra,
-                                );
-                                self.exec(extra.drain(..)).await;
-                                if let Some(fwd) = fwd {
-                                    self.forward(fwd, &udp_buf).await;
-                                }
+                                self.tunnel_batch(core, now, from, &mut b, (n, segment), &mut extra)
+                                    .await;
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                             Err(e) if transient(&e) => {}
@@ -185,6 +214,94 @@ impl<'a> Shell<'a> {
         }
     }
 
+    /// The packets of one TUN read through the core; then the batch's
+    /// TUN writes and tunnel sends.
+    async fn tun_batch(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        b: &mut Batches,
+        n: usize,
+        extra: &mut Vec<Action>,
+    ) {
+        for i in 0..n {
+            let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(i), extra);
+            self.exec(extra.drain(..)).await;
+            match fwd {
+                Some(Forward::Tun { len }) => b.tun_in.keep(i, len),
+                Some(Forward::Tunnel { node, port, len }) => {
+                    self.queue_tunnel(&mut b.udp_out, node, port, &b.tun_in.packet_mut(i)[..len])
+                        .await;
+                }
+                None => {}
+            }
+        }
+        self.flush(&mut b.tun_in, &mut b.udp_out).await;
+    }
+
+    /// The datagrams of one tunnel receive through the core; then the
+    /// batch's TUN writes and tunnel sends.
+    async fn tunnel_batch(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        from: IpAddr,
+        b: &mut Batches,
+        (len, segment): (usize, usize),
+        extra: &mut Vec<Action>,
+    ) {
+        let n = b.udp_in.load_segments(&b.udp_buf[..len], segment);
+        for i in 0..n {
+            let fwd = core.tunnel_datagram_in_place(now, from, b.udp_in.packet_mut(i), extra);
+            self.exec(extra.drain(..)).await;
+            match fwd {
+                Some(Forward::Tun { len }) => b.udp_in.keep(i, len),
+                Some(Forward::Tunnel { node, port, len }) => {
+                    self.queue_tunnel(&mut b.udp_out, node, port, &b.udp_in.packet_mut(i)[..len])
+                        .await;
+                }
+                None => {}
+            }
+        }
+        self.flush(&mut b.udp_in, &mut b.udp_out).await;
+    }
+
+    /// Queues a datagram for the tunnel, sending what was queued first if
+    /// it cannot go in the same send.
+    async fn queue_tunnel(&mut self, out: &mut GsoBatch, node: IpAddr, port: u16, d: &[u8]) {
+        let to = SocketAddr::new(self.peer_addr(node), port);
+        if !out.fits(to, d.len()) {
+            self.send_batch(out).await;
+        }
+        out.push(to, d);
+    }
+
+    async fn flush(&mut self, tun_out: &mut TunBatch, udp_out: &mut GsoBatch) {
+        if let Err(e) = tun_out.flush(self.tun.get_ref()) {
+            self.errors.tun_write.warn("writing to the TUN", &e);
+        }
+        self.send_batch(udp_out).await;
+    }
+
+    async fn send_batch(&mut self, out: &mut GsoBatch) {
+        let to = out.pending().map(|(to, _, _)| to.ip().to_canonical());
+        if let Err(e) = udp::send(self.udp, out).await {
+            let to = to.map(|t| t.to_string()).unwrap_or_default();
+            self.errors
+                .tunnel_send
+                .warn(&format!("sending to the tunnel peer {to}"), &e);
+        }
+    }
+
+    /// The socket address of a peer: IPv4 peers as IPv4-mapped on a
+    /// dual-stack socket.
+    fn peer_addr(&self, node: IpAddr) -> IpAddr {
+        match node {
+            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
+            ip => ip,
+        }
+    }
+
     /// Carries out the core's actions. Write and send errors drop the
     /// packet (counted here, logged at most once a second).
     async fn exec(&mut self, actions: impl IntoIterator<Item = Action>) {
@@ -207,25 +324,14 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// Sends the packet an in-place entry point translated in `buf`.
-    async fn forward(&mut self, fwd: Forward, buf: &[u8]) {
-        match fwd {
-            Forward::Tun { len } => self.write_tun(&buf[..len]),
-            Forward::Tunnel { node, port, len } => self.send_tunnel(node, port, &buf[..len]).await,
-        }
-    }
-
     fn write_tun(&mut self, packet: &[u8]) {
-        if let Err(e) = self.tun.get_ref().send(packet) {
+        if let Err(e) = batch::write_one(self.tun.get_ref(), packet) {
             self.errors.tun_write.warn("writing to the TUN", &e);
         }
     }
 
     async fn send_tunnel(&mut self, node: IpAddr, port: u16, datagram: &[u8]) {
-        let to = match node {
-            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
-            ip => ip,
-        };
+        let to = self.peer_addr(node);
         if let Err(e) = self.udp.send_to(datagram, (to, port)).await {
             self.errors
                 .tunnel_send
@@ -235,12 +341,16 @@ impl<'a> Shell<'a> {
 
     /// Logs the shell's own I/O errors, if there were any.
     pub fn log_io_errors(&self) {
-        let (tun_write, tunnel_send) = (
+        let (tun_write, tun_read, tunnel_send) = (
             self.errors.tun_write.total(),
+            self.errors.tun_read.total(),
             self.errors.tunnel_send.total(),
         );
-        if tun_write + tunnel_send > 0 {
-            warn!(tun_write, tunnel_send, "packets lost to I/O errors");
+        if tun_write + tun_read + tunnel_send > 0 {
+            warn!(
+                tun_write,
+                tun_read, tunnel_send, "packets lost to I/O errors"
+            );
         }
     }
 }
