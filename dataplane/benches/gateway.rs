@@ -2,13 +2,14 @@
 //! `GatewayCore::packet_in_place` as the shell calls it, the packet
 //! rewritten in the receive buffer.
 //!
-//! `request/*`: an external client's packet to the exposed port, its flow
+//! Ids start with `gateway/` (the net manager's bench has `netmanager/`).
+//! `gateway/request/*`: an external client's packet to the exposed port, its flow
 //! existing (parse, reply-index probe, request-index lookup, four
 //! rewrites). `reply/*`: the service's answer (parse, reply-index lookup,
 //! four rewrites). Every iteration first restores the packet into the
 //! buffer (a ~100-byte `copy_from_slice`, included).
 //!
-//! `new_flow/*`: time per new flow, creating 1024 flows in a fresh core
+//! `gateway/new_flow/*`: time per new flow, creating 1024 flows in a fresh core
 //! (its construction is not timed): `client_ports` from one client with
 //! distinct source ports (each keeps its port), `napt` from distinct
 //! clients with the same source port (all but the first get a NAPT port).
@@ -113,7 +114,7 @@ fn bench(c: &mut Criterion) {
         ] {
             let mut buf = pkt.clone();
             assert_eq!(core.packet_in_place(Millis(1), &mut buf), want);
-            c.bench_function(&format!("{id}/{name}"), |b| {
+            c.bench_function(&format!("gateway/{id}/{name}"), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(pkt);
                     black_box(core.packet_in_place(Millis(1), black_box(&mut buf)))
@@ -152,7 +153,7 @@ fn bench(c: &mut Criterion) {
             assert_eq!(core.packet_in_place(Millis(0), &mut buf), Verdict::Request);
         }
         assert_eq!(core.counters().flows_created, N);
-        c.bench_function(&format!("new_flow/{id}"), |b| {
+        c.bench_function(&format!("gateway/new_flow/{id}"), |b| {
             // One iteration: one new flow.
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

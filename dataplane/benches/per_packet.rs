@@ -2,25 +2,27 @@
 //! look up an existing flow, rewrite addresses, update checksums, and hand
 //! the packet back.
 //!
-//! `forward/*`: a local client's packet to a service IP whose flow exists
-//! (outbound translation). `reply/*`: the instance's answer (reverse
+//! Ids start with `netmanager/` (the gateway's bench has `gateway/`, so
+//! criterion keeps their results apart). `netmanager/forward/*`: a local
+//! client's packet to a service IP whose flow exists (outbound
+//! translation). `netmanager/reply/*`: the instance's answer (reverse
 //! translation). Both go through `NetManagerCore::tun_packet_in_place` as
 //! the shell calls it: the packet is rewritten in the receive buffer, and
 //! one `extra` vector is reused across packets (no allocation, no copy).
-//! `forward_copy/*`, `reply_copy/*`: the same through `on_tun_packet`,
-//! which returns a fresh `Vec<Action>` with the packet copied into it (the
-//! API tests and the harness use). `view/*`: parse and rewrite only,
-//! without the table: the floor under the other two.
+//! `netmanager/forward_copy/*`, `netmanager/reply_copy/*`: the same through
+//! `on_tun_packet`, which returns a fresh `Vec<Action>` with the packet
+//! copied into it (the API tests and the harness use). `packet_view/*`:
+//! parse and rewrite only, without the table: the floor under the others.
 //!
 //! Every iteration first restores the packet into the buffer (a ~100-byte
 //! `copy_from_slice`, included in every id).
 //!
-//! Comparing two versions of the code: with the default 16 codegen units,
-//! whether `checksum::Delta::bytes` is inlined into the packet view's
-//! address writer depends on how the crate happens to be partitioned, which
-//! any edit may change; that alone moves the IPv4 ids (`view/*` included)
-//! by ~10 ns. Build both with `CARGO_PROFILE_BENCH_CODEGEN_UNITS=1` to
-//! compare the code rather than the partition.
+//! Comparing two versions of the code: with 16 codegen units, whether
+//! `checksum::Delta::bytes` is inlined into the packet view's address
+//! writer depends on how the crate happens to be partitioned, which any
+//! edit may change; that alone moved the IPv4 ids (`packet_view/*`
+//! included) by ~10 ns. The workspace's `[profile.bench]` has one codegen
+//! unit, so benchmarks compare the code rather than the partition.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -145,7 +147,7 @@ fn bench(c: &mut Criterion) {
                 let fwd = core.tun_packet_in_place(Millis(1), &mut buf, &mut extra);
                 assert_eq!(fwd, Some(Forward::Tun { len: pkt.len() }));
                 assert!(extra.is_empty());
-                c.bench_function(&format!("{id}/{name}"), |b| {
+                c.bench_function(&format!("netmanager/{id}/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
                         black_box(core.tun_packet_in_place(
@@ -155,7 +157,7 @@ fn bench(c: &mut Criterion) {
                         ))
                     })
                 });
-                c.bench_function(&format!("{id}_copy/{name}"), |b| {
+                c.bench_function(&format!("netmanager/{id}_copy/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
                         black_box(core.on_tun_packet(Millis(1), black_box(&mut buf)))
@@ -175,7 +177,7 @@ fn bench(c: &mut Criterion) {
                     Ipv4Addr::new(10, 18, 0, 9).into(),
                 )
             };
-            c.bench_function(&format!("view/{name}"), |b| {
+            c.bench_function(&format!("packet_view/{name}"), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(&forward);
                     let mut v = IpPacket::new_checked(black_box(&mut buf)).expect("valid");
