@@ -6,8 +6,8 @@
 //! back), lets the core rewrite them (seed 000 steps 2 and 5), and writes
 //! them back to the TUN: requests go on to the node's net manager, replies
 //! to the firewall, which restores the public address. With offloads on
-//! (the default), a read may be a TCP super-packet: it is split into its
-//! segments for the core and written back coalesced
+//! (the default), a read may be a TCP super-packet of up to 64 KiB: the
+//! core rewrites it once and it is written back whole
 //! ([`hoplab::shell::batch`]).
 //!
 //! One current-thread runtime; one task owns the core. Readiness for the
@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use hoplab::shell::batch::TunBatch;
+use hoplab::shell::batch::{Read, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::log::{self, RateLimited};
@@ -100,7 +100,8 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
-    let tun = tun::attach(&cli.tun, tun::offload_setting(cli.offload)?)?;
+    let offload = tun::offload_setting(cli.offload)?;
+    let tun = tun::attach(&cli.tun, offload)?;
     let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
@@ -110,6 +111,7 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         public = %cli.public,
         internal = %cli.internal,
         exposures = core.exposures().len(),
+        offload,
         "gateway ready"
     );
     run(&tun, core, ctl_rx, clock, &mut signals).await
@@ -123,7 +125,7 @@ async fn run(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
-    let mut batch = TunBatch::new();
+    let mut read = TunRead::new();
     let mut errors = Errors::default();
     let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
@@ -137,8 +139,8 @@ async fn run(
                 };
                 let t = now();
                 for _ in 0..BATCH {
-                    match guard.try_io(|d| batch.recv(d.get_ref())) {
-                        Ok(Ok(n)) => packets(core, t, &mut batch, n, tun.get_ref(), &mut errors),
+                    match guard.try_io(|d| read.recv(d.get_ref())) {
+                        Ok(Ok(r)) => packets(core, t, &mut read, r, tun.get_ref(), &mut errors),
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         // Not a system call's error: a read tun-rs could
                         // not split (bad virtio header or GSO geometry).
@@ -176,25 +178,39 @@ struct Errors {
     tun_read: RateLimited,
 }
 
-/// The packets of one TUN read through the core; those it forwards are
-/// written back together (one super-packet again where they came as one).
+/// One TUN read through the core: a packet or a TCP super-packet
+/// rewritten once and written back whole; a split UDP super-packet packet
+/// by packet, written back coalesced.
 fn packets(
     core: &mut GatewayCore,
     now: Millis,
-    batch: &mut TunBatch,
-    n: usize,
+    read: &mut TunRead,
+    r: Read,
     dev: &SyncDevice,
     errors: &mut Errors,
 ) {
-    for i in 0..n {
-        let p = batch.packet_mut(i);
-        let len = p.len();
-        match core.packet_in_place(now, p) {
-            Verdict::Request | Verdict::Reply => batch.keep(i, len),
-            Verdict::Drop(why) => trace!(%why, "dropped"),
+    let written = match r {
+        Read::Whole(len) => match core.packet_in_place(now, read.packet_mut()) {
+            Verdict::Request | Verdict::Reply => read.write(dev, len).map(|_| ()),
+            Verdict::Drop(why) => {
+                trace!(%why, "dropped");
+                Ok(())
+            }
+        },
+        Read::Split(n) => {
+            let batch = &mut read.segments;
+            for i in 0..n {
+                let p = batch.packet_mut(i);
+                let len = p.len();
+                match core.packet_in_place(now, p) {
+                    Verdict::Request | Verdict::Reply => batch.keep(i, len),
+                    Verdict::Drop(why) => trace!(%why, "dropped"),
+                }
+            }
+            batch.flush(dev).map(|_| ())
         }
-    }
-    if let Err(e) = batch.flush(dev) {
+    };
+    if let Err(e) = written {
         errors.tun_write.warn("writing to the TUN", &e);
     }
 }

@@ -3,23 +3,23 @@
 //! core's next expiry deadline and the signals; and the execution of the
 //! core's actions.
 //!
-//! Packets take the core's in-place entry points in batches
-//! ([`hoplab::shell::batch`]): a TUN read (with offloads on, a TCP
-//! super-packet split into its segments) or a tunnel receive (with
-//! `UDP_GRO`, datagrams the kernel coalesced) is one batch, translated in
-//! place packet by packet; what goes back to the TUN is written together
-//! (coalesced again where it came coalesced), what goes to the tunnel is
-//! sent with `UDP_SEGMENT`, one system call for a run of equal datagrams
-//! to one peer ([`hoplab::shell::udp`]). The core's other actions for a
-//! packet go to one reused vector. Buffers are allocated once; a packet
-//! is copied once on the tunnel's receive side (into the TUN batch) and
-//! once into a tunnel send.
+//! Packets take the core's in-place entry points
+//! ([`hoplab::shell::batch`]): a TUN read (with offloads on, possibly a
+//! TCP super-packet of up to 64 KiB) is rewritten once and written back
+//! whole; for the tunnel it is split into wire-sized packets, sent with
+//! `UDP_SEGMENT`, one system call for a run of equal datagrams to one peer
+//! ([`hoplab::shell::udp`]). A tunnel receive (with `UDP_GRO`, datagrams
+//! the kernel coalesced) is one batch translated packet by packet, and
+//! what goes to the TUN is written together, coalesced again (GRO). The
+//! core's other actions for a packet go to one reused vector. Buffers are
+//! allocated once; a packet is copied when split, once on the tunnel's
+//! receive side (into the TUN batch) and once into a tunnel send.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context;
-use hoplab::shell::batch::{self, TunBatch};
+use hoplab::shell::batch::{self, Read, TunBatch, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::log::RateLimited;
@@ -77,8 +77,8 @@ struct IoErrors {
 
 /// The loop's buffers, allocated once.
 struct Batches {
-    /// TUN reads, and their packets for the TUN.
-    tun_in: TunBatch,
+    /// TUN reads.
+    tun_in: TunRead,
     /// Tunnel receives split into datagrams, and their packets for the TUN.
     udp_in: TunBatch,
     /// Datagrams for the tunnel.
@@ -90,7 +90,7 @@ struct Batches {
 impl Batches {
     fn new(gso: bool) -> Batches {
         Batches {
-            tun_in: TunBatch::new(),
+            tun_in: TunRead::new(),
             udp_in: TunBatch::new(),
             udp_out: GsoBatch::new(gso),
             udp_buf: vec![0u8; BUF],
@@ -157,7 +157,7 @@ impl<'a> Shell<'a> {
                     let now = self.clock.now();
                     for _ in 0..BATCH {
                         match guard.try_io(|d| b.tun_in.recv(d.get_ref())) {
-                            Ok(Ok(n)) => self.tun_batch(core, now, &mut b, n, &mut extra).await,
+                            Ok(Ok(read)) => self.tun_read(core, now, &mut b, read, &mut extra).await,
                             Ok(Err(e)) if transient(&e) => {}
                             // Not a system call's error: a read tun-rs
                             // could not split (virtio header, GSO geometry).
@@ -177,7 +177,9 @@ impl<'a> Shell<'a> {
                         match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
                             Ok((n, from, segment)) => {
                                 let from = from.ip().to_canonical();
-                                self.tunnel_batch(core, now, from, &mut b, (n, segment), &mut extra)
+                                let k = b.udp_in.load_segments(&b.udp_buf[..n], segment);
+                                let (batch, out) = (&mut b.udp_in, &mut b.udp_out);
+                                self.packets(core, now, Some(from), batch, k, out, &mut extra)
                                     .await;
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -214,56 +216,81 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// The packets of one TUN read through the core; then the batch's
-    /// TUN writes and tunnel sends.
-    async fn tun_batch(
+    /// One TUN read through the core: a packet or a TCP super-packet
+    /// rewritten once and written back whole, or split for the tunnel; a
+    /// split UDP super-packet packet by packet.
+    async fn tun_read(
         &mut self,
         core: &mut NetManagerCore,
         now: Millis,
         b: &mut Batches,
-        n: usize,
+        read: Read,
         extra: &mut Vec<Action>,
     ) {
-        for i in 0..n {
-            let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(i), extra);
-            self.exec(extra.drain(..)).await;
-            match fwd {
-                Some(Forward::Tun { len }) => b.tun_in.keep(i, len),
-                Some(Forward::Tunnel { node, port, len }) => {
-                    self.queue_tunnel(&mut b.udp_out, node, port, &b.tun_in.packet_mut(i)[..len])
-                        .await;
+        match read {
+            Read::Whole(_) => {
+                let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(), extra);
+                self.exec(extra.drain(..)).await;
+                match fwd {
+                    Some(Forward::Tun { len }) => {
+                        if let Err(e) = b.tun_in.write(self.tun.get_ref(), len) {
+                            self.errors.tun_write.warn("writing to the TUN", &e);
+                        }
+                    }
+                    Some(Forward::Tunnel { node, port, len }) => match b.tun_in.wire_packets(len) {
+                        Ok(n) => {
+                            for i in 0..n {
+                                let d = b.tun_in.segments.packet_mut(i);
+                                self.queue_tunnel(&mut b.udp_out, node, port, d).await;
+                            }
+                        }
+                        Err(e) => self.errors.tun_read.warn("splitting for the tunnel", &e),
+                    },
+                    None => {}
                 }
-                None => {}
+                self.send_batch(&mut b.udp_out).await;
+            }
+            Read::Split(n) => {
+                let (batch, out) = (&mut b.tun_in.segments, &mut b.udp_out);
+                self.packets(core, now, None, batch, n, out, extra).await;
             }
         }
-        self.flush(&mut b.tun_in, &mut b.udp_out).await;
     }
 
-    /// The datagrams of one tunnel receive through the core; then the
-    /// batch's TUN writes and tunnel sends.
-    async fn tunnel_batch(
+    /// The packets in `batch` (segments of a split TUN read, or datagrams
+    /// of one tunnel receive from `from`) through the core; then the
+    /// batch's TUN writes (coalesced) and tunnel sends.
+    #[allow(clippy::too_many_arguments)]
+    async fn packets(
         &mut self,
         core: &mut NetManagerCore,
         now: Millis,
-        from: IpAddr,
-        b: &mut Batches,
-        (len, segment): (usize, usize),
+        from: Option<IpAddr>,
+        batch: &mut TunBatch,
+        n: usize,
+        out: &mut GsoBatch,
         extra: &mut Vec<Action>,
     ) {
-        let n = b.udp_in.load_segments(&b.udp_buf[..len], segment);
         for i in 0..n {
-            let fwd = core.tunnel_datagram_in_place(now, from, b.udp_in.packet_mut(i), extra);
+            let p = batch.packet_mut(i);
+            let fwd = match from {
+                Some(from) => core.tunnel_datagram_in_place(now, from, p, extra),
+                None => core.tun_packet_in_place(now, p, extra),
+            };
             self.exec(extra.drain(..)).await;
             match fwd {
-                Some(Forward::Tun { len }) => b.udp_in.keep(i, len),
+                Some(Forward::Tun { len }) => batch.keep(i, len),
                 Some(Forward::Tunnel { node, port, len }) => {
-                    self.queue_tunnel(&mut b.udp_out, node, port, &b.udp_in.packet_mut(i)[..len])
+                    self.queue_tunnel(out, node, port, &batch.packet_mut(i)[..len])
                         .await;
                 }
                 None => {}
             }
         }
-        self.flush(&mut b.udp_in, &mut b.udp_out).await;
+        if let Err(e) = batch.flush(self.tun.get_ref()) {
+            self.errors.tun_write.warn("writing to the TUN", &e);
+        }
+        self.send_batch(out).await;
     }
 
     /// Queues a datagram for the tunnel, sending what was queued first if
@@ -274,13 +301,6 @@ impl<'a> Shell<'a> {
             self.send_batch(out).await;
         }
         out.push(to, d);
-    }
-
-    async fn flush(&mut self, tun_out: &mut TunBatch, udp_out: &mut GsoBatch) {
-        if let Err(e) = tun_out.flush(self.tun.get_ref()) {
-            self.errors.tun_write.warn("writing to the TUN", &e);
-        }
-        self.send_batch(udp_out).await;
     }
 
     async fn send_batch(&mut self, out: &mut GsoBatch) {
