@@ -463,6 +463,12 @@ impl TunBatch {
         self.queued
     }
 
+    /// Packet `i` of the batch (after the headroom).
+    pub fn packet(&self, i: usize) -> &[u8] {
+        let n = self.sizes[i];
+        &self.slots[i].data[HEADROOM..HEADROOM + n]
+    }
+
     /// Packets in the batch.
     pub fn filled(&self) -> usize {
         self.filled

@@ -136,6 +136,85 @@ pub async fn send(udp: &UdpSocket, batch: &mut GsoBatch) -> io::Result<usize> {
     r
 }
 
+/// Sends `datagrams` to `to`, in as few system calls as `UDP_SEGMENT`
+/// allows (runs of one size, the last of a run possibly shorter, within
+/// [`MAX_SEGMENTS`] and [`MAX_GSO_BYTES`]), straight from where they lie;
+/// with `gso` false, one by one. Returns the datagrams sent; an error is
+/// the first failed send (the others were still tried).
+pub async fn send_all(
+    udp: &UdpSocket,
+    to: SocketAddr,
+    datagrams: &[&[u8]],
+    gso: bool,
+) -> io::Result<usize> {
+    let (mut sent, mut first_err) = (0, None);
+    let mut i = 0;
+    while i < datagrams.len() {
+        let n = if gso { run_len(&datagrams[i..]) } else { 1 };
+        let run = &datagrams[i..i + n];
+        let r = if n == 1 {
+            udp.send_to(run[0], to).await.map(|_| 1)
+        } else {
+            match send_run(udp, to, run).await {
+                Ok(()) => Ok(n),
+                Err(e) if refused_gso(&e) => {
+                    let mut k = 0;
+                    for d in run {
+                        udp.send_to(d, to).await?;
+                        k += 1;
+                    }
+                    Ok(k)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match r {
+            Ok(k) => sent += k,
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+        i += n;
+    }
+    first_err.map_or(Ok(sent), Err)
+}
+
+/// How many of `datagrams` (at least one) go in the first segmented send.
+fn run_len(datagrams: &[&[u8]]) -> usize {
+    let seg = datagrams[0].len();
+    let mut bytes = seg;
+    let mut n = 1;
+    for d in &datagrams[1..] {
+        if n == MAX_SEGMENTS || d.is_empty() || d.len() > seg || bytes + d.len() > MAX_GSO_BYTES {
+            break;
+        }
+        bytes += d.len();
+        n += 1;
+        if d.len() < seg {
+            break;
+        }
+    }
+    n
+}
+
+async fn send_run(udp: &UdpSocket, to: SocketAddr, run: &[&[u8]]) -> io::Result<()> {
+    let seg = u16::try_from(run[0].len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment over 64 KiB"))?;
+    let addr = SockaddrStorage::from(to);
+    let fd = udp.as_raw_fd();
+    let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
+    for (slot, d) in iov.iter_mut().zip(run) {
+        *slot = IoSlice::new(d);
+    }
+    let iov = &iov[..run.len()];
+    udp.async_io(Interest::WRITABLE, || {
+        let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
+        socket::sendmsg(fd, iov, &cmsg, MsgFlags::empty(), Some(&addr)).map_err(nix_io)
+    })
+    .await
+    .map(|_| ())
+}
+
 fn refused_gso(e: &io::Error) -> bool {
     use nix::errno::Errno;
     matches!(
@@ -279,6 +358,44 @@ mod tests {
         let mut b = GsoBatch::new(false);
         b.push(peer(1), &[0; 10]);
         assert!(!b.fits(peer(1), 10));
+    }
+
+    #[test]
+    fn runs_are_cut_at_a_longer_datagram_after_a_shorter_one_and_at_the_limits() {
+        let (a, b, c) = ([0u8; 100], [0u8; 40], [0u8; 101]);
+        assert_eq!(run_len(&[&a, &a, &b, &a]), 3);
+        assert_eq!(run_len(&[&a, &c]), 1);
+        assert_eq!(run_len(&[&b]), 1);
+        let many = vec![&a[..]; 100];
+        assert_eq!(run_len(&many), MAX_SEGMENTS);
+        let big = [0u8; 1450];
+        let many = vec![&big[..]; 60];
+        assert_eq!(run_len(&many), MAX_GSO_BYTES / 1450);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn send_all_delivers_every_datagram_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (a, b, c, d) = ([1u8; 300], [2u8; 300], [3u8; 100], [4u8; 300]);
+        let all: [&[u8]; 4] = [&a, &b, &c, &d];
+        assert_eq!(send_all(&tx, to, &all, true).await.unwrap(), 4);
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = cmsg_buffer();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            rx.readable().await.unwrap();
+            match recv(&rx, &mut buf, &mut cmsg) {
+                Ok((n, _, seg)) => {
+                    let seg = if seg == 0 { n } else { seg };
+                    got.extend(buf[..n].chunks(seg).map(|c| (c.len(), c[0])));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, [(300, 1), (300, 2), (100, 3), (300, 4)]);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -237,15 +237,14 @@ impl<'a> Shell<'a> {
                             self.errors.tun_write.warn("writing to the TUN", &e);
                         }
                     }
-                    Some(Forward::Tunnel { node, port, len }) => match b.tun_in.wire_packets(len) {
-                        Ok(n) => {
-                            for i in 0..n {
-                                let d = b.tun_in.segments.packet_mut(i);
-                                self.queue_tunnel(&mut b.udp_out, node, port, d).await;
-                            }
+                    Some(Forward::Tunnel { node, port, len }) => {
+                        // Datagrams of the core's other actions go first.
+                        self.send_batch(&mut b.udp_out).await;
+                        match b.tun_in.wire_packets(len) {
+                            Ok(n) => self.send_segments(node, port, &b.tun_in.segments, n).await,
+                            Err(e) => self.errors.tun_read.warn("splitting for the tunnel", &e),
                         }
-                        Err(e) => self.errors.tun_read.warn("splitting for the tunnel", &e),
-                    },
+                    }
                     None => {}
                 }
                 self.send_batch(&mut b.udp_out).await;
@@ -301,6 +300,21 @@ impl<'a> Shell<'a> {
             self.send_batch(out).await;
         }
         out.push(to, d);
+    }
+
+    /// Sends the first `n` packets of `segs` to a peer, with as few
+    /// system calls as `UDP_SEGMENT` allows, without copying them.
+    async fn send_segments(&mut self, node: IpAddr, port: u16, segs: &TunBatch, n: usize) {
+        let to = SocketAddr::new(self.peer_addr(node), port);
+        let mut all: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
+        for (i, d) in all.iter_mut().enumerate().take(n) {
+            *d = segs.packet(i);
+        }
+        if let Err(e) = udp::send_all(self.udp, to, &all[..n], self.gso).await {
+            self.errors
+                .tunnel_send
+                .warn(&format!("sending to the tunnel peer {node}"), &e);
+        }
     }
 
     async fn send_batch(&mut self, out: &mut GsoBatch) {
