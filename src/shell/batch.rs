@@ -377,6 +377,125 @@ fn complete_checksum(p: &mut [u8], start: u16, offset: u16) {
     p[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Rebuilds, in place, the TCP super-packet that `n` wire-sized segments
+/// lying back to back in `buf` were split from (the datagrams of one
+/// `UDP_GRO` receive, each `segment` bytes but the last, after the core
+/// rewrote them): the first segment's headers, then every payload in
+/// order; IP length (and IPv4 header checksum) set, the TCP checksum field
+/// the pseudo-header's sum (`CHECKSUM_PARTIAL`). Returns the virtio-net
+/// header to write it with and its length, or `None` (nothing moved) if
+/// the segments are not one flow's consecutive, equal-sized TCP segments
+/// with the same headers (the ACK, options and window included), the last
+/// possibly shorter and alone carrying PSH or FIN.
+pub fn coalesce_tcp(buf: &mut [u8], segment: usize) -> Option<(VirtioNetHdr, usize)> {
+    if segment == 0 || buf.len() <= segment {
+        return None;
+    }
+    let v6 = buf[0] >> 4 == 6;
+    let (iph, fixed): (usize, &[std::ops::Range<usize>]) = if v6 {
+        (40, &[0..4, 6..40])
+    } else {
+        (20, &[0..2, 6..10, 12..20])
+    };
+    let first = &buf[..segment];
+    let thl = tcp_segment(first, v6)?;
+    let hdr_len = iph + thl;
+    let mss = segment - hdr_len;
+    let k = buf.len().div_ceil(segment);
+    let mut seq = u32::from_be_bytes(first[iph + 4..iph + 8].try_into().ok()?);
+    for i in 0..k {
+        let s = &buf[i * segment..buf.len().min((i + 1) * segment)];
+        let last = i + 1 == k;
+        if tcp_segment(s, v6)? != thl || s.len() <= hdr_len || (!last && s.len() != segment) {
+            return None;
+        }
+        let same = |r: &std::ops::Range<usize>| s[r.clone()] == first[r.clone()];
+        // Ports, ACK, header length, window; options; IP fields.
+        let tcp_same = [0..4, 8..12, 14..16, 20..thl].iter().all(|r| {
+            let r = iph + r.start..iph + r.end;
+            same(&r)
+        });
+        if !fixed.iter().all(same) || !tcp_same || s[iph + 12] != first[iph + 12] {
+            return None;
+        }
+        let flags = s[iph + 13];
+        let allowed = if last { 0x10 | 0x08 | 0x01 } else { 0x10 };
+        if flags & 0x10 == 0 || flags & !allowed != 0 {
+            return None;
+        }
+        if u32::from_be_bytes(s[iph + 4..iph + 8].try_into().ok()?) != seq {
+            return None;
+        }
+        seq = seq.wrapping_add((s.len() - hdr_len) as u32);
+    }
+    // Every check passed: move the payloads together.
+    let last_flags = buf[(k - 1) * segment + iph + 13];
+    let mut end = segment;
+    for i in 1..k {
+        let from = i * segment + hdr_len..buf.len().min((i + 1) * segment);
+        let n = from.len();
+        buf.copy_within(from, end);
+        end += n;
+    }
+    buf[iph + 13] = last_flags;
+    let total = u16::try_from(end).ok()?;
+    if v6 {
+        buf[4..6].copy_from_slice(&(total - 40).to_be_bytes());
+    } else {
+        buf[2..4].copy_from_slice(&total.to_be_bytes());
+        buf[10..12].fill(0);
+        let c = !fold(
+            buf[..20]
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum(),
+        );
+        buf[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let l4 = u32::from(total) - iph as u32;
+    let partial = fold(u32::from(addr_sum(buf)?) + 6 + l4);
+    buf[iph + 16..iph + 18].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VirtioNetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: if v6 {
+            VIRTIO_NET_HDR_GSO_TCPV6
+        } else {
+            VIRTIO_NET_HDR_GSO_TCPV4
+        },
+        hdr_len: u16::try_from(hdr_len).ok()?,
+        gso_size: u16::try_from(mss).ok()?,
+        csum_start: iph as u16,
+        csum_offset: 16,
+    };
+    Some((hdr, end))
+}
+
+/// The TCP header length of `s` if it is one whole IPv4 (no options, not
+/// a fragment) or IPv6 (no extension header) TCP packet.
+fn tcp_segment(s: &[u8], v6: bool) -> Option<usize> {
+    let iph = if v6 { 40 } else { 20 };
+    if s.len() < iph + 20 {
+        return None;
+    }
+    let ok = if v6 {
+        s[0] >> 4 == 6 && s[6] == 6 && usize::from(u16::from_be_bytes([s[4], s[5]])) + 40 == s.len()
+    } else {
+        s[0] == 0x45
+            && s[9] == 6
+            && usize::from(u16::from_be_bytes([s[2], s[3]])) == s.len()
+            && u16::from_be_bytes([s[6], s[7]]) & 0x3fff == 0
+    };
+    let thl = usize::from(s[iph + 12] >> 4) * 4;
+    (ok && thl >= 20 && iph + thl <= s.len()).then_some(thl)
+}
+
+/// Writes a super-packet behind its virtio-net header.
+pub fn write_super(dev: &SyncDevice, hdr: VirtioNetHdr, packet: &[u8]) -> io::Result<usize> {
+    let mut h = [0u8; HEADROOM];
+    hdr.encode(&mut h)?;
+    dev.send_vectored(&[io::IoSlice::new(&h), io::IoSlice::new(packet)])
+}
+
 /// A batch of packets: received into slots, rewritten in place by the
 /// caller, the kept ones moved to the front and written together.
 pub struct TunBatch {
@@ -461,6 +580,22 @@ impl TunBatch {
     /// Packets queued for writing.
     pub fn queued(&self) -> usize {
         self.queued
+    }
+
+    /// Queues a copy of `packet` for writing (after what is queued),
+    /// if a slot is free; returns whether it was.
+    pub fn push(&mut self, packet: &[u8]) -> bool {
+        if self.queued >= SLOTS || packet.len() > MAX_PACKET {
+            return false;
+        }
+        let q = self.queued;
+        let s = &mut self.slots[q];
+        s.set_len(HEADROOM + packet.len());
+        s.data[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        self.sizes[q] = packet.len();
+        self.queued += 1;
+        self.filled = self.filled.max(self.queued);
+        true
     }
 
     /// Packet `i` of the batch (after the headroom).
@@ -721,5 +856,83 @@ mod tests {
         for n in 0..=HEADROOM {
             assert!(load(&mut r, &vec![0u8; n]).is_err());
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The segments a super-packet was split into, back to back as one
+        /// UDP GRO receive gives them, rebuild the super-packet: the same
+        /// headers and payload, a partial checksum that completes right,
+        /// and the same segments when split again.
+        #[test]
+        fn split_segments_coalesce_back_into_their_super_packet(
+            v6 in any::<bool>(),
+            len in 1usize..9000,
+            mss in 536u16..1460,
+        ) {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let raw = super_packet(v6, &payload, mss);
+            let mut r = TunRead::new();
+            load(&mut r, &raw).unwrap();
+            let n = raw.len() - HEADROOM;
+            let k = r.wire_packets(n).unwrap();
+            let mut buf = Vec::new();
+            for i in 0..k {
+                buf.extend_from_slice(r.segments.packet(i));
+            }
+            let segs = buf.clone();
+            let seg_len = r.segments.packet(0).len();
+            let got = coalesce_tcp(&mut buf, seg_len);
+            if k == 1 {
+                prop_assert!(got.is_none());
+                prop_assert_eq!(buf, segs);
+                return Ok(());
+            }
+            let (hdr, total) = got.unwrap();
+            prop_assert_eq!(total, n);
+            let start = if v6 { 40 } else { 20 };
+            prop_assert_eq!(&buf[start + 20..total], &payload[..]);
+            prop_assert_eq!(hdr.gso_size, mss);
+            let mut whole = buf[..total].to_vec();
+            complete_checksum(&mut whole, start as u16, 16);
+            prop_assert!(checksums_ok(&whole));
+            // Split again: the same segments.
+            let mut again = TunBatch::new();
+            let m = again.split_from(&mut buf[..total], hdr, v6).unwrap();
+            prop_assert_eq!(m, k);
+            let mut resplit = Vec::new();
+            for i in 0..m {
+                resplit.extend_from_slice(again.packet(i));
+            }
+            prop_assert_eq!(resplit, segs);
+        }
+    }
+
+    #[test]
+    fn segments_of_another_flow_or_out_of_order_are_left_alone() {
+        let payload: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+        let raw = super_packet(false, &payload, 1000);
+        let mut r = TunRead::new();
+        load(&mut r, &raw).unwrap();
+        let k = r.wire_packets(raw.len() - HEADROOM).unwrap();
+        assert_eq!(k, 3);
+        let seg: Vec<Vec<u8>> = (0..k).map(|i| r.segments.packet(i).to_vec()).collect();
+        let l = seg[0].len();
+        // Out of order.
+        let mut buf = [seg[1].clone(), seg[0].clone(), seg[2].clone()].concat();
+        let before = buf.clone();
+        assert!(coalesce_tcp(&mut buf, l).is_none());
+        assert_eq!(buf, before);
+        // Another port in the middle one.
+        let mut other = seg[1].clone();
+        other[20 + 1] ^= 1;
+        let mut buf = [seg[0].clone(), other, seg[2].clone()].concat();
+        assert!(coalesce_tcp(&mut buf, l).is_none());
+        // PSH on a middle one.
+        let mut psh = seg[1].clone();
+        psh[20 + 13] |= 0x08;
+        let mut buf = [seg[0].clone(), psh, seg[2].clone()].concat();
+        assert!(coalesce_tcp(&mut buf, l).is_none());
     }
 }

@@ -177,6 +177,15 @@ impl<'a> Shell<'a> {
                         match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
                             Ok((n, from, segment)) => {
                                 let from = from.ip().to_canonical();
+                                if segment > 0
+                                    && n > segment
+                                    && n.div_ceil(segment) <= batch::SLOTS
+                                    && self.tun.get_ref().tcp_gso()
+                                {
+                                    self.tunnel_gro(core, now, from, &mut b, (n, segment), &mut extra)
+                                        .await;
+                                    continue;
+                                }
                                 let k = b.udp_in.load_segments(&b.udp_buf[..n], segment);
                                 let (batch, out) = (&mut b.udp_in, &mut b.udp_out);
                                 self.packets(core, now, Some(from), batch, k, out, &mut extra)
@@ -254,6 +263,61 @@ impl<'a> Shell<'a> {
                 self.packets(core, now, None, batch, n, out, extra).await;
             }
         }
+    }
+
+    /// The datagrams of one `UDP_GRO` receive (`n` bytes, `segment` each
+    /// but the last) through the core in place; if all go to the TUN and
+    /// are one TCP flow's consecutive segments, written as the one
+    /// super-packet they were split from (no copy but the payloads moved
+    /// together); else as a batch (coalesced by tun-rs where it can).
+    async fn tunnel_gro(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        from: IpAddr,
+        b: &mut Batches,
+        (n, segment): (usize, usize),
+        extra: &mut Vec<Action>,
+    ) {
+        let k = n.div_ceil(segment);
+        let mut keep = [0usize; batch::SLOTS];
+        let mut whole = true;
+        for (i, kept) in keep.iter_mut().enumerate().take(k) {
+            let r = i * segment..n.min((i + 1) * segment);
+            let d = &mut b.udp_buf[r.clone()];
+            let fwd = core.tunnel_datagram_in_place(now, from, d, extra);
+            self.exec(extra.drain(..)).await;
+            match fwd {
+                Some(Forward::Tun { len }) => {
+                    *kept = len;
+                    whole &= len == r.len();
+                }
+                Some(Forward::Tunnel { node, port, len }) => {
+                    whole = false;
+                    let d = &b.udp_buf[r.start..r.start + len];
+                    self.queue_tunnel(&mut b.udp_out, node, port, d).await;
+                }
+                None => whole = false,
+            }
+        }
+        let coalesced = if whole {
+            batch::coalesce_tcp(&mut b.udp_buf[..n], segment)
+        } else {
+            None
+        };
+        let written = match coalesced {
+            Some((hdr, len)) => batch::write_super(self.tun.get_ref(), hdr, &b.udp_buf[..len]),
+            None => {
+                for (i, &len) in keep.iter().enumerate().take(k).filter(|(_, l)| **l > 0) {
+                    b.udp_in.push(&b.udp_buf[i * segment..i * segment + len]);
+                }
+                b.udp_in.flush(self.tun.get_ref())
+            }
+        };
+        if let Err(e) = written {
+            self.errors.tun_write.warn("writing to the TUN", &e);
+        }
+        self.send_batch(&mut b.udp_out).await;
     }
 
     /// The packets in `batch` (segments of a split TUN read, or datagrams
