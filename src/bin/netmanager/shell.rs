@@ -31,7 +31,7 @@ use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 use tun_rs::SyncDevice;
 
 use crate::control::Command;
@@ -111,6 +111,18 @@ pub struct Shell<'a> {
     errors: IoErrors,
     /// Whether tunnel sends may use `UDP_SEGMENT`.
     gso: bool,
+    offload: OffloadStats,
+}
+
+/// How often the offloads carried more than one packet, logged at exit.
+#[derive(Debug, Default)]
+struct OffloadStats {
+    /// TUN reads that were a super-packet.
+    super_reads: u64,
+    /// Tunnel receives that held more than one datagram (`UDP_GRO`).
+    gro_receives: u64,
+    /// Of those, written to the TUN as one super-packet.
+    coalesced: u64,
 }
 
 impl<'a> Shell<'a> {
@@ -130,6 +142,7 @@ impl<'a> Shell<'a> {
             clock,
             errors: IoErrors::default(),
             gso,
+            offload: OffloadStats::default(),
         }
     }
 
@@ -236,6 +249,9 @@ impl<'a> Shell<'a> {
         read: Read,
         extra: &mut Vec<Action>,
     ) {
+        if b.tun_in.is_super() {
+            self.offload.super_reads += 1;
+        }
         match read {
             Read::Whole(_) => {
                 let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(), extra);
@@ -279,6 +295,7 @@ impl<'a> Shell<'a> {
         (n, segment): (usize, usize),
         extra: &mut Vec<Action>,
     ) {
+        self.offload.gro_receives += 1;
         let k = n.div_ceil(segment);
         let mut keep = [0usize; batch::SLOTS];
         let mut whole = true;
@@ -306,7 +323,10 @@ impl<'a> Shell<'a> {
             None
         };
         let written = match coalesced {
-            Some((hdr, len)) => batch::write_super(self.tun.get_ref(), hdr, &b.udp_buf[..len]),
+            Some((hdr, len)) => {
+                self.offload.coalesced += 1;
+                batch::write_super(self.tun.get_ref(), hdr, &b.udp_buf[..len])
+            }
             None => {
                 for (i, &len) in keep.iter().enumerate().take(k).filter(|(_, l)| **l > 0) {
                     b.udp_in.push(&b.udp_buf[i * segment..i * segment + len]);
@@ -437,8 +457,16 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// Logs the shell's own I/O errors, if there were any.
+    /// Logs the shell's own I/O errors, if there were any, and how often
+    /// the offloads carried more than one packet.
     pub fn log_io_errors(&self) {
+        let o = &self.offload;
+        info!(
+            super_reads = o.super_reads,
+            gro_receives = o.gro_receives,
+            coalesced = o.coalesced,
+            "offloads"
+        );
         let (tun_write, tun_read, tunnel_send) = (
             self.errors.tun_write.total(),
             self.errors.tun_read.total(),
