@@ -9,7 +9,11 @@
 //! translation). Both go through `NetManagerCore::tun_packet_in_place` as
 //! the shell calls it: the packet is rewritten in the receive buffer, and
 //! one `extra` vector is reused across packets (no allocation, no copy).
-//! `netmanager/forward_copy/*`, `netmanager/reply_copy/*`: the same through
+//! `netmanager/forward_super/*_tcp`: a forward packet of the same flow
+//! carrying ~60 KiB, as a TUN with segmentation offload hands over a TCP
+//! super-packet: the core rewrites it in one call (its copy into the
+//! buffer is not timed). `netmanager/forward_copy/*`,
+//! `netmanager/reply_copy/*`: the same through
 //! `on_tun_packet`, which returns a fresh `Vec<Action>` with the packet
 //! copied into it (the API tests and the harness use). `packet_view/*`:
 //! parse and rewrite only, without the table: the floor under the others.
@@ -28,7 +32,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use etherparse::PacketBuilder;
 
 use hoplab_dataplane::netmanager::{
@@ -40,7 +44,15 @@ use hoplab_dataplane::Millis;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 
+/// Payload of a TCP super-packet, as a TUN with segmentation offload
+/// hands it over (the core sees one IP packet of ~60 KiB).
+const SUPER_PAYLOAD: usize = 60_000;
+
 fn packet(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    packet_sized(v6, tcp, src, dst, &PAYLOAD)
+}
+
+fn packet_sized(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
     let ip = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) if !v6 => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
@@ -50,11 +62,11 @@ fn packet(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr) -> Vec<u8> {
     if tcp {
         ip.tcp(40000, 80, 1, 4096)
             .ack(1)
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build tcp");
     } else {
         ip.udp(40000, 80)
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build udp");
     }
     out
@@ -162,6 +174,22 @@ fn bench(c: &mut Criterion) {
                         buf.copy_from_slice(pkt);
                         black_box(core.on_tun_packet(Millis(1), black_box(&mut buf)))
                     })
+                });
+            }
+            if tcp {
+                // One super-packet of the same flow: one call rewrites it.
+                let (src, dst) = {
+                    let mut f = forward.clone();
+                    let v = IpPacket::new_checked(&mut f).expect("valid");
+                    (v.src(), v.dst())
+                };
+                let sup = packet_sized(v6, true, src, dst, &[0x5a; SUPER_PAYLOAD]);
+                c.bench_function(&format!("netmanager/forward_super/{name}"), |b| {
+                    b.iter_batched_ref(
+                        || sup.clone(),
+                        |buf| core.tun_packet_in_place(Millis(1), black_box(buf), &mut extra),
+                        BatchSize::LargeInput,
+                    )
                 });
             }
             assert_eq!(core.counters().drops_total(), 0);
