@@ -15,10 +15,23 @@
 //! completed ([`TunRead::wire_packets`]): split only where the path needs
 //! it. A UDP super-packet (USO) is split on read.
 //!
-//! [`TunBatch`]: packets received separately (the tunnel's datagrams, the
-//! segments of a split read), rewritten in place by the caller; the ones
-//! kept are written together, segments of one flow that follow each other
-//! coalesced into a super-packet (GRO) where the device has offloads on.
+//! A single packet (not a super-packet) with a partial checksum gets its
+//! checksum completed on read, so that a copy the core keeps (a packet
+//! waiting for a resolution) is a packet of its own. A super-packet the
+//! core keeps a copy of (only when an established flow's service must be
+//! resolved again mid-transfer) is released as one oversized packet the
+//! kernel drops; TCP sends it again.
+//!
+//! [`coalesce_tcp`]: the datagrams of one `UDP_GRO` receive on the tunnel
+//! (the segments a peer split one super-packet into), rewritten in place,
+//! rebuilt into that super-packet in the receive buffer and written with
+//! one system call ([`write_super`]).
+//!
+//! [`TunBatch`]: packets received separately (the tunnel's datagrams
+//! that do not rebuild a super-packet, the segments of a split read),
+//! rewritten in place by the caller; the ones kept are written together,
+//! segments of one flow that follow each other coalesced into a
+//! super-packet (tun-rs's GRO) where the device has offloads on.
 //!
 //! A batch is what one read (or one received datagram) gave: the shell
 //! flushes it before the next read, so it only ever writes a super-packet
