@@ -2,13 +2,19 @@
 //! `GatewayCore::packet_in_place` as the shell calls it, the packet
 //! rewritten in the receive buffer.
 //!
-//! `request/*`: an external client's packet to the exposed port, its flow
+//! Ids start with `gateway/` (the net manager's bench has `netmanager/`).
+//! `gateway/request/*`: an external client's packet to the exposed port, its flow
 //! existing (parse, reply-index probe, request-index lookup, four
 //! rewrites). `reply/*`: the service's answer (parse, reply-index lookup,
 //! four rewrites). Every iteration first restores the packet into the
 //! buffer (a ~100-byte `copy_from_slice`, included).
 //!
-//! `new_flow/*`: time per new flow, creating 1024 flows in a fresh core
+//! `gateway/request_super/*_tcp`: a request of the same flow carrying
+//! ~60 KiB, as a TUN with segmentation offload hands over a TCP
+//! super-packet: one call rewrites it (its copy into the buffer is not
+//! timed).
+//!
+//! `gateway/new_flow/*`: time per new flow, creating 1024 flows in a fresh core
 //! (its construction is not timed): `client_ports` from one client with
 //! distinct source ports (each keeps its port), `napt` from distinct
 //! clients with the same source port (all but the first get a NAPT port).
@@ -18,7 +24,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use etherparse::PacketBuilder;
 
 use hoplab_dataplane::gateway::{Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
@@ -27,7 +33,15 @@ use hoplab_dataplane::Millis;
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 const INTERNAL6: &str = "fdff:7fff::fffd";
 
+/// Payload of a TCP super-packet, as a TUN with segmentation offload
+/// hands it over (the core sees one IP packet of ~60 KiB).
+const SUPER_PAYLOAD: usize = 60_000;
+
 fn packet(src: SocketAddr, dst: SocketAddr, tcp: bool) -> Vec<u8> {
+    packet_sized(src, dst, tcp, &PAYLOAD)
+}
+
+fn packet_sized(src: SocketAddr, dst: SocketAddr, tcp: bool, payload: &[u8]) -> Vec<u8> {
     let ip = match (src, dst) {
         (SocketAddr::V4(s), SocketAddr::V4(d)) => {
             PacketBuilder::ipv4(s.ip().octets(), d.ip().octets(), 64)
@@ -41,11 +55,11 @@ fn packet(src: SocketAddr, dst: SocketAddr, tcp: bool) -> Vec<u8> {
     if tcp {
         ip.tcp(src.port(), dst.port(), 1, 4096)
             .ack(1)
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build tcp");
     } else {
         ip.udp(src.port(), dst.port())
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build udp");
     }
     out
@@ -113,11 +127,27 @@ fn bench(c: &mut Criterion) {
         ] {
             let mut buf = pkt.clone();
             assert_eq!(core.packet_in_place(Millis(1), &mut buf), want);
-            c.bench_function(&format!("{id}/{name}"), |b| {
+            c.bench_function(&format!("gateway/{id}/{name}"), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(pkt);
                     black_box(core.packet_in_place(Millis(1), black_box(&mut buf)))
                 })
+            });
+        }
+        if tcp {
+            // One super-packet of the flow: one call rewrites it.
+            let client = if v6 {
+                sa("[2001:db8::7]:51671")
+            } else {
+                sa("93.6.1.78:51671")
+            };
+            let sup = packet_sized(client, internal(v6, 8080), true, &[0x5a; SUPER_PAYLOAD]);
+            c.bench_function(&format!("gateway/request_super/{name}"), |b| {
+                b.iter_batched_ref(
+                    || sup.clone(),
+                    |buf| core.packet_in_place(Millis(1), black_box(buf)),
+                    BatchSize::LargeInput,
+                )
             });
         }
         let drops = core.counters().drops_total();
@@ -152,7 +182,7 @@ fn bench(c: &mut Criterion) {
             assert_eq!(core.packet_in_place(Millis(0), &mut buf), Verdict::Request);
         }
         assert_eq!(core.counters().flows_created, N);
-        c.bench_function(&format!("new_flow/{id}"), |b| {
+        c.bench_function(&format!("gateway/new_flow/{id}"), |b| {
             // One iteration: one new flow.
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

@@ -2,31 +2,37 @@
 //! look up an existing flow, rewrite addresses, update checksums, and hand
 //! the packet back.
 //!
-//! `forward/*`: a local client's packet to a service IP whose flow exists
-//! (outbound translation). `reply/*`: the instance's answer (reverse
+//! Ids start with `netmanager/` (the gateway's bench has `gateway/`, so
+//! criterion keeps their results apart). `netmanager/forward/*`: a local
+//! client's packet to a service IP whose flow exists (outbound
+//! translation). `netmanager/reply/*`: the instance's answer (reverse
 //! translation). Both go through `NetManagerCore::tun_packet_in_place` as
 //! the shell calls it: the packet is rewritten in the receive buffer, and
 //! one `extra` vector is reused across packets (no allocation, no copy).
-//! `forward_copy/*`, `reply_copy/*`: the same through `on_tun_packet`,
-//! which returns a fresh `Vec<Action>` with the packet copied into it (the
-//! API tests and the harness use). `view/*`: parse and rewrite only,
-//! without the table: the floor under the other two.
+//! `netmanager/forward_super/*_tcp`: a forward packet of the same flow
+//! carrying ~60 KiB, as a TUN with segmentation offload hands over a TCP
+//! super-packet: the core rewrites it in one call (its copy into the
+//! buffer is not timed). `netmanager/forward_copy/*`,
+//! `netmanager/reply_copy/*`: the same through
+//! `on_tun_packet`, which returns a fresh `Vec<Action>` with the packet
+//! copied into it (the API tests and the harness use). `packet_view/*`:
+//! parse and rewrite only, without the table: the floor under the others.
 //!
 //! Every iteration first restores the packet into the buffer (a ~100-byte
 //! `copy_from_slice`, included in every id).
 //!
-//! Comparing two versions of the code: with the default 16 codegen units,
-//! whether `checksum::Delta::bytes` is inlined into the packet view's
-//! address writer depends on how the crate happens to be partitioned, which
-//! any edit may change; that alone moves the IPv4 ids (`view/*` included)
-//! by ~10 ns. Build both with `CARGO_PROFILE_BENCH_CODEGEN_UNITS=1` to
-//! compare the code rather than the partition.
+//! Comparing two versions of the code: with 16 codegen units, whether
+//! `checksum::Delta::bytes` is inlined into the packet view's address
+//! writer depends on how the crate happens to be partitioned, which any
+//! edit may change; that alone moved the IPv4 ids (`packet_view/*`
+//! included) by ~10 ns. The workspace's `[profile.bench]` has one codegen
+//! unit, so benchmarks compare the code rather than the partition.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use etherparse::PacketBuilder;
 
 use hoplab_dataplane::netmanager::{
@@ -38,7 +44,15 @@ use hoplab_dataplane::Millis;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 
+/// Payload of a TCP super-packet, as a TUN with segmentation offload
+/// hands it over (the core sees one IP packet of ~60 KiB).
+const SUPER_PAYLOAD: usize = 60_000;
+
 fn packet(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    packet_sized(v6, tcp, src, dst, &PAYLOAD)
+}
+
+fn packet_sized(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
     let ip = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) if !v6 => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
@@ -48,11 +62,11 @@ fn packet(v6: bool, tcp: bool, src: IpAddr, dst: IpAddr) -> Vec<u8> {
     if tcp {
         ip.tcp(40000, 80, 1, 4096)
             .ack(1)
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build tcp");
     } else {
         ip.udp(40000, 80)
-            .write(&mut out, &PAYLOAD)
+            .write(&mut out, payload)
             .expect("build udp");
     }
     out
@@ -145,7 +159,7 @@ fn bench(c: &mut Criterion) {
                 let fwd = core.tun_packet_in_place(Millis(1), &mut buf, &mut extra);
                 assert_eq!(fwd, Some(Forward::Tun { len: pkt.len() }));
                 assert!(extra.is_empty());
-                c.bench_function(&format!("{id}/{name}"), |b| {
+                c.bench_function(&format!("netmanager/{id}/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
                         black_box(core.tun_packet_in_place(
@@ -155,11 +169,27 @@ fn bench(c: &mut Criterion) {
                         ))
                     })
                 });
-                c.bench_function(&format!("{id}_copy/{name}"), |b| {
+                c.bench_function(&format!("netmanager/{id}_copy/{name}"), |b| {
                     b.iter(|| {
                         buf.copy_from_slice(pkt);
                         black_box(core.on_tun_packet(Millis(1), black_box(&mut buf)))
                     })
+                });
+            }
+            if tcp {
+                // One super-packet of the same flow: one call rewrites it.
+                let (src, dst) = {
+                    let mut f = forward.clone();
+                    let v = IpPacket::new_checked(&mut f).expect("valid");
+                    (v.src(), v.dst())
+                };
+                let sup = packet_sized(v6, true, src, dst, &[0x5a; SUPER_PAYLOAD]);
+                c.bench_function(&format!("netmanager/forward_super/{name}"), |b| {
+                    b.iter_batched_ref(
+                        || sup.clone(),
+                        |buf| core.tun_packet_in_place(Millis(1), black_box(buf), &mut extra),
+                        BatchSize::LargeInput,
+                    )
                 });
             }
             assert_eq!(core.counters().drops_total(), 0);
@@ -175,7 +205,7 @@ fn bench(c: &mut Criterion) {
                     Ipv4Addr::new(10, 18, 0, 9).into(),
                 )
             };
-            c.bench_function(&format!("view/{name}"), |b| {
+            c.bench_function(&format!("packet_view/{name}"), |b| {
                 b.iter(|| {
                     buf.copy_from_slice(&forward);
                     let mut v = IpPacket::new_checked(black_box(&mut buf)).expect("valid");

@@ -1,17 +1,21 @@
 //! The I/O shell pieces both dataplane binaries are made of: the clock and
 //! the expiry timer that hand a core its time ([`clock`]), the control
 //! socket ([`control`]), logging ([`log`]), the stop signals
-//! ([`signals`]) and the TUN attach ([`tun`]).
+//! ([`signals`]), the TUN attach ([`tun`]), batched TUN reads and writes
+//! with segmentation offload ([`batch`]) and the tunnel socket's UDP
+//! GSO/GRO ([`udp`]).
 //!
 //! It knows neither core's packets nor commands: each binary's own loop
 //! owns its core and decides what a packet or a command does. Everything
 //! here runs on one current-thread tokio runtime ([`runtime`]).
 
+pub mod batch;
 pub mod clock;
 pub mod control;
 pub mod log;
 pub mod signals;
 pub mod tun;
+pub mod udp;
 
 use anyhow::Context;
 

@@ -16,18 +16,47 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 /// nonblocking, registered with the runtime for readability.
 ///
 /// tun-rs (without `address-management`) opens `/dev/net/tun` and issues
-/// `TUNSETIFF` with `IFF_TUN | IFF_NO_PI` (no multi-queue, no vnet header),
-/// which attaches to an existing device of that name; it then clears the
-/// device's offload mask (`TUNSETOFFLOAD 0`). With no address, no MTU and
-/// `inherit_enable_state`, it changes nothing else on the link.
+/// `TUNSETIFF` with `IFF_TUN | IFF_NO_PI` (no multi-queue), which attaches
+/// to an existing device of that name. With `offload`, it adds
+/// `IFF_VNET_HDR` (every read and write starts with a virtio-net header)
+/// and sets the device's offload mask to checksum offload and TCP
+/// segmentation for IPv4 and IPv6, plus UDP L4 segmentation where the
+/// kernel has it (`TUNSETOFFLOAD`): the kernel then hands over, and takes,
+/// super-packets of up to 64 KiB. Without, it clears the mask
+/// (`TUNSETOFFLOAD 0`). With no address, no MTU and
+/// `inherit_enable_state`, it changes nothing else on the link. Read and
+/// write it through [`crate::shell::batch::TunBatch`], which speaks both
+/// framings.
 ///
 /// Returns once the kernel carries packets to the device (see
 /// [`wait_running`]), so that a process that reports ready after this
 /// loses none of the first packets routed to it.
-pub fn attach(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {
-    let dev = attach_device(name).with_context(|| format!("attaching to TUN device {name}"))?;
+pub fn attach(name: &str, offload: bool) -> anyhow::Result<AsyncFd<SyncDevice>> {
+    let dev =
+        attach_device(name, offload).with_context(|| format!("attaching to TUN device {name}"))?;
     wait_running(name).with_context(|| format!("waiting for TUN device {name} to run"))?;
     Ok(dev)
+}
+
+/// The offload setting of a binary: its `--offload` flag if given, else
+/// the `HOPLAB_OFFLOAD` environment variable (`on` or `off`), else on.
+pub fn offload_setting(flag: Option<bool>) -> anyhow::Result<bool> {
+    if let Some(f) = flag {
+        return Ok(f);
+    }
+    match std::env::var("HOPLAB_OFFLOAD") {
+        Ok(v) => parse_on_off(&v).map_err(|e| anyhow::anyhow!("HOPLAB_OFFLOAD: {e}")),
+        Err(_) => Ok(true),
+    }
+}
+
+/// `on` or `off` (the `--offload` flag's values).
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 /// The longest wait for the kernel to act on the attach.
@@ -61,15 +90,19 @@ fn wait_running(name: &str) -> anyhow::Result<()> {
     }
 }
 
-fn attach_device(name: &str) -> anyhow::Result<AsyncFd<SyncDevice>> {
+fn attach_device(name: &str, offload: bool) -> anyhow::Result<AsyncFd<SyncDevice>> {
     // TUNSETIFF creates a new device when none has the name: refuse that.
     nix::net::if_::if_nametoindex(name)
         .with_context(|| format!("no network interface named {name:?} in this namespace"))?;
     let dev = DeviceBuilder::new()
         .name(name)
         .inherit_enable_state()
+        .offload(offload)
         .build_sync()
-        .context("TUNSETIFF (IFF_TUN|IFF_NO_PI) on /dev/net/tun")?;
+        .with_context(|| {
+            let vnet = if offload { "|IFF_VNET_HDR" } else { "" };
+            format!("TUNSETIFF (IFF_TUN|IFF_NO_PI{vnet}) and TUNSETOFFLOAD on /dev/net/tun")
+        })?;
     dev.set_nonblocking(true)
         .context("making the TUN descriptor nonblocking")?;
     // SAFETY: `SyncDevice` owns its descriptor (closed only when the device

@@ -63,6 +63,12 @@ pub struct Cli {
     /// Where to write the final counters on exit.
     #[arg(long, value_name = "FILE")]
     pub counters: PathBuf,
+    /// Segmentation offloads on the TUN (a virtio-net header: TCP
+    /// segmentation and checksum offload, UDP L4 where the kernel has it).
+    /// `off`: one packet per read and write. Default: the HOPLAB_OFFLOAD
+    /// environment variable, else `on`.
+    #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
+    pub offload: Option<bool>,
 }
 
 impl Cli {

@@ -5,7 +5,10 @@
 //! TUN (DNATed requests from outside; replies the net manager translated
 //! back), lets the core rewrite them (seed 000 steps 2 and 5), and writes
 //! them back to the TUN: requests go on to the node's net manager, replies
-//! to the firewall, which restores the public address.
+//! to the firewall, which restores the public address. With offloads on
+//! (the default), a read may be a TCP super-packet of up to 64 KiB: the
+//! core rewrites it once and it is written back whole
+//! ([`hoplab::shell::batch`]).
 //!
 //! One current-thread runtime; one task owns the core. Readiness for the
 //! harness: the control socket accepts connections (bound last, after the
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use hoplab::shell::batch::{Read, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::log::{self, RateLimited};
@@ -35,9 +39,8 @@ use args::Cli;
 use control::Command;
 use firewall::Firewall;
 
-/// Receive buffer size: the largest IP packet.
-const BUF: usize = 65536;
-/// Packets handled before the loop looks at its other sources.
+/// TUN reads (each a packet or a super-packet) handled before the loop
+/// looks at its other sources.
 const BATCH: usize = 64;
 
 fn main() -> ExitCode {
@@ -97,7 +100,8 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
 async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
-    let tun = tun::attach(&cli.tun)?;
+    let offload = tun::offload_setting(cli.offload)?;
+    let tun = tun::attach(&cli.tun, offload)?;
     let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
@@ -107,6 +111,7 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         public = %cli.public,
         internal = %cli.internal,
         exposures = core.exposures().len(),
+        offload,
         "gateway ready"
     );
     run(&tun, core, ctl_rx, clock, &mut signals).await
@@ -120,8 +125,8 @@ async fn run(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
-    let mut buf = vec![0u8; BUF];
-    let mut write_errors = RateLimited::default();
+    let mut read = TunRead::new();
+    let mut errors = Errors::default();
     let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
         expiry.arm(core.next_deadline());
@@ -134,16 +139,14 @@ async fn run(
                 };
                 let t = now();
                 for _ in 0..BATCH {
-                    match guard.try_io(|d| d.get_ref().recv(&mut buf)) {
-                        Ok(Ok(n)) => match core.packet_in_place(t, &mut buf[..n]) {
-                            Verdict::Request | Verdict::Reply => {
-                                if let Err(e) = tun.get_ref().send(&buf[..n]) {
-                                    write_errors.warn("writing to the TUN", &e);
-                                }
-                            }
-                            Verdict::Drop(why) => trace!(%why, "dropped"),
-                        },
+                    match guard.try_io(|d| read.recv(d.get_ref())) {
+                        Ok(Ok(r)) => packets(core, t, &mut read, r, tun.get_ref(), &mut errors),
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // Not a system call's error: a read tun-rs could
+                        // not split (bad virtio header or GSO geometry).
+                        Ok(Err(e)) if e.raw_os_error().is_none() => {
+                            errors.tun_read.warn("splitting a TUN read", &e);
+                        }
                         Ok(Err(e)) => return Err(e).context("reading the TUN"),
                         // WouldBlock: readiness cleared.
                         Err(_would_block) => break,
@@ -161,13 +164,55 @@ async fn run(
             }
         }
     };
-    if write_errors.total() > 0 {
-        warn!(
-            tun_write = write_errors.total(),
-            "packets lost to TUN write errors"
-        );
+    let (tun_write, tun_read) = (errors.tun_write.total(), errors.tun_read.total());
+    if tun_write + tun_read > 0 {
+        warn!(tun_write, tun_read, "packets lost to TUN I/O errors");
     }
     result
+}
+
+/// The shell's own I/O errors (the core does not see them).
+#[derive(Debug, Default)]
+struct Errors {
+    tun_write: RateLimited,
+    tun_read: RateLimited,
+}
+
+/// One TUN read through the core: a packet or a TCP super-packet
+/// rewritten once and written back whole; a split UDP super-packet packet
+/// by packet, written back coalesced.
+fn packets(
+    core: &mut GatewayCore,
+    now: Millis,
+    read: &mut TunRead,
+    r: Read,
+    dev: &SyncDevice,
+    errors: &mut Errors,
+) {
+    let written = match r {
+        Read::Whole(len) => match core.packet_in_place(now, read.packet_mut()) {
+            Verdict::Request | Verdict::Reply => read.write(dev, len).map(|_| ()),
+            Verdict::Drop(why) => {
+                trace!(%why, "dropped");
+                Ok(())
+            }
+        },
+        Read::Split(n) => {
+            let batch = &mut read.segments;
+            for i in 0..n {
+                let p = batch.packet_mut(i);
+                let len = p.len();
+                match core.packet_in_place(now, p) {
+                    Verdict::Request | Verdict::Reply => batch.keep(i, len),
+                    Verdict::Drop(why) => trace!(%why, "dropped"),
+                }
+            }
+            batch.flush(dev).map(|_| ())
+        }
+    };
+    if let Err(e) = written {
+        errors.tun_write.warn("writing to the TUN", &e);
+    }
 }
 
 /// The reply text of a control command. Exposure changes update the core

@@ -56,6 +56,12 @@ pub struct Cli {
     /// (namespace addresses and the instance's own instance IPs).
     #[arg(long = "instance", value_name = "SPEC", value_parser = parse_instance)]
     pub instances: Vec<LocalInstance>,
+    /// Segmentation offloads: the TUN with a virtio-net header (TCP
+    /// segmentation and checksum offload, UDP L4 where the kernel has it)
+    /// and UDP GSO/GRO on the tunnel socket. `off`: one packet per read and
+    /// write. Default: the HOPLAB_OFFLOAD environment variable, else `on`.
+    #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
+    pub offload: Option<bool>,
 }
 
 impl Cli {

@@ -20,7 +20,7 @@ use hoplab::shell::clock::Clock;
 use hoplab::shell::signals::Signals;
 use hoplab::shell::{self as lib, log, tun};
 use hoplab_dataplane::netmanager::NetManagerCore;
-use tracing::info;
+use tracing::{info, warn};
 
 use args::Cli;
 
@@ -55,7 +55,8 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
-    let tun = tun::attach(&cli.tun)?;
+    let offload = tun::offload_setting(cli.offload)?;
+    let tun = tun::attach(&cli.tun, offload)?;
     let first = manager::connect_initial(&cli.manager)
         .await
         .with_context(|| {
@@ -72,15 +73,19 @@ async fn serve(
     let (event_tx, event_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(manager::run(cli.manager.clone(), first, query_rx, event_tx));
     let udp = shell::bind_tunnel(cli.node_addr)?;
+    if offload && !hoplab::shell::udp::enable_gro(&udp) {
+        warn!("UDP_GRO refused on the tunnel socket: datagrams come one by one");
+    }
     info!(
         tun = %cli.tun,
         node = %cli.node_addr,
         instances = cli.instances.len(),
         peers = cli.peers.len(),
+        offload,
         "net manager ready"
     );
 
-    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock);
+    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock, offload);
     let r = shell.run(core, event_rx, ctl_rx, &mut signals).await;
     shell.log_io_errors();
     r

@@ -3,32 +3,43 @@
 //! core's next expiry deadline and the signals; and the execution of the
 //! core's actions.
 //!
-//! Packets take the core's in-place entry points: each is read into one
-//! of two receive buffers allocated once, translated there, and sent from
-//! there; the core's other actions for it go to one reused vector. The
-//! per-packet path allocates nothing and copies nothing.
+//! Packets take the core's in-place entry points
+//! ([`hoplab::shell::batch`]): a TUN read (with offloads on, possibly a
+//! TCP super-packet of up to 64 KiB) is rewritten once and written back
+//! whole; for the tunnel it is split into wire-sized packets, sent with
+//! `UDP_SEGMENT`, one system call for a run of equal datagrams to one peer
+//! ([`hoplab::shell::udp`]). A tunnel receive (with `UDP_GRO`, datagrams
+//! the kernel coalesced) is one batch translated packet by packet, and
+//! what goes to the TUN is written together, coalesced again (GRO). The
+//! core's other actions for a packet go to one reused vector. Buffers are
+//! allocated once; a packet is copied when split, once on the tunnel's
+//! receive side (into the TUN batch) and once into a tunnel send.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context;
+use hoplab::shell::batch::{self, Read, TunBatch, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::log::RateLimited;
 use hoplab::shell::signals::Signals;
+use hoplab::shell::udp::{self, GsoBatch};
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::{Action, Forward, NetManagerCore, TUNNEL_PORT};
+use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 use tun_rs::SyncDevice;
 
 use crate::control::Command;
 
 /// Receive buffer size: the largest IP packet.
 const BUF: usize = 65536;
-/// Packets handled from one source before the loop looks at the others.
+/// Reads from one source (each a packet, or a super-packet, or coalesced
+/// datagrams) handled before the loop looks at the others.
 const BATCH: usize = 64;
 /// Socket buffer sizes asked for the tunnel socket.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -60,7 +71,32 @@ pub fn bind_tunnel(node_addr: IpAddr) -> anyhow::Result<UdpSocket> {
 #[derive(Debug, Default)]
 struct IoErrors {
     tun_write: RateLimited,
+    tun_read: RateLimited,
     tunnel_send: RateLimited,
+}
+
+/// The loop's buffers, allocated once.
+struct Batches {
+    /// TUN reads.
+    tun_in: TunRead,
+    /// Tunnel receives split into datagrams, and their packets for the TUN.
+    udp_in: TunBatch,
+    /// Datagrams for the tunnel.
+    udp_out: GsoBatch,
+    udp_buf: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+impl Batches {
+    fn new(gso: bool) -> Batches {
+        Batches {
+            tun_in: TunRead::new(),
+            udp_in: TunBatch::new(),
+            udp_out: GsoBatch::new(gso),
+            udp_buf: vec![0u8; BUF],
+            cmsg: udp::cmsg_buffer(),
+        }
+    }
 }
 
 /// The I/O side: the TUN, the tunnel socket, the query channel.
@@ -73,6 +109,20 @@ pub struct Shell<'a> {
     queries: UnboundedSender<IpAddr>,
     clock: Clock,
     errors: IoErrors,
+    /// Whether tunnel sends may use `UDP_SEGMENT`.
+    gso: bool,
+    offload: OffloadStats,
+}
+
+/// How often the offloads carried more than one packet, logged at exit.
+#[derive(Debug, Default)]
+struct OffloadStats {
+    /// TUN reads that were a super-packet.
+    super_reads: u64,
+    /// Tunnel receives that held more than one datagram (`UDP_GRO`).
+    gro_receives: u64,
+    /// Of those, written to the TUN as one super-packet.
+    coalesced: u64,
 }
 
 impl<'a> Shell<'a> {
@@ -81,6 +131,7 @@ impl<'a> Shell<'a> {
         udp: &'a UdpSocket,
         queries: UnboundedSender<IpAddr>,
         clock: Clock,
+        gso: bool,
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -90,6 +141,8 @@ impl<'a> Shell<'a> {
             queries,
             clock,
             errors: IoErrors::default(),
+            gso,
+            offload: OffloadStats::default(),
         }
     }
 
@@ -102,8 +155,7 @@ impl<'a> Shell<'a> {
         mut control: Receiver<Request<Command>>,
         signals: &mut Signals,
     ) -> anyhow::Result<()> {
-        let mut tun_buf = vec![0u8; BUF];
-        let mut udp_buf = vec![0u8; BUF];
+        let mut b = Batches::new(self.gso);
         // The actions of one packet besides its forward; cleared by the
         // core on each call, drained here.
         let mut extra: Vec<Action> = Vec::new();
@@ -117,16 +169,14 @@ impl<'a> Shell<'a> {
                     let mut guard = r.context("waiting for the TUN")?;
                     let now = self.clock.now();
                     for _ in 0..BATCH {
-                        match guard.try_io(|d| d.get_ref().recv(&mut tun_buf)) {
-                            Ok(Ok(n)) => {
-                                let fwd =
-                                    core.tun_packet_in_place(now, &mut tun_buf[..n], &mut extra);
-                                self.exec(extra.drain(..)).await;
-                                if let Some(fwd) = fwd {
-                                    self.forward(fwd, &tun_buf).await;
-                                }
-                            }
+                        match guard.try_io(|d| b.tun_in.recv(d.get_ref())) {
+                            Ok(Ok(read)) => self.tun_read(core, now, &mut b, read, &mut extra).await,
                             Ok(Err(e)) if transient(&e) => {}
+                            // Not a system call's error: a read tun-rs
+                            // could not split (virtio header, GSO geometry).
+                            Ok(Err(e)) if e.raw_os_error().is_none() => {
+                                self.errors.tun_read.warn("splitting a TUN read", &e);
+                            }
                             Ok(Err(e)) => return Err(e).context("reading the TUN"),
                             // WouldBlock: readiness cleared.
                             Err(_would_block) => break,
@@ -137,19 +187,22 @@ impl<'a> Shell<'a> {
                     r.context("waiting for the tunnel socket")?;
                     let now = self.clock.now();
                     for _ in 0..BATCH {
-                        match udp.try_recv_from(&mut udp_buf) {
-                            Ok((n, from)) => {
+                        match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
+                            Ok((n, from, segment)) => {
                                 let from = from.ip().to_canonical();
-                                let fwd = core.tunnel_datagram_in_place(
-                                    now,
-                                    from,
-                                    &mut udp_buf[..n],
-                                    &mut extra,
-                                );
-                                self.exec(extra.drain(..)).await;
-                                if let Some(fwd) = fwd {
-                                    self.forward(fwd, &udp_buf).await;
+                                if segment > 0
+                                    && n > segment
+                                    && n.div_ceil(segment) <= batch::SLOTS
+                                    && self.tun.get_ref().tcp_gso()
+                                {
+                                    self.tunnel_gro(core, now, from, &mut b, (n, segment), &mut extra)
+                                        .await;
+                                    continue;
                                 }
+                                let k = b.udp_in.load_segments(&b.udp_buf[..n], segment);
+                                let (batch, out) = (&mut b.udp_in, &mut b.udp_out);
+                                self.packets(core, now, Some(from), batch, k, out, &mut extra)
+                                    .await;
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                             Err(e) if transient(&e) => {}
@@ -185,6 +238,188 @@ impl<'a> Shell<'a> {
         }
     }
 
+    /// One TUN read through the core: a packet or a TCP super-packet
+    /// rewritten once and written back whole, or split for the tunnel; a
+    /// split UDP super-packet packet by packet.
+    async fn tun_read(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        b: &mut Batches,
+        read: Read,
+        extra: &mut Vec<Action>,
+    ) {
+        if b.tun_in.is_super() {
+            self.offload.super_reads += 1;
+        }
+        match read {
+            Read::Whole(_) => {
+                let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(), extra);
+                self.exec(extra.drain(..)).await;
+                match fwd {
+                    Some(Forward::Tun { len }) => {
+                        if let Err(e) = b.tun_in.write(self.tun.get_ref(), len) {
+                            self.errors.tun_write.warn("writing to the TUN", &e);
+                        }
+                    }
+                    Some(Forward::Tunnel { node, port, len }) => {
+                        // Datagrams of the core's other actions go first.
+                        self.send_batch(&mut b.udp_out).await;
+                        match b.tun_in.wire_packets(len) {
+                            Ok(n) => self.send_segments(node, port, &b.tun_in.segments, n).await,
+                            Err(e) => self.errors.tun_read.warn("splitting for the tunnel", &e),
+                        }
+                    }
+                    None => {}
+                }
+                self.send_batch(&mut b.udp_out).await;
+            }
+            Read::Split(n) => {
+                let (batch, out) = (&mut b.tun_in.segments, &mut b.udp_out);
+                self.packets(core, now, None, batch, n, out, extra).await;
+            }
+        }
+    }
+
+    /// The datagrams of one `UDP_GRO` receive (`n` bytes, `segment` each
+    /// but the last) through the core in place; if all go to the TUN and
+    /// are one TCP flow's consecutive segments, written as the one
+    /// super-packet they were split from (no copy but the payloads moved
+    /// together); else as a batch (coalesced by tun-rs where it can).
+    async fn tunnel_gro(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        from: IpAddr,
+        b: &mut Batches,
+        (n, segment): (usize, usize),
+        extra: &mut Vec<Action>,
+    ) {
+        self.offload.gro_receives += 1;
+        let k = n.div_ceil(segment);
+        let mut keep = [0usize; batch::SLOTS];
+        let mut whole = true;
+        for (i, kept) in keep.iter_mut().enumerate().take(k) {
+            let r = i * segment..n.min((i + 1) * segment);
+            let d = &mut b.udp_buf[r.clone()];
+            let fwd = core.tunnel_datagram_in_place(now, from, d, extra);
+            self.exec(extra.drain(..)).await;
+            match fwd {
+                Some(Forward::Tun { len }) => {
+                    *kept = len;
+                    whole &= len == r.len();
+                }
+                Some(Forward::Tunnel { node, port, len }) => {
+                    whole = false;
+                    let d = &b.udp_buf[r.start..r.start + len];
+                    self.queue_tunnel(&mut b.udp_out, node, port, d).await;
+                }
+                None => whole = false,
+            }
+        }
+        let coalesced = if whole {
+            batch::coalesce_tcp(&mut b.udp_buf[..n], segment)
+        } else {
+            None
+        };
+        let written = match coalesced {
+            Some((hdr, len)) => {
+                self.offload.coalesced += 1;
+                batch::write_super(self.tun.get_ref(), hdr, &b.udp_buf[..len])
+            }
+            None => {
+                for (i, &len) in keep.iter().enumerate().take(k).filter(|(_, l)| **l > 0) {
+                    b.udp_in.push(&b.udp_buf[i * segment..i * segment + len]);
+                }
+                b.udp_in.flush(self.tun.get_ref())
+            }
+        };
+        if let Err(e) = written {
+            self.errors.tun_write.warn("writing to the TUN", &e);
+        }
+        self.send_batch(&mut b.udp_out).await;
+    }
+
+    /// The packets in `batch` (segments of a split TUN read, or datagrams
+    /// of one tunnel receive from `from`) through the core; then the
+    /// batch's TUN writes (coalesced) and tunnel sends.
+    #[allow(clippy::too_many_arguments)]
+    async fn packets(
+        &mut self,
+        core: &mut NetManagerCore,
+        now: Millis,
+        from: Option<IpAddr>,
+        batch: &mut TunBatch,
+        n: usize,
+        out: &mut GsoBatch,
+        extra: &mut Vec<Action>,
+    ) {
+        for i in 0..n {
+            let p = batch.packet_mut(i);
+            let fwd = match from {
+                Some(from) => core.tunnel_datagram_in_place(now, from, p, extra),
+                None => core.tun_packet_in_place(now, p, extra),
+            };
+            self.exec(extra.drain(..)).await;
+            match fwd {
+                Some(Forward::Tun { len }) => batch.keep(i, len),
+                Some(Forward::Tunnel { node, port, len }) => {
+                    self.queue_tunnel(out, node, port, &batch.packet_mut(i)[..len])
+                        .await;
+                }
+                None => {}
+            }
+        }
+        if let Err(e) = batch.flush(self.tun.get_ref()) {
+            self.errors.tun_write.warn("writing to the TUN", &e);
+        }
+        self.send_batch(out).await;
+    }
+
+    /// Queues a datagram for the tunnel, sending what was queued first if
+    /// it cannot go in the same send.
+    async fn queue_tunnel(&mut self, out: &mut GsoBatch, node: IpAddr, port: u16, d: &[u8]) {
+        let to = SocketAddr::new(self.peer_addr(node), port);
+        if !out.fits(to, d.len()) {
+            self.send_batch(out).await;
+        }
+        out.push(to, d);
+    }
+
+    /// Sends the first `n` packets of `segs` to a peer, with as few
+    /// system calls as `UDP_SEGMENT` allows, without copying them.
+    async fn send_segments(&mut self, node: IpAddr, port: u16, segs: &TunBatch, n: usize) {
+        let to = SocketAddr::new(self.peer_addr(node), port);
+        let mut all: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
+        for (i, d) in all.iter_mut().enumerate().take(n) {
+            *d = segs.packet(i);
+        }
+        if let Err(e) = udp::send_all(self.udp, to, &all[..n], self.gso).await {
+            self.errors
+                .tunnel_send
+                .warn(&format!("sending to the tunnel peer {node}"), &e);
+        }
+    }
+
+    async fn send_batch(&mut self, out: &mut GsoBatch) {
+        let to = out.pending().map(|(to, _, _)| to.ip().to_canonical());
+        if let Err(e) = udp::send(self.udp, out).await {
+            let to = to.map(|t| t.to_string()).unwrap_or_default();
+            self.errors
+                .tunnel_send
+                .warn(&format!("sending to the tunnel peer {to}"), &e);
+        }
+    }
+
+    /// The socket address of a peer: IPv4 peers as IPv4-mapped on a
+    /// dual-stack socket.
+    fn peer_addr(&self, node: IpAddr) -> IpAddr {
+        match node {
+            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
+            ip => ip,
+        }
+    }
+
     /// Carries out the core's actions. Write and send errors drop the
     /// packet (counted here, logged at most once a second).
     async fn exec(&mut self, actions: impl IntoIterator<Item = Action>) {
@@ -207,25 +442,14 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// Sends the packet an in-place entry point translated in `buf`.
-    async fn forward(&mut self, fwd: Forward, buf: &[u8]) {
-        match fwd {
-            Forward::Tun { len } => self.write_tun(&buf[..len]),
-            Forward::Tunnel { node, port, len } => self.send_tunnel(node, port, &buf[..len]).await,
-        }
-    }
-
     fn write_tun(&mut self, packet: &[u8]) {
-        if let Err(e) = self.tun.get_ref().send(packet) {
+        if let Err(e) = batch::write_one(self.tun.get_ref(), packet) {
             self.errors.tun_write.warn("writing to the TUN", &e);
         }
     }
 
     async fn send_tunnel(&mut self, node: IpAddr, port: u16, datagram: &[u8]) {
-        let to = match node {
-            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
-            ip => ip,
-        };
+        let to = self.peer_addr(node);
         if let Err(e) = self.udp.send_to(datagram, (to, port)).await {
             self.errors
                 .tunnel_send
@@ -233,14 +457,26 @@ impl<'a> Shell<'a> {
         }
     }
 
-    /// Logs the shell's own I/O errors, if there were any.
+    /// Logs the shell's own I/O errors, if there were any, and how often
+    /// the offloads carried more than one packet.
     pub fn log_io_errors(&self) {
-        let (tun_write, tunnel_send) = (
+        let o = &self.offload;
+        info!(
+            super_reads = o.super_reads,
+            gro_receives = o.gro_receives,
+            coalesced = o.coalesced,
+            "offloads"
+        );
+        let (tun_write, tun_read, tunnel_send) = (
             self.errors.tun_write.total(),
+            self.errors.tun_read.total(),
             self.errors.tunnel_send.total(),
         );
-        if tun_write + tunnel_send > 0 {
-            warn!(tun_write, tunnel_send, "packets lost to I/O errors");
+        if tun_write + tun_read + tunnel_send > 0 {
+            warn!(
+                tun_write,
+                tun_read, tunnel_send, "packets lost to I/O errors"
+            );
         }
     }
 }

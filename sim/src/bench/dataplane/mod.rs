@@ -69,12 +69,16 @@
 //! Veths: the harness makes every veth carry one segment per GSO packet
 //! (`gso_max_segs 1`, so captures show wire-sized frames). That caps the
 //! kernel paths far below what a container's veth does, so every round
-//! measures the six paths twice: with the harness's veths
-//! ([`Veths::Harness`]) and with the kernel's default, 64 KiB GSO packets
-//! ([`Veths::Gso`]), switched on every veth end of the scenario in between
-//! (the router's and the external's included). The net managers' and the
-//! gateway's TUNs have no offloads either way: the kernel segments before
-//! a TUN.
+//! measures the six paths twice (by default the kernel's setting first):
+//! with the kernel's default, 64 KiB GSO packets ([`Veths::Gso`]) and
+//! with the harness's veths ([`Veths::Harness`]), switched on every veth
+//! end of the scenario in between (the router's and the external's
+//! included). The net managers and the gateway run with their defaults:
+//! offloads on, so with GSO veths their TUNs and the tunnel carry
+//! super-packets; with the harness's veths they get wire-sized packets.
+//!
+//! CPU: around each bulk transfer, the CPU time of this process and of
+//! the dataplane processes ([`cpu`]), per Gbit moved.
 //!
 //! Conntrack on n1: the nat chains of (b) turn on connection tracking for
 //! everything n1 routes, which would tax (c) and (d) with work a node
@@ -89,6 +93,7 @@
 //! the caller prints [`Results`] (JSON), `cargo xtask bench dataplane`
 //! renders them.
 
+mod cpu;
 mod measure;
 mod nodes;
 mod results;
@@ -98,7 +103,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +115,7 @@ use crate::{run, Error};
 pub use results::{is_gateway_drop, PathResult, PathsCheck, Results, Sample};
 pub use scenario::{baseline_rules, scenario};
 
+use cpu::CpuTimes;
 use measure::{bulk, conn_rate, latency, Servers};
 use nodes::{baseline_counters, delta, gateway_counters, nft, set_veths};
 use scenario::local_ns_ip;
@@ -184,7 +190,7 @@ impl Default for Config {
             secs: 0.8,
             round_trips: 2000,
             rounds: 3,
-            veths: vec![Veths::Harness, Veths::Gso],
+            veths: vec![Veths::Gso, Veths::Harness],
         }
     }
 }
@@ -293,6 +299,18 @@ impl BenchPath {
             self,
             BenchPath::Kernel | BenchPath::Gateway | BenchPath::GatewayKernelDnat
         )
+    }
+
+    /// Userspace programs a round trip crosses (each direction counted):
+    /// (c) n1's net manager twice; (d) n1's and n2's net managers, twice
+    /// each; (e) the gateway and gw's and n2's net managers, twice each.
+    pub fn userspace_hops(self) -> u32 {
+        match self {
+            BenchPath::NetManager => 2,
+            BenchPath::Tunnel => 4,
+            BenchPath::Gateway => 6,
+            BenchPath::Kernel | BenchPath::KernelDnat | BenchPath::GatewayKernelDnat => 0,
+        }
     }
 
     /// Who dials what on this path.
@@ -492,7 +510,10 @@ fn measure_rounds(
                 check_interrupt()?;
                 let t = p.target(sc);
                 let (s, opened) = on_client(topo, sc, p, "measure", || {
+                    let (c0, t0) = (CpuTimes::now(), Instant::now());
                     let gbps = bulk(t.sink(), cfg.secs)?;
+                    let cpu = CpuTimes::now().since(c0);
+                    let gbit = (gbps * t0.elapsed().as_secs_f64()).max(f64::MIN_POSITIVE);
                     let (p50_us, p99_us) = latency(t.echo(), cfg.round_trips)?;
                     let (n, conn_per_s) = if p.measures_connections() {
                         let (n, r) = conn_rate(t.echo(), conn_secs, CONN_MAX)?;
@@ -505,19 +526,23 @@ fn measure_rounds(
                         p50_us,
                         p99_us,
                         conn_per_s,
+                        cpu_own_s_per_gbit: cpu.own / gbit,
+                        cpu_dataplane_s_per_gbit: cpu.dataplane / gbit,
                     };
                     Ok((s, 2 + n))
                 })?;
                 *connections.entry(p).or_insert(0) += opened;
                 tracing::info!(
                     target: "hoplab",
-                    "round {} veths {} path ({}): {:.3} Gbit/s, p50 {:.1} µs, p99 {:.1} µs{}",
+                    "round {} veths {} path ({}): {:.3} Gbit/s, p50 {:.1} µs, p99 {:.1} µs, CPU s/Gbit {:.3} + {:.3}{}",
                     round + 1,
                     v.key(),
                     p.key(),
                     s.gbps,
                     s.p50_us,
                     s.p99_us,
+                    s.cpu_own_s_per_gbit,
+                    s.cpu_dataplane_s_per_gbit,
                     s.conn_per_s
                         .map(|c| format!(", {c:.0} connections/s"))
                         .unwrap_or_default()

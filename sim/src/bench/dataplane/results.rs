@@ -23,6 +23,12 @@ pub struct Sample {
     /// New connections per second (connect, one round trip, close), on
     /// the paths that measure it.
     pub conn_per_s: Option<f64>,
+    /// CPU seconds per Gbit moved during the bulk transfer: the
+    /// benchmark's own process (clients, servers, and the kernel's work
+    /// on their system calls).
+    pub cpu_own_s_per_gbit: f64,
+    /// The same for the dataplane processes (net managers, gateway).
+    pub cpu_dataplane_s_per_gbit: f64,
 }
 
 /// All rounds of one path.
@@ -52,6 +58,8 @@ impl PathResult {
                 p50_us: m(|s| s.p50_us),
                 p99_us: m(|s| s.p99_us),
                 conn_per_s: (!conns.is_empty()).then(|| median(conns)),
+                cpu_own_s_per_gbit: m(|s| s.cpu_own_s_per_gbit),
+                cpu_dataplane_s_per_gbit: m(|s| s.cpu_dataplane_s_per_gbit),
             },
             rounds,
         }
