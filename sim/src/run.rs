@@ -463,15 +463,17 @@ fn traffic(
             trace::StepResult::Ok(Some(seen.describe()))
         } else {
             unmet.push(format!(
-                "{}: expected {}, got {}",
+                "{}: expected {}, got {}{}",
                 step.name,
                 step.expect,
-                seen.describe()
+                seen.describe(),
+                seen.answered_by()
             ));
             trace::StepResult::Failed(Some(format!(
-                "expected {}, got {}",
+                "expected {}, got {}{}",
                 step.expect,
-                seen.describe()
+                seen.describe(),
+                seen.answered_by()
             )))
         };
         reports.push(StepReport {

@@ -58,6 +58,21 @@ impl Observed {
         }
     }
 
+    /// Who answered an HTTP response, for a step whose expectation it
+    /// did not meet: the response's `X-Served-By` (hoplab's server, or a
+    /// proxy's own answer that names itself), else its `Server`; empty
+    /// when it names nobody.
+    pub fn answered_by(&self) -> String {
+        let Observed::Http { headers, .. } = self else {
+            return String::new();
+        };
+        let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n));
+        match find("X-Served-By").or_else(|| find("Server")) {
+            Some((k, v)) => format!(" (answered by {v}, from its {k})"),
+            None => " (no X-Served-By or Server header names who answered)".into(),
+        }
+    }
+
     pub fn meets(&self, step: &Step) -> bool {
         match (&step.expect, self) {
             (Expect::Echo, Observed::Reply(b)) => b == step.payload.as_bytes(),
