@@ -187,6 +187,9 @@ pub enum Ready {
 /// answer; before it, the control actions.
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// The name `to` gives, asked of the client host's resolver before the
+    /// step dials it (`target` then has the port only).
+    pub resolve: Option<Resolve>,
     pub name: String,
     pub from: String,
     pub proto: Proto,
@@ -211,6 +214,14 @@ pub struct Step {
     /// An HTTP or WebSocket exchange instead of the payload (`proto` is
     /// then TCP).
     pub l7: Option<L7Step>,
+}
+
+/// A name a step asks its host's resolver for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    pub name: String,
+    /// The resolver, port 53.
+    pub server: std::net::SocketAddr,
 }
 
 impl Step {

@@ -1,7 +1,8 @@
 //! Built-in traffic injectors: a TCP, UDP or ICMP echo client with a fixed
 //! source port (ICMP: identifier) and a known payload, run inside its host;
 //! for an HTTP or WebSocket step, the TCP connection handed to
-//! `crate::l7::client`. Waits are sliced so an interrupt ends a step
+//! `crate::l7::client`; a step that dials a name first asks its host's
+//! resolver (`crate::l7::dns`). Waits are sliced so an interrupt ends a step
 //! within 50 ms.
 //!
 //! Knows a step's destination and expectation, not how the lab was built.
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 use hoplab_dataplane::checksum::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Expect, L7Step, Proto, Step};
+use super::{Expect, L7Step, Proto, Resolve, Step};
 use crate::l7::client::{self, ClientCtx, Seen};
+use crate::l7::dns;
 
 /// What a step saw, in words that are the same on every run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,11 +144,17 @@ pub fn run_step_with(
     ctx: &ClientCtx,
     cancelled: &dyn Fn() -> bool,
 ) -> Observed {
-    let t = step.target;
+    let mut t = step.target;
     let w = Wait {
         deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
         cancelled,
     };
+    if let Some(r) = &step.resolve {
+        match resolve(r, index, sport, &w) {
+            Ok(addr) => t.addr = addr,
+            Err(o) => return o,
+        }
+    }
     if let Some(l7) = &step.l7 {
         let to = SocketAddr::new(t.addr, t.port);
         return l7_step(to, sport, l7, index, ctx, &w).unwrap_or_else(classify);
@@ -157,6 +165,57 @@ pub fn run_step_with(
         Proto::Icmp => icmp(t.addr, sport, step, &w),
     };
     r.unwrap_or_else(classify)
+}
+
+/// Ask the step's resolver for `r.name` from UDP port `sport` (the
+/// step's own, so the trace puts the query and its answer in the step's
+/// flow), with a query id fixed by the step's index; the address, or the
+/// step's outcome when there is none (`NXDOMAIN for NAME`, no answer).
+fn resolve(r: &Resolve, index: usize, sport: u16, w: &Wait) -> Result<IpAddr, Observed> {
+    let id = 0x4000u16.wrapping_add(index as u16);
+    let v6 = r.server.is_ipv6();
+    let q = dns::query(id, &r.name, v6).map_err(|e| Observed::Failed(e.to_string()))?;
+    let failed = |e: std::io::Error| Observed::Failed(format!("DNS query to {}: {e}", r.server));
+    let s = std::net::UdpSocket::bind(SocketAddr::new(unspecified(!v6), sport)).map_err(failed)?;
+    s.send_to(&q, r.server).map_err(failed)?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let got = w.read(|t| {
+            s.set_read_timeout(Some(t))?;
+            s.recv_from(&mut buf)
+        });
+        let (n, from) = match got {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return Err(Observed::Failed(format!(
+                    "no DNS answer for {} from {}",
+                    r.name, r.server
+                )))
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let Some(a) = (from == r.server)
+            .then(|| dns::answer(&buf[..n], id))
+            .flatten()
+        else {
+            continue;
+        };
+        return match a {
+            dns::Answer::Addr(addr) => Ok(addr),
+            dns::Answer::NxDomain => Err(Observed::Failed(format!(
+                "NXDOMAIN for {} (DNS answer from {})",
+                r.name, r.server
+            ))),
+            dns::Answer::NoAddress => Err(Observed::Failed(format!(
+                "no address for {} (DNS answer from {})",
+                r.name, r.server
+            ))),
+            dns::Answer::Rcode(c) => Err(Observed::Failed(format!(
+                "DNS rcode {c} for {} (answer from {})",
+                r.name, r.server
+            ))),
+        };
+    }
 }
 
 /// How often a waiting step checks whether the run was interrupted: the

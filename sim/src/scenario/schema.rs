@@ -83,6 +83,10 @@ pub struct Host {
     pub files: BTreeMap<String, FileSource>,
     #[serde(default)]
     pub processes: Vec<Process>,
+    /// The host's DNS resolver (its resolv.conf `nameserver`): a step from
+    /// this host whose `to` names a host asks it (UDP port 53) first.
+    #[serde(default)]
+    pub resolver: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -153,6 +157,9 @@ pub struct Process {
     /// hoplab's built-in HTTP(S)/WebSocket server instead of a command.
     #[serde(default)]
     pub http: Option<HttpServer>,
+    /// hoplab's built-in DNS responder instead of a command.
+    #[serde(default)]
+    pub dns: Option<crate::l7::dns::DnsServer>,
     /// When the process counts as ready. Built-in echo servers need none.
     #[serde(default)]
     pub ready: Option<Ready>,
@@ -302,6 +309,26 @@ impl Step {
             (None, Some(w)) => Some(L7Step::WebSocket(w.clone())),
             (None, None) => None,
         }
+    }
+
+    /// A destination that names a host (`api.yourapp.com:443`): the name
+    /// and the port; `None` for an address (or a bad `to`).
+    pub fn name_target(&self) -> Option<(String, u16)> {
+        if self.proto() == Proto::Icmp || self.target().is_ok() {
+            return None;
+        }
+        let (name, port) = self.to.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.parse::<IpAddr>().is_err()
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        ok.then(|| (name.to_ascii_lowercase(), port))
     }
 
     /// The destination; validated by [`super::parse`] so this cannot fail afterwards.

@@ -136,9 +136,20 @@ fn check_process(f: &str, p: &Process) -> Result<(), Invalid> {
     check_name(format!("{f}.name"), &p.name)?;
     let kinds = usize::from(p.cmd.is_some())
         + usize::from(p.echo.is_some())
-        + usize::from(p.http.is_some());
+        + usize::from(p.http.is_some())
+        + usize::from(p.dns.is_some());
     if kinds != 1 {
-        return bad(f, "give exactly one of `cmd`, `echo` or `http`");
+        return bad(f, "give exactly one of `cmd`, `echo`, `http` or `dns`");
+    }
+    if let Some(d) = &p.dns {
+        for n in d.records.keys() {
+            if let Err(e) = crate::l7::dns::query(0, n, false) {
+                return bad(format!("{f}.dns.records.{}", key(n)), e.to_string());
+            }
+        }
+        if d.port == 0 {
+            return bad(format!("{f}.dns.port"), "port 0 is not a port");
+        }
     }
     if p.cmd.as_ref().is_some_and(|c| c.is_empty()) {
         return bad(format!("{f}.cmd"), "empty command");
@@ -218,7 +229,7 @@ fn check_step<'a>(
             format!("step name `{}` used twice", s.name),
         );
     }
-    if let Err(m) = s.target() {
+    if let (Err(m), None) = (s.target(), s.name_target()) {
         return bad(format!("{f}.to"), m);
     }
     if s.proto() == Proto::Tcp && s.source_port(i) == 0 {

@@ -24,9 +24,17 @@ use crate::values::Proto as StepProto;
 fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
     for h in hops.iter().filter(|h| h.at.host == k.host) {
         let s = &h.s;
+        // A step that dials a name: its DNS query and answer, from its port.
+        let dns = k.resolves && matches!(s.l4, L4::Udp { .. });
         let hit = match (k.proto, &s.l4) {
             (StepProto::Tcp, L4::Tcp { sport, dport, .. })
             | (StepProto::Udp, L4::Udp { sport, dport }) => {
+                if *sport == k.port && h.outgoing() {
+                    return Some(true);
+                }
+                *dport == k.port && !h.outgoing()
+            }
+            (StepProto::Tcp, L4::Udp { sport, dport }) if dns => {
                 if *sport == k.port && h.outgoing() {
                     return Some(true);
                 }
@@ -52,6 +60,17 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
         }
     }
     None
+}
+
+/// The summary of a DNS message (UDP to or from port 53), for its hop.
+fn dns_note(hops: &[&Seen]) -> Option<String> {
+    let s = &hops.first()?.s;
+    match s.l4 {
+        L4::Udp { sport, dport } if sport == 53 || dport == 53 => {
+            crate::l7::dns::summary(&s.payload)
+        }
+        _ => None,
+    }
 }
 
 /// Outcome of one step, filled in by the run (or unknown for `hoplab trace`).
@@ -80,6 +99,12 @@ fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Ve
             .entry((&st.host, st.proto, st.port))
             .or_default()
             .push(k);
+        if st.resolves && st.proto != StepProto::Udp {
+            by_key
+                .entry((&st.host, StepProto::Udp, st.port))
+                .or_default()
+                .push(k);
+        }
     }
     for c in paths(lab, seen) {
         let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
@@ -163,7 +188,11 @@ pub fn build_annotated(
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
                     let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    let (p, note) = finish(p, At::Step(i, n));
+                    let (mut p, mut note) = finish(p, At::Step(i, n));
+                    if p.l7.is_none() {
+                        p.l7 = dns_note(hops);
+                        note.clone_from(&p.l7);
+                    }
                     annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
                     p
                 })

@@ -45,6 +45,9 @@ pub struct Step {
     pub proto: Proto,
     /// The client's source port (ICMP: echo identifier).
     pub port: u16,
+    /// The step asks its host's resolver for a name first, over UDP from
+    /// the same port: those datagrams are the step's too.
+    pub resolves: bool,
     /// What the step sends, for a trace without the run's outcome, e.g.
     /// `tcp from client to 10.0.0.2:80`.
     pub sent: String,
@@ -92,6 +95,7 @@ impl LabView {
                 host: s.from.clone(),
                 proto: s.proto,
                 port: s.source_port(i),
+                resolves: s.resolve.is_some(),
                 sent: format!("{} from {} to {}", s.proto, s.from, s.to),
             })
             .collect();
