@@ -293,6 +293,7 @@ fn capture_and_trace(
         .map_err(io("capture".into()))?;
     let mut counters = dataplane_counters(sc, out)?;
     firewall_counters(sc, &started, &mut counters)?;
+    metrics_counters(sc, &started, &mut counters)?;
     started.stop_processes();
     let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
@@ -581,6 +582,27 @@ fn firewall_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Resul
             .map_err(|e| Error::Failed(format!("reading the nftables counters of {h}: {e}")))?;
         if !m.is_empty() {
             all.insert(format!("{h}/nftables"), m);
+        }
+    }
+    Ok(())
+}
+
+/// Each process's metrics endpoint (`metrics`), scraped over loopback
+/// inside its host, as `HOST/PROCESS`, when it kept any sample.
+fn metrics_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Result<(), Error> {
+    for (h, host) in &sc.hosts {
+        for p in &host.processes {
+            let Some(m) = &p.metrics else { continue };
+            let got = started.topo.hosts[h]
+                .ns
+                .run(|| m.scrape())
+                .map_err(io(format!("scraping the metrics of {h}/{}", p.name)))?
+                .map_err(|e| {
+                    Error::Failed(format!("hosts.{h}.processes {}: metrics: {e}", p.name))
+                })?;
+            if !got.is_empty() {
+                all.insert(format!("{h}/{}", p.name), got);
+            }
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod check;
 pub mod dataplane;
 pub mod echo;
 pub mod gateway_ctl;
+pub mod metrics;
 pub mod netns;
 pub mod nft_counters;
 pub mod process;
@@ -158,6 +159,8 @@ pub struct Process {
     pub netmanager: Option<NetManagerArgs>,
     /// The gateway.
     pub gateway: Option<GatewayArgs>,
+    /// Its metrics endpoint, scraped at the end of the traffic.
+    pub metrics: Option<metrics::Metrics>,
 }
 
 impl Process {

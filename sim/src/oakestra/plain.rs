@@ -148,6 +148,7 @@ pub(super) fn process(p: &scenario::Process) -> lab::Process {
         ready_timeout_ms: p.ready_timeout_ms,
         netmanager: None,
         gateway: None,
+        metrics: p.metrics.clone(),
     }
 }
 

@@ -160,6 +160,10 @@ pub struct Process {
     /// hoplab's built-in DNS responder instead of a command.
     #[serde(default)]
     pub dns: Option<crate::l7::dns::DnsServer>,
+    /// Its Prometheus endpoint, scraped into the trace's counters at the
+    /// end of the traffic.
+    #[serde(default)]
+    pub metrics: Option<crate::lab::metrics::Metrics>,
     /// When the process counts as ready. Built-in echo servers need none.
     #[serde(default)]
     pub ready: Option<Ready>,
