@@ -154,6 +154,9 @@ fn end(e: &scenario::End) -> lab::End {
     }
 }
 
+/// A load step's payload length per flow when the file gives none.
+const DEFAULT_PAYLOAD_BYTES: usize = 64;
+
 fn step(s: &scenario::Step) -> lab::Step {
     lab::Step {
         name: s.name.clone(),
@@ -176,5 +179,7 @@ fn step(s: &scenario::Step) -> lab::Step {
         unexpose: s.unexpose.clone(),
         expose_refused: s.expose_refused.clone(),
         l7: s.l7(),
+        load: s.load.clone(),
+        payload_bytes: s.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
     }
 }
