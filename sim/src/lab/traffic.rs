@@ -118,7 +118,7 @@ fn unspecified(v4: bool) -> IpAddr {
     }
 }
 
-fn classify(e: std::io::Error) -> Observed {
+pub(super) fn classify(e: std::io::Error) -> Observed {
     match e.kind() {
         ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => Observed::Refused,
         ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Observed::Refused,
@@ -157,11 +157,13 @@ pub fn run_step_with(
     }
     if let Some(l7) = &step.l7 {
         let to = SocketAddr::new(t.addr, t.port);
-        return l7_step(to, sport, l7, index, ctx, &w).unwrap_or_else(classify);
+        let id = format!("hoplab-{index}-1");
+        return l7_step(to, sport, l7, &id, ctx, &w).unwrap_or_else(classify);
     }
+    let (payload, want) = (step.payload.as_bytes(), expected_len(step));
     let r = match step.proto {
-        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, &w),
-        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, &w),
+        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, (payload, want), &w),
+        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, payload, &w),
         Proto::Icmp => icmp(t.addr, sport, step, &w),
     };
     r.unwrap_or_else(classify)
@@ -232,9 +234,10 @@ pub fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> bool {
     .sleep()
 }
 
-struct Wait<'a> {
-    deadline: Instant,
-    cancelled: &'a dyn Fn() -> bool,
+/// A step's deadline and the run's interrupt, for every wait of a client.
+pub(super) struct Wait<'a> {
+    pub(super) deadline: Instant,
+    pub(super) cancelled: &'a dyn Fn() -> bool,
 }
 
 impl<'a> Wait<'a> {
@@ -289,7 +292,14 @@ fn expected_len(step: &Step) -> usize {
     }
 }
 
-fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
+/// Send `payload` over a TCP connection from `sport`, read `want` bytes
+/// back, close.
+pub(super) fn tcp(
+    to: SocketAddr,
+    sport: u16,
+    (payload, want): (&[u8], usize),
+    w: &Wait,
+) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
@@ -299,10 +309,9 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
     }
     let mut c = std::net::TcpStream::from(s);
     c.set_nodelay(true)?;
-    c.write_all(step.payload.as_bytes())?;
+    c.write_all(payload)?;
     // Read exactly the expected reply, then close: the client's FIN always
     // follows the last data, so the packet sequence is the same every run.
-    let want = expected_len(step);
     let mut got = Vec::new();
     let reading = w.again(timeout);
     let mut buf = [0u8; 4096];
@@ -334,11 +343,11 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
 
 /// An HTTP or WebSocket step: connect from `sport` as a TCP step does,
 /// then hand the connection to the L7 client.
-fn l7_step(
+pub(super) fn l7_step(
     to: SocketAddr,
     sport: u16,
     l7: &L7Step,
-    index: usize,
+    id: &str,
     ctx: &ClientCtx,
     w: &Wait,
 ) -> std::io::Result<Observed> {
@@ -348,8 +357,7 @@ fn l7_step(
     if !connect(&s, to, w)? {
         return Ok(Observed::Silence);
     }
-    let id = format!("hoplab-{index}-1");
-    let seen = client::exchange(s.into(), l7, to, &id, ctx, (w.deadline, SLICE), w.cancelled);
+    let seen = client::exchange(s.into(), l7, to, id, ctx, (w.deadline, SLICE), w.cancelled);
     Ok(match seen {
         Seen::Http(m) => Observed::Http {
             status: m.status,
@@ -392,7 +400,14 @@ fn connect(s: &Socket, to: SocketAddr, w: &Wait) -> std::io::Result<bool> {
     Ok(true)
 }
 
-fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
+/// Send `payload` in one datagram from `sport`; the first datagram back
+/// is the reply.
+pub(super) fn udp(
+    to: SocketAddr,
+    sport: u16,
+    payload: &[u8],
+    w: &Wait,
+) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
     // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
@@ -406,7 +421,7 @@ fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
         nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)?;
     }
     let u = std::net::UdpSocket::from(s);
-    u.send(step.payload.as_bytes())?;
+    u.send(payload)?;
     let mut buf = [0u8; 65536];
     Ok(
         match w.read(|t| {

@@ -130,6 +130,12 @@ fn check_unexposes(sc: &Scenario, found: &mut Vec<Invalid>) {
 fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid> {
     let f = format!("traffic[{i}]");
     if let Some((name, _)) = s.name_target() {
+        if s.load.is_some() {
+            return bad(
+                format!("{f}.to"),
+                format!("`{name}` is a name: a load step dials an address"),
+            );
+        }
         let resolver = sc.hosts.get(&s.from).and_then(|h| h.resolver);
         if resolver.is_none() {
             return bad(

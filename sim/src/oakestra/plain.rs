@@ -163,6 +163,9 @@ fn end(e: &scenario::End) -> lab::End {
     }
 }
 
+/// A load step's payload length per flow when the file gives none.
+const DEFAULT_PAYLOAD_BYTES: usize = 64;
+
 fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
     // A name is asked of the client host's resolver (checked to exist).
     let resolver = sc.hosts.get(&s.from).and_then(|h| h.resolver);
@@ -196,5 +199,7 @@ fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
         unexpose: s.unexpose.clone(),
         expose_refused: s.expose_refused.clone(),
         l7: s.l7(),
+        load: s.load.clone(),
+        payload_bytes: s.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
     }
 }

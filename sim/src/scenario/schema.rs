@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::services::{Cluster, External, Gateway, Service};
 use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
+use crate::load::Load;
 use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,6 +246,13 @@ pub struct Step {
     /// refuse each (a scenario that shows what cannot be exposed).
     #[serde(default)]
     pub expose_refused: Vec<Expose>,
+    /// A load step: this many flows at this concurrency, each from its own
+    /// source port with its own payload (see `crate::load`).
+    #[serde(default)]
+    pub load: Option<Load>,
+    /// A load step's payload length per flow (default 64).
+    #[serde(default)]
+    pub payload_bytes: Option<usize>,
 }
 
 fn default_payload() -> String {
@@ -355,8 +363,12 @@ impl Step {
     }
 
     /// The client source port (or ICMP identifier) of step `index`: its
-    /// own, else 40000 + `index`; 0 past 65535, which `validate` refuses.
+    /// own (a load step: its first flow's), else 40000 + `index`; 0 past
+    /// 65535, which `validate` refuses.
     pub fn source_port(&self, index: usize) -> u16 {
+        if let Some(l) = &self.load {
+            return l.sport_base;
+        }
         self.sport
             .or(crate::values::default_source_port(index))
             .unwrap_or(0)
