@@ -127,3 +127,68 @@ fn seed_004_request_path_shows_every_stage() {
     assert!(t.counters["mesh/haproxy"]
         .contains_key("haproxy_backend_retry_warnings_total{proxy=\"user-service\"}"));
 }
+
+const GATEWAY: &str = r#"version: 1
+hosts:
+  client:
+    resolver: 10.0.2.53
+  dns:
+    processes:
+      - {name: dns, dns: {records: {api.example: 10.0.1.1}}}
+  gateway:
+    files:
+      haproxy.cfg:
+        text: |
+          defaults
+              mode http
+              timeout connect 2s
+              timeout client 5s
+              timeout server 5s
+          frontend in
+              bind :80
+              http-request deny deny_status 401 hdr X-Served-By gateway/haproxy unless { http_auth_bearer,jwt_verify("HS256","lab-secret") -m int 1 }
+              http-request return status 200
+    processes:
+      - {name: haproxy, cmd: [haproxy, -db, -f, haproxy.cfg], ready: {tcp_listen: 80}}
+links:
+  - a: {host: client, ifname: eth0, addr: [10.0.1.10/24]}
+    b: {host: gateway, ifname: eth0, addr: [10.0.1.1/24]}
+  - a: {host: client, ifname: eth1, addr: [10.0.2.10/24]}
+    b: {host: dns, ifname: eth0, addr: [10.0.2.53/24]}
+traffic:
+  - {name: typo, from: client, to: "api.exampel:80", http: {path: /, host: api.exampel}, expect: {status: 200}}
+  - {name: no-token, from: client, to: "api.example:80", http: {path: /, host: api.example}, expect: {status: 200}}
+"#;
+
+/// A step that dials a name that does not resolve fails with the DNS
+/// answer; a step whose status is not the expected one names who
+/// answered (the gateway's own 401, its X-Served-By).
+#[test]
+fn unmet_steps_say_nxdomain_and_who_answered() {
+    let p = common::write_scenario("seed004-unmet", GATEWAY);
+    let out = common::out_dir("seed004-unmet");
+    let o = common::run(&p, &out);
+    assert!(!o.status.success(), "both steps fail their expectation");
+    let t = std::fs::read_to_string(out.join("trace.yaml")).unwrap();
+    assert!(
+        t.contains("FAILED: expected HTTP 200, got NXDOMAIN for api.exampel (DNS answer from 10.0.2.53:53)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("FAILED: expected HTTP 200, got HTTP 401 (0 B body) (answered by gateway/haproxy, from its x-served-by)"),
+        "{t}"
+    );
+}
+
+/// A policy HAProxy rejects (an unknown JWT algorithm) fails the run
+/// before any traffic, with HAProxy's own message and the process's field.
+#[test]
+fn a_policy_haproxy_rejects_fails_the_run_with_its_message() {
+    let text = GATEWAY.replace("\"HS256\"", "\"HS257\"");
+    let p = common::write_scenario("seed004-badjwt", &text);
+    let o = common::run(&p, &common::out_dir("seed004-badjwt"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hosts.gateway.processes haproxy"), "{err}");
+    assert!(err.contains("unknown JWT algorithm: HS257"), "{err}");
+}
