@@ -174,6 +174,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The built-in DNS responder (started by scenarios; not for direct
+    /// use): `--port P --record NAME=ADDR ...`.
+    #[command(name = "__dns", hide = true)]
+    Dns {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -425,6 +432,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Http { args } => {
             hoplab_sim::l7::server::main(&args).context("HTTP server")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dns { args } => {
+            let (port, records) = hoplab_sim::l7::dns::parse_args(&args).context("DNS server")?;
+            hoplab_sim::l7::dns::serve(port, records).context("DNS server")?;
             Ok(ExitCode::SUCCESS)
         }
     }

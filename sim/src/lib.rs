@@ -15,6 +15,7 @@ pub mod bench;
 pub mod capture;
 pub mod l7;
 pub mod lab;
+pub mod load;
 pub mod oakestra;
 pub mod progress;
 pub mod report;

@@ -293,6 +293,7 @@ fn capture_and_trace(
         .map_err(io("capture".into()))?;
     let mut counters = dataplane_counters(sc, out)?;
     firewall_counters(sc, &started, &mut counters)?;
+    metrics_counters(sc, &started, &mut counters)?;
     started.stop_processes();
     let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
@@ -315,6 +316,12 @@ fn capture_and_trace(
     };
     let tr = write_trace(sc, out, &pcapng, (&ifs, &frames), &reports, extra)?;
     phase(sc, "trace", t);
+    let mut unmet = unmet;
+    for f in tr.flows.iter().filter(|f| f.load.is_some()) {
+        if let trace::StepResult::Failed(Some(why)) = &f.result {
+            unmet.push(format!("{}: {why}", f.step));
+        }
+    }
     drop(started);
     // What was captured before an interruption is written all the same.
     ph.check()?;
@@ -389,6 +396,21 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// What step `i` sends, for its report.
 fn sent(step: &Step, i: usize) -> String {
+    if let Some(l) = &step.load {
+        let what = match &step.l7 {
+            Some(l7) => l7.describe(),
+            None => format!("{}, payload {} B each", step.proto, step.payload_bytes),
+        };
+        return format!(
+            "{} flows of {what} from {} ports {}..={} to {}, {} at once",
+            l.flows,
+            step.from,
+            l.ports().start(),
+            l.ports().end(),
+            step.to,
+            l.concurrency
+        );
+    }
     if let Some(l7) = &step.l7 {
         return format!(
             "{} from {} port {} to {}",
@@ -418,6 +440,7 @@ fn not_run(sc: &Expanded, from: usize) -> Vec<StepReport> {
         .map(|(i, step)| StepReport {
             sent: sent(step, i),
             result: trace::StepResult::Interrupted(Some("not run".into())),
+            load: None,
         })
         .collect()
 }
@@ -439,6 +462,10 @@ fn traffic(
         }
         ph.enter(format!("traffic[{i}] {}", step.name));
         let refusals = before_step(sc, started, out, i, step)?;
+        if step.load.is_some() {
+            reports.push(load_step(sc, started, i, step, refusals)?);
+            continue;
+        }
         let sport = step.source_port(i);
         let seen = started.topo.hosts[&step.from]
             .ns
@@ -463,25 +490,62 @@ fn traffic(
             trace::StepResult::Ok(Some(seen.describe()))
         } else {
             unmet.push(format!(
-                "{}: expected {}, got {}",
+                "{}: expected {}, got {}{}",
                 step.name,
                 step.expect,
-                seen.describe()
+                seen.describe(),
+                seen.answered_by()
             ));
             trace::StepResult::Failed(Some(format!(
-                "expected {}, got {}",
+                "expected {}, got {}{}",
                 step.expect,
-                seen.describe()
+                seen.describe(),
+                seen.answered_by()
             )))
         };
         reports.push(StepReport {
             sent: format!("{refusals}{}", sent(step, i)),
             result,
+            load: None,
         });
     }
     let done = reports.len();
     reports.extend(not_run(sc, done));
     Ok((reports, unmet))
+}
+
+/// A load step's flows, sent from its client's namespace: its report
+/// carries what the clients saw, which the trace completes with what the
+/// capture shows and judges (see `trace::build`).
+fn load_step(
+    sc: &Expanded,
+    started: &Started,
+    i: usize,
+    step: &Step,
+    refusals: String,
+) -> Result<StepReport, Error> {
+    let seen = started.topo.hosts[&step.from]
+        .ns
+        .run(|| crate::lab::load::run_load(step, i, &started.l7, &sandbox::interrupted))
+        .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+    let cut = sandbox::interrupted();
+    tracing::info!(
+        "{}: traffic[{i}] {}: {}{}",
+        sc.name,
+        step.name,
+        seen.line(),
+        if cut { " (interrupted)" } else { "" }
+    );
+    let result = if cut {
+        trace::StepResult::Interrupted(Some(format!("{} so far", seen.line())))
+    } else {
+        trace::StepResult::Unknown
+    };
+    Ok(StepReport {
+        sent: format!("{refusals}{}", sent(step, i)),
+        result,
+        load: Some(seen),
+    })
 }
 
 /// A step's control actions: a service manager fails, service IPs are
@@ -579,6 +643,27 @@ fn firewall_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Resul
             .map_err(|e| Error::Failed(format!("reading the nftables counters of {h}: {e}")))?;
         if !m.is_empty() {
             all.insert(format!("{h}/nftables"), m);
+        }
+    }
+    Ok(())
+}
+
+/// Each process's metrics endpoint (`metrics`), scraped over loopback
+/// inside its host, as `HOST/PROCESS`, when it kept any sample.
+fn metrics_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Result<(), Error> {
+    for (h, host) in &sc.hosts {
+        for p in &host.processes {
+            let Some(m) = &p.metrics else { continue };
+            let got = started.topo.hosts[h]
+                .ns
+                .run(|| m.scrape())
+                .map_err(io(format!("scraping the metrics of {h}/{}", p.name)))?
+                .map_err(|e| {
+                    Error::Failed(format!("hosts.{h}.processes {}: metrics: {e}", p.name))
+                })?;
+            if !got.is_empty() {
+                all.insert(format!("{h}/{}", p.name), got);
+            }
         }
     }
     Ok(())

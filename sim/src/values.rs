@@ -171,9 +171,13 @@ pub enum Expect {
     /// The step ends in an error whose words contain this text (a TLS
     /// certificate error, a server that does not speak HTTP).
     Error(String),
+    /// A load step's bounds (`ok`, `spread`, `never`; HTTP: `status`).
+    Load(crate::load::LoadExpect),
 }
 
-const EXPECT_KEYS: &[&str] = &["reply", "status", "headers", "body", "error"];
+const EXPECT_KEYS: &[&str] = &[
+    "reply", "status", "headers", "body", "error", "ok", "spread", "never",
+];
 
 impl<'de> Deserialize<'de> for Expect {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -200,8 +204,13 @@ impl<'de> Deserialize<'de> for Expect {
                 let mut http = crate::l7::spec::HttpExpect::default();
                 let mut seen_http = false;
                 let mut single: Option<Expect> = None;
+                let mut load = crate::load::LoadExpect::default();
+                let mut seen_load = false;
                 while let Some(k) = m.next_key::<String>()? {
                     match k.as_str() {
+                        "ok" => load.ok = m.next_value()?,
+                        "spread" => load.spread = Some(m.next_value()?),
+                        "never" => load.never = m.next_value()?,
                         "reply" | "error" if single.is_some() || seen_http => {
                             return Err(de::Error::custom(format!(
                                 "write `{k}` alone: {{{k}: TEXT}}"
@@ -217,10 +226,23 @@ impl<'de> Deserialize<'de> for Expect {
                         "body" => http.body = Some(m.next_value()?),
                         _ => return Err(de::Error::unknown_field(&k, EXPECT_KEYS)),
                     }
+                    seen_load |= matches!(k.as_str(), "ok" | "spread" | "never");
                     seen_http |= matches!(k.as_str(), "status" | "headers" | "body");
                 }
                 match single {
+                    Some(_) if seen_load => {
+                        Err(de::Error::custom("`reply` and `error` stand alone"))
+                    }
                     Some(e) => Ok(e),
+                    None if seen_load => {
+                        if !http.headers.is_empty() || http.body.is_some() {
+                            return Err(de::Error::custom(
+                                "a load step expects `ok`, `spread`, `never` and `status` only",
+                            ));
+                        }
+                        load.status = http.status;
+                        Ok(Expect::Load(load))
+                    }
                     None if seen_http => Ok(Expect::Http(http)),
                     None => Err(de::Error::custom("empty map: write {reply: TEXT}")),
                 }
@@ -239,6 +261,7 @@ impl fmt::Display for Expect {
             Expect::Refused => f.write_str("refused"),
             Expect::Http(h) => write!(f, "{h}"),
             Expect::Error(t) => write!(f, "error containing {t:?}"),
+            Expect::Load(l) => write!(f, "{l}"),
         }
     }
 }

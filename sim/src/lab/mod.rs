@@ -11,7 +11,7 @@
 //! What builds and runs it: [`sandbox`] (the run's namespaces),
 //! [`netns`] (a host's namespace), [`topology`] (netlink, nftables),
 //! [`process`] (start, readiness, stop), [`traffic`] (built-in clients),
-//! [`echo`] (built-in echo server), [`dataplane`] (the net manager's and
+//! [`load`] (a load step's many flows), [`echo`] (built-in echo server), [`dataplane`] (the net manager's and
 //! gateway's command lines), [`gateway_ctl`] (the gateway's control socket),
 //! [`check`] (a lab is whole: every reference resolves).
 
@@ -22,6 +22,8 @@ pub mod check;
 pub mod dataplane;
 pub mod echo;
 pub mod gateway_ctl;
+pub mod load;
+pub mod metrics;
 pub mod netns;
 pub mod nft_counters;
 pub mod process;
@@ -158,6 +160,8 @@ pub struct Process {
     pub netmanager: Option<NetManagerArgs>,
     /// The gateway.
     pub gateway: Option<GatewayArgs>,
+    /// Its metrics endpoint, scraped at the end of the traffic.
+    pub metrics: Option<metrics::Metrics>,
 }
 
 impl Process {
@@ -187,6 +191,9 @@ pub enum Ready {
 /// answer; before it, the control actions.
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// The name `to` gives, asked of the client host's resolver before the
+    /// step dials it (`target` then has the port only).
+    pub resolve: Option<Resolve>,
     pub name: String,
     pub from: String,
     pub proto: Proto,
@@ -211,12 +218,28 @@ pub struct Step {
     /// An HTTP or WebSocket exchange instead of the payload (`proto` is
     /// then TCP).
     pub l7: Option<L7Step>,
+    /// A load step: many flows instead of one (see [`load`]).
+    pub load: Option<crate::load::Load>,
+    /// A load step's payload length per flow.
+    pub payload_bytes: usize,
+}
+
+/// A name a step asks its host's resolver for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    pub name: String,
+    /// The resolver, port 53.
+    pub server: std::net::SocketAddr,
 }
 
 impl Step {
     /// The client source port (or ICMP identifier) of step `index`: its
-    /// own, else 40000 + `index`; 0 past 65535, which [`check`] refuses.
+    /// own (a load step: its first flow's), else 40000 + `index`; 0 past
+    /// 65535, which [`check`] refuses.
     pub fn source_port(&self, index: usize) -> u16 {
+        if let Some(l) = &self.load {
+            return l.sport_base;
+        }
         self.sport
             .or(crate::values::default_source_port(index))
             .unwrap_or(0)

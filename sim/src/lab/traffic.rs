@@ -1,7 +1,8 @@
 //! Built-in traffic injectors: a TCP, UDP or ICMP echo client with a fixed
 //! source port (ICMP: identifier) and a known payload, run inside its host;
 //! for an HTTP or WebSocket step, the TCP connection handed to
-//! `crate::l7::client`. Waits are sliced so an interrupt ends a step
+//! `crate::l7::client`; a step that dials a name first asks its host's
+//! resolver (`crate::l7::dns`). Waits are sliced so an interrupt ends a step
 //! within 50 ms.
 //!
 //! Knows a step's destination and expectation, not how the lab was built.
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 use hoplab_dataplane::checksum::checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Expect, L7Step, Proto, Step};
+use super::{Expect, L7Step, Proto, Resolve, Step};
 use crate::l7::client::{self, ClientCtx, Seen};
+use crate::l7::dns;
 
 /// What a step saw, in words that are the same on every run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,21 @@ impl Observed {
             Observed::WebSocket(1) => "WebSocket: 1 message echoed".into(),
             Observed::WebSocket(n) => format!("WebSocket: {n} messages echoed"),
             Observed::Failed(e) => e.clone(),
+        }
+    }
+
+    /// Who answered an HTTP response, for a step whose expectation it
+    /// did not meet: the response's `X-Served-By` (hoplab's server, or a
+    /// proxy's own answer that names itself), else its `Server`; empty
+    /// when it names nobody.
+    pub fn answered_by(&self) -> String {
+        let Observed::Http { headers, .. } = self else {
+            return String::new();
+        };
+        let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n));
+        match find("X-Served-By").or_else(|| find("Server")) {
+            Some((k, v)) => format!(" (answered by {v}, from its {k})"),
+            None => " (no X-Served-By or Server header names who answered)".into(),
         }
     }
 
@@ -101,7 +118,7 @@ fn unspecified(v4: bool) -> IpAddr {
     }
 }
 
-fn classify(e: std::io::Error) -> Observed {
+pub(super) fn classify(e: std::io::Error) -> Observed {
     match e.kind() {
         ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => Observed::Refused,
         ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Observed::Refused,
@@ -127,21 +144,80 @@ pub fn run_step_with(
     ctx: &ClientCtx,
     cancelled: &dyn Fn() -> bool,
 ) -> Observed {
-    let t = step.target;
+    let mut t = step.target;
     let w = Wait {
         deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
         cancelled,
     };
+    if let Some(r) = &step.resolve {
+        match resolve(r, index, sport, &w) {
+            Ok(addr) => t.addr = addr,
+            Err(o) => return o,
+        }
+    }
     if let Some(l7) = &step.l7 {
         let to = SocketAddr::new(t.addr, t.port);
-        return l7_step(to, sport, l7, index, ctx, &w).unwrap_or_else(classify);
+        let id = format!("hoplab-{index}-1");
+        return l7_step(to, sport, l7, &id, ctx, &w).unwrap_or_else(classify);
     }
+    let (payload, want) = (step.payload.as_bytes(), expected_len(step));
     let r = match step.proto {
-        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, step, &w),
-        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, step, &w),
+        Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, (payload, want), &w),
+        Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, payload, &w),
         Proto::Icmp => icmp(t.addr, sport, step, &w),
     };
     r.unwrap_or_else(classify)
+}
+
+/// Ask the step's resolver for `r.name` from UDP port `sport` (the
+/// step's own, so the trace puts the query and its answer in the step's
+/// flow), with a query id fixed by the step's index; the address, or the
+/// step's outcome when there is none (`NXDOMAIN for NAME`, no answer).
+fn resolve(r: &Resolve, index: usize, sport: u16, w: &Wait) -> Result<IpAddr, Observed> {
+    let id = 0x4000u16.wrapping_add(index as u16);
+    let v6 = r.server.is_ipv6();
+    let q = dns::query(id, &r.name, v6).map_err(|e| Observed::Failed(e.to_string()))?;
+    let failed = |e: std::io::Error| Observed::Failed(format!("DNS query to {}: {e}", r.server));
+    let s = std::net::UdpSocket::bind(SocketAddr::new(unspecified(!v6), sport)).map_err(failed)?;
+    s.send_to(&q, r.server).map_err(failed)?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let got = w.read(|t| {
+            s.set_read_timeout(Some(t))?;
+            s.recv_from(&mut buf)
+        });
+        let (n, from) = match got {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return Err(Observed::Failed(format!(
+                    "no DNS answer for {} from {}",
+                    r.name, r.server
+                )))
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let Some(a) = (from == r.server)
+            .then(|| dns::answer(&buf[..n], id))
+            .flatten()
+        else {
+            continue;
+        };
+        return match a {
+            dns::Answer::Addr(addr) => Ok(addr),
+            dns::Answer::NxDomain => Err(Observed::Failed(format!(
+                "NXDOMAIN for {} (DNS answer from {})",
+                r.name, r.server
+            ))),
+            dns::Answer::NoAddress => Err(Observed::Failed(format!(
+                "no address for {} (DNS answer from {})",
+                r.name, r.server
+            ))),
+            dns::Answer::Rcode(c) => Err(Observed::Failed(format!(
+                "DNS rcode {c} for {} (answer from {})",
+                r.name, r.server
+            ))),
+        };
+    }
 }
 
 /// How often a waiting step checks whether the run was interrupted: the
@@ -158,9 +234,10 @@ pub fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> bool {
     .sleep()
 }
 
-struct Wait<'a> {
-    deadline: Instant,
-    cancelled: &'a dyn Fn() -> bool,
+/// A step's deadline and the run's interrupt, for every wait of a client.
+pub(super) struct Wait<'a> {
+    pub(super) deadline: Instant,
+    pub(super) cancelled: &'a dyn Fn() -> bool,
 }
 
 impl<'a> Wait<'a> {
@@ -215,7 +292,14 @@ fn expected_len(step: &Step) -> usize {
     }
 }
 
-fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
+/// Send `payload` over a TCP connection from `sport`, read `want` bytes
+/// back, close.
+pub(super) fn tcp(
+    to: SocketAddr,
+    sport: u16,
+    (payload, want): (&[u8], usize),
+    w: &Wait,
+) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
@@ -225,10 +309,9 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
     }
     let mut c = std::net::TcpStream::from(s);
     c.set_nodelay(true)?;
-    c.write_all(step.payload.as_bytes())?;
+    c.write_all(payload)?;
     // Read exactly the expected reply, then close: the client's FIN always
     // follows the last data, so the packet sequence is the same every run.
-    let want = expected_len(step);
     let mut got = Vec::new();
     let reading = w.again(timeout);
     let mut buf = [0u8; 4096];
@@ -260,11 +343,11 @@ fn tcp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
 
 /// An HTTP or WebSocket step: connect from `sport` as a TCP step does,
 /// then hand the connection to the L7 client.
-fn l7_step(
+pub(super) fn l7_step(
     to: SocketAddr,
     sport: u16,
     l7: &L7Step,
-    index: usize,
+    id: &str,
     ctx: &ClientCtx,
     w: &Wait,
 ) -> std::io::Result<Observed> {
@@ -274,8 +357,7 @@ fn l7_step(
     if !connect(&s, to, w)? {
         return Ok(Observed::Silence);
     }
-    let id = format!("hoplab-{index}-1");
-    let seen = client::exchange(s.into(), l7, to, &id, ctx, (w.deadline, SLICE), w.cancelled);
+    let seen = client::exchange(s.into(), l7, to, id, ctx, (w.deadline, SLICE), w.cancelled);
     Ok(match seen {
         Seen::Http(m) => Observed::Http {
             status: m.status,
@@ -318,7 +400,14 @@ fn connect(s: &Socket, to: SocketAddr, w: &Wait) -> std::io::Result<bool> {
     Ok(true)
 }
 
-fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {
+/// Send `payload` in one datagram from `sport`; the first datagram back
+/// is the reply.
+pub(super) fn udp(
+    to: SocketAddr,
+    sport: u16,
+    payload: &[u8],
+    w: &Wait,
+) -> std::io::Result<Observed> {
     let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
     s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
     // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
@@ -332,7 +421,7 @@ fn udp(to: SocketAddr, sport: u16, step: &Step, w: &Wait) -> std::io::Result<Obs
         nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)?;
     }
     let u = std::net::UdpSocket::from(s);
-    u.send(step.payload.as_bytes())?;
+    u.send(payload)?;
     let mut buf = [0u8; 65536];
     Ok(
         match w.read(|t| {

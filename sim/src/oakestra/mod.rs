@@ -129,6 +129,24 @@ fn check_unexposes(sc: &Scenario, found: &mut Vec<Invalid>) {
 /// service manager, service managers at all, a gateway.
 fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid> {
     let f = format!("traffic[{i}]");
+    if let Some((name, _)) = s.name_target() {
+        if s.load.is_some() {
+            return bad(
+                format!("{f}.to"),
+                format!("`{name}` is a name: a load step dials an address"),
+            );
+        }
+        let resolver = sc.hosts.get(&s.from).and_then(|h| h.resolver);
+        if resolver.is_none() {
+            return bad(
+                format!("{f}.to"),
+                format!(
+                    "`{name}` is a name: give host `{}` a `resolver` to ask for it",
+                    s.from
+                ),
+            );
+        }
+    }
     if let Some(m) = &s.fail_manager {
         if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
             return bad(

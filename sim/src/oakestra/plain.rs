@@ -29,7 +29,7 @@ pub(super) fn copy(sc: &Scenario) -> Lab {
                 b: end(&l.b),
             })
             .collect(),
-        traffic: sc.traffic.iter().map(step).collect(),
+        traffic: sc.traffic.iter().map(|s| step(sc, s)).collect(),
         capture: lab::Capture {
             interfaces: sc.capture.interfaces.clone(),
             settle_ms: sc.capture.settle_ms,
@@ -131,15 +131,24 @@ pub(super) fn process(p: &scenario::Process) -> lab::Process {
             (_, _, Some(d)) => lab::Ready::DelayMs(d),
             _ => unreachable!("checked: one readiness check"),
         });
+    // The built-in DNS responder is this program (`__dns`), ready when its
+    // UDP port is bound.
+    let dns = p.dns.as_ref().map(|d| {
+        let mut v = vec!["/proc/self/exe".to_string(), "__dns".to_string()];
+        v.extend(d.argv());
+        (v, lab::Ready::UdpBound(d.port))
+    });
+    let ready = ready.or(dns.as_ref().map(|d| d.1));
     lab::Process {
         name: p.name.clone(),
-        cmd: p.cmd.clone(),
+        cmd: p.cmd.clone().or(dns.map(|d| d.0)),
         echo: p.echo.clone(),
         http: p.http.clone(),
         ready,
         ready_timeout_ms: p.ready_timeout_ms,
         netmanager: None,
         gateway: None,
+        metrics: p.metrics.clone(),
     }
 }
 
@@ -154,8 +163,22 @@ fn end(e: &scenario::End) -> lab::End {
     }
 }
 
-fn step(s: &scenario::Step) -> lab::Step {
+/// A load step's payload length per flow when the file gives none.
+const DEFAULT_PAYLOAD_BYTES: usize = 64;
+
+fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
+    // A name is asked of the client host's resolver (checked to exist).
+    let resolver = sc.hosts.get(&s.from).and_then(|h| h.resolver);
+    let resolve = s
+        .name_target()
+        .zip(resolver)
+        .map(|((name, _), r)| lab::Resolve {
+            name,
+            server: std::net::SocketAddr::new(r, 53),
+        });
+    let port = s.name_target().map(|(_, p)| p).unwrap_or(0);
     lab::Step {
+        resolve,
         name: s.name.clone(),
         from: s.from.clone(),
         proto: s.proto(),
@@ -164,7 +187,7 @@ fn step(s: &scenario::Step) -> lab::Step {
         // placeholder so that the lab's own checks still run.
         target: s.target().unwrap_or(Target {
             addr: IpAddr::from([0, 0, 0, 0]),
-            port: 0,
+            port,
         }),
         sport: s.sport,
         payload: s.payload.clone(),
@@ -176,5 +199,7 @@ fn step(s: &scenario::Step) -> lab::Step {
         unexpose: s.unexpose.clone(),
         expose_refused: s.expose_refused.clone(),
         l7: s.l7(),
+        load: s.load.clone(),
+        payload_bytes: s.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
     }
 }

@@ -273,3 +273,38 @@ fn one_address_on_both_ends_of_a_link_is_refused() {
     assert_eq!((e.field.as_str(), e.line), ("links[0].b.addr[0]", 7), "{e}");
     assert!(e.message.contains("the other end, links[0].a"), "{e}");
 }
+
+#[test]
+fn a_named_target_needs_the_hosts_resolver_and_a_dns_process_its_records() {
+    let named = OK.replace(
+        "  - {name: ping, from: a, proto: icmp, to: 10.0.0.2}",
+        "  - {name: get, from: a, to: \"api.yourapp.com:80\", http: {path: /}}",
+    );
+    let e = err(&named);
+    assert_eq!((e.field.as_str(), e.line), ("traffic[0].to", 9), "{e}");
+    assert!(e.message.contains("give host `a` a `resolver`"), "{e}");
+    let dns = "  b:\n    processes: [{name: dns, dns: {records: {api.yourapp.com: 10.0.0.2}}}]";
+    let ok = named
+        .replace("  a: {}", "  a: {resolver: 10.0.0.2}")
+        .replace("  b: {}", dns);
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    let lab = &sc.lab;
+    let r = lab.traffic[0].resolve.as_ref().expect("asks the resolver");
+    assert_eq!(
+        (
+            r.name.as_str(),
+            r.server.to_string().as_str(),
+            lab.traffic[0].target.port
+        ),
+        ("api.yourapp.com", "10.0.0.2:53", 80)
+    );
+    let p = &lab.hosts["b"].processes[0];
+    assert_eq!(p.cmd.as_ref().unwrap()[1], "__dns");
+    assert_eq!(p.ready, Some(crate::lab::Ready::UdpBound(53)));
+    let e = err(&ok.replace("api.yourapp.com: 10.0.0.2", "\"a..b\": 10.0.0.2"));
+    assert_eq!(e.field, "hosts.b.processes[0].dns.records.\"a..b\"", "{e}");
+    let e = err(&ok
+        .replace("cmd", "x")
+        .replace("{name: dns, dns:", "{name: dns, cmd: [x], dns:"));
+    assert!(e.message.contains("exactly one of"), "{e}");
+}

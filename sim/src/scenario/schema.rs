@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::services::{Cluster, External, Gateway, Service};
 use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
+use crate::load::Load;
 use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,10 @@ pub struct Host {
     pub files: BTreeMap<String, FileSource>,
     #[serde(default)]
     pub processes: Vec<Process>,
+    /// The host's DNS resolver (its resolv.conf `nameserver`): a step from
+    /// this host whose `to` names a host asks it (UDP port 53) first.
+    #[serde(default)]
+    pub resolver: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -153,6 +158,13 @@ pub struct Process {
     /// hoplab's built-in HTTP(S)/WebSocket server instead of a command.
     #[serde(default)]
     pub http: Option<HttpServer>,
+    /// hoplab's built-in DNS responder instead of a command.
+    #[serde(default)]
+    pub dns: Option<crate::l7::dns::DnsServer>,
+    /// Its Prometheus endpoint, scraped into the trace's counters at the
+    /// end of the traffic.
+    #[serde(default)]
+    pub metrics: Option<crate::lab::metrics::Metrics>,
     /// When the process counts as ready. Built-in echo servers need none.
     #[serde(default)]
     pub ready: Option<Ready>,
@@ -234,6 +246,13 @@ pub struct Step {
     /// refuse each (a scenario that shows what cannot be exposed).
     #[serde(default)]
     pub expose_refused: Vec<Expose>,
+    /// A load step: this many flows at this concurrency, each from its own
+    /// source port with its own payload (see `crate::load`).
+    #[serde(default)]
+    pub load: Option<Load>,
+    /// A load step's payload length per flow (default 64).
+    #[serde(default)]
+    pub payload_bytes: Option<usize>,
 }
 
 fn default_payload() -> String {
@@ -304,6 +323,26 @@ impl Step {
         }
     }
 
+    /// A destination that names a host (`api.yourapp.com:443`): the name
+    /// and the port; `None` for an address (or a bad `to`).
+    pub fn name_target(&self) -> Option<(String, u16)> {
+        if self.proto() == Proto::Icmp || self.target().is_ok() {
+            return None;
+        }
+        let (name, port) = self.to.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.parse::<IpAddr>().is_err()
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        ok.then(|| (name.to_ascii_lowercase(), port))
+    }
+
     /// The destination; validated by [`super::parse`] so this cannot fail afterwards.
     pub fn target(&self) -> Result<Target, String> {
         if self.proto() == Proto::Icmp {
@@ -324,8 +363,12 @@ impl Step {
     }
 
     /// The client source port (or ICMP identifier) of step `index`: its
-    /// own, else 40000 + `index`; 0 past 65535, which `validate` refuses.
+    /// own (a load step: its first flow's), else 40000 + `index`; 0 past
+    /// 65535, which `validate` refuses.
     pub fn source_port(&self, index: usize) -> u16 {
+        if let Some(l) = &self.load {
+            return l.sport_base;
+        }
         self.sport
             .or(crate::values::default_source_port(index))
             .unwrap_or(0)

@@ -136,9 +136,20 @@ fn check_process(f: &str, p: &Process) -> Result<(), Invalid> {
     check_name(format!("{f}.name"), &p.name)?;
     let kinds = usize::from(p.cmd.is_some())
         + usize::from(p.echo.is_some())
-        + usize::from(p.http.is_some());
+        + usize::from(p.http.is_some())
+        + usize::from(p.dns.is_some());
     if kinds != 1 {
-        return bad(f, "give exactly one of `cmd`, `echo` or `http`");
+        return bad(f, "give exactly one of `cmd`, `echo`, `http` or `dns`");
+    }
+    if let Some(d) = &p.dns {
+        for n in d.records.keys() {
+            if let Err(e) = crate::l7::dns::query(0, n, false) {
+                return bad(format!("{f}.dns.records.{}", key(n)), e.to_string());
+            }
+        }
+        if d.port == 0 {
+            return bad(format!("{f}.dns.port"), "port 0 is not a port");
+        }
     }
     if p.cmd.as_ref().is_some_and(|c| c.is_empty()) {
         return bad(format!("{f}.cmd"), "empty command");
@@ -192,7 +203,92 @@ fn check_steps(steps: &[Step], found: &mut Vec<Invalid>) {
     let mut clients = BTreeMap::new();
     for (i, s) in steps.iter().enumerate() {
         found.gather(check_step(i, s, &mut names, &mut clients));
+        found.gather(check_load_step(i, s));
     }
+    found.gather(check_load_ports(steps));
+}
+
+/// A load step: its own bounds, TCP or UDP (or HTTP), a payload length
+/// that fits, load expectations only on load steps.
+fn check_load_step(i: usize, s: &Step) -> Result<(), Invalid> {
+    let f = format!("traffic[{i}]");
+    let Some(l) = &s.load else {
+        if matches!(s.expect, Expect::Load(_)) {
+            return bad(
+                format!("{f}.expect"),
+                "`ok`, `spread` and `never` are a load step's (give `load`)",
+            );
+        }
+        if s.payload_bytes.is_some() {
+            return bad(format!("{f}.payload_bytes"), "a load step's (give `load`)");
+        }
+        return Ok(());
+    };
+    l.check(&format!("{f}.load"))?;
+    if s.sport.is_some() {
+        return bad(
+            format!("{f}.sport"),
+            "a load step sends from `load.sport_base` on",
+        );
+    }
+    if s.proto() == Proto::Icmp || s.websocket.is_some() {
+        return bad(f, "a load step sends TCP, UDP or HTTP flows");
+    }
+    if let Some(n) = s.payload_bytes {
+        if !(crate::load::MIN_PAYLOAD..=crate::load::MAX_PAYLOAD).contains(&n) {
+            return bad(
+                format!("{f}.payload_bytes"),
+                format!(
+                    "give {} to {} bytes",
+                    crate::load::MIN_PAYLOAD,
+                    crate::load::MAX_PAYLOAD
+                ),
+            );
+        }
+    }
+    match &s.expect {
+        Expect::Load(e) => {
+            if e.status.is_some() && s.http.is_none() {
+                return bad(format!("{f}.expect.status"), "an HTTP load step's");
+            }
+            Ok(())
+        }
+        Expect::Echo => Ok(()),
+        _ => bad(
+            format!("{f}.expect"),
+            "a load step expects `echo` or bounds: {ok: all, spread: {each_of: [..], at_least: N}, never: [..]}",
+        ),
+    }
+}
+
+/// No two steps of one client host and protocol share a source port,
+/// load steps' port ranges included.
+fn check_load_ports(steps: &[Step]) -> Result<(), Invalid> {
+    for (i, s) in steps.iter().enumerate() {
+        let Some(l) = &s.load else { continue };
+        let r = l.ports();
+        for (j, t) in steps.iter().enumerate() {
+            if j == i || t.from != s.from || t.proto() != s.proto() {
+                continue;
+            }
+            let clash = match &t.load {
+                Some(_) if j < i => false,
+                Some(m) => m.ports().start() <= r.end() && r.start() <= m.ports().end(),
+                None => r.contains(&t.source_port(j)),
+            };
+            if clash {
+                return bad(
+                    format!("traffic[{i}].load.sport_base"),
+                    format!(
+                        "ports {}..={} overlap traffic[{j}]'s: flows must be told apart",
+                        r.start(),
+                        r.end()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_step<'a>(
@@ -218,7 +314,7 @@ fn check_step<'a>(
             format!("step name `{}` used twice", s.name),
         );
     }
-    if let Err(m) = s.target() {
+    if let (Err(m), None) = (s.target(), s.name_target()) {
         return bad(format!("{f}.to"), m);
     }
     if s.proto() == Proto::Tcp && s.source_port(i) == 0 {
@@ -514,5 +610,85 @@ traffic:
                 "{text}: wanted {field}, got {found:?}"
             );
         }
+    }
+
+    /// A load step's mistakes each name their field; a good one reaches
+    /// the lab with its bounds.
+    #[test]
+    fn load_steps_are_checked() {
+        let step = |extra: &str| {
+            format!(
+                "version: 1\nhosts: {{a: {{}}}}\ntraffic:\n  - {{name: u, from: a, proto: udp, to: \"1.2.3.4:80\", sport: 20005}}\n  - {{name: t, from: a, proto: tcp, to: \"1.2.3.4:80\", {extra}}}\n"
+            )
+        };
+        let cases = [
+            (
+                "load: {flows: 0, sport_base: 1000}",
+                "traffic[1].load.flows",
+            ),
+            (
+                "load: {flows: 10, concurrency: 0, sport_base: 1000}",
+                "traffic[1].load.concurrency",
+            ),
+            (
+                "load: {flows: 10, sport_base: 65530}",
+                "traffic[1].load.sport_base",
+            ),
+            (
+                "load: {flows: 10, sport_base: 1000, sample: 11}",
+                "traffic[1].load.sample",
+            ),
+            (
+                "load: {flows: 10, sport_base: 1000}, sport: 5",
+                "traffic[1].sport",
+            ),
+            (
+                "load: {flows: 10, sport_base: 1000}, payload_bytes: 5",
+                "traffic[1].payload_bytes",
+            ),
+            (
+                "load: {flows: 10, sport_base: 1000}, expect: silence",
+                "traffic[1].expect",
+            ),
+            (
+                "load: {flows: 10, sport_base: 1000}, expect: {ok: all, status: 200}",
+                "traffic[1].expect.status",
+            ),
+            ("expect: {ok: all}", "traffic[1].expect"),
+            ("payload_bytes: 64", "traffic[1].payload_bytes"),
+        ];
+        for (extra, field) in cases {
+            let text = step(extra);
+            let (_, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(
+                found.iter().any(|e| e.field == field),
+                "{text}: wanted {field}, got {found:?}"
+            );
+        }
+        // The UDP step's port is another protocol's: no clash. A TCP step
+        // inside the range clashes.
+        let text = step("load: {flows: 10, sport_base: 20000}");
+        let (_, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &text).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        let clash = text.replace("proto: udp", "proto: tcp");
+        let (_, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &clash).unwrap();
+        assert!(
+            found
+                .iter()
+                .any(|e| e.field == "traffic[1].load.sport_base"),
+            "{found:?}"
+        );
+        let text = step(
+            "load: {flows: 10, concurrency: 4, sport_base: 1000}, payload_bytes: 100, expect: {ok: 9, spread: {each_of: [b, c], at_least: 2}, never: [d]}",
+        );
+        let x = crate::oakestra::parse(Path::new("s.yaml"), "s", &text).unwrap();
+        let l = x.traffic[1].load.as_ref().unwrap();
+        assert_eq!(
+            (l.flows, l.concurrency, l.sport_base, l.sample),
+            (10, 4, 1000, 1)
+        );
+        assert_eq!(x.traffic[1].payload_bytes, 100);
+        assert!(matches!(&x.traffic[1].expect, Expect::Load(e) if e.never == ["d"]));
     }
 }

@@ -4,7 +4,7 @@
 //! ([`super::legs`]), rendered ([`super::render`]), and a comment per
 //! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
@@ -14,8 +14,9 @@ use super::legs::{normalise, stitch, At};
 use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
-use super::{Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
+use super::{End, Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
 use crate::capture::Captured;
+use crate::load::{LoadExpect, LoadSummary};
 use crate::values::Proto as StepProto;
 
 /// The step a packet belongs to: it has a hop on the step's host with the
@@ -24,9 +25,17 @@ use crate::values::Proto as StepProto;
 fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
     for h in hops.iter().filter(|h| h.at.host == k.host) {
         let s = &h.s;
+        // A step that dials a name: its DNS query and answer, from its port.
+        let dns = k.resolves && matches!(s.l4, L4::Udp { .. });
         let hit = match (k.proto, &s.l4) {
             (StepProto::Tcp, L4::Tcp { sport, dport, .. })
             | (StepProto::Udp, L4::Udp { sport, dport }) => {
+                if k.has_port(*sport) && h.outgoing() {
+                    return Some(true);
+                }
+                k.has_port(*dport) && !h.outgoing()
+            }
+            (StepProto::Tcp, L4::Udp { sport, dport }) if dns => {
                 if *sport == k.port && h.outgoing() {
                     return Some(true);
                 }
@@ -37,7 +46,7 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
             (StepProto::Tcp | StepProto::Udp, L4::Icmp { .. }) => {
                 let want = if k.proto == StepProto::Tcp { 6 } else { 17 };
                 if s.quoted_ports()
-                    .is_some_and(|(p, sport, _)| p == want && sport == k.port)
+                    .is_some_and(|(p, sport, _)| p == want && k.has_port(sport))
                     && !h.outgoing()
                 {
                     return Some(false);
@@ -54,10 +63,40 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
     None
 }
 
+/// The summary of a DNS message (UDP to or from port 53), for its hop.
+fn dns_note(hops: &[&Seen]) -> Option<String> {
+    let s = &hops.first()?.s;
+    match s.l4 {
+        L4::Udp { sport, dport } if sport == 53 || dport == 53 => {
+            crate::l7::dns::summary(&s.payload)
+        }
+        _ => None,
+    }
+}
+
 /// Outcome of one step, filled in by the run (or unknown for `hoplab trace`).
 pub struct StepReport {
     pub sent: String,
     pub result: StepResult,
+    /// A load step: what its clients saw, counted.
+    pub load: Option<LoadSummary>,
+}
+
+/// The client port of a load step's path: where its client sends from or
+/// receives on (an ICMP error: the port of the packet it quotes).
+fn flow_port(k: &Step, hops: &[&Seen]) -> Option<u16> {
+    hops.iter()
+        .filter(|h| h.at.host == k.host)
+        .find_map(|h| match &h.s.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => {
+                let p = if h.outgoing() { *sport } else { *dport };
+                k.has_port(p).then_some(p)
+            }
+            L4::Icmp { .. } => (h.s.quoted_ports())
+                .map(|(_, sport, _)| sport)
+                .filter(|p| k.has_port(*p)),
+            L4::Other { .. } => None,
+        })
 }
 
 /// Build the trace of `frames` captured in `lab`.
@@ -76,10 +115,19 @@ fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Ve
     // against the steps one of its hops could belong to, in step order.
     let mut by_key: BTreeMap<(&str, StepProto, u16), Vec<usize>> = BTreeMap::new();
     for (k, st) in lab.steps.iter().enumerate() {
-        by_key
-            .entry((&st.host, st.proto, st.port))
-            .or_default()
-            .push(k);
+        for n in 0..st.flows {
+            let port = (u32::from(st.port) + n) as u16;
+            by_key
+                .entry((&st.host, st.proto, port))
+                .or_default()
+                .push(k);
+        }
+        if st.resolves && st.proto != StepProto::Udp {
+            by_key
+                .entry((&st.host, StepProto::Udp, st.port))
+                .or_default()
+                .push(k);
+        }
     }
     for c in paths(lab, seen) {
         let hops: Vec<&Seen> = c.iter().map(|&i| &seen[i]).collect();
@@ -156,18 +204,35 @@ pub fn build_annotated(
                 Some(o) => (o.sent.clone(), o.result.clone()),
                 None => (step.sent.clone(), StepResult::Unknown),
             };
-            let mut rel = RelSeq::default();
             let flow = format!("flow {}", step.name);
-            let packets = paths
-                .iter()
-                .enumerate()
-                .map(|(n, (hops, fwd))| {
-                    let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
-                    let (p, note) = finish(p, At::Step(i, n));
-                    annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
-                    p
-                })
-                .collect();
+            let (packets, load) = match &step.load {
+                Some((sample, expect)) => {
+                    let mut l =
+                        load_packets(lab, (i, step, *sample), &paths, &mut comments, &finish);
+                    let result = load_result(&mut l.1, outcomes.get(i), expect, &result);
+                    (l.0, Some((l.1, result)))
+                }
+                None => {
+                    let mut rel = RelSeq::default();
+                    let packets = (paths.iter().enumerate())
+                        .map(|(n, (hops, fwd))| {
+                            let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
+                            let (mut p, mut note) = finish(p, At::Step(i, n));
+                            if p.l7.is_none() {
+                                p.l7 = dns_note(hops);
+                                note.clone_from(&p.l7);
+                            }
+                            annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
+                            p
+                        })
+                        .collect();
+                    (packets, None)
+                }
+            };
+            let (load, result) = match load {
+                Some((l, r)) => (Some(l), r),
+                None => (None, result),
+            };
             let legs = (st.legs[i].iter().enumerate())
                 .map(|(l, plan)| {
                     let mut rel = RelSeq::default();
@@ -192,6 +257,7 @@ pub fn build_annotated(
                 step: step.name.clone(),
                 sent,
                 result,
+                load,
                 packets,
                 legs,
             }
@@ -228,6 +294,99 @@ pub fn build_annotated(
         interrupted: None,
     };
     (trace, comments)
+}
+
+/// A load step's paths: the sample flows' packets rendered in full, every
+/// flow counted into the summary (who its first packet reached, where
+/// packets were last seen short of an owner, packets seen again).
+fn load_packets(
+    lab: &LabView,
+    (i, step, sample): (usize, &Step, u32),
+    paths: &[Path],
+    comments: &mut [Option<String>],
+    finish: &dyn Fn(Packet, At) -> (Packet, Option<String>),
+) -> (Vec<Packet>, LoadSummary) {
+    let mut sum = LoadSummary {
+        flows: u64::from(step.flows),
+        ..LoadSummary::default()
+    };
+    let mut rels: HashMap<u16, RelSeq> = HashMap::new();
+    let mut answered: HashMap<u16, Option<String>> = HashMap::new();
+    let mut again: HashSet<(u16, bool, u64)> = HashSet::new();
+    let mut packets = Vec::new();
+    for (n, (hops, fwd)) in paths.iter().enumerate() {
+        let port = flow_port(step, hops).unwrap_or(step.port);
+        let p = render(
+            hops,
+            Some((rels.entry(port).or_default(), *fwd)),
+            &lab.owner,
+        );
+        sum.packets += 1;
+        match &p.end {
+            End::LastSeen(_) => *sum.drops.entry(p.end.to_string()).or_default() += 1,
+            End::Delivered { host } if *fwd => {
+                answered.entry(port).or_insert_with(|| Some(host.clone()));
+            }
+            End::Delivered { .. } => {}
+        }
+        if *fwd {
+            answered.entry(port).or_insert(None);
+        }
+        // The first hop's place and header (TCP numbers relative): a
+        // packet seen again where it was first seen is a resend.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Some(first) = p.hops.first() {
+            std::hash::Hash::hash(&(first.at.to_string(), first.hdr.to_string()), &mut h);
+        }
+        if !again.insert((port, *fwd, std::hash::Hasher::finish(&h))) {
+            sum.retransmissions += 1;
+        }
+        let flow = format!("flow {} port {port}", step.name);
+        if u32::from(port - step.port) < sample {
+            let (p, note) = finish(p, At::Step(i, n));
+            annotate(comments, (&flow, !*fwd), packets.len(), hops, &p, note);
+            packets.push(p);
+        } else {
+            annotate(comments, (&flow, !*fwd), n, hops, &p, None);
+        }
+    }
+    for host in answered.into_values().flatten() {
+        *sum.answered_by.entry(host).or_default() += 1;
+    }
+    (packets, sum)
+}
+
+/// A load step's summary completed with what its clients saw (`run`), and
+/// its result judged against `expect`; without the run's outcome, the
+/// capture's counts alone and `result` as it was.
+fn load_result(
+    sum: &mut LoadSummary,
+    run: Option<&StepReport>,
+    expect: &LoadExpect,
+    result: &StepResult,
+) -> StepResult {
+    let Some(seen) = run.and_then(|r| r.load.as_ref()) else {
+        return result.clone();
+    };
+    sum.ok = seen.ok;
+    sum.failed = seen.failed;
+    sum.bytes_verified = seen.bytes_verified;
+    sum.status = seen.status.clone();
+    sum.failures = seen.failures.clone();
+    if !seen.answered_by.is_empty() {
+        // HTTP: who served each request, by its X-Served-By.
+        sum.answered_by = seen.answered_by.clone();
+    }
+    if matches!(result, StepResult::Interrupted(_)) {
+        return result.clone();
+    }
+    match sum.judge(expect) {
+        Ok(()) => StepResult::Ok(Some(sum.line())),
+        Err(why) => StepResult::Failed(Some(format!(
+            "expected {expect}, got {}: {why}",
+            sum.line()
+        ))),
+    }
 }
 
 /// Comment each frame of packet `n` (0-based) of `flow` with its hop and,

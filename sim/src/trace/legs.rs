@@ -386,10 +386,12 @@ pub(super) fn stitch(
     for ci in 0..conns.len() {
         let Some(k) = conns[ci].step else { continue };
         let (mut cur, mut only) = (ci, None);
+        let mut chain = vec![ci];
         while out.legs[k].len() < MAX_LEGS {
-            let Some((j, e)) = next_leg(&conns, &index, &used, (cur, only)) else {
+            let Some((j, e)) = next_leg(&conns, &index, &used, &chain, (cur, only)) else {
                 break;
             };
+            chain.push(j);
             let via = via(lab, &all, &conns[cur], &conns[j], &mut out.eph);
             let changed = changes(&conns[cur].conv, &conns[j].conv, e.matched);
             let leg = out.legs[k].len() + 2;
@@ -458,15 +460,19 @@ pub(super) fn stitch(
 /// evidence, then the earliest start. A connection not yet a leg must
 /// start after `cur`; one already a leg (a proxy reusing its connection
 /// to the server) is taken again only on a request id or ClientHello
-/// random, never on a request line.
+/// random, never on a request line. A connection already in this flow's
+/// `chain` is never taken again (the request id a proxy forwards is on
+/// every leg of the chain).
 fn next_leg(
     conns: &[Conn],
     index: &Index,
     used: &[Option<(usize, usize)>],
+    chain: &[usize],
     (cur, only): (usize, Option<usize>),
 ) -> Option<(usize, Evidence)> {
     (index.candidates(&conns[cur].conv).into_iter())
-        .filter(|&j| j != cur && (used[j].is_some() || conns[j].start > conns[cur].start))
+        .filter(|&j| !chain.contains(&j))
+        .filter(|&j| used[j].is_some() || conns[j].start > conns[cur].start)
         .filter_map(|j| {
             let e = evidence(&conns[cur].conv, only, &conns[j].conv)?;
             (used[j].is_none() || e.rank < 2).then_some(((e.rank, conns[j].start, j), e))
@@ -498,12 +504,23 @@ fn via(
         });
     let first = all[b.syn.unwrap_or(b.paths[0])].1[0];
     let opened = first.at.host.clone();
+    // The host that opened the leg before opens another for the same
+    // request: a proxy retrying it (on another server, or the same).
+    let opened_before = &all[a.syn.unwrap_or(a.paths[0])].1[0].at.host;
     let (mut src, dst) = Endpoint::of(&first.s);
     if let (Some(syn), Some(Port::Num(p))) = (b.syn, src.port) {
         let n = eph.len() as u32 + 1;
         let n = *eph.entry((src.addr, p)).or_insert(n);
         src.port = Some(Port::Eph(n));
         same_port_along(all[syn].1, n, eph);
+    }
+    if *opened_before == opened && lab.processes.contains_key(&opened) {
+        let to = ended.map(|h| format!(" (the attempt before ended at {h})"));
+        return format!(
+            "retried by {}: {src} > {dst}{}",
+            procs(&opened),
+            to.unwrap_or_default()
+        );
     }
     match ended {
         Some(h) if h == opened => format!("ended at {}, re-opened {src} > {dst}", procs(&h)),

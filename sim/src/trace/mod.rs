@@ -213,6 +213,10 @@ pub struct Flow {
     pub sent: String,
     /// What came back and whether that was expected.
     pub result: StepResult,
+    /// A load step's summary: its flows counted; `packets` then holds the
+    /// sample flows' only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::LoadSummary>,
     /// The packets of the step's own connection (its first leg).
     pub packets: Vec<Packet>,
     /// The connections a proxy opened to carry the step's request on,

@@ -45,9 +45,25 @@ pub struct Step {
     pub proto: Proto,
     /// The client's source port (ICMP: echo identifier).
     pub port: u16,
+    /// The step asks its host's resolver for a name first, over UDP from
+    /// the same port: those datagrams are the step's too.
+    pub resolves: bool,
     /// What the step sends, for a trace without the run's outcome, e.g.
     /// `tcp from client to 10.0.0.2:80`.
     pub sent: String,
+    /// How many source ports the step sends from, `port` on: 1, or a load
+    /// step's flows.
+    pub flows: u32,
+    /// A load step: how many flows (the first) keep their packets, and
+    /// what it expects; `None` for a single flow.
+    pub load: Option<(u32, crate::load::LoadExpect)>,
+}
+
+impl Step {
+    /// Is `port` one of the step's source ports?
+    pub fn has_port(&self, port: u16) -> bool {
+        port >= self.port && u32::from(port - self.port) < self.flows
+    }
 }
 
 impl LabView {
@@ -92,7 +108,16 @@ impl LabView {
                 host: s.from.clone(),
                 proto: s.proto,
                 port: s.source_port(i),
+                resolves: s.resolve.is_some(),
                 sent: format!("{} from {} to {}", s.proto, s.from, s.to),
+                flows: s.load.as_ref().map_or(1, |l| l.flows),
+                load: s.load.as_ref().map(|l| {
+                    let e = match &s.expect {
+                        crate::values::Expect::Load(e) => e.clone(),
+                        _ => crate::load::LoadExpect::default(),
+                    };
+                    (l.sample, e)
+                }),
             })
             .collect();
         lab
