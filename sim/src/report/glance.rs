@@ -61,6 +61,7 @@ pub fn summary(f: &Flow) -> Summary {
         .enumerate()
         .filter_map(|(i, p)| match &p.end {
             End::LastSeen(at) => Some(format!("P{} at {at}", i + 1)),
+            End::Dropped { .. } => Some(format!("P{} {}", i + 1, p.end)),
             End::Delivered { .. } => None,
         })
         .collect();

@@ -162,7 +162,7 @@ pub fn build_annotated(
                 .iter()
                 .enumerate()
                 .map(|(n, (hops, fwd))| {
-                    let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
+                    let p = render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops);
                     let (p, note) = finish(p, At::Step(i, n));
                     annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
                     p
@@ -174,7 +174,8 @@ pub fn build_annotated(
                     let name = format!("{flow}, leg {}", l + 2);
                     let packets = (plan.paths.iter().enumerate())
                         .map(|(n, &(o, fwd))| {
-                            let p = render(&other[o], Some((&mut rel, fwd)), &lab.owner);
+                            let p =
+                                render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops);
                             let (p, note) = finish(p, At::Other(o));
                             annotate(&mut comments, (&name, !fwd), n, &other[o], &p, note);
                             p
@@ -204,7 +205,7 @@ pub fn build_annotated(
         .map(|(n, (o, hops))| {
             // A connection of no step: TCP numbers relative to its own.
             let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
-            let (p, note) = finish(render(hops, tcp, &lab.owner), At::Other(o));
+            let (p, note) = finish(render(hops, tcp, &lab.owner, &lab.drops), At::Other(o));
             annotate(&mut comments, ("no flow", false), n, hops, &p, note);
             p
         })
@@ -216,6 +217,7 @@ pub fn build_annotated(
         undecodable: undecoded.total(),
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        verdicts_unavailable: lab.drops.unavailable.clone(),
         skipped: Skipped {
             damage: Vec::new(),
             links: (undecoded.links.into_iter())
