@@ -313,17 +313,22 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
         for p in static_problems(&page) {
             problems.push(format!("{name}: {p}"));
         }
-        // Every packet that died is marked where it died; every flow with
-        // packets has its ladder.
+        // Every packet that died is marked where it died (packets of one
+        // path with the same end share a ladder, and so a mark); every
+        // flow with packets has its ladder.
         let all = trace
             .flows
             .iter()
             .flat_map(|f| &f.packets)
             .chain(&trace.other);
-        let dropped = all
-            .clone()
-            .filter(|p| matches!(p.end, hoplab_sim::trace::End::LastSeen(_)))
-            .count();
+        let dropped: usize = (trace.flows.iter().map(|f| &f.packets[..]))
+            .chain([&trace.other[..]])
+            .map(|ps| {
+                (hoplab_sim::report::glance::folds(ps).iter())
+                    .filter(|g| ps[g[0]].end.is_lost())
+                    .count()
+            })
+            .sum();
         assert_eq!(
             page.matches("<circle class=\"xc\"").count(),
             dropped,

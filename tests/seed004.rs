@@ -26,7 +26,7 @@ fn delivered(f: &Flow) -> Vec<String> {
     (f.packets.iter().chain(legs))
         .filter_map(|p| match &p.end {
             End::Delivered { host } => Some(host.clone()),
-            End::LastSeen(_) => None,
+            End::LastSeen(_) | End::Dropped { .. } => None,
         })
         .collect()
 }

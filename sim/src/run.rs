@@ -16,10 +16,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::capture::verdicts::{NftTrace, Verdicts};
 use crate::capture::{self, Capture};
 use crate::l7::client::ClientCtx;
 use crate::l7::pki::Pki;
 use crate::l7::spec::FileSource;
+use crate::lab::netns::NetNs;
 use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Step};
 use crate::oakestra::control_plane::ControlPlane;
 use crate::oakestra::Expanded;
@@ -279,6 +281,8 @@ fn capture_and_trace(
         .iter()
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
+    let traced = traced_hosts(sc, &started);
+    let nftrace = NftTrace::start(&traced);
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
     let (reports, unmet) = traffic(sc, &started, out, ph)?;
     phase(sc, "traffic", t);
@@ -291,6 +295,8 @@ fn capture_and_trace(
             &sandbox::interrupted,
         )
         .map_err(io("capture".into()))?;
+    let mut drops = nftrace.finish(&traced);
+    impairment_drops(sc, &started, &mut drops);
     let mut counters = dataplane_counters(sc, out)?;
     firewall_counters(sc, &started, &mut counters)?;
     metrics_counters(sc, &started, &mut counters)?;
@@ -313,6 +319,7 @@ fn capture_and_trace(
         control_plane,
         counters,
         interrupted: ph.seen.clone(),
+        drops,
     };
     let tr = write_trace(sc, out, &pcapng, (&ifs, &frames), &reports, extra)?;
     phase(sc, "trace", t);
@@ -338,6 +345,41 @@ struct Extra {
     control_plane: Vec<String>,
     counters: CounterMap,
     interrupted: Option<trace::Interrupted>,
+    drops: Verdicts,
+}
+
+/// The packets the impaired links dropped, as drops of the host that sent
+/// them, at the interface they left by.
+fn impairment_drops(sc: &Lab, started: &Started, drops: &mut Verdicts) {
+    for l in started.topo.impairment_losses() {
+        let link = &sc.links[l.link];
+        let (from, dir) = if l.a_to_b {
+            (&link.a, "a_to_b")
+        } else {
+            (&link.b, "b_to_a")
+        };
+        let im = link.impair.as_ref().and_then(|im| match l.a_to_b {
+            true => im.a_to_b.as_ref().map(|d| (im.seed, d.loss)),
+            false => im.b_to_a.as_ref().map(|d| (im.seed, d.loss)),
+        });
+        let Some((seed, loss)) = im else { continue };
+        let drop = crate::capture::verdicts::Drop {
+            host: from.host.clone(),
+            chain: from.ifname.clone(),
+            by: format!("impairment {dir} of links[{}]", l.link),
+            why: format!("loss {loss}%, seed {seed}"),
+        };
+        drops.add(crate::capture::verdicts::Key::of(&l.packet), drop);
+    }
+}
+
+/// The hosts whose nftables drops are recorded: those with a `firewall`
+/// script or a gateway (which loads its own table).
+fn traced_hosts<'a>(sc: &'a Lab, started: &'a Started) -> Vec<(&'a str, &'a NetNs)> {
+    (sc.hosts.iter())
+        .filter(|(_, h)| h.firewall.is_some() || h.processes.iter().any(|p| p.gateway.is_some()))
+        .map(|(n, _)| (n.as_str(), &started.topo.hosts[n].ns))
+        .collect()
 }
 
 /// Trace the capture `pcapng` (its interfaces and frames as captured), and
@@ -358,6 +400,7 @@ fn write_trace(
     let keys = tls_keys(out)?;
     let mut lab = trace::LabView::of(sc);
     lab.tls_keys = trace::KeyLog::parse(&keys);
+    lab.drops = extra.drops;
     let (mut tr, comments) = trace::build_annotated(&lab, &captured, reports);
     capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments, &keys)?;
     let per_interface = out.join(capture::PER_INTERFACE_DIR);

@@ -387,3 +387,93 @@ pub struct Unexpose {
     #[serde(default)]
     pub v6: bool,
 }
+
+/// Impairments of one link, per direction, all decided from `seed` (see
+/// `scenarios/README.md`, "Impairments"): the same seed drops, duplicates
+/// and delays the same packets on every run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Impair {
+    /// Seeds every per-packet decision of the link.
+    pub seed: u64,
+    /// Frames from end `a` to end `b`.
+    #[serde(default)]
+    pub a_to_b: Option<Impairment>,
+    /// Frames from end `b` to end `a`.
+    #[serde(default)]
+    pub b_to_a: Option<Impairment>,
+}
+
+/// What happens to the frames of one direction of a link.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Impairment {
+    /// Percent of IP packets dropped (0..=100).
+    #[serde(default)]
+    pub loss: f64,
+    /// Milliseconds every frame is held.
+    #[serde(default)]
+    pub delay_ms: u32,
+    /// Up to this many milliseconds more or less than `delay_ms`, per IP
+    /// packet (at most `delay_ms`).
+    #[serde(default)]
+    pub jitter_ms: u32,
+    /// Percent of IP packets sent twice (0..=100).
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Percent of IP packets sent at once, ahead of the delayed ones
+    /// (0..=100; needs `delay_ms`).
+    #[serde(default)]
+    pub reorder: f64,
+    /// Link rate in kbit/s: a frame leaves once the frames before it have.
+    #[serde(default)]
+    pub rate_kbit: Option<u32>,
+}
+
+impl Impair {
+    /// What is wrong with these impairments, each as (field below the
+    /// link, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (dir, im) in [("a_to_b", &self.a_to_b), ("b_to_a", &self.b_to_a)] {
+            let Some(im) = im else { continue };
+            for (f, v) in [
+                ("loss", im.loss),
+                ("duplicate", im.duplicate),
+                ("reorder", im.reorder),
+            ] {
+                if !(0.0..=100.0).contains(&v) {
+                    out.push((
+                        format!("{dir}.{f}"),
+                        format!("{v} is not a percentage (0 to 100)"),
+                    ));
+                }
+            }
+            if im.jitter_ms > im.delay_ms {
+                out.push((
+                    format!("{dir}.jitter_ms"),
+                    format!("{} exceeds delay_ms ({})", im.jitter_ms, im.delay_ms),
+                ));
+            }
+            if im.reorder > 0.0 && im.delay_ms == 0 {
+                out.push((
+                    format!("{dir}.reorder"),
+                    "reordering needs delay_ms (the packets it lets pass go ahead of the delayed ones)".into(),
+                ));
+            }
+            if im.rate_kbit == Some(0) {
+                out.push((format!("{dir}.rate_kbit"), "must be at least 1".into()));
+            }
+            if im.delay_ms > 60_000 {
+                out.push((format!("{dir}.delay_ms"), "at most 60000".into()));
+            }
+        }
+        if self.a_to_b.is_none() && self.b_to_a.is_none() {
+            out.push((
+                String::new(),
+                "impairs neither direction: give a_to_b or b_to_a".into(),
+            ));
+        }
+        out
+    }
+}

@@ -25,6 +25,7 @@ use crate::lab::netns::NetNs;
 
 mod pcapng;
 mod read;
+pub mod verdicts;
 
 pub use pcapng::{per_interface_name, write_pcapng, write_per_interface, PER_INTERFACE_DIR};
 pub use read::{

@@ -22,6 +22,7 @@ pub mod check;
 pub mod dataplane;
 pub mod echo;
 pub mod gateway_ctl;
+pub mod impair;
 pub mod load;
 pub mod metrics;
 pub mod netns;
@@ -88,6 +89,9 @@ pub struct Tun {
 pub struct Link {
     pub a: End,
     pub b: End,
+    /// Impairments: the link is built through an element of
+    /// [`impair`] instead of one veth pair.
+    pub impair: Option<crate::values::Impair>,
 }
 
 #[derive(Debug, Clone)]

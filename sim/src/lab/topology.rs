@@ -4,12 +4,15 @@
 //!
 //! Order: namespaces with their base sysctls → bridges → TUNs → veth pairs
 //! (both ends created in one message, the peer placed straight into its
-//! host) → the lab's sysctls → bridge ports, addresses, links up → routes
-//! → links operationally up → nftables. Hosts are worked on concurrently;
-//! the kernel does the rest.
+//! host; an impaired link is two pairs through the impairment namespace,
+//! whose element thread starts here, see [`super::impair`]) → the lab's
+//! sysctls → bridge ports, addresses, links up → routes → links
+//! operationally up → nftables. Hosts are worked on concurrently; the
+//! kernel does the rest.
 //!
 //! Builds what the [`super::Lab`] says, checked beforehand; knows nothing
-//! of the scenario file or Oakestra, and starts no process.
+//! of the scenario file or Oakestra, and starts no process (the impairment
+//! element is a thread of the run).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +26,7 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
+use super::impair;
 use super::{default_bridge_mac, default_link_mac, Cidr, Host, Lab, Mac, Route, RouteDst};
 use crate::lab::netns::NetNs;
 use crate::Error;
@@ -36,6 +40,9 @@ pub struct HostNs {
 /// Everything a run built. Dropping it releases the namespaces.
 pub struct Topology {
     pub hosts: BTreeMap<String, HostNs>,
+    /// Impaired links: the element moving their frames, then the
+    /// namespace of their inner ends (dropped in this order).
+    impair: Option<(Option<impair::Element>, HostNs)>,
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
@@ -112,6 +119,15 @@ impl HostNs {
     }
 }
 
+impl Topology {
+    /// The IP packets the impaired links dropped so far.
+    pub fn impairment_losses(&self) -> Vec<impair::Lost> {
+        (self.impair.iter())
+            .flat_map(|(e, _)| e.iter().flat_map(|e| e.lost()))
+            .collect()
+    }
+}
+
 /// Create the namespace of one host with the sysctls that keep captures quiet.
 fn make_host(name: &str, ipv6: bool, rt: &tokio::runtime::Handle) -> Result<HostNs, Error> {
     let ns = NetNs::create(name).map_err(|source| Error::Io {
@@ -162,10 +178,16 @@ pub async fn build(sc: &Lab) -> Result<Topology, Error> {
     for (name, h) in &sc.hosts {
         hosts.insert(name.clone(), make_host(name, h.ipv6, &rt)?);
     }
-    let topo = Topology { hosts };
+    let impair = if sc.links.iter().any(|l| l.impair.is_some()) {
+        Some((None, make_host("impair", false, &rt)?))
+    } else {
+        None
+    };
+    let mut topo = Topology { hosts, impair };
     make_bridges(sc, &topo).await?;
     make_tuns(sc, &topo)?;
     make_veths(sc, &topo).await?;
+    start_impairments(sc, &mut topo).await?;
     // The lab's sysctls, now that their interfaces exist.
     for (hname, h) in &sc.hosts {
         for (k, v) in &h.sysctls {
@@ -245,34 +267,98 @@ fn make_tuns(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     Ok(())
 }
 
-/// Veth pairs: created in a's host, the peer placed into b's host.
+/// One veth pair, created in `a`'s namespace, its peer placed into `b`'s.
+/// One segment per GSO packet: TCP hands the device MSS-sized segments,
+/// so every capture shows the frames a real wire would carry rather than
+/// 64 KiB super-packets.
+async fn veth(
+    what: String,
+    (a, a_if, mac_a): (&HostNs, &str, Option<Mac>),
+    (b, b_if, mac_b): (&HostNs, &str, Option<Mac>),
+) -> Result<(), Error> {
+    let mut peer = LinkUnspec::new_with_name(b_if);
+    if let Some(m) = mac_b {
+        peer = peer.address(m.0.to_vec());
+    }
+    let peer = peer
+        .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
+        .setns_by_fd(b.ns.raw_fd())
+        .build();
+    let mut msg = LinkVeth::new(a_if, b_if).set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+    if let Some(m) = mac_a {
+        msg = msg.address(m.0.to_vec());
+    }
+    let msg = msg
+        .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
+        .build();
+    a.handle.link().add(msg).execute().await.map_err(nl(what))
+}
+
+/// Veth pairs: created in a's host, the peer placed into b's host. An
+/// impaired link is two pairs through the impairment namespace
+/// ([`impair`]): `a — i{N}a` and `i{N}b — b`.
 async fn make_veths(sc: &Lab, topo: &Topology) -> Result<(), Error> {
     let veths = sc.links.iter().enumerate().map(|(i, l)| {
         let a = &topo.hosts[&l.a.host];
         let b = &topo.hosts[&l.b.host];
         let mac_a: Mac = l.a.mac.unwrap_or(default_link_mac(i, 0));
         let mac_b: Mac = l.b.mac.unwrap_or(default_link_mac(i, 1));
+        let what = format!(
+            "links[{i}]: create veth {}/{} <-> {}/{}",
+            l.a.host, l.a.ifname, l.b.host, l.b.ifname
+        );
+        let inner = (topo.impair.as_ref())
+            .filter(|_| l.impair.is_some())
+            .map(|(_, ns)| ns);
         async move {
-            // One segment per GSO packet: TCP hands the device MSS-sized
-            // segments, so every capture shows the frames a real wire
-            // would carry rather than 64 KiB super-packets.
-            let peer = LinkUnspec::new_with_name(&l.b.ifname)
-                .address(mac_b.0.to_vec())
-                .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
-                .setns_by_fd(b.ns.raw_fd())
-                .build();
-            let msg = LinkVeth::new(&l.a.ifname, &l.b.ifname)
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                .address(mac_a.0.to_vec())
-                .append_extra_attribute(LinkAttribute::GsoMaxSegs(1))
-                .build();
-            a.handle.link().add(msg).execute().await.map_err(nl(format!(
-                "links[{i}]: create veth {}/{} <-> {}/{}",
-                l.a.host, l.a.ifname, l.b.host, l.b.ifname
-            )))
+            let (a_end, b_end) = (
+                (a, &*l.a.ifname, Some(mac_a)),
+                (b, &*l.b.ifname, Some(mac_b)),
+            );
+            match inner {
+                None => veth(what, a_end, b_end).await,
+                Some(ns) => {
+                    let (ia, ib) = impair::inner_names(i);
+                    veth(what.clone(), a_end, (ns, &ia, None)).await?;
+                    veth(what, (ns, &ib, None), b_end).await?;
+                    for n in [&ia, &ib] {
+                        let idx = ns.index_of(n).await?;
+                        ns.set(
+                            format!("links[{i}]: impairment end {n} up"),
+                            LinkUnspec::new_with_index(idx).up(),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                }
+            }
         }
     });
     try_join_all(veths).await?;
+    Ok(())
+}
+
+/// Start the element that moves the impaired links' frames.
+async fn start_impairments(sc: &Lab, topo: &mut Topology) -> Result<(), Error> {
+    let Some((element, ns)) = topo.impair.as_mut() else {
+        return Ok(());
+    };
+    let specs = (sc.links.iter().enumerate())
+        .filter_map(|(i, l)| {
+            l.impair.as_ref().map(|im| impair::Spec {
+                link: i,
+                ends: impair::inner_names(i),
+                seed: im.seed,
+                a_to_b: im.a_to_b.clone(),
+                b_to_a: im.b_to_a.clone(),
+            })
+        })
+        .collect();
+    let e = impair::Element::start(&ns.ns, specs).map_err(|source| Error::Io {
+        what: "start the link impairments".into(),
+        source,
+    })?;
+    *element = Some(e);
     Ok(())
 }
 

@@ -353,6 +353,7 @@ fn emit_nodes(plan: &Plan, lab: &mut Lab) {
         lab.links.push(Link {
             a: End::new(name, "eth0", vec![cidr(n.underlay, 24)]),
             b,
+            impair: None,
         });
     }
 }
@@ -472,7 +473,7 @@ fn emit_instances(sc: &Scenario, plan: &Plan, placed: Vec<Placed>, lab: &mut Lab
         let mut b = End::new(&node, &host, vec![]);
         b.bridge = Some("br0".into());
         (a.mtu, b.mtu) = (Some(OVERLAY_MTU), Some(OVERLAY_MTU));
-        lab.links.push(Link { a, b });
+        lab.links.push(Link { a, b, impair: None });
     }
 }
 

@@ -227,6 +227,7 @@ fn emit_gateway(
     lab.links.push(Link {
         a: end(&g.node, PUBLIC_IF, Some(g.public), v6.map(|v| v.0)),
         b: end(INTERNET_HOST, &g.node, Some(raddr), raddr6),
+        impair: None,
     });
     let r = &mut net.router.routes;
     r.push(Route::via(prefix(Ipv4Addr::new(10, 0, 0, 0), 8), g.public));
@@ -331,6 +332,7 @@ fn external(f: &str, x: &External, net: &mut Internet) -> Result<(Host, Link), I
     let link = Link {
         a: end(&x.name, "eth0", Some(x.addr), x.addr6),
         b: end(INTERNET_HOST, &x.name, Some(raddr), raddr6),
+        impair: None,
     };
     Ok((host, link))
 }

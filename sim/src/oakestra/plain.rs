@@ -27,6 +27,7 @@ pub(super) fn copy(sc: &Scenario) -> Lab {
             .map(|l| lab::Link {
                 a: end(&l.a),
                 b: end(&l.b),
+                impair: l.impair.clone(),
             })
             .collect(),
         traffic: sc.traffic.iter().map(|s| step(sc, s)).collect(),

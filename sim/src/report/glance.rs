@@ -65,12 +65,15 @@ pub fn summary(f: &Flow) -> Summary {
                     steps.push(s);
                 }
             }
-            if let End::LastSeen(at) = &p.end {
-                drops.push(match leg {
-                    0 => format!("P{} at {at}", i + 1),
-                    _ => format!("leg {} P{} at {at}", leg + 1, i + 1),
-                });
-            }
+            let what = match &p.end {
+                End::LastSeen(at) => format!("at {at}"),
+                End::Dropped { .. } => p.end.to_string(),
+                End::Delivered { .. } => continue,
+            };
+            drops.push(match leg {
+                0 => format!("P{} {what}", i + 1),
+                _ => format!("leg {} P{} {what}", leg + 1, i + 1),
+            });
         }
     }
     Summary {

@@ -50,10 +50,7 @@ pub fn committed(root: &Path) -> Result<Vec<(std::path::PathBuf, String)>, crate
         let trace = Trace::from_yaml(crate::snapshot::read_body(&text))
             .map_err(|e| crate::Error::Failed(format!("{}: not a trace: {e}", p.display())))?;
         let packets: Vec<_> = trace.flows.iter().flat_map(|f| &f.packets).collect();
-        let lost = packets
-            .iter()
-            .filter(|p| matches!(p.end, crate::trace::End::LastSeen(_)))
-            .count();
+        let lost = packets.iter().filter(|p| p.end.is_lost()).count();
         let _ = writeln!(
             index,
             "| [`{n}`]({n}.md) | {} | {} | {lost} |",

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer};
 use super::services::{Cluster, External, Gateway, Service};
 use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
 use crate::load::Load;
-use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
+use crate::values::{Cidr, Echo, Expect, Expose, Impair, Mac, Proto, RouteDst, Target, Unexpose};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +115,10 @@ pub struct Tun {
 pub struct Link {
     pub a: End,
     pub b: End,
+    /// Seeded loss, delay, jitter, duplication, reordering and rate, per
+    /// direction.
+    #[serde(default)]
+    pub impair: Option<Impair>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -53,6 +53,17 @@ pub(super) fn validate(sc: &Scenario) -> Vec<Invalid> {
         for (side, e) in [("a", &l.a), ("b", &l.b)] {
             found.gather(check_mtu(format!("links[{i}].{side}.mtu"), e.mtu));
         }
+        for (f, message) in l.impair.iter().flat_map(|im| im.problems()) {
+            let field = match f.as_str() {
+                "" => format!("links[{i}].impair"),
+                f => format!("links[{i}].impair.{f}"),
+            };
+            found.push(Invalid {
+                field,
+                message,
+                within: None,
+            });
+        }
     }
     for (n, c) in &sc.tls.certs {
         let f = format!("tls.certs.{}", key(n));
@@ -488,6 +499,28 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "traffic[25536]");
         assert!(found[0].message.contains("give this step a `sport`"));
+    }
+
+    /// Impairments out of range are refused at their field, located in
+    /// the file.
+    #[test]
+    fn bad_impairments_name_their_field_and_line() {
+        let text = "version: 1\nhosts: {a: {}, b: {}}\nlinks:\n  - a: {host: a, ifname: e0}\n    b: {host: b, ifname: e0}\n    impair:\n      seed: 1\n      a_to_b: {loss: 120, delay_ms: 5, jitter_ms: 9}\n      b_to_a: {reorder: 5, rate_kbit: 0}\n";
+        let e = super::super::parse(Path::new("s.yaml"), "s", text).unwrap_err();
+        let got: Vec<(String, usize)> = (e.errors().iter())
+            .map(|e| (e.field.clone(), e.line))
+            .collect();
+        for f in [
+            "links[0].impair.a_to_b.loss",
+            "links[0].impair.a_to_b.jitter_ms",
+            "links[0].impair.b_to_a.reorder",
+            "links[0].impair.b_to_a.rate_kbit",
+        ] {
+            assert!(got.iter().any(|(g, l)| g == f && *l >= 8), "{f} in {got:?}");
+        }
+        let none = "version: 1\nhosts: {a: {}, b: {}}\nlinks:\n  - a: {host: a, ifname: e0}\n    b: {host: b, ifname: e0}\n    impair: {seed: 1}\n";
+        let e = super::super::parse(Path::new("s.yaml"), "s", none).unwrap_err();
+        assert_eq!(e.errors()[0].field, "links[0].impair", "{e}");
     }
 
     /// The schema of `scenarios/README.md`'s L7 example, as the lab gets

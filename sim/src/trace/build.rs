@@ -216,7 +216,7 @@ pub fn build_annotated(
                     let mut rel = RelSeq::default();
                     let packets = (paths.iter().enumerate())
                         .map(|(n, (hops, fwd))| {
-                            let p = render(hops, Some((&mut rel, *fwd)), &lab.owner);
+                            let p = render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops);
                             let (mut p, mut note) = finish(p, At::Step(i, n));
                             if p.l7.is_none() {
                                 p.l7 = dns_note(hops);
@@ -239,7 +239,8 @@ pub fn build_annotated(
                     let name = format!("{flow}, leg {}", l + 2);
                     let packets = (plan.paths.iter().enumerate())
                         .map(|(n, &(o, fwd))| {
-                            let p = render(&other[o], Some((&mut rel, fwd)), &lab.owner);
+                            let p =
+                                render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops);
                             let (p, note) = finish(p, At::Other(o));
                             annotate(&mut comments, (&name, !fwd), n, &other[o], &p, note);
                             p
@@ -270,7 +271,7 @@ pub fn build_annotated(
         .map(|(n, (o, hops))| {
             // A connection of no step: TCP numbers relative to its own.
             let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
-            let (p, note) = finish(render(hops, tcp, &lab.owner), At::Other(o));
+            let (p, note) = finish(render(hops, tcp, &lab.owner, &lab.drops), At::Other(o));
             annotate(&mut comments, ("no flow", false), n, hops, &p, note);
             p
         })
@@ -282,6 +283,7 @@ pub fn build_annotated(
         undecodable: undecoded.total(),
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        verdicts_unavailable: lab.drops.unavailable.clone(),
         skipped: Skipped {
             damage: Vec::new(),
             links: (undecoded.links.into_iter())
@@ -320,10 +322,13 @@ fn load_packets(
             hops,
             Some((rels.entry(port).or_default(), *fwd)),
             &lab.owner,
+            &lab.drops,
         );
         sum.packets += 1;
         match &p.end {
-            End::LastSeen(_) => *sum.drops.entry(p.end.to_string()).or_default() += 1,
+            End::LastSeen(_) | End::Dropped { .. } => {
+                *sum.drops.entry(p.end.to_string()).or_default() += 1
+            }
             End::Delivered { host } if *fwd => {
                 answered.entry(port).or_insert_with(|| Some(host.clone()));
             }

@@ -18,10 +18,8 @@
 //!
 //! A segment's L7 summary is its packet's ([`super::Packet::l7`]), not a
 //! piece of [`Header`]: the payload, part of a packet's identity, is the
-//! same on every hop. Room to grow: a drop verdict of a hop would be a
-//! further optional piece of [`Header`] (a token group after the outer
-//! header, left out when absent) or an optional field of [`super::Hop`]
-//! (skipped when `None`); an [`End`] kind for a packet dropped with a known reason. This
+//! same on every hop. A packet dropped with a recorded reason ends as
+//! [`End::Dropped`]. This
 //! module knows the text forms; it does not know captures or scenarios.
 
 use std::fmt;
@@ -856,16 +854,39 @@ impl Changes {
 /// Where a packet ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum End {
-    /// Its last hop was into the host that owns its destination address.
+    /// Its last hop was into the host that owns its destination address,
+    /// and no drop of it was recorded there.
     Delivered { host: String },
+    /// A drop recorded by a verdict source (see [`crate::capture::verdicts`]):
+    /// `dropped at HOST in CHAIN by BY (WHY)`, e.g. `dropped at gw in input
+    /// by nftables inet hoplab_gateway (not_exposed)`.
+    Dropped {
+        host: String,
+        /// Where in the host: the nftables chain (`input`, `forward`, ...).
+        at: String,
+        /// What dropped it: `nftables FAMILY TABLE`.
+        by: String,
+        /// Why: the rule's named counter or comment, else its text.
+        why: String,
+    },
     /// It was not seen after this hop.
     LastSeen(Place),
+}
+
+impl End {
+    /// Whether the packet did not arrive (dropped, or lost after a hop).
+    pub fn is_lost(&self) -> bool {
+        !matches!(self, End::Delivered { .. })
+    }
 }
 
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Delivered { host } => write!(f, "delivered to {host}"),
+            End::Dropped { host, at, by, why } => {
+                write!(f, "dropped at {host} in {at} by {by} ({why})")
+            }
             End::LastSeen(at) => write!(f, "last seen at {at}"),
         }
     }
@@ -878,8 +899,25 @@ impl FromStr for End {
             Ok(End::Delivered { host: h.into() })
         } else if let Some(at) = s.strip_prefix("last seen at ") {
             at.parse().map(End::LastSeen)
+        } else if let Some(rest) = s.strip_prefix("dropped at ") {
+            let v = (|| {
+                let (host, rest) = rest.split_once(" in ")?;
+                let (at, rest) = rest.split_once(" by ")?;
+                let (by, why) = rest.split_once(" (")?;
+                let why = why.strip_suffix(')')?;
+                Some(End::Dropped {
+                    host: host.into(),
+                    at: at.into(),
+                    by: by.into(),
+                    why: why.into(),
+                })
+            })();
+            canonical("a drop (dropped at HOST in CHAIN by WHAT (WHY))", s, v)
         } else {
-            Err(bad("an end (delivered to HOST, last seen at PLACE)", s))
+            Err(bad(
+                "an end (delivered to HOST, dropped at HOST in CHAIN by WHAT (WHY), last seen at PLACE)",
+                s,
+            ))
         }
     }
 }
@@ -959,6 +997,31 @@ mod tests {
         v.sort();
         assert!(v.len() >= 20, "snapshots in {}", dir.display());
         v
+    }
+
+    /// A drop reads into its parts and back; a malformed one is refused.
+    #[test]
+    fn a_drop_reads_its_place_chain_table_and_reason() {
+        let text = "dropped at gw in input by nftables inet hoplab_gateway (not_exposed)";
+        let e: End = text.parse().unwrap();
+        assert_eq!(
+            e,
+            End::Dropped {
+                host: "gw".into(),
+                at: "input".into(),
+                by: "nftables inet hoplab_gateway".into(),
+                why: "not_exposed".into(),
+            }
+        );
+        assert_eq!(e.to_string(), text);
+        assert!(e.is_lost());
+        for bad in [
+            "dropped at gw in input by nftables inet t",
+            "dropped at gw by x (y)",
+            "dropped at gw in input (y)",
+        ] {
+            assert!(bad.parse::<End>().is_err(), "{bad}");
+        }
     }
 
     /// The proof that the typed trace is the snapshot format: every

@@ -115,6 +115,11 @@ pub struct Trace {
     /// not zero, and none that depend on timing (expiry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Hosts whose drops could not be recorded, with why (see
+    /// [`crate::capture::verdicts`]): a packet that ends there without a
+    /// verdict may have been dropped all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts_unavailable: Vec<String>,
     /// What of the capture is not in the trace, and why (traces of
     /// damaged captures, or of frames hoplab does not decode).
     #[serde(default, skip_serializing_if = "Skipped::is_empty")]
@@ -254,7 +259,8 @@ pub struct Packet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<String>,
     pub hops: Vec<Hop>,
-    /// Where the packet ended: delivered to a host, or last seen on a hop.
+    /// Where the packet ended: delivered to a host, dropped (where, by
+    /// what, why), or last seen on a hop.
     pub end: End,
 }
 

@@ -1,7 +1,8 @@
 //! A chain of frames as the trace shows it: headers with TCP numbers
 //! relative to each direction's first, the outer tunnel header beside the
 //! inner packet, what changed from the hop before, and where the packet
-//! ended. It knows packets, not scenarios or captures.
+//! ended (delivered, dropped as a recorded verdict says, or last seen on a
+//! hop). It knows packets, not scenarios or captures.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use hoplab_dataplane::wire::{self, Summary, L4};
 use super::decode::Seen;
 use super::hop::{icmp_kind, Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
 use super::{Hop, Packet};
+use crate::capture::verdicts::{Drop, Key, Verdicts};
 
 /// Per-flow base sequence numbers, one per direction (client → server first).
 #[derive(Default)]
@@ -72,6 +74,17 @@ fn field_changes(prev: &Summary, cur: &Summary, outer: bool, v: &mut Vec<Change>
     }
 }
 
+/// The recorded drop of the packet whose last hop is `last`: looked up in
+/// the host it was last seen entering (or leaving: a drop in the output
+/// path after the capture), by the fields it entered with.
+fn drop_of<'a>(drops: &'a Verdicts, last: &Seen) -> Option<&'a Drop> {
+    if drops.is_empty() || last.outer.is_some() {
+        return None;
+    }
+    let key = Key::of(&last.s);
+    drops.find(&last.at.host, &key)
+}
+
 /// One hop's headers as rendered: the packet (TCP numbers relative) and,
 /// when tunnelled, the datagram that carries it.
 struct Shown {
@@ -83,6 +96,7 @@ pub(super) fn render(
     hops: &[&Seen],
     tcp: Option<(&mut RelSeq, bool)>,
     owner: &HashMap<IpAddr, String>,
+    drops: &Verdicts,
 ) -> Packet {
     let mut tcp = tcp;
     let mut out: Vec<Hop> = Vec::new();
@@ -105,8 +119,14 @@ pub(super) fn render(
     }
     let first = &hops[0].s;
     let last = hops.last().expect("a chain has a frame");
-    let end = match owner.get(&last.s.dst) {
-        Some(h) if *h == last.at.host && last.at.dir == Dir::In => {
+    let end = match (drop_of(drops, last), owner.get(&last.s.dst)) {
+        (Some(d), _) => End::Dropped {
+            host: d.host.clone(),
+            at: d.chain.clone(),
+            by: d.by.clone(),
+            why: d.why.clone(),
+        },
+        (None, Some(h)) if *h == last.at.host && last.at.dir == Dir::In => {
             End::Delivered { host: h.clone() }
         }
         _ => End::LastSeen(last.at.clone()),

@@ -5,7 +5,8 @@
 //! and source port (to attribute packets to steps), each host's process
 //! names (to name a proxy between two legs). Nothing else of the lab
 //! reaches the trace. Beside the lab it carries the capture's TLS key log
-//! (the pcapng's decryption secrets), which the caller sets.
+//! (the pcapng's decryption secrets) and the run's recorded drop verdicts,
+//! which the caller sets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,6 +35,9 @@ pub struct LabView {
     /// The TLS sessions' secrets, to read the HTTP inside TLS legs;
     /// empty unless the caller sets them.
     pub tls_keys: super::KeyLog,
+    /// The drops the run recorded (see [`crate::capture::verdicts`]);
+    /// empty unless the caller sets them.
+    pub drops: crate::capture::verdicts::Verdicts,
 }
 
 /// A traffic step as the trace sees it.

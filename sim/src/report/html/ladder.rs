@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use super::{dropped_at, escape, is_icmp_error, name_parts, step_name};
 use crate::report::glance::{folds, rewrites};
-use crate::trace::{Hop, Packet, Place};
+use crate::trace::{End, Hop, Packet, Place};
 
 /// Distance between two host columns.
 const COLW: f64 = 180.0;
@@ -289,6 +289,7 @@ fn packet_view<'a>(
         }
     };
     let end = match dropped_at(p) {
+        Some(_) if matches!(p.end, End::Dropped { .. }) => ("e-bad", format!("  ✕ {}", p.end)),
         Some(at) => ("e-bad", format!("  ✕ dropped: last seen at {at}")),
         None => ("e-ok", format!("  → {}", p.end)),
     };

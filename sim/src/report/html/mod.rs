@@ -181,10 +181,12 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
-/// Where `p` was last seen, if it was not delivered.
+/// Where `p` was last seen, if it was not delivered (a recorded drop:
+/// its last hop).
 fn dropped_at(p: &Packet) -> Option<&Place> {
     match &p.end {
         End::LastSeen(at) => Some(at),
+        End::Dropped { .. } => p.hops.last().map(|h| &h.at),
         End::Delivered { .. } => None,
     }
 }
@@ -204,6 +206,10 @@ fn page(title: &str, body: &str) -> String {
 
 fn end_html(p: &Packet) -> String {
     match dropped_at(p) {
+        Some(_) if matches!(p.end, End::Dropped { .. }) => format!(
+            "<span class=\"end-bad\">✕ {}</span>",
+            escape(&p.end.to_string())
+        ),
         Some(at) => format!(
             "<span class=\"end-bad\">✕ dropped: last seen at {}</span>",
             escape(&at.to_string())

@@ -1,0 +1,463 @@
+//! Drop verdicts recorded beside the capture: which packet a host's
+//! nftables dropped, in which chain, by which rule.
+//!
+//! Mechanism: nftables tracing. In each host that runs nftables (a
+//! `firewall` script, or a gateway that loads its own table), the run adds
+//! one table of its own, `inet hoplab_nftrace`, whose only rules are `meta
+//! nftrace set 1` in a prerouting and an output chain at priority -500
+//! (before every other chain), and runs `nft monitor trace` inside the host
+//! for the length of the capture. The scenario's own rules are not
+//! touched. Every traced packet's events name the chain and the rule that
+//! decided it; a packet whose last event is `verdict drop` (a rule) or
+//! `policy drop` is recorded as a [`Drop`], keyed by fields no hop rewrites
+//! before the drop: addresses, IPv4 identification (IPv6 flow label),
+//! protocol and ports (ICMP: echo identifier), as the packet entered the
+//! host.
+//!
+//! Where the mechanism is unavailable (no `nft`, the table refused, the
+//! monitor never subscribed), the host is listed in
+//! [`Verdicts::unavailable`] with the reason, and the trace says so; no
+//! drop is ever inferred.
+//!
+//! This module knows nftables' trace text and namespaces; it does not know
+//! traces, flows or scenarios (the trace looks drops up by [`Key`]).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::lab::netns::NetNs;
+
+/// The table the run adds to each traced host.
+pub const TRACE_TABLE: &str = "hoplab_nftrace";
+
+const TRACE_SCRIPT: &str = "table inet hoplab_nftrace {\n\
+     \tchain pre {\n\t\ttype filter hook prerouting priority -500; policy accept;\n\t\tmeta nftrace set 1\n\t}\n\
+     \tchain out {\n\t\ttype filter hook output priority -500; policy accept;\n\t\tmeta nftrace set 1\n\t}\n}\n";
+
+/// What identifies a packet as it entered a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 identification; IPv6 flow label.
+    pub ident: u32,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, or the protocol's number.
+    pub proto: String,
+    /// Source and destination port; ICMP echo: the identifier twice.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Key {
+    /// The key of a decoded packet as it entered (or left) a host.
+    pub fn of(s: &hoplab_dataplane::wire::Summary) -> Key {
+        use hoplab_dataplane::wire::L4;
+        let proto = match &s.l4 {
+            L4::Tcp { .. } => "tcp".to_string(),
+            L4::Udp { .. } => "udp".to_string(),
+            L4::Icmp { v6: false, .. } => "icmp".to_string(),
+            L4::Icmp { v6: true, .. } => "icmpv6".to_string(),
+            L4::Other { proto } => proto.to_string(),
+        };
+        Key {
+            src: s.src,
+            dst: s.dst,
+            ident: s.ident,
+            proto,
+            ports: s.ports().or_else(|| s.echo_id().map(|i| (i, i))),
+        }
+    }
+}
+
+/// One packet a host dropped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drop {
+    pub host: String,
+    /// The chain whose rule or policy dropped it (an impaired link: the
+    /// interface it left by).
+    pub chain: String,
+    /// `nftables FAMILY TABLE`; `impairment a_to_b of links[N]`.
+    pub by: String,
+    /// The rule's named counter or comment, else its text; `policy drop`.
+    pub why: String,
+}
+
+/// The drops of a run, and the hosts where they could not be recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    drops: HashMap<(String, Key), Drop>,
+    /// `HOST: REASON` for each host whose drops are not recorded.
+    pub unavailable: Vec<String>,
+}
+
+impl Verdicts {
+    /// The drop of the packet `key` at `host`, if one was recorded.
+    pub fn find(&self, host: &str, key: &Key) -> Option<&Drop> {
+        self.drops.get(&(host.to_string(), key.clone()))
+    }
+
+    /// Record a drop found by another mechanism (a link impairment).
+    pub fn add(&mut self, key: Key, drop: Drop) {
+        self.drops.insert((drop.host.clone(), key), drop);
+    }
+
+    pub fn len(&self) -> usize {
+        self.drops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.drops.is_empty()
+    }
+}
+
+/// One host's `nft monitor trace`, read line by line.
+struct Monitor {
+    host: String,
+    child: Child,
+    parser: Arc<Mutex<Parser>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// The running collectors of a run.
+pub struct NftTrace {
+    monitors: Vec<Monitor>,
+    unavailable: Vec<String>,
+}
+
+/// Does the namespace of `pid` have a netlink socket subscribed to the
+/// nftables trace group (NETLINK_NETFILTER, group NFNLGRP_NFTRACE = 9)?
+fn subscribed(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")) else {
+        return false;
+    };
+    text.lines().skip(1).any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.len() > 3
+            && w[1] == "12"
+            && u32::from_str_radix(w[3], 16).is_ok_and(|g| g & (1 << 8) != 0)
+    })
+}
+
+fn nft_script(ns: &NetNs, script: &str) -> Result<(), String> {
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(script.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft refused the trace table: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn start_one(host: &str, ns: &NetNs) -> Result<Monitor, String> {
+    nft_script(ns, TRACE_SCRIPT)?;
+    // Line-buffered, so every event is written as it is read.
+    let mut child = ns
+        .command("stdbuf")
+        .args(["-oL", "nft", "monitor", "trace"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nft monitor trace: {e}"))?;
+    let out = child.stdout.take().expect("stdout is piped");
+    let parser = Arc::new(Mutex::new(Parser::new(host)));
+    let sink = parser.clone();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            sink.lock().expect("parser lock").feed(&l);
+        }
+    });
+    let mut m = Monitor {
+        host: host.to_string(),
+        child,
+        parser,
+        reader: Some(reader),
+    };
+    let t = Instant::now();
+    while !subscribed(m.child.id()) {
+        if t.elapsed() > Duration::from_secs(5) || matches!(m.child.try_wait(), Ok(Some(_))) {
+            m.stop();
+            return Err("nft monitor trace did not subscribe to trace events".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(m)
+}
+
+impl Monitor {
+    fn stop(&mut self) {
+        // This monitor is the run's own child: ended by its pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl NftTrace {
+    /// Start tracing in each of `hosts` (name, namespace). A host where
+    /// tracing cannot start is listed as unavailable, with why.
+    pub fn start(hosts: &[(&str, &NetNs)]) -> NftTrace {
+        let mut t = NftTrace {
+            monitors: Vec::new(),
+            unavailable: Vec::new(),
+        };
+        for (h, ns) in hosts {
+            match start_one(h, ns) {
+                Ok(m) => t.monitors.push(m),
+                Err(e) => t.unavailable.push(format!("{h}: {e}")),
+            }
+        }
+        t
+    }
+
+    /// Stop tracing (once the monitors have been quiet for a moment),
+    /// remove the trace tables from `hosts`, and read the drops.
+    pub fn finish(mut self, hosts: &[(&str, &NetNs)]) -> Verdicts {
+        let t = Instant::now();
+        let count = |ms: &[Monitor]| -> usize {
+            ms.iter()
+                .map(|m| m.parser.lock().expect("parser lock").lines)
+                .sum()
+        };
+        let mut last = count(&self.monitors);
+        while t.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = count(&self.monitors);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let mut v = Verdicts {
+            unavailable: std::mem::take(&mut self.unavailable),
+            ..Verdicts::default()
+        };
+        for mut m in self.monitors.drain(..) {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                v.unavailable.push(format!(
+                    "{}: nft monitor trace ended during the capture ({status}): later drops not recorded",
+                    m.host
+                ));
+            }
+            m.stop();
+            let drops = std::mem::take(&mut m.parser.lock().expect("parser lock").drops);
+            for (key, d) in drops {
+                v.drops.insert((m.host.clone(), key), d);
+            }
+        }
+        for (h, ns) in hosts {
+            let _ = nft_script(ns, &format!("delete table inet {TRACE_TABLE}\n"));
+            tracing::trace!("{h}: trace table removed");
+        }
+        v
+    }
+}
+
+impl std::ops::Drop for NftTrace {
+    /// A run that fails before [`NftTrace::finish`] ends its monitors.
+    fn drop(&mut self) {
+        for m in &mut self.monitors {
+            m.stop();
+        }
+    }
+}
+
+/// The value after `word` in a trace line's packet fields.
+fn field<'a>(w: &[&'a str], a: &str, b: &str) -> Option<&'a str> {
+    w.windows(3)
+        .find(|x| x[0] == a && x[1] == b)
+        .map(|x| x[2].trim_matches('"'))
+}
+
+/// The key of a `packet:` line's fields.
+fn key_of(fields: &str) -> Option<Key> {
+    let w: Vec<&str> = fields.split_whitespace().collect();
+    let (src, dst, ident, proto) = if let Some(s) = field(&w, "ip", "saddr") {
+        (
+            s,
+            field(&w, "ip", "daddr")?,
+            field(&w, "ip", "id")?.parse().ok()?,
+            field(&w, "ip", "protocol")?,
+        )
+    } else {
+        (
+            field(&w, "ip6", "saddr")?,
+            field(&w, "ip6", "daddr")?,
+            field(&w, "ip6", "flowlabel").map_or(Some(0), |f| f.parse().ok())?,
+            field(&w, "ip6", "nexthdr")?,
+        )
+    };
+    let ports = match proto {
+        "tcp" | "udp" => Some((
+            field(&w, proto, "sport")?.parse().ok()?,
+            field(&w, proto, "dport")?.parse().ok()?,
+        )),
+        "icmp" | "icmpv6" | "ipv6-icmp" => {
+            let id = field(&w, proto, "id").and_then(|i| i.parse().ok());
+            id.map(|i| (i, i))
+        }
+        _ => None,
+    };
+    Some(Key {
+        src: src.parse().ok()?,
+        dst: dst.parse().ok()?,
+        ident,
+        proto: if proto == "ipv6-icmp" {
+            "icmpv6"
+        } else {
+            proto
+        }
+        .to_string(),
+        ports,
+    })
+}
+
+/// Why a rule dropped: its named counter, its comment, else its text.
+fn why(rule: &str) -> String {
+    let quoted = |text: &str, after: &str| {
+        let i = text.find(after)? + after.len();
+        let rest = &text[i..];
+        rest.find('"').map(|e| rest[..e].to_string())
+    };
+    let counter = rule.find("counter ").map(|i| &rule[i..]);
+    (counter.and_then(|c| quoted(c, " name \"")))
+        .or_else(|| quoted(rule, "comment \""))
+        .unwrap_or_else(|| rule.to_string())
+}
+
+/// The drops in one host's `nft monitor trace` output, read as it comes
+/// (only the drops and each trace id's current packet are kept). Each
+/// packet's events share a trace id; the trace table's own chain starts a
+/// packet (ids can be reused by later packets).
+struct Parser {
+    host: String,
+    current: HashMap<String, Option<Key>>,
+    drops: Vec<(Key, Drop)>,
+    /// Lines read, to tell when the monitor has gone quiet.
+    lines: usize,
+}
+
+impl Parser {
+    fn new(host: &str) -> Parser {
+        Parser {
+            host: host.to_string(),
+            current: HashMap::new(),
+            drops: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    fn feed(&mut self, l: &str) {
+        self.lines += 1;
+        let Some(rest) = l.strip_prefix("trace id ") else {
+            return;
+        };
+        let mut it = rest.splitn(5, ' ');
+        let (Some(id), Some(family), Some(table), Some(chain), Some(ev)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            return;
+        };
+        if let Some(fields) = ev.strip_prefix("packet: ") {
+            if table == TRACE_TABLE || !self.current.contains_key(id) {
+                self.current.insert(id.to_string(), key_of(fields));
+            }
+            return;
+        }
+        if table == TRACE_TABLE {
+            return;
+        }
+        let reason = if let Some(r) = ev.strip_prefix("rule ") {
+            r.trim_end()
+                .strip_suffix("(verdict drop)")
+                .map(|r| why(r.trim_end()))
+        } else if ev.trim_end() == "policy drop" {
+            Some("policy drop".to_string())
+        } else {
+            None
+        };
+        let (Some(why), Some(Some(key))) = (reason, self.current.get(id)) else {
+            return;
+        };
+        self.drops.push((
+            key.clone(),
+            Drop {
+                host: self.host.clone(),
+                chain: chain.to_string(),
+                by: format!("nftables {family} {table}"),
+                why,
+            },
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(host: &str, lines: &[String]) -> Vec<(Key, Drop)> {
+        let mut p = Parser::new(host);
+        for l in lines {
+            p.feed(l);
+        }
+        p.drops
+    }
+
+    #[test]
+    fn reads_a_rule_drop_with_its_named_counter() {
+        let lines: Vec<String> = [
+            "trace id 326b9c65 inet hoplab_nftrace pre packet: iif \"pub\" ether saddr 02:00:00:00:00:01 ip saddr 93.6.1.78 ip daddr 24.0.5.8 ip dscp cs0 ip ecn not-ect ip ttl 63 ip id 4242 ip protocol tcp ip length 60 tcp sport 40000 tcp dport 9090 tcp flags == syn tcp window 64240 ",
+            "trace id 326b9c65 inet hoplab_nftrace pre rule meta nftrace set 1 (verdict continue)",
+            "trace id 326b9c65 inet hoplab_nftrace pre policy accept ",
+            "trace id 326b9c65 inet hoplab_gateway input packet: iif \"pub\" ip saddr 93.6.1.78 ip daddr 24.0.5.8 ip id 4242 ip protocol tcp ip length 60 tcp sport 40000 tcp dport 9090",
+            "trace id 326b9c65 inet hoplab_gateway input rule iifname \"pub\" counter packets 0 bytes 0 name \"not_exposed\" drop (verdict drop)",
+            "trace id 11111111 inet hoplab_nftrace pre packet: iif \"pub\" ip6 saddr 2001:db8::1 ip6 daddr 2001:db8::8 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 63 ip6 flowlabel 77 ip6 nexthdr udp ip6 length 14 udp sport 5 udp dport 6 udp length 14",
+            "trace id 11111111 inet x forward policy drop ",
+        ]
+        .map(String::from)
+        .to_vec();
+        let d = parse("gw", &lines);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d[0].0.ports, Some((40000, 9090)));
+        assert_eq!(d[0].0.ident, 4242);
+        assert_eq!(d[0].1.why, "not_exposed");
+        assert_eq!(d[0].1.chain, "input");
+        assert_eq!(d[0].1.by, "nftables inet hoplab_gateway");
+        assert_eq!(d[1].0.ident, 77);
+        assert_eq!(d[1].0.proto, "udp");
+        assert_eq!(d[1].1.why, "policy drop");
+    }
+
+    #[test]
+    fn accepted_packets_are_not_drops() {
+        let lines: Vec<String> = [
+            "trace id 1 inet hoplab_nftrace pre packet: ip saddr 10.0.0.1 ip daddr 10.0.0.2 ip id 1 ip protocol udp udp sport 1 udp dport 2",
+            "trace id 1 inet t input rule udp dport 2 accept (verdict accept)",
+            "trace id 1 inet t input policy accept ",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(parse("h", &lines).is_empty());
+    }
+}
