@@ -292,7 +292,6 @@ fn load_packets(
             Some((rels.entry(port).or_default(), *fwd)),
             &lab.owner,
         );
-        sum.packets += 1;
         match &p.end {
             End::LastSeen(_) => *sum.drops.entry(p.end.to_string()).or_default() += 1,
             End::Delivered { host } if *fwd => {
@@ -303,13 +302,7 @@ fn load_packets(
         if *fwd {
             answered.entry(port).or_insert(None);
         }
-        // The first hop's place and header (TCP numbers relative): a
-        // packet seen again where it was first seen is a resend.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        if let Some(first) = p.hops.first() {
-            std::hash::Hash::hash(&(first.at.to_string(), first.hdr.to_string()), &mut h);
-        }
-        if !again.insert((port, *fwd, std::hash::Hasher::finish(&h))) {
+        if resent(&mut again, port, *fwd, &p) {
             sum.retransmissions += 1;
         }
         let flow = format!("flow {} port {port}", step.name);
@@ -325,6 +318,24 @@ fn load_packets(
         *sum.answered_by.entry(host).or_default() += 1;
     }
     (packets, sum)
+}
+
+/// Is `p` (of the flow on `port`, from the client when `fwd`) a packet
+/// that carries something (data, SYN, FIN; UDP: a datagram) seen again at
+/// the place it was first seen, with the same header (TCP numbers
+/// relative)? A pure ACK is not: a delayed one may come twice.
+fn resent(seen: &mut HashSet<(u16, bool, u64)>, port: u16, fwd: bool, p: &Packet) -> bool {
+    let Some(first) = p.hops.first() else {
+        return false;
+    };
+    let hdr = first.hdr.to_string();
+    let pure_ack = hdr.contains(" tcp . ") && !p.packet.contains(" B payload");
+    if pure_ack {
+        return false;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(first.at.to_string(), hdr), &mut h);
+    !seen.insert((port, fwd, std::hash::Hasher::finish(&h)))
 }
 
 /// A load step's summary completed with what its clients saw (`run`), and
