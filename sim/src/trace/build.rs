@@ -311,7 +311,11 @@ fn load_packets(
             annotate(comments, (&flow, !*fwd), packets.len(), hops, &p, note);
             packets.push(p);
         } else {
-            annotate(comments, (&flow, !*fwd), n, hops, &p, None);
+            // Counted, not kept: each frame names its flow only, so the
+            // comments stay short however many flows there are.
+            for seen in hops {
+                comments[seen.frame] = Some(flow.clone());
+            }
         }
     }
     for host in answered.into_values().flatten() {
