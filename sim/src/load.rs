@@ -225,8 +225,10 @@ pub struct LoadSummary {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drops: BTreeMap<String, u64>,
     /// Packets that carry something (data, SYN, FIN, a datagram) captured
-    /// again where they were first seen (TCP retransmissions); a pure ACK
-    /// sent twice is not one (a delayed ACK may be).
+    /// again where they were first seen after their first copy was lost
+    /// (TCP retransmissions that recovered a loss); a resend of a copy that
+    /// was delivered (an answer late on a loaded machine) or a pure ACK
+    /// sent twice is not counted.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retransmissions: u64,
 }

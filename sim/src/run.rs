@@ -649,8 +649,8 @@ fn firewall_counters(sc: &Lab, started: &Started, all: &mut CounterMap) -> Resul
     Ok(())
 }
 
-/// The kernel's drops on each host's interfaces (a TUN's or veth's full
-/// transmit queue, a receive backlog overflow), by host, then
+/// The kernel's drops on each host's TUNs and veths (a full transmit
+/// queue, a receive backlog overflow), by host, then
 /// `IFNAME.rx_dropped` and `IFNAME.tx_dropped`, and its UDP sockets'
 /// buffer overflows (`udp.RcvbufErrors`, `udp.SndbufErrors`): a packet
 /// lost there appears nowhere else.
@@ -668,7 +668,15 @@ fn interface_drops(sc: &Lab, started: &Started) -> Result<CounterMap, Error> {
             })
             .and_then(|r| r)
             .map_err(io(format!("reading the interface statistics of {h}")))?;
+        // TUNs and veths: a bridge's own drops are link chatter's.
+        let ours = |name: &str| {
+            sc.hosts[h].tuns.contains_key(name)
+                || (sc.links.iter())
+                    .flat_map(|l| [&l.a, &l.b])
+                    .any(|e| &e.host == h && e.ifname == name)
+        };
         let mut m = interface_drop_counts(&dev);
+        m.retain(|k, _| k.rsplit_once('.').is_some_and(|(i, _)| ours(i)));
         m.extend(udp_drop_counts(&snmp));
         all.insert(h.clone(), m);
     }

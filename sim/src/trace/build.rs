@@ -4,7 +4,7 @@
 //! ([`super::legs`]), rendered ([`super::render`]), and a comment per
 //! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
@@ -283,7 +283,7 @@ fn load_packets(
     };
     let mut rels: HashMap<u16, RelSeq> = HashMap::new();
     let mut answered: HashMap<u16, Option<String>> = HashMap::new();
-    let mut again: HashSet<(u16, bool, u64)> = HashSet::new();
+    let mut again: HashMap<(u16, bool, u64), bool> = HashMap::new();
     let mut packets = Vec::new();
     for (n, (hops, fwd)) in paths.iter().enumerate() {
         let port = flow_port(step, hops).unwrap_or(step.port);
@@ -327,8 +327,11 @@ fn load_packets(
 /// Is `p` (of the flow on `port`, from the client when `fwd`) a packet
 /// that carries something (data, SYN, FIN; UDP: a datagram) seen again at
 /// the place it was first seen, with the same header (TCP numbers
-/// relative)? A pure ACK is not: a delayed one may come twice.
-fn resent(seen: &mut HashSet<(u16, bool, u64)>, port: u16, fwd: bool, p: &Packet) -> bool {
+/// relative), after its first copy was lost (not delivered)? A resend of
+/// a delivered copy is not counted: it says only that an answer was late
+/// (on a loaded machine), which differs run to run. A pure ACK is never
+/// one: a delayed one may come twice.
+fn resent(seen: &mut HashMap<(u16, bool, u64), bool>, port: u16, fwd: bool, p: &Packet) -> bool {
     let Some(first) = p.hops.first() else {
         return false;
     };
@@ -339,7 +342,18 @@ fn resent(seen: &mut HashSet<(u16, bool, u64)>, port: u16, fwd: bool, p: &Packet
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&(first.at.to_string(), hdr), &mut h);
-    !seen.insert((port, fwd, std::hash::Hasher::finish(&h)))
+    let delivered = matches!(p.end, End::Delivered { .. });
+    match seen.entry((port, fwd, std::hash::Hasher::finish(&h))) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(delivered);
+            false
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let lost_before = !*o.get();
+            *o.get_mut() |= delivered;
+            lost_before
+        }
+    }
 }
 
 /// A load step's summary completed with what its clients saw (`run`), and
