@@ -282,7 +282,7 @@ fn load_packets(
         ..LoadSummary::default()
     };
     let mut rels: HashMap<u16, RelSeq> = HashMap::new();
-    let mut answered: HashMap<u16, Option<String>> = HashMap::new();
+    let mut answered: HashMap<u16, String> = HashMap::new();
     let mut again: HashMap<(u16, bool, u64), bool> = HashMap::new();
     let mut packets = Vec::new();
     for (n, (hops, fwd)) in paths.iter().enumerate() {
@@ -294,13 +294,12 @@ fn load_packets(
         );
         match &p.end {
             End::LastSeen(_) => *sum.drops.entry(p.end.to_string()).or_default() += 1,
+            // Who answered: where the first of the client's packets that
+            // arrived arrived (a lost SYN's resend counts).
             End::Delivered { host } if *fwd => {
-                answered.entry(port).or_insert_with(|| Some(host.clone()));
+                answered.entry(port).or_insert_with(|| host.clone());
             }
             End::Delivered { .. } => {}
-        }
-        if *fwd {
-            answered.entry(port).or_insert(None);
         }
         if resent(&mut again, port, *fwd, &p) {
             sum.retransmissions += 1;
@@ -318,7 +317,7 @@ fn load_packets(
             }
         }
     }
-    for host in answered.into_values().flatten() {
+    for host in answered.into_values() {
         *sum.answered_by.entry(host).or_default() += 1;
     }
     (packets, sum)
