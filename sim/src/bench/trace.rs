@@ -198,4 +198,24 @@ mod tests {
         assert_eq!(l.retransmissions, 0);
         assert!(l.drops.is_empty(), "{:?}", l.drops);
     }
+
+    /// Flow 1's SYN dies after the router's way in, and its resend a
+    /// second later arrives: the summary counts one drop where it was
+    /// last seen and one retransmission, and the flow as answered by the
+    /// server all the same.
+    #[test]
+    fn a_lost_syn_is_a_drop_and_its_resend_a_retransmission() {
+        let mut cap = super::capture(3);
+        // Frames 4..8 are flow 1's SYN: client out, router in, router out,
+        // server in. The last two never happen.
+        cap.drain(6..8);
+        let mut ts = cap.last().unwrap().ts_ns + 1_000_000_000;
+        super::frames_of(1, 0, &mut ts, &mut cap);
+        let tr = super::trace::build(&super::lab(3).unwrap(), &cap, &[]);
+        let l = tr.flows[0].load.as_ref().unwrap();
+        let drops: Vec<(&str, u64)> = l.drops.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(drops, [("last seen at router/eth0 in", 1)]);
+        assert_eq!(l.retransmissions, 1);
+        assert_eq!(l.answered_by.get("server"), Some(&3));
+    }
 }
