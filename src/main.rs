@@ -157,6 +157,14 @@ enum Cmd {
         #[arg(long, default_value_t = l7::Config::default().capture_requests)]
         capture_requests: usize,
     },
+    /// Build the trace of a synthetic capture of about N frames (a load
+    /// step's TCP flows); print the time and peak memory as one line of
+    /// JSON.
+    #[command(name = "__bench-trace", hide = true)]
+    BenchTrace {
+        /// How many frames the capture has (rounded to whole flows).
+        frames: usize,
+    },
     /// The built-in echo server (started by scenarios; not for direct use).
     #[command(name = "__echo", hide = true)]
     Echo {
@@ -403,6 +411,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BenchChain { hosts } => bench_chain(hosts),
+        Cmd::BenchTrace { frames } => {
+            let r = hoplab_sim::bench::trace::run(frames).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::BenchDataplane {
             out,
             secs,

@@ -224,12 +224,13 @@ pub struct LoadSummary {
     /// they were last seen.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drops: BTreeMap<String, u64>,
-    /// Packets captured again on a hop they had passed (TCP
-    /// retransmissions, UDP resends).
+    /// Packets that carry something (data, SYN, FIN, a datagram) captured
+    /// again where they were first seen after their first copy was lost
+    /// (TCP retransmissions that recovered a loss); a resend of a copy that
+    /// was delivered (an answer late on a loaded machine) or a pure ACK
+    /// sent twice is not counted.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retransmissions: u64,
-    /// Packets of the step captured (all flows, sample included).
-    pub packets: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

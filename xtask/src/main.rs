@@ -16,6 +16,9 @@
 //!   requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
 //!   re-encrypt) beside the same requests straight to the server, in one
 //!   run, and a last round with the lab captured; write reports/bench-l7.md.
+//! * `bench trace [--frames 10000,100000,1000000] [--debug]`: the trace of
+//!   synthetic captures of N frames, frames/s and peak memory; write
+//!   reports/bench-trace.md.
 //! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
 //!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
 //!   here) for N seconds each; `--merge` keeps new coverage in the
@@ -37,6 +40,7 @@ use hoplab_sim::bench::l7;
 
 mod bench;
 mod bench_l7;
+mod bench_trace;
 mod fuzz;
 mod junit;
 mod pending;
@@ -158,6 +162,16 @@ enum Bench {
         /// medians.
         #[arg(long, default_value_t = Config::default().rounds)]
         rounds: usize,
+    },
+    /// The trace of synthetic captures of N frames: frames/s and peak
+    /// memory; writes reports/bench-trace.md.
+    Trace {
+        /// The capture sizes, in frames, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        frames: Vec<usize>,
+        /// Build in debug mode instead of release (numbers not meaningful).
+        #[arg(long)]
+        debug: bool,
     },
     /// Requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge,
     /// TLS re-encrypt) beside the same requests straight to the server,
@@ -335,6 +349,9 @@ fn real_main() -> Result<()> {
             max_secs,
             capture_requests,
         }),
+        Cmd::Bench {
+            what: Bench::Trace { frames, debug },
+        } => bench_trace::run(&frames, !debug),
         Cmd::Fuzz { seed, .. } if !seed.is_empty() => fuzz::seed(&seed),
         Cmd::Fuzz {
             secs,

@@ -2,7 +2,8 @@
 //! sandbox by the hidden `hoplab __bench-chain` and `hoplab
 //! __bench-dataplane`: [`chain`] (build, ping, tear down a chain of N
 //! hosts) and [`dataplane`] (throughput, latency, connection rate through
-//! six paths of one generated scenario). Each returns typed results that
+//! six paths of one generated scenario), [`trace`] (the trace of a
+//! synthetic capture of N frames). Each returns typed results that
 //! the benchmark process prints once as JSON for `cargo xtask bench` and
 //! the tests to read.
 //!
@@ -12,3 +13,4 @@
 pub mod chain;
 pub mod dataplane;
 pub mod l7;
+pub mod trace;

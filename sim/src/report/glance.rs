@@ -1,6 +1,6 @@
 //! What a reader wants of a flow before its hops: who answered, where the
 //! client's packet went, the NAT and tunnel steps taken, the drops
-//! ([`summary`]); and which packets took the same path with the same
+//! ([`summary`]); a load step's counts ([`load_lines`]); and which packets took the same path with the same
 //! changes, so that a page draws them once ([`folds`]).
 //!
 //! It reads a flow's typed packets; it does not know HTML, Markdown or how
@@ -8,6 +8,7 @@
 //! starts on another host than the flow's first packet (the one rule
 //! [`super::html::is_reply`] states).
 
+use crate::load::LoadSummary;
 use crate::trace::{Change, Changes, End, Flow, Packet, Place, Rewrite};
 
 use super::html::{is_icmp_error, is_reply};
@@ -26,6 +27,39 @@ pub struct Summary {
     pub steps: Vec<String>,
     /// `P3 at HOST/IF DIR` for every packet that was not delivered.
     pub drops: Vec<String>,
+}
+
+/// A load step's summary in words, one line each: flows, who answered,
+/// statuses, failures, drops, retransmissions, and that the packets shown
+/// are the sample's.
+pub fn load_lines(l: &LoadSummary) -> Vec<String> {
+    let counts = |m: &mut dyn Iterator<Item = (String, u64)>| {
+        m.map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = vec![l.line()];
+    if !l.answered_by.is_empty() {
+        let by = counts(&mut l.answered_by.iter().map(|(k, v)| (k.clone(), *v)));
+        out.push(format!("answered by: {by}"));
+    }
+    if !l.status.is_empty() {
+        let st = counts(&mut l.status.iter().map(|(k, v)| (format!("HTTP {k}"), *v)));
+        out.push(format!("statuses: {st}"));
+    }
+    if !l.failures.is_empty() {
+        let f = counts(&mut l.failures.iter().map(|(k, v)| (k.clone(), *v)));
+        out.push(format!("failed: {f}"));
+    }
+    if !l.drops.is_empty() {
+        let d = counts(&mut l.drops.iter().map(|(k, v)| (k.clone(), *v)));
+        out.push(format!("packets not delivered: {d}"));
+    }
+    if l.retransmissions > 0 {
+        out.push(format!("retransmissions: {}", l.retransmissions));
+    }
+    out.push("packets shown: the sample flows' only".into());
+    out
 }
 
 /// The summary of `f`. A request stitched across proxies was answered by

@@ -84,6 +84,12 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
 /// Who answered, the NAT and tunnel steps and the drops of `f`, then a
 /// blank line.
 fn glance_lines(m: &mut String, f: &crate::trace::Flow) {
+    if let Some(l) = &f.load {
+        let _ = writeln!(m, "- load:");
+        for line in super::glance::load_lines(l) {
+            let _ = writeln!(m, "  - {line}");
+        }
+    }
     let s = super::glance::summary(f);
     let _ = writeln!(
         m,

@@ -4,7 +4,7 @@
 //! ([`super::legs`]), rendered ([`super::render`]), and a comment per
 //! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
@@ -313,8 +313,8 @@ fn load_packets(
         ..LoadSummary::default()
     };
     let mut rels: HashMap<u16, RelSeq> = HashMap::new();
-    let mut answered: HashMap<u16, Option<String>> = HashMap::new();
-    let mut again: HashSet<(u16, bool, u64)> = HashSet::new();
+    let mut answered: HashMap<u16, String> = HashMap::new();
+    let mut again: HashMap<(u16, bool, u64), bool> = HashMap::new();
     let mut packets = Vec::new();
     for (n, (hops, fwd)) in paths.iter().enumerate() {
         let port = flow_port(step, hops).unwrap_or(step.port);
@@ -324,26 +324,18 @@ fn load_packets(
             &lab.owner,
             &lab.drops,
         );
-        sum.packets += 1;
         match &p.end {
             End::LastSeen(_) | End::Dropped { .. } => {
                 *sum.drops.entry(p.end.to_string()).or_default() += 1
             }
+            // Who answered: where the first of the client's packets that
+            // arrived arrived (a lost SYN's resend counts).
             End::Delivered { host } if *fwd => {
-                answered.entry(port).or_insert_with(|| Some(host.clone()));
+                answered.entry(port).or_insert_with(|| host.clone());
             }
             End::Delivered { .. } => {}
         }
-        if *fwd {
-            answered.entry(port).or_insert(None);
-        }
-        // The first hop's place and header (TCP numbers relative): a
-        // packet seen again where it was first seen is a resend.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        if let Some(first) = p.hops.first() {
-            std::hash::Hash::hash(&(first.at.to_string(), first.hdr.to_string()), &mut h);
-        }
-        if !again.insert((port, *fwd, std::hash::Hasher::finish(&h))) {
+        if resent(&mut again, port, *fwd, &p) {
             sum.retransmissions += 1;
         }
         let flow = format!("flow {} port {port}", step.name);
@@ -352,13 +344,49 @@ fn load_packets(
             annotate(comments, (&flow, !*fwd), packets.len(), hops, &p, note);
             packets.push(p);
         } else {
-            annotate(comments, (&flow, !*fwd), n, hops, &p, None);
+            // Counted, not kept: each frame names its flow only, so the
+            // comments stay short however many flows there are.
+            for seen in hops {
+                comments[seen.frame] = Some(flow.clone());
+            }
         }
     }
-    for host in answered.into_values().flatten() {
+    for host in answered.into_values() {
         *sum.answered_by.entry(host).or_default() += 1;
     }
     (packets, sum)
+}
+
+/// Is `p` (of the flow on `port`, from the client when `fwd`) a packet
+/// that carries something (data, SYN, FIN; UDP: a datagram) seen again at
+/// the place it was first seen, with the same header (TCP numbers
+/// relative), after its first copy was lost (not delivered)? A resend of
+/// a delivered copy is not counted: it says only that an answer was late
+/// (on a loaded machine), which differs run to run. A pure ACK is never
+/// one: a delayed one may come twice.
+fn resent(seen: &mut HashMap<(u16, bool, u64), bool>, port: u16, fwd: bool, p: &Packet) -> bool {
+    let Some(first) = p.hops.first() else {
+        return false;
+    };
+    let hdr = first.hdr.to_string();
+    let pure_ack = hdr.contains(" tcp . ") && !p.packet.contains(" B payload");
+    if pure_ack {
+        return false;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(first.at.to_string(), hdr), &mut h);
+    let delivered = matches!(p.end, End::Delivered { .. });
+    match seen.entry((port, fwd, std::hash::Hasher::finish(&h))) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(delivered);
+            false
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let lost_before = !*o.get();
+            *o.get_mut() |= delivered;
+            lost_before
+        }
+    }
 }
 
 /// A load step's summary completed with what its clients saw (`run`), and

@@ -29,6 +29,11 @@ pub(super) fn paths(lab: &LabView, seen: &[Seen]) -> Vec<Vec<usize>> {
         match fits {
             Some(c) => chains[c].push(i),
             None => {
+                if cands.len() == MAX_OPEN {
+                    // Packets that all look alike (one payload, IP ID 0):
+                    // only the latest can still be on their way.
+                    cands.remove(0);
+                }
                 cands.push(chains.len());
                 chains.push(vec![i]);
             }
@@ -40,6 +45,12 @@ pub(super) fn paths(lab: &LabView, seen: &[Seen]) -> Vec<Vec<usize>> {
     chains.sort_by_key(|c| c.iter().map(|&i| seen[i].ts_ns).min());
     chains
 }
+
+/// How many paths of one identity stay open for further frames: the
+/// latest ones. Bounds the work per frame when many packets share an
+/// identity (a flood of equal datagrams), so paths are found in linear
+/// time.
+const MAX_OPEN: usize = 16;
 
 /// What a packet keeps on every hop: the IPv4 identification (IPv6 flow
 /// label), TCP sequence and acknowledgement numbers and flags, the ICMP

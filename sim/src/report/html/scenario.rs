@@ -278,6 +278,13 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
         },
         escape(&f.result.to_string())
     );
+    if let Some(l) = &f.load {
+        b.push_str("<ul class=\"load\">");
+        for line in glance::load_lines(l) {
+            let _ = write!(b, "<li>{}</li>", escape(&line));
+        }
+        b.push_str("</ul>\n");
+    }
     packets_block(b, &f.packets, &format!("f{}p", i + 1), true);
     b.push_str("</section>\n");
 }
