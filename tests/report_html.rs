@@ -315,13 +315,15 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
         }
         // Every packet that died is marked where it died (packets of one
         // path with the same end share a ladder, and so a mark); every
-        // flow with packets has its ladder.
-        let all = trace
-            .flows
-            .iter()
+        // flow with packets has its ladder, and so has each leg of a
+        // request a proxy re-opened.
+        let legs = || (trace.flows.iter()).flat_map(|f| &f.legs);
+        let all = (trace.flows.iter())
             .flat_map(|f| &f.packets)
+            .chain(legs().flat_map(|l| &l.packets))
             .chain(&trace.other);
         let dropped: usize = (trace.flows.iter().map(|f| &f.packets[..]))
+            .chain(legs().map(|l| &l.packets[..]))
             .chain([&trace.other[..]])
             .map(|ps| {
                 (hoplab_sim::report::glance::folds(ps).iter())
@@ -335,6 +337,7 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
             "{name}: drop markers"
         );
         let ladders = trace.flows.iter().filter(|f| !f.packets.is_empty()).count()
+            + legs().filter(|l| !l.packets.is_empty()).count()
             + usize::from(!trace.other.is_empty());
         assert_eq!(page.matches("<svg ").count(), ladders, "{name}: ladders");
         assert_eq!(

@@ -23,6 +23,9 @@ fn hop_table(out: &mut String, p: &Packet, reply: bool, (title, id): (&str, &str
         escape(&p.packet),
         end_html(p)
     );
+    if let Some(l7) = &p.l7 {
+        let _ = writeln!(out, "<p class=\"l7 mono\">L7: {}</p>", escape(l7));
+    }
     out.push_str(
         "<table class=\"hops\"><thead><tr><th>#</th><th>at</th><th>headers (rewritten fields marked)</th>\
          <th>step</th><th>changed</th></tr></thead><tbody>\n",
@@ -285,7 +288,34 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
         }
         b.push_str("</ul>\n");
     }
+    if !f.legs.is_empty() {
+        let _ = writeln!(
+            b,
+            "<p>The request crossed {} connections; leg 1 is the step's own.</p>",
+            f.legs.len() + 1
+        );
+    }
     packets_block(b, &f.packets, &format!("f{}p", i + 1), true);
+    for (l, leg) in f.legs.iter().enumerate() {
+        let _ = writeln!(
+            b,
+            "<h3 class=\"leg\">Leg {}: <span class=\"mono\">{}</span></h3>",
+            l + 2,
+            escape(&leg.via)
+        );
+        let _ = write!(
+            b,
+            "<ul class=\"leg\"><li>joined by {}</li>",
+            escape(&leg.joined_by)
+        );
+        for c in &leg.changed {
+            let _ = write!(b, "<li>changed: {}</li>", escape(c));
+        }
+        b.push_str("</ul>\n");
+        if !leg.packets.is_empty() {
+            packets_block(b, &leg.packets, &format!("f{}l{}p", i + 1, l + 2), true);
+        }
+    }
     b.push_str("</section>\n");
 }
 
