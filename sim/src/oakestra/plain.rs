@@ -175,6 +175,10 @@ fn step(s: &scenario::Step) -> lab::Step {
         expose: s.expose.clone(),
         unexpose: s.unexpose.clone(),
         expose_refused: s.expose_refused.clone(),
+        kill: s.kill.clone(),
+        terminate: s.terminate.clone(),
+        restart: s.restart.clone(),
+        recover_manager: s.recover_manager.clone(),
         l7: s.l7(),
     }
 }

@@ -234,6 +234,23 @@ pub struct Step {
     /// refuse each (a scenario that shows what cannot be exposed).
     #[serde(default)]
     pub expose_refused: Vec<Expose>,
+    /// Before the step: these processes (`HOST/NAME`, e.g.
+    /// `n1/netmanager`) get SIGKILL, and are waited for.
+    #[serde(default)]
+    pub kill: Vec<String>,
+    /// Before the step: these processes (`HOST/NAME`) get SIGTERM, and are
+    /// waited for (SIGKILL after 2 s).
+    #[serde(default)]
+    pub terminate: Vec<String>,
+    /// Before the step: these processes (`HOST/NAME`) start again, as at
+    /// the start of the run (stopped first if running), and are waited
+    /// for until ready.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// answers again after a `fail_manager`.
+    #[serde(default)]
+    pub recover_manager: Option<String>,
 }
 
 fn default_payload() -> String {

@@ -142,6 +142,7 @@ pub fn build_annotated(
         undecodable: undecoded.total(),
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
+        processes: Vec::new(),
         skipped: Skipped {
             damage: Vec::new(),
             links: (undecoded.links.into_iter())
