@@ -334,6 +334,12 @@ impl Step {
             .to
             .parse()
             .map_err(|_| format!("`{}` is not ip:port (IPv6: [addr]:port)", self.to))?;
+        if sa.port() == 0 {
+            return Err(format!(
+                "`{}`: port 0 is no port a client can reach (give 1 to 65535)",
+                self.to
+            ));
+        }
         Ok(Target {
             addr: sa.ip(),
             port: sa.port(),
