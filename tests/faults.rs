@@ -163,6 +163,8 @@ traffic:
   - {name: killed, from: b, proto: udp, to: "10.0.0.1:7", kill: [a/srv], expect: refused}
   - {name: back, from: b, proto: udp, to: "10.0.0.1:7", restart: [a/srv]}
   - {name: stopped, from: b, proto: udp, to: "10.0.0.1:7", terminate: [a/srv], expect: refused}
+  - {name: cut, from: b, proto: udp, to: "10.0.0.1:7", restart: [a/srv], link: {down: [a/eth0]}, expect: {error: No buffer space}, timeout_ms: 300}
+  - {name: mended, from: b, proto: udp, to: "10.0.0.1:7", link: {up: [a/eth0]}}
 "#,
     );
     let out = out_dir("fault-steps");
@@ -173,6 +175,8 @@ traffic:
         "traffic[1] killed: kill a/srv: killed by signal SIGKILL",
         "traffic[2] back: restart a/srv (it had ended: killed by signal SIGKILL): ready again",
         "traffic[3] stopped: terminate a/srv: killed by signal SIGTERM",
+        "traffic[4] cut: link down a/eth0",
+        "traffic[5] mended: link up a/eth0: operationally up",
     ] {
         assert!(t.contains(want), "{want}:\n{t}");
     }

@@ -296,13 +296,13 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
         }
         Err(e) => return Err(e),
     };
-    capture_and_trace(sc, out, started, &mut ph)
+    capture_and_trace((sc, &rt), out, started, &mut ph)
 }
 
 /// The rest of [`run`] once everything is started: capture, traffic, the
 /// capture written, trace and reports.
 fn capture_and_trace(
-    sc: &Expanded,
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
     out: &Path,
     mut started: Started,
     ph: &mut Phases,
@@ -315,7 +315,7 @@ fn capture_and_trace(
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
-    let (reports, mut unmet) = traffic(sc, &mut started, out, ph)?;
+    let (reports, mut unmet) = traffic((sc, rt), &mut started, out, ph)?;
     unmet.extend(started.deaths("traffic"));
     phase(sc, "traffic", t);
 
@@ -450,7 +450,7 @@ fn not_run(sc: &Expanded, from: usize) -> Vec<StepReport> {
 /// client. Returns each step's report (a step cut short, and those not
 /// run, say they were interrupted) and the steps not as expected.
 fn traffic(
-    sc: &Expanded,
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
     started: &mut Started,
     out: &Path,
     ph: &mut Phases,
@@ -464,7 +464,7 @@ fn traffic(
         let during = format!("traffic[{i}] {}", step.name);
         unmet.extend(started.deaths(&format!("the run before {during}")));
         ph.enter(during.clone());
-        let actions = faults::before_step(sc, started, out, i, step)
+        let actions = faults::before_step((sc, rt), started, out, i, step)
             .and_then(|()| before_step(sc, started, out, i, step));
         let refusals = match actions {
             Ok(r) => r,

@@ -165,6 +165,10 @@ fn drain(fd: &OwnedFd, iface: u32, buf: &mut [u8], out: &mut Vec<Frame>) -> io::
                 Ok(m) => m,
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::EINTR) => continue,
+                // The interface went down (a step's `link: {down}`): the
+                // socket reports it once, and captures again once it is
+                // up.
+                Err(Errno::ENETDOWN) => continue,
                 Err(e) => return Err(e.into()),
             };
             let mut ts_ns = 0u64;

@@ -57,6 +57,19 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
             ));
         }
         check_faults(lab, i, s, &mut found);
+        for (side, list) in [("down", &s.link_down), ("up", &s.link_up)] {
+            for (j, x) in list.iter().enumerate() {
+                let known = x.split_once('/').is_some_and(|(h, n)| {
+                    n != "lo" && ifaces.get(h).is_some_and(|s| s.contains(n))
+                });
+                if !known {
+                    found.gather(bad(
+                        format!("traffic[{i}].link.{side}[{j}]"),
+                        format!("no interface `{x}` (HOST/IFNAME: a link end, bridge or TUN)"),
+                    ));
+                }
+            }
+        }
     }
     for (i, c) in lab.capture.interfaces.iter().enumerate() {
         found.gather(check_capture(&ifaces, i, c));

@@ -216,6 +216,10 @@ pub struct Step {
     pub restart: Vec<String>,
     /// This service manager answers again from now on.
     pub recover_manager: Option<String>,
+    /// Interfaces (`HOST/IFNAME`) set down before the step.
+    pub link_down: Vec<String>,
+    /// Interfaces (`HOST/IFNAME`) set up again before the step.
+    pub link_up: Vec<String>,
     /// An HTTP or WebSocket exchange instead of the payload (`proto` is
     /// then TCP).
     pub l7: Option<L7Step>,

@@ -112,6 +112,33 @@ impl HostNs {
     }
 }
 
+impl Topology {
+    /// Set interface `ifname` of host `host` administratively up or down;
+    /// up, wait (at most 3 s) until it is operationally up, which a veth
+    /// end is only while its peer is up too. Returns whether it is
+    /// operationally up.
+    pub async fn set_link(&self, host: &str, ifname: &str, up: bool) -> Result<bool, Error> {
+        let h = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| Error::Failed(format!("no host {host}")))?;
+        let idx = h.index_of(ifname).await?;
+        let msg = LinkUnspec::new_with_index(idx);
+        let (msg, word) = if up {
+            (msg.up(), "up")
+        } else {
+            (msg.down(), "down")
+        };
+        h.set(format!("host {host}: {ifname} {word}"), msg).await?;
+        if !up {
+            return Ok(false);
+        }
+        Ok(h.wait_oper_up(&[ifname], std::time::Duration::from_secs(3))
+            .await
+            .is_ok())
+    }
+}
+
 /// Create the namespace of one host with the sysctls that keep captures quiet.
 fn make_host(name: &str, ipv6: bool, rt: &tokio::runtime::Handle) -> Result<HostNs, Error> {
     let ns = NetNs::create(name).map_err(|source| Error::Io {

@@ -179,6 +179,8 @@ fn step(s: &scenario::Step) -> lab::Step {
         terminate: s.terminate.clone(),
         restart: s.restart.clone(),
         recover_manager: s.recover_manager.clone(),
+        link_down: s.link.as_ref().map(|l| l.down.clone()).unwrap_or_default(),
+        link_up: s.link.as_ref().map(|l| l.up.clone()).unwrap_or_default(),
         l7: s.l7(),
     }
 }

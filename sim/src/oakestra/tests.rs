@@ -338,3 +338,31 @@ fn a_gateway_with_no_room_for_flows_is_refused() {
     let e = err(t);
     assert_eq!(places(&e), [("gateway.max_flows", 16)], "{e}");
 }
+
+#[test]
+fn link_faults_name_interfaces_of_the_lab() {
+    let ok = OK.replace(
+        "to: 10.0.0.2}",
+        "to: 10.0.0.2, link: {down: [a/eth0], up: [b/eth0]}}",
+    );
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    assert_eq!(sc.traffic[0].link_down, ["a/eth0"]);
+    let bad = OK.replace(
+        "to: 10.0.0.2}",
+        "to: 10.0.0.2, link: {down: [a/eth9, a/lo], up: [c/eth0]}}",
+    );
+    let e = err(&bad);
+    assert_eq!(
+        places(&e),
+        [
+            ("traffic[0].link.down[0]", 9),
+            ("traffic[0].link.down[1]", 9),
+            ("traffic[0].link.up[0]", 9),
+        ],
+        "{e}"
+    );
+    assert!(
+        e.errors()[0].message.contains("no interface `a/eth9`"),
+        "{e}"
+    );
+}

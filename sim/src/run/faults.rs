@@ -1,4 +1,5 @@
-//! A step's fault actions, before its client runs: processes killed
+//! A step's fault actions, before its client runs: interfaces set down
+//! and up (`link: {down, up}`, waited for until operationally up), processes killed
 //! (`kill`: SIGKILL, `terminate`: SIGTERM, each waited for) and started
 //! again (`restart`: stopped first when running, then started as at the
 //! start of the run and waited for until ready). What each did goes into
@@ -28,19 +29,39 @@ const GRACE: Duration = Duration::from_secs(2);
 /// own traffic, the same in every run.
 pub const SETTLE: Duration = Duration::from_millis(200);
 
-/// Step `i`'s kills, then its terminations, then its restarts.
+/// Step `i`'s links down, links up, kills, terminations, then restarts.
 pub(super) fn before_step(
-    sc: &Expanded,
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
     started: &mut Started,
     out: &Path,
     i: usize,
     step: &Step,
 ) -> Result<(), Error> {
     let at = format!("traffic[{i}] {}", step.name);
-    if step.kill.is_empty() && step.terminate.is_empty() && step.restart.is_empty() {
+    let lists = [
+        &step.link_down,
+        &step.link_up,
+        &step.kill,
+        &step.terminate,
+        &step.restart,
+    ];
+    if lists.iter().all(|l| l.is_empty()) {
         return Ok(());
     }
     crate::lab::traffic::sleep(SETTLE, &crate::lab::sandbox::interrupted);
+    for (list, up) in [(&step.link_down, false), (&step.link_up, true)] {
+        for x in list {
+            let (h, ifname) = x.split_once('/').expect("checked: HOST/IFNAME");
+            let oper = rt.block_on(started.topo.set_link(h, ifname, up))?;
+            started.events.push(match (up, oper) {
+                (false, _) => format!("{at}: link down {x}"),
+                (true, true) => format!("{at}: link up {x}: operationally up"),
+                (true, false) => format!(
+                    "{at}: link up {x}: not operationally up within 3 s (a veth end whose peer is down)"
+                ),
+            });
+        }
+    }
     for id in &step.kill {
         stop(started, &at, "kill", id, Signal::SIGKILL);
     }

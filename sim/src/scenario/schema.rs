@@ -251,6 +251,20 @@ pub struct Step {
     /// answers again after a `fail_manager`.
     #[serde(default)]
     pub recover_manager: Option<String>,
+    /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
+    #[serde(default)]
+    pub link: Option<LinkFault>,
+}
+
+/// A step's `link`: interfaces set administratively down or up, each
+/// `HOST/IFNAME` (a veth end, a bridge or a TUN).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFault {
+    #[serde(default)]
+    pub down: Vec<String>,
+    #[serde(default)]
+    pub up: Vec<String>,
 }
 
 fn default_payload() -> String {
