@@ -125,6 +125,7 @@ fn frozen_bins(dir: &Path) -> Result<std::path::PathBuf> {
 pub fn run(o: Options) -> Result<()> {
     let out_root = crate::target_dir().join("soak");
     let bin = frozen_bins(&out_root.join("bin"))?;
+    let path = root().join("reports/soak.md");
     let named: Vec<snapshot::Named> = if o.names.is_empty() {
         snapshot::all(&root())?
     } else {
@@ -133,6 +134,10 @@ pub fn run(o: Options) -> Result<()> {
             .map(|a| snapshot::find(&root(), a))
             .collect::<Result<_, _>>()?
     };
+    // A scenario without a reviewed snapshot has nothing to flake from.
+    let (named, unreviewed): (Vec<_>, Vec<_>) =
+        named.into_iter().partition(|n| n.snapshot.exists());
+    let unreviewed: Vec<String> = unreviewed.into_iter().map(|n| n.name).collect();
     let load = o
         .load
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -167,6 +172,9 @@ pub fn run(o: Options) -> Result<()> {
                 o.rounds,
                 t0.elapsed().as_secs_f64()
             );
+            // Written after every round: a soak cut short keeps its rounds.
+            let text = report((&o, round), load, (&tally, &unreviewed), t0.elapsed());
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
     })();
@@ -175,23 +183,24 @@ pub fn run(o: Options) -> Result<()> {
         let _ = t.join();
     }
     result?;
-    let path = root().join("reports/soak.md");
-    std::fs::write(&path, report(&o, load, &tally, t0.elapsed()))
-        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("soak: {}", path.display());
     Ok(())
 }
 
-fn report(o: &Options, load: usize, tally: &BTreeMap<String, Tally>, took: Duration) -> String {
+fn report(
+    (o, done): (&Options, usize),
+    load: usize,
+    (tally, unreviewed): (&BTreeMap<String, Tally>, &[String]),
+    took: Duration,
+) -> String {
     let mut m = String::new();
     let runs: usize = tally.values().map(|t| t.runs).sum();
     let flakes: usize = tally.values().map(|t| t.flakes).sum();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let _ = writeln!(
-        m,
-        "# Soak: the scenario suite, {} rounds under load\n",
-        o.rounds
-    );
+    let _ = writeln!(m, "# Soak: the scenario suite, {done} rounds under load\n");
+    if done < o.rounds {
+        let _ = writeln!(m, "(Written after round {done} of {}.)\n", o.rounds);
+    }
     let only: String = o.names.iter().map(|n| format!(" --scenario {n}")).collect();
     let _ = writeln!(
         m,
@@ -219,6 +228,17 @@ fn report(o: &Options, load: usize, tally: &BTreeMap<String, Tally>, took: Durat
             t.runs,
             t.flakes,
             t.secs / t.runs.max(1) as f64
+        );
+    }
+    if !unreviewed.is_empty() {
+        let _ = writeln!(
+            m,
+            "\nNot run (no reviewed snapshot to compare with): {}.",
+            unreviewed
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let flaky: Vec<_> = tally.iter().filter(|(_, t)| t.flakes > 0).collect();
