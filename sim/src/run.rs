@@ -483,12 +483,32 @@ fn traffic(
             }
         };
         let sport = step.source_port(i);
-        let seen = started.topo.hosts[&step.from]
-            .ns
-            .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
-            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let (mut seen, mut tries) = (None, 0);
+        while tries < step.attempts.max(1) && !sandbox::interrupted() {
+            tries += 1;
+            let s = started.topo.hosts[&step.from]
+                .ns
+                .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
+                .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+            let met = s.meets(step);
+            seen = Some(s);
+            if met {
+                break;
+            }
+        }
+        let Some(seen) = seen else {
+            reports.push(StepReport {
+                sent: sent(step, i),
+                result: trace::StepResult::Interrupted(Some("not run".into())),
+            });
+            continue;
+        };
         let cut = sandbox::interrupted();
         let ok = seen.meets(step);
+        let tried = match step.attempts {
+            0 | 1 => String::new(),
+            n => format!(" (attempt {tries} of {n})"),
+        };
         tracing::info!(
             "{}: traffic[{i}] {}: {}{}",
             sc.name,
@@ -501,18 +521,18 @@ fn traffic(
             }
         );
         let result = if cut {
-            trace::StepResult::Interrupted(Some(format!("{} so far", seen.describe())))
+            trace::StepResult::Interrupted(Some(format!("{} so far{tried}", seen.describe())))
         } else if ok {
-            trace::StepResult::Ok(Some(seen.describe()))
+            trace::StepResult::Ok(Some(format!("{}{tried}", seen.describe())))
         } else {
             unmet.push(format!(
-                "{}: expected {}, got {}",
+                "{}: expected {}, got {}{tried}",
                 step.name,
                 step.expect,
                 seen.describe()
             ));
             trace::StepResult::Failed(Some(format!(
-                "expected {}, got {}",
+                "expected {}, got {}{tried}",
                 step.expect,
                 seen.describe()
             )))

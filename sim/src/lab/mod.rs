@@ -220,6 +220,8 @@ pub struct Step {
     pub link_down: Vec<String>,
     /// Interfaces (`HOST/IFNAME`) set up again before the step.
     pub link_up: Vec<String>,
+    /// Tries of the client until the answer is as expected (at least 1).
+    pub attempts: u32,
     /// An HTTP or WebSocket exchange instead of the payload (`proto` is
     /// then TCP).
     pub l7: Option<L7Step>,

@@ -181,6 +181,7 @@ fn step(s: &scenario::Step) -> lab::Step {
         recover_manager: s.recover_manager.clone(),
         link_down: s.link.as_ref().map(|l| l.down.clone()).unwrap_or_default(),
         link_up: s.link.as_ref().map(|l| l.up.clone()).unwrap_or_default(),
+        attempts: s.attempts,
         l7: s.l7(),
     }
 }

@@ -366,3 +366,12 @@ fn link_faults_name_interfaces_of_the_lab() {
         "{e}"
     );
 }
+
+#[test]
+fn attempts_are_one_to_a_hundred() {
+    let ok = OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, attempts: 3}");
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    assert_eq!(sc.traffic[0].attempts, 3);
+    let e = err(&OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, attempts: 0}"));
+    assert_eq!(places(&e), [("traffic[0].attempts", 9)], "{e}");
+}

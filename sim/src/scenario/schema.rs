@@ -254,6 +254,15 @@ pub struct Step {
     /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
     #[serde(default)]
     pub link: Option<LinkFault>,
+    /// How many times the client tries, from the same source port, until
+    /// the answer is as expected (each try with `timeout_ms`); the result
+    /// says which try it was: how a service recovers after a fault.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    1
 }
 
 /// A step's `link`: interfaces set administratively down or up, each
