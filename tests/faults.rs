@@ -182,3 +182,35 @@ traffic:
     }
     assert!(!t.contains("died"), "{t}");
 }
+
+#[test]
+fn a_service_manager_that_recovers_answers_again() {
+    let sc = write_scenario(
+        "recover",
+        r#"version: 1
+clusters:
+  - name: c1
+    nodes:
+      - {name: n1, coords: [0, 0]}
+services:
+  - name: db
+    round_robin: 10.30.3.1
+    echo: {udp: [5432]}
+    instances:
+      - {node: n1}
+  - name: web
+    instances:
+      - {node: n1}
+traffic:
+  - {name: fails, from: web-0, proto: udp, to: "10.30.3.1:5432", fail_manager: c1, expect: refused}
+  - {name: answers, from: web-0, proto: udp, to: "10.30.3.1:5432", recover_manager: c1, attempts: 3}
+"#,
+    );
+    let out = out_dir("recover");
+    let o = run(&sc, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = trace_of(&out);
+    assert!(t.contains("(attempt 1 of 3)"), "{t}");
+    let log = std::fs::read_to_string(out.join("logs/control-plane.log")).unwrap();
+    assert!(log.contains("c1: answering again"), "{log}");
+}

@@ -462,6 +462,7 @@ fn traffic(
             break;
         }
         let during = format!("traffic[{i}] {}", step.name);
+        let t_step = Instant::now();
         unmet.extend(started.deaths(&format!("the run before {during}")));
         ph.enter(during.clone());
         let actions = faults::before_step((sc, rt), started, out, i, step)
@@ -505,6 +506,13 @@ fn traffic(
         };
         let cut = sandbox::interrupted();
         let ok = seen.meets(step);
+        tracing::info!(
+            "{}: traffic[{i}] {}: {tries} tr{} in {} ms (faults and actions included)",
+            sc.name,
+            step.name,
+            if tries == 1 { "y" } else { "ies" },
+            t_step.elapsed().as_millis()
+        );
         let tried = match step.attempts {
             0 | 1 => String::new(),
             n => format!(" (attempt {tries} of {n})"),

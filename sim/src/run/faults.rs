@@ -108,7 +108,13 @@ fn restart(
             }
         }
     };
+    let t = std::time::Instant::now();
     let r = process::restart(&started.topo.hosts[host].ns, spec, out)?;
+    // Times go to the log only: the trace says what happened, not how fast.
+    tracing::info!(
+        "{at}: restart {id}: ready after {} ms",
+        t.elapsed().as_millis()
+    );
     started.told.remove(id);
     match pos {
         Some(i) => started.procs[i] = r,
