@@ -64,12 +64,38 @@ pub(super) fn before_step(
     }
     for id in &step.kill {
         stop(started, &at, "kill", id, Signal::SIGKILL);
+        tun_down(sc, rt, started, &at, id)?;
     }
     for id in &step.terminate {
         stop(started, &at, "terminate", id, Signal::SIGTERM);
+        tun_down(sc, rt, started, &at, id)?;
     }
     for id in &step.restart {
         restart(sc, started, out, &at, id)?;
+    }
+    Ok(())
+}
+
+/// The TUN of a net manager or gateway `id` that ended, once the kernel
+/// has taken its carrier away: from then on what is routed to it is
+/// dropped before any capture sees it, in every run alike.
+fn tun_down(
+    sc: &Expanded,
+    rt: &tokio::runtime::Runtime,
+    started: &mut Started,
+    at: &str,
+    id: &str,
+) -> Result<(), Error> {
+    let (host, spec) = sc.process(id).expect("checked: a process of the lab");
+    let tun = match (&spec.netmanager, &spec.gateway) {
+        (Some(_), _) => dataplane::TUN_NAME,
+        (None, Some(_)) => dataplane::GW_TUN,
+        (None, None) => return Ok(()),
+    };
+    if !rt.block_on(started.topo.wait_oper_down(host, tun))? {
+        started
+            .events
+            .push(format!("{at}: {host}/{tun} still up 3 s after {id} ended"));
     }
     Ok(())
 }
