@@ -28,6 +28,8 @@ use crate::oakestra::Expanded;
 use crate::trace::{self, StepReport, Trace};
 use crate::{report, Error};
 
+mod faults;
+
 pub struct Outcome {
     pub trace: Trace,
     /// Steps whose reply was not what the scenario expected.
@@ -102,9 +104,40 @@ pub struct Started {
     control: Option<ControlPlane>,
     /// The run's CA and key log, for the L7 clients.
     pub l7: ClientCtx,
+    /// What happened to the processes, for the trace's `processes`.
+    events: Vec<String>,
+    /// Processes whose end is told already (by a fault step or a death).
+    told: std::collections::BTreeSet<String>,
 }
 
 impl Started {
+    /// Processes that ended by themselves since the last look, each told
+    /// once in the trace as `HOST/NAME died during WHEN: STATUS`; returns
+    /// those lines.
+    fn deaths(&mut self, during: &str) -> Vec<String> {
+        let mut died = Vec::new();
+        for p in &mut self.procs {
+            if self.told.contains(&p.id()) {
+                continue;
+            }
+            if let Some(how) = p.ended() {
+                self.told.insert(p.id());
+                died.push(format!("{} died during {during}: {how}", p.id()));
+            }
+        }
+        self.events.extend(died.iter().cloned());
+        died
+    }
+
+    /// How process `id` (`HOST/NAME`) ended, or `None` while it runs (or
+    /// when the lab has no such process).
+    fn ended(&mut self, id: &str) -> Option<String> {
+        self.procs
+            .iter_mut()
+            .find(|p| p.id() == id)
+            .and_then(|p| p.ended())
+    }
+
     /// The simulated control plane, if the scenario has clusters.
     pub fn control(&self) -> Option<&ControlPlane> {
         self.control.as_ref()
@@ -179,6 +212,8 @@ fn start_in(
         procs: Vec::new(),
         control,
         l7,
+        events: Vec::new(),
+        told: Default::default(),
     };
     for (h, host) in &sc.hosts {
         for p in &host.processes {
@@ -263,13 +298,13 @@ pub fn run(sc: &Expanded, out: &Path) -> Result<Outcome, Error> {
         }
         Err(e) => return Err(e),
     };
-    capture_and_trace(sc, out, started, &mut ph)
+    capture_and_trace((sc, &rt), out, started, &mut ph)
 }
 
 /// The rest of [`run`] once everything is started: capture, traffic, the
 /// capture written, trace and reports.
 fn capture_and_trace(
-    sc: &Expanded,
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
     out: &Path,
     mut started: Started,
     ph: &mut Phases,
@@ -281,11 +316,12 @@ fn capture_and_trace(
         .iter()
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
-    let traced = traced_hosts(sc, &started);
-    let nftrace = NftTrace::start(&traced);
+    let nftrace = NftTrace::start(&traced_hosts(sc, &started));
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
+    drop(targets);
     let drops_before = interface_drops(sc, &started)?;
-    let (reports, unmet) = traffic(sc, &started, out, ph)?;
+    let (reports, mut unmet) = traffic((sc, rt), &mut started, out, ph)?;
+    unmet.extend(started.deaths("traffic"));
     phase(sc, "traffic", t);
 
     let t = Instant::now();
@@ -296,15 +332,17 @@ fn capture_and_trace(
             &sandbox::interrupted,
         )
         .map_err(io("capture".into()))?;
-    let mut drops = nftrace.finish(&traced);
+    let mut drops = nftrace.finish(&traced_hosts(sc, &started));
     impairment_drops(sc, &started, &mut drops);
-    let mut counters = dataplane_counters(sc, out)?;
+    unmet.extend(started.deaths("capture"));
+    let mut counters = dataplane_counters(sc, out, &mut started);
     firewall_counters(sc, &started, &mut counters)?;
     metrics_counters(sc, &started, &mut counters)?;
     for (h, m) in since(interface_drops(sc, &started)?, &drops_before) {
         counters.insert(format!("{h}/interfaces"), m);
     }
     started.stop_processes();
+    remove_stale_sockets(sc, out);
     let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
         "{}: captured {} frames on {} interfaces",
@@ -322,6 +360,7 @@ fn capture_and_trace(
     let extra = Extra {
         control_plane,
         counters,
+        processes: std::mem::take(&mut started.events),
         interrupted: ph.seen.clone(),
         drops,
     };
@@ -348,6 +387,7 @@ fn capture_and_trace(
 struct Extra {
     control_plane: Vec<String>,
     counters: CounterMap,
+    processes: Vec<String>,
     interrupted: Option<trace::Interrupted>,
     drops: Verdicts,
 }
@@ -411,6 +451,7 @@ fn write_trace(
     capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments, &keys)?;
     tr.control_plane = extra.control_plane;
     tr.counters = extra.counters;
+    tr.processes = extra.processes;
     tr.interrupted = extra.interrupted;
     std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;
     std::fs::write(out.join("report.md"), report::markdown(&tr, pcapng))
@@ -496,8 +537,8 @@ fn not_run(sc: &Expanded, from: usize) -> Vec<StepReport> {
 /// client. Returns each step's report (a step cut short, and those not
 /// run, say they were interrupted) and the steps not as expected.
 fn traffic(
-    sc: &Expanded,
-    started: &Started,
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
+    started: &mut Started,
     out: &Path,
     ph: &mut Phases,
 ) -> Result<(Vec<StepReport>, Vec<String>), Error> {
@@ -507,19 +548,69 @@ fn traffic(
         if ph.note() {
             break;
         }
-        ph.enter(format!("traffic[{i}] {}", step.name));
-        let refusals = before_step(sc, started, out, i, step)?;
+        let during = format!("traffic[{i}] {}", step.name);
+        let t_step = Instant::now();
+        unmet.extend(started.deaths(&format!("the run before {during}")));
+        ph.enter(during.clone());
+        let actions = faults::before_step((sc, rt), started, out, i, step)
+            .and_then(|()| before_step(sc, started, out, i, step));
+        let refusals = match actions {
+            Ok(r) => r,
+            Err(e) => {
+                // The lab did not do what the step asks (a dead gateway
+                // does not answer its control socket): the step fails, the
+                // run goes on and keeps its evidence.
+                let why = format!("before the step: {e}");
+                unmet.push(format!("{}: {why}", step.name));
+                reports.push(StepReport {
+                    sent: sent(step, i),
+                    result: trace::StepResult::Failed(Some(why)),
+                    load: None,
+                });
+                unmet.extend(started.deaths(&during));
+                continue;
+            }
+        };
         if step.load.is_some() {
             reports.push(load_step(sc, started, i, step, refusals)?);
+            unmet.extend(started.deaths(&during));
             continue;
         }
         let sport = step.source_port(i);
-        let seen = started.topo.hosts[&step.from]
-            .ns
-            .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
-            .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+        let (mut seen, mut tries) = (None, 0);
+        while tries < step.attempts.max(1) && !sandbox::interrupted() {
+            tries += 1;
+            let s = started.topo.hosts[&step.from]
+                .ns
+                .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
+                .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+            let met = s.meets(step);
+            seen = Some(s);
+            if met {
+                break;
+            }
+        }
+        let Some(seen) = seen else {
+            reports.push(StepReport {
+                sent: sent(step, i),
+                result: trace::StepResult::Interrupted(Some("not run".into())),
+                load: None,
+            });
+            continue;
+        };
         let cut = sandbox::interrupted();
         let ok = seen.meets(step);
+        tracing::info!(
+            "{}: traffic[{i}] {}: {tries} tr{} in {} ms (faults and actions included)",
+            sc.name,
+            step.name,
+            if tries == 1 { "y" } else { "ies" },
+            t_step.elapsed().as_millis()
+        );
+        let tried = match step.attempts {
+            0 | 1 => String::new(),
+            n => format!(" (attempt {tries} of {n})"),
+        };
         tracing::info!(
             "{}: traffic[{i}] {}: {}{}",
             sc.name,
@@ -532,19 +623,19 @@ fn traffic(
             }
         );
         let result = if cut {
-            trace::StepResult::Interrupted(Some(format!("{} so far", seen.describe())))
+            trace::StepResult::Interrupted(Some(format!("{} so far{tried}", seen.describe())))
         } else if ok {
-            trace::StepResult::Ok(Some(seen.describe()))
+            trace::StepResult::Ok(Some(format!("{}{tried}", seen.describe())))
         } else {
             unmet.push(format!(
-                "{}: expected {}, got {}{}",
+                "{}: expected {}, got {}{}{tried}",
                 step.name,
                 step.expect,
                 seen.describe(),
                 seen.answered_by()
             ));
             trace::StepResult::Failed(Some(format!(
-                "expected {}, got {}{}",
+                "expected {}, got {}{}{tried}",
                 step.expect,
                 seen.describe(),
                 seen.answered_by()
@@ -555,6 +646,7 @@ fn traffic(
             result,
             load: None,
         });
+        unmet.extend(started.deaths(&during));
     }
     let done = reports.len();
     reports.extend(not_run(sc, done));
@@ -595,7 +687,7 @@ fn load_step(
     })
 }
 
-/// A step's control actions: a service manager fails, service IPs are
+/// A step's control actions: a service manager fails (or answers again), service IPs are
 /// invalidated, the gateway's exposures change, or are asked for and must
 /// be refused. Returns what the gateway refused, each as
 /// ``gateway refused `LINE`: WHY; `` for the step's `sent`.
@@ -607,6 +699,9 @@ fn before_step(
     step: &Step,
 ) -> Result<String, Error> {
     if let Some(c) = started.control() {
+        if let Some(m) = &step.recover_manager {
+            c.recover(m);
+        }
         if let Some(m) = &step.fail_manager {
             c.fail(m);
         }
@@ -829,7 +924,7 @@ type CounterMap = std::collections::BTreeMap<String, std::collections::BTreeMap<
 /// depend on timing (with load steps, its packet totals too); a net manager's drops at the tunnel's trust boundary
 /// (datagrams from unknown peers, inner packets that fit no service flow),
 /// listed only when something attacked its tunnel port.
-fn dataplane_counters(sc: &Lab, out: &Path) -> Result<CounterMap, Error> {
+fn dataplane_counters(sc: &Lab, out: &Path, started: &mut Started) -> CounterMap {
     let trust: Vec<String> = hoplab_dataplane::netmanager::DropReason::TRUST_BOUNDARY
         .iter()
         .map(|r| format!("drop_{r}"))
@@ -845,10 +940,22 @@ fn dataplane_counters(sc: &Lab, out: &Path) -> Result<CounterMap, Error> {
                 (None, Some(nm)) => ("netmanager", nm.control(&ctl)),
                 (None, None) => continue,
             };
-            let text = gateway_ctl::control(&sock, "counters").map_err(|source| Error::Io {
-                what: format!("reading the counters of the {who} on {h}"),
-                source,
-            })?;
+            let id = format!("{h}/{}", p.name);
+            if let Some(how) = started.ended(&id) {
+                started
+                    .events
+                    .push(format!("{id} counters unavailable: process ended ({how})"));
+                continue;
+            }
+            let text = match gateway_ctl::control(&sock, "counters") {
+                Ok(t) => t,
+                Err(e) => {
+                    started
+                        .events
+                        .push(format!("{id} counters unavailable: {e}"));
+                    continue;
+                }
+            };
             let m: std::collections::BTreeMap<String, u64> = gateway_ctl::parse_counters(&text)
                 .into_iter()
                 .filter(|(k, v)| {
@@ -864,7 +971,27 @@ fn dataplane_counters(sc: &Lab, out: &Path) -> Result<CounterMap, Error> {
             }
         }
     }
-    Ok(all)
+    all
+}
+
+/// Removes the control sockets the lab's net managers and gateways left
+/// behind (one killed by SIGKILL cannot remove its own); every process is
+/// stopped by then, so any such file is stale.
+fn remove_stale_sockets(sc: &Lab, out: &Path) {
+    let ctl = out.join("ctl");
+    for p in sc.hosts.values().flat_map(|h| &h.processes) {
+        let sock = match (&p.gateway, &p.netmanager) {
+            (Some(g), _) => g.control(&ctl),
+            (None, Some(nm)) => nm.control(&ctl),
+            (None, None) => continue,
+        };
+        match std::fs::remove_file(&sock) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("removing {}: {e}", sock.display())
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

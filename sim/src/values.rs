@@ -345,6 +345,11 @@ impl FromStr for Mac {
         if m[0] & 1 == 1 {
             return Err(format!("`{s}` is a multicast MAC address"));
         }
+        if m == [0; 6] {
+            return Err(format!(
+                "`{s}` is the all-zero MAC address, which no interface may have"
+            ));
+        }
         Ok(Mac(m))
     }
 }

@@ -28,6 +28,9 @@
 //! * `wireshark-profile [--dir DIR]`: install the hoplab Wireshark
 //!   profile (wireshark/profile/: the tunnel decoded, interface, direction
 //!   and comment columns) as the `hoplab` configuration profile.
+//! * `soak [N] [--load T] [--max-secs S] [--scenario NAME]...`: the whole suite
+//!   N times (default 100) beside T spinning threads (default: one per
+//!   core); write reports/soak.md with the flakes per scenario.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +49,7 @@ mod junit;
 mod pending;
 mod reports;
 mod scenario;
+mod soak;
 mod template;
 
 #[derive(Parser)]
@@ -129,6 +133,22 @@ enum Cmd {
         /// ~/.config/wireshark/profiles/hoplab].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Run every scenario N times under a parallel CPU load and write
+    /// reports/soak.md: the flakes per scenario (not for CI).
+    Soak {
+        /// Rounds: each runs every scenario once.
+        #[arg(default_value_t = 100)]
+        rounds: usize,
+        /// Spinning threads beside the runs [default: one per core].
+        #[arg(long)]
+        load: Option<usize>,
+        /// The load stops by itself after this many seconds.
+        #[arg(long, default_value_t = 6 * 3600)]
+        max_secs: u64,
+        /// Only these scenarios [default: every scenario of scenarios/].
+        #[arg(long = "scenario", value_name = "SCENARIO")]
+        names: Vec<String>,
     },
     /// Remove the outputs of scenario runs (target/scenarios).
     Clean,
@@ -368,6 +388,17 @@ fn real_main() -> Result<()> {
             targets,
         }),
         Cmd::WiresharkProfile { dir } => wireshark_profile(dir),
+        Cmd::Soak {
+            rounds,
+            load,
+            max_secs,
+            names,
+        } => soak::run(soak::Options {
+            rounds,
+            load,
+            max_secs,
+            names,
+        }),
         Cmd::Clean => {
             let p = root().join("target/scenarios");
             if p.exists() {

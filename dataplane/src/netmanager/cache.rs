@@ -14,6 +14,11 @@
 //!   [`ResolutionCache::expire`], so a lost answer cannot hold packets
 //!   forever.
 //!
+//! - A TTL of 0 means "not kept past the answer": the resolution serves
+//!   the packets that waited for it and those of the same millisecond
+//!   ([`MIN_TTL`]), so the released packets never query again: at most
+//!   one query per service per in-flight window, whatever the TTL.
+//!
 //! [`ResolutionCache::next_deadline`] tells when an entry may next go
 //! stale or time out: lowered as entries are added, recomputed exactly by
 //! [`ResolutionCache::expire`]; never later than the first expiry.
@@ -29,6 +34,12 @@ use std::net::IpAddr;
 
 use super::services::Resolution;
 use crate::time::{earliest, Millis};
+
+/// The shortest life of a resolution, whatever the configured TTL: a
+/// query's answer always serves the packets that waited for it. With a TTL
+/// of 0 a service is queried once per in-flight window (from the first
+/// packet that misses to the answer), never once per packet.
+pub const MIN_TTL: Millis = Millis(1);
 
 /// Why a query failed (reported by the shell that ran it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,7 +131,7 @@ impl ResolutionCache {
     /// lookup refreshes it.
     fn deadline(&self, e: &Entry) -> Millis {
         match e {
-            Entry::Resolved { last_used, .. } => last_used.saturating_add(self.cfg.ttl),
+            Entry::Resolved { last_used, .. } => last_used.saturating_add(self.ttl()),
             Entry::Pending { since, .. } => since.saturating_add(self.cfg.query_timeout),
         }
     }
@@ -163,8 +174,18 @@ impl ResolutionCache {
         }
     }
 
+    /// Whether a resolution last used at `last_used` still serves at
+    /// `now`. A TTL of 0 counts as [`MIN_TTL`]: the answer serves the
+    /// packets that waited for it (handed back at the instant it came)
+    /// and those of the same millisecond, so no packet can send the query
+    /// it just ended again.
     fn fresh(&self, now: Millis, last_used: Millis) -> bool {
-        now.saturating_sub(last_used) < self.cfg.ttl
+        now.saturating_sub(last_used) < self.ttl()
+    }
+
+    /// The TTL in force: the configured one, at least [`MIN_TTL`].
+    fn ttl(&self) -> Millis {
+        self.cfg.ttl.max(MIN_TTL)
     }
 
     /// Looks `ip` up at `now` (see [`Lookup`]).
@@ -212,7 +233,7 @@ impl ResolutionCache {
     }
 
     fn purge_stale(&mut self, now: Millis) {
-        let ttl = self.cfg.ttl;
+        let ttl = self.ttl();
         self.entries.retain(|_, e| match e {
             Entry::Resolved { last_used, .. } => now.saturating_sub(*last_used) < ttl,
             Entry::Pending { .. } => true,
@@ -415,6 +436,22 @@ mod tests {
             )]
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn ttl_zero_serves_the_waiting_packets() {
+        let mut c = ResolutionCache::new(CacheConfig {
+            ttl: Millis(0),
+            ..Default::default()
+        });
+        let a = ip("10.30.0.1");
+        assert_eq!(c.lookup(Millis(0), a), Lookup::Miss);
+        c.on_resolution(Millis(7), a, Ok(res("10.30.0.1")));
+        // The packets handed back at the answer's instant hit.
+        assert!(matches!(c.lookup(Millis(7), a), Lookup::Hit(_)));
+        assert!(matches!(c.lookup(Millis(7), a), Lookup::Hit(_)));
+        // A millisecond later it is gone: the next flow queries again.
+        assert_eq!(c.lookup(Millis(8), a), Lookup::Miss);
     }
 
     #[test]

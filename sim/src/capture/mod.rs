@@ -166,6 +166,10 @@ fn drain(fd: &OwnedFd, iface: u32, buf: &mut [u8], out: &mut Vec<Frame>) -> io::
                 Ok(m) => m,
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::EINTR) => continue,
+                // The interface went down (a step's `link: {down}`): the
+                // socket reports it once, and captures again once it is
+                // up.
+                Err(Errno::ENETDOWN) => continue,
                 Err(e) => return Err(e.into()),
             };
             let mut ts_ns = 0u64;
@@ -189,9 +193,55 @@ fn drain(fd: &OwnedFd, iface: u32, buf: &mut [u8], out: &mut Vec<Frame>) -> io::
     }
 }
 
+/// Whether the kernel stamps packets as they pass: a datagram sent over
+/// loopback and read 2 ms later carries a timestamp from before the read
+/// only then. Without it (the kernel turns stamping on from a work queue,
+/// some time after the first socket asks for it; on a loaded machine,
+/// after the first packets of a run) a frame is stamped when it is read,
+/// and frames read together sort by the order they were read in, not by
+/// when they passed.
+fn kernel_stamps() -> io::Result<bool> {
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn,
+    };
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    setsockopt(&rx, sockopt::ReceiveTimestampns, &true).map_err(|e| ctx("SO_TIMESTAMPNS", e))?;
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    tx.send_to(b"t", rx.local_addr()?)?;
+    std::thread::sleep(Duration::from_millis(2));
+    let before_read = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map_err(|e| ctx("clock", e))?;
+    let mut buf = [0u8; 8];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrIn>(rx.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(|e| ctx("recvmsg", e))?;
+    for c in msg.cmsgs().map_err(|e| ctx("cmsgs", e))? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            return Ok(ts < before_read);
+        }
+    }
+    Ok(false)
+}
+
+/// Wait (at most 2 s) until the kernel stamps packets as they pass
+/// ([`kernel_stamps`]), checked in a namespace whose loopback is up.
+fn wait_for_kernel_stamps(ns: &NetNs) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !ns.run(kernel_stamps)?? {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!("the kernel does not stamp packets yet: frames are ordered as read");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 impl Capture {
     /// Open sockets on `ifaces` (`(host, ifname)`, hosts looked up in
-    /// `hosts`) and start reading.
+    /// `hosts`) and start reading, once the kernel stamps packets as they
+    /// pass (see [`kernel_stamps`]).
     pub fn start(targets: &[(&NetNs, &str)]) -> io::Result<Capture> {
         let mut fds = Vec::new();
         let mut ifaces = Vec::new();
@@ -203,6 +253,9 @@ impl Capture {
                 ifname: ifname.to_string(),
                 link,
             });
+        }
+        if let Some((ns, _)) = targets.first() {
+            wait_for_kernel_stamps(ns)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

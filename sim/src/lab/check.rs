@@ -56,6 +56,20 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
                 undefined_host(&s.from, lab.hosts.keys().map(String::as_str)),
             ));
         }
+        check_faults(lab, i, s, &mut found);
+        for (side, list) in [("down", &s.link_down), ("up", &s.link_up)] {
+            for (j, x) in list.iter().enumerate() {
+                let known = x.split_once('/').is_some_and(|(h, n)| {
+                    n != "lo" && ifaces.get(h).is_some_and(|s| s.contains(n))
+                });
+                if !known {
+                    found.gather(bad(
+                        format!("traffic[{i}].link.{side}[{j}]"),
+                        format!("no interface `{x}` (HOST/IFNAME: a link end, bridge or TUN)"),
+                    ));
+                }
+            }
+        }
     }
     for (i, c) in lab.capture.interfaces.iter().enumerate() {
         found.gather(check_capture(&ifaces, i, c));
@@ -64,6 +78,37 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
 }
 
 /// `undefined host `NAME``, with how to define one and the hosts there are.
+/// A step's fault actions name processes of the lab (`HOST/NAME`), each
+/// once per step.
+fn check_faults(lab: &Lab, i: usize, s: &super::Step, found: &mut Vec<Invalid>) {
+    let mut seen = BTreeSet::new();
+    for (field, list) in [
+        ("kill", &s.kill),
+        ("terminate", &s.terminate),
+        ("restart", &s.restart),
+    ] {
+        for (j, p) in list.iter().enumerate() {
+            let f = format!("traffic[{i}].{field}[{j}]");
+            if lab.process(p).is_none() {
+                let known: Vec<String> = lab.process_names().collect();
+                found.gather(bad(
+                    f,
+                    format!(
+                        "no process `{p}` (HOST/NAME, one of: {})",
+                        if known.is_empty() {
+                            "none: the lab has no process".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            } else if !seen.insert((field == "restart", p)) {
+                found.gather(bad(f, format!("`{p}` is named twice in this step")));
+            }
+        }
+    }
+}
+
 fn undefined_host<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     const SHOWN: usize = 8;
     let known: Vec<&str> = known.collect();

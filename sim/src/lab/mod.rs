@@ -219,6 +219,20 @@ pub struct Step {
     pub unexpose: Vec<Unexpose>,
     /// The gateway is asked for these exposures and must refuse each.
     pub expose_refused: Vec<Expose>,
+    /// Processes (`HOST/NAME`) sent SIGKILL before the step.
+    pub kill: Vec<String>,
+    /// Processes (`HOST/NAME`) sent SIGTERM before the step.
+    pub terminate: Vec<String>,
+    /// Processes (`HOST/NAME`) started again before the step.
+    pub restart: Vec<String>,
+    /// This service manager answers again from now on.
+    pub recover_manager: Option<String>,
+    /// Interfaces (`HOST/IFNAME`) set down before the step.
+    pub link_down: Vec<String>,
+    /// Interfaces (`HOST/IFNAME`) set up again before the step.
+    pub link_up: Vec<String>,
+    /// Tries of the client until the answer is as expected (at least 1).
+    pub attempts: u32,
     /// An HTTP or WebSocket exchange instead of the payload (`proto` is
     /// then TCP).
     pub l7: Option<L7Step>,
@@ -277,6 +291,25 @@ pub fn default_bridge_mac(index: usize) -> Mac {
 }
 
 impl Lab {
+    /// The process `HOST/NAME`, with its host's name.
+    pub fn process(&self, id: &str) -> Option<(&str, &Process)> {
+        let (h, n) = id.split_once('/')?;
+        let (h, host) = self.hosts.get_key_value(h)?;
+        host.processes
+            .iter()
+            .find(|p| p.name == n)
+            .map(|p| (h.as_str(), p))
+    }
+
+    /// Every process as `HOST/NAME`, in host order.
+    pub fn process_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.hosts.iter().flat_map(|(h, host)| {
+            host.processes
+                .iter()
+                .map(move |p| format!("{h}/{}", p.name))
+        })
+    }
+
     /// Every capturable interface, `host/ifname`, in a stable order.
     pub fn capture_interfaces(&self) -> Vec<(String, String)> {
         if !self.capture.interfaces.is_empty() {

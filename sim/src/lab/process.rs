@@ -9,7 +9,6 @@
 //!
 //! Knows how to start and watch a process, not why the lab has it.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +20,11 @@ use crate::Error;
 pub struct Running {
     pub host: String,
     pub name: String,
+    /// What was started, to start it again.
+    pub spec: Process,
     child: Child,
+    /// How it ended, once seen ([`Running::ended`]).
+    ended: Option<String>,
 }
 
 /// What a readiness check looks for, from the scenario or implied by `echo`.
@@ -152,6 +155,31 @@ fn log_tail(path: &Path) -> String {
 /// Start `p` in host `ns`; its output goes to `<out>/logs/<host>.<name>.log`;
 /// a net manager's or gateway's counters go to `<out>/counters/`.
 pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
+    spawn(ns, p, out, false)
+}
+
+/// [`start`] again, for a process that ended: its log is appended to.
+pub fn restart(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
+    spawn(ns, p, out, true)
+}
+
+/// How a process ended, in words that do not depend on timing:
+/// `exited with status 1`, `killed by signal SIGKILL`.
+pub fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(s) => match nix::sys::signal::Signal::try_from(s) {
+            Ok(sig) => format!("killed by signal {}", sig.as_str()),
+            Err(_) => format!("killed by signal {s}"),
+        },
+        None => format!("ended ({status})"),
+    }
+}
+
+fn spawn(ns: &NetNs, p: &Process, out: &Path, append: bool) -> Result<Running, Error> {
     let host = ns.name();
     // Absolute: the process runs in its host's directory.
     let out = &std::path::absolute(out).map_err(|source| Error::Io {
@@ -199,7 +227,13 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     };
     let log_path = logs.join(format!("{host}.{}.log", p.name));
     let io_err = |what: String| move |source| Error::Io { what, source };
-    let log = File::create(&log_path).map_err(io_err(format!("create {}", log_path.display())))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&log_path)
+        .map_err(io_err(format!("create {}", log_path.display())))?;
     let mut cmd = ns.command(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&cwd)
@@ -215,7 +249,9 @@ pub fn start(ns: &NetNs, p: &Process, out: &Path) -> Result<Running, Error> {
     Ok(Running {
         host: host.to_string(),
         name: p.name.clone(),
+        spec: p.clone(),
         child,
+        ended: None,
     })
 }
 
@@ -281,18 +317,51 @@ fn wait_ready(
 }
 
 impl Running {
-    /// Stop with SIGTERM, then SIGKILL after a grace period.
-    pub fn stop(mut self, grace: Duration) {
+    /// `HOST/NAME`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.host, self.name)
+    }
+
+    /// How the process ended ([`describe`]), or `None` while it runs.
+    /// Once seen, the answer stays.
+    pub fn ended(&mut self) -> Option<String> {
+        if self.ended.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.ended = Some(describe(status));
+            }
+        }
+        self.ended.clone()
+    }
+
+    /// Send `sig`, then wait for the process to end: SIGKILL after
+    /// `grace`. Returns how it ended ([`describe`]); a process that had
+    /// already ended is not signalled.
+    pub fn signal(&mut self, sig: nix::sys::signal::Signal, grace: Duration) -> String {
+        if let Some(e) = self.ended() {
+            return e;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, sig);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Some(e) = self.ended() {
+                return e;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        match self.child.wait() {
+            Ok(status) => {
+                let e = describe(status);
+                self.ended = Some(e.clone());
+                e
+            }
+            Err(e) => format!("not seen ending ({e})"),
+        }
+    }
+
+    /// Stop with SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(mut self, grace: Duration) {
+        self.signal(nix::sys::signal::Signal::SIGTERM, grace);
     }
 }

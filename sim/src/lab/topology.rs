@@ -126,6 +126,68 @@ impl Topology {
             .flat_map(|(e, _)| e.iter().flat_map(|e| e.lost()))
             .collect()
     }
+
+    /// Set interface `ifname` of host `host` administratively up or down;
+    /// up, wait (at most 3 s) until it is operationally up, which a veth
+    /// end is only while its peer is up too. Returns whether it is
+    /// operationally up.
+    pub async fn set_link(&self, host: &str, ifname: &str, up: bool) -> Result<bool, Error> {
+        let h = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| Error::Failed(format!("no host {host}")))?;
+        let idx = h.index_of(ifname).await?;
+        let msg = LinkUnspec::new_with_index(idx);
+        let (msg, word) = if up {
+            (msg.up(), "up")
+        } else {
+            (msg.down(), "down")
+        };
+        h.set(format!("host {host}: {ifname} {word}"), msg).await?;
+        if !up {
+            return Ok(false);
+        }
+        Ok(h.wait_oper_up(&[ifname], std::time::Duration::from_secs(3))
+            .await
+            .is_ok())
+    }
+
+    /// Wait (at most 3 s) until interface `ifname` of host `host` is no
+    /// longer operationally up: a TUN whose process ended loses its
+    /// carrier only when the kernel's link watch gets to it, and until
+    /// then what is routed to it is still handed to the device. Returns
+    /// whether it went down.
+    pub async fn wait_oper_down(&self, host: &str, ifname: &str) -> Result<bool, Error> {
+        use rtnetlink::packet_route::link::{LinkAttribute, State};
+        let h = self
+            .hosts
+            .get(host)
+            .ok_or_else(|| Error::Failed(format!("no host {host}")))?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let mut s = h
+                .handle
+                .link()
+                .get()
+                .match_name(ifname.to_string())
+                .execute();
+            let up = match s.try_next().await {
+                Ok(Some(m)) => m
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::OperState(State::Up))),
+                Ok(None) => false,
+                Err(e) => return Err(nl(format!("host {host}: look up {ifname}"))(e)),
+            };
+            if !up {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// Create the namespace of one host with the sysctls that keep captures quiet.

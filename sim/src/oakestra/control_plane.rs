@@ -121,6 +121,12 @@ impl ControlPlane {
         self.shared.log(format!("{manager}: failing from now on"));
     }
 
+    /// `manager` answers again (after [`Self::fail`]).
+    pub fn recover(&self, manager: &str) {
+        self.shared.failing.lock().expect("lock").remove(manager);
+        self.shared.log(format!("{manager}: answering again"));
+    }
+
     /// One line per query answered so far, in the order answered:
     /// `c1: 10.30.1.1 -> 10.18.0.65 (n 10.10.0.2), from root`.
     pub fn answers(&self) -> Vec<String> {

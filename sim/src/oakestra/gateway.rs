@@ -141,6 +141,12 @@ fn check_gateway(g: &Gateway, plan: &Plan) -> Result<Option<(Ipv6Addr, Ipv6Addr)
             format!("undefined worker node `{}`", g.node),
         );
     }
+    if g.max_flows == Some(0) {
+        return bad(
+            "gateway.max_flows",
+            "0 would refuse every flow: give at least 1 (or leave it out for the gateway's default)",
+        );
+    }
     if in_private(g.public) || g.public.is_loopback() || g.public.is_unspecified() {
         return bad(
             "gateway.public",

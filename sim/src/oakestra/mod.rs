@@ -147,12 +147,17 @@ fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid
             );
         }
     }
-    if let Some(m) = &s.fail_manager {
-        if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
-            return bad(
-                format!("{f}.fail_manager"),
-                format!("no cluster `{m}` (name a cluster, or `root`)"),
-            );
+    for (field, m) in [
+        ("fail_manager", &s.fail_manager),
+        ("recover_manager", &s.recover_manager),
+    ] {
+        if let Some(m) = m {
+            if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {
+                return bad(
+                    format!("{f}.{field}"),
+                    format!("no cluster `{m}` (name a cluster, or `root`)"),
+                );
+            }
         }
     }
     if !s.invalidate.is_empty() && sc.clusters.is_empty() {

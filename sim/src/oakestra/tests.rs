@@ -308,3 +308,105 @@ fn a_named_target_needs_the_hosts_resolver_and_a_dns_process_its_records() {
         .replace("{name: dns, dns:", "{name: dns, cmd: [x], dns:"));
     assert!(e.message.contains("exactly one of"), "{e}");
 }
+
+#[test]
+fn degenerate_values_are_refused_where_they_are() {
+    let mac = OK.replace(
+        "addr: [10.0.0.1/24]}",
+        "addr: [10.0.0.1/24], mac: \"00:00:00:00:00:00\"}",
+    );
+    let e = err(&mac);
+    assert_eq!(places(&e), [("links[0].a", 6)], "{e}");
+    assert!(e.errors()[0].message.contains("all-zero MAC"), "{e}");
+    let tcp = OK.replace(
+        "proto: icmp, to: 10.0.0.2}",
+        "proto: tcp, to: \"10.0.0.2:0\"}",
+    );
+    let e = err(&tcp);
+    assert_eq!(places(&e), [("traffic[0].to", 9)], "{e}");
+    assert!(e.errors()[0].message.contains("port 0"), "{e}");
+    let udp = OK.replace(
+        "proto: icmp, to: 10.0.0.2}",
+        "proto: udp, to: \"10.0.0.2:0\"}",
+    );
+    assert_eq!(places(&err(&udp)), [("traffic[0].to", 9)]);
+}
+
+const FAULTS: &str = "version: 1\nclusters:\n  - name: c1\n    nodes:\n      - {name: n1, coords: [0, 0]}\nservices:\n  - name: api\n    round_robin: 10.30.1.1\n    echo: {tcp: [80]}\n    instances:\n      - {node: n1}\n  - name: web\n    instances:\n      - {node: n1}\ntraffic:\n  - {name: call, from: web-0, proto: tcp, to: \"10.30.1.1:80\", STEP}\n";
+
+#[test]
+fn fault_steps_name_processes_of_the_lab() {
+    let ok = FAULTS.replace(
+        "STEP",
+        "kill: [n1/netmanager], restart: [n1/netmanager, api-0/echo], recover_manager: c1",
+    );
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    assert_eq!(sc.traffic[0].restart, ["n1/netmanager", "api-0/echo"]);
+    let e = err(&FAULTS.replace("STEP", "recover_manager: c9"));
+    assert_eq!(places(&e), [("traffic[0].recover_manager", 16)], "{e}");
+    let bad = FAULTS.replace(
+        "STEP",
+        "kill: [n1/nm], terminate: [n9/netmanager], restart: [n1/netmanager, n1/netmanager]",
+    );
+    let e = err(&bad);
+    let got = places(&e);
+    assert_eq!(
+        got,
+        [
+            ("traffic[0].kill[0]", 16),
+            ("traffic[0].terminate[0]", 16),
+            ("traffic[0].restart[1]", 16),
+        ],
+        "{e}"
+    );
+    assert!(
+        e.errors()[0].message.contains("no process `n1/nm`")
+            && e.errors()[0].message.contains("n1/netmanager"),
+        "{e}"
+    );
+    assert!(e.errors()[2].message.contains("named twice"), "{e}");
+}
+
+#[test]
+fn a_gateway_with_no_room_for_flows_is_refused() {
+    let t = "version: 1\nclusters:\n  - name: c1\n    nodes:\n      - {name: n1, coords: [0, 0]}\n      - {name: gw, coords: [0, 0]}\nservices:\n  - name: api\n    round_robin: 10.30.30.30\n    echo: {tcp: [80]}\n    instances:\n      - {node: n1}\ngateway:\n  node: gw\n  public: 24.0.5.8\n  max_flows: 0\n  expose:\n    - {proto: tcp, port: 8080, service: \"10.30.30.30:80\"}\n";
+    let e = err(t);
+    assert_eq!(places(&e), [("gateway.max_flows", 16)], "{e}");
+}
+
+#[test]
+fn link_faults_name_interfaces_of_the_lab() {
+    let ok = OK.replace(
+        "to: 10.0.0.2}",
+        "to: 10.0.0.2, link: {down: [a/eth0], up: [b/eth0]}}",
+    );
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    assert_eq!(sc.traffic[0].link_down, ["a/eth0"]);
+    let bad = OK.replace(
+        "to: 10.0.0.2}",
+        "to: 10.0.0.2, link: {down: [a/eth9, a/lo], up: [c/eth0]}}",
+    );
+    let e = err(&bad);
+    assert_eq!(
+        places(&e),
+        [
+            ("traffic[0].link.down[0]", 9),
+            ("traffic[0].link.down[1]", 9),
+            ("traffic[0].link.up[0]", 9),
+        ],
+        "{e}"
+    );
+    assert!(
+        e.errors()[0].message.contains("no interface `a/eth9`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn attempts_are_one_to_a_hundred() {
+    let ok = OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, attempts: 3}");
+    let sc = parse(Path::new("s.yaml"), "s", &ok).unwrap();
+    assert_eq!(sc.traffic[0].attempts, 3);
+    let e = err(&OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, attempts: 0}"));
+    assert_eq!(places(&e), [("traffic[0].attempts", 9)], "{e}");
+}

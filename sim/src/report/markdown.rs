@@ -44,6 +44,13 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
         }
         m.push('\n');
     }
+    if !trace.processes.is_empty() {
+        let _ = writeln!(m, "## Processes\n");
+        for l in &trace.processes {
+            let _ = writeln!(m, "- {l}");
+        }
+        m.push('\n');
+    }
     for f in &trace.flows {
         let _ = writeln!(m, "## Flow `{}`\n", f.step);
         let _ = writeln!(m, "- sent: {}\n- result: {}", f.sent, f.result);

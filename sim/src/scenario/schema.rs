@@ -257,6 +257,46 @@ pub struct Step {
     /// A load step's payload length per flow (default 64).
     #[serde(default)]
     pub payload_bytes: Option<usize>,
+    /// Before the step: these processes (`HOST/NAME`, e.g.
+    /// `n1/netmanager`) get SIGKILL, and are waited for.
+    #[serde(default)]
+    pub kill: Vec<String>,
+    /// Before the step: these processes (`HOST/NAME`) get SIGTERM, and are
+    /// waited for (SIGKILL after 2 s).
+    #[serde(default)]
+    pub terminate: Vec<String>,
+    /// Before the step: these processes (`HOST/NAME`) start again, as at
+    /// the start of the run (stopped first if running), and are waited
+    /// for until ready.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// answers again after a `fail_manager`.
+    #[serde(default)]
+    pub recover_manager: Option<String>,
+    /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
+    #[serde(default)]
+    pub link: Option<LinkFault>,
+    /// How many times the client tries, from the same source port, until
+    /// the answer is as expected (each try with `timeout_ms`); the result
+    /// says which try it was: how a service recovers after a fault.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+/// A step's `link`: interfaces set administratively down or up, each
+/// `HOST/IFNAME` (a veth end, a bridge or a TUN).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFault {
+    #[serde(default)]
+    pub down: Vec<String>,
+    #[serde(default)]
+    pub up: Vec<String>,
 }
 
 fn default_payload() -> String {
@@ -360,6 +400,12 @@ impl Step {
             .to
             .parse()
             .map_err(|_| format!("`{}` is not ip:port (IPv6: [addr]:port)", self.to))?;
+        if sa.port() == 0 {
+            return Err(format!(
+                "`{}`: port 0 is no port a client can reach (give 1 to 65535)",
+                self.to
+            ));
+        }
         Ok(Target {
             addr: sa.ip(),
             port: sa.port(),

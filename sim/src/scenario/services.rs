@@ -19,7 +19,10 @@ use crate::values::{Echo, Expose};
 pub struct Cluster {
     pub name: String,
     pub nodes: Vec<Node>,
-    /// How long the net managers of this cluster cache a resolution.
+    /// How long the net managers of this cluster cache a resolution. 0
+    /// keeps a resolution only for the packets that waited for its answer
+    /// (and those of the same millisecond): every new flow queries again,
+    /// but a service is never queried twice while a query is in flight.
     #[serde(default)]
     pub cache_ttl_ms: Option<u64>,
 }

@@ -328,6 +328,18 @@ fn check_step<'a>(
     if let (Err(m), None) = (s.target(), s.name_target()) {
         return bad(format!("{f}.to"), m);
     }
+    if !(1..=100).contains(&s.attempts) {
+        return bad(
+            format!("{f}.attempts"),
+            format!("{} attempts: give 1 to 100", s.attempts),
+        );
+    }
+    if s.attempts > 1 && s.l7().is_some() {
+        return bad(
+            format!("{f}.attempts"),
+            "attempts are for TCP, UDP and ICMP steps (an HTTP or WebSocket step tries once)",
+        );
+    }
     if s.proto() == Proto::Tcp && s.source_port(i) == 0 {
         return bad(format!("{f}.sport"), "source port 0 is not a fixed port");
     }

@@ -284,6 +284,7 @@ pub fn build_annotated(
         control_plane: Vec::new(),
         counters: BTreeMap::new(),
         verdicts_unavailable: lab.drops.unavailable.clone(),
+        processes: Vec::new(),
         skipped: Skipped {
             damage: Vec::new(),
             links: (undecoded.links.into_iter())

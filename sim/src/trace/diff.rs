@@ -56,6 +56,14 @@ pub fn diff(old_yaml: &str, new_yaml: &str) -> Vec<String> {
             out.push(format!("control plane [{i}]: {} -> {}", show(o), show(nw)));
         }
     }
+    let n = old.processes.len().max(new.processes.len());
+    for i in 0..n {
+        let (o, nw) = (old.processes.get(i), new.processes.get(i));
+        if o != nw {
+            let show = |x: Option<&String>| x.map_or("(none)".to_string(), |s| s.clone());
+            out.push(format!("processes [{i}]: {} -> {}", show(o), show(nw)));
+        }
+    }
     let names: std::collections::BTreeSet<(&String, &String)> = [&old, &new]
         .iter()
         .flat_map(|t| {

@@ -120,6 +120,13 @@ pub struct Trace {
     /// verdict may have been dropped all the same.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts_unavailable: Vec<String>,
+    /// What happened to the lab's processes, in order: what each fault
+    /// step did (`traffic[2] crash: kill n1/netmanager: exited by signal
+    /// SIGKILL`), a process that died on its own (with the step it died
+    /// in and its status), counters a dead process could not give.
+    /// Deterministic words only: no times.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<String>,
     /// What of the capture is not in the trace, and why (traces of
     /// damaged captures, or of frames hoplab does not decode).
     #[serde(default, skip_serializing_if = "Skipped::is_empty")]

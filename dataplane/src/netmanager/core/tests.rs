@@ -348,6 +348,54 @@ fn ttl_expiry_and_invalidation_requery() {
     assert_eq!(a.counters().queries, 3);
 }
 
+/// `cache_ttl_ms: 0` once made the released SYN query again at every
+/// answer: thousands of queries a second and the packet never delivered.
+#[test]
+fn ttl_zero_queries_once_per_in_flight_window() {
+    let mut cfg = node_a_cfg();
+    cfg.cache.ttl = Millis(0);
+    let mut a = NetManagerCore::new(cfg);
+    a.add_local_instance(LocalInstance {
+        ns_ip: C_NS.parse().unwrap(),
+        ns_ip6: None,
+        instance_ip: Some(C_IP.parse().unwrap()),
+        instance_ip6: None,
+    });
+    let svc = ip(RR);
+    let syn = build(ip(C_NS), svc, tcp(40000, 80, testutil::SYN), b"");
+    assert_eq!(
+        a.on_tun_packet(Millis(0), &mut syn.clone()),
+        vec![Action::Query(svc)]
+    );
+    // Retransmissions while the query is in flight only wait.
+    assert!(a.on_tun_packet(Millis(3), &mut syn.clone()).is_empty());
+    let out = a.on_resolution(Millis(5), svc, Ok(resolution(RR)));
+    assert!(
+        !out.iter().any(|x| matches!(x, Action::Query(_))),
+        "{out:?}"
+    );
+    let sent = out
+        .iter()
+        .filter(|x| matches!(x, Action::SendTunnel { .. } | Action::WriteTun(_)))
+        .count();
+    assert_eq!(sent, 2, "both waiting packets go on: {out:?}");
+    assert_eq!(a.counters().queries, 1);
+    // The flow goes on by its conversion entry, with no query.
+    let data = build(ip(C_NS), svc, tcp(40000, 80, testutil::ACK), b"x");
+    let out = a.on_tun_packet(Millis(50), &mut data.clone());
+    assert!(
+        !out.iter().any(|x| matches!(x, Action::Query(_))),
+        "{out:?}"
+    );
+    // A new flow later queries again: TTL 0 keeps nothing past the answer.
+    let other = build(ip(C_NS), svc, tcp(40001, 80, testutil::SYN), b"");
+    assert_eq!(
+        a.on_tun_packet(Millis(60), &mut other.clone()),
+        vec![Action::Query(svc)]
+    );
+    assert_eq!(a.counters().queries, 2);
+}
+
 #[test]
 fn pending_queue_released_in_order_and_other_flows_go_on() {
     let mut a = node_a();

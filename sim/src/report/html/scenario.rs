@@ -128,6 +128,16 @@ pub fn report(trace: &Trace, capture_file: &str) -> String {
         packets_block(&mut b, &trace.other, "op", false);
         b.push_str("</section>\n");
     }
+    if !trace.processes.is_empty() {
+        b.push_str(
+            "<section class=\"card\" id=\"processes\">\n<h2>Processes</h2>\n\
+             <p class=\"muted\">Fault steps and processes that died, in order.</p>\n<ol class=\"cp\">\n",
+        );
+        for l in &trace.processes {
+            let _ = writeln!(b, "<li>{}</li>", escape(l));
+        }
+        b.push_str("</ol>\n</section>\n");
+    }
     if !trace.control_plane.is_empty() {
         b.push_str(
             "<section class=\"card\" id=\"control-plane\">\n<h2>Control plane</h2>\n\

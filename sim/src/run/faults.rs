@@ -1,0 +1,173 @@
+//! A step's fault actions, before its client runs: interfaces set down
+//! and up (`link: {down, up}`, waited for until operationally up), processes killed
+//! (`kill`: SIGKILL, `terminate`: SIGTERM, each waited for) and started
+//! again (`restart`: stopped first when running, then started as at the
+//! start of the run and waited for until ready). What each did goes into
+//! the trace's `processes`, in words that do not depend on timing, with
+//! what a restart loses (a net manager's conversion table and resolution
+//! cache; a gateway's flows and the exposures added at run time).
+//!
+//! Knows the run's processes, not why the scenario kills them, nor the
+//! traffic: what the kill did to the flows is the capture's to show.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::Started;
+use crate::lab::{dataplane, process, Process, Step};
+use crate::oakestra::Expanded;
+use crate::Error;
+
+/// How long a signalled process has to end before it gets SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// How long the lab is left to settle before a step's faults: the last
+/// packets of the steps before (a closing ACK on its way through a net
+/// manager) reach their end first, so what a fault cuts is the step's
+/// own traffic, the same in every run.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// Step `i`'s links down, links up, kills, terminations, then restarts.
+pub(super) fn before_step(
+    (sc, rt): (&Expanded, &tokio::runtime::Runtime),
+    started: &mut Started,
+    out: &Path,
+    i: usize,
+    step: &Step,
+) -> Result<(), Error> {
+    let at = format!("traffic[{i}] {}", step.name);
+    let lists = [
+        &step.link_down,
+        &step.link_up,
+        &step.kill,
+        &step.terminate,
+        &step.restart,
+    ];
+    if lists.iter().all(|l| l.is_empty()) {
+        return Ok(());
+    }
+    crate::lab::traffic::sleep(SETTLE, &crate::lab::sandbox::interrupted);
+    for (list, up) in [(&step.link_down, false), (&step.link_up, true)] {
+        for x in list {
+            let (h, ifname) = x.split_once('/').expect("checked: HOST/IFNAME");
+            let oper = rt.block_on(started.topo.set_link(h, ifname, up))?;
+            started.events.push(match (up, oper) {
+                (false, _) => format!("{at}: link down {x}"),
+                (true, true) => format!("{at}: link up {x}: operationally up"),
+                (true, false) => format!(
+                    "{at}: link up {x}: not operationally up within 3 s (a veth end whose peer is down)"
+                ),
+            });
+        }
+    }
+    for id in &step.kill {
+        stop(started, &at, "kill", id, Signal::SIGKILL);
+        tun_down(sc, rt, started, &at, id)?;
+    }
+    for id in &step.terminate {
+        stop(started, &at, "terminate", id, Signal::SIGTERM);
+        tun_down(sc, rt, started, &at, id)?;
+    }
+    for id in &step.restart {
+        restart(sc, started, out, &at, id)?;
+    }
+    Ok(())
+}
+
+/// The TUN of a net manager or gateway `id` that ended, once the kernel
+/// has taken its carrier away: from then on what is routed to it is
+/// dropped before any capture sees it, in every run alike.
+fn tun_down(
+    sc: &Expanded,
+    rt: &tokio::runtime::Runtime,
+    started: &mut Started,
+    at: &str,
+    id: &str,
+) -> Result<(), Error> {
+    let (host, spec) = sc.process(id).expect("checked: a process of the lab");
+    let tun = match (&spec.netmanager, &spec.gateway) {
+        (Some(_), _) => dataplane::TUN_NAME,
+        (None, Some(_)) => dataplane::GW_TUN,
+        (None, None) => return Ok(()),
+    };
+    if !rt.block_on(started.topo.wait_oper_down(host, tun))? {
+        started
+            .events
+            .push(format!("{at}: {host}/{tun} still up 3 s after {id} ended"));
+    }
+    Ok(())
+}
+
+/// Signal process `id` and wait for it to end.
+fn stop(started: &mut Started, at: &str, verb: &str, id: &str, sig: Signal) {
+    let line = match started.procs.iter_mut().find(|p| p.id() == id) {
+        None => format!("{at}: {verb} {id}: not running"),
+        Some(p) => match p.ended() {
+            Some(e) => format!("{at}: {verb} {id}: had already ended: {e}"),
+            None => format!("{at}: {verb} {id}: {}", p.signal(sig, GRACE)),
+        },
+    };
+    started.told.insert(id.to_string());
+    started.events.push(line);
+}
+
+/// Start process `id` again (stopped first when it runs), ready as at the
+/// start of the run.
+fn restart(
+    sc: &Expanded,
+    started: &mut Started,
+    out: &Path,
+    at: &str,
+    id: &str,
+) -> Result<(), Error> {
+    let (host, spec) = sc.process(id).expect("checked: a process of the lab");
+    let pos = started.procs.iter().position(|p| p.id() == id);
+    let before = match pos {
+        None => "it was not running".to_string(),
+        Some(i) => {
+            let p = &mut started.procs[i];
+            match p.ended() {
+                Some(e) => format!("it had ended: {e}"),
+                None => format!("stopped first: {}", p.signal(Signal::SIGTERM, GRACE)),
+            }
+        }
+    };
+    let t = std::time::Instant::now();
+    let r = process::restart(&started.topo.hosts[host].ns, spec, out)?;
+    // Times go to the log only: the trace says what happened, not how fast.
+    tracing::info!(
+        "{at}: restart {id}: ready after {} ms",
+        t.elapsed().as_millis()
+    );
+    started.told.remove(id);
+    match pos {
+        Some(i) => started.procs[i] = r,
+        None => started.procs.push(r),
+    }
+    started.events.push(format!(
+        "{at}: restart {id} ({before}): ready again{}",
+        lost(spec)
+    ));
+    Ok(())
+}
+
+/// What a restarted process starts without, as real restarts do.
+fn lost(p: &Process) -> String {
+    if p.netmanager.is_some() {
+        format!(
+            "; attached to TUN {} again, with an empty conversion table and resolution cache: \
+             the flows it had are unknown to it",
+            dataplane::TUN_NAME
+        )
+    } else if p.gateway.is_some() {
+        format!(
+            "; attached to TUN {} again, its nftables table loaded again, with no flows: \
+             the flows it had are unknown to it, exposures added at run time are gone",
+            dataplane::GW_TUN
+        )
+    } else {
+        String::new()
+    }
+}
