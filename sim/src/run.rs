@@ -366,7 +366,6 @@ fn capture_and_trace(
     };
     let tr = write_trace(sc, out, &pcapng, (&ifs, &frames), &reports, extra)?;
     phase(sc, "trace", t);
-    let mut unmet = unmet;
     for f in tr.flows.iter().filter(|f| f.load.is_some()) {
         if let trace::StepResult::Failed(Some(why)) = &f.result {
             unmet.push(format!("{}: {why}", f.step));

@@ -33,6 +33,31 @@ pub use read::{
     FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,
 };
 
+/// Bind the packet socket `fd` to every protocol of interface `ifindex`.
+pub(crate) fn bind_packet(fd: &OwnedFd, ifindex: u32) -> io::Result<()> {
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `sll` is a fully initialised sockaddr_ll of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// One captured interface: `host/ifname` and its link type.
 #[derive(Debug, Clone)]
 pub struct Iface {
@@ -98,29 +123,7 @@ fn open_socket(ifname: &str) -> io::Result<(OwnedFd, DataLink)> {
         }
         r => r.map_err(sockopt_ctx)?,
     }
-    let sll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        sll_ifindex: ifindex as i32,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
-    // SAFETY: `sll` is a fully initialised sockaddr_ll of the size passed.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(ctx(
-            &format!("bind AF_PACKET socket to {ifname}"),
-            io::Error::last_os_error(),
-        ));
-    }
+    bind_packet(&fd, ifindex).map_err(|e| ctx(&format!("bind AF_PACKET socket to {ifname}"), e))?;
     // The link type, from the device's hardware type.
     // SAFETY: ifreq is plain old data; all-zero is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };

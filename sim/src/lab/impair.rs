@@ -240,26 +240,7 @@ fn open(ifname: &str) -> io::Result<OwnedFd> {
         None,
     )?;
     let ifindex = nix::net::if_::if_nametoindex(cname.as_c_str())?;
-    let sll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        sll_ifindex: ifindex as i32,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
-    // SAFETY: `sll` is a fully initialised sockaddr_ll of the size passed.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::capture::bind_packet(&fd, ifindex)?;
     Ok(fd)
 }
 
