@@ -2,12 +2,6 @@
 //! process in its host that sends back every byte it gets, for TCP until the
 //! peer closes, for UDP one datagram for one.
 //!
-//! TCP acknowledges at once ([`crate::l7::tls::quickack`] around every
-//! read and after every write): what arrives is acknowledged by its own
-//! ACK before the echo leaves, never by an ACK that rides on the echo or
-//! not depending on the delayed-ACK timer and the machine's load. Each
-//! read is echoed with one write, so one segment in is one segment out.
-//!
 //! Knows sockets only: nothing of the lab or the run.
 
 use std::io::{Read, Write};
@@ -34,23 +28,6 @@ fn bound(a: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::Socket> {
     Ok(s)
 }
 
-/// Echo one connection until the peer closes, acknowledging at once.
-fn echo_tcp(conn: std::net::TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut c = crate::l7::tls::Quick(conn, true);
-    let mut buf = [0u8; 16384];
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if c.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// Serve until killed. Returns only on a bind error.
 pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
     let mut threads = Vec::new();
@@ -62,7 +39,20 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> std::io::Result<()> {
         })? {
             threads.push(std::thread::spawn(move || {
                 for conn in l.incoming().flatten() {
-                    std::thread::spawn(move || echo_tcp(conn));
+                    std::thread::spawn(move || {
+                        let mut c = conn;
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match c.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if c.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    });
                 }
             }));
         }
