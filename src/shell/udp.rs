@@ -6,10 +6,14 @@
 //!
 //! [`GsoBatch`] is the plan (which datagrams go together; plain data, no
 //! I/O); [`send`] and [`recv`] do the system calls on a tokio socket.
+//! Either family: on an IPv6 underlay the socket is IPv6 (dual-stack, so
+//! IPv4 peers still reach it); [`recv`] gives every sender as its own
+//! family's address (an IPv4 peer of a dual-stack socket as IPv4, not
+//! IPv4-mapped), and [`peer`] addresses an IPv4 peer from such a socket.
 //! It knows nothing of what the datagrams carry.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::SockaddrStorage;
@@ -296,12 +300,24 @@ pub fn recv(
     })
 }
 
+/// The sender, an IPv4-mapped IPv6 address (an IPv4 peer of a dual-stack
+/// socket) given as IPv4.
 fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::from((v4.ip(), v4.port())));
     }
     a.as_sockaddr_in6()
-        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+        .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()).to_canonical(), v6.port()))
+}
+
+/// The socket address to send to `node`'s `port` from a socket of the
+/// family `socket_v6`: an IPv4 node as IPv4-mapped from an IPv6
+/// (dual-stack) socket.
+pub fn peer(socket_v6: bool, node: IpAddr, port: u16) -> SocketAddr {
+    match node {
+        IpAddr::V4(v4) if socket_v6 => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), port),
+        ip => SocketAddr::new(ip, port),
+    }
 }
 
 /// Space for the control message [`recv`] reads.
@@ -396,6 +412,80 @@ mod tests {
             }
         }
         assert_eq!(got, [(300, 1), (300, 2), (100, 3), (300, 4)]);
+    }
+
+    /// Receives until `count` datagrams came, each as (sender, length,
+    /// first byte).
+    async fn recv_n(rx: &UdpSocket, count: usize) -> Vec<(SocketAddr, usize, u8)> {
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = cmsg_buffer();
+        let mut got = Vec::new();
+        while got.len() < count {
+            rx.readable().await.unwrap();
+            match recv(rx, &mut buf, &mut cmsg) {
+                Ok((n, from, seg)) => {
+                    let seg = if seg == 0 { n } else { seg };
+                    got.extend(buf[..n].chunks(seg).map(|c| (from, c.len(), c[0])));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    /// The tunnel over an IPv6 underlay: segmented sends between IPv6
+    /// sockets, full-size datagrams (an overlay packet of 1450 bytes) too.
+    #[tokio::test(flavor = "current_thread")]
+    async fn segmented_sends_work_over_ipv6() {
+        let rx = UdpSocket::bind("[::1]:0").await.unwrap();
+        assert!(enable_gro(&rx));
+        let tx = UdpSocket::bind("[::1]:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (a, b, c) = ([1u8; 1450], [2u8; 1450], [3u8; 100]);
+        assert_eq!(send_all(&tx, to, &[&a, &b, &c], true).await.unwrap(), 3);
+        let from = tx.local_addr().unwrap();
+        assert_eq!(
+            recv_n(&rx, 3).await,
+            [(from, 1450, 1), (from, 1450, 2), (from, 100, 3)]
+        );
+    }
+
+    /// A dual-stack socket (the net manager's on an IPv6 underlay) reaches
+    /// an IPv4 peer through [`peer`], and gives an IPv4 sender as IPv4.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dual_stack_socket_speaks_to_ipv4_peers_by_their_ipv4_address() {
+        let dual = {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .unwrap();
+            s.set_only_v6(false).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())
+                .unwrap();
+            UdpSocket::from_std(s.into()).unwrap()
+        };
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let v4_addr = v4.local_addr().unwrap();
+        let to = super::peer(true, v4_addr.ip(), v4_addr.port());
+        assert!(to.is_ipv6(), "{to}");
+        let mut b = GsoBatch::new(true);
+        b.push(to, b"over");
+        assert_eq!(send(&dual, &mut b).await.unwrap(), 1);
+        let got = recv_n(&v4, 1).await;
+        assert_eq!((got[0].1, got[0].2), (4, b'o'));
+        let dual_port = dual.local_addr().unwrap().port();
+        v4.send_to(b"back", ("127.0.0.1", dual_port)).await.unwrap();
+        assert_eq!(recv_n(&dual, 1).await, [(v4_addr, 4, b'b')]);
+        assert_eq!(
+            super::peer(false, v4_addr.ip(), 7),
+            SocketAddr::new(v4_addr.ip(), 7)
+        );
+        let v6: IpAddr = "fd10::2".parse().unwrap();
+        assert_eq!(super::peer(true, v6, 50103), SocketAddr::new(v6, 50103));
     }
 
     #[tokio::test(flavor = "current_thread")]

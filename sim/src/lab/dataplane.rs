@@ -5,7 +5,7 @@
 //! Knows the binaries' flags and device names, not where the addresses
 //! come from (the Oakestra address plan).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use hoplab_dataplane::netmanager::{Coords, Instance, ServiceKind};
@@ -24,14 +24,15 @@ pub const PUBLIC_IF: &str = "pub";
 pub struct NetManagerArgs {
     pub node: String,
     pub cluster: String,
-    pub node_addr: Ipv4Addr,
+    /// Its tunnel address (IPv4 or IPv6: the underlay's).
+    pub node_addr: IpAddr,
     pub subnet: Ipv4Addr,
     pub subnet6: Option<Ipv6Addr>,
     pub coords: Coords,
     pub instances: Vec<Instance>,
     pub cache_ttl_ms: Option<u64>,
     /// The nodes whose tunnel datagrams it accepts from the start.
-    pub peers: Vec<Ipv4Addr>,
+    pub peers: Vec<IpAddr>,
 }
 
 impl NetManagerArgs {

@@ -8,8 +8,7 @@
 //!
 //! | what                         | IPv4                          | IPv6                |
 //! |------------------------------|-------------------------------|---------------------|
-//! | underlay switch              | host `underlay`, bridge `br0` |                     |
-//! | node underlay (`eth0`)       | `10.10.0.(k+1)/24`            | (IPv4 only)         |
+//! | node underlay (`eth0`)       | see [`super::underlay`]       |                     |
 //! | node instance subnet         | `10.18.0.0/16` + `64k` as /26 | `fd18:0:0:k::/64`   |
 //! | node bridge `br0`            | subnet + 62                   | subnet `::ff`       |
 //! | instance `eth0` (ns IP)      | subnet + 1 + i                | subnet + 1 + i      |
@@ -17,12 +16,12 @@
 //!
 //! Each node's net manager accepts tunnel datagrams from every other
 //! worker node from the start (`--peer`, any cluster's nodes: the root
-//! service manager lets any node resolve any service).
+//! service manager lets any node resolve any service); its tunnel address
+//! is its underlay address of the tunnel's family ([`super::underlay`]).
 //!
 //! Instance hosts are named `<service>-<n>` (`n`: the instance number, its
 //! index in the service's list); on the node, the instance's veth end
-//! carries the same name. On the underlay switch, a node's port is named
-//! after the node.
+//! carries the same name.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,18 +33,20 @@ use hoplab_dataplane::netmanager::{Coords, Instance, ServiceIp, ServiceKind};
 use hoplab_dataplane::prefix::in_net;
 
 use super::plan::{add4, add6, cidr, prefix, sysctls, NodePlan, Plan};
+use super::underlay::{self, BACKBONE_HOST};
 use crate::lab::dataplane::NetManagerArgs;
 pub use crate::lab::dataplane::TUN_NAME;
 use crate::lab::{Bridge, End, Host, Lab, Link, Process, Ready, Route, RouteDst, Tun};
 use crate::scenario::{Scenario, Service};
 use crate::values::{bad, check_name_len, Invalid};
 
-/// The underlay switch host.
-pub const UNDERLAY_HOST: &str = "underlay";
+pub use super::underlay::UNDERLAY_HOST;
 
 /// The MTU of instance links and TUNs: a tunnelled packet plus its outer
-/// IPv4 and UDP headers (28 bytes) must fit the 1500-byte underlay without
-/// fragments; 1450 as in Oakestra leaves room for IPv6 outer headers too.
+/// UDP header and IP header (IPv4: 28 bytes in all, IPv6: 48) must fit the
+/// 1500-byte underlay without fragments; 1450 as in Oakestra leaves room
+/// for the IPv6 outer header too (1498 bytes on an IPv6 underlay), so
+/// both underlay families share it.
 pub const OVERLAY_MTU: u32 = 1450;
 
 /// An instance host to make: its name, its node, its service's index.
@@ -63,7 +64,9 @@ pub fn expand(sc: &Scenario, lab: &mut Lab) -> Result<Plan, Invalid> {
         if !sc.services.is_empty() {
             return bad("services", "services need `clusters` with worker nodes");
         }
-        return Ok(Plan::default());
+        let mut plan = Plan::default();
+        underlay::assign(sc, &mut plan)?;
+        return Ok(plan);
     }
     let mut plan = plan_nodes(sc)?;
     let mut claims = Claims::default();
@@ -96,6 +99,7 @@ fn plan_nodes(sc: &Scenario) -> Result<Plan, Invalid> {
             let nf = format!("{f}.nodes[{ni}]");
             check_name_len(format!("{nf}.name"), &n.name, 15)?;
             if n.name == UNDERLAY_HOST
+                || n.name == BACKBONE_HOST
                 || sc.hosts.contains_key(&n.name)
                 || plan.nodes.contains_key(&n.name)
             {
@@ -116,7 +120,11 @@ fn plan_nodes(sc: &Scenario) -> Result<Plan, Invalid> {
                     cluster: c.name.clone(),
                     index: k,
                     coords: Coords::new(n.coords[0], n.coords[1]),
-                    underlay: Ipv4Addr::new(10, 10, 0, k as u8 + 1),
+                    // Allocated by `underlay::assign` below.
+                    underlay: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    underlay4: None,
+                    underlay6: None,
+                    site: None,
                     subnet: add4(Ipv4Addr::new(10, 18, 0, 0), 64 * k as u32),
                     subnet6: Ipv6Addr::new(0xfd18, 0, 0, k as u16, 0, 0, 0, 0),
                     v6: any_v6,
@@ -132,6 +140,7 @@ fn plan_nodes(sc: &Scenario) -> Result<Plan, Invalid> {
             format!("`{UNDERLAY_HOST}` is the worker nodes' switch: pick another host name"),
         );
     }
+    underlay::assign(sc, &mut plan)?;
     Ok(plan)
 }
 
@@ -232,7 +241,10 @@ fn place_services(
                 );
             }
             let host = format!("{}-{ii}", s.name);
-            if sc.hosts.contains_key(&host) || plan.nodes.contains_key(&host) {
+            if sc.hosts.contains_key(&host)
+                || plan.nodes.contains_key(&host)
+                || plan.sites.iter().any(|site| site.name == host)
+            {
                 return bad(
                     f.clone(),
                     format!(
@@ -243,7 +255,7 @@ fn place_services(
             instances.push(Instance {
                 ns_ip: add4(node.subnet, *slot),
                 ns_ip6: s.has_v6().then(|| add6(node.subnet6, u128::from(*slot))),
-                node: node.underlay.into(),
+                node: node.underlay,
                 instance_number: ii as u32,
                 coords: node.coords,
                 service_ips: ips,
@@ -338,24 +350,13 @@ fn auto_instance_ips(sc: &Scenario, plan: &mut Plan, claims: &mut Claims) -> Res
     Ok(())
 }
 
-/// Emit: the underlay switch, and each node with its bridge, TUN, routes,
-/// net manager and underlay link.
+/// Emit: each node with its bridge, TUN, routes and net manager, and the
+/// underlay they are on ([`underlay::emit`]).
 fn emit_nodes(plan: &Plan, lab: &mut Lab) {
-    let underlay = Host {
-        bridges: [("br0".to_string(), Bridge::default())].into(),
-        ..Host::default()
-    };
-    lab.hosts.insert(UNDERLAY_HOST.to_string(), underlay);
     for (name, n) in &plan.nodes {
         lab.hosts.insert(name.clone(), node_host(name, n, plan));
-        let mut b = End::new(UNDERLAY_HOST, name, vec![]);
-        b.bridge = Some("br0".into());
-        lab.links.push(Link {
-            a: End::new(name, "eth0", vec![cidr(n.underlay, 24)]),
-            b,
-            impair: None,
-        });
     }
+    underlay::emit(plan, lab);
 }
 
 fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
@@ -383,7 +384,7 @@ fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
         .services
         .values()
         .flat_map(|(_, is)| is.iter())
-        .filter(|i| i.node == IpAddr::V4(n.underlay))
+        .filter(|i| i.node == n.underlay)
         .cloned()
         .collect();
     let tun = Tun {

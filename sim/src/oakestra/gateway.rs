@@ -14,8 +14,8 @@
 //! | external (`eth0`)                 | `addr`/24; router `.1` of that /24 (`.254` if taken); default route to it |
 //! | router's port to each            | named after the node / the external          |
 //! | gateway TUN `gw0`                 | route `internal/32` (MTU 1450)               |
-//! | gateway node                      | default via the router; each other node's /26 via that node's underlay address |
-//! | other worker nodes                | default via the gateway node's underlay address |
+//! | gateway node                      | default via the router; each other node's /26 (IPv6: /64) over the underlay ([`super::underlay::emit_gateway_routes`]) |
+//! | other worker nodes                | default toward the gateway node's underlay address (IPv6 too on an IPv6 underlay with `public6`) |
 //! | router                            | `10.0.0.0/8` via the gateway's public address (`fc00::/7` via `public6`) |
 //! | IPv6 (`public6`, `addr6`)         | each on its /64; router `::1` (`::2` if taken); `gw0` route `internal6/128` |
 //!
@@ -228,6 +228,10 @@ fn emit_gateway(
     let raddr6 = v6.map(|(p6, _)| {
         net.nets6
             .insert(router_side6(p6).0, "gateway.public6".to_string());
+        net.router.ipv6 = true;
+        net.router
+            .sysctls
+            .insert("net.ipv6.conf.all.forwarding".into(), "1".into());
         router_side6(p6).1
     });
     lab.links.push(Link {
@@ -259,12 +263,6 @@ fn emit_gateway(
         host.routes.push(Route::dev(prefix(i6, 128), GW_TUN));
         host.routes.push(Route::via(RouteDst::Default, r6));
     }
-    for (name, n) in &plan.nodes {
-        if *name != g.node {
-            host.routes
-                .push(Route::via(prefix(n.subnet, 26), n.underlay));
-        }
-    }
     host.processes.push(Process {
         name: "gateway".into(),
         ready_timeout_ms: 5000,
@@ -278,14 +276,9 @@ fn emit_gateway(
         }),
         ..Process::default()
     });
-    // Every other node's way out is the gateway.
-    let node = &plan.nodes[&g.node];
-    for name in plan.nodes.keys() {
-        if *name != g.node {
-            let h = lab.hosts.get_mut(name).expect("cluster::expand made it");
-            h.routes.push(Route::via(RouteDst::Default, node.underlay));
-        }
-    }
+    // Every other node's way out is the gateway; the gateway reaches
+    // their instance subnets over the underlay.
+    super::underlay::emit_gateway_routes(plan, &g.node, v6.is_some(), lab);
 }
 
 /// Validate an external's addresses (one per segment) and emit its host

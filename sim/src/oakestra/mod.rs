@@ -1,7 +1,8 @@
 //! The Oakestra vocabulary of a scenario, and the one way from the file to
 //! the lab: [`parse`] = the file as written ([`crate::scenario`]) →
 //! [`expand`] (the file's own hosts, links and steps copied; clusters and
-//! services by [`cluster`], gateway and externals by [`gateway`], each
+//! services by [`cluster`] (their underlay and sites by [`underlay`]),
+//! gateway and externals by [`gateway`], each
 //! validate → allocate addresses → emit) → [`crate::lab::check::check`],
 //! every error of each reported; [`load`] adds what the lab asks of this
 //! machine ([`crate::lab::check::system`]).
@@ -23,6 +24,7 @@ pub mod control_plane;
 pub mod gateway;
 mod plain;
 pub mod plan;
+pub mod underlay;
 
 pub use plan::{NodePlan, Plan};
 

@@ -1,5 +1,5 @@
-//! The output of expanding the Oakestra sections: each worker node's place
-//! in the address plan, and every service's instances as the simulated
+//! The output of expanding the Oakestra sections: each worker node's and
+//! each site's place in the address plan, and every service's instances as the simulated
 //! service managers describe them ([`Plan`]); small helpers for addresses.
 //!
 //! Knows the address arithmetic, not the file's fields.
@@ -17,7 +17,15 @@ pub struct NodePlan {
     pub cluster: String,
     pub index: usize,
     pub coords: Coords,
-    pub underlay: Ipv4Addr,
+    /// The tunnel's address: `underlay4`, or `underlay6` on an IPv6
+    /// underlay.
+    pub underlay: IpAddr,
+    /// Its address on an IPv4 underlay (`eth0`).
+    pub underlay4: Option<Ipv4Addr>,
+    /// Its address on an IPv6 underlay (`eth0`).
+    pub underlay6: Option<Ipv6Addr>,
+    /// Its site's index in [`Plan::sites`] (none: the one shared switch).
+    pub site: Option<usize>,
     pub subnet: Ipv4Addr,
     pub subnet6: Ipv6Addr,
     pub v6: bool,
@@ -30,6 +38,44 @@ impl NodePlan {
     }
     pub fn bridge_ip6(&self) -> Ipv6Addr {
         add6(self.subnet6, 0xff)
+    }
+    /// Its underlay address of one family.
+    pub fn underlay_addr(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.underlay6.map(IpAddr::V6)
+        } else {
+            self.underlay4.map(IpAddr::V4)
+        }
+    }
+}
+
+/// A site's place in the address plan: its router's addresses on the
+/// site's network and on the backbone, per family the underlay has.
+#[derive(Debug, Clone)]
+pub struct SitePlan {
+    pub name: String,
+    pub router4: Option<Ipv4Addr>,
+    pub router6: Option<Ipv6Addr>,
+    pub backbone4: Option<Ipv4Addr>,
+    pub backbone6: Option<Ipv6Addr>,
+}
+
+impl SitePlan {
+    /// The router's address on the site's network, of one family.
+    pub fn router(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.router6.map(IpAddr::V6)
+        } else {
+            self.router4.map(IpAddr::V4)
+        }
+    }
+    /// The router's address on the backbone, of one family.
+    pub fn backbone(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.backbone6.map(IpAddr::V6)
+        } else {
+            self.backbone4.map(IpAddr::V4)
+        }
     }
 }
 
@@ -47,6 +93,8 @@ pub struct Plan {
     pub nodes: BTreeMap<String, NodePlan>,
     /// Service name → (its cluster, its instances in instance-number order).
     pub services: BTreeMap<String, (String, Vec<Instance>)>,
+    /// The underlay's sites, in file order (empty: one shared switch).
+    pub sites: Vec<SitePlan>,
 }
 
 impl Plan {

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::services::{Cluster, External, Gateway, Service};
+use super::services::{Cluster, External, Gateway, Service, Site, UnderlayFamily};
 use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
 use crate::load::Load;
 use crate::values::{Cidr, Echo, Expect, Expose, Impair, Mac, Proto, RouteDst, Target, Unexpose};
@@ -46,6 +46,13 @@ pub struct Scenario {
     /// Hosts outside the Oakestra network, behind the `internet` router.
     #[serde(default)]
     pub externals: Vec<External>,
+    /// The worker nodes' underlay: `ipv4` (default), `ipv6` or `dual`.
+    #[serde(default)]
+    pub underlay: UnderlayFamily,
+    /// Separate underlay networks joined by routers (default: one shared
+    /// switch for every worker node).
+    #[serde(default)]
+    pub sites: Vec<Site>,
     /// Certificates the run's CA issues, by name.
     #[serde(default)]
     pub tls: TlsSection,

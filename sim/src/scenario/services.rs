@@ -1,7 +1,9 @@
 //! The Oakestra sections of the scenario file as the user writes them:
 //! `clusters` (worker nodes with coordinates), `services` (service IPs,
 //! instances placed on nodes), `gateway` (its node, addresses, exposures)
-//! and `externals` (hosts behind the internet router).
+//! `externals` (hosts behind the internet router), `underlay` (the
+//! worker nodes' underlay address family) and `sites` (underlay networks
+//! joined by routers).
 //!
 //! Only the text's shape; what they expand to is `crate::oakestra`'s.
 
@@ -127,4 +129,45 @@ pub struct External {
     /// The built-in echo server, for services that dial out.
     #[serde(default)]
     pub echo: Option<Echo>,
+}
+
+/// The address family of the worker nodes' underlay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderlayFamily {
+    /// IPv4 addresses; the tunnel runs over IPv4.
+    #[default]
+    Ipv4,
+    /// IPv6 addresses only; the tunnel runs over IPv6.
+    Ipv6,
+    /// IPv4 and IPv6 addresses; the tunnel runs over IPv6, and services'
+    /// traffic to the internet is routed to the gateway in both families.
+    Dual,
+}
+
+impl UnderlayFamily {
+    /// The underlay carries IPv4.
+    pub fn has_v4(self) -> bool {
+        self != UnderlayFamily::Ipv6
+    }
+    /// The underlay carries IPv6.
+    pub fn has_v6(self) -> bool {
+        self != UnderlayFamily::Ipv4
+    }
+}
+
+/// An underlay network of its own, behind a router: the worker nodes of
+/// the clusters it lists and the nodes it names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// The site's router (and switch) host.
+    pub name: String,
+    /// Clusters whose nodes are on this site (but those another site
+    /// names).
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    /// Worker nodes on this site, whatever their cluster's site.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }

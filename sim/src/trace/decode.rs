@@ -1,6 +1,7 @@
 //! Captured frames decoded into what the trace follows: each frame's IP
-//! packet (a tunnel datagram stands for the packet it carries, its own
-//! headers kept beside it) and where it was seen, link chatter left out.
+//! packet (a tunnel datagram, UDP to or from port 50103 over IPv4 or
+//! IPv6, stands for the packet it carries, its own headers kept beside
+//! it) and where it was seen, link chatter left out.
 //! It knows frames and headers; nothing of paths, steps or rendering.
 
 use std::collections::BTreeMap;
@@ -127,6 +128,45 @@ mod tests {
     use pcap_file::DataLink;
 
     use super::*;
+
+    /// A tunnel datagram over an IPv6 underlay stands for the IPv4 packet
+    /// it carries, its IPv6 outer header kept beside it.
+    #[test]
+    fn a_tunnel_datagram_over_ipv6_is_opened() {
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 30, 2, 11], [10, 18, 0, 65], 63)
+            .tcp(40000, 80, 7, 1000)
+            .syn()
+            .write(&mut inner, &[])
+            .unwrap();
+        let (a, b) = (
+            [0xfd10, 0, 0, 0, 0, 0, 0, 1u16],
+            [0xfd10, 0, 0, 0, 0, 0, 0, 2u16],
+        );
+        let octets = |s: [u16; 8]| std::net::Ipv6Addr::from(s).octets();
+        let mut data = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv6(octets(a), octets(b), 64)
+            .udp(TUNNEL_PORT, TUNNEL_PORT)
+            .write(&mut data, &inner)
+            .unwrap();
+        let frame = Captured {
+            ts_ns: 1,
+            host: "n1".into(),
+            ifname: "eth0".into(),
+            outgoing: true,
+            data,
+            link: DataLink::ETHERNET,
+        };
+        let (seen, undecoded) = decode(&[frame], &mut [None]);
+        assert_eq!(undecoded.total(), 0);
+        let s = &seen[0];
+        assert_eq!(s.s.dst, std::net::IpAddr::from([10, 18, 0, 65]));
+        let outer = s.outer.as_ref().expect("opened");
+        assert_eq!(outer.src, std::net::IpAddr::from(a));
+        assert_eq!(outer.len, 40 + 8 + inner.len() as u16);
+        assert!(outer.payload.is_empty());
+    }
 
     /// Reasons are counted apart up to a bound, then together.
     #[test]
