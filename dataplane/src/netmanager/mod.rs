@@ -27,6 +27,8 @@
 //! - [`conntrack`]: the conversion table (flows by full 5-tuple, one
 //!   keyed-hash lookup per packet);
 //! - [`control`]: the line protocol to the service managers;
+//! - [`fragments`]: reassembly of fragmented datagrams and cutting them
+//!   again;
 //! - [`core`]: [`NetManagerCore`], tying it together.
 //!
 //! # Tuple transformations
@@ -136,6 +138,7 @@ pub mod cache;
 pub mod conntrack;
 pub mod control;
 pub mod core;
+pub mod fragments;
 pub mod services;
 
 pub use self::cache::ResolveError;
