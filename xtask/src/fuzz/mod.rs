@@ -62,6 +62,11 @@ pub const TARGETS: &[Target] = &[
         asan: false,
     },
     Target {
+        name: "fragments",
+        krate: "dataplane",
+        asan: false,
+    },
+    Target {
         name: "scenario_parse",
         krate: "sim",
         asan: true,
