@@ -131,7 +131,7 @@ fn the_fragments_seed_is_reassembled_and_cut_again() {
     let data = std::fs::read(seed).unwrap();
     let mut packet = records(&data)[0].bytes.clone();
     let mut core = targets::netmanager::core(1);
-    let mut feed = |core: &mut hoplab_dataplane::netmanager::NetManagerCore, p: &[u8]| {
+    let feed = |core: &mut hoplab_dataplane::netmanager::NetManagerCore, p: &[u8]| {
         let pieces = fragment(p, 48, 0).unwrap();
         assert!(pieces.len() > 3);
         let mut out = Vec::new();
