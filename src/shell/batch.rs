@@ -208,6 +208,19 @@ impl TunRead {
         self.accept(n)
     }
 
+    /// Takes `raw` (a virtio-net header, then a packet or super-packet)
+    /// as if read from a device with offloads on: what [`Self::recv`]
+    /// does after the system call, for tests and fuzzing without a
+    /// device. A `raw` longer than the read buffer is refused.
+    pub fn load(&mut self, raw: &[u8]) -> io::Result<Read> {
+        let n = raw.len();
+        if n > self.raw.len() {
+            return Err(invalid("read longer than the buffer"));
+        }
+        self.raw[..n].copy_from_slice(raw);
+        self.accept(n)
+    }
+
     /// Takes the first `n` bytes of the read buffer as a read from a
     /// device with the virtio-net header.
     fn accept(&mut self, n: usize) -> io::Result<Read> {
