@@ -883,6 +883,60 @@ mod tests {
         }
     }
 
+    /// The gap end to end: a TCP super-packet read from the TUN whose
+    /// flow the core does not know (after a restart) waits for a
+    /// resolution and is released as one action longer than the MTU (the
+    /// kernel would drop it written whole); split, it goes as segments
+    /// within the MTU with right checksums, the payload in order.
+    #[test]
+    fn a_super_packet_released_by_the_core_is_split() {
+        use hoplab_dataplane::netmanager::{
+            Action, Config, Coords, Instance, NetManagerCore, Resolution, ServiceIp, ServiceKind,
+        };
+        use hoplab_dataplane::Millis;
+        let mut core = NetManagerCore::new(Config::new(
+            "10.10.0.1".parse().unwrap(),
+            ("10.18.0.0".parse().unwrap(), 26),
+        ));
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 249) as u8).collect();
+        let mut r = TunRead::new();
+        let Read::Whole(n) = load(&mut r, &super_packet(false, &payload, 1398)).unwrap() else {
+            panic!("a TCP super-packet is read whole");
+        };
+        let svc = "10.30.1.1".parse().unwrap();
+        assert_eq!(
+            core.on_tun_packet(Millis(0), &mut r.packet_mut()[..n]),
+            [Action::Query(svc)]
+        );
+        let instance = Instance {
+            ns_ip: "10.18.0.65".parse().unwrap(),
+            ns_ip6: None,
+            node: "10.10.0.2".parse().unwrap(),
+            instance_number: 0,
+            coords: Coords::new(0.0, 0.0),
+            service_ips: vec![ServiceIp {
+                kind: ServiceKind::RoundRobin,
+                addr: svc,
+            }],
+        };
+        let out = core.on_resolution(Millis(1), svc, Ok(Resolution::new(svc, vec![instance])));
+        let [Action::SendTunnel { datagram, .. }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(datagram.len() > 1450, "released whole: {}", datagram.len());
+        let mut released = datagram.clone();
+        let mut segs = TunBatch::new();
+        let k = split_tcp(&mut released, 1450, &mut segs).unwrap().unwrap();
+        let mut got = Vec::new();
+        for i in 0..k {
+            let s = segs.packet(i);
+            assert!(s.len() <= 1450 && checksums_ok(s), "segment {i}");
+            assert_eq!(&s[16..20], &[10, 18, 0, 65], "translated");
+            got.extend_from_slice(&s[40..]);
+        }
+        assert_eq!(got, payload);
+    }
+
     proptest! {
         /// Any bytes as a released packet: split or refused, never a
         /// panic; what is split fits the MTU.
