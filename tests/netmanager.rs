@@ -960,3 +960,45 @@ fn crafted_tunnel_datagrams_from_strangers_are_dropped() {
     assert_eq!(c["drop_not_service_flow"], 1, "{c:?}");
     assert_eq!((c["tun_out"], c["flows_created"]), (0, 0), "{c:?}");
 }
+
+/// The shell's own I/O errors are counted, not only logged: an instance on
+/// a node the underlay has no route to makes every tunnel send fail
+/// (`ENETUNREACH`); `io_err_tunnel_send` counts them, on the control
+/// socket and in the counters file at exit.
+#[test]
+fn io_errors_are_counted() {
+    let topo = topology();
+    let dir = work_dir("ioerr");
+    let paths = Paths::new(&dir, 1);
+    let manager = FakeManager::start(&paths.manager, server_instance(SERVER_NS, "10.99.99.99"));
+    let mut nm = start_netmanager(&topo.node, "nm0", &one_node(), &paths);
+    wait_ready(&topo.node, &mut nm);
+    let before = counters(&paths.control);
+    for k in [
+        "io_err_tun_read",
+        "io_err_tun_write",
+        "io_err_tunnel_send",
+        "io_err_tunnel_recv",
+    ] {
+        assert_eq!(before.get(k), Some(&0), "{k}: {before:?}");
+    }
+    let to: SocketAddr = format!("{SVC}:7").parse().unwrap();
+    for _ in 0..3 {
+        topo.client.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(b"nowhere", to).unwrap();
+        });
+    }
+    wait_until("the failed sends are counted", || {
+        counters(&paths.control)["io_err_tunnel_send"] >= 3
+    });
+    assert!(nm.child.try_wait().unwrap().is_none(), "{}", nm.log());
+    kill(Pid::from_raw(nm.child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = nm.wait(TIMEOUT).expect("netmanager stops on SIGTERM");
+    assert!(status.success(), "{status}:\n{}", nm.log());
+    let text = std::fs::read_to_string(&paths.counters).expect("the counters file");
+    let fin = parse_counters(&text.lines().collect::<Vec<_>>());
+    assert!(fin["io_err_tunnel_send"] >= 3, "{text}");
+    assert!(nm.log().contains("I/O errors"), "{}", nm.log());
+    drop(manager);
+}

@@ -45,7 +45,8 @@
 //! An IPv4 packet with MF set or a non-zero fragment offset, or an IPv6
 //! packet with a fragment header, is refused with [`ParseError::Fragment`]:
 //! only the first fragment carries ports, so fragments cannot be matched to
-//! a flow without reassembly, which neither core does.
+//! a flow without reassembly (the net manager reassembles them, see
+//! [`crate::netmanager::fragments`]; the gateway drops them).
 //!
 //! The views know IP, TCP, UDP and ICMP headers only: nothing of flows,
 //! services or what a core decides to rewrite (the net manager and the

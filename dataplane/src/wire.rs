@@ -250,7 +250,10 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
             },
             i.payload(),
         ),
-        _ => (L4::Other { proto }, &[][..]),
+        _ => match fragment(&p) {
+            Some((first, data)) => fragment_l4(proto, first, data),
+            None => (L4::Other { proto }, &[][..]),
+        },
     };
     Ok(Summary {
         src,
@@ -261,6 +264,59 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
         l4,
         payload: payload.to_vec(),
     })
+}
+
+/// For a fragment (etherparse leaves its transport alone): whether it is
+/// the first one (offset 0), and its data.
+fn fragment<'a>(p: &SlicedPacket<'a>) -> Option<(bool, &'a [u8])> {
+    match &p.net {
+        Some(NetSlice::Ipv4(v4)) if v4.is_payload_fragmented() => Some((
+            v4.header().fragments_offset().value() == 0,
+            v4.payload().payload,
+        )),
+        Some(NetSlice::Ipv6(v6)) if v6.is_payload_fragmented() => {
+            let first = v6.extensions().clone().into_iter().all(|e| match e {
+                etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+                _ => true,
+            });
+            Some((first, v6.payload().payload))
+        }
+        _ => None,
+    }
+}
+
+/// A fragment's transport: the first fragment of a TCP or UDP datagram
+/// shows its ports (the flow it belongs to), its payload the data after
+/// the transport header; a later one, or another protocol, is
+/// [`L4::Other`] with its data as payload. The payload is part of what
+/// identifies a packet on every hop, so each fragment keeps its own
+/// identity, and the first one keeps it across a rewrite of its ports'
+/// checksum.
+fn fragment_l4(proto: u8, first: bool, data: &[u8]) -> (L4, &[u8]) {
+    let port = |at: usize| u16::from_be_bytes([data[at], data[at + 1]]);
+    match proto {
+        17 if first && data.len() >= 8 => (
+            L4::Udp {
+                sport: port(0),
+                dport: port(2),
+            },
+            &data[8..],
+        ),
+        6 if first && data.len() >= 20 => {
+            let off = (usize::from(data[12] >> 4) * 4).clamp(20, data.len());
+            (
+                L4::Tcp {
+                    sport: port(0),
+                    dport: port(2),
+                    seq: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    ack: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+                    flags: data[13] & 0x3f,
+                },
+                &data[off..],
+            )
+        }
+        _ => (L4::Other { proto }, data),
+    }
 }
 
 fn endpoint(f: &mut fmt::Formatter<'_>, a: IpAddr, port: Option<u16>) -> fmt::Result {
@@ -384,6 +440,36 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(s.tunnelled(50103), None, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn fragments_each_keep_an_identity_and_the_first_its_ports() {
+        use crate::netmanager::fragments::fragment;
+        for v6 in [false, true] {
+            let b = if v6 {
+                PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+            } else {
+                PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            };
+            let mut p = Vec::new();
+            b.udp(4000, 80).write(&mut p, &[7u8; 3000]).unwrap();
+            if !v6 {
+                p[6] &= !0x40;
+            }
+            let pieces = fragment(&p, 1400, 1).unwrap();
+            let s: Vec<Summary> = pieces.iter().map(|f| parse_ip(f).unwrap()).collect();
+            assert_eq!(
+                s[0].l4,
+                L4::Udp {
+                    sport: 4000,
+                    dport: 80
+                }
+            );
+            assert_eq!(s[0].payload.len(), 1400 - 8);
+            assert_eq!(s[1].l4, L4::Other { proto: 17 });
+            assert_eq!(s[1].payload.len(), 1400);
+            assert_ne!(s[1].payload, s[2].payload);
         }
     }
 

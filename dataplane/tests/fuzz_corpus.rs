@@ -44,6 +44,11 @@ fn gateway_packet_corpus() {
 }
 
 #[test]
+fn fragments_corpus() {
+    replay("fragments", targets::fragments::fragments);
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = targets::TARGETS.iter().map(|t| t.0).collect();
     assert_eq!(
@@ -52,7 +57,8 @@ fn every_target_has_a_test() {
             "packet_view",
             "tun_packet",
             "tunnel_datagram",
-            "gateway_packet"
+            "gateway_packet",
+            "fragments"
         ]
     );
 }
@@ -111,4 +117,42 @@ fn the_tun_fixture_forwards_a_syn_to_the_other_node() {
         matches!(&out[..], [Action::SendTunnel { node, .. }] if *node == n2),
         "{out:?}"
     );
+}
+
+/// The `fragments` corpus reaches past reassembly: its first seed's
+/// pieces make a datagram whole in n1's core, which resolves the service
+/// and sends the datagram on to n2: whole after waiting for the
+/// resolution (it fits the MTU), cut again as it came once resolved.
+#[test]
+fn the_fragments_seed_is_reassembled_and_cut_again() {
+    use hoplab_dataplane::netmanager::fragments::{fragment, is_fragment};
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus/fragments/521ef23d64798b106c2ab6404f14805afd5b35e6");
+    let data = std::fs::read(seed).unwrap();
+    let mut packet = records(&data)[0].bytes.clone();
+    let mut core = targets::netmanager::core(1);
+    let feed = |core: &mut hoplab_dataplane::netmanager::NetManagerCore, p: &[u8]| {
+        let pieces = fragment(p, 48, 0).unwrap();
+        assert!(pieces.len() > 3);
+        let mut out = Vec::new();
+        for p in &pieces {
+            out.extend(core.on_tun_packet(Millis(0), &mut p.clone()));
+        }
+        (pieces.len(), out)
+    };
+    let (_, out) = feed(&mut core, &packet);
+    let ip: IpAddr = "10.30.1.1".parse().unwrap();
+    assert_eq!(out, [Action::Query(ip)]);
+    let out = core.on_resolution(Millis(0), ip, targets::netmanager::resolution(ip));
+    assert!(
+        matches!(&out[..], [Action::SendTunnel { datagram, .. }] if !is_fragment(datagram)),
+        "{out:?}"
+    );
+    packet[5] ^= 1;
+    let (n, out) = feed(&mut core, &packet);
+    assert_eq!(out.len(), n, "{out:?}");
+    assert!(out
+        .iter()
+        .all(|a| matches!(a, Action::SendTunnel { datagram, .. } if is_fragment(datagram))));
+    assert_eq!(core.counters().frag_reassembled, 2);
 }

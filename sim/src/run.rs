@@ -922,7 +922,8 @@ type CounterMap = std::collections::BTreeMap<String, std::collections::BTreeMap<
 /// those not zero: every gateway's (with its firewall's) but those that
 /// depend on timing (with load steps, its packet totals too); a net manager's drops at the tunnel's trust boundary
 /// (datagrams from unknown peers, inner packets that fit no service flow),
-/// listed only when something attacked its tunnel port.
+/// its fragment counters (`frag_*`, `drop_frag_*`, `drop_fragment`) and
+/// its I/O errors (`io_err_*`), listed only when one is not zero.
 fn dataplane_counters(sc: &Lab, out: &Path, started: &mut Started) -> CounterMap {
     let trust: Vec<String> = hoplab_dataplane::netmanager::DropReason::TRUST_BOUNDARY
         .iter()
@@ -961,7 +962,7 @@ fn dataplane_counters(sc: &Lab, out: &Path, started: &mut Started) -> CounterMap
                     *v != 0
                         && match who {
                             "gateway" => !timing(k),
-                            _ => trust.contains(k),
+                            _ => trust.contains(k) || netmanager_shown(k),
                         }
                 })
                 .collect();
@@ -971,6 +972,15 @@ fn dataplane_counters(sc: &Lab, out: &Path, started: &mut Started) -> CounterMap
         }
     }
     all
+}
+
+/// A net manager's counters the trace lists (when not zero) beside those
+/// of the trust boundary: reassembly and I/O errors.
+fn netmanager_shown(k: &str) -> bool {
+    k.starts_with("frag_")
+        || k.starts_with("drop_frag")
+        || k == "drop_fragment"
+        || k.starts_with("io_err_")
 }
 
 /// Removes the control sockets the lab's net managers and gateways left

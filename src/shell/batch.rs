@@ -18,9 +18,13 @@
 //! A single packet (not a super-packet) with a partial checksum gets its
 //! checksum completed on read, so that a copy the core keeps (a packet
 //! waiting for a resolution) is a packet of its own. A super-packet the
-//! core keeps a copy of (only when an established flow's service must be
-//! resolved again mid-transfer) is released as one oversized packet the
-//! kernel drops; TCP sends it again.
+//! core keeps a copy of (when a connection's flow is unknown to the core
+//! mid-transfer, after a restart or an expiry, and its service must be
+//! resolved again) comes back as one TCP packet longer than the MTU,
+//! without its virtio-net header: [`split_tcp`] cuts it into wire-sized
+//! segments (checksums complete), written as a batch (coalesced again
+//! where the device has offloads on) or sent as tunnel datagrams, so the
+//! kernel delivers it instead of dropping it.
 //!
 //! [`coalesce_tcp`]: the datagrams of one `UDP_GRO` receive on the tunnel
 //! (the segments a peer split one super-packet into), rewritten in place,
@@ -201,6 +205,19 @@ impl TunRead {
             return Ok(Read::Whole(self.len));
         }
         let n = dev.recv(&mut self.raw)?;
+        self.accept(n)
+    }
+
+    /// Takes `raw` (a virtio-net header, then a packet or super-packet)
+    /// as if read from a device with offloads on: what [`Self::recv`]
+    /// does after the system call, for tests and fuzzing without a
+    /// device. A `raw` longer than the read buffer is refused.
+    pub fn load(&mut self, raw: &[u8]) -> io::Result<Read> {
+        let n = raw.len();
+        if n > self.raw.len() {
+            return Err(invalid("read longer than the buffer"));
+        }
+        self.raw[..n].copy_from_slice(raw);
         self.accept(n)
     }
 
@@ -513,6 +530,48 @@ fn tcp_segment(s: &[u8], v6: bool) -> Option<usize> {
     (ok && thl >= 20 && iph + thl <= s.len()).then_some(thl)
 }
 
+/// A TCP packet longer than `mtu` that is no read's super-packet (a copy
+/// the core kept while its service was resolved, released whole): its
+/// segments of at most `mtu` bytes, each with the headers of the packet
+/// (sequence numbers advanced, FIN and PSH on the last) and a complete
+/// checksum, into `segs`; returns how many. `Ok(None)`: `packet` is not
+/// such a packet (it fits, is not TCP, or its headers leave no room for
+/// data in `mtu`); an error: its lengths do not hold.
+pub fn split_tcp(packet: &mut [u8], mtu: usize, segs: &mut TunBatch) -> io::Result<Option<usize>> {
+    if packet.len() <= mtu {
+        return Ok(None);
+    }
+    let (v6, iph) = match packet[0] >> 4 {
+        4 if packet.len() >= 20 && packet[9] == 6 => (false, usize::from(packet[0] & 15) * 4),
+        6 if packet.len() >= 40 && packet[6] == 6 => (true, 40),
+        _ => return Ok(None),
+    };
+    if iph < 20 || packet.len() < iph + 20 {
+        return Err(invalid("TCP packet shorter than its headers"));
+    }
+    let thl = usize::from(packet[iph + 12] >> 4) * 4;
+    if thl < 20 || iph + thl > packet.len() {
+        return Err(invalid("TCP header length outside the packet"));
+    }
+    let Some(mss) = mtu.checked_sub(iph + thl).filter(|m| *m > 0) else {
+        return Ok(None);
+    };
+    let short = |_| invalid("TCP packet geometry");
+    let hdr = VirtioNetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: if v6 {
+            VIRTIO_NET_HDR_GSO_TCPV6
+        } else {
+            VIRTIO_NET_HDR_GSO_TCPV4
+        },
+        hdr_len: u16::try_from(iph + thl).map_err(short)?,
+        gso_size: u16::try_from(mss).map_err(short)?,
+        csum_start: u16::try_from(iph).map_err(short)?,
+        csum_offset: 16,
+    };
+    segs.split_from(packet, hdr, v6).map(Some)
+}
+
 /// Writes a super-packet behind its virtio-net header.
 pub fn write_super(dev: &SyncDevice, hdr: VirtioNetHdr, packet: &[u8]) -> io::Result<usize> {
     let mut h = [0u8; HEADROOM];
@@ -631,6 +690,14 @@ impl TunBatch {
     /// Packets in the batch.
     pub fn filled(&self) -> usize {
         self.filled
+    }
+
+    /// Queues every packet of the batch for writing, in order.
+    pub fn keep_all(&mut self) {
+        for i in self.queued..self.filled {
+            let len = self.sizes[i];
+            self.keep(i, len);
+        }
     }
 
     /// Writes the queued packets to the TUN (coalesced where the device
@@ -781,6 +848,115 @@ mod tests {
         hdr.encode(&mut raw).unwrap();
         raw.extend_from_slice(&p);
         raw
+    }
+
+    /// A TCP super-packet the core kept while its service was resolved
+    /// comes back without its virtio-net header, longer than the MTU:
+    /// written whole, the kernel would drop it. Split, every segment fits
+    /// the MTU with a right checksum and the payload in order.
+    #[test]
+    fn a_released_super_packet_is_split_into_wire_sized_segments() {
+        for v6 in [false, true] {
+            let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+            let raw = super_packet(v6, &payload, 1398);
+            let mut packet = raw[HEADROOM..].to_vec();
+            let mut segs = TunBatch::new();
+            let n = split_tcp(&mut packet, 1450, &mut segs).unwrap().unwrap();
+            let iph = if v6 { 40 } else { 20 };
+            assert_eq!(n, payload.len().div_ceil(1450 - iph - 20));
+            let mut got = Vec::new();
+            for i in 0..n {
+                let s = segs.packet(i);
+                assert!(s.len() <= 1450, "{}", s.len());
+                assert!(checksums_ok(s), "segment {i}");
+                got.extend_from_slice(&s[iph + 20..]);
+            }
+            assert_eq!(got, payload);
+            segs.keep_all();
+            assert_eq!(segs.queued(), n);
+            // What fits, and what is not TCP, is left alone.
+            let mut small = raw[HEADROOM..HEADROOM + 1000].to_vec();
+            assert!(split_tcp(&mut small, 1450, &mut segs).unwrap().is_none());
+            let mut udp = packet.clone();
+            udp[if v6 { 6 } else { 9 }] = 17;
+            assert!(split_tcp(&mut udp, 1450, &mut segs).unwrap().is_none());
+        }
+    }
+
+    /// The gap end to end: a TCP super-packet read from the TUN whose
+    /// flow the core does not know (after a restart) waits for a
+    /// resolution and is released as one action longer than the MTU (the
+    /// kernel would drop it written whole); split, it goes as segments
+    /// within the MTU with right checksums, the payload in order.
+    #[test]
+    fn a_super_packet_released_by_the_core_is_split() {
+        use hoplab_dataplane::netmanager::{
+            Action, Config, Coords, Instance, NetManagerCore, Resolution, ServiceIp, ServiceKind,
+        };
+        use hoplab_dataplane::Millis;
+        let mut core = NetManagerCore::new(Config::new(
+            "10.10.0.1".parse().unwrap(),
+            ("10.18.0.0".parse().unwrap(), 26),
+        ));
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 249) as u8).collect();
+        let mut r = TunRead::new();
+        let Read::Whole(n) = load(&mut r, &super_packet(false, &payload, 1398)).unwrap() else {
+            panic!("a TCP super-packet is read whole");
+        };
+        let svc = "10.30.1.1".parse().unwrap();
+        assert_eq!(
+            core.on_tun_packet(Millis(0), &mut r.packet_mut()[..n]),
+            [Action::Query(svc)]
+        );
+        let instance = Instance {
+            ns_ip: "10.18.0.65".parse().unwrap(),
+            ns_ip6: None,
+            node: "10.10.0.2".parse().unwrap(),
+            instance_number: 0,
+            coords: Coords::new(0.0, 0.0),
+            service_ips: vec![ServiceIp {
+                kind: ServiceKind::RoundRobin,
+                addr: svc,
+            }],
+        };
+        let out = core.on_resolution(Millis(1), svc, Ok(Resolution::new(svc, vec![instance])));
+        let [Action::SendTunnel { datagram, .. }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(datagram.len() > 1450, "released whole: {}", datagram.len());
+        let mut released = datagram.clone();
+        let mut segs = TunBatch::new();
+        let k = split_tcp(&mut released, 1450, &mut segs).unwrap().unwrap();
+        let mut got = Vec::new();
+        for i in 0..k {
+            let s = segs.packet(i);
+            assert!(s.len() <= 1450 && checksums_ok(s), "segment {i}");
+            assert_eq!(&s[16..20], &[10, 18, 0, 65], "translated");
+            got.extend_from_slice(&s[40..]);
+        }
+        assert_eq!(got, payload);
+    }
+
+    proptest! {
+        /// Any bytes as a released packet: split or refused, never a
+        /// panic; what is split fits the MTU.
+        #[test]
+        fn splitting_any_released_packet_is_safe(
+            mut p in proptest::collection::vec(any::<u8>(), 0..3000),
+            mtu in 1usize..2000,
+            proto_tcp in any::<bool>(),
+        ) {
+            if proto_tcp && p.len() > 40 {
+                p[9] = 6;
+                p[6] = 6;
+            }
+            let mut segs = TunBatch::new();
+            if let Ok(Some(n)) = split_tcp(&mut p, mtu, &mut segs) {
+                for i in 0..n {
+                    prop_assert!(segs.packet(i).len() <= mtu);
+                }
+            }
+        }
     }
 
     fn load(r: &mut TunRead, raw: &[u8]) -> io::Result<Read> {

@@ -9,6 +9,7 @@
 //! public API; nothing of libFuzzer, files or the harness.
 
 pub mod common;
+pub mod fragments;
 pub mod gateway;
 pub mod netmanager;
 pub mod packet;
@@ -23,4 +24,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("tun_packet", netmanager::tun_packet),
     ("tunnel_datagram", netmanager::tunnel_datagram),
     ("gateway_packet", gateway::packet),
+    ("fragments", fragments::fragments),
 ];

@@ -11,7 +11,9 @@
 //! point and one through the copying one, return the same actions
 //! (the documented contract between them) and end with the same counters;
 //! every packet ends in exactly one outcome (forwarded, queued, or one
-//! drop); a dropped or queued packet is left unchanged; a forwarded
+//! drop; a fragment: held for reassembly or dropped, and its datagram,
+//! once whole, has an outcome of its own); a dropped or queued packet is
+//! left unchanged; a forwarded
 //! packet keeps every checksum it had valid, and goes to the tunnel port
 //! of another node; the ICMP errors the core builds are valid packets.
 //! What comes out towards an instance or a peer is answered (addresses
@@ -19,6 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hoplab_dataplane::netmanager::fragments::is_fragment;
 use hoplab_dataplane::netmanager::{
     Action, Config, Coords, Forward, Instance, LocalInstance, NetManagerCore, Resolution,
     ResolveError, ServiceIp, ServiceKind,
@@ -83,36 +86,39 @@ pub fn resolution(service: IpAddr) -> Result<Resolution, ResolveError> {
 
 /// Where a packet enters a node.
 #[derive(Clone, Copy)]
-enum Entry {
+pub enum Entry {
     Tun,
     Tunnel(IpAddr),
 }
 
 /// Two cores fed the same packets, through the in-place and the copying
 /// entry points.
-struct Lockstep {
+pub struct Lockstep {
     in_place: NetManagerCore,
     copying: NetManagerCore,
     extra: Vec<Action>,
     now: Millis,
+    /// Every action of the last packet (the forward's too).
+    last: Vec<Action>,
 }
 
 impl Lockstep {
-    fn new(n: u8) -> Lockstep {
+    pub fn new(n: u8) -> Lockstep {
         Lockstep {
             in_place: core(n),
             copying: core(n),
             extra: Vec::new(),
             now: Millis(0),
+            last: Vec::new(),
         }
     }
 
     /// One packet into both cores; returns what was forwarded, as the
     /// in-place core left it.
-    fn packet(&mut self, entry: Entry, packet: &[u8]) -> Option<(Forward, Vec<u8>)> {
+    pub fn packet(&mut self, entry: Entry, packet: &[u8]) -> Option<(Forward, Vec<u8>)> {
         let (now, mut buf, mut copy) = (self.now, packet.to_vec(), packet.to_vec());
         let c = self.in_place.counters().clone();
-        let (drops, queued) = (c.drops_total(), c.queued);
+        let (drops, queued, frag_in, held) = (c.drops_total(), c.queued, c.frag_in, c.frag_held);
         let (fwd, copied) = match entry {
             Entry::Tun => (
                 self.in_place
@@ -128,9 +134,22 @@ impl Lockstep {
         let mut actions = self.extra.clone();
         actions.extend(fwd.map(|f| f.to_action(&buf)));
         assert_eq!(actions, copied, "in-place and copying entry points differ");
+        self.last.clone_from(&actions);
         let c = self.in_place.counters();
-        let outcomes = (c.drops_total() - drops) + (c.queued - queued) + u64::from(fwd.is_some());
-        assert_eq!(outcomes, 1, "one outcome per packet: {actions:?}");
+        if c.frag_in > frag_in {
+            // Held, or dropped (with the fragments held for its datagram,
+            // on an overlap); once whole, the datagram's own outcome.
+            assert!(fwd.is_none(), "a fragment forwarded in place");
+            let outcome = (c.frag_held - held) + u64::from(c.drops_total() > drops);
+            assert!(outcome >= 1, "a fragment without outcome: {actions:?}");
+            for a in &actions {
+                check_built(a, self.in_place.config());
+            }
+        } else {
+            let outcomes =
+                (c.drops_total() - drops) + (c.queued - queued) + u64::from(fwd.is_some());
+            assert_eq!(outcomes, 1, "one outcome per packet: {actions:?}");
+        }
         for a in &self.extra {
             check_built(a, self.in_place.config());
         }
@@ -165,7 +184,18 @@ impl Lockstep {
         }
     }
 
-    fn advance(&mut self, by: Millis) {
+    /// The in-place core (after [`Self::finish`]'s comparisons, the
+    /// same as the copying one).
+    pub fn core(&self) -> &NetManagerCore {
+        &self.in_place
+    }
+
+    /// Every action of the last packet.
+    pub fn last_actions(&self) -> &[Action] {
+        &self.last
+    }
+
+    pub fn advance(&mut self, by: Millis) {
         if by == Millis(0) {
             return;
         }
@@ -178,7 +208,7 @@ impl Lockstep {
         assert_eq!(self.in_place.next_deadline(), self.copying.next_deadline());
     }
 
-    fn finish(self) {
+    pub fn finish(self) {
         assert_eq!(self.in_place.counters(), self.copying.counters());
     }
 }
@@ -187,10 +217,16 @@ fn debug_strings(actions: Vec<Action>) -> Vec<String> {
     actions.iter().map(|a| format!("{a:?}")).collect()
 }
 
-/// A packet the core built itself (an ICMP error) is a valid packet;
-/// what it sends to the tunnel goes to another node's tunnel port.
+/// A packet the core built itself (an ICMP error) is a valid packet; a
+/// fragment it cut fits the MTU; what it sends to the tunnel goes to
+/// another node's tunnel port.
 fn check_built(a: &Action, cfg: &Config) {
     match a {
+        Action::WriteTun(p) | Action::SendTunnel { datagram: p, .. } if is_fragment(p) => {
+            assert!(p.len() <= cfg.mtu, "a fragment over the MTU");
+            // Its transport checksum covers the whole datagram.
+            assert_ne!(Checks::of(p).ipv4_header, Some(false), "fragment header");
+        }
         Action::WriteTun(p) => {
             let mut p = p.clone();
             assert!(

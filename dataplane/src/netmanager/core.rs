@@ -14,6 +14,7 @@ use super::cache::{CacheConfig, Lookup, ResolutionCache, ResolveError};
 use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
+use super::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
 use super::services::{
     in_service_range, is_service_ip, Coords, Resolution, NAMESPACE_NET_V4, NAMESPACE_NET_V6,
 };
@@ -51,13 +52,20 @@ pub struct Config {
     pub namespace_nets: Vec<(IpAddr, u8)>,
     pub cache: CacheConfig,
     pub conntrack: ConntrackConfig,
+    /// The bounds of the fragment table (see [`super::fragments`]).
+    pub fragments: FragmentConfig,
+    /// The overlay MTU: the largest packet the core sends whole when it
+    /// makes fragments (a reassembled datagram is cut to the size of its
+    /// largest fragment, never above it). The shell sets the TUN's.
+    pub mtu: usize,
 }
 
 impl Config {
     /// Defaults: tunnel port 50103, no peers, Oakestra's namespace
     /// ranges, cache TTL 10 s, query timeout 5 s,
     /// 64 queued packets per service, TCP idle 300 s, UDP/ICMP idle 30 s,
-    /// TCP linger 5 s, 65536 flows.
+    /// TCP linger 5 s, 65536 flows; fragments as
+    /// [`FragmentConfig::default`], MTU 1450 (Oakestra's overlay MTU).
     pub fn new(node_addr: IpAddr, subnet_v4: (Ipv4Addr, u8)) -> Config {
         Config {
             node_addr,
@@ -72,6 +80,8 @@ impl Config {
             ],
             cache: CacheConfig::default(),
             conntrack: ConntrackConfig::default(),
+            fragments: FragmentConfig::default(),
+            mtu: 1450,
         }
     }
 }
@@ -104,8 +114,19 @@ pub enum DropReason {
     NotIp,
     /// Failed [`IpPacket::new_checked`].
     Malformed,
-    /// An IPv4 or IPv6 fragment.
+    /// A fragment that is not valid: a non-last fragment whose length is
+    /// not a multiple of 8, an empty one, one ending past 65535 bytes.
     Fragment,
+    /// A fragment beyond the fragment table's bounds (datagrams or
+    /// bytes in reassembly).
+    FragmentOverCap,
+    /// A fragment overlapping one held for the same datagram, or
+    /// contradicting its end; the fragments held are dropped with it.
+    FragmentOverlap,
+    /// A fragment with the same offset and length as one held.
+    FragmentDuplicate,
+    /// A fragment of a datagram not whole in time.
+    FragmentTimeout,
     /// Well-formed but not translatable: a protocol without ports, an ICMP
     /// message that is neither echo nor error, an IPv6 routing header.
     Unsupported,
@@ -146,6 +167,10 @@ impl DropReason {
             DropReason::NotIp => "not_ip",
             DropReason::Malformed => "malformed",
             DropReason::Fragment => "fragment",
+            DropReason::FragmentOverCap => "frag_over_cap",
+            DropReason::FragmentOverlap => "frag_overlap",
+            DropReason::FragmentDuplicate => "frag_duplicate",
+            DropReason::FragmentTimeout => "frag_timeout",
             DropReason::Unsupported => "unsupported",
             DropReason::NoFlow => "no_flow",
             DropReason::NotLocal => "not_local",
@@ -195,9 +220,25 @@ crate::counters::counters! {
     /// Flows removed by `expire` (flows found expired by a lookup are
     /// removed too, without being counted here).
     flows_expired,
+    /// Fragments handed in (either entry point; each also counts in
+    /// `tun_in` or `tunnel_in`).
+    frag_in,
+    /// Fragments kept for reassembly (a fragment's outcome, as `queued`
+    /// is a packet's; one dropped later counts in a `drop_frag_*` too).
+    frag_held,
+    /// Datagrams made whole (each then translated, queued or dropped like
+    /// a packet).
+    frag_reassembled,
+    /// Fragments made by cutting a translated datagram again (each also
+    /// counts in `tun_out` or `tunnel_out`).
+    frag_out,
     drop_not_ip,
     drop_malformed,
     drop_fragment,
+    drop_frag_over_cap,
+    drop_frag_overlap,
+    drop_frag_duplicate,
+    drop_frag_timeout,
     drop_unsupported,
     drop_no_flow,
     drop_not_local,
@@ -217,6 +258,10 @@ impl Counters {
             DropReason::NotIp => &mut self.drop_not_ip,
             DropReason::Malformed => &mut self.drop_malformed,
             DropReason::Fragment => &mut self.drop_fragment,
+            DropReason::FragmentOverCap => &mut self.drop_frag_over_cap,
+            DropReason::FragmentOverlap => &mut self.drop_frag_overlap,
+            DropReason::FragmentDuplicate => &mut self.drop_frag_duplicate,
+            DropReason::FragmentTimeout => &mut self.drop_frag_timeout,
             DropReason::Unsupported => &mut self.drop_unsupported,
             DropReason::NoFlow => &mut self.drop_no_flow,
             DropReason::NotLocal => &mut self.drop_not_local,
@@ -378,6 +423,16 @@ fn rewrite(v: &mut IpPacket<'_>, key: &Key, rw: Rewrite) {
     }
 }
 
+/// Whether `p` (a whole IP packet) is TCP, by its IPv4 protocol or the
+/// IPv6 header's next header.
+fn is_tcp(p: &[u8]) -> bool {
+    match p.first().map(|b| b >> 4) {
+        Some(4) => p.get(9) == Some(&6),
+        Some(6) => p.get(6) == Some(&6),
+        _ => false,
+    }
+}
+
 fn parse_error_reason(e: ParseError) -> DropReason {
     match e {
         // An empty buffer, or a first nibble neither 4 nor 6.
@@ -400,6 +455,11 @@ pub struct NetManagerCore {
     rr: HashMap<IpAddr, u64>,
     /// The underlay addresses tunnel datagrams are accepted from.
     peers: HashSet<IpAddr>,
+    /// Datagrams in reassembly.
+    frags: FragmentTable,
+    /// The last IPv6 fragment identification the core chose (for a
+    /// released datagram cut to the MTU).
+    frag_ident: u32,
     counters: Counters,
 }
 
@@ -409,6 +469,8 @@ impl NetManagerCore {
             cache: ResolutionCache::new(cfg.cache),
             conntrack: ConnTrack::new(cfg.conntrack),
             peers: cfg.peers.iter().copied().collect(),
+            frags: FragmentTable::new(cfg.fragments),
+            frag_ident: 0,
             cfg,
             locals: HashMap::new(),
             rr: HashMap::new(),
@@ -427,6 +489,15 @@ impl NetManagerCore {
     }
     pub fn cache(&self) -> &ResolutionCache {
         &self.cache
+    }
+    pub fn fragments(&self) -> &FragmentTable {
+        &self.frags
+    }
+
+    /// Sets the overlay MTU ([`Config::mtu`]), e.g. once the shell knows
+    /// the TUN's.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.cfg.mtu = mtu;
     }
 
     /// Registers an instance running on this node.
@@ -598,6 +669,109 @@ impl NetManagerCore {
         })
     }
 
+    /// A fragment, out of the TUN (`from` = `None`) or the tunnel: kept
+    /// until its datagram is whole; the whole datagram is then handled as
+    /// a packet from the same place, and what is forwarded of it is cut
+    /// again the way it came ([`Self::emit`]). Always `None`: the
+    /// fragments made are actions.
+    #[cold]
+    #[inline(never)]
+    fn fragment(
+        &mut self,
+        now: Millis,
+        from: Option<IpAddr>,
+        packet: &[u8],
+        out: &mut Vec<Action>,
+    ) -> Option<Forward> {
+        self.counters.frag_in += 1;
+        let whole = match self.frags.insert(now, from, packet) {
+            Ok(None) => {
+                self.counters.frag_held += 1;
+                return None;
+            }
+            Ok(Some(whole)) => whole,
+            Err(refused) => {
+                let r = match refused.why {
+                    Refusal::Malformed => DropReason::Fragment,
+                    Refusal::OverCap => DropReason::FragmentOverCap,
+                    Refusal::Overlap => DropReason::FragmentOverlap,
+                    Refusal::Duplicate => DropReason::FragmentDuplicate,
+                };
+                for _ in 0..refused.discarded {
+                    self.drop(out, r);
+                }
+                return self.drop(out, r);
+            }
+        };
+        self.counters.frag_held += 1;
+        self.counters.frag_reassembled += 1;
+        let mut p = whole.packet;
+        if fragments::is_fragment(&p) {
+            // A fragment inside a fragment (IPv6 allows the header
+            // twice): refused, so reassembly never nests.
+            return self.drop(out, DropReason::Fragment);
+        }
+        let fwd = match from {
+            None => self.tun_packet(now, &mut p, out),
+            Some(peer) => self.tunnel_datagram(now, peer, &mut p, out),
+        };
+        self.emit(fwd, &p, Some(whole.shape), out);
+        None
+    }
+
+    /// What the copying paths (fragments, packets released after a
+    /// resolution) do with a forward: the packet copied out of `packet`
+    /// into an action, or, if it is larger than the MTU and may be cut
+    /// (not TCP: a TCP super-packet is the shell's to segment), into
+    /// fragments: of the size it came in (`shape`, a reassembled
+    /// datagram), at most the MTU's.
+    fn emit(
+        &mut self,
+        fwd: Option<Forward>,
+        packet: &[u8],
+        shape: Option<Shape>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(fwd) = fwd else {
+            return;
+        };
+        let (Forward::Tun { len } | Forward::Tunnel { len, .. }) = fwd;
+        let Some(pieces) = self.cut(&packet[..len], shape) else {
+            out.push(fwd.to_action(packet));
+            return;
+        };
+        let n = pieces.len() as u64;
+        self.counters.frag_out += n;
+        for piece in pieces {
+            out.push(match fwd {
+                Forward::Tun { .. } => Action::WriteTun(piece),
+                Forward::Tunnel { node, port, .. } => Action::SendTunnel {
+                    node,
+                    port,
+                    datagram: piece,
+                },
+            });
+        }
+        // `forward` counted the datagram as one packet.
+        match fwd {
+            Forward::Tun { .. } => self.counters.tun_out += n - 1,
+            Forward::Tunnel { .. } => self.counters.tunnel_out += n - 1,
+        }
+    }
+
+    /// The fragments `p` is to be sent as, if any (see [`Self::emit`]).
+    fn cut(&mut self, p: &[u8], shape: Option<Shape>) -> Option<Vec<Vec<u8>>> {
+        let mtu_payload = fragments::payload_for_mtu(p, self.cfg.mtu)?;
+        match shape {
+            Some(s) => fragments::fragment(p, s.payload.min(mtu_payload), s.ident),
+            None if p.len() > self.cfg.mtu && !is_tcp(p) => {
+                self.frag_ident = self.frag_ident.wrapping_add(1);
+                fragments::fragment(p, mtu_payload, self.frag_ident)
+            }
+            None => None,
+        }
+    }
+
     /// What the copying entry points do with a handler's forward: append
     /// it to the actions, the packet copied out of `packet`.
     fn copy_forward(fwd: Option<Forward>, packet: &[u8], actions: &mut Vec<Action>) {
@@ -660,22 +834,23 @@ impl NetManagerCore {
         packet: &mut [u8],
         out: &mut Vec<Action>,
     ) -> Option<Forward> {
-        self.handle(now, packet, false, out, |core, v, key, out| {
+        self.handle(now, packet, None, out, |core, v, key, out| {
             core.new_flow(now, v, key, out)
         })
     }
 
     /// What both handlers do first: validates `packet` and keys it, and
-    /// translates it if it belongs to a known flow (`from_tunnel`: it came
-    /// out of the tunnel). A packet without a flow that is not an ICMP
-    /// error goes to `first`, the handler's own rule for a flow's first
-    /// packet.
+    /// translates it if it belongs to a known flow (`from`: the tunnel
+    /// peer it came from, `None` for the TUN). A packet without a flow
+    /// that is not an ICMP error goes to `first`, the handler's own rule
+    /// for a flow's first packet. A fragment goes to reassembly
+    /// ([`Self::fragment`]).
     #[inline(always)]
     fn handle(
         &mut self,
         now: Millis,
         packet: &mut [u8],
-        from_tunnel: bool,
+        from: Option<IpAddr>,
         out: &mut Vec<Action>,
         first: impl FnOnce(&mut Self, &mut IpPacket<'_>, &Key, &mut Vec<Action>) -> Option<Forward>,
     ) -> Option<Forward> {
@@ -683,9 +858,11 @@ impl NetManagerCore {
         // their `Result`s: moving them out would cost a copy per packet
         // (and a stalled one, so soon after the stores that built them).
         // `new_checked` tells IPv4 from IPv6 by the first nibble.
+        let from_tunnel = from.is_some();
         let mut parsed = IpPacket::new_checked(packet);
         let v = match parsed.as_mut() {
             Ok(v) => v,
+            Err(ParseError::Fragment) => return self.fragment(now, from, packet, out),
             Err(e) => return self.drop(out, parse_error_reason(*e)),
         };
         let keyed = packet_key(v);
@@ -851,7 +1028,7 @@ impl NetManagerCore {
         if !self.peers.contains(&from) {
             return self.drop(out, DropReason::UnknownPeer);
         }
-        self.handle(now, payload, true, out, |core, v, key, out| {
+        self.handle(now, payload, Some(from), out, |core, v, key, out| {
             core.passthrough(now, from, v, key, out)
         })
     }
@@ -911,7 +1088,7 @@ impl NetManagerCore {
             if ok {
                 self.counters.released += 1;
                 let fwd = self.tun_packet(now, &mut p, &mut actions);
-                Self::copy_forward(fwd, &p, &mut actions);
+                self.emit(fwd, &p, None, &mut actions);
             } else {
                 self.unreachable(&p, &mut actions);
                 self.drop(&mut actions, DropReason::QueryFailed);
@@ -927,15 +1104,24 @@ impl NetManagerCore {
     /// `expire`; traffic that refreshes state can leave it earlier than
     /// needed, and the `expire` it causes then finds nothing.
     pub fn next_deadline(&self) -> Option<Millis> {
-        earliest(self.conntrack.next_deadline(), self.cache.next_deadline())
+        earliest(
+            earliest(self.conntrack.next_deadline(), self.cache.next_deadline()),
+            self.frags.next_deadline(),
+        )
     }
 
     /// Expires flows and resolutions; fails queries unanswered for too
-    /// long (their packets are answered like a failed query's).
+    /// long (their packets are answered like a failed query's); drops the
+    /// fragments of datagrams not whole in time.
     pub fn expire(&mut self, now: Millis) -> Vec<Action> {
         let n = self.conntrack.expire(now);
         self.counters.flows_expired += n as u64;
         let mut actions = Vec::new();
+        for held in self.frags.expire(now) {
+            for _ in 0..held {
+                self.drop(&mut actions, DropReason::FragmentTimeout);
+            }
+        }
         for (_, released) in self.cache.expire(now) {
             self.counters.resolutions_failed += 1;
             for p in released.packets {

@@ -27,6 +27,8 @@
 //! - [`conntrack`]: the conversion table (flows by full 5-tuple, one
 //!   keyed-hash lookup per packet);
 //! - [`control`]: the line protocol to the service managers;
+//! - [`fragments`]: reassembly of fragmented datagrams and cutting them
+//!   again;
 //! - [`core`]: [`NetManagerCore`], tying it together.
 //!
 //! # Tuple transformations
@@ -120,6 +122,44 @@
 //! packets that way, with the quoted packet rewritten the opposite way
 //! (see [`crate::packet`]). It never creates a flow.
 //!
+//! ## Fragments
+//!
+//! Only a datagram's first fragment carries its ports, so a fragment
+//! cannot be matched to a flow by itself. The net manager reassembles
+//! ([`fragments`]): fragments out of the TUN, or out of the tunnel from a
+//! known peer (the peer check comes first), are held per datagram (keyed
+//! by where they came from, addresses, protocol and identification) until
+//! the datagram is whole; the whole datagram then takes the path of any
+//! packet from the same place (the trust check, the flow lookup, a new
+//! flow's resolution, the rewrite above), and what is forwarded is cut
+//! again ([`fragments::fragment`]) as it came: fragments of the size of
+//! the largest one received (never over [`Config::mtu`]), the IPv4
+//! identification or IPv6 fragment identification kept. A datagram
+//! released after a resolution (its first fragments' sizes are not kept
+//! in the queue) is cut to the MTU. So the receiving node (which must
+//! reassemble too, to find its passthrough flow) and the instance's kernel
+//! get fragments no larger than those sent, and tuples are transformed
+//! exactly as for a whole packet.
+//!
+//! Why reassemble rather than translate every fragment by its first
+//! fragment's flow: fragments arrive in any order (a later one before the
+//! first would have to be held anyway), a first fragment repeated with
+//! other ports or overlapping pieces could make the translation of the
+//! rest disagree with what the receiver reassembles (RFC 5722's attack),
+//! and the trust checks at the tunnel judge the whole datagram's tuple.
+//! The cost is a copy of each fragmented datagram and a bounded table.
+//!
+//! Bounds and counters: at most 256 datagrams and 4 MiB in reassembly, 30
+//! s from a datagram's first fragment (through [`NetManagerCore::expire`],
+//! which [`NetManagerCore::next_deadline`] schedules). `frag_in`
+//! (fragments in), `frag_held` (kept: a fragment's outcome),
+//! `frag_reassembled` (datagrams made whole), `frag_out` (fragments cut
+//! again); drops `drop_frag_over_cap`, `drop_frag_overlap` (the fragment
+//! and those held for its datagram), `drop_frag_duplicate`,
+//! `drop_frag_timeout` (each fragment of a datagram not whole in time),
+//! `drop_fragment` (a malformed fragment, or a fragment inside a
+//! reassembled IPv6 datagram).
+//!
 //! ## Resolution
 //!
 //! A packet for a service IP with no flow looks the IP up in the cache. A
@@ -136,6 +176,7 @@ pub mod cache;
 pub mod conntrack;
 pub mod control;
 pub mod core;
+pub mod fragments;
 pub mod services;
 
 pub use self::cache::ResolveError;

@@ -37,9 +37,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         core.add_local_instance(*li);
     }
     let mut control_bound = false;
-    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
+    let mut io = shell::IoErrors::default();
+    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound, &mut io));
     // Whatever ended the run: the final counters, and no stale socket.
-    let written = lib::write_counters(&cli.counters, &core.counters().to_string());
+    let text = format!("{}{}", core.counters(), io.counters());
+    let written = lib::write_counters(&cli.counters, &text);
     if control_bound {
         lib::control::remove(&cli.control);
     }
@@ -52,11 +54,14 @@ async fn serve(
     cli: &Cli,
     core: &mut NetManagerCore,
     control_bound: &mut bool,
+    io: &mut shell::IoErrors,
 ) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
     let offload = tun::offload_setting(cli.offload)?;
     let tun = tun::attach(&cli.tun, offload)?;
+    let mtu = usize::from(tun.get_ref().mtu().context("reading the TUN's MTU")?);
+    core.set_mtu(mtu);
     let first = manager::connect_initial(&cli.manager)
         .await
         .with_context(|| {
@@ -85,7 +90,7 @@ async fn serve(
         "net manager ready"
     );
 
-    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock, offload);
+    let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock, offload, (mtu, io));
     let r = shell.run(core, event_rx, ctl_rx, &mut signals).await;
     shell.log_io_errors();
     r

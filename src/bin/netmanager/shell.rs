@@ -14,6 +14,16 @@
 //! core's other actions for a packet go to one reused vector. Buffers are
 //! allocated once; a packet is copied when split, once on the tunnel's
 //! receive side (into the TUN batch) and once into a tunnel send.
+//!
+//! The core's copied actions (ICMP errors, packets released after a
+//! resolution, the fragments of a reassembled datagram) are written and
+//! sent one by one; a released TCP super-packet, longer than the MTU, is
+//! first split into wire-sized segments ([`batch::split_tcp`]).
+//!
+//! Every error of the shell's own I/O (TUN read and write, tunnel send
+//! and receive) is counted ([`IoErrors`]: `io_err_*` beside the core's
+//! counters, on the control socket and in the counters file) and logged
+//! at most once a second.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -67,12 +77,29 @@ pub fn bind_tunnel(node_addr: IpAddr) -> anyhow::Result<UdpSocket> {
     bind().with_context(|| format!("binding the tunnel socket {addr}"))
 }
 
-/// Errors of the shell's own I/O (the core does not see them).
+/// Errors of the shell's own I/O (the core does not see them): failed
+/// system calls (a write of a batch may have carried several packets)
+/// and reads refused by the offload code, by direction.
 #[derive(Debug, Default)]
-struct IoErrors {
+pub struct IoErrors {
     tun_write: RateLimited,
     tun_read: RateLimited,
     tunnel_send: RateLimited,
+    tunnel_recv: RateLimited,
+}
+
+impl IoErrors {
+    /// The counters, one `name value` line each, as the core's are
+    /// written.
+    pub fn counters(&self) -> String {
+        format!(
+            "io_err_tun_read {}\nio_err_tun_write {}\nio_err_tunnel_send {}\nio_err_tunnel_recv {}\n",
+            self.tun_read.total(),
+            self.tun_write.total(),
+            self.tunnel_send.total(),
+            self.tunnel_recv.total()
+        )
+    }
 }
 
 /// The loop's buffers, allocated once.
@@ -86,6 +113,9 @@ struct Batches {
     udp_buf: Vec<u8>,
     cmsg: Vec<u8>,
 }
+
+/// Segments of a released TCP super-packet (allocated on first use).
+type SplitBuf = Option<Box<TunBatch>>;
 
 impl Batches {
     fn new(gso: bool) -> Batches {
@@ -108,10 +138,13 @@ pub struct Shell<'a> {
     udp_v6: bool,
     queries: UnboundedSender<IpAddr>,
     clock: Clock,
-    errors: IoErrors,
+    errors: &'a mut IoErrors,
     /// Whether tunnel sends may use `UDP_SEGMENT`.
     gso: bool,
     offload: OffloadStats,
+    /// The TUN's MTU: a released TCP packet longer than this is split.
+    mtu: usize,
+    split: SplitBuf,
 }
 
 /// How often the offloads carried more than one packet, logged at exit.
@@ -132,6 +165,7 @@ impl<'a> Shell<'a> {
         queries: UnboundedSender<IpAddr>,
         clock: Clock,
         gso: bool,
+        (mtu, errors): (usize, &'a mut IoErrors),
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -140,9 +174,11 @@ impl<'a> Shell<'a> {
             udp_v6,
             queries,
             clock,
-            errors: IoErrors::default(),
+            errors,
             gso,
             offload: OffloadStats::default(),
+            mtu,
+            split: None,
         }
     }
 
@@ -171,7 +207,9 @@ impl<'a> Shell<'a> {
                     for _ in 0..BATCH {
                         match guard.try_io(|d| b.tun_in.recv(d.get_ref())) {
                             Ok(Ok(read)) => self.tun_read(core, now, &mut b, read, &mut extra).await,
-                            Ok(Err(e)) if transient(&e) => {}
+                            Ok(Err(e)) if transient(&e) => {
+                                self.errors.tun_read.warn("reading the TUN", &e);
+                            }
                             // Not a system call's error: a read tun-rs
                             // could not split (virtio header, GSO geometry).
                             Ok(Err(e)) if e.raw_os_error().is_none() => {
@@ -205,7 +243,9 @@ impl<'a> Shell<'a> {
                                     .await;
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) if transient(&e) => {}
+                            Err(e) if transient(&e) => {
+                                self.errors.tunnel_recv.warn("receiving on the tunnel socket", &e);
+                            }
                             Err(e) => return Err(e).context("receiving on the tunnel socket"),
                         }
                     }
@@ -228,7 +268,7 @@ impl<'a> Shell<'a> {
                     self.exec(acts).await;
                 }
                 Some(req) = control.recv() => {
-                    let _ = req.reply.send(answer(core, req.command));
+                    let _ = req.reply.send(answer(core, self.errors, req.command));
                 }
                 () = expiry.wait() => {
                     let acts = core.expire(self.clock.now());
@@ -425,12 +465,20 @@ impl<'a> Shell<'a> {
     async fn exec(&mut self, actions: impl IntoIterator<Item = Action>) {
         for a in actions {
             match a {
-                Action::WriteTun(p) => self.write_tun(&p),
+                Action::WriteTun(mut p) => {
+                    if !self.split_released(None, &mut p).await {
+                        self.write_tun(&p);
+                    }
+                }
                 Action::SendTunnel {
                     node,
                     port,
-                    datagram,
-                } => self.send_tunnel(node, port, &datagram).await,
+                    mut datagram,
+                } => {
+                    if !self.split_released(Some((node, port)), &mut datagram).await {
+                        self.send_tunnel(node, port, &datagram).await;
+                    }
+                }
                 Action::Query(ip) => {
                     trace!(%ip, "query");
                     // The manager task lives as long as the runtime; were
@@ -440,6 +488,41 @@ impl<'a> Shell<'a> {
                 Action::Drop(reason) => trace!(%reason, "dropped"),
             }
         }
+    }
+
+    /// A TCP packet of an action longer than the MTU (a super-packet the
+    /// core kept while its service was resolved): split into wire-sized
+    /// segments, written to the TUN as a batch (coalesced again where the
+    /// device has offloads on) or sent to the tunnel peer `to`. False if
+    /// it is no such packet (to be written or sent as it is).
+    async fn split_released(&mut self, to: Option<(IpAddr, u16)>, packet: &mut [u8]) -> bool {
+        let segs = self.split.get_or_insert_with(|| Box::new(TunBatch::new()));
+        let n = match batch::split_tcp(packet, self.mtu, segs) {
+            Ok(Some(n)) => n,
+            Ok(None) => return false,
+            Err(e) => {
+                let lost = match to {
+                    None => &mut self.errors.tun_write,
+                    Some(_) => &mut self.errors.tunnel_send,
+                };
+                lost.warn("splitting a released packet", &e);
+                return true;
+            }
+        };
+        let Some(mut segs) = self.split.take() else {
+            return true;
+        };
+        match to {
+            None => {
+                segs.keep_all();
+                if let Err(e) = segs.flush(self.tun.get_ref()) {
+                    self.errors.tun_write.warn("writing to the TUN", &e);
+                }
+            }
+            Some((node, port)) => self.send_segments(node, port, &segs, n).await,
+        }
+        self.split = Some(segs);
+        true
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
@@ -467,16 +550,11 @@ impl<'a> Shell<'a> {
             coalesced = o.coalesced,
             "offloads"
         );
-        let (tun_write, tun_read, tunnel_send) = (
-            self.errors.tun_write.total(),
-            self.errors.tun_read.total(),
-            self.errors.tunnel_send.total(),
-        );
-        if tun_write + tun_read + tunnel_send > 0 {
-            warn!(
-                tun_write,
-                tun_read, tunnel_send, "packets lost to I/O errors"
-            );
+        let e = &self.errors;
+        let (tun_write, tun_read) = (e.tun_write.total(), e.tun_read.total());
+        let (tunnel_send, tunnel_recv) = (e.tunnel_send.total(), e.tunnel_recv.total());
+        if tun_write + tun_read + tunnel_send + tunnel_recv > 0 {
+            warn!(tun_write, tun_read, tunnel_send, tunnel_recv, "I/O errors");
         }
     }
 }
@@ -498,13 +576,14 @@ fn transient(e: &std::io::Error) -> bool {
 }
 
 /// The reply text of a control command.
-fn answer(core: &NetManagerCore, cmd: Command) -> String {
+fn answer(core: &NetManagerCore, errors: &IoErrors, cmd: Command) -> String {
     match cmd {
-        Command::Counters => format!("{}\n", core.counters()),
+        Command::Counters => format!("{}{}\n", core.counters(), errors.counters()),
         Command::Flows => format!(
-            "flows {}\ncache {}\n",
+            "flows {}\ncache {}\nfragments {}\n",
             core.conntrack().len(),
-            core.cache().len()
+            core.cache().len(),
+            core.fragments().len()
         ),
     }
 }

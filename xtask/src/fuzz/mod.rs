@@ -1,5 +1,5 @@
-//! `cargo xtask fuzz`: runs the cargo-fuzz targets of `dataplane/fuzz/`
-//! and `sim/fuzz/` for a bounded time each, and sums up what they did
+//! `cargo xtask fuzz`: runs the cargo-fuzz targets of `dataplane/fuzz/`,
+//! `sim/fuzz/` and the root crate's `fuzz/` for a bounded time each, and sums up what they did
 //! (executions, exec/s, corpus size, crashes), on the terminal and, with
 //! `--report`, in `reports/fuzz.md`.
 //!
@@ -60,6 +60,17 @@ pub const TARGETS: &[Target] = &[
         name: "gateway_packet",
         krate: "dataplane",
         asan: false,
+    },
+    Target {
+        name: "fragments",
+        krate: "dataplane",
+        asan: false,
+    },
+    // The root crate's shell code (`fuzz/`): it has unsafe code.
+    Target {
+        name: "super_packet",
+        krate: ".",
+        asan: true,
     },
     Target {
         name: "scenario_parse",

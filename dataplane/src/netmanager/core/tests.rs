@@ -1184,3 +1184,5 @@ fn an_icmp_error_through_the_tunnel_is_judged_by_its_flow() {
     assert!(matches!(&out[..], [Action::WriteTun(_)]), "{out:?}");
     assert_eq!(a.counters().drop_not_service_flow, 0);
 }
+
+mod fragmented;
