@@ -227,6 +227,8 @@ pub struct Step {
     pub restart: Vec<String>,
     /// This service manager answers again from now on.
     pub recover_manager: Option<String>,
+    /// This service manager goes down (until a `recover_manager`).
+    pub stop_manager: Option<String>,
     /// Interfaces (`HOST/IFNAME`) set down before the step.
     pub link_down: Vec<String>,
     /// Interfaces (`HOST/IFNAME`) set up again before the step.

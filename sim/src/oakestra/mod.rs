@@ -150,6 +150,7 @@ fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid
     for (field, m) in [
         ("fail_manager", &s.fail_manager),
         ("recover_manager", &s.recover_manager),
+        ("stop_manager", &s.stop_manager),
     ] {
         if let Some(m) = m {
             if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {

@@ -7,6 +7,11 @@
 //! what a restart loses (a net manager's conversion table and resolution
 //! cache; a gateway's flows and the exposures added at run time).
 //!
+//! Then the step's control-plane actions ([`control_plane`]): a service
+//! manager back (after a stop, once its net managers have synced), down,
+//! failing; invalidations, each waited for until every net manager told
+//! has acknowledged it.
+//!
 //! Knows the run's processes, not why the scenario kills them, nor the
 //! traffic: what the kill did to the flows is the capture's to show.
 
@@ -73,6 +78,45 @@ pub(super) fn before_step(
     for id in &step.restart {
         restart(sc, started, out, &at, id)?;
     }
+    Ok(())
+}
+
+/// Step `i`'s service-manager actions, in order: `recover_manager` (after
+/// a `stop_manager`, waited for until its net managers have reconnected
+/// and synced), `stop_manager`, `fail_manager`, then `invalidate` (each
+/// waited for until acknowledged). What a stop, a recovery after it, and
+/// an invalidation no net manager held did goes into the trace's
+/// `processes`. A recovery or an acknowledgement that does not come in
+/// time is an error: the step fails.
+pub(super) fn control_plane(started: &mut Started, i: usize, step: &Step) -> Result<(), Error> {
+    let Some(c) = started.control.as_ref() else {
+        return Ok(());
+    };
+    let at = format!("traffic[{i}] {}", step.name);
+    let cancelled = &crate::lab::sandbox::interrupted;
+    let mut lines = Vec::new();
+    if let Some(m) = &step.recover_manager {
+        lines.extend(
+            c.recover(m, cancelled)?
+                .into_iter()
+                .map(|l| format!("{at}: {l}")),
+        );
+    }
+    if let Some(m) = &step.stop_manager {
+        lines.push(format!("{at}: {}", c.stop(m)));
+    }
+    if let Some(m) = &step.fail_manager {
+        c.fail(m);
+    }
+    for ip in &step.invalidate {
+        if c.invalidate(*ip, cancelled)? == 0 {
+            lines.push(format!(
+                "{at}: invalidate {ip}: no connected net manager holds it; \
+                 one that reconnects learns it when it syncs"
+            ));
+        }
+    }
+    started.events.extend(lines);
     Ok(())
 }
 

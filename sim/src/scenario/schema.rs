@@ -271,9 +271,15 @@ pub struct Step {
     #[serde(default)]
     pub restart: Vec<String>,
     /// Before the step: this service manager (a cluster's name, or `root`)
-    /// answers again after a `fail_manager`.
+    /// answers again after a `fail_manager`, or is back after a
+    /// `stop_manager` (and its net managers have synced).
     #[serde(default)]
     pub recover_manager: Option<String>,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// goes down: its socket is gone and its net managers' connections
+    /// are closed, until a `recover_manager`.
+    #[serde(default)]
+    pub stop_manager: Option<String>,
     /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
     #[serde(default)]
     pub link: Option<LinkFault>,
