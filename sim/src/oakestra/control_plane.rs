@@ -599,3 +599,112 @@ fn ask_root(shared: &Shared, ip: IpAddr) -> Result<Message, String> {
         .map_err(|e| format!("root_silent:{e}"))?;
     Message::parse(&line).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SC: &str = "version: 1\nclusters:\n  - name: c1\n    nodes:\n      - {name: n1, coords: [0, 0]}\nservices:\n  - name: api\n    round_robin: 10.30.1.1\n    echo: {tcp: [80]}\n    instances:\n      - {node: n1}\ntraffic:\n  - {name: s, from: api-0, proto: tcp, to: \"10.30.1.1:80\"}\n";
+
+    fn started(tag: &str) -> (ControlPlane, PathBuf) {
+        let x = super::super::parse(Path::new("s.yaml"), "s", SC).unwrap();
+        let out = std::env::temp_dir().join(format!("hoplab-cp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(out.join("logs")).unwrap();
+        let cp = ControlPlane::start(&x.plan, &out).unwrap().unwrap();
+        (cp, out)
+    }
+
+    /// A net manager's end of a connection to `c1`.
+    struct Nm {
+        w: UnixStream,
+        r: BufReader<UnixStream>,
+    }
+
+    impl Nm {
+        fn connect(out: &Path) -> Nm {
+            let s = UnixStream::connect(out.join("ctl/c1.sock")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            Nm {
+                w: s.try_clone().unwrap(),
+                r: BufReader::new(s),
+            }
+        }
+        fn send(&mut self, m: &Message) {
+            writeln!(self.w, "{}", m.to_line()).unwrap();
+        }
+        fn read(&mut self) -> Message {
+            let mut line = String::new();
+            self.r.read_line(&mut line).unwrap();
+            Message::parse(&line).unwrap()
+        }
+    }
+
+    const API: &str = "10.30.1.1";
+
+    #[test]
+    fn an_invalidation_waits_for_the_acknowledgement_and_fails_without_it() {
+        let (cp, out) = started("ack");
+        let api: IpAddr = API.parse().unwrap();
+        let mut nm = Nm::connect(&out);
+        nm.send(&Message::Resolve(api));
+        assert!(matches!(nm.read(), Message::Resolved(_, 1)));
+        // Never acknowledged: an error naming what is missing, in time.
+        let t = Instant::now();
+        let e = cp.invalidate(api, &|| false).unwrap_err().to_string();
+        assert!(t.elapsed() < ACK_WAIT + Duration::from_secs(1), "{e}");
+        assert!(e.contains("no acknowledgement") && e.contains(API), "{e}");
+        assert_eq!(nm.read(), Message::Invalidate(api));
+        // Asked again, and acknowledged: waited for, counted.
+        nm.send(&Message::Resolve(api));
+        assert!(matches!(nm.read(), Message::Resolved(_, 2)));
+        let acker = std::thread::spawn(move || {
+            assert_eq!(nm.read(), Message::Invalidate(api));
+            nm.send(&Message::Invalidated(api));
+            nm
+        });
+        assert_eq!(cp.invalidate(api, &|| false).unwrap(), 1);
+        drop(acker.join().unwrap());
+        // Nobody holds it now: nothing to wait for.
+        assert_eq!(cp.invalidate(api, &|| false).unwrap(), 0);
+        drop(cp);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn a_stopped_manager_comes_back_after_the_sync() {
+        let (cp, out) = started("sync");
+        let api: IpAddr = API.parse().unwrap();
+        let mut nm = Nm::connect(&out);
+        nm.send(&Message::Resolve(api));
+        assert!(matches!(nm.read(), Message::Resolved(_, 1)));
+        assert!(cp.stop("c1").contains("1 net manager connection closed"));
+        assert!(UnixStream::connect(out.join("ctl/c1.sock")).is_err());
+        // Missed while it was down.
+        assert_eq!(cp.invalidate(api, &|| false).unwrap(), 0);
+        let out2 = out.clone();
+        let nm_thread = std::thread::spawn(move || loop {
+            // Reconnects as a net manager does, then syncs.
+            let Ok(s) = UnixStream::connect(out2.join("ctl/c1.sock")) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            drop(s);
+            let mut nm = Nm::connect(&out2);
+            nm.send(&Message::Sync(api, 1));
+            nm.send(&Message::Synced("10.10.0.1".parse().unwrap()));
+            assert_eq!(nm.read(), Message::Invalidate(api));
+            nm.send(&Message::Invalidated(api));
+            return nm;
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let lines = cp.recover("c1", &|| false).unwrap();
+        assert_eq!(
+            lines[1..],
+            ["c1: n1/netmanager synced: invalidated 10.30.1.1 (held version 1, now 2): acknowledged"]
+        );
+        let _nm = nm_thread.join().unwrap();
+        drop(cp);
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
