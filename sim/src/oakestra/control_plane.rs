@@ -351,14 +351,20 @@ impl ControlPlane {
         )))
     }
 
+    /// The plan the managers serve now.
+    pub fn plan(&self) -> Plan {
+        lock(&self.shared.plan).clone()
+    }
+
     /// The plan from now on (an instance moved): every service IP whose
     /// answer differs is invalidated as by [`Self::invalidate`], in
-    /// address order. Returns the service IPs invalidated.
+    /// address order. Returns the service IPs invalidated and how many
+    /// net managers acknowledged.
     pub fn replace_plan(
         &self,
         plan: Plan,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Vec<IpAddr>, Error> {
+    ) -> Result<(Vec<IpAddr>, usize), Error> {
         let changed: Vec<IpAddr> = {
             let mut old = lock(&self.shared.plan);
             let ips: BTreeSet<IpAddr> = old
@@ -381,8 +387,8 @@ impl ControlPlane {
         self.shared
             .log(format!("plan replaced: {changed:?} changed"));
         let pushed = self.push_invalidate(&changed);
-        self.wait_acks(&pushed, cancelled)?;
-        Ok(changed)
+        let acked = self.wait_acks(&pushed, cancelled)?;
+        Ok((changed, acked))
     }
 }
 

@@ -21,6 +21,7 @@ use crate::values::{bad, Gather, Invalid, Proto};
 pub mod cluster;
 pub mod control_plane;
 pub mod gateway;
+mod moves;
 mod plain;
 pub mod plan;
 
@@ -86,7 +87,7 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let mut lab = plain::copy(sc);
     let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
     gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
-    let mut found = Vec::new();
+    let mut found = moves::expand(sc, &plan, &mut lab);
     for (i, s) in sc.traffic.iter().enumerate() {
         found.gather(check_step(sc, i, s));
     }

@@ -280,6 +280,10 @@ pub struct Step {
     /// are closed, until a `recover_manager`.
     #[serde(default)]
     pub stop_manager: Option<String>,
+    /// Before the step: these instances move to another node of their
+    /// cluster (Oakestra's rescheduling).
+    #[serde(default, rename = "move")]
+    pub moves: Vec<Move>,
     /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
     #[serde(default)]
     pub link: Option<LinkFault>,
@@ -292,6 +296,15 @@ pub struct Step {
 
 fn default_attempts() -> u32 {
     1
+}
+
+/// A step's `move`: instance `instance` (a host `SERVICE-N`) moves to
+/// worker node `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    pub instance: String,
+    pub to: String,
 }
 
 /// A step's `link`: interfaces set administratively down or up, each
