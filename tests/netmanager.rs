@@ -247,7 +247,7 @@ fn serve_manager(s: UnixStream, seen: Arc<Mutex<Vec<String>>>, server: Instance)
             continue;
         };
         let reply = if ip.to_string() == SVC || ip.to_string() == SERVER_IP {
-            Message::Resolved(Resolution::new(ip, vec![server.clone()]))
+            Message::Resolved(Resolution::new(ip, vec![server.clone()]), 1)
         } else {
             Message::Failed(ip, ResolveError::NotFound)
         };
@@ -793,7 +793,15 @@ fn survives_the_service_manager_going_away() {
     manager.push(&Message::Invalidate(SVC.parse().unwrap()));
     wait_until("the invalidation", || nm.log().contains("invalidated"));
     udp_exchange(&topo.client, &format!("{SVC}:7"), b"new flow");
-    assert_eq!(manager.seen().len(), 2, "{:?}", manager.seen());
+    // Acknowledged once applied, before the new flow's query.
+    assert_eq!(
+        manager.seen(),
+        [
+            format!("resolve {SVC}"),
+            format!("invalidated {SVC}"),
+            format!("resolve {SVC}")
+        ]
+    );
 
     // The manager goes away.
     manager.stop();
@@ -811,6 +819,12 @@ fn survives_the_service_manager_going_away() {
     // It comes back on the same path; the net manager reconnects.
     let manager = FakeManager::start(&paths.manager, server);
     wait_until("the reconnection", || manager.accepted() == 1);
+    // The sync comes first: what the net manager holds, as it was told.
+    wait_until("the sync", || manager.seen().len() >= 2);
+    assert_eq!(
+        manager.seen()[..2],
+        [format!("sync {SVC} 1"), "synced 10.10.1.1".to_string()]
+    );
     let (reply, from, _) = udp_exchange(&topo.client, &format!("{SERVER_IP}:7"), b"back");
     assert_eq!(from.to_string(), format!("{SERVER_IP}:7"));
     assert!(reply.ends_with("|back"), "{reply}");

@@ -552,7 +552,8 @@ fn traffic(
         unmet.extend(started.deaths(&format!("the run before {during}")));
         ph.enter(during.clone());
         let actions = faults::before_step((sc, rt), started, out, i, step)
-            .and_then(|()| before_step(sc, started, out, i, step));
+            .and_then(|()| faults::control_plane(started, i, step))
+            .and_then(|()| before_step(sc, out, i, step));
         let refusals = match actions {
             Ok(r) => r,
             Err(e) => {
@@ -686,33 +687,11 @@ fn load_step(
     })
 }
 
-/// A step's control actions: a service manager fails (or answers again), service IPs are
-/// invalidated, the gateway's exposures change, or are asked for and must
-/// be refused. Returns what the gateway refused, each as
+/// A step's gateway actions (after the service managers',
+/// [`faults::control_plane`]): the gateway's exposures change, or are
+/// asked for and must be refused. Returns what the gateway refused, each as
 /// ``gateway refused `LINE`: WHY; `` for the step's `sent`.
-fn before_step(
-    sc: &Expanded,
-    started: &Started,
-    out: &Path,
-    i: usize,
-    step: &Step,
-) -> Result<String, Error> {
-    if let Some(c) = started.control() {
-        if let Some(m) = &step.recover_manager {
-            c.recover(m);
-        }
-        if let Some(m) = &step.fail_manager {
-            c.fail(m);
-        }
-        if !step.invalidate.is_empty() {
-            for ip in &step.invalidate {
-                c.invalidate(*ip);
-            }
-            // The net managers read pushed lines between packets; give
-            // them time to before the step's first packet.
-            traffic::sleep(Duration::from_millis(100), &sandbox::interrupted);
-        }
-    }
+fn before_step(sc: &Expanded, out: &Path, i: usize, step: &Step) -> Result<String, Error> {
     if !step.expose.is_empty() || !step.unexpose.is_empty() {
         let sock = gateway_socket(sc, out);
         let lines = step

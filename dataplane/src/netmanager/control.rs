@@ -1,33 +1,67 @@
 //! The line protocol between a net manager and its service manager (and
 //! between a cluster's service manager and the root), as text: one message
 //! per line, fields separated by single spaces. Sans-IO: this module only
-//! formats and parses lines; the shells own the sockets.
+//! formats and parses lines, and keeps the two sides' bookkeeping of
+//! versions ([`Held`], [`Versions`]); the shells own the sockets.
 //!
 //! ```text
-//! resolve <service-ip>                      net manager → manager
-//! resolved <service-ip> [<instance> ...]    manager → net manager
-//! failed <service-ip> <reason>              manager → net manager
-//! invalidate <service-ip>                   manager → net manager (pushed)
+//! resolve <service-ip>                           net manager → manager
+//! resolved <service-ip> v=<n> [<instance> ...]   manager → net manager
+//! failed <service-ip> <reason>                   manager → net manager
+//! invalidate <service-ip>                        manager → net manager (pushed)
+//! invalidated <service-ip>                       net manager → manager (acknowledgement)
+//! sync <service-ip> <n>                          net manager → manager (after a reconnection)
+//! synced <node-ip>                               net manager → manager (end of the sync)
 //! ```
 //!
 //! An instance is one token: comma-separated `key=value` fields,
 //! `ns=<ipv4>,ns6=<ipv6|->,node=<ip>,num=<n>,x=<f64>,y=<f64>,ips=<kind>=<ip>/...`
 //! with kinds `instance`, `rr` and `closest`. `reason` is `not_found`,
 //! `timeout` or `unavailable:<text without spaces>`.
+//!
+//! **Versions.** The manager keeps a version per service IP (from 1),
+//! raised each time the service's resolution may have changed (an
+//! invalidation, an instance moved); `resolved` carries it (`v=0`, or no
+//! `v=` token, means unknown). A net manager acknowledges each
+//! `invalidate` once its resolution is dropped (`invalidated`), so the
+//! manager knows when the next packet for the service will ask again.
+//! Invalidations pushed while a net manager was disconnected are lost with
+//! the connection: after reconnecting, the net manager first sends one
+//! `sync` per service IP it was told about (with the version it was told,
+//! [`Held`]), then `synced` with its node's address; the manager answers
+//! each `sync` whose version is not the current one with `invalidate`
+//! ([`Versions::on_sync`]), and takes the others as interests again. The
+//! manager reads lines in order, so these invalidations come before the
+//! answer to any query sent after the sync.
+//!
+//! Knows no socket, clock or cache: the shells carry the lines, the core
+//! applies what they say.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cache::ResolveError;
 use super::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};
 
+/// A service's version at its manager (see the module documentation); 0
+/// is unknown.
+pub type Version = u64;
+
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Resolve(IpAddr),
-    Resolved(Resolution),
+    Resolved(Resolution, Version),
     Failed(IpAddr, ResolveError),
     Invalidate(IpAddr),
+    /// The acknowledgement of an [`Message::Invalidate`]: the resolution
+    /// is dropped.
+    Invalidated(IpAddr),
+    /// After a reconnection: the net manager was told this version.
+    Sync(IpAddr, Version),
+    /// The end of a sync; the node's underlay address.
+    Synced(IpAddr),
 }
 
 /// A line that is not a message.
@@ -90,9 +124,12 @@ impl Message {
         match self {
             Message::Resolve(ip) => format!("resolve {ip}"),
             Message::Invalidate(ip) => format!("invalidate {ip}"),
+            Message::Invalidated(ip) => format!("invalidated {ip}"),
+            Message::Sync(ip, v) => format!("sync {ip} {v}"),
+            Message::Synced(node) => format!("synced {node}"),
             Message::Failed(ip, e) => format!("failed {ip} {}", reason_text(e)),
-            Message::Resolved(r) => {
-                let mut s = format!("resolved {}", r.service_ip);
+            Message::Resolved(r, v) => {
+                let mut s = format!("resolved {} v={v}", r.service_ip);
                 for i in &r.instances {
                     s.push(' ');
                     instance_token(i, &mut s);
@@ -118,6 +155,12 @@ impl Message {
         let msg = match verb {
             "resolve" => Message::Resolve(ip),
             "invalidate" => Message::Invalidate(ip),
+            "invalidated" => Message::Invalidated(ip),
+            "synced" => Message::Synced(ip),
+            "sync" => {
+                let v = words.next().ok_or_else(|| bad("missing version"))?;
+                Message::Sync(ip, v.parse().map_err(|_| bad("bad version"))?)
+            }
             "failed" => {
                 let r = words.next().ok_or_else(|| bad("missing reason"))?;
                 let e = match r {
@@ -131,11 +174,20 @@ impl Message {
                 Message::Failed(ip, e)
             }
             "resolved" => {
+                let mut words = words.peekable();
+                let version = match words.peek().and_then(|w| w.strip_prefix("v=")) {
+                    Some(v) => {
+                        let v = v.parse().map_err(|_| bad("bad version"))?;
+                        words.next();
+                        v
+                    }
+                    None => 0,
+                };
                 let mut instances = Vec::new();
-                for tok in words.by_ref() {
+                for tok in words {
                     instances.push(parse_instance(tok).ok_or_else(|| bad("bad instance"))?);
                 }
-                return Ok(Message::Resolved(Resolution::new(ip, instances)));
+                return Ok(Message::Resolved(Resolution::new(ip, instances), version));
             }
             _ => return Err(bad("unknown verb")),
         };
@@ -143,6 +195,82 @@ impl Message {
             return Err(bad("trailing words"));
         }
         Ok(msg)
+    }
+}
+
+/// The net manager's side of the versions: what it was told of each
+/// service IP, so that it can ask, after a reconnection, whether that is
+/// still current. Fed every message read from the manager; an entry goes
+/// with the invalidation that drops its resolution. Entries of
+/// resolutions the cache dropped by itself (TTL) stay: syncing them is
+/// harmless (an `invalidate` of what is not cached is acknowledged all
+/// the same), and there is one per service IP at most.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Held {
+    versions: BTreeMap<IpAddr, Version>,
+}
+
+impl Held {
+    /// Notes what `m` (read from the manager) tells.
+    pub fn on_message(&mut self, m: &Message) {
+        match m {
+            Message::Resolved(r, v) => {
+                self.versions.insert(r.service_ip, *v);
+            }
+            Message::Invalidate(ip) => {
+                self.versions.remove(ip);
+            }
+            _ => {}
+        }
+    }
+
+    /// The lines a net manager on node `node` sends first on a new
+    /// connection after losing one: a `sync` per service IP, in address
+    /// order, then `synced`.
+    pub fn sync(&self, node: IpAddr) -> Vec<Message> {
+        self.versions
+            .iter()
+            .map(|(ip, v)| Message::Sync(*ip, *v))
+            .chain(std::iter::once(Message::Synced(node)))
+            .collect()
+    }
+
+    /// Service IPs held.
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+}
+
+/// The manager's side of the versions: the current version of every
+/// service IP (1 until the first [`Versions::bump`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Versions {
+    current: BTreeMap<IpAddr, Version>,
+}
+
+impl Versions {
+    /// The version of `ip` now.
+    pub fn current(&self, ip: IpAddr) -> Version {
+        self.current.get(&ip).copied().unwrap_or(1)
+    }
+
+    /// The resolution of `ip` may have changed: its version goes up.
+    /// Returns the new version.
+    pub fn bump(&mut self, ip: IpAddr) -> Version {
+        let v = self.current(ip) + 1;
+        self.current.insert(ip, v);
+        v
+    }
+
+    /// The answer to `sync <ip> <held>`: `invalidate` when what the net
+    /// manager holds is not current (it missed a change), else nothing
+    /// (the manager takes the service IP as its interest again).
+    pub fn on_sync(&self, ip: IpAddr, held: Version) -> Option<Message> {
+        (held != self.current(ip)).then_some(Message::Invalidate(ip))
     }
 }
 
@@ -220,8 +348,11 @@ mod tests {
             Message::Failed(ip, ResolveError::NotFound),
             Message::Failed(ip, ResolveError::Timeout),
             Message::Failed(ip, ResolveError::Unavailable("root_down".into())),
-            Message::Resolved(Resolution::new(ip, vec![])),
-            Message::Resolved(Resolution::new(ip, vec![inst(0), inst(1)])),
+            Message::Invalidated(ip),
+            Message::Sync(ip, 7),
+            Message::Synced("10.10.0.2".parse().unwrap()),
+            Message::Resolved(Resolution::new(ip, vec![]), 1),
+            Message::Resolved(Resolution::new(ip, vec![inst(0), inst(1)]), 3),
         ] {
             let line = m.to_line();
             assert!(!line.contains('\n'));
@@ -239,11 +370,76 @@ mod tests {
             "resolve 10.30.1.1 extra",
             "failed 10.30.1.1",
             "failed 10.30.1.1 why",
+            "sync 10.30.1.1",
+            "sync 10.30.1.1 x",
+            "synced 10.10.0.2 extra",
+            "resolved 10.30.1.1 v=x",
             "resolved 10.30.1.1 ns=10.18.0.1",
             "resolved 10.30.1.1 ns=10.18.0.1,ns6=-,node=10.10.1.1,num=0,x=NaN,y=0,ips=",
             "resolved 10.30.1.1 ns=10.18.0.1,ns6=-,node=10.10.1.1,num=0,x=0,y=0,ips=foo=10.30.1.1",
         ] {
             assert!(Message::parse(l).is_err(), "{l:?}");
         }
+    }
+
+    /// An invalidation pushed while the net manager was disconnected is
+    /// lost with the connection; the sync after the reconnection catches
+    /// it: the stale resolution is dropped and the next packet queries.
+    #[test]
+    fn an_invalidation_missed_in_an_outage_is_caught_by_the_sync() {
+        use crate::netmanager::cache::{CacheConfig, Lookup, ResolutionCache};
+        use crate::Millis;
+        let (svc, other): (IpAddr, IpAddr) =
+            ("10.30.1.1".parse().unwrap(), "10.30.2.1".parse().unwrap());
+        let node: IpAddr = "10.10.0.2".parse().unwrap();
+        let (mut mgr, mut held) = (Versions::default(), Held::default());
+        let mut cache = ResolutionCache::new(CacheConfig::default());
+        // Both services resolved, as the lines carry them.
+        for ip in [svc, other] {
+            assert_eq!(cache.lookup(Millis(0), ip), Lookup::Miss);
+            let line = Message::Resolved(Resolution::new(ip, vec![inst(0)]), mgr.current(ip));
+            let m = Message::parse(&line.to_line()).unwrap();
+            held.on_message(&m);
+            let Message::Resolved(r, _) = m else {
+                unreachable!()
+            };
+            cache.on_resolution(Millis(1), ip, Ok(r));
+        }
+        // The outage: `svc` changes; the `invalidate` reaches nobody.
+        mgr.bump(svc);
+        assert!(matches!(cache.lookup(Millis(2), svc), Lookup::Hit(_)));
+        // The reconnection: the sync, answered line by line.
+        let sync = held.sync(node);
+        assert_eq!(
+            sync.iter().map(Message::to_line).collect::<Vec<_>>(),
+            ["sync 10.30.1.1 1", "sync 10.30.2.1 1", "synced 10.10.0.2"]
+        );
+        let mut acks = Vec::new();
+        for m in sync {
+            let Message::Sync(ip, v) = Message::parse(&m.to_line()).unwrap() else {
+                continue;
+            };
+            if let Some(answer) = mgr.on_sync(ip, v) {
+                held.on_message(&answer);
+                if let Message::Invalidate(ip) = answer {
+                    cache.invalidate(ip);
+                    acks.push(Message::Invalidated(ip));
+                }
+            }
+        }
+        assert_eq!(acks, [Message::Invalidated(svc)]);
+        assert_eq!(
+            cache.lookup(Millis(3), svc),
+            Lookup::Miss,
+            "stale resolution used"
+        );
+        assert!(matches!(cache.lookup(Millis(3), other), Lookup::Hit(_)));
+        // What was dropped is not synced again; an unknown version is stale.
+        assert_eq!(
+            held.sync(node),
+            [Message::Sync(other, 1), Message::Synced(node)]
+        );
+        assert_eq!(mgr.on_sync(other, 0), Some(Message::Invalidate(other)));
+        assert_eq!(mgr.on_sync(other, 1), None);
     }
 }

@@ -227,6 +227,10 @@ pub struct Step {
     pub restart: Vec<String>,
     /// This service manager answers again from now on.
     pub recover_manager: Option<String>,
+    /// This service manager goes down (until a `recover_manager`).
+    pub stop_manager: Option<String>,
+    /// Instances moved to another node before the step.
+    pub moves: Vec<Move>,
     /// Interfaces (`HOST/IFNAME`) set down before the step.
     pub link_down: Vec<String>,
     /// Interfaces (`HOST/IFNAME`) set up again before the step.
@@ -240,6 +244,30 @@ pub struct Step {
     pub load: Option<crate::load::Load>,
     /// A load step's payload length per flow.
     pub payload_bytes: usize,
+}
+
+/// An instance host moved to another node before a step: its interface
+/// to the old node's bridge goes down and loses its addresses; its
+/// interface to the new node's bridge (a link of the lab from the start,
+/// up, without addresses) gets the new ones and the default routes.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub host: String,
+    /// Its service's name and its instance number there.
+    pub service: String,
+    pub instance: u32,
+    pub from_node: String,
+    pub to_node: String,
+    /// The interface to the old node, and its addresses.
+    pub old_if: String,
+    pub old_addr: Vec<Cidr>,
+    /// The interface to the new node, its addresses and the routes via it.
+    pub new_if: String,
+    pub addr: Vec<Cidr>,
+    pub routes: Vec<Route>,
+    /// The new node's underlay address and coordinates, for the plan.
+    pub node_addr: std::net::Ipv4Addr,
+    pub coords: hoplab_dataplane::netmanager::Coords,
 }
 
 /// A name a step asks its host's resolver for.

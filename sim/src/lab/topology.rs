@@ -27,6 +27,8 @@ use rtnetlink::{
 };
 
 use super::impair;
+
+mod reattach;
 use super::{default_bridge_mac, default_link_mac, Cidr, Host, Lab, Mac, Route, RouteDst};
 use crate::lab::netns::NetNs;
 use crate::Error;

@@ -22,6 +22,7 @@ use crate::values::{bad, Gather, Invalid, Proto};
 pub mod cluster;
 pub mod control_plane;
 pub mod gateway;
+mod moves;
 mod plain;
 pub mod plan;
 pub mod underlay;
@@ -88,7 +89,7 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let mut lab = plain::copy(sc);
     let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
     gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
-    let mut found = Vec::new();
+    let mut found = moves::expand(sc, &plan, &mut lab);
     for (i, s) in sc.traffic.iter().enumerate() {
         found.gather(check_step(sc, i, s));
     }
@@ -152,6 +153,7 @@ fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid
     for (field, m) in [
         ("fail_manager", &s.fail_manager),
         ("recover_manager", &s.recover_manager),
+        ("stop_manager", &s.stop_manager),
     ] {
         if let Some(m) = m {
             if m != "root" && !sc.clusters.iter().any(|c| &c.name == m) {

@@ -203,6 +203,9 @@ fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
         terminate: s.terminate.clone(),
         restart: s.restart.clone(),
         recover_manager: s.recover_manager.clone(),
+        stop_manager: s.stop_manager.clone(),
+        // Filled in by `super::moves` once the instances are placed.
+        moves: Vec::new(),
         link_down: s.link.as_ref().map(|l| l.down.clone()).unwrap_or_default(),
         link_up: s.link.as_ref().map(|l| l.up.clone()).unwrap_or_default(),
         attempts: s.attempts,

@@ -7,9 +7,15 @@
 //! what a restart loses (a net manager's conversion table and resolution
 //! cache; a gateway's flows and the exposures added at run time).
 //!
+//! Then the step's control-plane actions ([`control_plane`]): a service
+//! manager back (after a stop, once its net managers have synced), down,
+//! failing; invalidations, each waited for until every net manager told
+//! has acknowledged it.
+//!
 //! Knows the run's processes, not why the scenario kills them, nor the
 //! traffic: what the kill did to the flows is the capture's to show.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,7 +51,7 @@ pub(super) fn before_step(
         &step.terminate,
         &step.restart,
     ];
-    if lists.iter().all(|l| l.is_empty()) {
+    if lists.iter().all(|l| l.is_empty()) && step.moves.is_empty() {
         return Ok(());
     }
     crate::lab::traffic::sleep(SETTLE, &crate::lab::sandbox::interrupted);
@@ -73,6 +79,105 @@ pub(super) fn before_step(
     for id in &step.restart {
         restart(sc, started, out, &at, id)?;
     }
+    for m in &step.moves {
+        move_instance(rt, started, &at, m)?;
+    }
+    Ok(())
+}
+
+/// Instance `m.host` to its new node: its namespace re-attached, then the
+/// service managers' plan replaced (every service IP whose answer changed
+/// invalidated, each acknowledged by the net managers that held it).
+fn move_instance(
+    rt: &tokio::runtime::Runtime,
+    started: &mut Started,
+    at: &str,
+    m: &crate::lab::Move,
+) -> Result<(), Error> {
+    rt.block_on(started.topo.reattach(m))?;
+    let list = |a: &[crate::values::Cidr]| {
+        a.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!(
+        "{at}: move {} from {} to {}: {}/{} down (was {}), {}/{} up on {}'s bridge with {}",
+        m.host,
+        m.from_node,
+        m.to_node,
+        m.host,
+        m.old_if,
+        list(&m.old_addr),
+        m.host,
+        m.new_if,
+        m.to_node,
+        list(&m.addr)
+    );
+    if let Some(c) = started.control.as_ref() {
+        let mut plan = c.plan();
+        if let Some(inst) = plan
+            .services
+            .get_mut(&m.service)
+            .and_then(|(_, is)| is.iter_mut().find(|i| i.instance_number == m.instance))
+        {
+            for a in &m.addr {
+                match a.addr {
+                    IpAddr::V4(v4) => inst.ns_ip = v4,
+                    IpAddr::V6(v6) => inst.ns_ip6 = Some(v6),
+                }
+            }
+            inst.node = IpAddr::V4(m.node_addr);
+            inst.coords = m.coords;
+        }
+        let (changed, acked) = c.replace_plan(plan, &crate::lab::sandbox::interrupted)?;
+        let ips: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        line.push_str(&format!(
+            "; the service managers' plan updated, {} invalidated: {acked} net manager{} acknowledged",
+            ips.join(", "),
+            if acked == 1 { "" } else { "s" }
+        ));
+    }
+    started.events.push(line);
+    Ok(())
+}
+
+/// Step `i`'s service-manager actions, in order: `recover_manager` (after
+/// a `stop_manager`, waited for until its net managers have reconnected
+/// and synced), `stop_manager`, `fail_manager`, then `invalidate` (each
+/// waited for until acknowledged). What a stop, a recovery after it, and
+/// an invalidation no net manager held did goes into the trace's
+/// `processes`. A recovery or an acknowledgement that does not come in
+/// time is an error: the step fails.
+pub(super) fn control_plane(started: &mut Started, i: usize, step: &Step) -> Result<(), Error> {
+    let Some(c) = started.control.as_ref() else {
+        return Ok(());
+    };
+    let at = format!("traffic[{i}] {}", step.name);
+    let cancelled = &crate::lab::sandbox::interrupted;
+    let mut lines = Vec::new();
+    if let Some(m) = &step.recover_manager {
+        lines.extend(
+            c.recover(m, cancelled)?
+                .into_iter()
+                .map(|l| format!("{at}: {l}")),
+        );
+    }
+    if let Some(m) = &step.stop_manager {
+        lines.push(format!("{at}: {}", c.stop(m)));
+    }
+    if let Some(m) = &step.fail_manager {
+        c.fail(m);
+    }
+    for ip in &step.invalidate {
+        if c.invalidate(*ip, cancelled)? == 0 {
+            lines.push(format!(
+                "{at}: invalidate {ip}: no connected net manager holds it; \
+                 one that reconnects learns it when it syncs"
+            ));
+        }
+    }
+    started.events.extend(lines);
     Ok(())
 }
 

@@ -278,9 +278,19 @@ pub struct Step {
     #[serde(default)]
     pub restart: Vec<String>,
     /// Before the step: this service manager (a cluster's name, or `root`)
-    /// answers again after a `fail_manager`.
+    /// answers again after a `fail_manager`, or is back after a
+    /// `stop_manager` (and its net managers have synced).
     #[serde(default)]
     pub recover_manager: Option<String>,
+    /// Before the step: this service manager (a cluster's name, or `root`)
+    /// goes down: its socket is gone and its net managers' connections
+    /// are closed, until a `recover_manager`.
+    #[serde(default)]
+    pub stop_manager: Option<String>,
+    /// Before the step: these instances move to another node of their
+    /// cluster (Oakestra's rescheduling).
+    #[serde(default, rename = "move")]
+    pub moves: Vec<Move>,
     /// Before the step: interfaces (`HOST/IFNAME`) set down, or up again.
     #[serde(default)]
     pub link: Option<LinkFault>,
@@ -293,6 +303,15 @@ pub struct Step {
 
 fn default_attempts() -> u32 {
     1
+}
+
+/// A step's `move`: instance `instance` (a host `SERVICE-N`) moves to
+/// worker node `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    pub instance: String,
+    pub to: String,
 }
 
 /// A step's `link`: interfaces set administratively down or up, each

@@ -103,6 +103,12 @@ impl LabView {
                 }
             }
         }
+        // A moved instance's new addresses (see `lab::Move`).
+        for m in sc.traffic.iter().flat_map(|s| &s.moves) {
+            for a in &m.addr {
+                lab.owner.insert(a.addr, m.host.clone());
+            }
+        }
         lab.steps = sc
             .traffic
             .iter()

@@ -76,7 +76,13 @@ async fn serve(
     tokio::spawn(control::serve(listener, ctl_tx));
     let (query_tx, query_rx) = tokio::sync::mpsc::unbounded_channel();
     let (event_tx, event_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(manager::run(cli.manager.clone(), first, query_rx, event_tx));
+    tokio::spawn(manager::run(
+        cli.manager.clone(),
+        first,
+        cli.node_addr,
+        query_rx,
+        event_tx,
+    ));
     let udp = shell::bind_tunnel(cli.node_addr)?;
     if offload && !hoplab::shell::udp::enable_gro(&udp) {
         warn!("UDP_GRO refused on the tunnel socket: datagrams come one by one");

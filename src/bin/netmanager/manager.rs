@@ -2,11 +2,18 @@
 //! [`hoplab_dataplane::netmanager::control`]), on a task of its own so that
 //! a slow or absent manager never holds up packets.
 //!
-//! Queries come in on a channel and go out as `resolve` lines; every
-//! message read goes to the core's task. While the connection is down, each
-//! query (and each one left unanswered when it broke) is failed at once
-//! with [`ResolveError::Unavailable`], and the task reconnects with a
-//! backoff that doubles up to [`MAX_BACKOFF`].
+//! Queries (and the core task's acknowledgements of invalidations) come in
+//! on a channel and go out as lines; every answer and invalidation read
+//! goes to the core's task. While the connection is down, each query (and
+//! each one left unanswered when it broke) is failed at once with
+//! [`ResolveError::Unavailable`], and the task reconnects with a backoff
+//! that doubles up to [`MAX_BACKOFF`].
+//!
+//! What the manager told is kept ([`Held`]): the first lines on every
+//! connection after a lost one are the sync (`sync` per service IP with the
+//! version it was told, then `synced <node>`), so an invalidation pushed
+//! while the connection was down comes back as an `invalidate` before any
+//! answer to a new query.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hoplab_dataplane::netmanager::control::Message;
+use hoplab_dataplane::netmanager::control::{Held, Message};
 use hoplab_dataplane::netmanager::ResolveError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -52,18 +59,22 @@ fn unavailable(ip: IpAddr) -> Message {
 }
 
 /// Runs until the core's task is gone: serves `first`, then reconnects
-/// whenever the connection breaks.
+/// whenever the connection breaks, and syncs what it holds as node `node`
+/// on each new connection.
 pub async fn run(
     path: PathBuf,
     first: UnixStream,
-    mut queries: UnboundedReceiver<IpAddr>,
+    node: IpAddr,
+    mut queries: UnboundedReceiver<Message>,
     events: UnboundedSender<Message>,
 ) {
     let mut conn = Some(first);
     let mut backoff = MIN_BACKOFF;
+    let held = Mutex::new(Held::default());
+    let mut sync = None;
     loop {
         if let Some(stream) = conn.take() {
-            let why = serve(stream, &mut queries, &events).await;
+            let why = serve(stream, sync.take(), &held, &mut queries, &events).await;
             if events.is_closed() {
                 return;
             }
@@ -76,19 +87,27 @@ pub async fn run(
             tokio::select! {
                 _ = &mut sleep => break,
                 q = queries.recv() => match q {
-                    Some(ip) => {
+                    Some(Message::Resolve(ip)) => {
                         debug!(%ip, "service manager down: query failed");
                         if events.send(unavailable(ip)).is_err() {
                             return;
                         }
                     }
+                    // An acknowledgement for the lost connection: the
+                    // sync makes up for it.
+                    Some(_) => {}
                     None => return,
                 },
             }
         }
         match UnixStream::connect(&path).await {
             Ok(s) => {
-                info!("service manager connection back");
+                let lines = lock(&held).sync(node);
+                info!(
+                    held = lines.len() - 1,
+                    "service manager connection back; syncing"
+                );
+                sync = Some(lines);
                 conn = Some(s);
             }
             Err(e) => {
@@ -99,19 +118,24 @@ pub async fn run(
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Carries queries and answers over one connection until it breaks (or
-/// either channel closes); then fails the queries it left unanswered.
-/// Returns why it ended.
+/// either channel closes), `sync` first when given; then fails the queries
+/// it left unanswered. Returns why it ended.
 async fn serve(
     mut stream: UnixStream,
-    queries: &mut UnboundedReceiver<IpAddr>,
+    sync: Option<Vec<Message>>,
+    held: &Mutex<Held>,
+    queries: &mut UnboundedReceiver<Message>,
     events: &UnboundedSender<Message>,
 ) -> String {
     let (r, mut w) = stream.split();
     // Reader and writer run side by side so that neither can block the
-    // other. The lock is never held across an await (never contended).
+    // other. The locks are never held across an await (never contended).
     let outstanding = Mutex::new(HashSet::new());
-    let lock = || outstanding.lock().unwrap_or_else(|p| p.into_inner());
     let reader = async {
         let mut lines = BufReader::new(r).lines();
         loop {
@@ -128,27 +152,41 @@ async fn serve(
                 }
             };
             match &msg {
-                Message::Resolved(r) => {
-                    lock().remove(&r.service_ip);
+                Message::Resolved(r, _) => {
+                    lock(&outstanding).remove(&r.service_ip);
                 }
                 Message::Failed(ip, _) => {
-                    lock().remove(ip);
+                    lock(&outstanding).remove(ip);
                 }
                 Message::Invalidate(_) => {}
-                Message::Resolve(ip) => {
-                    debug!(%ip, "service manager sent a resolve line; ignored");
+                Message::Resolve(_)
+                | Message::Invalidated(_)
+                | Message::Sync(..)
+                | Message::Synced(_) => {
+                    debug!(%line, "service manager sent a net manager's line; ignored");
                     continue;
                 }
             }
+            lock(held).on_message(&msg);
             if events.send(msg).is_err() {
                 return "shutting down".to_string();
             }
         }
     };
     let writer = async {
-        while let Some(ip) = queries.recv().await {
-            lock().insert(ip);
-            let mut line = Message::Resolve(ip).to_line();
+        let mut text = String::new();
+        for m in sync.unwrap_or_default() {
+            text.push_str(&m.to_line());
+            text.push('\n');
+        }
+        if let Err(e) = w.write_all(text.as_bytes()).await {
+            return format!("write: {e}");
+        }
+        while let Some(m) = queries.recv().await {
+            if let Message::Resolve(ip) = m {
+                lock(&outstanding).insert(ip);
+            }
+            let mut line = m.to_line();
             line.push('\n');
             if let Err(e) = w.write_all(line.as_bytes()).await {
                 return format!("write: {e}");

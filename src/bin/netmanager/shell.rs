@@ -136,7 +136,7 @@ pub struct Shell<'a> {
     /// True if the tunnel socket is IPv6 (dual-stack): IPv4 peers are
     /// addressed as IPv4-mapped.
     udp_v6: bool,
-    queries: UnboundedSender<IpAddr>,
+    queries: UnboundedSender<Message>,
     clock: Clock,
     errors: &'a mut IoErrors,
     /// Whether tunnel sends may use `UDP_SEGMENT`.
@@ -162,7 +162,7 @@ impl<'a> Shell<'a> {
     pub fn new(
         tun: &'a AsyncFd<SyncDevice>,
         udp: &'a UdpSocket,
-        queries: UnboundedSender<IpAddr>,
+        queries: UnboundedSender<Message>,
         clock: Clock,
         gso: bool,
         (mtu, errors): (usize, &'a mut IoErrors),
@@ -253,7 +253,7 @@ impl<'a> Shell<'a> {
                 Some(msg) = events.recv() => {
                     let now = self.clock.now();
                     let acts = match msg {
-                        Message::Resolved(res) => core.on_resolution(now, res.service_ip, Ok(res)),
+                        Message::Resolved(res, _) => core.on_resolution(now, res.service_ip, Ok(res)),
                         Message::Failed(ip, e) => {
                             debug!(%ip, "resolution failed: {e}");
                             core.on_resolution(now, ip, Err(e))
@@ -261,9 +261,11 @@ impl<'a> Shell<'a> {
                         Message::Invalidate(ip) => {
                             debug!(%ip, "invalidated");
                             core.invalidate(ip);
+                            // Applied: acknowledged to the manager.
+                            let _ = self.queries.send(Message::Invalidated(ip));
                             Vec::new()
                         }
-                        Message::Resolve(_) => Vec::new(),
+                        _ => Vec::new(),
                     };
                     self.exec(acts).await;
                 }
@@ -483,7 +485,7 @@ impl<'a> Shell<'a> {
                     trace!(%ip, "query");
                     // The manager task lives as long as the runtime; were
                     // it gone, the core's query timeout fails the query.
-                    let _ = self.queries.send(ip);
+                    let _ = self.queries.send(Message::Resolve(ip));
                 }
                 Action::Drop(reason) => trace!(%reason, "dropped"),
             }
