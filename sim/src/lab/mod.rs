@@ -266,7 +266,7 @@ pub struct Move {
     pub addr: Vec<Cidr>,
     pub routes: Vec<Route>,
     /// The new node's underlay address and coordinates, for the plan.
-    pub node_addr: std::net::Ipv4Addr,
+    pub node_addr: std::net::IpAddr,
     pub coords: hoplab_dataplane::netmanager::Coords,
 }
 

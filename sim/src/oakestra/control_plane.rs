@@ -266,7 +266,7 @@ impl ControlPlane {
                 let name = plan
                     .nodes
                     .iter()
-                    .find(|(_, n)| IpAddr::V4(n.underlay) == node)
+                    .find(|(_, n)| n.underlay == node)
                     .map_or_else(|| node.to_string(), |(name, _)| name.clone());
                 let what = if c.stale.is_empty() {
                     "nothing it held had changed".to_string()

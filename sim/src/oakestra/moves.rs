@@ -12,7 +12,6 @@
 //! changes the plan the managers start with (the run replaces it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use super::cluster::OVERLAY_MTU;
 use super::plan::{add4, add6, cidr, Plan};
@@ -135,7 +134,7 @@ fn one(
         addr.push(cidr(add6(to.subnet6, u128::from(*slot)), 64));
         routes.push(Route::via(RouteDst::Default, to.bridge_ip6()));
     }
-    debug_assert_eq!(IpAddr::V4(old.underlay), inst.node);
+    debug_assert_eq!(old.underlay, inst.node);
     let mut a = End::new(&m.instance, MOVED_IF, vec![]);
     let mut b = End::new(&m.to, &m.instance, vec![]);
     b.bridge = Some("br0".into());

@@ -127,7 +127,7 @@ fn move_instance(
                     IpAddr::V6(v6) => inst.ns_ip6 = Some(v6),
                 }
             }
-            inst.node = IpAddr::V4(m.node_addr);
+            inst.node = m.node_addr;
             inst.coords = m.coords;
         }
         let (changed, acked) = c.replace_plan(plan, &crate::lab::sandbox::interrupted)?;
