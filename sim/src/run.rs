@@ -406,27 +406,42 @@ struct Extra {
 }
 
 /// The packets the impaired links dropped, as drops of the host that sent
-/// them, at the interface they left by.
+/// them, at the interface they left by (a tunnel datagram: its inner
+/// packet, on the encapsulated hop). A link's own `impair` is named
+/// `impairment a_to_b of links[N]`; one named by its end in the top-level
+/// section `impairment out of HOST/IFNAME` (or `into`).
 fn impairment_drops(sc: &Lab, started: &Started, drops: &mut Verdicts) {
+    use crate::capture::verdicts::{Drop, Key};
     for l in started.topo.impairment_losses() {
         let link = &sc.links[l.link];
-        let (from, dir) = if l.a_to_b {
-            (&link.a, "a_to_b")
+        let Some(im) = link.impair.as_ref() else {
+            continue;
+        };
+        let (from, dir, d) = if l.a_to_b {
+            (&link.a, "a_to_b", &im.a_to_b)
         } else {
-            (&link.b, "b_to_a")
+            (&link.b, "b_to_a", &im.b_to_a)
         };
-        let im = link.impair.as_ref().and_then(|im| match l.a_to_b {
-            true => im.a_to_b.as_ref().map(|d| (im.seed, d.loss)),
-            false => im.b_to_a.as_ref().map(|d| (im.seed, d.loss)),
-        });
-        let Some((seed, loss)) = im else { continue };
-        let drop = crate::capture::verdicts::Drop {
+        let Some(d) = d else { continue };
+        let by = match &im.named {
+            Some(end) if *end == format!("{}/{}", from.host, from.ifname) => {
+                format!("impairment out of {end}")
+            }
+            Some(end) => format!("impairment into {end}"),
+            None => format!("impairment {dir} of links[{}]", l.link),
+        };
+        let tunnel = hoplab_dataplane::netmanager::TUNNEL_PORT;
+        let (key, at) = match l.packet.tunnelled(tunnel) {
+            Some(inner) => (Key::of(&inner), Where::Tunnel),
+            None => (Key::of(&l.packet), Where::Chain(from.ifname.clone())),
+        };
+        let drop = Drop {
             host: from.host.clone(),
-            at: Where::Chain(from.ifname.clone()),
-            by: format!("impairment {dir} of links[{}]", l.link),
-            why: format!("loss {loss}%, seed {seed}"),
+            at,
+            by,
+            why: format!("loss {}%, seed {}", d.loss, im.seed),
         };
-        drops.add(crate::capture::verdicts::Key::of(&l.packet), drop);
+        drops.add(key, drop);
     }
 }
 
