@@ -539,6 +539,8 @@ fn trace_capture(
     let mut lab = trace::LabView::of(&sc);
     // The capture's own key log (a Decryption Secrets Block) decrypts its TLS.
     lab.tls_keys = trace::KeyLog::parse(&file.tls_keys);
+    // And its drop verdicts (a section comment of a run's pcapng).
+    lab.drops = file.verdicts.unwrap_or_default();
     let mut t = trace::build(&lab, &file.frames, &[]);
     t.skipped.damage = file.damage;
     Ok(t)

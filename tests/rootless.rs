@@ -347,8 +347,19 @@ fn a_tun_scenario_runs_rootless_where_the_device_is_open() {
         "{name}: the rootless trace differs from the reviewed one:\n{}",
         hoplab_sim::trace::diff(&want, &trace).join("\n")
     );
-    let counters = fs::read_dir(out.join("counters")).unwrap().count();
-    assert_eq!(counters, 3, "the gateway and both net managers ran");
+    // Each wrote its counters and, beside them, its drop log.
+    let files: Vec<std::path::PathBuf> = (fs::read_dir(out.join("counters")).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    let with = |ext: &str| {
+        files
+            .iter()
+            .filter(|p| p.extension().unwrap() == ext)
+            .count()
+    };
+    assert_eq!(with("txt"), 3, "the gateway and both net managers ran");
+    assert_eq!(with("drops"), 3, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::capture::verdicts::{NftTrace, Verdicts};
+use crate::capture::verdicts::{NftTrace, Verdicts, Where};
 use crate::capture::{self, Capture};
 use crate::l7::client::ClientCtx;
 use crate::l7::pki::Pki;
@@ -207,6 +207,16 @@ fn start_in(
     let t = Instant::now();
     let l7 = lay_files(sc, out)?;
     let control = ControlPlane::start(&sc.plan, out)?;
+    // Processes append to their drop logs (a restart adds its part): an
+    // earlier run's are removed.
+    for (_, _, log) in drop_logs(sc, out) {
+        match std::fs::remove_file(&log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("remove {}", log.display()))(e))
+            }
+            _ => {}
+        }
+    }
     let mut started = Started {
         topo,
         procs: Vec::new(),
@@ -342,6 +352,10 @@ fn capture_and_trace(
         counters.insert(format!("{h}/interfaces"), m);
     }
     started.stop_processes();
+    for (host, who, log) in drop_logs(sc, out) {
+        let text = std::fs::read_to_string(&log).ok();
+        crate::capture::dataplane_drops::read(&host, who, text.as_deref(), &mut drops);
+    }
     remove_stale_sockets(sc, out);
     let control_plane = started.control().map(|c| c.answers()).unwrap_or_default();
     tracing::debug!(
@@ -351,7 +365,9 @@ fn capture_and_trace(
         ifs.len()
     );
     let pcapng = out.join("capture.pcapng");
-    capture::write_pcapng(&pcapng, &sc.name, &ifs, &frames, &[], &tls_keys(out)?)?;
+    let stored = (tls_keys(out)?, drops);
+    let annex = (stored.0.as_slice(), Some(&stored.1));
+    capture::write_pcapng_with(&pcapng, &sc.name, &ifs, &frames, &[], annex)?;
     phase(sc, "capture", t);
 
     let t = Instant::now();
@@ -362,7 +378,6 @@ fn capture_and_trace(
         counters,
         processes: std::mem::take(&mut started.events),
         interrupted: ph.seen.clone(),
-        drops,
     };
     let tr = write_trace(sc, out, &pcapng, (&ifs, &frames), &reports, extra)?;
     phase(sc, "trace", t);
@@ -388,32 +403,69 @@ struct Extra {
     counters: CounterMap,
     processes: Vec<String>,
     interrupted: Option<trace::Interrupted>,
-    drops: Verdicts,
 }
 
 /// The packets the impaired links dropped, as drops of the host that sent
-/// them, at the interface they left by.
+/// them, at the interface they left by (a tunnel datagram: its inner
+/// packet, on the encapsulated hop). A link's own `impair` is named
+/// `impairment a_to_b of links[N]`; one named by its end in the top-level
+/// section `impairment out of HOST/IFNAME` (or `into`).
 fn impairment_drops(sc: &Lab, started: &Started, drops: &mut Verdicts) {
+    use crate::capture::verdicts::{Drop, Key};
     for l in started.topo.impairment_losses() {
         let link = &sc.links[l.link];
-        let (from, dir) = if l.a_to_b {
-            (&link.a, "a_to_b")
+        let Some(im) = link.impair.as_ref() else {
+            continue;
+        };
+        let (from, dir, d) = if l.a_to_b {
+            (&link.a, "a_to_b", &im.a_to_b)
         } else {
-            (&link.b, "b_to_a")
+            (&link.b, "b_to_a", &im.b_to_a)
         };
-        let im = link.impair.as_ref().and_then(|im| match l.a_to_b {
-            true => im.a_to_b.as_ref().map(|d| (im.seed, d.loss)),
-            false => im.b_to_a.as_ref().map(|d| (im.seed, d.loss)),
-        });
-        let Some((seed, loss)) = im else { continue };
-        let drop = crate::capture::verdicts::Drop {
+        let Some(d) = d else { continue };
+        let by = match &im.named {
+            Some(end) if *end == format!("{}/{}", from.host, from.ifname) => {
+                format!("impairment out of {end}")
+            }
+            Some(end) => format!("impairment into {end}"),
+            None => format!("impairment {dir} of links[{}]", l.link),
+        };
+        let tunnel = hoplab_dataplane::netmanager::TUNNEL_PORT;
+        let (key, at) = match l.packet.tunnelled(tunnel) {
+            Some(inner) => (Key::of(&inner), Where::Tunnel),
+            None => (Key::of(&l.packet), Where::Chain(from.ifname.clone())),
+        };
+        let drop = Drop {
             host: from.host.clone(),
-            chain: from.ifname.clone(),
-            by: format!("impairment {dir} of links[{}]", l.link),
-            why: format!("loss {loss}%, seed {seed}"),
+            at,
+            by,
+            why: format!("loss {}%, seed {}", d.loss, im.seed),
         };
-        drops.add(crate::capture::verdicts::Key::of(&l.packet), drop);
+        drops.add(key, drop);
     }
+}
+
+/// The drop logs the lab's net managers and gateways write beside their
+/// counters (`hoplab::shell::droplog`): host, who, path. The path is the
+/// process's own `--counters` argument with the extension `drops`.
+fn drop_logs(sc: &Lab, out: &Path) -> Vec<(String, &'static str, std::path::PathBuf)> {
+    let (ctl, counters) = (out.join("ctl"), out.join("counters"));
+    let mut v = Vec::new();
+    for (h, host) in &sc.hosts {
+        for p in &host.processes {
+            let (who, argv) = match (&p.gateway, &p.netmanager) {
+                (Some(g), _) => ("the gateway", g.argv("", &ctl, &counters)),
+                (None, Some(nm)) => ("the net manager", nm.argv("", &ctl, &counters)),
+                (None, None) => continue,
+            };
+            let at = argv.iter().position(|a| a == "--counters");
+            if let Some(c) = at.and_then(|i| argv.get(i + 1)) {
+                let log = std::path::Path::new(c).with_extension("drops");
+                v.push((h.clone(), who, log));
+            }
+        }
+    }
+    v
 }
 
 /// The hosts whose nftables drops are recorded: those with a `firewall`
@@ -438,16 +490,18 @@ fn write_trace(
     extra: Extra,
 ) -> Result<Trace, Error> {
     // The capture is on disk before anything else can fail; the trace is
-    // built from the file as written, as `hoplab trace` would.
-    let captured = capture::read_capture(pcapng)?;
+    // built from the file as written, as `hoplab trace` would: its frames,
+    // key log and drop verdicts.
+    let file = capture::read_whole(pcapng)?;
     let keys = tls_keys(out)?;
     let mut lab = trace::LabView::of(sc);
     lab.tls_keys = trace::KeyLog::parse(&keys);
-    lab.drops = extra.drops;
-    let (mut tr, comments) = trace::build_annotated(&lab, &captured, reports);
-    capture::write_pcapng(pcapng, &sc.name, ifs, frames, &comments, &keys)?;
+    lab.drops = file.verdicts.unwrap_or_default();
+    let (mut tr, comments) = trace::build_annotated(&lab, &file.frames, reports);
+    let annex = (keys.as_slice(), Some(&lab.drops));
+    capture::write_pcapng_with(pcapng, &sc.name, ifs, frames, &comments, annex)?;
     let per_interface = out.join(capture::PER_INTERFACE_DIR);
-    capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments, &keys)?;
+    capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments, annex)?;
     tr.control_plane = extra.control_plane;
     tr.counters = extra.counters;
     tr.processes = extra.processes;

@@ -407,6 +407,11 @@ pub struct Impair {
     /// Frames from end `b` to end `a`.
     #[serde(default)]
     pub b_to_a: Option<Impairment>,
+    /// The end `HOST/IFNAME` the scenario's top-level `impair` section
+    /// named the link by (then `a` is that end: `a_to_b` is what leaves
+    /// it); `None` for a link's own `impair`.
+    #[serde(skip)]
+    pub named: Option<String>,
 }
 
 /// What happens to the frames of one direction of a link.

@@ -3,7 +3,8 @@
 //! socket ([`control`]), logging ([`log`]), the stop signals
 //! ([`signals`]), the TUN attach ([`tun`]), batched TUN reads and writes
 //! with segmentation offload ([`batch`]) and the tunnel socket's UDP
-//! GSO/GRO ([`udp`]).
+//! GSO/GRO ([`udp`]), and the log of each packet a core dropped
+//! ([`droplog`]).
 //!
 //! It knows neither core's packets nor commands: each binary's own loop
 //! owns its core and decides what a packet or a command does. Everything
@@ -12,6 +13,7 @@
 pub mod batch;
 pub mod clock;
 pub mod control;
+pub mod droplog;
 pub mod log;
 pub mod signals;
 pub mod tun;

@@ -23,14 +23,17 @@ use nix::poll::{PollFd, PollFlags};
 
 use crate::lab::netns::NetNs;
 
+pub mod dataplane_drops;
 mod pcapng;
 mod read;
 pub mod verdicts;
 
-pub use pcapng::{per_interface_name, write_pcapng, write_per_interface, PER_INTERFACE_DIR};
+pub use pcapng::{
+    per_interface_name, write_pcapng, write_pcapng_with, write_per_interface, PER_INTERFACE_DIR,
+};
 pub use read::{
-    link_name, parse_frame, read, read_bytes, read_capture, CaptureFile, Captured, Damage,
-    FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,
+    link_name, parse_frame, read, read_bytes, read_capture, read_whole, CaptureFile, Captured,
+    Damage, FrameError, ReadError, DECODED_LINKS, UNNAMED_HOST,
 };
 
 /// Bind the packet socket `fd` to every protocol of interface `ifindex`.

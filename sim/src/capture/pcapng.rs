@@ -3,7 +3,10 @@
 //! direction and, where the trace gives one, a comment naming the frame's
 //! flow and hop; before the first packet, the run's TLS key log as a
 //! Decryption Secrets Block (so Wireshark, tshark and `hoplab trace` read
-//! the HTTP inside TLS with no settings); and beside it one file per
+//! the HTTP inside TLS with no settings); the run's drop verdicts as a
+//! second section comment ([`Verdicts::to_text`], read back by
+//! [`super::read`], so `hoplab trace` on the capture alone places the same
+//! drops as the run); and beside it one file per
 //! interface ([`write_per_interface`]), in which Wireshark's TCP analysis
 //! sees each packet once (in the merged file, every copy of a packet on the
 //! next interface reads as a retransmission). It knows the frame format of
@@ -23,6 +26,7 @@ use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
 use pcap_file::pcapng::blocks::unknown::UnknownBlock;
 use pcap_file::pcapng::PcapNgWriter;
 
+use super::verdicts::Verdicts;
 use super::{Frame, Iface, SNAPLEN};
 
 /// The folder, beside the merged capture, of the per-interface captures.
@@ -55,7 +59,7 @@ pub fn write_per_interface(
     ifaces: &[Iface],
     frames: &[Frame],
     comments: &[Option<String>],
-    tls_keys: &[u8],
+    (tls_keys, verdicts): (&[u8], Option<&Verdicts>),
 ) -> Result<(), pcap_file::PcapError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(pcap_file::PcapError::IoError)?;
@@ -74,13 +78,13 @@ pub fn write_per_interface(
         if own.is_empty() {
             continue;
         }
-        write_pcapng(
+        write_pcapng_with(
             &dir.join(per_interface_name(iface)),
             scenario,
             std::slice::from_ref(iface),
             &own,
             &own_comments,
-            tls_keys,
+            (tls_keys, verdicts),
         )?;
     }
     Ok(())
@@ -103,15 +107,32 @@ pub fn write_pcapng(
     comments: &[Option<String>],
     tls_keys: &[u8],
 ) -> Result<(), pcap_file::PcapError> {
+    write_pcapng_with(path, scenario, ifaces, frames, comments, (tls_keys, None))
+}
+
+/// [`write_pcapng`], with the run's drop verdicts, if given, as a second
+/// comment of the section header ([`Verdicts::to_text`]).
+pub fn write_pcapng_with(
+    path: &Path,
+    scenario: &str,
+    ifaces: &[Iface],
+    frames: &[Frame],
+    comments: &[Option<String>],
+    (tls_keys, verdicts): (&[u8], Option<&Verdicts>),
+) -> Result<(), pcap_file::PcapError> {
     use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
     let file = File::create(path).map_err(pcap_file::PcapError::IoError)?;
+    let mut options = vec![SectionHeaderOption::Comment(
+        section_comment(scenario).into(),
+    )];
+    if let Some(v) = verdicts {
+        options.push(SectionHeaderOption::Comment(v.to_text().into()));
+    }
+    options.push(SectionHeaderOption::UserApplication(
+        format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),
+    ));
     let shb = SectionHeaderBlock {
-        options: vec![
-            SectionHeaderOption::Comment(section_comment(scenario).into()),
-            SectionHeaderOption::UserApplication(
-                format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),
-            ),
-        ],
+        options,
         ..Default::default()
     };
     let mut w = PcapNgWriter::with_section_header(BufWriter::new(file), shb)?;

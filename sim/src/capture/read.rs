@@ -52,6 +52,10 @@ pub struct CaptureFile {
     /// type `TLSK`, in NSS key log format), one after the other; empty
     /// when it has none.
     pub tls_keys: Vec<u8>,
+    /// The drop verdicts the run stored in the section header's comment
+    /// (see [`super::verdicts::Verdicts::to_text`]); `None` when it holds
+    /// none. Verdicts that do not read are one unavailable line saying so.
+    pub verdicts: Option<super::verdicts::Verdicts>,
 }
 
 /// A block (pcapng) or record (pcap) that could not be read.
@@ -99,9 +103,15 @@ pub const UNNAMED_HOST: &str = "capture";
 /// Read every frame of an intact capture (see [`read`]); any damage is an
 /// error. For hoplab's own captures, which are never damaged.
 pub fn read_capture(path: &Path) -> Result<Vec<Captured>, ReadError> {
-    let file = read(path)?;
-    match file.damage.into_iter().next() {
-        None => Ok(file.frames),
+    read_whole(path).map(|f| f.frames)
+}
+
+/// [`read_capture`], with what the capture holds besides its frames (key
+/// log, drop verdicts).
+pub fn read_whole(path: &Path) -> Result<CaptureFile, ReadError> {
+    let mut file = read(path)?;
+    match std::mem::take(&mut file.damage).into_iter().next() {
+        None => Ok(file),
         Some(damage) => Err(ReadError::Damaged {
             path: path.display().to_string(),
             damage,
@@ -408,6 +418,7 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
         let parsed = match parser.as_mut() {
             Some(p) => p.next_block(block).map(|(_, b)| Some(b)),
             None => PcapNgParser::new(block).map(|(_, p)| {
+                out.verdicts = section_verdicts(p.section());
                 parser = Some(p);
                 None
             }),
@@ -428,6 +439,25 @@ fn read_ng(bytes: &[u8], out: &mut CaptureFile) {
             damage(reason, false);
         }
     }
+}
+
+/// The verdicts among a section header's comments, if one holds them.
+fn section_verdicts(
+    shb: &pcap_file::pcapng::blocks::section_header::SectionHeaderBlock,
+) -> Option<super::verdicts::Verdicts> {
+    use super::verdicts::Verdicts;
+    use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
+    shb.options.iter().find_map(|o| match o {
+        SectionHeaderOption::Comment(c) => Verdicts::from_text(c).map(|r| {
+            r.unwrap_or_else(|e| {
+                let mut v = Verdicts::default();
+                v.unavailable
+                    .push(format!("the capture's drop verdicts do not read: {e}"));
+                v
+            })
+        }),
+        _ => None,
+    })
 }
 
 /// The secrets of a Decryption Secrets Block's body (in a section of the

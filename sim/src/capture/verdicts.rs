@@ -73,16 +73,30 @@ impl Key {
     }
 }
 
+/// Where in its host a packet was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Where {
+    /// The nftables chain whose rule or policy dropped it (an impaired
+    /// link: the interface it left by); shown `in CHAIN`.
+    Chain(String),
+    /// The host's dataplane process read it from this interface (its TUN)
+    /// and dropped it; shown `HOST/IFNAME`, and found only on that hop.
+    Iface(String),
+    /// The host's net manager dropped the payload of a tunnel datagram;
+    /// found only on an encapsulated hop, shown at its interface.
+    Tunnel,
+}
+
 /// One packet a host dropped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drop {
     pub host: String,
-    /// The chain whose rule or policy dropped it (an impaired link: the
-    /// interface it left by).
-    pub chain: String,
-    /// `nftables FAMILY TABLE`; `impairment a_to_b of links[N]`.
+    pub at: Where,
+    /// `nftables FAMILY TABLE`; `impairment a_to_b of links[N]`; `the
+    /// gateway`, `the net manager`.
     pub by: String,
-    /// The rule's named counter or comment, else its text; `policy drop`.
+    /// The rule's named counter or comment, else its text; `policy drop`;
+    /// the dataplane's reason (`table_full`).
     pub why: String,
 }
 
@@ -111,6 +125,102 @@ impl Verdicts {
 
     pub fn is_empty(&self) -> bool {
         self.drops.is_empty()
+    }
+
+    /// The first line of [`Verdicts::to_text`].
+    pub const TEXT_HEADER: &'static str = "hoplab verdicts 1";
+
+    /// The verdicts as text, to store in a capture (a section comment of
+    /// its pcapng) and read back with [`Verdicts::from_text`]: a header
+    /// line, then one line per drop (`drop`, host, the key's protocol,
+    /// addresses, ident and ports, the place, by, why) and per unavailable
+    /// host, fields separated by tabs; drops sorted, so the text is the
+    /// same for the same verdicts.
+    pub fn to_text(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        let mut drops: Vec<String> = (self.drops.iter())
+            .map(|((host, k), d)| {
+                let ports = k.ports.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
+                let at = match &d.at {
+                    Where::Chain(c) => format!("chain:{}", clean(c)),
+                    Where::Iface(i) => format!("iface:{}", clean(i)),
+                    Where::Tunnel => "tunnel".into(),
+                };
+                format!(
+                    "drop\t{}\t{}\t{}\t{}\t{}\t{ports}\t{at}\t{}\t{}\n",
+                    clean(host),
+                    clean(&k.proto),
+                    k.src,
+                    k.dst,
+                    k.ident,
+                    clean(&d.by),
+                    clean(&d.why)
+                )
+            })
+            .collect();
+        drops.sort();
+        let mut out = format!("{}\n", Self::TEXT_HEADER);
+        out.extend(drops);
+        for u in &self.unavailable {
+            out.push_str(&format!("unavailable\t{}\n", clean(u)));
+        }
+        out
+    }
+
+    /// Verdicts written by [`Verdicts::to_text`]; `None` for a text that
+    /// does not start with its header. A line that does not read is an
+    /// error naming it.
+    pub fn from_text(text: &str) -> Option<Result<Verdicts, String>> {
+        let mut lines = text.lines();
+        if lines.next()? != Self::TEXT_HEADER {
+            return None;
+        }
+        Some(Self::read_lines(lines))
+    }
+
+    fn read_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Verdicts, String> {
+        let mut v = Verdicts::default();
+        for (n, l) in lines.enumerate() {
+            if l.is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = l.split('\t').collect();
+            let bad = || format!("verdicts line {}: {l:?}", n + 2);
+            match f.as_slice() {
+                ["unavailable", text] => v.unavailable.push(text.to_string()),
+                ["drop", host, proto, src, dst, ident, ports, at, by, why] => {
+                    let ports = match *ports {
+                        "-" => None,
+                        p => {
+                            let (a, b) = p.split_once(':').ok_or_else(bad)?;
+                            Some((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+                        }
+                    };
+                    let key = Key {
+                        src: src.parse().map_err(|_| bad())?,
+                        dst: dst.parse().map_err(|_| bad())?,
+                        ident: ident.parse().map_err(|_| bad())?,
+                        proto: proto.to_string(),
+                        ports,
+                    };
+                    let at = match at.split_once(':') {
+                        Some(("chain", c)) => Where::Chain(c.into()),
+                        Some(("iface", i)) => Where::Iface(i.into()),
+                        None if *at == "tunnel" => Where::Tunnel,
+                        _ => return Err(bad()),
+                    };
+                    let drop = Drop {
+                        host: host.to_string(),
+                        at,
+                        by: by.to_string(),
+                        why: why.to_string(),
+                    };
+                    v.add(key, drop);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(v)
     }
 }
 
@@ -404,7 +514,7 @@ impl Parser {
             key.clone(),
             Drop {
                 host: self.host.clone(),
-                chain: chain.to_string(),
+                at: Where::Chain(chain.to_string()),
                 by: format!("nftables {family} {table}"),
                 why,
             },
@@ -442,7 +552,7 @@ mod tests {
         assert_eq!(d[0].0.ports, Some((40000, 9090)));
         assert_eq!(d[0].0.ident, 4242);
         assert_eq!(d[0].1.why, "not_exposed");
-        assert_eq!(d[0].1.chain, "input");
+        assert_eq!(d[0].1.at, Where::Chain("input".into()));
         assert_eq!(d[0].1.by, "nftables inet hoplab_gateway");
         assert_eq!(d[1].0.ident, 77);
         assert_eq!(d[1].0.proto, "udp");

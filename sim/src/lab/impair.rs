@@ -13,14 +13,21 @@
 //! length, ports, TCP flags and payload, and how many packets of that same
 //! identity came before in that direction (so a retransmission is a new
 //! draw). IP ID, TCP sequence numbers and checksums, which differ from run
-//! to run, are left out. Frames that are not IP (ARP) pass unimpaired and
+//! to run, are left out; of a tunnel datagram (UDP port 50103 carrying an
+//! IP packet, a generated underlay link), the same of the packet it
+//! carries. Frames that are not IP (ARP) pass unimpaired and
 //! undelayed. Delay and jitter hold frames in a queue ordered by due time
 //! (ties by arrival); `reorder` lets a share of packets skip the delay;
 //! `rate` spaces frames by their length. TCP and UDP checksums are
 //! recomputed on the way through (a veth hands on locally sent packets
 //! with the checksum left to the device).
 //!
-//! It knows frames and namespaces, not hosts, scenarios or traces.
+//! Any link of the lab can be impaired, the generated ones too: [`attach`]
+//! gives the link named by one of its ends its impairments (the scenario's
+//! top-level `impair` section).
+//!
+//! It knows frames, namespaces and the lab's links, not scenarios or
+//! traces.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -34,6 +41,31 @@ use hoplab_dataplane::{checksum, wire};
 
 use super::netns::NetNs;
 use crate::values::Impairment;
+
+/// Gives the link of `lab` that has the end `im.named` (`HOST/IFNAME`)
+/// the impairments `im`, whose `a_to_b` leaves that end (the directions
+/// turned if it is the link's `b`). `Err`: why not (no such end, or the
+/// link is impaired already).
+pub fn attach(lab: &mut super::Lab, mut im: crate::values::Impair) -> Result<(), String> {
+    let named = im.named.clone().unwrap_or_default();
+    let Some((host, ifname)) = named.split_once('/') else {
+        return Err(format!("`{named}` is not HOST/IFNAME"));
+    };
+    let is = |e: &super::End| e.host == host && e.ifname == ifname;
+    let Some(l) = lab.links.iter_mut().find(|l| is(&l.a) || is(&l.b)) else {
+        return Err(format!(
+            "no link has the end `{named}` (interface {ifname} of host {host})"
+        ));
+    };
+    if l.impair.is_some() {
+        return Err(format!("the link of `{named}` is impaired already"));
+    }
+    if is(&l.b) {
+        std::mem::swap(&mut im.a_to_b, &mut im.b_to_a);
+    }
+    l.impair = Some(im);
+    Ok(())
+}
 
 /// The inner ends of link `i`: (towards a, towards b).
 pub fn inner_names(i: usize) -> (String, String) {
@@ -62,7 +94,11 @@ fn hit(d: u64, percent: f64) -> bool {
 /// The identity of an Ethernet frame's IP packet, or `None` (not IP).
 fn identity(frame: &[u8]) -> Option<u64> {
     let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let ip = frame.get(14..)?;
+    ip_identity(et, frame.get(14..)?)
+}
+
+/// [`identity`] of the IP packet `ip` of ethertype `et`.
+fn ip_identity(et: u16, ip: &[u8]) -> Option<u64> {
     let mut h = 0xcbf2_9ce4_8422_2325;
     let (proto, l4) = match et {
         0x0800 => {
@@ -88,7 +124,20 @@ fn identity(frame: &[u8]) -> Option<u64> {
         }
         17 => {
             h = fnv(h, l4.get(0..4)?);
-            h = fnv(h, l4.get(8..)?);
+            let ports = [l4.get(0..2)?, l4.get(2..4)?];
+            let tunnel = hoplab_dataplane::netmanager::TUNNEL_PORT.to_be_bytes();
+            let payload = l4.get(8..)?;
+            // A tunnel datagram: its inner packet's identity (the inner IP
+            // ID and TCP numbers left out like the outer ones).
+            let inner = match payload.first().map(|b| b >> 4) {
+                Some(4) if ports.contains(&&tunnel[..]) => ip_identity(0x0800, payload),
+                Some(6) if ports.contains(&&tunnel[..]) => ip_identity(0x86dd, payload),
+                _ => None,
+            };
+            match inner {
+                Some(i) => h = fnv(h, &i.to_le_bytes()),
+                None => h = fnv(h, payload),
+            }
         }
         _ => h = fnv(h, l4),
     }
@@ -493,6 +542,37 @@ mod tests {
         assert_ne!(fates(7, 0), fates(8, 0));
         let lost = fates(7, 0).iter().filter(|l| **l).count();
         assert!((16..=48).contains(&lost), "{lost} of 64 at 50%");
+    }
+
+    /// A tunnel datagram (UDP 50103) carrying `inner` (an Ethernet frame's
+    /// IP packet), with outer IP ID `ipid`.
+    fn tunnelled(inner: &[u8], ipid: u16) -> Vec<u8> {
+        let ip = &inner[14..];
+        let mut f = vec![0u8; 14];
+        f[12] = 0x08;
+        let total = 20 + 8 + ip.len();
+        let mut outer = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 10, 0, 1, 10, 10, 0, 2,
+        ];
+        outer[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        outer[4..6].copy_from_slice(&ipid.to_be_bytes());
+        f.extend(outer);
+        let mut udp = vec![0xc3, 0xb7, 0xc3, 0xb7, 0, 0, 0, 0];
+        udp[4..6].copy_from_slice(&((8 + ip.len()) as u16).to_be_bytes());
+        f.extend(udp);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// Through the tunnel, the inner packet's identity decides: its IP ID
+    /// and TCP numbers, which differ run to run, are left out.
+    #[test]
+    fn a_tunnel_datagram_is_decided_by_the_packet_it_carries() {
+        let a = tunnelled(&tcp_frame(40000, b"data", 17, 1000), 5);
+        let b = tunnelled(&tcp_frame(40000, b"data", 4242, 99_999), 6);
+        let c = tunnelled(&tcp_frame(40001, b"data", 17, 1000), 5);
+        assert_eq!(identity(&a), identity(&b));
+        assert_ne!(identity(&a), identity(&c));
     }
 
     #[test]

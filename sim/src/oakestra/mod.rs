@@ -90,6 +90,7 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
     gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
     let mut found = moves::expand(sc, &plan, &mut lab);
+    impair_named_links(sc, &mut lab, &mut found);
     for (i, s) in sc.traffic.iter().enumerate() {
         found.gather(check_step(sc, i, s));
     }
@@ -98,6 +99,34 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
         return Err(found);
     }
     Ok(Expanded { lab, plan })
+}
+
+/// The top-level `impair` section: each entry's impairments checked, and
+/// given to the link (the file's or a generated one) that has its end.
+fn impair_named_links(sc: &Scenario, lab: &mut Lab, found: &mut Vec<Invalid>) {
+    for (i, li) in sc.impair.iter().enumerate() {
+        let f = format!("impair[{i}]");
+        let im = li.impair();
+        let problems = im.problems();
+        for (field, message) in &problems {
+            let field = field
+                .replacen("a_to_b", "out", 1)
+                .replacen("b_to_a", "in", 1);
+            let message = message.replace("give a_to_b or b_to_a", "give out or in");
+            found.gather(bad(
+                match field.as_str() {
+                    "" => f.clone(),
+                    _ => format!("{f}.{field}"),
+                },
+                message,
+            ));
+        }
+        if problems.is_empty() {
+            if let Err(message) = lab::impair::attach(lab, im) {
+                found.gather(bad(format!("{f}.link"), message));
+            }
+        }
+    }
 }
 
 /// A step removes only an exposure there is at that point: the gateway's

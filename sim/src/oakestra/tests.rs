@@ -410,3 +410,52 @@ fn attempts_are_one_to_a_hundred() {
     let e = err(&OK.replace("to: 10.0.0.2}", "to: 10.0.0.2, attempts: 0}"));
     assert_eq!(places(&e), [("traffic[0].attempts", 9)], "{e}");
 }
+
+/// The top-level `impair` names a link by one of its ends, the generated
+/// ones too: the named end is `a` (`out` leaves it); an end no link has,
+/// bad values and a link impaired twice are errors at their fields.
+#[test]
+fn links_are_impaired_by_naming_an_end() {
+    let cluster =
+        "version: 1\nclusters:\n  - name: c1\n    nodes:\n      - {name: n1, coords: [0, 0]}\n";
+    let t = format!("{cluster}impair:\n  - link: n1/eth0\n    seed: 4\n    in: {{loss: 10}}\n");
+    let sc = parse(Path::new("s.yaml"), "s", &t).unwrap();
+    let l = sc
+        .links
+        .iter()
+        .find(|l| l.impair.is_some())
+        .expect("the underlay link is impaired");
+    let im = l.impair.as_ref().unwrap();
+    // n1/eth0 is the link's end a: what arrives at it is b_to_a.
+    assert_eq!((l.a.host.as_str(), l.a.ifname.as_str()), ("n1", "eth0"));
+    assert_eq!((im.seed, im.a_to_b.is_none()), (4, true));
+    assert_eq!(im.b_to_a.as_ref().unwrap().loss, 10.0);
+    assert_eq!(im.named.as_deref(), Some("n1/eth0"));
+    // Named by its other end (the underlay switch's port), turned round.
+    let t = t.replace("link: n1/eth0", "link: underlay/n1");
+    let sc = parse(Path::new("s.yaml"), "s", &t).unwrap();
+    let l = sc.links.iter().find(|l| l.impair.is_some()).unwrap();
+    assert_eq!(
+        l.impair.as_ref().unwrap().a_to_b.as_ref().unwrap().loss,
+        10.0
+    );
+
+    let e = err(&format!(
+        "{cluster}impair:\n  - {{link: n9/eth0, seed: 1, out: {{loss: 5}}}}\n  - {{link: n1/eth0, seed: 1, in: {{loss: 500}}}}\n  - {{link: n1/eth0, seed: 1}}\n"
+    ));
+    assert_eq!(
+        places(&e),
+        [
+            ("impair[0].link", 7),
+            ("impair[1].in.loss", 8),
+            ("impair[2]", 9)
+        ],
+        "{e}"
+    );
+    let twice = format!(
+        "{cluster}impair:\n  - {{link: n1/eth0, seed: 1, out: {{loss: 5}}}}\n  - {{link: underlay/n1, seed: 2, out: {{loss: 5}}}}\n"
+    );
+    let e = err(&twice);
+    assert_eq!(places(&e), [("impair[1].link", 8)], "{e}");
+    assert!(e.to_string().contains("impaired already"), "{e}");
+}

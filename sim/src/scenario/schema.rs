@@ -17,7 +17,9 @@ use serde::{Deserialize, Deserializer};
 use super::services::{Cluster, External, Gateway, Service, Site, UnderlayFamily};
 use crate::l7::spec::{FileSource, HttpRequest, HttpServer, L7Step, TlsSection, WebSocket};
 use crate::load::Load;
-use crate::values::{Cidr, Echo, Expect, Expose, Impair, Mac, Proto, RouteDst, Target, Unexpose};
+use crate::values::{
+    Cidr, Echo, Expect, Expose, Impair, Impairment, Mac, Proto, RouteDst, Target, Unexpose,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +58,11 @@ pub struct Scenario {
     /// Certificates the run's CA issues, by name.
     #[serde(default)]
     pub tls: TlsSection,
+    /// Seeded impairments of links named by one of their ends: the file's
+    /// own links or those the Oakestra sections generate (a node's
+    /// underlay link `NODE/eth0`, an instance's `INSTANCE/eth0`).
+    #[serde(default)]
+    pub impair: Vec<LinkImpair>,
     /// Name of the scenario: the file stem, filled in by [`super::parse`].
     #[serde(skip)]
     pub name: String,
@@ -126,6 +133,34 @@ pub struct Link {
     /// direction.
     #[serde(default)]
     pub impair: Option<Impair>,
+}
+
+/// One entry of the top-level `impair` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkImpair {
+    /// One end of the link, `HOST/IFNAME`.
+    pub link: String,
+    /// Seeds every per-packet decision of the link.
+    pub seed: u64,
+    /// Frames leaving the named end.
+    #[serde(default)]
+    pub out: Option<Impairment>,
+    /// Frames arriving at the named end.
+    #[serde(default, rename = "in")]
+    pub into: Option<Impairment>,
+}
+
+impl LinkImpair {
+    /// The link's impairments with the named end as `a`.
+    pub fn impair(&self) -> Impair {
+        Impair {
+            seed: self.seed,
+            a_to_b: self.out.clone(),
+            b_to_a: self.into.clone(),
+            named: Some(self.link.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -859,15 +859,22 @@ pub enum End {
     Delivered { host: String },
     /// A drop recorded by a verdict source (see [`crate::capture::verdicts`]):
     /// `dropped at HOST in CHAIN by BY (WHY)`, e.g. `dropped at gw in input
-    /// by nftables inet hoplab_gateway (not_exposed)`.
+    /// by nftables inet hoplab_gateway (not_exposed)`; or, where a
+    /// dataplane process read it from an interface and dropped it,
+    /// `dropped at HOST/IFNAME by BY (WHY)`, e.g. `dropped at gw/gw0 by the
+    /// gateway (table_full)`.
     Dropped {
         host: String,
-        /// Where in the host: the nftables chain (`input`, `forward`, ...).
+        /// Where in the host: the nftables chain (`input`, `forward`, ...),
+        /// or the interface (`iface`).
         at: String,
-        /// What dropped it: `nftables FAMILY TABLE`.
+        /// What dropped it: `nftables FAMILY TABLE`, `the gateway`.
         by: String,
-        /// Why: the rule's named counter or comment, else its text.
+        /// Why: the rule's named counter or comment, else its text; the
+        /// dataplane's reason.
         why: String,
+        /// `at` is an interface the packet was read from.
+        iface: bool,
     },
     /// It was not seen after this hop.
     LastSeen(Place),
@@ -884,9 +891,20 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Delivered { host } => write!(f, "delivered to {host}"),
-            End::Dropped { host, at, by, why } => {
-                write!(f, "dropped at {host} in {at} by {by} ({why})")
-            }
+            End::Dropped {
+                host,
+                at,
+                by,
+                why,
+                iface: false,
+            } => write!(f, "dropped at {host} in {at} by {by} ({why})"),
+            End::Dropped {
+                host,
+                at,
+                by,
+                why,
+                iface: true,
+            } => write!(f, "dropped at {host}/{at} by {by} ({why})"),
             End::LastSeen(at) => write!(f, "last seen at {at}"),
         }
     }
@@ -901,8 +919,21 @@ impl FromStr for End {
             at.parse().map(End::LastSeen)
         } else if let Some(rest) = s.strip_prefix("dropped at ") {
             let v = (|| {
-                let (host, rest) = rest.split_once(" in ")?;
-                let (at, rest) = rest.split_once(" by ")?;
+                // `HOST/IFNAME by`: a host's name has no `/`.
+                let place = rest.split(' ').next()?;
+                let (host, at, iface, rest) = match place.split_once('/') {
+                    Some((host, ifname)) => (host, ifname, true, &rest[place.len()..]),
+                    None => {
+                        let (host, rest) = rest.split_once(" in ")?;
+                        let (at, rest) = rest.split_once(" by ")?;
+                        (host, at, false, rest)
+                    }
+                };
+                let rest = if iface {
+                    rest.strip_prefix(" by ")?
+                } else {
+                    rest
+                };
                 let (by, why) = rest.split_once(" (")?;
                 let why = why.strip_suffix(')')?;
                 Some(End::Dropped {
@@ -910,12 +941,17 @@ impl FromStr for End {
                     at: at.into(),
                     by: by.into(),
                     why: why.into(),
+                    iface,
                 })
             })();
-            canonical("a drop (dropped at HOST in CHAIN by WHAT (WHY))", s, v)
+            canonical(
+                "a drop (dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY))",
+                s,
+                v,
+            )
         } else {
             Err(bad(
-                "an end (delivered to HOST, dropped at HOST in CHAIN by WHAT (WHY), last seen at PLACE)",
+                "an end (delivered to HOST, dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY), last seen at PLACE)",
                 s,
             ))
         }
@@ -1011,14 +1047,30 @@ mod tests {
                 at: "input".into(),
                 by: "nftables inet hoplab_gateway".into(),
                 why: "not_exposed".into(),
+                iface: false,
             }
         );
         assert_eq!(e.to_string(), text);
         assert!(e.is_lost());
+        let text = "dropped at gw/gw0 by the gateway (table_full)";
+        let e: End = text.parse().unwrap();
+        assert_eq!(
+            e,
+            End::Dropped {
+                host: "gw".into(),
+                at: "gw0".into(),
+                by: "the gateway".into(),
+                why: "table_full".into(),
+                iface: true,
+            }
+        );
+        assert_eq!(e.to_string(), text);
         for bad in [
             "dropped at gw in input by nftables inet t",
             "dropped at gw by x (y)",
             "dropped at gw in input (y)",
+            "dropped at gw/gw0 in input by x (y)",
+            "dropped at gw/gw0 (y)",
         ] {
             assert!(bad.parse::<End>().is_err(), "{bad}");
         }

@@ -12,7 +12,7 @@ use hoplab_dataplane::wire::{self, Summary, L4};
 use super::decode::Seen;
 use super::hop::{icmp_kind, Change, Changes, Dir, End, Endpoint, Header, Rewrite, Tunnel};
 use super::{Hop, Packet};
-use crate::capture::verdicts::{Drop, Key, Verdicts};
+use crate::capture::verdicts::{Key, Verdicts, Where};
 
 /// Per-flow base sequence numbers, one per direction (client → server first).
 #[derive(Default)]
@@ -76,13 +76,29 @@ fn field_changes(prev: &Summary, cur: &Summary, outer: bool, v: &mut Vec<Change>
 
 /// The recorded drop of the packet whose last hop is `last`: looked up in
 /// the host it was last seen entering (or leaving: a drop in the output
-/// path after the capture), by the fields it entered with.
-fn drop_of<'a>(drops: &'a Verdicts, last: &Seen) -> Option<&'a Drop> {
-    if drops.is_empty() || last.outer.is_some() {
+/// path after the capture, or by the dataplane process reading the TUN),
+/// by the fields it entered with. An nftables or impairment drop is of a
+/// bare packet; a dataplane's drop of a packet read from an interface only
+/// on that interface; a net manager's drop of a tunnel datagram's payload
+/// only on an encapsulated hop (its key is the inner packet's).
+fn drop_of(drops: &Verdicts, last: &Seen) -> Option<End> {
+    if drops.is_empty() {
         return None;
     }
-    let key = Key::of(&last.s);
-    drops.find(&last.at.host, &key)
+    let d = drops.find(&last.at.host, &Key::of(&last.s))?;
+    let (at, iface) = match (&d.at, last.outer.is_some()) {
+        (Where::Chain(c), false) => (c.clone(), false),
+        (Where::Iface(i), false) if *i == last.at.ifname => (i.clone(), true),
+        (Where::Tunnel, true) => (last.at.ifname.clone(), true),
+        _ => return None,
+    };
+    Some(End::Dropped {
+        host: d.host.clone(),
+        at,
+        by: d.by.clone(),
+        why: d.why.clone(),
+        iface,
+    })
 }
 
 /// One hop's headers as rendered: the packet (TCP numbers relative) and,
@@ -120,12 +136,7 @@ pub(super) fn render(
     let first = &hops[0].s;
     let last = hops.last().expect("a chain has a frame");
     let end = match (drop_of(drops, last), owner.get(&last.s.dst)) {
-        (Some(d), _) => End::Dropped {
-            host: d.host.clone(),
-            at: d.chain.clone(),
-            by: d.by.clone(),
-            why: d.why.clone(),
-        },
+        (Some(d), _) => d,
         (None, Some(h)) if *h == last.at.host && last.at.dir == Dir::In => {
             End::Delivered { host: h.clone() }
         }

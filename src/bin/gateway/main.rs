@@ -10,6 +10,9 @@
 //! core rewrites it once and it is written back whole
 //! ([`hoplab::shell::batch`]).
 //!
+//! Each packet the core drops is written to the drop log beside the
+//! counters ([`hoplab::shell::droplog`]).
+//!
 //! One current-thread runtime; one task owns the core. Readiness for the
 //! harness: the control socket accepts connections (bound last, after the
 //! firewall and the TUN).
@@ -25,6 +28,7 @@ use clap::Parser;
 use hoplab::shell::batch::{Read, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
+use hoplab::shell::droplog::{DropLog, Via};
 use hoplab::shell::log::{self, RateLimited};
 use hoplab::shell::signals::Signals;
 use hoplab::shell::{self as lib, tun};
@@ -114,14 +118,18 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         offload,
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, clock, &mut signals).await
+    // Each packet the core drops, for the run's drop verdicts.
+    let mut drops = DropLog::open(&DropLog::beside(&cli.counters), &cli.tun);
+    let r = run(&tun, core, ctl_rx, (clock, &mut drops), &mut signals).await;
+    drops.close();
+    r
 }
 
 async fn run(
     tun: &AsyncFd<SyncDevice>,
     core: &mut GatewayCore,
     mut control: Receiver<Request<Command>>,
-    clock: Clock,
+    (clock, drops): (Clock, &mut DropLog),
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
@@ -140,7 +148,9 @@ async fn run(
                 let t = now();
                 for _ in 0..BATCH {
                     match guard.try_io(|d| read.recv(d.get_ref())) {
-                        Ok(Ok(r)) => packets(core, t, &mut read, r, tun.get_ref(), &mut errors),
+                        Ok(Ok(r)) => {
+                            packets(core, t, &mut read, r, tun.get_ref(), (&mut errors, drops))
+                        }
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         // Not a system call's error: a read tun-rs could
                         // not split (bad virtio header or GSO geometry).
@@ -187,13 +197,14 @@ fn packets(
     read: &mut TunRead,
     r: Read,
     dev: &SyncDevice,
-    errors: &mut Errors,
+    (errors, drops): (&mut Errors, &mut DropLog),
 ) {
     let written = match r {
         Read::Whole(len) => match core.packet_in_place(now, read.packet_mut()) {
             Verdict::Request | Verdict::Reply => read.write(dev, len).map(|_| ()),
             Verdict::Drop(why) => {
                 trace!(%why, "dropped");
+                drops.packet(Via::Tun, read.packet_mut(), why);
                 Ok(())
             }
         },
@@ -204,7 +215,10 @@ fn packets(
                 let len = p.len();
                 match core.packet_in_place(now, p) {
                     Verdict::Request | Verdict::Reply => batch.keep(i, len),
-                    Verdict::Drop(why) => trace!(%why, "dropped"),
+                    Verdict::Drop(why) => {
+                        trace!(%why, "dropped");
+                        drops.packet(Via::Tun, batch.packet_mut(i), why);
+                    }
                 }
             }
             batch.flush(dev).map(|_| ())

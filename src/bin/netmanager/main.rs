@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use hoplab::shell::clock::Clock;
+use hoplab::shell::droplog::DropLog;
 use hoplab::shell::signals::Signals;
 use hoplab::shell::{self as lib, log, tun};
 use hoplab_dataplane::netmanager::NetManagerCore;
@@ -97,7 +98,9 @@ async fn serve(
     );
 
     let mut shell = shell::Shell::new(&tun, &udp, query_tx, clock, offload, (mtu, io));
+    shell.drops = DropLog::open(&DropLog::beside(&cli.counters), &cli.tun);
     let r = shell.run(core, event_rx, ctl_rx, &mut signals).await;
     shell.log_io_errors();
+    std::mem::replace(&mut shell.drops, DropLog::disabled()).close();
     r
 }

@@ -32,6 +32,7 @@ use anyhow::Context;
 use hoplab::shell::batch::{self, Read, TunBatch, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
+use hoplab::shell::droplog::{DropLog, Via};
 use hoplab::shell::log::RateLimited;
 use hoplab::shell::signals::Signals;
 use hoplab::shell::udp::{self, GsoBatch};
@@ -145,6 +146,8 @@ pub struct Shell<'a> {
     /// The TUN's MTU: a released TCP packet longer than this is split.
     mtu: usize,
     split: SplitBuf,
+    /// Each packet the core drops, for the run's drop verdicts.
+    pub drops: DropLog,
 }
 
 /// How often the offloads carried more than one packet, logged at exit.
@@ -179,6 +182,7 @@ impl<'a> Shell<'a> {
             offload: OffloadStats::default(),
             mtu,
             split: None,
+            drops: DropLog::disabled(),
         }
     }
 
@@ -267,6 +271,7 @@ impl<'a> Shell<'a> {
                         }
                         _ => Vec::new(),
                     };
+                    log_drops(&mut self.drops, None, &acts);
                     self.exec(acts).await;
                 }
                 Some(req) = control.recv() => {
@@ -274,6 +279,7 @@ impl<'a> Shell<'a> {
                 }
                 () = expiry.wait() => {
                     let acts = core.expire(self.clock.now());
+                    log_drops(&mut self.drops, None, &acts);
                     self.exec(acts).await;
                 }
             }
@@ -297,6 +303,11 @@ impl<'a> Shell<'a> {
         match read {
             Read::Whole(_) => {
                 let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(), extra);
+                log_drops(
+                    &mut self.drops,
+                    Some((Via::Tun, b.tun_in.packet_mut())),
+                    extra,
+                );
                 self.exec(extra.drain(..)).await;
                 match fwd {
                     Some(Forward::Tun { len }) => {
@@ -345,6 +356,7 @@ impl<'a> Shell<'a> {
             let r = i * segment..n.min((i + 1) * segment);
             let d = &mut b.udp_buf[r.clone()];
             let fwd = core.tunnel_datagram_in_place(now, from, d, extra);
+            log_drops(&mut self.drops, Some((Via::Tunnel, d)), extra);
             self.exec(extra.drain(..)).await;
             match fwd {
                 Some(Forward::Tun { len }) => {
@@ -398,10 +410,14 @@ impl<'a> Shell<'a> {
     ) {
         for i in 0..n {
             let p = batch.packet_mut(i);
-            let fwd = match from {
-                Some(from) => core.tunnel_datagram_in_place(now, from, p, extra),
-                None => core.tun_packet_in_place(now, p, extra),
+            let (fwd, via) = match from {
+                Some(from) => (
+                    core.tunnel_datagram_in_place(now, from, p, extra),
+                    Via::Tunnel,
+                ),
+                None => (core.tun_packet_in_place(now, p, extra), Via::Tun),
             };
+            log_drops(&mut self.drops, Some((via, p)), extra);
             self.exec(extra.drain(..)).await;
             match fwd {
                 Some(Forward::Tun { len }) => batch.keep(i, len),
@@ -557,6 +573,26 @@ impl<'a> Shell<'a> {
         let (tunnel_send, tunnel_recv) = (e.tunnel_send.total(), e.tunnel_recv.total());
         if tun_write + tun_read + tunnel_send + tunnel_recv > 0 {
             warn!(tun_write, tun_read, tunnel_send, tunnel_recv, "I/O errors");
+        }
+    }
+}
+
+/// Records the drops among `actions` in the drop log: of `packet`, the
+/// packet just handled, if given; else (packets the core had queued, which
+/// the shell no longer holds) of the packet the ICMP error written just
+/// before a drop quotes, the core answering a queued packet before dropping
+/// it.
+fn log_drops(log: &mut DropLog, packet: Option<(Via, &[u8])>, actions: &[Action]) {
+    let mut icmp: Option<&[u8]> = None;
+    for a in actions {
+        match a {
+            Action::Drop(reason) => match (packet, icmp.take()) {
+                (Some((via, p)), _) => log.packet(via, p, reason),
+                (None, Some(e)) => log.quoted(Via::Tun, e, reason),
+                (None, None) => log.unidentified(reason),
+            },
+            Action::WriteTun(p) => icmp = Some(p),
+            _ => icmp = None,
         }
     }
 }
