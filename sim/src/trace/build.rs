@@ -10,6 +10,7 @@ use std::fmt::Write;
 use hoplab_dataplane::wire::L4;
 
 use super::decode::{decode, Seen};
+use super::fold;
 use super::legs::{normalise, stitch, At};
 use super::path::paths;
 use super::render::{render, RelSeq};
@@ -207,25 +208,39 @@ pub fn build_annotated(
             let flow = format!("flow {}", step.name);
             let (packets, load) = match &step.load {
                 Some((sample, expect)) => {
-                    let mut l =
-                        load_packets(lab, (i, step, *sample), &paths, &mut comments, &finish);
+                    let mut l = load_packets(
+                        (lab, frames),
+                        (i, step, *sample),
+                        &paths,
+                        &mut comments,
+                        &finish,
+                    );
                     let result = load_result(&mut l.1, outcomes.get(i), expect, &result);
                     (l.0, Some((l.1, result)))
                 }
                 None => {
                     let mut rel = RelSeq::default();
-                    let packets = (paths.iter().enumerate())
-                        .map(|(n, (hops, fwd))| {
-                            let p = render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops);
-                            let (mut p, mut note) = finish(p, At::Step(i, n));
-                            if p.l7.is_none() {
-                                p.l7 = dns_note(hops);
-                                note.clone_from(&p.l7);
-                            }
-                            annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
-                            p
+                    let rendered: Vec<Packet> = (paths.iter())
+                        .map(|(hops, fwd)| {
+                            render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops)
                         })
                         .collect();
+                    let hops: Vec<&[&Seen]> = paths.iter().map(|(h, _)| &h[..]).collect();
+                    let into = fold::fold(frames, &hops, &rendered);
+                    let mut packets = Vec::new();
+                    for (n, ((hops, fwd), p)) in paths.iter().zip(rendered).enumerate() {
+                        if let Some(q) = into[n] {
+                            fold::comment(&mut comments, &flow, hops, &paths[q].0);
+                            continue;
+                        }
+                        let (mut p, mut note) = finish(p, At::Step(i, n));
+                        if p.l7.is_none() {
+                            p.l7 = dns_note(hops);
+                            note.clone_from(&p.l7);
+                        }
+                        annotate(&mut comments, (&flow, !*fwd), packets.len(), hops, &p, note);
+                        packets.push(p);
+                    }
                     (packets, None)
                 }
             };
@@ -237,15 +252,31 @@ pub fn build_annotated(
                 .map(|(l, plan)| {
                     let mut rel = RelSeq::default();
                     let name = format!("{flow}, leg {}", l + 2);
-                    let packets = (plan.paths.iter().enumerate())
-                        .map(|(n, &(o, fwd))| {
-                            let p =
-                                render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops);
-                            let (p, note) = finish(p, At::Other(o));
-                            annotate(&mut comments, (&name, !fwd), n, &other[o], &p, note);
-                            p
+                    let rendered: Vec<Packet> = (plan.paths.iter())
+                        .map(|&(o, fwd)| {
+                            render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops)
                         })
                         .collect();
+                    let hops: Vec<&[&Seen]> =
+                        plan.paths.iter().map(|&(o, _)| &other[o][..]).collect();
+                    let into = fold::fold(frames, &hops, &rendered);
+                    let mut packets = Vec::new();
+                    for (n, (&(o, fwd), p)) in plan.paths.iter().zip(rendered).enumerate() {
+                        if let Some(q) = into[n] {
+                            fold::comment(&mut comments, &name, &other[o], hops[q]);
+                            continue;
+                        }
+                        let (p, note) = finish(p, At::Other(o));
+                        annotate(
+                            &mut comments,
+                            (&name, !fwd),
+                            packets.len(),
+                            &other[o],
+                            &p,
+                            note,
+                        );
+                        packets.push(p);
+                    }
                     Leg {
                         via: plan.via.clone(),
                         joined_by: plan.joined_by.clone(),
@@ -265,17 +296,34 @@ pub fn build_annotated(
         })
         .collect();
     let mut rels: HashMap<usize, RelSeq> = HashMap::new();
-    let other = (other.iter().enumerate())
-        .filter(|(o, _)| !st.taken.contains(o))
-        .enumerate()
-        .map(|(n, (o, hops))| {
+    let left: Vec<usize> = (0..other.len()).filter(|o| !st.taken.contains(o)).collect();
+    let rendered: Vec<Packet> = (left.iter())
+        .map(|&o| {
             // A connection of no step: TCP numbers relative to its own.
             let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
-            let (p, note) = finish(render(hops, tcp, &lab.owner, &lab.drops), At::Other(o));
-            annotate(&mut comments, ("no flow", false), n, hops, &p, note);
-            p
+            render(&other[o], tcp, &lab.owner, &lab.drops)
         })
         .collect();
+    let hops: Vec<&[&Seen]> = left.iter().map(|&o| &other[o][..]).collect();
+    let into = fold::fold(frames, &hops, &rendered);
+    let mut kept = Vec::new();
+    for (n, (&o, p)) in left.iter().zip(rendered).enumerate() {
+        if let Some(q) = into[n] {
+            fold::comment(&mut comments, "no flow", &other[o], hops[q]);
+            continue;
+        }
+        let (p, note) = finish(p, At::Other(o));
+        annotate(
+            &mut comments,
+            ("no flow", false),
+            kept.len(),
+            &other[o],
+            &p,
+            note,
+        );
+        kept.push(p);
+    }
+    let other = kept;
     let trace = Trace {
         scenario: lab.name.clone(),
         flows,
@@ -303,7 +351,7 @@ pub fn build_annotated(
 /// flow counted into the summary (who its first packet reached, where
 /// packets were last seen short of an owner, packets seen again).
 fn load_packets(
-    lab: &LabView,
+    (lab, frames): (&LabView, &[Captured]),
     (i, step, sample): (usize, &Step, u32),
     paths: &[Path],
     comments: &mut [Option<String>],
@@ -317,6 +365,7 @@ fn load_packets(
     let mut answered: HashMap<u16, String> = HashMap::new();
     let mut again: HashMap<(u16, bool, u64), bool> = HashMap::new();
     let mut packets = Vec::new();
+    let mut kept: Vec<(usize, String, Packet)> = Vec::new();
     for (n, (hops, fwd)) in paths.iter().enumerate() {
         let port = flow_port(step, hops).unwrap_or(step.port);
         let p = render(
@@ -341,9 +390,7 @@ fn load_packets(
         }
         let flow = format!("flow {} port {port}", step.name);
         if u32::from(port - step.port) < sample {
-            let (p, note) = finish(p, At::Step(i, n));
-            annotate(comments, (&flow, !*fwd), packets.len(), hops, &p, note);
-            packets.push(p);
+            kept.push((n, flow, p));
         } else {
             // Counted, not kept: each frame names its flow only, so the
             // comments stay short however many flows there are.
@@ -351,6 +398,25 @@ fn load_packets(
                 comments[seen.frame] = Some(flow.clone());
             }
         }
+    }
+    let hops: Vec<&[&Seen]> = kept.iter().map(|(n, ..)| &paths[*n].0[..]).collect();
+    let rendered: Vec<Packet> = kept.iter().map(|(.., p)| p.clone()).collect();
+    let into = fold::fold(frames, &hops, &rendered);
+    for (k, (n, flow, p)) in kept.into_iter().enumerate() {
+        if let Some(q) = into[k] {
+            fold::comment(comments, &flow, hops[k], hops[q]);
+            continue;
+        }
+        let (p, note) = finish(p, At::Step(i, n));
+        annotate(
+            comments,
+            (&flow, !paths[n].1),
+            packets.len(),
+            hops[k],
+            &p,
+            note,
+        );
+        packets.push(p);
     }
     for host in answered.into_values() {
         *sum.answered_by.entry(host).or_default() += 1;
