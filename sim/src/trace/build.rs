@@ -182,6 +182,7 @@ pub fn build_annotated(
 ) -> (Trace, Vec<Option<String>>) {
     let mut comments: Vec<Option<String>> = vec![None; frames.len()];
     let (seen, undecoded) = decode(frames, &mut comments);
+    let acks = &fold::Acks::of(&seen);
     let (per_step, other) = attribute(lab, &seen);
     let st = stitch(lab, &per_step, &other);
     let finish = |mut p: Packet, at: At| {
@@ -209,7 +210,7 @@ pub fn build_annotated(
             let (packets, load) = match &step.load {
                 Some((sample, expect)) => {
                     let mut l = load_packets(
-                        (lab, frames),
+                        (lab, frames, acks),
                         (i, step, *sample),
                         &paths,
                         &mut comments,
@@ -226,7 +227,7 @@ pub fn build_annotated(
                         })
                         .collect();
                     let hops: Vec<&[&Seen]> = paths.iter().map(|(h, _)| &h[..]).collect();
-                    let into = fold::fold(frames, &hops, &rendered);
+                    let into = fold::fold((frames, acks), &hops, &rendered);
                     let mut packets = Vec::new();
                     for (n, ((hops, fwd), p)) in paths.iter().zip(rendered).enumerate() {
                         if let Some(q) = into[n] {
@@ -259,7 +260,7 @@ pub fn build_annotated(
                         .collect();
                     let hops: Vec<&[&Seen]> =
                         plan.paths.iter().map(|&(o, _)| &other[o][..]).collect();
-                    let into = fold::fold(frames, &hops, &rendered);
+                    let into = fold::fold((frames, acks), &hops, &rendered);
                     let mut packets = Vec::new();
                     for (n, (&(o, fwd), p)) in plan.paths.iter().zip(rendered).enumerate() {
                         if let Some(q) = into[n] {
@@ -305,7 +306,7 @@ pub fn build_annotated(
         })
         .collect();
     let hops: Vec<&[&Seen]> = left.iter().map(|&o| &other[o][..]).collect();
-    let into = fold::fold(frames, &hops, &rendered);
+    let into = fold::fold((frames, acks), &hops, &rendered);
     let mut kept = Vec::new();
     for (n, (&o, p)) in left.iter().zip(rendered).enumerate() {
         if let Some(q) = into[n] {
@@ -351,7 +352,7 @@ pub fn build_annotated(
 /// flow counted into the summary (who its first packet reached, where
 /// packets were last seen short of an owner, packets seen again).
 fn load_packets(
-    (lab, frames): (&LabView, &[Captured]),
+    (lab, frames, acks): (&LabView, &[Captured], &fold::Acks),
     (i, step, sample): (usize, &Step, u32),
     paths: &[Path],
     comments: &mut [Option<String>],
@@ -401,7 +402,7 @@ fn load_packets(
     }
     let hops: Vec<&[&Seen]> = kept.iter().map(|(n, ..)| &paths[*n].0[..]).collect();
     let rendered: Vec<Packet> = kept.iter().map(|(.., p)| p.clone()).collect();
-    let into = fold::fold(frames, &hops, &rendered);
+    let into = fold::fold((frames, acks), &hops, &rendered);
     for (k, (n, flow, p)) in kept.into_iter().enumerate() {
         if let Some(q) = into[k] {
             fold::comment(comments, &flow, hops[k], hops[q]);

@@ -37,6 +37,8 @@ struct Seg {
     data: &'static [u8],
     window: u16,
     sack: Option<(u32, u32)>,
+    /// Seen leaving its sender only.
+    lost: bool,
 }
 
 fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8]) -> Seg {
@@ -48,6 +50,7 @@ fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8
         data,
         window: 500,
         sack: None,
+        lost: false,
     }
 }
 
@@ -97,7 +100,8 @@ fn capture(segs: &[Seg]) -> Vec<Captured> {
             ("server", "client")
         };
         let data = bytes(s, i as u16 + 1);
-        for (host, outgoing, t) in [(from, true, ts), (to, false, ts + 1_000)] {
+        let hops = [(from, true, ts), (to, false, ts + 1_000)];
+        for &(host, outgoing, t) in &hops[..if s.lost { 1 } else { 2 }] {
             out.push(Captured {
                 ts_ns: t,
                 host: host.into(),
@@ -222,12 +226,16 @@ fn acks_that_carry_evidence_stay() {
     zero.push(seg(false, "A", 5001, 1003, b""));
     zero.push(seg(false, "PA", 5001, 1003, b"x"));
     assert_eq!(count(&zero), 7, "both window ACKs stay");
-    // The next segment resends older data: it does not repeat the ACK.
+    // The next segment resends older data (its ACK was lost): it does not
+    // repeat the ACK.
     let mut resend = base();
     resend.push(seg(false, "PA", 5001, 1001, b"x"));
+    let mut lost = seg(true, "A", 1001, 5002, b"");
+    lost.lost = true;
+    resend.push(lost);
     resend.push(seg(false, "A", 5002, 1001, b""));
     resend.push(seg(false, "PA", 5001, 1001, b"x"));
-    assert_eq!(count(&resend), 6, "an ACK before a resend stays");
+    assert_eq!(count(&resend), 7, "an ACK before a resend stays");
     // A pure ACK that the next one acknowledges less than: not repeated.
     let mut less = base();
     less.push(seg(true, "PA", 1001, 5001, b"ab"));
@@ -258,4 +266,74 @@ fn a_run_of_acks_folds_into_the_first_segment_that_repeats_them_all() {
     };
     assert_eq!(run(true), run(false));
     assert!(!run(true).contains("tcp . seq=1 ack=3"), "{}", run(true));
+}
+
+/// The request of an exchange, resent after a retransmission timeout:
+/// `slow` when the server had it and answered late (no ACK before the
+/// resend), else as `how` says: the first copy lost, or the server's ACK.
+fn resent(how: &str) -> Vec<Seg> {
+    let mut v = vec![
+        seg(true, "S", 1000, 0, b""),
+        seg(false, "SA", 5000, 1001, b""),
+        seg(true, "A", 1001, 5001, b""),
+    ];
+    let mut req = seg(true, "PA", 1001, 5001, b"hello");
+    req.lost = how == "request lost";
+    v.push(req.clone());
+    match how {
+        "slow" | "request lost" => {}
+        "ack lost" => {
+            let mut ack = seg(false, "A", 5001, 1006, b"");
+            ack.lost = true;
+            v.push(ack);
+        }
+        _ => unreachable!("{how}"),
+    }
+    req.lost = false;
+    v.push(req);
+    // The server reports the duplicate (D-SACK) where it had the first.
+    let mut dsack = seg(false, "A", 5001, 1006, b"");
+    if how != "request lost" {
+        dsack.sack = Some((1001, 1006));
+    }
+    v.push(dsack);
+    v.push(seg(false, "PA", 5001, 1006, b"hello"));
+    v
+}
+
+#[test]
+fn a_resend_its_receiver_had_and_answered_late_folds_into_the_first_copy() {
+    let lab = lab();
+    let mut plain = resent("slow");
+    plain.retain(|s| s.sack.is_none());
+    plain.remove(4); // the resend
+    let frames = capture(&resent("slow"));
+    let (t, comments) = build_annotated(&lab, &frames, &[]);
+    assert_eq!(t.to_yaml(), build(&lab, &capture(&plain), &[]).to_yaml());
+    assert_eq!(t.flows[0].packets.len(), 5, "{}", t.to_yaml());
+    // Segment 5 (frames 9, 10) resends segment 4 (frames 7, 8).
+    let c = comments[8].as_deref().unwrap();
+    assert!(
+        c.contains("resend") && c.contains("folded into frame 7 "),
+        "{c}"
+    );
+}
+
+#[test]
+fn a_resend_after_a_loss_stays() {
+    let lab = lab();
+    let n = |how| {
+        build(&lab, &capture(&resent(how)), &[]).flows[0]
+            .packets
+            .len()
+    };
+    // SYN, SYN-ACK, ACK, request (last seen), resend, reply (the ACK
+    // before it folded).
+    assert_eq!(n("request lost"), 6);
+    // With the server's ACK lost before the resend, the resend stays
+    // (the lost ACK itself, which never reached the client's host, is
+    // among the packets of no flow).
+    assert_eq!(n("ack lost"), 6);
+    let t = build(&lab, &capture(&resent("ack lost")), &[]);
+    assert_eq!(t.other.len(), 1, "{}", t.to_yaml());
 }
