@@ -142,7 +142,9 @@ fn tshark_shows_interface_names_descriptions_and_a_comment_per_hop() {
     )
     .unwrap();
     let mut commented = Vec::new();
-    for l in text.lines() {
+    let mut folded = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines {
         let r: Vec<&str> = l.split('\t').collect();
         let (name, desc, dir, comment) = (r[0], r[1], r[2], r.get(3).copied().unwrap_or(""));
         let (host, ifname) = name.split_once('/').expect("host/ifname");
@@ -156,8 +158,39 @@ fn tshark_shows_interface_names_descriptions_and_a_comment_per_hop() {
                 format!("{name} {}", if out { "out" } else { "in" }),
                 "{comment}"
             );
-            commented.push(comment.to_string());
+            if comment.contains("folded into frame ") {
+                folded.push(comment.to_string());
+            } else {
+                commented.push(comment.to_string());
+            }
         }
+    }
+    // A pure ACK folded out of the trace (see scenarios/README.md,
+    // "Determinism") keeps its frames, each naming the frame of the
+    // trace's packet it was folded into, at the same place.
+    assert!(!folded.is_empty(), "the echo's ACKs are folded here");
+    for c in &folded {
+        let n: usize = c
+            .split("folded into frame ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let into = lines[n - 1].split('\t').nth(3).unwrap_or("");
+        assert!(into.contains(", packet "), "{c} -> {into}");
+        let at = |c: &str| {
+            c.split(" at ")
+                .nth(1)
+                .unwrap()
+                .split([':', ';'])
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(at(c), at(into), "{c} -> {into}");
     }
     // Every hop of every packet of the trace is one commented frame.
     let mut want = Vec::new();

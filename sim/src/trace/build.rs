@@ -221,27 +221,14 @@ pub fn build_annotated(
                 }
                 None => {
                     let mut rel = RelSeq::default();
-                    let rendered: Vec<Packet> = (paths.iter())
-                        .map(|(hops, fwd)| {
-                            render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops)
+                    let items = (paths.iter().enumerate())
+                        .map(|(n, (hops, fwd))| {
+                            let p = render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops);
+                            (&hops[..], !*fwd, At::Step(i, n), p)
                         })
                         .collect();
-                    let hops: Vec<&[&Seen]> = paths.iter().map(|(h, _)| &h[..]).collect();
-                    let into = fold::fold((frames, acks), &hops, &rendered);
-                    let mut packets = Vec::new();
-                    for (n, ((hops, fwd), p)) in paths.iter().zip(rendered).enumerate() {
-                        if let Some(q) = into[n] {
-                            fold::comment(&mut comments, &flow, hops, &paths[q].0);
-                            continue;
-                        }
-                        let (mut p, mut note) = finish(p, At::Step(i, n));
-                        if p.l7.is_none() {
-                            p.l7 = dns_note(hops);
-                            note.clone_from(&p.l7);
-                        }
-                        annotate(&mut comments, (&flow, !*fwd), packets.len(), hops, &p, note);
-                        packets.push(p);
-                    }
+                    let packets =
+                        fold_annotate((frames, acks), items, (&flow, true), &mut comments, &finish);
                     (packets, None)
                 }
             };
@@ -253,31 +240,20 @@ pub fn build_annotated(
                 .map(|(l, plan)| {
                     let mut rel = RelSeq::default();
                     let name = format!("{flow}, leg {}", l + 2);
-                    let rendered: Vec<Packet> = (plan.paths.iter())
+                    let items = (plan.paths.iter())
                         .map(|&(o, fwd)| {
-                            render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops)
+                            let p =
+                                render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops);
+                            (&other[o][..], !fwd, At::Other(o), p)
                         })
                         .collect();
-                    let hops: Vec<&[&Seen]> =
-                        plan.paths.iter().map(|&(o, _)| &other[o][..]).collect();
-                    let into = fold::fold((frames, acks), &hops, &rendered);
-                    let mut packets = Vec::new();
-                    for (n, (&(o, fwd), p)) in plan.paths.iter().zip(rendered).enumerate() {
-                        if let Some(q) = into[n] {
-                            fold::comment(&mut comments, &name, &other[o], hops[q]);
-                            continue;
-                        }
-                        let (p, note) = finish(p, At::Other(o));
-                        annotate(
-                            &mut comments,
-                            (&name, !fwd),
-                            packets.len(),
-                            &other[o],
-                            &p,
-                            note,
-                        );
-                        packets.push(p);
-                    }
+                    let packets = fold_annotate(
+                        (frames, acks),
+                        items,
+                        (&name, false),
+                        &mut comments,
+                        &finish,
+                    );
                     Leg {
                         via: plan.via.clone(),
                         joined_by: plan.joined_by.clone(),
@@ -297,35 +273,34 @@ pub fn build_annotated(
         })
         .collect();
     let mut rels: HashMap<usize, RelSeq> = HashMap::new();
-    let left: Vec<usize> = (0..other.len()).filter(|o| !st.taken.contains(o)).collect();
-    let rendered: Vec<Packet> = (left.iter())
-        .map(|&o| {
+    let items = (0..other.len())
+        .filter(|o| !st.taken.contains(o))
+        .map(|o| {
             // A connection of no step: TCP numbers relative to its own.
             let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
-            render(&other[o], tcp, &lab.owner, &lab.drops)
+            let p = render(&other[o], tcp, &lab.owner, &lab.drops);
+            (&other[o][..], false, At::Other(o), p)
         })
         .collect();
-    let hops: Vec<&[&Seen]> = left.iter().map(|&o| &other[o][..]).collect();
-    let into = fold::fold((frames, acks), &hops, &rendered);
-    let mut kept = Vec::new();
-    for (n, (&o, p)) in left.iter().zip(rendered).enumerate() {
-        if let Some(q) = into[n] {
-            fold::comment(&mut comments, "no flow", &other[o], hops[q]);
-            continue;
-        }
-        let (p, note) = finish(p, At::Other(o));
-        annotate(
-            &mut comments,
-            ("no flow", false),
-            kept.len(),
-            &other[o],
-            &p,
-            note,
-        );
-        kept.push(p);
-    }
-    let other = kept;
-    let trace = Trace {
+    let other = fold_annotate(
+        (frames, acks),
+        items,
+        ("no flow", false),
+        &mut comments,
+        &finish,
+    );
+    (assemble(lab, flows, other, undecoded), comments)
+}
+
+/// The trace of these flows and packets of no flow, with what the capture
+/// left out.
+fn assemble(
+    lab: &LabView,
+    flows: Vec<Flow>,
+    other: Vec<Packet>,
+    undecoded: super::decode::Undecoded,
+) -> Trace {
+    Trace {
         scenario: lab.name.clone(),
         flows,
         other,
@@ -344,8 +319,40 @@ pub fn build_annotated(
                 .collect(),
         },
         interrupted: None,
-    };
-    (trace, comments)
+    }
+}
+
+/// One list of rendered packets (a step's own connection, a leg, the
+/// packets of no flow: each with its frames, whether it goes back to the
+/// client, and where it is in the stitching), folded ([`fold`]): the
+/// packets kept, finished and each frame commented with its hop (`flow`
+/// names the list; `dns`: a packet without L7 gets its DNS summary), a
+/// folded packet's frames with the frame it was folded into.
+fn fold_annotate(
+    (frames, acks): (&[Captured], &fold::Acks),
+    items: Vec<(&[&Seen], bool, At, Packet)>,
+    (flow, dns): (&str, bool),
+    comments: &mut [Option<String>],
+    finish: &dyn Fn(Packet, At) -> (Packet, Option<String>),
+) -> Vec<Packet> {
+    let hops: Vec<&[&Seen]> = items.iter().map(|(h, ..)| *h).collect();
+    let rendered: Vec<&Packet> = items.iter().map(|(.., p)| p).collect();
+    let into = fold::fold((frames, acks), &hops, &rendered);
+    let mut kept = Vec::new();
+    for (n, (hops_n, reply, at, p)) in items.into_iter().enumerate() {
+        if let Some(q) = into[n] {
+            fold::comment(comments, flow, hops_n, hops[q]);
+            continue;
+        }
+        let (mut p, mut note) = finish(p, at);
+        if dns && p.l7.is_none() {
+            p.l7 = dns_note(hops_n);
+            note.clone_from(&p.l7);
+        }
+        annotate(comments, (flow, reply), kept.len(), hops_n, &p, note);
+        kept.push(p);
+    }
+    kept
 }
 
 /// A load step's paths: the sample flows' packets rendered in full, every
@@ -401,7 +408,7 @@ fn load_packets(
         }
     }
     let hops: Vec<&[&Seen]> = kept.iter().map(|(n, ..)| &paths[*n].0[..]).collect();
-    let rendered: Vec<Packet> = kept.iter().map(|(.., p)| p.clone()).collect();
+    let rendered: Vec<&Packet> = kept.iter().map(|(.., p)| p).collect();
     let into = fold::fold((frames, acks), &hops, &rendered);
     for (k, (n, flow, p)) in kept.into_iter().enumerate() {
         if let Some(q) = into[k] {

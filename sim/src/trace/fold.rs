@@ -203,7 +203,7 @@ impl Acks {
 pub(super) fn fold(
     (frames, acks): (&[Captured], &Acks),
     paths: &[&[&Seen]],
-    packets: &[Packet],
+    packets: &[&Packet],
 ) -> Vec<Option<usize>> {
     let segs: Vec<Option<Seg>> = paths.iter().map(|h| seg(frames, h)).collect();
     let mut into = resends(&segs, acks, paths, packets);
@@ -233,7 +233,7 @@ pub(super) fn fold(
         let q = next.get(&p.key).copied();
         let repeated = q.is_some_and(|q| {
             let qs = segs[q].as_ref().expect("a kept segment");
-            qs.seq == p.seq && at_or_after(qs.ack, p.ack) && same_path(&packets[i], &packets[q])
+            qs.seq == p.seq && at_or_after(qs.ack, p.ack) && same_path(packets[i], packets[q])
         });
         if candidate[i] && repeated {
             into[i] = q;
@@ -250,7 +250,7 @@ fn resends(
     segs: &[Option<Seg>],
     acks: &Acks,
     paths: &[&[&Seen]],
-    packets: &[Packet],
+    packets: &[&Packet],
 ) -> Vec<Option<usize>> {
     let mut into = vec![None; segs.len()];
     // (direction, seq, flags) -> the first copy seen.
@@ -268,7 +268,7 @@ fn resends(
                     && !acks.before(&fs.peer, fs.end_seq, paths[i][0].ts_ns)
                     && at_or_after(s.ack, fs.ack)
                     && paths[f][0].s.payload == paths[i][0].s.payload
-                    && same_path(&packets[f], &packets[i])
+                    && same_path(packets[f], packets[i])
                 {
                     into[i] = Some(f);
                 }
