@@ -272,6 +272,16 @@ pub fn build_annotated(
             }
         })
         .collect();
+    // A load step's proxy legs outside its sample: counted, not kept;
+    // each frame names its flow.
+    for (&o, &k) in &st.load_legs {
+        for seen in &other[o] {
+            comments[seen.frame] = Some(format!(
+                "flow {} (a proxy leg of a flow outside the sample)",
+                lab.steps[k].name
+            ));
+        }
+    }
     let mut rels: HashMap<usize, RelSeq> = HashMap::new();
     let items = (0..other.len())
         .filter(|o| !st.taken.contains(o))
@@ -489,6 +499,12 @@ fn load_result(
         return result.clone();
     }
     match sum.judge(expect) {
+        // Who answered how often is the target's random choice: the
+        // bounds held is what every run has in common.
+        Ok(()) if expect.spread.as_ref().is_some_and(|s| s.random) => {
+            sum.answered_by.clear();
+            StepResult::Ok(Some(format!("{}; {expect}", sum.line())))
+        }
         Ok(()) => StepResult::Ok(Some(sum.line())),
         Err(why) => StepResult::Failed(Some(format!(
             "expected {expect}, got {}: {why}",
@@ -535,5 +551,52 @@ fn annotate(
             let _ = write!(c, "; L7: {l7}");
         }
         comments[seen.frame] = Some(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(answered: &[(&str, u64)], random: bool) -> (LoadSummary, StepResult) {
+        let expect: LoadExpect = serde_yaml::from_str(&format!(
+            "{{spread: {{each_of: [pod-1, pod-2], at_least: 2, random: {random}}}}}"
+        ))
+        .unwrap();
+        let seen = LoadSummary {
+            flows: 5,
+            ok: 5,
+            answered_by: answered.iter().map(|&(h, n)| (h.into(), n)).collect(),
+            ..LoadSummary::default()
+        };
+        let report = StepReport {
+            sent: String::new(),
+            result: StepResult::Unknown,
+            load: Some(seen),
+        };
+        let mut sum = LoadSummary {
+            flows: 5,
+            ..LoadSummary::default()
+        };
+        let r = load_result(&mut sum, Some(&report), &expect, &StepResult::Unknown);
+        (sum, r)
+    }
+
+    /// A random choice's counts differ run to run: the trace keeps that
+    /// the bounds held; a missed bound still names the counts.
+    #[test]
+    fn a_random_spread_keeps_that_its_bounds_held_not_the_counts() {
+        let (a, ra) = run(&[("pod-1", 3), ("pod-2", 2)], true);
+        let (b, rb) = run(&[("pod-1", 2), ("pod-2", 3)], true);
+        assert!(a.answered_by.is_empty());
+        assert_eq!((a, ra.to_string()), (b, rb.to_string()));
+        assert!(matches!(ra, StepResult::Ok(_)), "{ra}");
+        let (_, miss) = run(&[("pod-1", 4), ("pod-2", 1)], true);
+        assert!(
+            matches!(&miss, StepResult::Failed(Some(w)) if w.contains("pod-2 answered 1")),
+            "{miss}"
+        );
+        let (kept, _) = run(&[("pod-1", 3), ("pod-2", 2)], false);
+        assert_eq!(kept.answered_by.len(), 2, "not random: the counts stay");
     }
 }
