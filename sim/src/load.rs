@@ -154,6 +154,11 @@ pub struct Spread {
     pub each_of: Vec<String>,
     #[serde(default = "one_u64")]
     pub at_least: u64,
+    /// The target chooses at random (HAProxy's `balance random`, nftables'
+    /// `numgen random`): the trace keeps that the bounds held, not the
+    /// counts, which differ run to run.
+    #[serde(default)]
+    pub random: bool,
 }
 
 fn one_u64() -> u64 {
@@ -186,9 +191,10 @@ impl fmt::Display for LoadExpect {
         if let Some(s) = &self.spread {
             write!(
                 f,
-                ", each of {} at least {}",
+                ", each of {} at least {}{}",
                 s.each_of.join(", "),
-                s.at_least
+                s.at_least,
+                if s.random { " (chosen at random)" } else { "" }
             )?;
         }
         if !self.never.is_empty() {

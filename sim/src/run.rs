@@ -938,22 +938,21 @@ fn interface_drop_counts(text: &str) -> std::collections::BTreeMap<String, u64> 
     m
 }
 
-/// Counters that depend on when the run looked, not on what it sent.
-const TIMING_COUNTERS: &[&str] = &["flows_expired"];
-
-/// Packet totals, which under a load step depend on the kernel's timing:
-/// with many flows at once, a peer's pure ACK is sometimes sent twice or
-/// delayed apart from data (a veth queues what a socket sends on the
-/// sending CPU, so its handshake ACK and first data can swap). Left out of
-/// a run with load steps; drops and flows are kept.
-const LOAD_TIMING_COUNTERS: &[&str] = &["packets_in", "requests", "replies"];
+/// Counters that depend on when the run looked, not on what it sent, and
+/// packet totals, which depend on the kernel's timing: whether a peer
+/// sends a pure ACK apart from its next segment, or resends one its
+/// receiver had not yet acknowledged (what the trace folds, see
+/// `trace::fold`), and under a load step a handshake ACK and first data
+/// that swap (a veth queues what a socket sends on the sending CPU).
+/// Drops and flows are kept.
+const TIMING_COUNTERS: &[&str] = &["flows_expired", "packets_in", "requests", "replies"];
 
 /// Counters by `host/process`, then by name.
 type CounterMap = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
 
 /// The dataplane's counters at the end of the traffic, by `host/process`,
 /// those not zero: every gateway's (with its firewall's) but those that
-/// depend on timing (with load steps, its packet totals too); a net manager's drops at the tunnel's trust boundary
+/// depend on timing (its packet totals among them); a net manager's drops at the tunnel's trust boundary
 /// (datagrams from unknown peers, inner packets that fit no service flow),
 /// its fragment counters (`frag_*`, `drop_frag_*`, `drop_fragment`) and
 /// its I/O errors (`io_err_*`), listed only when one is not zero.
@@ -963,9 +962,7 @@ fn dataplane_counters(sc: &Lab, out: &Path, started: &mut Started) -> CounterMap
         .map(|r| format!("drop_{r}"))
         .collect();
     let (ctl, mut all) = (out.join("ctl"), CounterMap::new());
-    let load = sc.traffic.iter().any(|s| s.load.is_some());
-    let timing =
-        |k: &str| TIMING_COUNTERS.contains(&k) || (load && LOAD_TIMING_COUNTERS.contains(&k));
+    let timing = |k: &str| TIMING_COUNTERS.contains(&k);
     for (h, host) in &sc.hosts {
         for p in &host.processes {
             let (who, sock) = match (&p.gateway, &p.netmanager) {

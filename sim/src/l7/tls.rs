@@ -218,10 +218,15 @@ impl<S: Read + Write + AsTcp> Conn<S> {
     }
 
     /// The peer closed first: read to its FIN, then send ours (FIN only:
-    /// a close_notify now would meet a closed socket, and a reset).
+    /// a close_notify now would meet a closed socket, and a reset). The
+    /// close then waits (at most [`LAST_ACK_WAIT`]) for the peer's ACK of
+    /// our FIN, the connection's last packet, so that it is sent before the
+    /// step ends and the capture, which stops soon after the last step,
+    /// has it (on a loaded machine it came too late once in a soak).
     pub fn after_peer_closed(&mut self) {
         self.drain_peer();
         let _ = self.inner().tcp().shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(self.inner().tcp()).set_linger(Some(LAST_ACK_WAIT));
     }
 
     /// Read until the peer has closed: its TLS close_notify (or the end
@@ -339,6 +344,11 @@ fn server_handshake<S: Read + Write + AsTcp>(
 pub fn quickack(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
 }
+
+/// How long closing a connection whose peer closed first waits for the
+/// peer's last ACK: one slice of the run's waits (`lab::traffic::SLICE`),
+/// so an interrupt is still seen in time.
+pub const LAST_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A TCP stream that acknowledges at once what it reads ([`quickack`]),
 /// while its flag is set.

@@ -34,7 +34,11 @@ pub fn markdown(trace: &Trace, pcapng: &Path) -> String {
         "Capture: `{cap}` (one interface per `host/ifname`; open it in Wireshark; for TCP \
          analysis without false retransmissions, `interfaces/HOST.IFNAME.pcapng`, one interface \
          each; `cargo xtask wireshark-profile` decodes the tunnel). \
-         TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are left out.\n"
+         TCP sequence numbers are relative; checksums, IP IDs, MACs and timestamps are left out. \
+         What TCP timing alone decides is folded: a pure ACK that the next segment of its \
+         direction repeats (same sequence number, as much acknowledged), and a resend of a \
+         segment its receiver had and had not yet acknowledged, are not listed; their frames \
+         stay in the capture, each commented `folded into frame N`.\n"
     );
     let warnings = trace.skipped.warnings();
     if !warnings.is_empty() {

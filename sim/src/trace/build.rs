@@ -10,6 +10,7 @@ use std::fmt::Write;
 use hoplab_dataplane::wire::L4;
 
 use super::decode::{decode, Seen};
+use super::fold;
 use super::legs::{normalise, stitch, At};
 use super::path::paths;
 use super::render::{render, RelSeq};
@@ -181,6 +182,7 @@ pub fn build_annotated(
 ) -> (Trace, Vec<Option<String>>) {
     let mut comments: Vec<Option<String>> = vec![None; frames.len()];
     let (seen, undecoded) = decode(frames, &mut comments);
+    let acks = &fold::Acks::of(&seen);
     let (per_step, other) = attribute(lab, &seen);
     let st = stitch(lab, &per_step, &other);
     let finish = |mut p: Packet, at: At| {
@@ -207,25 +209,26 @@ pub fn build_annotated(
             let flow = format!("flow {}", step.name);
             let (packets, load) = match &step.load {
                 Some((sample, expect)) => {
-                    let mut l =
-                        load_packets(lab, (i, step, *sample), &paths, &mut comments, &finish);
+                    let mut l = load_packets(
+                        (lab, frames, acks),
+                        (i, step, *sample),
+                        &paths,
+                        &mut comments,
+                        &finish,
+                    );
                     let result = load_result(&mut l.1, outcomes.get(i), expect, &result);
                     (l.0, Some((l.1, result)))
                 }
                 None => {
                     let mut rel = RelSeq::default();
-                    let packets = (paths.iter().enumerate())
+                    let items = (paths.iter().enumerate())
                         .map(|(n, (hops, fwd))| {
                             let p = render(hops, Some((&mut rel, *fwd)), &lab.owner, &lab.drops);
-                            let (mut p, mut note) = finish(p, At::Step(i, n));
-                            if p.l7.is_none() {
-                                p.l7 = dns_note(hops);
-                                note.clone_from(&p.l7);
-                            }
-                            annotate(&mut comments, (&flow, !*fwd), n, hops, &p, note);
-                            p
+                            (&hops[..], !*fwd, At::Step(i, n), p)
                         })
                         .collect();
+                    let packets =
+                        fold_annotate((frames, acks), items, (&flow, true), &mut comments, &finish);
                     (packets, None)
                 }
             };
@@ -237,15 +240,20 @@ pub fn build_annotated(
                 .map(|(l, plan)| {
                     let mut rel = RelSeq::default();
                     let name = format!("{flow}, leg {}", l + 2);
-                    let packets = (plan.paths.iter().enumerate())
-                        .map(|(n, &(o, fwd))| {
+                    let items = (plan.paths.iter())
+                        .map(|&(o, fwd)| {
                             let p =
                                 render(&other[o], Some((&mut rel, fwd)), &lab.owner, &lab.drops);
-                            let (p, note) = finish(p, At::Other(o));
-                            annotate(&mut comments, (&name, !fwd), n, &other[o], &p, note);
-                            p
+                            (&other[o][..], !fwd, At::Other(o), p)
                         })
                         .collect();
+                    let packets = fold_annotate(
+                        (frames, acks),
+                        items,
+                        (&name, false),
+                        &mut comments,
+                        &finish,
+                    );
                     Leg {
                         via: plan.via.clone(),
                         joined_by: plan.joined_by.clone(),
@@ -264,19 +272,45 @@ pub fn build_annotated(
             }
         })
         .collect();
+    // A load step's proxy legs outside its sample: counted, not kept;
+    // each frame names its flow.
+    for (&o, &k) in &st.load_legs {
+        for seen in &other[o] {
+            comments[seen.frame] = Some(format!(
+                "flow {} (a proxy leg of a flow outside the sample)",
+                lab.steps[k].name
+            ));
+        }
+    }
     let mut rels: HashMap<usize, RelSeq> = HashMap::new();
-    let other = (other.iter().enumerate())
-        .filter(|(o, _)| !st.taken.contains(o))
-        .enumerate()
-        .map(|(n, (o, hops))| {
+    let items = (0..other.len())
+        .filter(|o| !st.taken.contains(o))
+        .map(|o| {
             // A connection of no step: TCP numbers relative to its own.
             let tcp = (st.other_conn.get(&o)).map(|&(c, fwd)| (rels.entry(c).or_default(), fwd));
-            let (p, note) = finish(render(hops, tcp, &lab.owner, &lab.drops), At::Other(o));
-            annotate(&mut comments, ("no flow", false), n, hops, &p, note);
-            p
+            let p = render(&other[o], tcp, &lab.owner, &lab.drops);
+            (&other[o][..], false, At::Other(o), p)
         })
         .collect();
-    let trace = Trace {
+    let other = fold_annotate(
+        (frames, acks),
+        items,
+        ("no flow", false),
+        &mut comments,
+        &finish,
+    );
+    (assemble(lab, flows, other, undecoded), comments)
+}
+
+/// The trace of these flows and packets of no flow, with what the capture
+/// left out.
+fn assemble(
+    lab: &LabView,
+    flows: Vec<Flow>,
+    other: Vec<Packet>,
+    undecoded: super::decode::Undecoded,
+) -> Trace {
+    Trace {
         scenario: lab.name.clone(),
         flows,
         other,
@@ -295,15 +329,47 @@ pub fn build_annotated(
                 .collect(),
         },
         interrupted: None,
-    };
-    (trace, comments)
+    }
+}
+
+/// One list of rendered packets (a step's own connection, a leg, the
+/// packets of no flow: each with its frames, whether it goes back to the
+/// client, and where it is in the stitching), folded ([`fold`]): the
+/// packets kept, finished and each frame commented with its hop (`flow`
+/// names the list; `dns`: a packet without L7 gets its DNS summary), a
+/// folded packet's frames with the frame it was folded into.
+fn fold_annotate(
+    (frames, acks): (&[Captured], &fold::Acks),
+    items: Vec<(&[&Seen], bool, At, Packet)>,
+    (flow, dns): (&str, bool),
+    comments: &mut [Option<String>],
+    finish: &dyn Fn(Packet, At) -> (Packet, Option<String>),
+) -> Vec<Packet> {
+    let hops: Vec<&[&Seen]> = items.iter().map(|(h, ..)| *h).collect();
+    let rendered: Vec<&Packet> = items.iter().map(|(.., p)| p).collect();
+    let into = fold::fold((frames, acks), &hops, &rendered);
+    let mut kept = Vec::new();
+    for (n, (hops_n, reply, at, p)) in items.into_iter().enumerate() {
+        if let Some(q) = into[n] {
+            fold::comment(comments, flow, hops_n, hops[q]);
+            continue;
+        }
+        let (mut p, mut note) = finish(p, at);
+        if dns && p.l7.is_none() {
+            p.l7 = dns_note(hops_n);
+            note.clone_from(&p.l7);
+        }
+        annotate(comments, (flow, reply), kept.len(), hops_n, &p, note);
+        kept.push(p);
+    }
+    kept
 }
 
 /// A load step's paths: the sample flows' packets rendered in full, every
 /// flow counted into the summary (who its first packet reached, where
 /// packets were last seen short of an owner, packets seen again).
 fn load_packets(
-    lab: &LabView,
+    (lab, frames, acks): (&LabView, &[Captured], &fold::Acks),
     (i, step, sample): (usize, &Step, u32),
     paths: &[Path],
     comments: &mut [Option<String>],
@@ -317,6 +383,7 @@ fn load_packets(
     let mut answered: HashMap<u16, String> = HashMap::new();
     let mut again: HashMap<(u16, bool, u64), bool> = HashMap::new();
     let mut packets = Vec::new();
+    let mut kept: Vec<(usize, String, Packet)> = Vec::new();
     for (n, (hops, fwd)) in paths.iter().enumerate() {
         let port = flow_port(step, hops).unwrap_or(step.port);
         let p = render(
@@ -341,9 +408,7 @@ fn load_packets(
         }
         let flow = format!("flow {} port {port}", step.name);
         if u32::from(port - step.port) < sample {
-            let (p, note) = finish(p, At::Step(i, n));
-            annotate(comments, (&flow, !*fwd), packets.len(), hops, &p, note);
-            packets.push(p);
+            kept.push((n, flow, p));
         } else {
             // Counted, not kept: each frame names its flow only, so the
             // comments stay short however many flows there are.
@@ -351,6 +416,25 @@ fn load_packets(
                 comments[seen.frame] = Some(flow.clone());
             }
         }
+    }
+    let hops: Vec<&[&Seen]> = kept.iter().map(|(n, ..)| &paths[*n].0[..]).collect();
+    let rendered: Vec<&Packet> = kept.iter().map(|(.., p)| p).collect();
+    let into = fold::fold((frames, acks), &hops, &rendered);
+    for (k, (n, flow, p)) in kept.into_iter().enumerate() {
+        if let Some(q) = into[k] {
+            fold::comment(comments, &flow, hops[k], hops[q]);
+            continue;
+        }
+        let (p, note) = finish(p, At::Step(i, n));
+        annotate(
+            comments,
+            (&flow, !paths[n].1),
+            packets.len(),
+            hops[k],
+            &p,
+            note,
+        );
+        packets.push(p);
     }
     for host in answered.into_values() {
         *sum.answered_by.entry(host).or_default() += 1;
@@ -415,6 +499,12 @@ fn load_result(
         return result.clone();
     }
     match sum.judge(expect) {
+        // Who answered how often is the target's random choice: the
+        // bounds held is what every run has in common.
+        Ok(()) if expect.spread.as_ref().is_some_and(|s| s.random) => {
+            sum.answered_by.clear();
+            StepResult::Ok(Some(format!("{}; {expect}", sum.line())))
+        }
         Ok(()) => StepResult::Ok(Some(sum.line())),
         Err(why) => StepResult::Failed(Some(format!(
             "expected {expect}, got {}: {why}",
@@ -461,5 +551,52 @@ fn annotate(
             let _ = write!(c, "; L7: {l7}");
         }
         comments[seen.frame] = Some(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(answered: &[(&str, u64)], random: bool) -> (LoadSummary, StepResult) {
+        let expect: LoadExpect = serde_yaml::from_str(&format!(
+            "{{spread: {{each_of: [pod-1, pod-2], at_least: 2, random: {random}}}}}"
+        ))
+        .unwrap();
+        let seen = LoadSummary {
+            flows: 5,
+            ok: 5,
+            answered_by: answered.iter().map(|&(h, n)| (h.into(), n)).collect(),
+            ..LoadSummary::default()
+        };
+        let report = StepReport {
+            sent: String::new(),
+            result: StepResult::Unknown,
+            load: Some(seen),
+        };
+        let mut sum = LoadSummary {
+            flows: 5,
+            ..LoadSummary::default()
+        };
+        let r = load_result(&mut sum, Some(&report), &expect, &StepResult::Unknown);
+        (sum, r)
+    }
+
+    /// A random choice's counts differ run to run: the trace keeps that
+    /// the bounds held; a missed bound still names the counts.
+    #[test]
+    fn a_random_spread_keeps_that_its_bounds_held_not_the_counts() {
+        let (a, ra) = run(&[("pod-1", 3), ("pod-2", 2)], true);
+        let (b, rb) = run(&[("pod-1", 2), ("pod-2", 3)], true);
+        assert!(a.answered_by.is_empty());
+        assert_eq!((a, ra.to_string()), (b, rb.to_string()));
+        assert!(matches!(ra, StepResult::Ok(_)), "{ra}");
+        let (_, miss) = run(&[("pod-1", 4), ("pod-2", 1)], true);
+        assert!(
+            matches!(&miss, StepResult::Failed(Some(w)) if w.contains("pod-2 answered 1")),
+            "{miss}"
+        );
+        let (kept, _) = run(&[("pod-1", 3), ("pod-2", 2)], false);
+        assert_eq!(kept.answered_by.len(), 2, "not random: the counts stay");
     }
 }

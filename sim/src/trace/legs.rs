@@ -64,6 +64,9 @@ pub(super) struct Stitched {
     /// path that carries the ClientHello (for the pcapng's comments only:
     /// it differs on every run).
     pub(super) digests: HashMap<At, String>,
+    /// Paths of no step that are the proxy legs of a load step's flows
+    /// outside its sample: counted with their step, not listed.
+    pub(super) load_legs: HashMap<usize, usize>,
 }
 
 type Tuple = (IpAddr, u16, IpAddr, u16);
@@ -387,7 +390,11 @@ pub(super) fn stitch(
         let Some(k) = conns[ci].step else { continue };
         let (mut cur, mut only) = (ci, None);
         let mut chain = vec![ci];
-        while out.legs[k].len() < MAX_LEGS {
+        // A load step's flow outside its sample: its legs are followed (so
+        // that they are no packets of no flow) but not listed.
+        let shown = sampled(&lab.steps[k], &all, &conns[ci]);
+        let mut hidden = 0;
+        while (if shown { out.legs[k].len() } else { hidden }) < MAX_LEGS {
             let Some((j, e)) = next_leg(&conns, &index, &used, &chain, (cur, only)) else {
                 break;
             };
@@ -416,12 +423,17 @@ pub(super) fn stitch(
                     (e.why, paths)
                 }
             };
-            out.legs[k].push(LegPlan {
-                via,
-                joined_by,
-                changed,
-                paths,
-            });
+            if shown {
+                out.legs[k].push(LegPlan {
+                    via,
+                    joined_by,
+                    changed,
+                    paths,
+                });
+            } else {
+                hidden += 1;
+                out.load_legs.extend(paths.iter().map(|&(n, _)| (n, k)));
+            }
             (cur, only) = (j, e.matched.map(|m| m.1));
         }
     }
@@ -454,6 +466,23 @@ pub(super) fn stitch(
         }
     }
     out
+}
+
+/// Is connection `c` of step `step` one whose legs the trace lists: any
+/// connection of a single-flow step, a load step's sample flows only
+/// (those from its first `sample` ports)?
+fn sampled(step: &super::view::Step, all: &[(At, &[&Seen])], c: &Conn) -> bool {
+    let Some((sample, _)) = &step.load else {
+        return true;
+    };
+    let first = c.syn.unwrap_or(c.paths[0]);
+    let port = (all[first].1.iter())
+        .filter(|h| h.at.host == step.host)
+        .find_map(|h| {
+            h.s.ports()
+                .map(|(sp, dp)| if h.outgoing() { sp } else { dp })
+        });
+    port.is_some_and(|p| step.has_port(p) && u32::from(p - step.port) < *sample)
 }
 
 /// The connection that carries on `cur`'s request, and why: the best

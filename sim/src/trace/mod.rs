@@ -68,6 +68,7 @@
 mod build;
 mod decode;
 mod diff;
+mod fold;
 pub mod hop;
 pub mod l7;
 mod legs;
@@ -75,6 +76,8 @@ mod path;
 mod render;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fold;
 #[cfg(test)]
 mod tests_l7;
 mod view;
