@@ -44,6 +44,11 @@ fn gateway_packet_corpus() {
 }
 
 #[test]
+fn gateway_icmp_corpus() {
+    replay("gateway_icmp", targets::gateway_icmp::packet);
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = targets::TARGETS.iter().map(|t| t.0).collect();
     assert_eq!(
@@ -52,7 +57,8 @@ fn every_target_has_a_test() {
             "packet_view",
             "tun_packet",
             "tunnel_datagram",
-            "gateway_packet"
+            "gateway_packet",
+            "gateway_icmp"
         ]
     );
 }
@@ -111,4 +117,28 @@ fn the_tun_fixture_forwards_a_syn_to_the_other_node() {
         matches!(&out[..], [Action::SendTunnel { node, .. }] if *node == n2),
         "{out:?}"
     );
+}
+
+/// The `gateway_icmp` target's errors reach past the lookups: an error
+/// about a translated request is translated, not dropped.
+#[test]
+fn the_gateway_icmp_fixture_translates_an_error_about_a_request() {
+    use hoplab_dataplane::gateway::Verdict;
+    let mut core = targets::gateway::core();
+    let mut p = SYN.to_vec();
+    // 93.6.1.78:40000 > 10.30.255.253:8080.
+    p[12..20].copy_from_slice(&[93, 6, 1, 78, 10, 30, 255, 253]);
+    p[22..24].copy_from_slice(&8080u16.to_be_bytes());
+    fix_checksums(&mut p, 3);
+    assert_eq!(core.packet_in_place(Millis(0), &mut p), Verdict::Request);
+    let (svc, internal): (IpAddr, IpAddr) = (
+        "10.30.30.30".parse().unwrap(),
+        "10.30.255.253".parse().unwrap(),
+    );
+    for pick in 0..3 {
+        let mut e = targets::gateway_icmp::error(svc, internal, &p, pick);
+        Checks::of(&e).assert_valid("generated error");
+        assert_eq!(core.packet_in_place(Millis(0), &mut e), Verdict::Reply);
+    }
+    assert_eq!(core.counters().icmp_errors_to_client, 3);
 }

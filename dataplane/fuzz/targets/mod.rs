@@ -10,6 +10,7 @@
 
 pub mod common;
 pub mod gateway;
+pub mod gateway_icmp;
 pub mod netmanager;
 pub mod packet;
 
@@ -23,4 +24,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("tun_packet", netmanager::tun_packet),
     ("tunnel_datagram", netmanager::tunnel_datagram),
     ("gateway_packet", gateway::packet),
+    ("gateway_icmp", gateway_icmp::packet),
 ];

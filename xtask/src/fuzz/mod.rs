@@ -62,6 +62,11 @@ pub const TARGETS: &[Target] = &[
         asan: false,
     },
     Target {
+        name: "gateway_icmp",
+        krate: "dataplane",
+        asan: false,
+    },
+    Target {
         name: "scenario_parse",
         krate: "sim",
         asan: true,
