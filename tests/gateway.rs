@@ -320,6 +320,9 @@ fn after_it_exits_its_table_and_socket_are_gone_and_counters_written() {
     let counters = std::fs::read_to_string(g.dir.join("counters.txt")).unwrap();
     assert!(counters.contains("packets_in 0"), "{counters}");
     assert!(counters.contains("firewall.spoofed_source 0"), "{counters}");
+    // The shell's own I/O errors are counters too.
+    assert!(counters.contains("io.tun_read_errors 0"), "{counters}");
+    assert!(counters.contains("io.tun_write_errors 0"), "{counters}");
 }
 
 #[test]

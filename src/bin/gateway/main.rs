@@ -68,9 +68,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     fw.install(&exposed_ports(&core))?;
     let rt = lib::runtime()?;
     let mut control_bound = false;
-    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
+    let mut errors = Errors::default();
+    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound, &mut errors));
     // Whatever ended the run: the final counters, no table, no socket.
     let mut text = core.counters().to_string();
+    text.push_str(&errors.counters());
     match firewall::counters() {
         Ok(cs) => {
             for (name, n) in cs {
@@ -97,7 +99,12 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
         .collect()
 }
 
-async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
+async fn serve(
+    cli: &Cli,
+    core: &mut GatewayCore,
+    control_bound: &mut bool,
+    errors: &mut Errors,
+) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
     let offload = tun::offload_setting(cli.offload)?;
@@ -114,7 +121,7 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         offload,
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, clock, &mut signals).await
+    run(&tun, core, ctl_rx, clock, &mut signals, errors).await
 }
 
 async fn run(
@@ -123,10 +130,10 @@ async fn run(
     mut control: Receiver<Request<Command>>,
     clock: Clock,
     signals: &mut Signals,
+    errors: &mut Errors,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
     let mut read = TunRead::new();
-    let mut errors = Errors::default();
     let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
         expiry.arm(core.next_deadline());
@@ -140,7 +147,7 @@ async fn run(
                 let t = now();
                 for _ in 0..BATCH {
                     match guard.try_io(|d| read.recv(d.get_ref())) {
-                        Ok(Ok(r)) => packets(core, t, &mut read, r, tun.get_ref(), &mut errors),
+                        Ok(Ok(r)) => packets(core, t, &mut read, r, tun.get_ref(), errors),
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         // Not a system call's error: a read tun-rs could
                         // not split (bad virtio header or GSO geometry).
@@ -154,7 +161,7 @@ async fn run(
                 }
             }
             Some(req) = control.recv() => {
-                let _ = req.reply.send(answer(core, req.command, now()));
+                let _ = req.reply.send(answer(core, req.command, now(), errors));
             }
             () = expiry.wait() => {
                 let n = core.expire(now());
@@ -171,11 +178,29 @@ async fn run(
     result
 }
 
-/// The shell's own I/O errors (the core does not see them).
+/// The shell's own I/O errors (the core does not see them): every one is
+/// counted, in the counters the control socket and the exit file show,
+/// and warned about at a limited rate.
 #[derive(Debug, Default)]
 struct Errors {
+    /// Writes to the TUN that failed: the packets (a super-packet or a
+    /// coalesced batch counts once) are lost.
     tun_write: RateLimited,
+    /// TUN reads that could not be split into packets (bad virtio-net
+    /// header or GSO geometry): lost.
     tun_read: RateLimited,
+}
+
+impl Errors {
+    /// `io.tun_read_errors N` and `io.tun_write_errors N`, one a line, in
+    /// the core's counter format.
+    fn counters(&self) -> String {
+        format!(
+            "io.tun_read_errors {}\nio.tun_write_errors {}\n",
+            self.tun_read.total(),
+            self.tun_write.total()
+        )
+    }
 }
 
 /// One TUN read through the core: a packet or a TCP super-packet
@@ -218,10 +243,10 @@ fn packets(
 /// The reply text of a control command. Exposure changes update the core
 /// and the firewall's sets together: the firewall only admits ports the
 /// core maps.
-fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
+fn answer(core: &mut GatewayCore, cmd: Command, now: Millis, errors: &Errors) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
-        Command::Counters => core.counters().to_string(),
+        Command::Counters => core.counters().to_string() + &errors.counters(),
         Command::Flows => {
             let mut s = String::new();
             for f in core.flows(now) {
