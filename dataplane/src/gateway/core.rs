@@ -430,19 +430,38 @@ impl GatewayCore {
     /// Removes a row of the Exposed Services table and every flow through
     /// it (counted in `flows_removed`); returns the row.
     pub fn unexpose(&mut self, proto: Proto, port: u16, v6: bool) -> Result<Exposure, ExposeError> {
+        self.unexpose_flows(proto, port, v6).map(|(e, _)| e)
+    }
+
+    /// [`Self::unexpose`], also returning the client (address and port)
+    /// of every flow removed, sorted: whom the shell tells that their
+    /// connection is gone.
+    pub fn unexpose_flows(
+        &mut self,
+        proto: Proto,
+        port: u16,
+        v6: bool,
+    ) -> Result<(Exposure, Vec<SocketAddr>), ExposeError> {
         let service = self
             .exposures
             .remove(&ExposedPort::new(proto, port, v6))
             .ok_or(ExposeError::NotExposed { proto, port, v6 })?;
-        let n = self
-            .table
-            .remove_where(|e| e.proto == proto && e.exposed_port == port && e.is_ipv6() == v6);
+        let mut clients = Vec::new();
+        let n = self.table.remove_where(|e| {
+            let gone = e.proto == proto && e.exposed_port == port && e.is_ipv6() == v6;
+            if gone {
+                clients.push(SocketAddr::new(e.client_ip, e.client_port));
+            }
+            gone
+        });
+        clients.sort();
         self.counters.flows_removed += n as u64;
-        Ok(Exposure {
+        let e = Exposure {
             proto,
             port,
             service,
-        })
+        };
+        Ok((e, clients))
     }
 
     /// The Exposed Services table, sorted by protocol, port, then family

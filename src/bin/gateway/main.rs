@@ -15,6 +15,7 @@
 //! firewall and the TUN).
 
 mod args;
+mod conntrack;
 mod control;
 mod firewall;
 
@@ -38,6 +39,9 @@ use tun_rs::SyncDevice;
 use args::Cli;
 use control::Command;
 use firewall::Firewall;
+
+/// The gateway's public addresses (IPv4, and IPv6 if it has one).
+type Public = (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>);
 
 /// TUN reads (each a packet or a super-packet) handled before the loop
 /// looks at its other sources.
@@ -121,7 +125,8 @@ async fn serve(
         offload,
         "gateway ready"
     );
-    run(&tun, core, ctl_rx, clock, &mut signals, errors).await
+    let public = (cli.public, cli.public6);
+    run(&tun, core, ctl_rx, clock, &mut signals, errors, public).await
 }
 
 async fn run(
@@ -131,6 +136,7 @@ async fn run(
     clock: Clock,
     signals: &mut Signals,
     errors: &mut Errors,
+    public: Public,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
     let mut read = TunRead::new();
@@ -161,7 +167,7 @@ async fn run(
                 }
             }
             Some(req) = control.recv() => {
-                let _ = req.reply.send(answer(core, req.command, now(), errors));
+                let _ = req.reply.send(answer(core, req.command, now(), errors, public));
             }
             () = expiry.wait() => {
                 let n = core.expire(now());
@@ -240,10 +246,44 @@ fn packets(
     }
 }
 
+/// Ends the connections of `clients` through exposed port `port` after
+/// `unexpose`: the firewall is told to answer their next packets with a
+/// reset or an ICMP error (first, so no packet meets neither), then their
+/// conntrack entries (client → public address and port) are deleted, so
+/// that those packets are no longer DNATed to the TUN, where nothing would
+/// answer them.
+fn end_flows(
+    proto: hoplab_dataplane::gateway::Proto,
+    port: u16,
+    clients: &[std::net::SocketAddr],
+    public: Public,
+) -> anyhow::Result<()> {
+    Firewall::close(proto, port, clients)?;
+    let tuples: Vec<_> = clients
+        .iter()
+        .filter_map(|c| {
+            let p: std::net::IpAddr = match c {
+                std::net::SocketAddr::V4(_) => public.0.into(),
+                std::net::SocketAddr::V6(_) => public.1?.into(),
+            };
+            Some((*c, std::net::SocketAddr::new(p, port)))
+        })
+        .collect();
+    let n = conntrack::delete(proto, &tuples)?;
+    trace!(deleted = n, "conntrack entries of unexposed flows");
+    Ok(())
+}
+
 /// The reply text of a control command. Exposure changes update the core
 /// and the firewall's sets together: the firewall only admits ports the
 /// core maps.
-fn answer(core: &mut GatewayCore, cmd: Command, now: Millis, errors: &Errors) -> String {
+fn answer(
+    core: &mut GatewayCore,
+    cmd: Command,
+    now: Millis,
+    errors: &Errors,
+    public: Public,
+) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
         Command::Counters => core.counters().to_string() + &errors.counters(),
@@ -285,17 +325,20 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: Millis, errors: &Errors) ->
             "ok\n".to_string()
         }
         Command::Unexpose { proto, port, v6 } => {
-            let removed = match core.unexpose(proto, port, v6) {
+            let (removed, clients) = match core.unexpose_flows(proto, port, v6) {
                 Ok(r) => r,
                 Err(err) => return format!("error {err}\n"),
             };
-            let port = ExposedPort::new(proto, port, v6);
-            if !exposed_ports(core).contains(&port) {
-                if let Err(err) = Firewall::set_port(port, false) {
+            let exposed = ExposedPort::new(proto, port, v6);
+            if !exposed_ports(core).contains(&exposed) {
+                if let Err(err) = Firewall::set_port(exposed, false) {
                     return format!("error {err:#}\n");
                 }
             }
-            info!(%removed, "unexposed");
+            if let Err(err) = end_flows(proto, port, &clients, public) {
+                return format!("error {err:#}\n");
+            }
+            info!(%removed, flows = clients.len(), "unexposed");
             format!("ok removed {removed}\n")
         }
     }

@@ -563,7 +563,10 @@ fn unexpose_removes_the_exposure_and_its_flows() {
     let u = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
     let v6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), Millis(0));
     assert_eq!(g.flow_count(), 4);
-    let removed = g.unexpose(Proto::Tcp, EXPOSED, false).unwrap();
+    let (removed, clients) = g.unexpose_flows(Proto::Tcp, EXPOSED, false).unwrap();
+    // The clients of the flows removed, sorted: the shell ends their
+    // connections.
+    assert_eq!(clients, [sa(CLIENT), sa(CLIENT_B)]);
     assert_eq!(
         removed,
         Exposure {
