@@ -10,11 +10,14 @@
 //! core rewrites it once and it is written back whole
 //! ([`hoplab::shell::batch`]).
 //!
-//! One current-thread runtime; one task owns the core. Readiness for the
+//! One current-thread runtime; one task owns the core. `nft` never runs
+//! on it: exposure changes go to a firewall thread and are applied to the
+//! core when their firewall part is done ([`changes`]). Readiness for the
 //! harness: the control socket accepts connections (bound last, after the
 //! firewall and the TUN).
 
 mod args;
+mod changes;
 mod conntrack;
 mod control;
 mod firewall;
@@ -140,6 +143,8 @@ async fn run(
 ) -> anyhow::Result<()> {
     let now = || clock.now();
     let mut read = TunRead::new();
+    let mut worker = changes::Worker::spawn().context("starting the firewall thread")?;
+    let mut changes = changes::Changes::default();
     let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
         expiry.arm(core.next_deadline());
@@ -166,9 +171,15 @@ async fn run(
                     }
                 }
             }
-            Some(req) = control.recv() => {
-                let _ = req.reply.send(answer(core, req.command, now(), errors, public));
-            }
+            Some(req) = control.recv() => match req.command {
+                Command::Expose(_) | Command::Unexpose { .. } => {
+                    changes.submit(core, &worker, req);
+                }
+                cmd => {
+                    let _ = req.reply.send(answer(core, cmd, now(), errors));
+                }
+            },
+            Some(done) = worker.done.recv() => changes.completed(core, &worker, public, done),
             () = expiry.wait() => {
                 let n = core.expire(now());
                 if n > 0 {
@@ -246,44 +257,9 @@ fn packets(
     }
 }
 
-/// Ends the connections of `clients` through exposed port `port` after
-/// `unexpose`: the firewall is told to answer their next packets with a
-/// reset or an ICMP error (first, so no packet meets neither), then their
-/// conntrack entries (client → public address and port) are deleted, so
-/// that those packets are no longer DNATed to the TUN, where nothing would
-/// answer them.
-fn end_flows(
-    proto: hoplab_dataplane::gateway::Proto,
-    port: u16,
-    clients: &[std::net::SocketAddr],
-    public: Public,
-) -> anyhow::Result<()> {
-    Firewall::close(proto, port, clients)?;
-    let tuples: Vec<_> = clients
-        .iter()
-        .filter_map(|c| {
-            let p: std::net::IpAddr = match c {
-                std::net::SocketAddr::V4(_) => public.0.into(),
-                std::net::SocketAddr::V6(_) => public.1?.into(),
-            };
-            Some((*c, std::net::SocketAddr::new(p, port)))
-        })
-        .collect();
-    let n = conntrack::delete(proto, &tuples)?;
-    trace!(deleted = n, "conntrack entries of unexposed flows");
-    Ok(())
-}
-
-/// The reply text of a control command. Exposure changes update the core
-/// and the firewall's sets together: the firewall only admits ports the
-/// core maps.
-fn answer(
-    core: &mut GatewayCore,
-    cmd: Command,
-    now: Millis,
-    errors: &Errors,
-    public: Public,
-) -> String {
+/// The reply text of a control command but an exposure change (those go
+/// through [`changes`]: the firewall first, off this task, then the core).
+fn answer(core: &mut GatewayCore, cmd: Command, now: Millis, errors: &Errors) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
         Command::Counters => core.counters().to_string() + &errors.counters(),
@@ -309,37 +285,9 @@ fn answer(
             s.push('\n');
             s
         }
-        Command::Expose(e) => {
-            let port = e.exposed_port();
-            let had = exposed_ports(core).contains(&port);
-            if let Err(err) = core.expose(e.clone()) {
-                return format!("error {err}\n");
-            }
-            if !had {
-                if let Err(err) = Firewall::set_port(port, true) {
-                    let _ = core.unexpose(e.proto, e.port, e.service.is_ipv6());
-                    return format!("error {err:#}\n");
-                }
-            }
-            info!(%e, "exposed");
-            "ok\n".to_string()
-        }
-        Command::Unexpose { proto, port, v6 } => {
-            let (removed, clients) = match core.unexpose_flows(proto, port, v6) {
-                Ok(r) => r,
-                Err(err) => return format!("error {err}\n"),
-            };
-            let exposed = ExposedPort::new(proto, port, v6);
-            if !exposed_ports(core).contains(&exposed) {
-                if let Err(err) = Firewall::set_port(exposed, false) {
-                    return format!("error {err:#}\n");
-                }
-            }
-            if let Err(err) = end_flows(proto, port, &clients, public) {
-                return format!("error {err:#}\n");
-            }
-            info!(%removed, flows = clients.len(), "unexposed");
-            format!("ok removed {removed}\n")
+        // Exposure changes go through `changes` (off this task).
+        Command::Expose(_) | Command::Unexpose { .. } => {
+            "error an exposure change outside the queue\n".to_string()
         }
     }
 }
