@@ -135,6 +135,23 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "harness,gso")]
         veths: Vec<String>,
     },
+    /// p50/p99 latency through the gateway with and without exposure
+    /// changes every `churn_ms`; print the results as one line of JSON.
+    #[command(name = "__bench-exposure", hide = true)]
+    BenchExposure {
+        /// Where the run's logs go.
+        #[arg(long, default_value = "target/bench-exposure")]
+        out: PathBuf,
+        /// Recorded round trips per latency measurement.
+        #[arg(long, default_value_t = dataplane::ExposureConfig::default().round_trips)]
+        round_trips: usize,
+        /// Rounds (each with and without changes; medians are reported).
+        #[arg(long, default_value_t = dataplane::ExposureConfig::default().rounds)]
+        rounds: usize,
+        /// An exposure change every this many milliseconds.
+        #[arg(long, default_value_t = dataplane::ExposureConfig::default().churn_ms)]
+        churn_ms: u64,
+    },
     /// Requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
     /// re-encrypt) beside the same requests straight to the server; print
     /// the results as one line of JSON.
@@ -423,6 +440,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rounds,
             veths,
         } => bench_dataplane(out, secs, round_trips, rounds, &veths),
+        Cmd::BenchExposure {
+            out,
+            round_trips,
+            rounds,
+            churn_ms,
+        } => bench_exposure(
+            &out,
+            dataplane::ExposureConfig {
+                round_trips,
+                rounds,
+                churn_ms,
+            },
+        ),
         Cmd::BenchL7 {
             out,
             requests,
@@ -591,6 +621,21 @@ fn bench_dataplane(
         veths,
     };
     let r = dataplane::run(&cfg, &out)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `__bench-exposure`: in the sandbox, the exposure-change benchmark; its
+/// results on stdout as one line of JSON.
+fn bench_exposure(
+    out: &std::path::Path,
+    cfg: dataplane::ExposureConfig,
+) -> anyhow::Result<ExitCode> {
+    sandbox::check(&dataplane::scenario())?;
+    if let Some(code) = enter_sandbox()? {
+        return Ok(code);
+    }
+    let r = dataplane::run_exposure(&cfg, out)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -308,6 +308,89 @@ fn exposure_changes_at_runtime_follow_in_the_firewall() {
     assert!(g.stop().success(), "{}", log(&g.dir));
 }
 
+/// Sends `packets` out of `ifname` (an Ethernet device) to `mac` through
+/// an AF_PACKET datagram socket: the peer end receives them as frames for
+/// its own address.
+fn send_eth(ns: &Ns, ifname: &'static str, mac: [u8; 6], packets: Vec<Vec<u8>>) {
+    use nix::sys::socket::{
+        sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType,
+        SockaddrLike,
+    };
+    ns.run(move || {
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Datagram,
+            SockFlag::empty(),
+            SockProtocol::EthIp,
+        )
+        .expect("AF_PACKET socket");
+        let ifindex = nix::net::if_::if_nametoindex(ifname).expect("the interface");
+        let mut sll_addr = [0u8; 8];
+        sll_addr[..6].copy_from_slice(&mac);
+        let sll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_IP as u16).to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 6,
+            sll_addr,
+        };
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` is a live, initialised sockaddr_ll of `len` bytes
+        // for the duration of the call, which copies it.
+        let to = unsafe { LinkAddr::from_raw(std::ptr::addr_of!(sll).cast(), Some(len)) }
+            .expect("a link-layer address");
+        for p in packets {
+            let n = sendto(fd.as_raw_fd(), &p, &to, MsgFlags::empty()).expect("sendto");
+            assert_eq!(n, p.len());
+        }
+    })
+}
+
+/// After `unexpose`, a client's next datagram of a connection the kernel
+/// had DNATed is no longer DNATed (its conntrack entry is gone: it would
+/// otherwise reach the TUN, where no flow is left) and the firewall
+/// answers it (`unexposed_reset`) instead of dropping it.
+#[test]
+fn unexpose_deletes_the_conntrack_entries_and_answers_the_clients() {
+    let mut g = start("unexpose");
+    g.ns.ip(&[
+        "link set pub address 02:00:00:00:00:01",
+        "link set pub-peer up",
+        "route add 93.6.1.0/24 dev pub",
+    ]);
+    assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
+    let b = etherparse::PacketBuilder::ipv4([93, 6, 1, 78], [24, 0, 5, 8], 64).udp(40000, 5353);
+    let mut datagram = Vec::new();
+    b.write(&mut datagram, b"query").unwrap();
+    g.ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap());
+    let mac = [2, 0, 0, 0, 0, 1];
+    // Sent again until it passes: the veth drops what it is given until
+    // the kernel's link watch has seen its carrier.
+    wait_for("the request", || {
+        send_eth(&g.ns, "pub-peer", mac, vec![datagram.clone()]);
+        std::thread::sleep(Duration::from_millis(50));
+        g.counter("requests") >= 1
+    });
+    let before = g.counter("packets_in");
+    let r = g.ask("unexpose udp 5353");
+    assert!(r.starts_with("ok removed udp 5353"), "{r}");
+    let (ok, closed) =
+        g.ns.cmd(&["nft", "list", "set", "inet", "hoplab_gateway", "closed_udp"]);
+    assert!(
+        ok && closed.contains("93.6.1.78 . 40000 . 5353"),
+        "{closed}"
+    );
+    send_eth(&g.ns, "pub-peer", mac, vec![datagram]);
+    wait_for("the firewall's answer", || {
+        g.counter("firewall.unexposed_reset") == 1
+    });
+    // Not DNATed to the TUN again.
+    assert_eq!(g.counter("packets_in"), before, "{}", g.ask("counters"));
+    assert!(g.stop().success(), "{}", log(&g.dir));
+}
+
 #[test]
 fn after_it_exits_its_table_and_socket_are_gone_and_counters_written() {
     let mut g = start("exit");
@@ -320,6 +403,9 @@ fn after_it_exits_its_table_and_socket_are_gone_and_counters_written() {
     let counters = std::fs::read_to_string(g.dir.join("counters.txt")).unwrap();
     assert!(counters.contains("packets_in 0"), "{counters}");
     assert!(counters.contains("firewall.spoofed_source 0"), "{counters}");
+    // The shell's own I/O errors are counters too.
+    assert!(counters.contains("io.tun_read_errors 0"), "{counters}");
+    assert!(counters.contains("io.tun_write_errors 0"), "{counters}");
 }
 
 #[test]

@@ -49,6 +49,11 @@ fn fragments_corpus() {
 }
 
 #[test]
+fn gateway_icmp_corpus() {
+    replay("gateway_icmp", targets::gateway_icmp::packet);
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = targets::TARGETS.iter().map(|t| t.0).collect();
     assert_eq!(
@@ -58,7 +63,8 @@ fn every_target_has_a_test() {
             "tun_packet",
             "tunnel_datagram",
             "gateway_packet",
-            "fragments"
+            "fragments",
+            "gateway_icmp"
         ]
     );
 }
@@ -155,4 +161,28 @@ fn the_fragments_seed_is_reassembled_and_cut_again() {
         .iter()
         .all(|a| matches!(a, Action::SendTunnel { datagram, .. } if is_fragment(datagram))));
     assert_eq!(core.counters().frag_reassembled, 2);
+}
+
+/// The `gateway_icmp` target's errors reach past the lookups: an error
+/// about a translated request is translated, not dropped.
+#[test]
+fn the_gateway_icmp_fixture_translates_an_error_about_a_request() {
+    use hoplab_dataplane::gateway::Verdict;
+    let mut core = targets::gateway::core();
+    let mut p = SYN.to_vec();
+    // 93.6.1.78:40000 > 10.30.255.253:8080.
+    p[12..20].copy_from_slice(&[93, 6, 1, 78, 10, 30, 255, 253]);
+    p[22..24].copy_from_slice(&8080u16.to_be_bytes());
+    fix_checksums(&mut p, 3);
+    assert_eq!(core.packet_in_place(Millis(0), &mut p), Verdict::Request);
+    let (svc, internal): (IpAddr, IpAddr) = (
+        "10.30.30.30".parse().unwrap(),
+        "10.30.255.253".parse().unwrap(),
+    );
+    for pick in 0..3 {
+        let mut e = targets::gateway_icmp::error(svc, internal, &p, pick);
+        Checks::of(&e).assert_valid("generated error");
+        assert_eq!(core.packet_in_place(Millis(0), &mut e), Verdict::Reply);
+    }
+    assert_eq!(core.counters().icmp_errors_to_client, 3);
 }

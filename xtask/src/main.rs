@@ -183,6 +183,23 @@ enum Bench {
         #[arg(long, default_value_t = Config::default().rounds)]
         rounds: usize,
     },
+    /// Latency through the gateway while exposures change every 10 ms,
+    /// against the same without changes; writes reports/bench-exposure.md.
+    Exposure {
+        /// Build in debug mode instead of release (numbers not meaningful).
+        #[arg(long)]
+        debug: bool,
+        /// How many round trips each latency test records.
+        #[arg(long, default_value_t = hoplab_sim::bench::dataplane::ExposureConfig::default().round_trips)]
+        round_trips: usize,
+        /// How many rounds (each with and without changes); the report
+        /// shows medians.
+        #[arg(long, default_value_t = hoplab_sim::bench::dataplane::ExposureConfig::default().rounds)]
+        rounds: usize,
+        /// An exposure change every this many milliseconds.
+        #[arg(long, default_value_t = hoplab_sim::bench::dataplane::ExposureConfig::default().churn_ms)]
+        churn_ms: u64,
+    },
     /// The trace of synthetic captures of N frames: frames/s and peak
     /// memory; writes reports/bench-trace.md.
     Trace {
@@ -353,6 +370,15 @@ fn real_main() -> Result<()> {
                     rounds,
                 },
         } => bench::dataplane(!debug, secs, round_trips, rounds),
+        Cmd::Bench {
+            what:
+                Bench::Exposure {
+                    debug,
+                    round_trips,
+                    rounds,
+                    churn_ms,
+                },
+        } => bench::exposure(!debug, round_trips, rounds, churn_ms),
         Cmd::Bench {
             what:
                 Bench::L7 {

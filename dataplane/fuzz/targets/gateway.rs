@@ -69,7 +69,11 @@ pub fn packet(data: &[u8]) {
             Checks::of(&packet).assert_kept(&Checks::of(&buf), "gateway rewrite");
             let mut view = buf.clone();
             let v = IpPacket::new_checked(&mut view).expect("a rewritten packet is valid");
-            let (sp, dp) = v.src_port().zip(v.dst_port()).expect("TCP or UDP");
+            let Some((sp, dp)) = v.src_port().zip(v.dst_port()) else {
+                // An ICMP error about a flow (see the `gateway_icmp` target).
+                assert!(v.quote().is_some(), "rewritten: TCP, UDP or an ICMP error");
+                continue;
+            };
             assert_eq!(Some(src), cfg.internal(v.is_ipv6()));
             if verdict == Verdict::Request {
                 assert!(

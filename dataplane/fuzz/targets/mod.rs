@@ -11,6 +11,7 @@
 pub mod common;
 pub mod fragments;
 pub mod gateway;
+pub mod gateway_icmp;
 pub mod netmanager;
 pub mod packet;
 
@@ -25,4 +26,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("tunnel_datagram", netmanager::tunnel_datagram),
     ("gateway_packet", gateway::packet),
     ("fragments", fragments::fragments),
+    ("gateway_icmp", gateway_icmp::packet),
 ];

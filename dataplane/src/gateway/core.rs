@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
 use crate::netmanager::services::is_service_ip;
-use crate::packet::{IpPacket, ParseError, Transport};
+use crate::packet::{IpPacket, ParseError, Quote, QuotedKind, Transport};
 use crate::prefix::in_net;
 use crate::time::Millis;
 
@@ -316,6 +316,13 @@ crate::counters::counters! {
     flows_expired,
     /// Flows removed by `unexpose`.
     flows_removed,
+    /// ICMP errors about a flow translated towards its client (counted in
+    /// `replies` too): an instance's or a router's error about a request.
+    icmp_errors_to_client,
+    /// ICMP errors about a flow translated towards its service (counted in
+    /// `requests` too): a client's or an internet router's error about a
+    /// reply.
+    icmp_errors_to_service,
     dropped_malformed,
     dropped_fragment,
     dropped_unsupported,
@@ -423,19 +430,38 @@ impl GatewayCore {
     /// Removes a row of the Exposed Services table and every flow through
     /// it (counted in `flows_removed`); returns the row.
     pub fn unexpose(&mut self, proto: Proto, port: u16, v6: bool) -> Result<Exposure, ExposeError> {
+        self.unexpose_flows(proto, port, v6).map(|(e, _)| e)
+    }
+
+    /// [`Self::unexpose`], also returning the client (address and port)
+    /// of every flow removed, sorted: whom the shell tells that their
+    /// connection is gone.
+    pub fn unexpose_flows(
+        &mut self,
+        proto: Proto,
+        port: u16,
+        v6: bool,
+    ) -> Result<(Exposure, Vec<SocketAddr>), ExposeError> {
         let service = self
             .exposures
             .remove(&ExposedPort::new(proto, port, v6))
             .ok_or(ExposeError::NotExposed { proto, port, v6 })?;
-        let n = self
-            .table
-            .remove_where(|e| e.proto == proto && e.exposed_port == port && e.is_ipv6() == v6);
+        let mut clients = Vec::new();
+        let n = self.table.remove_where(|e| {
+            let gone = e.proto == proto && e.exposed_port == port && e.is_ipv6() == v6;
+            if gone {
+                clients.push(SocketAddr::new(e.client_ip, e.client_port));
+            }
+            gone
+        });
+        clients.sort();
         self.counters.flows_removed += n as u64;
-        Ok(Exposure {
+        let e = Exposure {
             proto,
             port,
             service,
-        })
+        };
+        Ok((e, clients))
     }
 
     /// The Exposed Services table, sorted by protocol, port, then family
@@ -486,12 +512,13 @@ impl GatewayCore {
         if v.len() != len {
             return Err(DropReason::Malformed);
         }
+        let v6 = v.is_ipv6();
         let proto = match v.transport() {
             Transport::Tcp => Proto::Tcp,
             Transport::Udp => Proto::Udp,
+            Transport::IcmpError(q) => return self.icmp_error(now, &mut v, q),
             _ => return Err(DropReason::Unsupported),
         };
-        let v6 = v.is_ipv6();
         let internal = self.cfg.internal(v6).ok_or(DropReason::WrongDestination)?;
         if v.dst() != internal {
             return Err(DropReason::WrongDestination);
@@ -590,6 +617,81 @@ impl GatewayCore {
         }
         rewrite_request(&mut v, internal, e);
         Ok(Dir::Request)
+    }
+
+    /// An ICMP error addressed to the internal address, quoting a TCP or
+    /// UDP packet of a flow (see the module documentation, "ICMP errors").
+    /// It refreshes nothing and never creates a flow.
+    fn icmp_error(
+        &mut self,
+        now: Millis,
+        v: &mut IpPacket<'_>,
+        q: Quote,
+    ) -> Result<Dir, DropReason> {
+        let proto = match q.kind() {
+            QuotedKind::Tcp => Proto::Tcp,
+            QuotedKind::Udp => Proto::Udp,
+            QuotedKind::IcmpEcho | QuotedKind::Other => return Err(DropReason::Unsupported),
+        };
+        let v6 = v.is_ipv6();
+        let internal = self.cfg.internal(v6).ok_or(DropReason::WrongDestination)?;
+        let quoted = v
+            .quoted_src()
+            .zip(v.quoted_dst())
+            .zip(v.quoted_src_port().zip(v.quoted_dst_port()));
+        // TCP and UDP quotes always carry their ports.
+        let Some(((qsrc, qdst), (qsp, qdp))) = quoted else {
+            return Err(DropReason::Unsupported);
+        };
+        if v.dst() != internal || qsrc != internal {
+            return Err(DropReason::WrongDestination);
+        }
+        let src = v.src();
+        let t = self.table.timeouts();
+        if self.cfg.is_internal(qdst) {
+            // About a request `internal:iport > svc:sport`, from inside.
+            if !self.cfg.is_internal(src) {
+                return Err(DropReason::Spoofed);
+            }
+            let e = self
+                .table
+                .reply_slot(space(proto, v6), qsp)
+                .and_then(|slot| self.table.get(slot))
+                .filter(|e| e.service_ip == qdst && e.service_port == qdp && !t.expired(e, now))
+                .ok_or(DropReason::NoFlow)?;
+            // Families match by construction: the setters cannot fail.
+            let _ = v.set_src(internal);
+            let _ = v.set_dst(e.client_ip);
+            // The quote becomes the request as the kernel's DNAT left it:
+            // `client:cport > internal:eport`.
+            let _ = v.set_quoted_src(e.client_ip);
+            let _ = v.set_quoted_src_port(e.client_port);
+            let _ = v.set_quoted_dst(internal);
+            let _ = v.set_quoted_dst_port(e.exposed_port);
+            self.counters.icmp_errors_to_client += 1;
+            Ok(Dir::Reply)
+        } else {
+            // About a reply `internal:eport > client:cport`, from outside.
+            if self.cfg.is_internal(src) || is_martian(src) {
+                return Err(DropReason::Spoofed);
+            }
+            let e = self
+                .table
+                .request_slot(&RequestKey::new(proto, qdst, qdp, qsp))
+                .and_then(|slot| self.table.get(slot))
+                .filter(|e| !t.expired(e, now))
+                .ok_or(DropReason::NoFlow)?;
+            let _ = v.set_src(internal);
+            let _ = v.set_dst(e.service_ip);
+            // The quote becomes the reply as the service sent it:
+            // `svc:sport > internal:iport`.
+            let _ = v.set_quoted_src(e.service_ip);
+            let _ = v.set_quoted_src_port(e.service_port);
+            let _ = v.set_quoted_dst(internal);
+            let _ = v.set_quoted_dst_port(e.internal_port);
+            self.counters.icmp_errors_to_service += 1;
+            Ok(Dir::Request)
+        }
     }
 
     /// When [`Self::expire`] next has something to do: the earliest time

@@ -112,13 +112,43 @@
 //! opens a new flow; [`GatewayCore::expire`] sweeps the rest (O(n)).
 //! Removing an exposure ([`GatewayCore::unexpose`]) removes its flows.
 //!
+//! # ICMP errors
+//!
+//! Destination unreachable (IPv4 fragmentation needed included), time
+//! exceeded, parameter problem and ICMPv6 packet too big about a flow are
+//! translated both ways, by the flow the quoted packet belongs to; the
+//! quote is rewritten back to what its sender sent (addresses, ports and
+//! the quoted checksums, by the packet views' setters), the outer source
+//! becomes the internal address, and the MTU of a "too big" is kept (the
+//! gateway changes no length). An error neither creates nor refreshes a
+//! flow.
+//!
+//! | error about | arrives (from) | quote | becomes |
+//! |---|---|---|---|
+//! | a request (the service's net manager: no instance; a router inside: too big, time exceeded) | `X > internal`, X inside the platform | `internal:iport > svc:sport` | `internal > client`, quote `client:cport > internal:eport` |
+//! | a reply (the client: port closed; a router on the internet) | `Y > internal`, Y outside (conntrack has undone the public address in the quote) | `internal:eport > client:cport` | `internal > svc`, quote `svc:sport > internal:iport` |
+//!
+//! The kernel's conntrack then finds the error RELATED to the client's
+//! connection and restores the public address in the outer source and the
+//! quote (step 6 for errors), so the client's socket gets the error. An
+//! error about a request from outside the platform, or about a reply from
+//! inside it, is [`DropReason::Spoofed`]; an error about no live flow is
+//! [`DropReason::NoFlow`]. Counted in `requests`/`replies` and in
+//! `icmp_errors_to_service`/`icmp_errors_to_client`.
+//!
+//! Where a "too big" is born: a client's packet larger than `gw0`'s MTU
+//! (the overlay's, 1450) is refused by the gateway node's kernel when it
+//! forwards it from `pub` to `gw0` (fragmentation needed / packet too big,
+//! translated by conntrack, never reaching this core); a packet that fits
+//! `gw0` fits the tunnel too, whose datagrams the kernel fragments on an
+//! underlay narrower than overlay + 28 bytes. A "too big" from inside (a
+//! router of the platform) comes through this core as above.
+//!
 //! # What it does not do
 //!
-//! - ICMP is not translated, in either direction: echo requests to the
-//!   gateway and ICMP errors about its flows (e.g. a service's port
-//!   unreachable, a router's packet too big) are dropped as
-//!   [`DropReason::Unsupported`], so path MTU discovery through the gateway
-//!   relies on the kernel (or on TCP MSS clamping).
+//! - ICMP echo is not translated: an echo request to the gateway is
+//!   dropped as [`DropReason::Unsupported`], as is an ICMP error quoting
+//!   anything but TCP or UDP.
 //! - Fragments are not reassembled: only the first carries ports, so
 //!   every fragment is dropped ([`DropReason::Fragment`]).
 //! - Anything but TCP and UDP is dropped ([`DropReason::Unsupported`]), as are

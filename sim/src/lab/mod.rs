@@ -244,6 +244,9 @@ pub struct Step {
     pub load: Option<crate::load::Load>,
     /// A load step's payload length per flow.
     pub payload_bytes: usize,
+    /// A UDP step: Don't Fragment, and the payload sent again cut to the
+    /// path MTU after a "too big" (see [`traffic`]).
+    pub df: bool,
 }
 
 /// An instance host moved to another node before a step: its interface

@@ -163,6 +163,7 @@ pub fn run_step_with(
     let (payload, want) = (step.payload.as_bytes(), expected_len(step));
     let r = match step.proto {
         Proto::Tcp => tcp(SocketAddr::new(t.addr, t.port), sport, (payload, want), &w),
+        Proto::Udp if step.df => udp_df(SocketAddr::new(t.addr, t.port), sport, payload, &w),
         Proto::Udp => udp(SocketAddr::new(t.addr, t.port), sport, payload, &w),
         Proto::Icmp => icmp(t.addr, sport, step, &w),
     };
@@ -408,19 +409,7 @@ pub(super) fn udp(
     payload: &[u8],
     w: &Wait,
 ) -> std::io::Result<Observed> {
-    let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
-    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
-    // Connected: ICMP errors surface as ECONNREFUSED, and IPv4 IDs are the
-    // socket's own counter rather than 0.
-    s.connect(&to.into())?;
-    // Report every ICMP error, not only the "hard" ones (port unreachable):
-    // a host unreachable from a net manager is an answer too.
-    if to.is_ipv4() {
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)?;
-    } else {
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)?;
-    }
-    let u = std::net::UdpSocket::from(s);
+    let u = std::net::UdpSocket::from(udp_socket(to, sport)?);
     u.send(payload)?;
     let mut buf = [0u8; 65536];
     Ok(
@@ -432,6 +421,127 @@ pub(super) fn udp(
             None => Observed::Silence,
         },
     )
+}
+
+/// A connected UDP socket from `sport` to `to` (connected: ICMP errors
+/// surface as errors, and IPv4 IDs are the socket's own counter rather
+/// than 0) that reports every ICMP error, not only the "hard" ones (port
+/// unreachable): a host unreachable from a net manager is an answer too.
+fn udp_socket(to: SocketAddr, sport: u16) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
+    s.connect(&to.into())?;
+    if to.is_ipv4() {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv4RecvErr, &true)?;
+    } else {
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6RecvErr, &true)?;
+    }
+    Ok(s)
+}
+
+/// Sets path MTU discovery "do" on `s`: Don't Fragment on every datagram,
+/// never fragmented locally, a datagram over the known path MTU refused
+/// with `EMSGSIZE`.
+fn set_pmtudisc_do(s: &Socket, v4: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if v4 {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    };
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `s` is an open socket for the call's duration, and the
+    // option value is a c_int that lives across the call, of `len` bytes.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), level, name, (&raw const value).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The path MTU the kernel knows for the connected socket `s`
+/// (`IP_MTU` / `IPV6_MTU`).
+fn path_mtu(s: &impl std::os::fd::AsRawFd, v4: bool) -> std::io::Result<usize> {
+    let (level, name) = if v4 {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `s` is an open socket for the call's duration; `mtu` and
+    // `len` live across the call and `len` is `mtu`'s size.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&raw mut mtu).cast(),
+            &raw mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    usize::try_from(mtu).map_err(|_| std::io::Error::other("a negative path MTU"))
+}
+
+/// A UDP step with `df`: `payload` in one datagram with Don't Fragment.
+/// When an ICMP "too big" comes back instead of the echo (`EMSGSIZE`),
+/// the payload is sent again in pieces that fit the path MTU the kernel
+/// learned from it, one datagram each, every piece's echo awaited before
+/// the next; the reply is the echoes put together.
+pub(super) fn udp_df(
+    to: SocketAddr,
+    sport: u16,
+    payload: &[u8],
+    w: &Wait,
+) -> std::io::Result<Observed> {
+    let s = udp_socket(to, sport)?;
+    set_pmtudisc_do(&s, to.is_ipv4())?;
+    let u = std::net::UdpSocket::from(s);
+    let mut buf = [0u8; 65536];
+    let mut echo = |u: &std::net::UdpSocket, piece: &[u8]| -> std::io::Result<Option<Vec<u8>>> {
+        u.send(piece)?;
+        let got = w.read(|t| {
+            u.set_read_timeout(Some(t))?;
+            u.recv(&mut buf)
+        })?;
+        Ok(got.map(|n| buf[..n].to_vec()))
+    };
+    let too_big = |e: &std::io::Error| e.raw_os_error() == Some(libc::EMSGSIZE);
+    match echo(&u, payload) {
+        Ok(Some(b)) => return Ok(Observed::Reply(b)),
+        Ok(None) => return Ok(Observed::Silence),
+        Err(e) if !too_big(&e) => return Err(e),
+        Err(_) => {}
+    }
+    let headers = if to.is_ipv4() { 28 } else { 48 };
+    let fits = path_mtu(&u, to.is_ipv4())?.saturating_sub(headers);
+    if fits == 0 || fits >= payload.len() {
+        return Ok(Observed::Error(format!(
+            "a too big for a {} B datagram, path MTU leaves {fits} B",
+            payload.len()
+        )));
+    }
+    let mut reply = Vec::new();
+    for piece in payload.chunks(fits) {
+        match echo(&u, piece)? {
+            Some(b) => reply.extend_from_slice(&b),
+            None if reply.is_empty() => return Ok(Observed::Silence),
+            None => break,
+        }
+    }
+    Ok(Observed::Reply(reply))
 }
 
 fn icmp(to: IpAddr, ident: u16, step: &Step, w: &Wait) -> std::io::Result<Observed> {

@@ -191,7 +191,10 @@ fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
             port,
         }),
         sport: s.sport,
-        payload: s.payload.clone(),
+        payload: match (s.payload_bytes, &s.load) {
+            (Some(n), None) => pattern(n),
+            _ => s.payload.clone(),
+        },
         expect: s.expect.clone(),
         timeout_ms: s.timeout_ms,
         fail_manager: s.fail_manager.clone(),
@@ -212,5 +215,13 @@ fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
         l7: s.l7(),
         load: s.load.clone(),
         payload_bytes: s.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
+        df: s.df,
     }
+}
+
+/// A step's payload of `n` bytes: `0123456789abcdef` over and over.
+fn pattern(n: usize) -> String {
+    (0..n)
+        .map(|i| char::from(b"0123456789abcdef"[i % 16]))
+        .collect()
 }

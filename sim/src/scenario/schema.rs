@@ -296,9 +296,18 @@ pub struct Step {
     /// source port with its own payload (see `crate::load`).
     #[serde(default)]
     pub load: Option<Load>,
-    /// A load step's payload length per flow (default 64).
+    /// A load step's payload length per flow (default 64); a TCP or UDP
+    /// step's payload length: a fixed pattern of this many bytes instead
+    /// of `payload`.
     #[serde(default)]
     pub payload_bytes: Option<usize>,
+    /// A UDP step's datagram leaves with Don't Fragment and is never
+    /// fragmented by the client; when an ICMP "too big" comes back, the
+    /// client sends the payload again in datagrams that fit the path MTU
+    /// it learned, each echoed in turn (path MTU discovery as a UDP
+    /// application does it).
+    #[serde(default)]
+    pub df: bool,
     /// Before the step: these processes (`HOST/NAME`, e.g.
     /// `n1/netmanager`) get SIGKILL, and are waited for.
     #[serde(default)]

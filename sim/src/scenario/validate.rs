@@ -219,6 +219,10 @@ fn check_steps(steps: &[Step], found: &mut Vec<Invalid>) {
     found.gather(check_load_ports(steps));
 }
 
+/// The longest payload of a TCP or UDP step (`payload_bytes`): the
+/// largest UDP datagram over IPv6.
+pub const MAX_STEP_PAYLOAD: usize = 65487;
+
 /// A load step: its own bounds, TCP or UDP (or HTTP), a payload length
 /// that fits, load expectations only on load steps.
 fn check_load_step(i: usize, s: &Step) -> Result<(), Invalid> {
@@ -230,12 +234,32 @@ fn check_load_step(i: usize, s: &Step) -> Result<(), Invalid> {
                 "`ok`, `spread` and `never` are a load step's (give `load`)",
             );
         }
-        if s.payload_bytes.is_some() {
-            return bad(format!("{f}.payload_bytes"), "a load step's (give `load`)");
+        if s.df && (s.proto() != Proto::Udp || s.http.is_some()) {
+            return bad(format!("{f}.df"), "a UDP step's");
+        }
+        if let Some(n) = s.payload_bytes {
+            if !matches!(s.proto(), Proto::Tcp | Proto::Udp)
+                || s.http.is_some()
+                || s.websocket.is_some()
+            {
+                return bad(
+                    format!("{f}.payload_bytes"),
+                    "a load step's, or a TCP or UDP step's",
+                );
+            }
+            if !(1..=MAX_STEP_PAYLOAD).contains(&n) {
+                return bad(
+                    format!("{f}.payload_bytes"),
+                    format!("give 1 to {MAX_STEP_PAYLOAD} bytes"),
+                );
+            }
         }
         return Ok(());
     };
     l.check(&format!("{f}.load"))?;
+    if s.df {
+        return bad(format!("{f}.df"), "a UDP step's, not a load step's");
+    }
     if s.sport.is_some() {
         return bad(
             format!("{f}.sport"),
@@ -700,7 +724,15 @@ traffic:
                 "traffic[1].expect.status",
             ),
             ("expect: {ok: all}", "traffic[1].expect"),
-            ("payload_bytes: 64", "traffic[1].payload_bytes"),
+            // A plain TCP or UDP step's payload length: within bounds.
+            ("payload_bytes: 0", "traffic[1].payload_bytes"),
+            ("payload_bytes: 65488", "traffic[1].payload_bytes"),
+            // `df` is a UDP step's.
+            ("df: true", "traffic[1].df"),
+            (
+                "load: {flows: 10, sport_base: 1000}, df: true",
+                "traffic[1].df",
+            ),
         ];
         for (extra, field) in cases {
             let text = step(extra);
@@ -735,5 +767,18 @@ traffic:
         );
         assert_eq!(x.traffic[1].payload_bytes, 100);
         assert!(matches!(&x.traffic[1].expect, Expect::Load(e) if e.never == ["d"]));
+        // A plain step's `payload_bytes` is its payload: a fixed pattern.
+        let text = step("payload_bytes: 20").replace("proto: udp", "proto: udp, df: true");
+        let x = crate::oakestra::parse(Path::new("s.yaml"), "s", &text).unwrap();
+        assert_eq!(x.traffic[1].payload, "0123456789abcdef0123");
+        assert!(x.traffic[0].df && !x.traffic[1].df);
+        // Not an ICMP step's.
+        let text = step("payload_bytes: 20")
+            .replace("proto: tcp, to: \"1.2.3.4:80\"", "proto: icmp, to: 1.2.3.4");
+        let (_, found) = super::super::parse_unchecked(Path::new("s.yaml"), "s", &text).unwrap();
+        assert!(
+            found.iter().any(|e| e.field == "traffic[1].payload_bytes"),
+            "{found:?}"
+        );
     }
 }

@@ -7,8 +7,13 @@
 //!   `exposed_tcp`, `exposed_udp`) are DNATed to the internal address,
 //!   port unchanged (`exposed_new` counts new connections); conntrack
 //!   reverses it for the replies the gateway writes back to its TUN;
-//! - `input`: anything else from outside for the gateway itself is
-//!   dropped (`not_exposed`), but IPv6 neighbour discovery;
+//! - `input`: a packet from a client whose connection through a port
+//!   was ended by `unexpose` (sets `closed_tcp`, `closed_udp` and their
+//!   IPv6 twins: client address, client port, exposed port; elements time
+//!   out after [`CLOSED_TIMEOUT_S`]) is answered with a TCP reset or an
+//!   ICMP port unreachable (`unexposed_reset`); anything else from outside
+//!   for the gateway itself is dropped (`not_exposed`), but IPv6
+//!   neighbour discovery;
 //! - `output`: the host's own link-local and multicast IPv6 chatter
 //!   (MLD reports, when the TUN comes up) never goes into the TUN: the
 //!   gateway only reads routed traffic;
@@ -19,11 +24,12 @@
 //! - `nat_postrouting`: traffic from inside leaving by the public
 //!   interface is masqueraded (`masqueraded_new`).
 //!
-//! Exposure changes add or delete one set element: the rules never change
+//! Exposure changes add or delete one set element (and `unexpose` one
+//! element of a closed set per flow it ended): the rules never change
 //! while the gateway runs.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -39,7 +45,12 @@ pub const COUNTERS: &[&str] = &[
     "refused_forward",
     "exposed_new",
     "masqueraded_new",
+    "unexposed_reset",
 ];
+
+/// How long a client whose connection `unexpose` ended is answered with a
+/// reset or an ICMP error rather than silence.
+pub const CLOSED_TIMEOUT_S: u32 = 300;
 
 pub struct Firewall {
     pub public_if: String,
@@ -52,6 +63,10 @@ pub struct Firewall {
 
 fn set_name(proto: Proto, v6: bool) -> String {
     format!("exposed_{proto}{}", if v6 { "6" } else { "" })
+}
+
+fn closed_set_name(proto: Proto, v6: bool) -> String {
+    format!("closed_{proto}{}", if v6 { "6" } else { "" })
 }
 
 impl Firewall {
@@ -99,6 +114,14 @@ impl Firewall {
                 );
             }
         }
+        for p in [Proto::Tcp, Proto::Udp] {
+            for (v6, ty) in [(false, "ipv4_addr"), (true, "ipv6_addr")] {
+                s += &format!(
+                    "\tset {} {{ type {ty} . inet_service . inet_service; flags timeout; timeout {CLOSED_TIMEOUT_S}s; }}\n",
+                    closed_set_name(p, v6),
+                );
+            }
+        }
         s += &set_nets("internal4", "ipv4_addr", false);
         s += &set_nets("internal6", "ipv6_addr", true);
         for c in COUNTERS {
@@ -126,6 +149,10 @@ impl Firewall {
             "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
              \t\tiifname \"{pif}\" ct state established,related accept\n\
              \t\tiifname \"{pif}\" icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
+             \t\tiifname \"{pif}\" ip saddr . tcp sport . tcp dport @closed_tcp counter name \"unexposed_reset\" reject with tcp reset\n\
+             \t\tiifname \"{pif}\" ip saddr . udp sport . udp dport @closed_udp counter name \"unexposed_reset\" reject with icmpx type port-unreachable\n\
+             \t\tiifname \"{pif}\" ip6 saddr . tcp sport . tcp dport @closed_tcp6 counter name \"unexposed_reset\" reject with tcp reset\n\
+             \t\tiifname \"{pif}\" ip6 saddr . udp sport . udp dport @closed_udp6 counter name \"unexposed_reset\" reject with icmpx type port-unreachable\n\
              \t\tiifname \"{pif}\" counter name \"not_exposed\" drop\n\t}}\n"
         );
         s += &format!(
@@ -163,6 +190,27 @@ impl Firewall {
         let set = set_name(proto, v6);
         nft(&format!("{verb} element inet {TABLE} {set} {{ {port} }}\n"))
             .with_context(|| format!("{verb} {port} in the firewall's set {set}"))
+    }
+
+    /// Adds `clients` (address and port), whose connections through
+    /// exposed port `port` were just ended, to the closed set of `proto`
+    /// and their family: their next packets are answered with a reset or
+    /// an ICMP error.
+    pub fn close(proto: Proto, port: u16, clients: &[SocketAddr]) -> anyhow::Result<()> {
+        let mut script = String::new();
+        for c in clients {
+            let set = closed_set_name(proto, c.is_ipv6());
+            script += &format!(
+                "add element inet {TABLE} {set} {{ {} . {} . {port} }}\n",
+                c.ip(),
+                c.port()
+            );
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        nft(&script)
+            .with_context(|| format!("closing {} {proto} flows in the firewall", clients.len()))
     }
 
     /// Removes the table (at exit).
@@ -249,10 +297,12 @@ mod tests {
     fn counters_parse_from_nft_listing() {
         let text = "table inet hoplab_gateway {\n\tcounter spoofed_source {\n\t\tpackets 2 bytes 120\n\t}\n\
                     \tcounter not_exposed {\n\t\tpackets 1 bytes 60\n\t}\n\tcounter refused_forward {\n\t\tpackets 0 bytes 0\n\t}\n\
-                    \tcounter exposed_new {\n\t\tpackets 3 bytes 180\n\t}\n\tcounter masqueraded_new {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+                    \tcounter exposed_new {\n\t\tpackets 3 bytes 180\n\t}\n\tcounter masqueraded_new {\n\t\tpackets 0 bytes 0\n\t}\n\
+                    \tcounter unexposed_reset {\n\t\tpackets 4 bytes 240\n\t}\n}\n";
         let c = parse_counters(text).unwrap();
         assert_eq!(c[0], ("spoofed_source", 2));
         assert_eq!(c[3], ("exposed_new", 3));
+        assert_eq!(c[5], ("unexposed_reset", 4));
         let missing = text.replace("masqueraded_new", "other");
         assert!(parse_counters(&missing).is_err());
     }

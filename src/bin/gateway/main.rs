@@ -13,11 +13,15 @@
 //! Each packet the core drops is written to the drop log beside the
 //! counters ([`hoplab::shell::droplog`]).
 //!
-//! One current-thread runtime; one task owns the core. Readiness for the
+//! One current-thread runtime; one task owns the core. `nft` never runs
+//! on it: exposure changes go to a firewall thread and are applied to the
+//! core when their firewall part is done ([`changes`]). Readiness for the
 //! harness: the control socket accepts connections (bound last, after the
 //! firewall and the TUN).
 
 mod args;
+mod changes;
+mod conntrack;
 mod control;
 mod firewall;
 
@@ -42,6 +46,9 @@ use tun_rs::SyncDevice;
 use args::Cli;
 use control::Command;
 use firewall::Firewall;
+
+/// The gateway's public addresses (IPv4, and IPv6 if it has one).
+type Public = (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>);
 
 /// TUN reads (each a packet or a super-packet) handled before the loop
 /// looks at its other sources.
@@ -72,9 +79,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     fw.install(&exposed_ports(&core))?;
     let rt = lib::runtime()?;
     let mut control_bound = false;
-    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound));
+    let mut errors = Errors::default();
+    let result = rt.block_on(serve(&cli, &mut core, &mut control_bound, &mut errors));
     // Whatever ended the run: the final counters, no table, no socket.
     let mut text = core.counters().to_string();
+    text.push_str(&errors.counters());
     match firewall::counters() {
         Ok(cs) => {
             for (name, n) in cs {
@@ -101,7 +110,12 @@ fn exposed_ports(core: &GatewayCore) -> Vec<ExposedPort> {
         .collect()
 }
 
-async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> anyhow::Result<()> {
+async fn serve(
+    cli: &Cli,
+    core: &mut GatewayCore,
+    control_bound: &mut bool,
+    errors: &mut Errors,
+) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut signals = Signals::install()?;
     let offload = tun::offload_setting(cli.offload)?;
@@ -118,9 +132,19 @@ async fn serve(cli: &Cli, core: &mut GatewayCore, control_bound: &mut bool) -> a
         offload,
         "gateway ready"
     );
+    let public = (cli.public, cli.public6);
     // Each packet the core drops, for the run's drop verdicts.
     let mut drops = DropLog::open(&DropLog::beside(&cli.counters), &cli.tun);
-    let r = run(&tun, core, ctl_rx, (clock, &mut drops), &mut signals).await;
+    let r = run(
+        &tun,
+        core,
+        ctl_rx,
+        (clock, &mut drops),
+        &mut signals,
+        errors,
+        public,
+    )
+    .await;
     drops.close();
     r
 }
@@ -131,10 +155,13 @@ async fn run(
     mut control: Receiver<Request<Command>>,
     (clock, drops): (Clock, &mut DropLog),
     signals: &mut Signals,
+    errors: &mut Errors,
+    public: Public,
 ) -> anyhow::Result<()> {
     let now = || clock.now();
     let mut read = TunRead::new();
-    let mut errors = Errors::default();
+    let mut worker = changes::Worker::spawn().context("starting the firewall thread")?;
+    let mut changes = changes::Changes::default();
     let mut expiry = ExpiryTimer::new(clock);
     let result = loop {
         expiry.arm(core.next_deadline());
@@ -148,9 +175,14 @@ async fn run(
                 let t = now();
                 for _ in 0..BATCH {
                     match guard.try_io(|d| read.recv(d.get_ref())) {
-                        Ok(Ok(r)) => {
-                            packets(core, t, &mut read, r, tun.get_ref(), (&mut errors, drops))
-                        }
+                        Ok(Ok(r)) => packets(
+                            core,
+                            t,
+                            &mut read,
+                            r,
+                            tun.get_ref(),
+                            (&mut *errors, &mut *drops),
+                        ),
                         Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         // Not a system call's error: a read tun-rs could
                         // not split (bad virtio header or GSO geometry).
@@ -163,9 +195,15 @@ async fn run(
                     }
                 }
             }
-            Some(req) = control.recv() => {
-                let _ = req.reply.send(answer(core, req.command, now()));
-            }
+            Some(req) = control.recv() => match req.command {
+                Command::Expose(_) | Command::Unexpose { .. } => {
+                    changes.submit(core, &worker, req);
+                }
+                cmd => {
+                    let _ = req.reply.send(answer(core, cmd, now(), errors));
+                }
+            },
+            Some(done) = worker.done.recv() => changes.completed(core, &worker, public, done),
             () = expiry.wait() => {
                 let n = core.expire(now());
                 if n > 0 {
@@ -181,11 +219,29 @@ async fn run(
     result
 }
 
-/// The shell's own I/O errors (the core does not see them).
+/// The shell's own I/O errors (the core does not see them): every one is
+/// counted, in the counters the control socket and the exit file show,
+/// and warned about at a limited rate.
 #[derive(Debug, Default)]
 struct Errors {
+    /// Writes to the TUN that failed: the packets (a super-packet or a
+    /// coalesced batch counts once) are lost.
     tun_write: RateLimited,
+    /// TUN reads that could not be split into packets (bad virtio-net
+    /// header or GSO geometry): lost.
     tun_read: RateLimited,
+}
+
+impl Errors {
+    /// `io.tun_read_errors N` and `io.tun_write_errors N`, one a line, in
+    /// the core's counter format.
+    fn counters(&self) -> String {
+        format!(
+            "io.tun_read_errors {}\nio.tun_write_errors {}\n",
+            self.tun_read.total(),
+            self.tun_write.total()
+        )
+    }
 }
 
 /// One TUN read through the core: a packet or a TCP super-packet
@@ -229,13 +285,12 @@ fn packets(
     }
 }
 
-/// The reply text of a control command. Exposure changes update the core
-/// and the firewall's sets together: the firewall only admits ports the
-/// core maps.
-fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
+/// The reply text of a control command but an exposure change (those go
+/// through [`changes`]: the firewall first, off this task, then the core).
+fn answer(core: &mut GatewayCore, cmd: Command, now: Millis, errors: &Errors) -> String {
     match cmd {
         // The firewall's counters are added by the control task.
-        Command::Counters => core.counters().to_string(),
+        Command::Counters => core.counters().to_string() + &errors.counters(),
         Command::Flows => {
             let mut s = String::new();
             for f in core.flows(now) {
@@ -258,34 +313,9 @@ fn answer(core: &mut GatewayCore, cmd: Command, now: Millis) -> String {
             s.push('\n');
             s
         }
-        Command::Expose(e) => {
-            let port = e.exposed_port();
-            let had = exposed_ports(core).contains(&port);
-            if let Err(err) = core.expose(e.clone()) {
-                return format!("error {err}\n");
-            }
-            if !had {
-                if let Err(err) = Firewall::set_port(port, true) {
-                    let _ = core.unexpose(e.proto, e.port, e.service.is_ipv6());
-                    return format!("error {err:#}\n");
-                }
-            }
-            info!(%e, "exposed");
-            "ok\n".to_string()
-        }
-        Command::Unexpose { proto, port, v6 } => {
-            let removed = match core.unexpose(proto, port, v6) {
-                Ok(r) => r,
-                Err(err) => return format!("error {err}\n"),
-            };
-            let port = ExposedPort::new(proto, port, v6);
-            if !exposed_ports(core).contains(&port) {
-                if let Err(err) = Firewall::set_port(port, false) {
-                    return format!("error {err:#}\n");
-                }
-            }
-            info!(%removed, "unexposed");
-            format!("ok removed {removed}\n")
+        // Exposure changes go through `changes` (off this task).
+        Command::Expose(_) | Command::Unexpose { .. } => {
+            "error an exposure change outside the queue\n".to_string()
         }
     }
 }

@@ -73,6 +73,11 @@ pub const TARGETS: &[Target] = &[
         asan: true,
     },
     Target {
+        name: "gateway_icmp",
+        krate: "dataplane",
+        asan: false,
+    },
+    Target {
         name: "scenario_parse",
         krate: "sim",
         asan: true,

@@ -563,7 +563,10 @@ fn unexpose_removes_the_exposure_and_its_flows() {
     let u = request(&mut g, sa(CLIENT), 5353, L4::Udp, Millis(0));
     let v6 = request(&mut g, sa(CLIENT6), EXPOSED, L4::Tcp(SYN), Millis(0));
     assert_eq!(g.flow_count(), 4);
-    let removed = g.unexpose(Proto::Tcp, EXPOSED, false).unwrap();
+    let (removed, clients) = g.unexpose_flows(Proto::Tcp, EXPOSED, false).unwrap();
+    // The clients of the flows removed, sorted: the shell ends their
+    // connections.
+    assert_eq!(clients, [sa(CLIENT), sa(CLIENT_B)]);
     assert_eq!(
         removed,
         Exposure {
@@ -948,6 +951,8 @@ fn counters_are_listed_in_order_and_named_after_drops() {
             "flows_napt",
             "flows_expired",
             "flows_removed",
+            "icmp_errors_to_client",
+            "icmp_errors_to_service",
             "dropped_malformed",
             "dropped_fragment",
             "dropped_unsupported",
@@ -1181,5 +1186,245 @@ proptest! {
         if matches!(v, Verdict::Request | Verdict::Reply) && checksums_ok(&p) {
             prop_assert!(checksums_ok(&out));
         }
+    }
+}
+
+// ---- ICMP errors ----
+
+/// The kinds of ICMP error the gateway translates.
+#[derive(Debug, Clone, Copy)]
+enum IcmpKind {
+    /// IPv4 host / IPv6 address unreachable.
+    Unreachable,
+    /// IPv4 fragmentation needed / IPv6 packet too big, MTU 1400.
+    TooBig,
+    TimeExceeded,
+}
+
+/// An ICMP error from `src` to `dst` quoting `quote`, every checksum
+/// computed in full.
+fn icmp_error(kind: IcmpKind, src: IpAddr, dst: IpAddr, quote: &[u8]) -> Vec<u8> {
+    let v6 = src.is_ipv6();
+    let (ty, code, rest): (u8, u8, u32) = match (v6, kind) {
+        (false, IcmpKind::Unreachable) => (3, 1, 0),
+        (false, IcmpKind::TooBig) => (3, 4, 1400),
+        (false, IcmpKind::TimeExceeded) => (11, 0, 0),
+        (true, IcmpKind::Unreachable) => (1, 3, 0),
+        (true, IcmpKind::TooBig) => (2, 0, 1400),
+        (true, IcmpKind::TimeExceeded) => (3, 0, 0),
+    };
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&rest.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let mut p = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let len = (20 + icmp.len()) as u16;
+            let mut p = vec![0x45, 0];
+            p.extend_from_slice(&len.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+            p.extend_from_slice(&[58, 64]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p
+        }
+        _ => unreachable!("one family"),
+    };
+    p.extend_from_slice(&icmp);
+    testutil::recompute(&mut p);
+    p
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn an_error_about_a_request_goes_back_to_the_client_quoting_what_it_sent() {
+    let mut g = gateway();
+    let sent = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(SYN));
+    let (v, req) = run(&mut g, &sent, Millis(0));
+    assert_eq!(v, Verdict::Request);
+    // The service's net manager: no instance, host unreachable from the
+    // service IP; a router inside: fragmentation needed.
+    for (from, kind) in [
+        (ip("10.30.30.30"), IcmpKind::Unreachable),
+        (ip("10.10.0.2"), IcmpKind::TooBig),
+        (ip("10.18.0.1"), IcmpKind::TimeExceeded),
+    ] {
+        let err = icmp_error(kind, from, ip(INTERNAL), &req);
+        let (v, out) = run(&mut g, &err, Millis(1));
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(out, icmp_error(kind, ip(INTERNAL), sa(CLIENT).ip(), &sent));
+        assert!(testutil::checksums_full(&out));
+    }
+    assert_eq!(g.counters().icmp_errors_to_client, 3);
+    assert_eq!(g.counters().replies, 3);
+    // Nothing refreshed or created by an error.
+    assert_eq!(g.flow_count(), 1);
+}
+
+#[test]
+fn an_error_about_a_reply_goes_to_the_service_quoting_what_it_sent() {
+    let mut g = gateway();
+    let req = request(&mut g, sa(CLIENT6), 5353, L4::Udp, Millis(0));
+    let answer_sent = mirror(&req);
+    let (v, back) = run(&mut g, &answer_sent, Millis(0));
+    assert_eq!(v, Verdict::Reply);
+    // The client's port is closed by now; conntrack has undone the public
+    // address in the quote already.
+    for (from, kind) in [
+        (sa(CLIENT6).ip(), IcmpKind::Unreachable),
+        (ip("2001:db8:ff::1"), IcmpKind::TooBig),
+    ] {
+        let err = icmp_error(kind, from, ip(INTERNAL6), &back);
+        let (v, out) = run(&mut g, &err, Millis(1));
+        assert_eq!(v, Verdict::Request);
+        let svc = ip("fdff:30::31");
+        assert_eq!(out, icmp_error(kind, ip(INTERNAL6), svc, &answer_sent));
+        assert!(testutil::checksums_full(&out));
+    }
+    assert_eq!(g.counters().icmp_errors_to_service, 2);
+}
+
+#[test]
+fn errors_about_no_flow_or_from_the_wrong_side_are_dropped() {
+    let mut g = gateway();
+    let sent = build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(SYN));
+    let (_, req) = run(&mut g, &sent, Millis(0));
+    let back = run(&mut g, &mirror(&req), Millis(0)).1;
+    let internal = ip(INTERNAL);
+    // About a request, but from outside the platform: spoofed.
+    let e = icmp_error(IcmpKind::Unreachable, ip("198.51.100.1"), internal, &req);
+    assert_drop(&mut g, &e, Millis(1), DropReason::Spoofed);
+    // About a reply, but from inside: spoofed.
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.10.0.2"), internal, &back);
+    assert_drop(&mut g, &e, Millis(1), DropReason::Spoofed);
+    // About a flow the table does not hold (another internal port, another
+    // client port, another service).
+    let mut other = req.clone();
+    IpPacket::new_checked(&mut other)
+        .unwrap()
+        .set_src_port(999)
+        .unwrap();
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &other);
+    assert_drop(&mut g, &e, Millis(1), DropReason::NoFlow);
+    let mut other = back.clone();
+    IpPacket::new_checked(&mut other)
+        .unwrap()
+        .set_dst_port(999)
+        .unwrap();
+    let e = icmp_error(IcmpKind::Unreachable, sa(CLIENT).ip(), internal, &other);
+    assert_drop(&mut g, &e, Millis(1), DropReason::NoFlow);
+    let mut other = req.clone();
+    IpPacket::new_checked(&mut other)
+        .unwrap()
+        .set_dst(ip("10.30.30.99"))
+        .unwrap();
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &other);
+    assert_drop(&mut g, &e, Millis(1), DropReason::NoFlow);
+    // Not to the internal address, or quoting a packet not from it.
+    let e = icmp_error(
+        IcmpKind::Unreachable,
+        ip("10.30.30.30"),
+        ip("10.30.255.1"),
+        &req,
+    );
+    assert_drop(&mut g, &e, Millis(1), DropReason::WrongDestination);
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &sent);
+    assert_drop(&mut g, &e, Millis(1), DropReason::WrongDestination);
+    // Timed out: no flow.
+    let late = Millis(1) + g.config().tcp_established_ms;
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &req);
+    assert_drop(&mut g, &e, late, DropReason::NoFlow);
+    // An error quoting an echo request: not translated.
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4([10, 30, 255, 253], [10, 30, 30, 30], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"ping")
+        .unwrap();
+    let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &ping);
+    assert_drop(&mut g, &e, Millis(1), DropReason::Unsupported);
+    assert_eq!(g.counters().icmp_errors_to_client, 0);
+}
+
+fn arb_kind() -> impl Strategy<Value = IcmpKind> {
+    prop_oneof![
+        Just(IcmpKind::Unreachable),
+        Just(IcmpKind::TooBig),
+        Just(IcmpKind::TimeExceeded)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any flow, any error kind, a quote cut anywhere from the 8 bytes of
+    /// transport header the views require to the whole packet: an error
+    /// about a request reaches the client quoting exactly (a prefix of)
+    /// what the client sent, an error about a reply reaches the service
+    /// quoting exactly what it sent, every checksum right; the flow's
+    /// translation is unchanged afterwards.
+    #[test]
+    fn icmp_errors_translate_exactly_both_ways(
+        client in 0..4u8,
+        cport in prop::sample::select(vec![1000u16, 8080, 40000, 51671]),
+        v6 in any::<bool>(),
+        tcp in any::<bool>(),
+        kind in arb_kind(),
+        cut in any::<prop::sample::Index>(),
+        about_reply in any::<bool>(),
+    ) {
+        let mut g = gateway();
+        let (cl, internal, router) = if v6 {
+            (at(&format!("2001:db8::{client}"), cport), ip(INTERNAL6), ip("fd18::9"))
+        } else {
+            (at(&format!("198.51.100.{client}"), cport), ip(INTERNAL), ip("10.10.0.9"))
+        };
+        let (l4, port) = if tcp { (L4::Tcp(SYN), EXPOSED) } else { (L4::Udp, 5353) };
+        // A first flow from another client on the same port takes the
+        // internal port, so this one is NAPTed at times.
+        if client % 2 == 1 {
+            let other = if v6 { at("2001:db8::ff", cport) } else { at("198.51.100.255", cport) };
+            request(&mut g, other, port, l4, Millis(0));
+        }
+        let sent = build(cl, SocketAddr::new(internal, port), l4);
+        let (v, req) = run(&mut g, &sent, Millis(0));
+        prop_assert_eq!(v, Verdict::Request);
+        let answer = mirror(&req);
+        let (v, back) = run(&mut g, &answer, Millis(0));
+        prop_assert_eq!(v, Verdict::Reply);
+        let min = if v6 { 48 } else { 28 };
+        let mut n = min + cut.index(sent.len() - min + 1);
+        if tcp && n == min + 9 {
+            // A quote ending inside the TCP checksum field keeps the
+            // half it has (the views update a quoted TCP checksum only
+            // when it is whole); no ICMP sender cuts there.
+            n += 1;
+        }
+        let (err, want) = if about_reply {
+            (
+                icmp_error(kind, cl.ip(), internal, &back[..n]),
+                icmp_error(kind, internal, tuple(&req).1.ip(), &answer[..n]),
+            )
+        } else {
+            (
+                icmp_error(kind, router, internal, &req[..n]),
+                icmp_error(kind, internal, cl.ip(), &sent[..n]),
+            )
+        };
+        let (v, out) = run(&mut g, &err, Millis(1));
+        prop_assert_eq!(v, if about_reply { Verdict::Request } else { Verdict::Reply });
+        prop_assert_eq!(&out, &want);
+        prop_assert!(testutil::checksums_full(&out));
+        // The flow still translates as before.
+        prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
+        prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
     }
 }

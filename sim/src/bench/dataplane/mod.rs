@@ -86,6 +86,10 @@
 //! all traffic but (b)'s. On gw, the gateway's own DNAT tracks every
 //! connection of (e) and (f) alike.
 //!
+//! [`run_exposure`] (`cargo xtask bench exposure`) measures path (e)'s
+//! latency with and without exposure changes every 10 ms, in the same
+//! scenario.
+//!
 //! Here: the paths, the configuration and [`run()`], which checks and
 //! times them; [`scenario`] makes the lab, `measure` the servers and
 //! clients, `nodes` the veth, nftables and counter work on the hosts,
@@ -94,6 +98,7 @@
 //! renders them.
 
 mod cpu;
+mod exposure;
 mod measure;
 mod nodes;
 mod results;
@@ -112,6 +117,7 @@ use crate::lab::topology::Topology;
 use crate::oakestra::Expanded;
 use crate::{run, Error};
 
+pub use exposure::{run_exposure, ExposureConfig, ExposureResults, ExposureRound, CHURN_PORT};
 pub use results::{is_gateway_drop, PathResult, PathsCheck, Results, Sample};
 pub use scenario::{baseline_rules, scenario};
 

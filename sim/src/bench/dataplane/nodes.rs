@@ -105,15 +105,20 @@ pub(super) fn baseline_counters(gw: &NetNs) -> Result<BTreeMap<String, u64>, Err
     .map(|t| named_counters(&t))
 }
 
-/// The gateway's counters (its own and its firewall's), through its
-/// control socket.
-pub(super) fn gateway_counters(sc: &Expanded, out: &Path) -> Result<BTreeMap<String, u64>, Error> {
+/// The gateway's control socket.
+pub(super) fn gateway_socket(sc: &Expanded, out: &Path) -> std::path::PathBuf {
     let g = sc.hosts[GW_NODE]
         .processes
         .iter()
         .find_map(|p| p.gateway.as_ref())
         .expect("the scenario has a gateway on gw");
-    let text = crate::lab::gateway_ctl::control(&g.control(&out.join("ctl")), "counters").map_err(
+    g.control(&out.join("ctl"))
+}
+
+/// The gateway's counters (its own and its firewall's), through its
+/// control socket.
+pub(super) fn gateway_counters(sc: &Expanded, out: &Path) -> Result<BTreeMap<String, u64>, Error> {
+    let text = crate::lab::gateway_ctl::control(&gateway_socket(sc, out), "counters").map_err(
         |source| Error::Io {
             what: "reading the gateway's counters".into(),
             source,

@@ -1,0 +1,162 @@
+//! Deletes the kernel's conntrack entries of connections the gateway no
+//! longer serves (after `unexpose`), over ctnetlink (`NETLINK_NETFILTER`,
+//! `IPCTNL_MSG_CT_DELETE` by original tuple), so that the client's next
+//! packet is a new connection for the firewall instead of one still DNATed
+//! to the gateway's TUN.
+//!
+//! It knows one message: the delete by the tuple the client sent (client
+//! address and port to the public address and exposed port). Nothing of
+//! the core, the firewall or exposures.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use anyhow::{bail, Context};
+use hoplab_dataplane::gateway::Proto;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLMSG_ERROR: u16 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// Appends one netlink attribute (4-byte aligned).
+fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+fn addr_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The delete request for the connection `from` → `to` of `proto`.
+fn request(proto: Proto, from: SocketAddr, to: SocketAddr, seq: u32) -> Vec<u8> {
+    let (src, dst, family) = if from.is_ipv4() {
+        (CTA_IP_V4_SRC, CTA_IP_V4_DST, nix::libc::AF_INET)
+    } else {
+        (CTA_IP_V6_SRC, CTA_IP_V6_DST, nix::libc::AF_INET6)
+    };
+    let mut ip = Vec::new();
+    attr(&mut ip, src, &addr_bytes(from.ip()));
+    attr(&mut ip, dst, &addr_bytes(to.ip()));
+    let mut ports = Vec::new();
+    attr(&mut ports, CTA_PROTO_NUM, &[proto.number()]);
+    attr(&mut ports, CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
+    attr(&mut ports, CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
+    let mut tuple = Vec::new();
+    attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
+    attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &ports);
+    let mut body = vec![family as u8, 0, 0, 0]; // nfgenmsg: family, version, res_id
+    attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
+    let mut msg = Vec::with_capacity(16 + body.len());
+    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE).to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// The error code of a netlink acknowledgement (0: done), if `b` is one.
+fn ack_code(b: &[u8]) -> Option<i32> {
+    let ty = u16::from_ne_bytes(b.get(4..6)?.try_into().ok()?);
+    (ty == NLMSG_ERROR).then_some(())?;
+    Some(i32::from_ne_bytes(b.get(16..20)?.try_into().ok()?))
+}
+
+/// Deletes the conntrack entries whose original tuple is `proto` `from`
+/// → `to` (each a client's connection to the public address and an
+/// exposed port). Returns how many existed.
+pub fn delete(proto: Proto, flows: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<usize> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .context("opening a ctnetlink socket")?;
+    let kernel = NetlinkAddr::new(0, 0);
+    let mut deleted = 0;
+    let mut buf = [0u8; 4096];
+    for (seq, (from, to)) in (1u32..).zip(flows) {
+        sendto(
+            fd.as_raw_fd(),
+            &request(proto, *from, *to, seq),
+            &kernel,
+            MsgFlags::empty(),
+        )
+        .context("sending a conntrack delete")?;
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
+            .context("reading the conntrack delete's answer")?;
+        match ack_code(&buf[..n]) {
+            Some(0) => deleted += 1,
+            Some(e) if -e == Errno::ENOENT as i32 => {}
+            Some(e) => bail!(
+                "deleting the conntrack entry {proto} {from} -> {to}: {}",
+                Errno::from_raw(-e)
+            ),
+            None => bail!("an answer to a conntrack delete that is no acknowledgement"),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_nests_the_original_tuple() {
+        let m = request(
+            Proto::Udp,
+            "93.6.1.78:40000".parse().unwrap(),
+            "24.0.5.8:5353".parse().unwrap(),
+            7,
+        );
+        // nlmsghdr: length, type ctnetlink/delete, request|ack, seq 7.
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
+        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), 0x102);
+        assert_eq!(u16::from_ne_bytes(m[6..8].try_into().unwrap()), 5);
+        assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7);
+        assert_eq!(m[16], nix::libc::AF_INET as u8);
+        // CTA_TUPLE_ORIG { CTA_TUPLE_IP { src, dst }, CTA_TUPLE_PROTO { 17, 40000, 5353 } }.
+        let orig = &m[20..];
+        assert_eq!(u16::from_ne_bytes(orig[2..4].try_into().unwrap()), 0x8001);
+        let ip = &orig[4..];
+        assert_eq!(u16::from_ne_bytes(ip[2..4].try_into().unwrap()), 0x8001);
+        assert_eq!(&ip[8..12], &[93, 6, 1, 78]);
+        assert_eq!(&ip[16..20], &[24, 0, 5, 8]);
+        let ports = &ip[20..];
+        assert_eq!(u16::from_ne_bytes(ports[2..4].try_into().unwrap()), 0x8002);
+        assert_eq!(ports[8], 17);
+        assert_eq!(&ports[16..18], &40000u16.to_be_bytes());
+        assert_eq!(&ports[24..26], &5353u16.to_be_bytes());
+        assert_eq!(m.len() % 4, 0);
+    }
+}
