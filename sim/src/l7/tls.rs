@@ -120,6 +120,11 @@ pub trait AsTcp {
     fn tcp(&self) -> &TcpStream;
     /// Acknowledge reads at once (`true`), or let the kernel delay ACKs.
     fn set_quick(&mut self, on: bool);
+    /// Whether waiting should stop now: the step's time is up or the run
+    /// was interrupted (never, for a stream with no deadline).
+    fn give_up(&self) -> bool {
+        false
+    }
 }
 
 impl AsTcp for TcpStream {
@@ -135,6 +140,9 @@ impl AsTcp for Bounded<'_> {
     }
     fn set_quick(&mut self, on: bool) {
         self.quick = on;
+    }
+    fn give_up(&self) -> bool {
+        self.next().is_err()
     }
 }
 
@@ -218,15 +226,25 @@ impl<S: Read + Write + AsTcp> Conn<S> {
     }
 
     /// The peer closed first: read to its FIN, then send ours (FIN only:
-    /// a close_notify now would meet a closed socket, and a reset). The
-    /// close then waits (at most [`LAST_ACK_WAIT`]) for the peer's ACK of
-    /// our FIN, the connection's last packet, so that it is sent before the
-    /// step ends and the capture, which stops soon after the last step,
-    /// has it (on a loaded machine it came too late once in a soak).
+    /// a close_notify now would meet a closed socket, and a reset). Then
+    /// wait while the socket is in LAST_ACK — until the peer's ACK of our
+    /// FIN, the connection's last packet, has arrived — at most
+    /// [`LAST_ACK_WAIT`], and no longer than the step's deadline or an
+    /// interrupt: so the step ends, and the capture after the last step
+    /// stops, only once it is on the wire. A peer's kernel holds that ACK
+    /// while its process holds the socket (a proxy descheduled in a call
+    /// on it, tens of milliseconds on a loaded machine: seen in soaks).
     pub fn after_peer_closed(&mut self) {
         self.drain_peer();
-        let _ = self.inner().tcp().shutdown(std::net::Shutdown::Write);
-        let _ = socket2::SockRef::from(self.inner().tcp()).set_linger(Some(LAST_ACK_WAIT));
+        let tcp = self.inner().tcp();
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        let start = std::time::Instant::now();
+        while tcp_state(tcp) == Some(TCP_LAST_ACK)
+            && start.elapsed() < LAST_ACK_WAIT
+            && !self.inner().give_up()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Read until the peer has closed: its TLS close_notify (or the end
@@ -345,10 +363,34 @@ pub fn quickack(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
 }
 
-/// How long closing a connection whose peer closed first waits for the
-/// peer's last ACK: one slice of the run's waits (`lab::traffic::SLICE`),
-/// so an interrupt is still seen in time.
-pub const LAST_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long closing a connection whose peer closed first waits at most
+/// for the peer's last ACK (checking the step's deadline and the run's
+/// interrupt every millisecond meanwhile).
+pub const LAST_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `TCP_LAST_ACK` of the kernel's TCP states (`include/net/tcp_states.h`).
+const TCP_LAST_ACK: u8 = 9;
+
+/// The socket's TCP state: `tcpi_state`, the first byte of the kernel's
+/// `struct tcp_info` (the kernel copies no more than the length asked).
+fn tcp_state(s: &TcpStream) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    let mut state: u8 = 0;
+    let mut len: libc::socklen_t = 1;
+    // SAFETY: `s` owns an open socket for the duration of the call, and
+    // the kernel writes at most `len` (1) bytes to `state`, a live `u8`,
+    // updating `len`, a live `socklen_t`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut state as *mut u8).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len == 1).then_some(state)
+}
 
 /// A TCP stream that acknowledges at once what it reads ([`quickack`]),
 /// while its flag is set.
@@ -511,5 +553,27 @@ impl Write for Bounded<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.tcp.flush()
+    }
+}
+
+#[cfg(test)]
+mod last_ack {
+    use super::*;
+
+    /// `TCP_CLOSE`: what a socket in LAST_ACK becomes on the peer's ACK.
+    const TCP_CLOSE: u8 = 7;
+
+    #[test]
+    fn closing_after_the_peer_ends_with_its_last_ack_received() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        // ESTABLISHED is 1: the state is read from the kernel.
+        assert_eq!(tcp_state(&client), Some(1));
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut c = Conn::Plain(client);
+        c.after_peer_closed();
+        assert_eq!(tcp_state(c.inner().tcp()), Some(TCP_CLOSE));
+        drop(server);
     }
 }
