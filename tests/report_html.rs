@@ -315,8 +315,8 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
         }
         // Every packet that died is marked where it died (packets of one
         // path with the same end share a ladder, and so a mark); every
-        // flow with packets has its ladder, and so has each leg of a
-        // request a proxy re-opened.
+        // flow with packets has one ladder, the legs of a request a proxy
+        // re-opened drawn in it.
         let legs = || (trace.flows.iter()).flat_map(|f| &f.legs);
         let all = (trace.flows.iter())
             .flat_map(|f| &f.packets)
@@ -336,8 +336,9 @@ fn every_reviewed_snapshot_renders_and_chromium_shows_the_pages_without_errors()
             dropped,
             "{name}: drop markers"
         );
-        let ladders = trace.flows.iter().filter(|f| !f.packets.is_empty()).count()
-            + legs().filter(|l| !l.packets.is_empty()).count()
+        let ladders = (trace.flows.iter())
+            .filter(|f| !f.packets.is_empty() || f.legs.iter().any(|l| !l.packets.is_empty()))
+            .count()
             + usize::from(!trace.other.is_empty());
         assert_eq!(page.matches("<svg ").count(), ladders, "{name}: ladders");
         assert_eq!(
@@ -555,4 +556,86 @@ fn the_round_robin_report_is_short_and_its_dnat_shows_its_values() {
             .any(|(t, _)| t == "src 10.18.0.1:80 → 10.30.1.1:80"),
         "the reply's un-DNAT values: {rw:?}"
     );
+}
+
+/// A stitched flow is one ladder: haproxy-http's flows cross two
+/// connections, client to lb and lb to server1, and each is drawn as one
+/// `<svg>` whose columns are client, lb, server1 in path order, the proxy
+/// `lb` one column that both legs' arrows meet at, each leg under its
+/// heading; its packets' hop tables are still linked from it.
+#[test]
+fn a_stitched_flow_is_one_ladder_with_the_proxy_a_shared_column() {
+    let (_, _, trace) = snapshots()
+        .into_iter()
+        .find(|(n, _, _)| n == "haproxy-http")
+        .expect("the haproxy-http snapshot");
+    assert!(trace.flows.iter().all(|f| f.legs.len() == 1));
+    let page = html::report(&trace, "capture.pcapng");
+    for i in 1..=trace.flows.len() {
+        let start = page
+            .find(&format!("id=\"f{i}\">"))
+            .unwrap_or_else(|| panic!("flow {i}"));
+        let section = &page[start..];
+        let section = &section[..section.find("</section>").unwrap()];
+        assert_eq!(section.matches("<svg ").count(), 1, "flow {i}: one ladder");
+        let svg = &section[section.find("<svg ").unwrap()..section.find("</svg>").unwrap()];
+        // The host names over the columns, with their x, in every header row.
+        let mut heads: Vec<(String, String)> = Vec::new();
+        for part in svg.split("<text class=\"ht\" x=\"").skip(1) {
+            let x = part[..part.find('"').unwrap()].to_string();
+            let name = &part[part.find('>').unwrap() + 1..part.find("</text>").unwrap()];
+            heads.push((name.to_string(), x));
+        }
+        let rows = heads.iter().filter(|(n, _)| n == "client").count();
+        assert!(rows >= 1, "flow {i}: {heads:?}");
+        assert_eq!(
+            heads.iter().filter(|(n, _)| n == "lb").count(),
+            rows,
+            "flow {i}: the header `lb` once per header row: {heads:?}"
+        );
+        let mut row: Vec<(String, String)> = heads[..heads.len() / rows].to_vec();
+        assert_eq!(
+            row.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["client", "lb", "server1"],
+            "flow {i}: the columns in path order"
+        );
+        row.sort_by(|a, b| a.1.cmp(&b.1));
+        row.dedup_by(|a, b| a.1 == b.1);
+        assert_eq!(row.len(), 3, "flow {i}: three columns: {heads:?}");
+        assert_eq!(
+            svg.matches("<line class=\"ll\"").count(),
+            3,
+            "flow {i}: three lifelines"
+        );
+        // Each leg under its heading, naming what joined it and what the
+        // proxy changed.
+        let leg = &trace.flows[i - 1].legs[0];
+        assert!(svg.contains("Leg 1: the step"), "flow {i}");
+        for text in [
+            format!("Leg 2: {}", leg.via),
+            format!("joined by {}", leg.joined_by),
+        ]
+        .into_iter()
+        .chain(leg.changed.iter().map(|c| format!("changed: {c}")))
+        {
+            let text = text
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            assert!(svg.contains(&text), "flow {i}: {text:?} in the ladder");
+        }
+        // Leg 1's packets and leg 2's are linked to their hop tables.
+        assert!(
+            svg.contains(&format!("href=\"#f{i}p1\"")),
+            "flow {i}: leg 1"
+        );
+        assert!(
+            svg.contains(&format!("href=\"#f{i}l2p1\"")),
+            "flow {i}: leg 2"
+        );
+        assert!(
+            section.contains(&format!("id=\"f{i}l2p1\"")),
+            "flow {i}: leg 2's table"
+        );
+    }
 }

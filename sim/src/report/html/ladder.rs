@@ -3,8 +3,12 @@
 //! hosts an arrow, tunnelled stretches under a band. A NAT or tunnel step
 //! carries its rewrites with their values (`dst A → B`) beside its badge;
 //! packets that took the same path with the same changes are drawn once,
-//! their numbers and TCP numbers listed in the band. It knows a flow's
-//! packets and their hops; not pages, CSS or the trace's YAML.
+//! their numbers and TCP numbers listed in the band. A stitched flow is
+//! one ladder ([`ladder_of`]): its legs' hosts share the columns, so a
+//! proxy is the one column where leg 1's arrows end and leg 2's start,
+//! and each leg's packets follow in their own order under a heading (the
+//! trace has no clock common to the legs). It knows a flow's packets and
+//! their hops; not pages, CSS or the trace's YAML.
 
 use std::fmt::Write;
 
@@ -97,14 +101,42 @@ impl Layout<'_> {
     }
 }
 
+/// One connection's packets in a ladder: the packets, the prefix of
+/// their anchors (`{anchor}{n}`), and the lines that head them when the
+/// ladder is a stitched flow's (which leg, what joined it, what the proxy
+/// changed); none for a flow of one connection.
+pub(super) struct Segment<'a> {
+    pub(super) packets: &'a [Packet],
+    pub(super) anchor: String,
+    pub(super) label: Vec<String>,
+}
+
+/// Height of a line of a leg's heading.
+const LEG_LINE: f64 = 15.0;
+/// Space around a leg's heading.
+const LEG_GAP: f64 = 10.0;
+
 /// The ladder of `packets` (titled `P1`, `P2`, ... and linked to
 /// `#{anchor}{n}`): hosts as columns in order of first appearance, each
 /// hop a dot on its host's lifeline, a move between hosts an arrow; the
 /// packets of a path drawn once. `flow`: the packets are a step's, so
 /// those going back to its client are replies (`un-DNAT`, `un-SNAT`).
 pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: bool) {
+    let seg = Segment {
+        packets,
+        anchor: anchor.to_string(),
+        label: Vec::new(),
+    };
+    ladder_of(out, &[seg], flow);
+}
+
+/// One ladder of several connections, e.g. a stitched flow's legs in path
+/// order: their hosts' columns shared (a proxy is the one column where leg
+/// 1's arrows end and leg 2's start), each segment's packets in its own
+/// order under its heading, each segment's first host its client.
+pub(super) fn ladder_of(out: &mut String, segs: &[Segment], flow: bool) {
     let mut hosts: Vec<&str> = Vec::new();
-    for h in packets.iter().flat_map(|p| &p.hops) {
+    for h in segs.iter().flat_map(|s| s.packets).flat_map(|p| &p.hops) {
         let host = h.at.host.as_str();
         if !hosts.contains(&host) {
             hosts.push(host);
@@ -113,15 +145,6 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
     if hosts.is_empty() {
         return;
     }
-    let first_host = packets
-        .first()
-        .and_then(|p| p.hops.first())
-        .map(|h| h.at.host.as_str());
-    let last_host = packets
-        .first()
-        .and_then(|p| p.hops.last())
-        .map(|h| h.at.host.as_str());
-
     let mut l = Layout {
         min_x: -COLW / 2.0,
         max_x: xcol(hosts.len() - 1) + COLW / 2.0,
@@ -129,28 +152,48 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
         heads: vec![6.0],
         y: HEAD + 6.0,
     };
-    let client = first_host;
     let mut views = Vec::new();
-    for (k, group) in folds(packets).into_iter().enumerate() {
-        let i = group[0];
-        let p = &packets[i];
-        let start = p.hops.first().map(|h| h.at.host.as_str());
-        let class = if is_icmp_error(p) {
-            "oth"
-        } else if start.is_some() && start == first_host {
-            "fwd"
-        } else if start.is_some() && start == last_host {
-            "rev"
-        } else {
-            "oth"
-        };
-        if k > 0 && k % HEAD_EVERY == 0 {
-            l.heads.push(l.y);
-            l.y += HEAD - 6.0;
+    // Each segment's heading: where it starts and its lines.
+    let mut labels: Vec<(f64, &[String])> = Vec::new();
+    let mut k = 0;
+    for seg in segs {
+        let packets = seg.packets;
+        if !seg.label.is_empty() {
+            labels.push((l.y, &seg.label));
+            l.y += seg.label.len() as f64 * LEG_LINE + LEG_GAP;
         }
-        let reply = flow && start != client;
-        views.push(packet_view(&mut l, packets, &group, (class, reply), anchor));
-        l.y += GAP;
+        let first_host = packets
+            .first()
+            .and_then(|p| p.hops.first())
+            .map(|h| h.at.host.as_str());
+        let last_host = packets
+            .first()
+            .and_then(|p| p.hops.last())
+            .map(|h| h.at.host.as_str());
+        let client = first_host;
+        for group in folds(packets) {
+            let i = group[0];
+            let p = &packets[i];
+            let start = p.hops.first().map(|h| h.at.host.as_str());
+            let class = if is_icmp_error(p) {
+                "oth"
+            } else if start.is_some() && start == first_host {
+                "fwd"
+            } else if start.is_some() && start == last_host {
+                "rev"
+            } else {
+                "oth"
+            };
+            if k > 0 && k % HEAD_EVERY == 0 {
+                l.heads.push(l.y);
+                l.y += HEAD - 6.0;
+            }
+            k += 1;
+            let reply = flow && start != client;
+            let v = packet_view(&mut l, packets, &group, (class, reply), &seg.anchor);
+            views.push(v);
+            l.y += GAP;
+        }
     }
     if views.len() > 3 {
         l.heads.push(l.y);
@@ -166,6 +209,9 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
             let chars: usize = m.iter().map(|(_, t)| t.chars().count() + 3).sum();
             max_x = max_x.max(min_x + 24.0 + chars as f64 * CW);
         }
+    }
+    for line in labels.iter().flat_map(|(_, lines)| lines.iter()) {
+        max_x = max_x.max(min_x + 24.0 + line.chars().count() as f64 * 7.2);
     }
     let width = max_x - min_x;
 
@@ -184,11 +230,39 @@ pub(super) fn ladder(out: &mut String, packets: &[Packet], anchor: &str, flow: b
             x = xcol(c)
         );
     }
+    for (top, lines) in &labels {
+        leg_heading(out, *top, lines, min_x, width);
+    }
     for v in &views {
         draw_packet(out, v, min_x, width);
     }
     host_names(out, &l.hosts, &l.heads);
     out.push_str("</svg></div>\n");
+}
+
+/// A segment's heading across the ladder: a dashed rule, then its lines
+/// (the first bold).
+fn leg_heading(out: &mut String, top: f64, lines: &[String], min_x: f64, width: f64) {
+    let _ = write!(
+        out,
+        "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" \
+         style=\"stroke:#64748b;stroke-width:1.5;stroke-dasharray:6 4\"/>",
+        min_x + 4.0,
+        top + 2.0,
+        min_x + width - 4.0,
+        top + 2.0
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let weight = if i == 0 { "bold" } else { "normal" };
+        let _ = write!(
+            out,
+            "<text class=\"leg-h\" x=\"{:.1}\" y=\"{:.1}\" \
+             style=\"font:{weight} 12px var(--mono);fill:#334155\">{}</text>",
+            min_x + 12.0,
+            top + 2.0 + (i + 1) as f64 * LEG_LINE,
+            escape(line)
+        );
+    }
 }
 
 /// The packets of `group` (indices into `packets`, the same path) laid

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::ladder::ladder;
+use super::ladder::{ladder, ladder_of, Segment};
 use super::{
     badges, changed_html, dropped_at, end_html, escape, hdr_marked, href, is_reply, page, plural,
     step_name,
@@ -64,6 +64,11 @@ fn packets_block(out: &mut String, packets: &[Packet], anchor: &str, flow: bool)
         return;
     }
     ladder(out, packets, anchor, flow);
+    hop_tables(out, packets, anchor, flow);
+}
+
+/// The hop tables of `packets`, one click away.
+fn hop_tables(out: &mut String, packets: &[Packet], anchor: &str, flow: bool) {
     let _ = writeln!(
         out,
         "<details><summary>Hops of each packet ({} packet{})</summary>",
@@ -305,7 +310,16 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
             f.legs.len() + 1
         );
     }
-    packets_block(b, &f.packets, &format!("f{}p", i + 1), true);
+    if f.legs.is_empty() {
+        packets_block(b, &f.packets, &format!("f{}p", i + 1), true);
+    } else {
+        stitched_ladder(b, i, f);
+        if f.packets.is_empty() {
+            b.push_str("<p class=\"muted\">No packet was captured for this step.</p>\n");
+        } else {
+            hop_tables(b, &f.packets, &format!("f{}p", i + 1), true);
+        }
+    }
     for (l, leg) in f.legs.iter().enumerate() {
         let _ = writeln!(
             b,
@@ -323,10 +337,35 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
         }
         b.push_str("</ul>\n");
         if !leg.packets.is_empty() {
-            packets_block(b, &leg.packets, &format!("f{}l{}p", i + 1, l + 2), true);
+            hop_tables(b, &leg.packets, &format!("f{}l{}p", i + 1, l + 2), true);
         }
     }
     b.push_str("</section>\n");
+}
+
+/// The one ladder of flow `i`, stitched from legs: leg 1 (the step's own
+/// connection) and each further leg under a heading naming where it
+/// started, what joined it and what the proxy changed; the proxy is the
+/// column both legs share.
+fn stitched_ladder(b: &mut String, i: usize, f: &Flow) {
+    let mut segs = vec![Segment {
+        packets: &f.packets,
+        anchor: format!("f{}p", i + 1),
+        label: vec!["Leg 1: the step's own connection".to_string()],
+    }];
+    for (l, leg) in f.legs.iter().enumerate() {
+        let mut label = vec![
+            format!("Leg {}: {}", l + 2, leg.via),
+            format!("joined by {}", leg.joined_by),
+        ];
+        label.extend(leg.changed.iter().map(|c| format!("changed: {c}")));
+        segs.push(Segment {
+            packets: &leg.packets,
+            anchor: format!("f{}l{}p", i + 1, l + 2),
+            label,
+        });
+    }
+    ladder_of(b, &segs, true);
 }
 
 /// The dataplane's counters, a table per `host/process`.
