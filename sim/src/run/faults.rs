@@ -59,6 +59,16 @@ pub(super) fn before_step(
         for x in list {
             let (h, ifname) = x.split_once('/').expect("checked: HOST/IFNAME");
             let oper = rt.block_on(started.topo.set_link(h, ifname, up))?;
+            if !up {
+                // The peer loses its carrier only when the kernel's link
+                // watch gets to it (up to a second later); until then what
+                // the peer's host sends is handed to the veth and lost
+                // silently, after it the peer refuses it (ENOBUFS). Wait,
+                // so the step's outcome does not depend on when.
+                if let Some((ph, pif)) = veth_peer(sc, h, ifname) {
+                    rt.block_on(started.topo.wait_oper_down(ph, pif))?;
+                }
+            }
             started.events.push(match (up, oper) {
                 (false, _) => format!("{at}: link down {x}"),
                 (true, true) => format!("{at}: link up {x}: operationally up"),
@@ -275,4 +285,23 @@ fn lost(p: &Process) -> String {
     } else {
         String::new()
     }
+}
+
+/// The other end of the plain veth pair `host/ifname` (none for a bridge,
+/// a TUN, or an impaired link, whose ends meet an element's namespace).
+fn veth_peer<'a>(sc: &'a Expanded, host: &str, ifname: &str) -> Option<(&'a str, &'a str)> {
+    sc.lab
+        .links
+        .iter()
+        .filter(|l| l.impair.is_none())
+        .find_map(|l| {
+            let is = |e: &crate::lab::End| e.host == host && e.ifname == ifname;
+            if is(&l.a) {
+                Some((l.b.host.as_str(), l.b.ifname.as_str()))
+            } else if is(&l.b) {
+                Some((l.a.host.as_str(), l.a.ifname.as_str()))
+            } else {
+                None
+            }
+        })
 }
