@@ -17,6 +17,7 @@
 //! a released packet split to an MTU gives segments within it, each with
 //! valid checksums.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use hoplab::shell::batch::{self, Read, TunBatch, TunRead, HEADROOM};
@@ -101,12 +102,22 @@ fn rewrite(p: &mut [u8], how: u8) {
     }
 }
 
+thread_local! {
+    /// The read and the batch, kept from one input to the next as the
+    /// shell keeps them from one read to the next (a fresh pair is 17 MB
+    /// of zeroed slots, which made each input cost milliseconds).
+    static BUFFERS: RefCell<(TunRead, TunBatch)> = RefCell::new((TunRead::new(), TunBatch::new()));
+}
+
 pub fn super_packet(data: &[u8]) {
+    BUFFERS.with_borrow_mut(|(r, segs)| one_read(data, r, segs));
+}
+
+fn one_read(data: &[u8], r: &mut TunRead, segs: &mut TunBatch) {
     let [how, mtu, raw @ ..] = data else {
         return;
     };
     let mtu = 576 + 8 * usize::from(*mtu);
-    let mut r = TunRead::new();
     let n = match r.load(raw) {
         Ok(Read::Whole(n)) => n,
         Ok(Read::Split(n)) => {
@@ -126,8 +137,7 @@ pub fn super_packet(data: &[u8]) {
     if is_super && whole_tcp {
         check_segments(&r.segments, k, &raw[HEADROOM..]);
     }
-    let mut segs = TunBatch::new();
-    if let Ok(Some(k)) = batch::split_tcp(&mut released, mtu, &mut segs) {
+    if let Ok(Some(k)) = batch::split_tcp(&mut released, mtu, segs) {
         for i in 0..k {
             let s = segs.packet(i);
             assert!(s.len() <= mtu, "a released packet's segment over the MTU");

@@ -146,52 +146,87 @@ pub struct Machine {
     pub total_secs: f64,
 }
 
-/// Run the dataplane benchmark with `--veths harness,gso`; write
-/// reports/bench-dataplane.md.
-pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
+/// What a benchmark subcommand of `hoplab` gave: its JSON output
+/// (parsed), the load average when it started and its wall time.
+struct BenchRun<T> {
+    results: T,
+    load: String,
+    total_secs: f64,
+}
+
+/// Runs `hoplab -q SUB --out target/OUT ARGS` (built first), and parses
+/// what it printed as `what`.
+fn run_bench<T: DeserializeOwned>(
+    release: bool,
+    sub: &str,
+    out: &str,
+    args: &[&str],
+    what: &str,
+) -> Result<BenchRun<T>> {
     let bin = build_hoplab_bins(release)?;
-    let out = target_dir().join("bench-dataplane");
+    let out = target_dir().join(out);
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
     let t = Instant::now();
     let run = Command::new(&bin)
-        .args(["-q", "__bench-dataplane", "--out"])
+        .args(["-q", sub, "--out"])
         .arg(&out)
-        .args([
-            "--secs",
-            &secs.to_string(),
-            "--round-trips",
-            &round_trips.to_string(),
-            "--rounds",
-            &rounds.to_string(),
-            "--veths",
-            "gso,harness",
-        ])
+        .args(args)
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     let total_secs = t.elapsed().as_secs_f64();
     if !run.status.success() {
         bail!(
-            "the dataplane benchmark failed ({}): {}(logs: {})",
+            "{what} failed ({}): {}(logs: {})",
             run.status,
             String::from_utf8_lossy(&run.stderr),
             out.join("logs").display()
         );
     }
-    let results: Results = from_json(&run.stdout, "the results of the dataplane benchmark")?;
+    Ok(BenchRun {
+        results: from_json(&run.stdout, &format!("the results of {what}"))?,
+        load,
+        total_secs,
+    })
+}
+
+/// Run the dataplane benchmark with `--veths harness,gso`; write
+/// reports/bench-dataplane.md.
+pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
+    let (secs, round_trips, rounds) = (
+        secs.to_string(),
+        round_trips.to_string(),
+        rounds.to_string(),
+    );
+    let run: BenchRun<Results> = run_bench(
+        release,
+        "__bench-dataplane",
+        "bench-dataplane",
+        &[
+            "--secs",
+            &secs,
+            "--round-trips",
+            &round_trips,
+            "--rounds",
+            &rounds,
+            "--veths",
+            "gso,harness",
+        ],
+        "the dataplane benchmark",
+    )?;
     let machine = Machine {
         cores: cores(),
         kernel: kernel(),
-        load,
-        total_secs,
+        load: run.load,
+        total_secs: run.total_secs,
     };
-    let md = dataplane_report(&results, &machine)?;
+    let md = dataplane_report(&run.results, &machine)?;
     let path = root().join("reports/bench-dataplane.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
-    for r in &results.paths {
-        print_path(&results, r)?;
+    for r in &run.results.paths {
+        print_path(&run.results, r)?;
     }
     println!("wrote {}", path.display());
     Ok(())
@@ -200,37 +235,27 @@ pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) ->
 /// Run the exposure-change benchmark; write reports/bench-exposure.md.
 pub fn exposure(release: bool, round_trips: usize, rounds: usize, churn_ms: u64) -> Result<()> {
     use hoplab_sim::bench::dataplane::ExposureResults;
-    let bin = build_hoplab_bins(release)?;
-    let out = target_dir().join("bench-exposure");
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    let t = Instant::now();
-    let run = Command::new(&bin)
-        .args(["-q", "__bench-exposure", "--out"])
-        .arg(&out)
-        .args([
+    let (round_trips, rounds, churn_ms) = (
+        round_trips.to_string(),
+        rounds.to_string(),
+        churn_ms.to_string(),
+    );
+    let run: BenchRun<ExposureResults> = run_bench(
+        release,
+        "__bench-exposure",
+        "bench-exposure",
+        &[
             "--round-trips",
-            &round_trips.to_string(),
+            &round_trips,
             "--rounds",
-            &rounds.to_string(),
+            &rounds,
             "--churn-ms",
-            &churn_ms.to_string(),
-        ])
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    let total_secs = t.elapsed().as_secs_f64();
-    if !run.status.success() {
-        bail!(
-            "the exposure benchmark failed ({}): {}(logs: {})",
-            run.status,
-            String::from_utf8_lossy(&run.stderr),
-            out.join("logs").display()
-        );
-    }
-    let r: ExposureResults = from_json(&run.stdout, "the results of the exposure benchmark")?;
-    let md = exposure_report(&r, release, cores(), &kernel(), &load, total_secs);
+            &churn_ms,
+        ],
+        "the exposure benchmark",
+    )?;
+    let r = &run.results;
+    let md = exposure_report(r, release, cores(), &kernel(), &run.load, run.total_secs);
     let path = root().join("reports/bench-exposure.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!(

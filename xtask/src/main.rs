@@ -434,3 +434,25 @@ fn real_main() -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `wireshark-profile --dir` installs every file of wireshark/profile/
+    /// byte for byte (tests/cli.rs reads a capture with such a copy).
+    #[test]
+    fn the_wireshark_profile_is_installed_whole() {
+        let dir = std::env::temp_dir().join(format!("hoplab-profile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        super::wireshark_profile(Some(dir.join("profiles/hoplab"))).unwrap();
+        let src = super::root().join("wireshark/profile");
+        let mut files = 0;
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            let copy = dir.join("profiles/hoplab").join(p.file_name().unwrap());
+            assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&copy).unwrap());
+            files += 1;
+        }
+        assert!(files >= 2, "{files} profile files");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -437,7 +437,7 @@ impl<'a> Shell<'a> {
     /// Queues a datagram for the tunnel, sending what was queued first if
     /// it cannot go in the same send.
     async fn queue_tunnel(&mut self, out: &mut GsoBatch, node: IpAddr, port: u16, d: &[u8]) {
-        let to = SocketAddr::new(self.peer_addr(node), port);
+        let to = udp::peer(self.udp_v6, node, port);
         if !out.fits(to, d.len()) {
             self.send_batch(out).await;
         }
@@ -447,7 +447,7 @@ impl<'a> Shell<'a> {
     /// Sends the first `n` packets of `segs` to a peer, with as few
     /// system calls as `UDP_SEGMENT` allows, without copying them.
     async fn send_segments(&mut self, node: IpAddr, port: u16, segs: &TunBatch, n: usize) {
-        let to = SocketAddr::new(self.peer_addr(node), port);
+        let to = udp::peer(self.udp_v6, node, port);
         let mut all: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
         for (i, d) in all.iter_mut().enumerate().take(n) {
             *d = segs.packet(i);
@@ -466,15 +466,6 @@ impl<'a> Shell<'a> {
             self.errors
                 .tunnel_send
                 .warn(&format!("sending to the tunnel peer {to}"), &e);
-        }
-    }
-
-    /// The socket address of a peer: IPv4 peers as IPv4-mapped on a
-    /// dual-stack socket.
-    fn peer_addr(&self, node: IpAddr) -> IpAddr {
-        match node {
-            IpAddr::V4(v4) if self.udp_v6 => IpAddr::V6(v4.to_ipv6_mapped()),
-            ip => ip,
         }
     }
 
@@ -550,8 +541,8 @@ impl<'a> Shell<'a> {
     }
 
     async fn send_tunnel(&mut self, node: IpAddr, port: u16, datagram: &[u8]) {
-        let to = self.peer_addr(node);
-        if let Err(e) = self.udp.send_to(datagram, (to, port)).await {
+        let to = udp::peer(self.udp_v6, node, port);
+        if let Err(e) = self.udp.send_to(datagram, to).await {
             self.errors
                 .tunnel_send
                 .warn(&format!("sending to the tunnel peer {node}"), &e);
