@@ -96,6 +96,67 @@ pub struct LocalInstance {
     pub instance_ip6: Option<Ipv6Addr>,
 }
 
+/// The text of a [`LocalInstance`]: `ns=IPV4[,ip=IPV4][,ns6=IPV6][,ip6=IPV6]`
+/// (the net manager's `--instance` and its control socket's `instance
+/// add`), what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{spec:?}: {what}")]
+pub struct BadInstanceSpec {
+    pub spec: String,
+    pub what: String,
+}
+
+impl fmt::Display for LocalInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ns={}", self.ns_ip)?;
+        if let Some(a) = self.instance_ip {
+            write!(f, ",ip={a}")?;
+        }
+        if let Some(a) = self.ns_ip6 {
+            write!(f, ",ns6={a}")?;
+        }
+        if let Some(a) = self.instance_ip6 {
+            write!(f, ",ip6={a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for LocalInstance {
+    type Err = BadInstanceSpec;
+
+    fn from_str(s: &str) -> Result<LocalInstance, BadInstanceSpec> {
+        fn set<T: std::str::FromStr>(slot: &mut Option<T>, k: &str, v: &str) -> Result<(), String> {
+            if slot.is_some() {
+                return Err(format!("{k} given twice"));
+            }
+            *slot = Some(v.parse().map_err(|_| format!("bad {k} {v:?}"))?);
+            Ok(())
+        }
+        let bad = |what: String| BadInstanceSpec {
+            spec: s.to_string(),
+            what,
+        };
+        let (mut ns, mut ip, mut ns6, mut ip6) = (None, None, None, None);
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("ns", v)) => set(&mut ns, "ns", v),
+                Some(("ip", v)) => set(&mut ip, "ip", v),
+                Some(("ns6", v)) => set(&mut ns6, "ns6", v),
+                Some(("ip6", v)) => set(&mut ip6, "ip6", v),
+                _ => Err(format!("unknown field {field:?} (ns, ip, ns6, ip6)")),
+            }
+            .map_err(bad)?;
+        }
+        Ok(LocalInstance {
+            ns_ip: ns.ok_or_else(|| bad("ns=IPV4 is required".into()))?,
+            ns_ip6: ns6,
+            instance_ip: ip,
+            instance_ip6: ip6,
+        })
+    }
+}
+
 impl LocalInstance {
     /// The instance IP of the family of `like`.
     fn instance_ip_like(&self, like: IpAddr) -> Option<IpAddr> {

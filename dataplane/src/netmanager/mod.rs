@@ -181,6 +181,7 @@ pub mod services;
 
 pub use self::cache::ResolveError;
 pub use self::core::{
-    Action, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore, TUNNEL_PORT,
+    Action, BadInstanceSpec, Config, Counters, DropReason, Forward, LocalInstance, NetManagerCore,
+    TUNNEL_PORT,
 };
 pub use self::services::{Coords, Instance, Resolution, ServiceIp, ServiceKind};

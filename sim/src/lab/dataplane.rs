@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use hoplab_dataplane::netmanager::{Coords, Instance, ServiceKind};
+use hoplab_dataplane::netmanager::{Coords, Instance, LocalInstance, ServiceKind};
 
 use crate::values::Expose;
 
@@ -75,25 +75,32 @@ impl NetManagerArgs {
             v.extend(["--peer".into(), p.to_string()]);
         }
         for i in &self.instances {
-            let mut s = format!("ns={}", i.ns_ip);
-            let own = |v6: bool| {
-                i.service_ips
-                    .iter()
-                    .find(|ip| ip.kind == ServiceKind::Instance && ip.addr.is_ipv6() == v6)
-                    .map(|ip| ip.addr)
-            };
-            if let Some(a) = own(false) {
-                s.push_str(&format!(",ip={a}"));
-            }
-            if let Some(a6) = i.ns_ip6 {
-                s.push_str(&format!(",ns6={a6}"));
-            }
-            if let Some(a) = own(true) {
-                s.push_str(&format!(",ip6={a}"));
-            }
-            v.extend(["--instance".into(), s]);
+            v.extend(["--instance".into(), local_instance(i).to_string()]);
         }
         v
+    }
+}
+
+/// `i` as its node's net manager knows it: namespace addresses and its own
+/// instance IPs (`--instance`, and `instance add` on a move).
+pub fn local_instance(i: &Instance) -> LocalInstance {
+    let own = |v6: bool| {
+        i.service_ips
+            .iter()
+            .find(|ip| ip.kind == ServiceKind::Instance && ip.addr.is_ipv6() == v6)
+            .map(|ip| ip.addr)
+    };
+    LocalInstance {
+        ns_ip: i.ns_ip,
+        ns_ip6: i.ns_ip6,
+        instance_ip: match own(false) {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        },
+        instance_ip6: match own(true) {
+            Some(IpAddr::V6(a)) => Some(a),
+            _ => None,
+        },
     }
 }
 

@@ -271,6 +271,11 @@ pub struct Move {
     /// The new node's underlay address and coordinates, for the plan.
     pub node_addr: std::net::IpAddr,
     pub coords: hoplab_dataplane::netmanager::Coords,
+    /// The instance as the new node's net manager is told of it (its new
+    /// namespace addresses, its own instance IPs); the old node's is told
+    /// to forget `old_ns`.
+    pub local: hoplab_dataplane::netmanager::LocalInstance,
+    pub old_ns: std::net::Ipv4Addr,
 }
 
 /// A name a step asks its host's resolver for.

@@ -12,6 +12,7 @@
 //! changes the plan the managers start with (the run replaces it).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use super::cluster::OVERLAY_MTU;
 use super::plan::{add4, add6, cidr, Plan};
@@ -140,6 +141,13 @@ fn one(
     b.bridge = Some("br0".into());
     (a.mtu, b.mtu) = (Some(OVERLAY_MTU), Some(OVERLAY_MTU));
     at.insert(m.instance.clone(), (m.to.clone(), service.clone(), number));
+    let mut local = lab::dataplane::local_instance(inst);
+    for a in &addr {
+        match a.addr {
+            IpAddr::V4(v4) => local.ns_ip = v4,
+            IpAddr::V6(v6) => local.ns_ip6 = Some(v6),
+        }
+    }
     let mv = lab::Move {
         host: m.instance.clone(),
         service,
@@ -153,6 +161,8 @@ fn one(
         routes,
         node_addr: to.underlay,
         coords: to.coords,
+        local,
+        old_ns: inst.ns_ip,
     };
     Ok((Link { a, b, impair: None }, mv))
 }

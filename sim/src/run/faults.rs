@@ -91,6 +91,7 @@ pub(super) fn before_step(
     }
     for m in &step.moves {
         move_instance(rt, started, &at, m)?;
+        tell_net_managers(sc, started, out, &at, m)?;
     }
     Ok(())
 }
@@ -149,6 +150,57 @@ fn move_instance(
         ));
     }
     started.events.push(line);
+    Ok(())
+}
+
+/// The net managers of a move's two nodes told, over their control
+/// sockets, that the instance left one and runs on the other, so its own
+/// new flows leave the new node with its instance IP as before the move.
+/// A net manager that is not running (killed, or none on the node) is
+/// said in the trace's processes; one that refuses is an error.
+fn tell_net_managers(
+    sc: &Expanded,
+    started: &mut Started,
+    out: &Path,
+    at: &str,
+    m: &crate::lab::Move,
+) -> Result<(), Error> {
+    let ctl = out.join("ctl");
+    let lines = [
+        (&m.from_node, format!("instance remove {}", m.old_ns)),
+        (&m.to_node, format!("instance add {}", m.local)),
+    ];
+    for (node, line) in lines {
+        let Some((name, nm)) = sc.hosts.get(node.as_str()).and_then(|h| {
+            h.processes
+                .iter()
+                .find_map(|p| p.netmanager.as_ref().map(|nm| (&p.name, nm)))
+        }) else {
+            continue;
+        };
+        let id = format!("{node}/{name}");
+        if let Some(how) = started.ended(&id) {
+            started.events.push(format!(
+                "{at}: {id} not told `{line}`: process ended ({how})"
+            ));
+            continue;
+        }
+        match crate::lab::gateway_ctl::answer(&nm.control(&ctl), &line) {
+            Ok(a) if a.trim() == "ok" => started.events.push(format!("{at}: {id} told `{line}`")),
+            Ok(a) => {
+                return Err(Error::Failed(format!(
+                    "{at}: {id} refused `{line}`: {}",
+                    a.trim()
+                )))
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    what: format!("{at}: telling {id} `{line}`"),
+                    source,
+                })
+            }
+        }
+    }
     Ok(())
 }
 

@@ -114,30 +114,8 @@ fn parse_coords(s: &str) -> Result<Coords, String> {
 }
 
 fn parse_instance(s: &str) -> Result<LocalInstance, String> {
-    fn set<T: std::str::FromStr>(slot: &mut Option<T>, k: &str, v: &str) -> Result<(), String> {
-        if slot.is_some() {
-            return Err(format!("{k} given twice"));
-        }
-        *slot = Some(v.parse().map_err(|_| format!("bad {k} {v:?}"))?);
-        Ok(())
-    }
-    let (mut ns, mut ip, mut ns6, mut ip6) = (None, None, None, None);
-    for field in s.split(',') {
-        let r = match field.split_once('=') {
-            Some(("ns", v)) => set(&mut ns, "ns", v),
-            Some(("ip", v)) => set(&mut ip, "ip", v),
-            Some(("ns6", v)) => set(&mut ns6, "ns6", v),
-            Some(("ip6", v)) => set(&mut ip6, "ip6", v),
-            _ => Err(format!("unknown field {field:?} (ns, ip, ns6, ip6)")),
-        };
-        r.map_err(|e| format!("{s:?}: {e}"))?;
-    }
-    Ok(LocalInstance {
-        ns_ip: ns.ok_or_else(|| format!("{s:?}: ns=IPV4 is required"))?,
-        ns_ip6: ns6,
-        instance_ip: ip,
-        instance_ip6: ip6,
-    })
+    s.parse()
+        .map_err(|e: hoplab_dataplane::netmanager::BadInstanceSpec| e.to_string())
 }
 
 #[cfg(test)]

@@ -605,7 +605,7 @@ fn transient(e: &std::io::Error) -> bool {
 }
 
 /// The reply text of a control command.
-fn answer(core: &NetManagerCore, errors: &IoErrors, cmd: Command) -> String {
+fn answer(core: &mut NetManagerCore, errors: &IoErrors, cmd: Command) -> String {
     match cmd {
         Command::Counters => format!("{}{}\n", core.counters(), errors.counters()),
         Command::Flows => format!(
@@ -614,5 +614,17 @@ fn answer(core: &NetManagerCore, errors: &IoErrors, cmd: Command) -> String {
             core.cache().len(),
             core.fragments().len()
         ),
+        Command::AddInstance(li) => {
+            info!(instance = %li, "local instance added");
+            core.add_local_instance(li);
+            "ok\n".into()
+        }
+        Command::RemoveInstance(ns) => match core.remove_local_instance(ns) {
+            Some(li) => {
+                info!(instance = %li, "local instance removed");
+                "ok\n".into()
+            }
+            None => format!("error no local instance {ns}\n"),
+        },
     }
 }
