@@ -29,8 +29,8 @@ const CPORT: u16 = 40000;
 /// One TCP segment: who sends it, its flags (`S`, `A`, `P`, `F`), numbers,
 /// payload, window and SACK block.
 #[derive(Clone)]
-struct Seg {
-    client: bool,
+pub(super) struct Seg {
+    pub(super) client: bool,
     flags: &'static str,
     seq: u32,
     ack: u32,
@@ -38,10 +38,16 @@ struct Seg {
     window: u16,
     sack: Option<(u32, u32)>,
     /// Seen leaving its sender only.
-    lost: bool,
+    pub(super) lost: bool,
 }
 
-fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8]) -> Seg {
+pub(super) fn seg(
+    client: bool,
+    flags: &'static str,
+    seq: u32,
+    ack: u32,
+    data: &'static [u8],
+) -> Seg {
     Seg {
         client,
         flags,
@@ -54,7 +60,7 @@ fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8
     }
 }
 
-fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
+pub(super) fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
     let (src, dst, sport, dport) = if s.client {
         (C, S, CPORT, 7)
     } else {
@@ -115,13 +121,13 @@ fn capture(segs: &[Seg]) -> Vec<Captured> {
     out
 }
 
-fn lab() -> LabView {
+pub(super) fn lab() -> LabView {
     LabView::of(&crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap())
 }
 
 /// The packets' first lines, e.g. `tcp . 10.0.1.1:7 > 10.0.1.2:40000`,
 /// with their first hop's header.
-fn shown(t: &Trace) -> Vec<String> {
+pub(super) fn shown(t: &Trace) -> Vec<String> {
     t.flows[0]
         .packets
         .iter()
