@@ -11,7 +11,7 @@ use crate::capture::Captured;
 
 /// Each segment leaves its sender at `sent` µs and reaches its peer at
 /// `arrives` µs (never, when lost).
-fn capture(segs: &[(Seg, u64, u64)]) -> Vec<Captured> {
+pub(super) fn capture(segs: &[(Seg, u64, u64)]) -> Vec<Captured> {
     let mut out = Vec::new();
     for (i, (s, sent, arrives)) in segs.iter().enumerate() {
         let (from, to) = if s.client {
