@@ -416,3 +416,35 @@ fn a_resend_after_its_ack_was_lost_stays_with_its_answer() {
     let n = plain.flows[0].packets.len();
     assert_eq!(t.flows[0].packets.len(), n + 2, "{}", t.to_yaml());
 }
+
+/// The client's FIN resent while the server's FIN (which acknowledges it)
+/// is on its way; the server, in LAST_ACK, answers the copy with a
+/// duplicate ACK that crosses the client's last ACK (the soak's
+/// `gateway-restart` flake): one trace, as without the resend.
+#[test]
+fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
+    use super::tests_order::capture as timed;
+    let lab = lab();
+    let run = |resent: bool| {
+        let mut v: Vec<(Seg, u64, u64)> = [
+            seg(true, "S", 1000, 0, b""),
+            seg(false, "SA", 5000, 1001, b""),
+            seg(true, "A", 1001, 5001, b""),
+            seg(true, "PA", 1001, 5001, b"hello"),
+            seg(false, "PA", 5001, 1006, b"hello"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
+        .collect();
+        v.push((seg(true, "FA", 1006, 5006, b""), 60, 65));
+        v.push((seg(false, "FA", 5006, 1007, b""), 70, 100));
+        if resent {
+            v.push((seg(true, "FA", 1006, 5006, b""), 90, 95));
+            v.push((seg(false, "A", 5007, 1007, b""), 96, 130));
+        }
+        v.push((seg(true, "A", 1007, 5007, b""), 101, 120));
+        build(&lab, &timed(&v), &[]).to_yaml()
+    };
+    assert_eq!(run(true), run(false));
+}
