@@ -101,7 +101,14 @@ pub fn summary(f: &Flow) -> Summary {
             }
             let what = match &p.end {
                 End::LastSeen(at) => format!("at {at}"),
-                End::Dropped { .. } => p.end.to_string(),
+                // Under `dropped`: where and by what, not the word again.
+                End::Dropped { .. } => {
+                    let end = p.end.to_string();
+                    match end.strip_prefix("dropped ") {
+                        Some(rest) => rest.to_string(),
+                        None => end,
+                    }
+                }
                 End::Delivered { .. } => continue,
             };
             drops.push(match leg {
@@ -245,6 +252,23 @@ flows:
         assert_eq!(
             rewrites(f.packets[0].hops[1].changed.as_ref()),
             ["dst 10.96.0.1:80 → 10.1.0.10:80"]
+        );
+    }
+
+    /// A drop is listed by where and by what, without the word "dropped"
+    /// (the list is the flow's drops already).
+    #[test]
+    fn a_drop_is_listed_without_the_word_twice() {
+        let t = Trace::from_yaml(&T.replacen(
+            "end: delivered to api-1",
+            "end: dropped at r in input by nftables inet t (not_exposed)",
+            1,
+        ))
+        .unwrap();
+        let s = summary(&t.flows[0]);
+        assert_eq!(
+            s.drops[0],
+            "P1 at r in input by nftables inet t (not_exposed)"
         );
     }
 }

@@ -18,8 +18,23 @@
 //! (the same sequence number, flags and payload bytes; R's
 //! acknowledgement number may be later), F took the same path and was
 //! delivered, and between F and R the receiver sent nothing that
-//! acknowledges F. A resend whose first copy was lost, or whose
-//! acknowledgement was, stays.
+//! acknowledges F, or the first acknowledgement of F it sent was still on
+//! its way when R left (it reached R's sender after R left, and nothing
+//! acknowledging F had reached it before: a tail loss probe or timeout
+//! that fired while the ACK was held by a slow hop). A resend whose first
+//! copy was lost, or whose acknowledgement was, stays.
+//!
+//! **C. A duplicate ACK that answers a folded resend.** The first packet
+//! the resend's receiver sent after the resend arrived is folded into the
+//! packet of its direction before it when it is a pure ACK that
+//! acknowledges exactly what that packet did (no SACK block above it, a
+//! window open): it says only that the copy was a duplicate.
+//!
+//! **D. A reset that answers such a duplicate ACK.** The first packet the
+//! duplicate ACK's receiver sent after it arrived, when it is a bare reset
+//! whose sequence number is the duplicate's acknowledgement (the
+//! connection had closed on the first ACK in the meantime), is folded
+//! into the packet of its direction before it.
 //!
 //! **B. A pure ACK that the next segment repeats.** A packet P is folded
 //! into the next segment Q of its direction (the next one not itself
@@ -162,16 +177,21 @@ fn raw_tcp(frame: &[u8], (sport, dport, seq, ack): (u16, u16, u32, u32)) -> Opti
 }
 
 /// Every acknowledgement number a host sent, per direction, with when
-/// (its frame leaving the host): what rule A asks of the receiver, also
-/// for packets the trace puts elsewhere (a lost ACK, which never reaches
-/// the step's client, is in no flow).
+/// (its frame leaving the host) and the IP ID: what rule A asks of the
+/// receiver, also for packets the trace puts elsewhere (a lost ACK, which
+/// never reaches the step's client, is in no flow); and every one that
+/// entered a host, keyed as the socket it is for (host, its own address
+/// and port, the peer's): whether it reached the sender in time.
 #[derive(Default)]
-pub(super) struct Acks(HashMap<Key, Vec<(u64, u32)>>);
+pub(super) struct Acks {
+    sent: HashMap<Key, Vec<(u64, u32, u32)>>,
+    arrived: HashMap<Key, Vec<(u64, u32, u32)>>,
+}
 
 impl Acks {
     pub(super) fn of(seen: &[Seen]) -> Acks {
-        let mut m: HashMap<Key, Vec<(u64, u32)>> = HashMap::new();
-        for f in seen.iter().filter(|f| f.outgoing()) {
+        let mut a = Acks::default();
+        for f in seen {
             if let L4::Tcp {
                 sport,
                 dport,
@@ -180,20 +200,47 @@ impl Acks {
                 ..
             } = f.s.l4
             {
-                if flags & tcp_flags::ACK != 0 {
+                if flags & tcp_flags::ACK == 0 {
+                    continue;
+                }
+                let rec = (f.ts_ns, ack, f.s.ident);
+                if f.outgoing() {
                     let key = (f.at.host.clone(), f.s.src, sport, f.s.dst, dport);
-                    m.entry(key).or_default().push((f.ts_ns, ack));
+                    a.sent.entry(key).or_default().push(rec);
+                } else {
+                    let key = (f.at.host.clone(), f.s.dst, dport, f.s.src, sport);
+                    a.arrived.entry(key).or_default().push(rec);
                 }
             }
         }
-        Acks(m)
+        a
     }
 
     /// Did direction `key` acknowledge `seq` (or beyond) before `ts`?
     fn before(&self, key: &Key, seq: u32, ts: u64) -> bool {
-        self.0
+        self.sent
             .get(key)
-            .is_some_and(|v| v.iter().any(|&(t, a)| t < ts && at_or_after(a, seq)))
+            .is_some_and(|v| v.iter().any(|&(t, a, _)| t < ts && at_or_after(a, seq)))
+    }
+
+    /// Did the acknowledgement of `seq` that `peer` sent first, before
+    /// `ts`, cross a resend leaving `key` at `ts`: no acknowledgement of
+    /// `seq` had reached `key`'s host by then, and that one reached it
+    /// after (it was neither lost nor answered by the resend)?
+    fn crossed(&self, peer: &Key, key: &Key, seq: u32, ts: u64) -> bool {
+        let first = (self.sent.get(peer).into_iter().flatten())
+            .filter(|&&(t, a, _)| t < ts && at_or_after(a, seq))
+            .min_by_key(|&&(t, ..)| t);
+        let Some(&(_, ack, id)) = first else {
+            return false;
+        };
+        let arrived = self.arrived.get(key).map_or(&[][..], |v| &v[..]);
+        !arrived
+            .iter()
+            .any(|&(t, a, _)| t < ts && at_or_after(a, seq))
+            && arrived
+                .iter()
+                .any(|&(t, a, i)| t >= ts && a == ack && i == id)
     }
 }
 
@@ -207,6 +254,7 @@ pub(super) fn fold(
 ) -> Vec<Option<usize>> {
     let segs: Vec<Option<Seg>> = paths.iter().map(|h| seg(frames, h)).collect();
     let mut into = resends(&segs, acks, paths, packets);
+    caused_by_resends(&segs, paths, packets, &mut into);
     // Rule B, 1 to 3: P and the segment of its direction before it.
     let mut candidate = vec![false; segs.len()];
     let mut before: HashMap<&Key, &Seg> = HashMap::new();
@@ -241,7 +289,87 @@ pub(super) fn fold(
             next.insert(&p.key, i);
         }
     }
+    // A duplicate ACK folded into a pure ACK that rule B folded further:
+    // name the kept one.
+    for i in 0..into.len() {
+        let mut q = into[i];
+        let mut hops = 0;
+        while let Some(k) = q.and_then(|k| into[k]) {
+            q = Some(k);
+            hops += 1;
+            if hops > into.len() {
+                break;
+            }
+        }
+        into[i] = q;
+    }
     into
+}
+
+/// Rules C and D: what a resend folded by rule A made its receiver send
+/// (a duplicate ACK, acknowledging nothing its direction had not), and
+/// what that duplicate made the resend's sender send when it found the
+/// connection closed (a reset), each folded into the packet of its
+/// direction before it.
+fn caused_by_resends(
+    segs: &[Option<Seg>],
+    paths: &[&[&Seen]],
+    packets: &[&Packet],
+    into: &mut [Option<usize>],
+) {
+    // Each direction's packets, in list order.
+    let mut of: HashMap<&Key, Vec<usize>> = HashMap::new();
+    for (i, s) in segs.iter().enumerate() {
+        if let Some(s) = s {
+            of.entry(&s.key).or_default().push(i);
+        }
+    }
+    let first_ts = |i: usize| paths[i].first().map_or(0, |f| f.ts_ns);
+    let arrived = |i: usize| paths[i].last().map_or(0, |f| f.ts_ns);
+    // The first packet of direction `key` sent once `i` had arrived, and
+    // the one of its direction before it.
+    let answer = |key: &Key, i: usize| -> Option<(usize, usize)> {
+        let list = of.get(key)?;
+        let n = list.iter().position(|&j| first_ts(j) >= arrived(i))?;
+        Some((list[n], *list.get(n.checked_sub(1)?)?))
+    };
+    let resent: Vec<usize> = (0..segs.len()).filter(|&i| into[i].is_some()).collect();
+    for r in resent {
+        let Some(rs) = &segs[r] else { continue };
+        if !matches!(packets[r].end, End::Delivered { .. }) {
+            continue;
+        }
+        // C: the receiver's duplicate ACK.
+        let Some((d, prev)) = answer(&rs.peer, r) else {
+            continue;
+        };
+        let (Some(ds), Some(ps)) = (&segs[d], &segs[prev]) else {
+            continue;
+        };
+        let dup = ds.pure_ack
+            && ds.ack == ps.ack
+            && ds.raw.is_some_and(|r| !r.sack_above && r.window != 0)
+            && into[d].is_none();
+        if !dup {
+            continue;
+        }
+        into[d] = Some(prev);
+        // D: the reset it met, from a connection already closed.
+        if !matches!(packets[d].end, End::Delivered { .. }) {
+            continue;
+        }
+        let Some((x, before)) = answer(&ds.peer, d) else {
+            continue;
+        };
+        let Some(xs) = &segs[x] else { continue };
+        let reset = xs.flags & !tcp_flags::ACK == tcp_flags::RST
+            && xs.end_seq == xs.seq
+            && xs.seq == ds.ack
+            && into[x].is_none();
+        if reset {
+            into[x] = Some(before);
+        }
+    }
 }
 
 /// Rule A: for each segment, the earlier copy it is a resend of, when its
@@ -264,8 +392,10 @@ fn resends(
             Some(f) => {
                 let fs = segs[f].as_ref().expect("a segment");
                 let delivered = matches!(packets[f].end, End::Delivered { .. });
+                let ts = paths[i][0].ts_ns;
                 if delivered
-                    && !acks.before(&fs.peer, fs.end_seq, paths[i][0].ts_ns)
+                    && (!acks.before(&fs.peer, fs.end_seq, ts)
+                        || acks.crossed(&fs.peer, &fs.key, fs.end_seq, ts))
                     && at_or_after(s.ack, fs.ack)
                     && paths[f][0].s.payload == paths[i][0].s.payload
                     && same_path(packets[f], packets[i])
@@ -296,14 +426,29 @@ pub(super) fn comment(
     folded: &[&Seen],
     into: &[&Seen],
 ) {
-    let resend = matches!(
-        (&folded.first().map(|f| &f.s.l4), &into.first().map(|f| &f.s.l4)),
-        (Some(L4::Tcp { seq: a, .. }), Some(L4::Tcp { seq: b, .. })) if a == b
-    ) && folded.first().map(|f| f.ts_ns) > into.first().map(|f| f.ts_ns);
-    let (what, why) = if resend {
+    let tcp = |h: &[&Seen]| match h.first().map(|f| &f.s.l4) {
+        Some(&L4::Tcp { seq, flags, .. }) => Some((seq, flags)),
+        _ => None,
+    };
+    let (f, q) = (tcp(folded), tcp(into));
+    let later = folded.first().map(|f| f.ts_ns) > into.first().map(|f| f.ts_ns);
+    let resend = matches!((f, q), (Some((a, _)), Some((b, _))) if a == b) && later;
+    let reset = f.is_some_and(|(_, fl)| fl & tcp_flags::RST != 0);
+    let dup = f.is_some_and(|(_, fl)| fl == tcp_flags::ACK) && later;
+    let (what, why) = if reset {
+        (
+            "reset",
+            "it answers a duplicate ACK that answered a folded resend and found the connection closed",
+        )
+    } else if dup {
+        (
+            "duplicate ACK",
+            "it answers a folded resend and acknowledges nothing new",
+        )
+    } else if resend {
         (
             "resend",
-            "its receiver had the first copy and had not acknowledged it yet",
+            "its receiver had the first copy and had not acknowledged it yet, or its acknowledgement was on its way",
         )
     } else {
         (

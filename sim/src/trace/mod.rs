@@ -6,7 +6,8 @@
 //! trace needs of the lab (wiring, address owners, steps) and the one place
 //! that reads a scenario; `build` decodes frames and attributes
 //! packets to steps, `path` groups frames into packets' paths and orders
-//! them, `render` turns a path into hops, `diff` compares two
+//! them, `order` puts each TCP connection's packets in a causal order that
+//! timing does not decide, `render` turns a path into hops, `diff` compares two
 //! traces hop by hop. Reading capture files is [`crate::capture`]'s job;
 //! showing a trace is [`crate::report`]'s.
 //!
@@ -72,6 +73,7 @@ mod fold;
 pub mod hop;
 pub mod l7;
 mod legs;
+mod order;
 mod path;
 mod render;
 #[cfg(test)]
@@ -80,6 +82,8 @@ mod tests;
 mod tests_fold;
 #[cfg(test)]
 mod tests_l7;
+#[cfg(test)]
+mod tests_order;
 mod view;
 
 use std::collections::BTreeMap;

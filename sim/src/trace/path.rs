@@ -13,7 +13,9 @@ use super::decode::Seen;
 use super::view::LabView;
 
 /// The paths of `seen` (sorted by timestamp): each a list of indices into
-/// `seen` in path order, the paths ordered by their first frame's time.
+/// `seen` in path order, the paths ordered by their first frame's time,
+/// then each TCP connection's put in its canonical order
+/// ([`super::order`]).
 pub(super) fn paths(lab: &LabView, seen: &[Seen]) -> Vec<Vec<usize>> {
     let mut chains: Vec<Vec<usize>> = Vec::new();
     let mut open: HashMap<u64, Vec<usize>> = HashMap::new(); // identity -> chain ids
@@ -43,6 +45,7 @@ pub(super) fn paths(lab: &LabView, seen: &[Seen]) -> Vec<Vec<usize>> {
         path_order(lab, seen, c);
     }
     chains.sort_by_key(|c| c.iter().map(|&i| seen[i].ts_ns).min());
+    super::order::canonical(lab, seen, &mut chains);
     chains
 }
 

@@ -29,8 +29,8 @@ const CPORT: u16 = 40000;
 /// One TCP segment: who sends it, its flags (`S`, `A`, `P`, `F`), numbers,
 /// payload, window and SACK block.
 #[derive(Clone)]
-struct Seg {
-    client: bool,
+pub(super) struct Seg {
+    pub(super) client: bool,
     flags: &'static str,
     seq: u32,
     ack: u32,
@@ -38,10 +38,16 @@ struct Seg {
     window: u16,
     sack: Option<(u32, u32)>,
     /// Seen leaving its sender only.
-    lost: bool,
+    pub(super) lost: bool,
 }
 
-fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8]) -> Seg {
+pub(super) fn seg(
+    client: bool,
+    flags: &'static str,
+    seq: u32,
+    ack: u32,
+    data: &'static [u8],
+) -> Seg {
     Seg {
         client,
         flags,
@@ -54,7 +60,7 @@ fn seg(client: bool, flags: &'static str, seq: u32, ack: u32, data: &'static [u8
     }
 }
 
-fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
+pub(super) fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
     let (src, dst, sport, dport) = if s.client {
         (C, S, CPORT, 7)
     } else {
@@ -71,6 +77,7 @@ fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
             'A' => b.ack(s.ack),
             'P' => b.psh(),
             'F' => b.fin(),
+            'R' => b.rst(),
             _ => unreachable!("flag {f}"),
         };
     }
@@ -115,13 +122,13 @@ fn capture(segs: &[Seg]) -> Vec<Captured> {
     out
 }
 
-fn lab() -> LabView {
+pub(super) fn lab() -> LabView {
     LabView::of(&crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap())
 }
 
 /// The packets' first lines, e.g. `tcp . 10.0.1.1:7 > 10.0.1.2:40000`,
 /// with their first hop's header.
-fn shown(t: &Trace) -> Vec<String> {
+pub(super) fn shown(t: &Trace) -> Vec<String> {
     t.flows[0]
         .packets
         .iter()
@@ -336,4 +343,108 @@ fn a_resend_after_a_loss_stays() {
     assert_eq!(n("ack lost"), 6);
     let t = build(&lab, &capture(&resent("ack lost")), &[]);
     assert_eq!(t.other.len(), 1, "{}", t.to_yaml());
+}
+
+/// An echo whose server closes second, as HAProxy does after the
+/// client's close: the server's FIN is resent (a tail loss probe) while
+/// the client's ACK of it is still on its way (`crossed`); the client,
+/// in TIME_WAIT, answers the resend with a duplicate ACK, which finds the
+/// server's connection closed and is answered with a reset. `lost`: the
+/// client's ACK is lost instead, so the resend and its answer are real.
+fn late_ack(how: &str) -> Vec<(Seg, u64, u64)> {
+    let mut v: Vec<(Seg, u64, u64)> = [
+        seg(true, "S", 1000, 0, b""),
+        seg(false, "SA", 5000, 1001, b""),
+        seg(true, "A", 1001, 5001, b""),
+        seg(true, "PA", 1001, 5001, b"hello"),
+        seg(false, "PA", 5001, 1006, b"hello"),
+        seg(true, "FA", 1006, 5006, b""),
+        seg(false, "FA", 5006, 1007, b""),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
+    .collect();
+    let mut ack = seg(true, "A", 1007, 5007, b"");
+    ack.lost = how == "lost";
+    v.push((ack, 66, 110));
+    match how {
+        "plain" => {}
+        "crossed" => {
+            v.push((seg(false, "FA", 5006, 1007, b""), 100, 105));
+            v.push((seg(true, "A", 1007, 5007, b""), 106, 120));
+            v.push((seg(false, "R", 5007, 0, b""), 121, 125));
+        }
+        "lost" => {
+            v.push((seg(false, "FA", 5006, 1007, b""), 100, 105));
+            v.push((seg(true, "A", 1007, 5007, b""), 106, 120));
+        }
+        _ => unreachable!("{how}"),
+    }
+    v
+}
+
+#[test]
+fn a_resend_that_crossed_its_ack_and_what_it_caused_fold_away() {
+    use super::tests_order::capture as timed;
+    let lab = lab();
+    let plain = build(&lab, &timed(&late_ack("plain")), &[]);
+    let frames = timed(&late_ack("crossed"));
+    let (crossed, comments) = build_annotated(&lab, &frames, &[]);
+    assert_eq!(plain.to_yaml(), crossed.to_yaml());
+    // Frames 17, 18 (0-based 16, 17): the resend; 19, 20: the duplicate
+    // ACK; 21, 22: the reset.
+    let says = |i: usize, what: &str, into: usize| {
+        let c = comments[i].as_deref().unwrap();
+        assert!(
+            c.contains(what) && c.contains(&format!("folded into frame {into} ")),
+            "frame {}: {c}",
+            i + 1
+        );
+    };
+    says(16, "resend", 13);
+    says(18, "duplicate ACK", 15);
+    says(20, "reset", 13);
+}
+
+#[test]
+fn a_resend_after_its_ack_was_lost_stays_with_its_answer() {
+    use super::tests_order::capture as timed;
+    let lab = lab();
+    let t = build(&lab, &timed(&late_ack("lost")), &[]);
+    let plain = build(&lab, &timed(&late_ack("plain")), &[]);
+    let n = plain.flows[0].packets.len();
+    assert_eq!(t.flows[0].packets.len(), n + 2, "{}", t.to_yaml());
+}
+
+/// The client's FIN resent while the server's FIN (which acknowledges it)
+/// is on its way; the server, in LAST_ACK, answers the copy with a
+/// duplicate ACK that crosses the client's last ACK (the soak's
+/// `gateway-restart` flake): one trace, as without the resend.
+#[test]
+fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
+    use super::tests_order::capture as timed;
+    let lab = lab();
+    let run = |resent: bool| {
+        let mut v: Vec<(Seg, u64, u64)> = [
+            seg(true, "S", 1000, 0, b""),
+            seg(false, "SA", 5000, 1001, b""),
+            seg(true, "A", 1001, 5001, b""),
+            seg(true, "PA", 1001, 5001, b"hello"),
+            seg(false, "PA", 5001, 1006, b"hello"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
+        .collect();
+        v.push((seg(true, "FA", 1006, 5006, b""), 60, 65));
+        v.push((seg(false, "FA", 5006, 1007, b""), 70, 100));
+        if resent {
+            v.push((seg(true, "FA", 1006, 5006, b""), 90, 95));
+            v.push((seg(false, "A", 5007, 1007, b""), 96, 130));
+        }
+        v.push((seg(true, "A", 1007, 5007, b""), 101, 120));
+        build(&lab, &timed(&v), &[]).to_yaml()
+    };
+    assert_eq!(run(true), run(false));
 }

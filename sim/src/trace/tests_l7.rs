@@ -505,6 +505,23 @@ fn the_markdown_report_shows_the_legs_and_the_proxys_changes() {
     }
 }
 
+/// report.html says where a leg started, what joined it and what the
+/// proxy changed once, in the ladder's heading of the leg; its hop tables
+/// below are only numbered.
+#[test]
+fn the_html_report_names_each_leg_once() {
+    let t = trace(&plain(REQ), &LEG1_TLS, &plain(REQ2), &leg2(8080), b"");
+    let html = crate::report::html::report(&t, "capture.pcapng");
+    for text in [
+        "joined by the same X-Request-Id hoplab-0-1",
+        "changed: header added: x-forwarded-for: 10.0.1.2",
+        "ended at lb (haproxy), re-opened 10.0.2.1:eph1 &gt; 10.0.2.10:8080",
+    ] {
+        assert_eq!(html.matches(text).count(), 1, "{text}\n---\n{html}");
+    }
+    assert!(html.contains("Leg 2, hop by hop"), "{html}");
+}
+
 /// A changed L7 summary or leg is named by the per-hop diff.
 #[test]
 fn the_diff_names_changed_l7_summaries_and_legs() {

@@ -320,23 +320,12 @@ fn flow_section(b: &mut String, i: usize, f: &Flow) {
             hop_tables(b, &f.packets, &format!("f{}p", i + 1), true);
         }
     }
+    // Where each leg started, what joined it and what the proxy changed
+    // are said once, in the ladder's heading of the leg; its hop tables
+    // are only numbered.
     for (l, leg) in f.legs.iter().enumerate() {
-        let _ = writeln!(
-            b,
-            "<h3 class=\"leg\">Leg {}: <span class=\"mono\">{}</span></h3>",
-            l + 2,
-            escape(&leg.via)
-        );
-        let _ = write!(
-            b,
-            "<ul class=\"leg\"><li>joined by {}</li>",
-            escape(&leg.joined_by)
-        );
-        for c in &leg.changed {
-            let _ = write!(b, "<li>changed: {}</li>", escape(c));
-        }
-        b.push_str("</ul>\n");
         if !leg.packets.is_empty() {
+            let _ = writeln!(b, "<h3 class=\"leg\">Leg {}, hop by hop</h3>", l + 2);
             hop_tables(b, &leg.packets, &format!("f{}l{}p", i + 1, l + 2), true);
         }
     }
