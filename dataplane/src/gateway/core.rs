@@ -410,6 +410,7 @@ fn is_martian(ip: IpAddr) -> bool {
 }
 
 /// Which way a handled packet went.
+#[derive(Clone, Copy)]
 enum Dir {
     Request,
     Reply,
@@ -701,7 +702,7 @@ impl GatewayCore {
         }
         let src = v.src();
         let t = self.table.timeouts();
-        if self.cfg.is_internal(qdst) {
+        let (e, dir) = if self.cfg.is_internal(qdst) {
             // About a request `internal:iport > svc:sport`, from inside.
             if !self.cfg.is_internal(src) {
                 return Err(DropReason::Spoofed);
@@ -712,17 +713,7 @@ impl GatewayCore {
                 .and_then(|slot| self.table.get(slot))
                 .filter(|e| e.service_ip == qdst && e.service_port == qdp && !t.expired(e, now))
                 .ok_or(DropReason::NoFlow)?;
-            // Families match by construction: the setters cannot fail.
-            let _ = v.set_src(internal);
-            let _ = v.set_dst(e.client_ip);
-            // The quote becomes the request as the kernel's DNAT left it:
-            // `client:cport > internal:eport`.
-            let _ = v.set_quoted_src(e.client_ip);
-            let _ = v.set_quoted_src_port(e.client_port);
-            let _ = v.set_quoted_dst(internal);
-            let _ = v.set_quoted_dst_port(e.exposed_port);
-            self.counters.icmp_errors_to_client += 1;
-            Ok(Dir::Reply)
+            (e, Dir::Reply)
         } else {
             // About a reply `internal:eport > client:cport`, from outside.
             if self.cfg.is_internal(src) || is_martian(src) {
@@ -734,17 +725,14 @@ impl GatewayCore {
                 .and_then(|slot| self.table.get(slot))
                 .filter(|e| !t.expired(e, now))
                 .ok_or(DropReason::NoFlow)?;
-            let _ = v.set_src(internal);
-            let _ = v.set_dst(e.service_ip);
-            // The quote becomes the reply as the service sent it:
-            // `svc:sport > internal:iport`.
-            let _ = v.set_quoted_src(e.service_ip);
-            let _ = v.set_quoted_src_port(e.service_port);
-            let _ = v.set_quoted_dst(internal);
-            let _ = v.set_quoted_dst_port(e.internal_port);
-            self.counters.icmp_errors_to_service += 1;
-            Ok(Dir::Request)
+            (e, Dir::Request)
+        };
+        rewrite_icmp_error(v, internal, e, dir);
+        match dir {
+            Dir::Reply => self.counters.icmp_errors_to_client += 1,
+            Dir::Request => self.counters.icmp_errors_to_service += 1,
         }
+        Ok(dir)
     }
 
     /// When [`Self::expire`] next has something to do: the earliest time
@@ -813,6 +801,26 @@ fn rewrite_request(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry) {
     if e.internal_port != e.client_port {
         let _ = v.set_src_port(e.internal_port);
     }
+}
+
+/// An ICMP error about flow `e`, sent on towards the client (`to` is
+/// [`Dir::Reply`]: its quote becomes the request as the kernel's DNAT left
+/// it, `client:cport > internal:eport`) or towards the service
+/// ([`Dir::Request`]: the quote becomes the reply as the service sent it,
+/// `svc:sport > internal:iport`). The outer packet goes from the internal
+/// address to the quote's source; the checksums follow each change.
+fn rewrite_icmp_error(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry, to: Dir) {
+    let (peer, peer_port, own_port) = match to {
+        Dir::Reply => (e.client_ip, e.client_port, e.exposed_port),
+        Dir::Request => (e.service_ip, e.service_port, e.internal_port),
+    };
+    // Families match by construction: the setters cannot fail.
+    let _ = v.set_src(internal);
+    let _ = v.set_dst(peer);
+    let _ = v.set_quoted_src(peer);
+    let _ = v.set_quoted_src_port(peer_port);
+    let _ = v.set_quoted_dst(internal);
+    let _ = v.set_quoted_dst_port(own_port);
 }
 
 fn flow_info(e: &Entry, now: Millis) -> FlowInfo {
