@@ -46,10 +46,12 @@ pub(super) fn sessions(steps: &mut [Step]) -> Vec<Invalid> {
             }
         }
         if let Some(n) = s.open.clone() {
-            found.gather(check_open(&f, s, &n, &conns).and_then(|()| {
-                conns.insert(n, (i, None));
-                Ok(())
-            }));
+            match check_open(&f, s, &n, &conns) {
+                Ok(()) => {
+                    conns.insert(n, (i, None));
+                }
+                Err(e) => found.push(e),
+            }
         }
         let Some(n) = s.on.clone() else { continue };
         if let Err(e) = check_on(&f, s) {
