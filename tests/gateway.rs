@@ -304,6 +304,35 @@ fn exposure_changes_at_runtime_follow_in_the_firewall() {
     assert!(r.starts_with("ok removed udp 5353"), "{r}");
     assert!(!set(&g).contains("5353"), "{}", set(&g));
     assert!(g.ask("unexpose udp 5353").starts_with("error"));
+
+    // ICMP has no ports: echo requests go to one service IP per family,
+    // through the set of ICMP types.
+    let icmp_set = |g: &Gateway| {
+        let (ok, out) = g.ns.cmd(&[
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "hoplab_gateway",
+            "exposed_icmp",
+        ]);
+        assert!(ok, "{out}");
+        out
+    };
+    assert!(!icmp_set(&g).contains("echo-request"), "{}", icmp_set(&g));
+    assert!(g.ask("expose icmp 8.8.8.8").starts_with("error"));
+    assert!(g
+        .ask("expose icmp 7 10.30.1.1:0")
+        .starts_with("error icmp has no ports"));
+    assert_eq!(g.ask("expose icmp 10.30.1.1"), "ok\n");
+    assert!(icmp_set(&g).contains("echo-request"), "{}", icmp_set(&g));
+    assert!(g.ask("exposures").contains("icmp -> 10.30.1.1"));
+    let r = g.ask("unexpose icmp");
+    assert!(r.starts_with("ok removed icmp -> 10.30.1.1"), "{r}");
+    assert!(!icmp_set(&g).contains("echo-request"), "{}", icmp_set(&g));
+    assert!(g
+        .ask("unexpose icmp")
+        .starts_with("error icmp is not exposed"));
     assert!(g.ask("reboot").starts_with("error unknown command"));
     assert!(g.stop().success(), "{}", log(&g.dir));
 }

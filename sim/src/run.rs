@@ -22,7 +22,7 @@ use crate::l7::client::ClientCtx;
 use crate::l7::pki::Pki;
 use crate::l7::spec::FileSource;
 use crate::lab::netns::NetNs;
-use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Step};
+use crate::lab::{gateway_ctl, process, sandbox, topology, traffic, Lab, Session, Step};
 use crate::oakestra::control_plane::ControlPlane;
 use crate::oakestra::Expanded;
 use crate::trace::{self, StepReport, Trace};
@@ -561,14 +561,60 @@ fn sent(step: &Step, i: usize) -> String {
             step.to
         );
     }
+    let (on, then) = match &step.session {
+        None => (String::new(), String::new()),
+        Some(Session::Open(n)) => (String::new(), format!(", connection {n} kept open")),
+        Some(Session::On { name, close }) => (
+            format!(" on connection {name}"),
+            if *close { ", then closed" } else { "" }.to_string(),
+        ),
+    };
     format!(
-        "{} from {} port {} to {}, payload {} B",
+        "{}{on} from {} port {} to {}, payload {} B{then}",
         step.proto,
         step.from,
         step.source_port(i),
         step.to,
         step.payload.len()
     )
+}
+
+/// The client of a step of a connection that spans steps: opened in the
+/// client's namespace and kept in `conns`, used, then closed if the step
+/// says so.
+fn session_step(
+    started: &Started,
+    conns: &mut std::collections::BTreeMap<String, traffic::Conn>,
+    i: usize,
+    step: &Step,
+    session: &Session,
+) -> Result<traffic::Observed, Error> {
+    match session {
+        Session::Open(name) => {
+            let (seen, conn) = started.topo.hosts[&step.from]
+                .ns
+                .run(|| traffic::open(step, step.source_port(i), &sandbox::interrupted))
+                .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+            if let Some(c) = conn {
+                conns.insert(name.clone(), c);
+            }
+            Ok(seen)
+        }
+        Session::On { name, close } => {
+            let Some(c) = conns.get_mut(name) else {
+                return Ok(traffic::Observed::Error(format!(
+                    "connection {name} was never made (its opening step got none)"
+                )));
+            };
+            let seen = traffic::send_on(c, step, &sandbox::interrupted);
+            if *close {
+                if let Some(c) = conns.remove(name) {
+                    traffic::close(c, step.timeout_ms, &sandbox::interrupted);
+                }
+            }
+            Ok(seen)
+        }
+    }
 }
 
 /// The reports of the steps from `from` on, which an interrupt kept from
@@ -597,6 +643,8 @@ fn traffic(
 ) -> Result<(Vec<StepReport>, Vec<String>), Error> {
     let mut reports = Vec::new();
     let mut unmet = Vec::new();
+    // Connections that span steps, by name, while open.
+    let mut conns = std::collections::BTreeMap::new();
     for (i, step) in sc.traffic.iter().enumerate() {
         if ph.note() {
             break;
@@ -634,10 +682,15 @@ fn traffic(
         let (mut seen, mut tries) = (None, 0);
         while tries < step.attempts.max(1) && !sandbox::interrupted() {
             tries += 1;
-            let s = started.topo.hosts[&step.from]
-                .ns
-                .run(|| traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted))
-                .map_err(io(format!("traffic[{i}] {}", step.name)))?;
+            let s = match &step.session {
+                Some(session) => session_step(started, &mut conns, i, step, session)?,
+                None => started.topo.hosts[&step.from]
+                    .ns
+                    .run(|| {
+                        traffic::run_step_with(step, i, sport, &started.l7, &sandbox::interrupted)
+                    })
+                    .map_err(io(format!("traffic[{i}] {}", step.name)))?,
+            };
             let met = s.meets(step);
             seen = Some(s);
             if met {

@@ -373,20 +373,37 @@ pub struct Target {
 }
 
 /// One Exposed Services entry: `proto` `port` on the public address leads
-/// to `service` (a service IP and port).
+/// to `service` (a service IP and port). ICMP has no ports: `{proto:
+/// icmp, service: 10.30.30.30}` (echo requests to the public address),
+/// read as port 0 and service port 0.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expose {
     pub proto: Proto,
+    /// Absent for ICMP (0).
+    #[serde(default)]
     pub port: u16,
+    #[serde(deserialize_with = "service_addr")]
     pub service: SocketAddr,
 }
 
-/// Removing an exposure: `proto` `port`.
+/// `IP:PORT`, or an IP alone (port 0, for ICMP).
+fn service_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 0))
+        .map_err(|_| de::Error::custom(format!("`{s}` is not IP:PORT (or an IP alone for icmp)")))
+}
+
+/// Removing an exposure: `proto` `port` (no port for ICMP).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unexpose {
     pub proto: Proto,
+    #[serde(default)]
     pub port: u16,
     /// The IPv6 exposure of the port, not the IPv4 one.
     #[serde(default)]

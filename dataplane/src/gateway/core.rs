@@ -20,7 +20,9 @@ use crate::time::Millis;
 /// A row of the Exposed Services table: `proto` packets arriving on the
 /// gateway's port `port` go to `service`. Its family is the service's: an
 /// IPv4 service is reached from IPv4 clients only, an IPv6 service from
-/// IPv6 clients only.
+/// IPv6 clients only. An ICMP exposure (echo requests to the public
+/// address) has no ports: `port` and the service's port are 0
+/// ([`Exposure::icmp`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {
     pub proto: Proto,
@@ -29,6 +31,15 @@ pub struct Exposure {
 }
 
 impl Exposure {
+    /// Echo requests to the gateway go to the service IP `service`.
+    pub fn icmp(service: IpAddr) -> Exposure {
+        Exposure {
+            proto: Proto::Icmp,
+            port: 0,
+            service: SocketAddr::new(service, 0),
+        }
+    }
+
     pub fn is_ipv6(&self) -> bool {
         self.service.is_ipv6()
     }
@@ -57,9 +68,14 @@ impl ExposedPort {
 }
 
 impl fmt::Display for Exposure {
-    /// `tcp 8080 -> 10.30.30.30:80`, `udp 53 -> [fdff::1]:53`.
+    /// `tcp 8080 -> 10.30.30.30:80`, `udp 53 -> [fdff::1]:53`,
+    /// `icmp -> 10.30.30.30`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} -> {}", self.proto, self.port, self.service)
+        if self.proto.has_ports() {
+            write!(f, "{} {} -> {}", self.proto, self.port, self.service)
+        } else {
+            write!(f, "{} -> {}", self.proto, self.service.ip())
+        }
     }
 }
 
@@ -137,15 +153,20 @@ impl GatewayConfig {
     /// gateway's own internal addresses; its family has an internal
     /// address. Anything else would make the gateway a relay from the
     /// outside to any address it can reach (the underlay, the internet).
+    /// An ICMP exposure has port 0 and a service port 0 (no ports).
     pub fn check_exposure(&self, e: &Exposure) -> Result<(), ExposeError> {
-        if e.port == 0 {
+        let ports = e.proto.has_ports();
+        if ports && e.port == 0 {
             return Err(ExposeError::PortZero);
+        }
+        if !ports && (e.port != 0 || e.service.port() != 0) {
+            return Err(ExposeError::IcmpPort(e.clone()));
         }
         let ip = e.service.ip();
         if !is_service_ip(ip) {
             return Err(ExposeError::NotServiceIp(e.service));
         }
-        if e.service.port() == 0 {
+        if ports && e.service.port() == 0 {
             return Err(ExposeError::ServicePortZero(e.service));
         }
         match self.internal(e.is_ipv6()) {
@@ -171,6 +192,15 @@ fn family(v6: &bool) -> &'static str {
     }
 }
 
+/// ` 8080`, or nothing for port 0 (an ICMP exposure).
+fn port_text(port: u16) -> String {
+    if port == 0 {
+        String::new()
+    } else {
+        format!(" {port}")
+    }
+}
+
 /// Why an exposure was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExposeError {
@@ -178,6 +208,9 @@ pub enum ExposeError {
     PortZero,
     #[error("service {0} has port 0")]
     ServicePortZero(SocketAddr),
+    /// An ICMP exposure with a port (ICMP has none).
+    #[error("icmp has no ports: expose icmp to a service IP alone (got port {} -> {})", .0.port, .0.service)]
+    IcmpPort(Exposure),
     /// Not a service IP of the Oakestra ranges: the gateway exposes
     /// services, it does not relay to other addresses.
     #[error(
@@ -191,7 +224,7 @@ pub enum ExposeError {
     /// (unexpose it first).
     #[error("already exposed: {existing}")]
     AlreadyExposed { existing: Exposure },
-    #[error("{proto} {port} is not exposed over {}", family(.v6))]
+    #[error("{proto}{} is not exposed over {}", port_text(*.port), family(.v6))]
     NotExposed { proto: Proto, port: u16, v6: bool },
     /// An IPv6 exposure while [`GatewayConfig::internal6`] is `None`.
     #[error("{0}: the gateway has no internal IPv6 address")]
@@ -208,8 +241,9 @@ pub enum DropReason {
     Malformed,
     /// An IPv4 or IPv6 fragment (not reassembled).
     Fragment,
-    /// Neither TCP nor UDP (ICMP included), or an IPv6 routing or
-    /// authentication header.
+    /// Neither TCP, UDP nor ICMP echo (other ICMP messages but the errors
+    /// translated, an ICMP error quoting anything but TCP or UDP), or an
+    /// IPv6 routing or authentication header.
     Unsupported,
     /// Not addressed to the gateway's internal address of the packet's
     /// family (or IPv6 without an internal IPv6 address).
@@ -217,7 +251,8 @@ pub enum DropReason {
     /// A request from inside the internal networks, or from an address no
     /// client can have (unspecified, loopback, multicast, broadcast).
     Spoofed,
-    /// A request for a port not exposed for its protocol and family.
+    /// A request for a port not exposed for its protocol and family (an
+    /// echo request while ICMP is not exposed for its family).
     NotExposed,
     /// From inside the internal networks, to a port that is not exposed,
     /// and not the reply of a flow (no entry, expired, or from another
@@ -375,6 +410,7 @@ fn is_martian(ip: IpAddr) -> bool {
 }
 
 /// Which way a handled packet went.
+#[derive(Clone, Copy)]
 enum Dir {
     Request,
     Reply,
@@ -513,9 +549,11 @@ impl GatewayCore {
             return Err(DropReason::Malformed);
         }
         let v6 = v.is_ipv6();
-        let proto = match v.transport() {
-            Transport::Tcp => Proto::Tcp,
-            Transport::Udp => Proto::Udp,
+        // `echo`: an ICMP echo request (true) or reply (false).
+        let (proto, echo) = match v.transport() {
+            Transport::Tcp => (Proto::Tcp, None),
+            Transport::Udp => (Proto::Udp, None),
+            Transport::IcmpEcho { request } => (Proto::Icmp, Some(request)),
             Transport::IcmpError(q) => return self.icmp_error(now, &mut v, q),
             _ => return Err(DropReason::Unsupported),
         };
@@ -523,8 +561,15 @@ impl GatewayCore {
         if v.dst() != internal {
             return Err(DropReason::WrongDestination);
         }
-        let (Some(sp), Some(dp)) = (v.src_port(), v.dst_port()) else {
-            // TCP and UDP always have ports.
+        // An echo's identifier is the client's port in a request and the
+        // internal port in a reply; the exposed and service ports are 0.
+        let (sp, dp) = match echo {
+            None => (v.src_port(), v.dst_port()),
+            Some(true) => (v.src_port(), Some(0)),
+            Some(false) => (Some(0), v.dst_port()),
+        };
+        let (Some(sp), Some(dp)) = (sp, dp) else {
+            // TCP, UDP and echo always have ports (or an identifier).
             return Err(DropReason::Unsupported);
         };
         let src = v.src();
@@ -550,11 +595,20 @@ impl GatewayCore {
                 // Families match by construction (the entry's family is
                 // the packet's): the setters cannot fail.
                 let _ = v.set_src(internal);
-                let _ = v.set_src_port(exposed_port);
                 let _ = v.set_dst(client);
-                let _ = v.set_dst_port(client_port);
+                if echo.is_some() {
+                    // The identifier (both "ports") back to the client's.
+                    let _ = v.set_dst_port(client_port);
+                } else {
+                    let _ = v.set_src_port(exposed_port);
+                    let _ = v.set_dst_port(client_port);
+                }
                 return Ok(Dir::Reply);
             }
+        }
+        if echo == Some(false) {
+            // An echo reply is never a request.
+            return Err(DropReason::NoFlow);
         }
 
         // A request on a known flow.
@@ -648,7 +702,7 @@ impl GatewayCore {
         }
         let src = v.src();
         let t = self.table.timeouts();
-        if self.cfg.is_internal(qdst) {
+        let (e, dir) = if self.cfg.is_internal(qdst) {
             // About a request `internal:iport > svc:sport`, from inside.
             if !self.cfg.is_internal(src) {
                 return Err(DropReason::Spoofed);
@@ -659,17 +713,7 @@ impl GatewayCore {
                 .and_then(|slot| self.table.get(slot))
                 .filter(|e| e.service_ip == qdst && e.service_port == qdp && !t.expired(e, now))
                 .ok_or(DropReason::NoFlow)?;
-            // Families match by construction: the setters cannot fail.
-            let _ = v.set_src(internal);
-            let _ = v.set_dst(e.client_ip);
-            // The quote becomes the request as the kernel's DNAT left it:
-            // `client:cport > internal:eport`.
-            let _ = v.set_quoted_src(e.client_ip);
-            let _ = v.set_quoted_src_port(e.client_port);
-            let _ = v.set_quoted_dst(internal);
-            let _ = v.set_quoted_dst_port(e.exposed_port);
-            self.counters.icmp_errors_to_client += 1;
-            Ok(Dir::Reply)
+            (e, Dir::Reply)
         } else {
             // About a reply `internal:eport > client:cport`, from outside.
             if self.cfg.is_internal(src) || is_martian(src) {
@@ -681,17 +725,14 @@ impl GatewayCore {
                 .and_then(|slot| self.table.get(slot))
                 .filter(|e| !t.expired(e, now))
                 .ok_or(DropReason::NoFlow)?;
-            let _ = v.set_src(internal);
-            let _ = v.set_dst(e.service_ip);
-            // The quote becomes the reply as the service sent it:
-            // `svc:sport > internal:iport`.
-            let _ = v.set_quoted_src(e.service_ip);
-            let _ = v.set_quoted_src_port(e.service_port);
-            let _ = v.set_quoted_dst(internal);
-            let _ = v.set_quoted_dst_port(e.internal_port);
-            self.counters.icmp_errors_to_service += 1;
-            Ok(Dir::Request)
+            (e, Dir::Request)
+        };
+        rewrite_icmp_error(v, internal, e, dir);
+        match dir {
+            Dir::Reply => self.counters.icmp_errors_to_client += 1,
+            Dir::Request => self.counters.icmp_errors_to_service += 1,
         }
+        Ok(dir)
     }
 
     /// When [`Self::expire`] next has something to do: the earliest time
@@ -746,16 +787,40 @@ impl GatewayCore {
 }
 
 /// Client → service: `client:cport > internal:exposed` becomes
-/// `internal:iport > service:sport`.
+/// `internal:iport > service:sport`; an echo request `client > internal`
+/// (identifier `cport`) becomes `internal > service` (identifier
+/// `iport`).
 #[inline(always)]
 fn rewrite_request(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry) {
     // Families match by construction: the setters cannot fail.
     let _ = v.set_dst(e.service_ip);
-    let _ = v.set_dst_port(e.service_port);
+    if e.proto.has_ports() {
+        let _ = v.set_dst_port(e.service_port);
+    }
     let _ = v.set_src(internal);
     if e.internal_port != e.client_port {
         let _ = v.set_src_port(e.internal_port);
     }
+}
+
+/// An ICMP error about flow `e`, sent on towards the client (`to` is
+/// [`Dir::Reply`]: its quote becomes the request as the kernel's DNAT left
+/// it, `client:cport > internal:eport`) or towards the service
+/// ([`Dir::Request`]: the quote becomes the reply as the service sent it,
+/// `svc:sport > internal:iport`). The outer packet goes from the internal
+/// address to the quote's source; the checksums follow each change.
+fn rewrite_icmp_error(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry, to: Dir) {
+    let (peer, peer_port, own_port) = match to {
+        Dir::Reply => (e.client_ip, e.client_port, e.exposed_port),
+        Dir::Request => (e.service_ip, e.service_port, e.internal_port),
+    };
+    // Families match by construction: the setters cannot fail.
+    let _ = v.set_src(internal);
+    let _ = v.set_dst(peer);
+    let _ = v.set_quoted_src(peer);
+    let _ = v.set_quoted_src_port(peer_port);
+    let _ = v.set_quoted_dst(internal);
+    let _ = v.set_quoted_dst_port(own_port);
 }
 
 fn flow_info(e: &Entry, now: Millis) -> FlowInfo {

@@ -144,14 +144,31 @@
 //! underlay narrower than overlay + 28 bytes. A "too big" from inside (a
 //! router of the platform) comes through this core as above.
 //!
+//! # ICMP echo
+//!
+//! A user may expose ICMP for one service per family
+//! ([`Exposure::icmp`]: `icmp -> 10.30.30.30`, no ports). An echo request
+//! `client > internal` (identifier `id`) is then a request of the flow
+//! keyed by (ICMP, family, client, `id`, exposed port 0): its internal
+//! port is an identifier of the ICMP port space (`id` when free, else one
+//! of the NAPT range, as for ports), and it becomes `internal > svc` with
+//! that identifier. The echo reply `svc > internal` (identifier `iport`)
+//! is found by the reply index like a port, and becomes `internal >
+//! client` with the client's identifier, which the kernel's conntrack
+//! (it keys ICMP by identifier too) maps back to the public address. The
+//! ICMP checksum follows the identifier (and, over IPv6, the addresses of
+//! the pseudo-header). Entries expire as UDP ones. An echo request while
+//! ICMP is not exposed for its family is [`DropReason::NotExposed`]; an
+//! echo reply that is no flow's is [`DropReason::NoFlow`].
+//!
 //! # What it does not do
 //!
-//! - ICMP echo is not translated: an echo request to the gateway is
-//!   dropped as [`DropReason::Unsupported`], as is an ICMP error quoting
-//!   anything but TCP or UDP.
+//! - An ICMP error quoting anything but TCP or UDP (an echo included) is
+//!   dropped as [`DropReason::Unsupported`], as is any ICMP message but
+//!   echo and the errors above.
 //! - Fragments are not reassembled: only the first carries ports, so
 //!   every fragment is dropped ([`DropReason::Fragment`]).
-//! - Anything but TCP and UDP is dropped ([`DropReason::Unsupported`]), as are
+//! - Anything but TCP, UDP and ICMP is dropped ([`DropReason::Unsupported`]), as are
 //!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.
 //! - No I/O, no clock, no threads, no randomness in outcomes (the request

@@ -12,11 +12,11 @@
 //!   drawn from the OS for the process, varied per map): clients choose
 //!   these keys, so the hash must be keyed against hash flooding, as in
 //!   [`crate::netmanager::conntrack`].
-//! - `replies`: per port space (protocol × family, four of them), an array
-//!   indexed by internal port holding `slot + 1` (0: the port is free).
-//!   The reply key is 16 bits wide, so a direct table is a perfect hash:
+//! - `replies`: per port space (protocol × family, six of them; an ICMP
+//!   echo identifier is a port here), an array indexed by internal port
+//!   holding `slot + 1` (0: the port is free). The reply key is 16 bits wide, so a direct table is a perfect hash:
 //!   one indexed load, nothing to flood, and "is this port free?" for the
-//!   NAPT allocator is the same load. The four arrays take 1 MiB of
+//!   NAPT allocator is the same load. The six arrays take 1.5 MiB of
 //!   address space, allocated zeroed: pages that are never touched are
 //!   never backed by memory.
 //!
@@ -40,7 +40,7 @@
 //! the established idle timeout. A SYN without ACK from the client on a
 //! closing or closed entry reopens it (the client reuses the port for a
 //! new connection): its TCP state is reset, its internal port kept. UDP
-//! entries end after `udp` idle.
+//! and ICMP echo entries end after `udp` idle.
 //!
 //! [`Table::next_deadline`] is never later than the earliest expiry: it is
 //! lowered, in constant time, when an entry is inserted or its TCP state
@@ -63,8 +63,9 @@ use crate::slab::Slab;
 use crate::time::{earliest, Millis};
 use crate::wire::tcp_flags::{ACK, FIN, RST, SYN};
 
-/// Port spaces: TCP/IPv4, TCP/IPv6, UDP/IPv4, UDP/IPv6.
-pub(super) const SPACES: usize = 4;
+/// Port spaces: TCP/IPv4, TCP/IPv6, UDP/IPv4, UDP/IPv6, ICMP echo
+/// identifiers over IPv4 and IPv6.
+pub(super) const SPACES: usize = 6;
 const PORTS: usize = 1 << 16;
 
 /// The port space of a protocol and family (see [`SPACES`]).
@@ -187,7 +188,7 @@ impl Timeouts {
     fn idle(&self, proto: Proto) -> Millis {
         match proto {
             Proto::Tcp => self.tcp_established,
-            Proto::Udp => self.udp,
+            Proto::Udp | Proto::Icmp => self.udp,
         }
     }
 
@@ -467,7 +468,7 @@ pub(super) mod tests {
     use super::*;
 
     /// The module invariant, checked from the outside in. `full`: also
-    /// scan the whole reply index for stale entries (4 × 64 Ki loads).
+    /// scan the whole reply index for stale entries (6 × 64 Ki loads).
     pub(in crate::gateway) fn check_invariant(t: &Table, full: bool) {
         t.slots.check_invariant();
         assert_eq!(t.requests.len(), t.len());

@@ -247,6 +247,17 @@ pub struct Step {
     /// A UDP step: Don't Fragment, and the payload sent again cut to the
     /// path MTU after a "too big" (see [`traffic`]).
     pub df: bool,
+    /// A connection that spans steps: the step opens it, or uses it.
+    pub session: Option<Session>,
+}
+
+/// A step's part in a connection that spans steps (see [`traffic::Conn`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Session {
+    /// The step opens the connection of this name and keeps it open.
+    Open(String),
+    /// The step sends on the named connection; `close`: and closes it.
+    On { name: String, close: bool },
 }
 
 /// An instance host moved to another node before a step: its interface

@@ -3,7 +3,9 @@
 //! for an HTTP or WebSocket step, the TCP connection handed to
 //! `crate::l7::client`; a step that dials a name first asks its host's
 //! resolver (`crate::l7::dns`). Waits are sliced so an interrupt ends a step
-//! within 50 ms.
+//! within 50 ms. A connection that spans steps ([`Conn`]) is opened by one
+//! step ([`open`]), used by later ones ([`send_on`]) and closed by the last
+//! ([`close`]); the run keeps it between steps.
 //!
 //! Knows a step's destination and expectation, not how the lab was built.
 
@@ -293,6 +295,154 @@ fn expected_len(step: &Step) -> usize {
     }
 }
 
+/// A connection that spans steps: a TCP stream, or a UDP socket
+/// connected to the step's destination from its source port. Its socket
+/// lives in the namespace of the host that opened it, whichever thread
+/// uses it later.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(std::net::TcpStream),
+    Udp(std::net::UdpSocket),
+}
+
+/// Opens `step`'s connection from `sport` (in the calling thread's
+/// namespace) and runs its first exchange: what the step saw, and the
+/// connection unless it could not be made (TCP: refused, or silence).
+pub fn open(step: &Step, sport: u16, cancelled: &dyn Fn() -> bool) -> (Observed, Option<Conn>) {
+    let w = Wait {
+        deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
+        cancelled,
+    };
+    let to = SocketAddr::new(step.target.addr, step.target.port);
+    let made = match step.proto {
+        Proto::Tcp => tcp_connect(to, sport, &w).map(|c| c.map(Conn::Tcp)),
+        _ => udp_socket(to, sport).map(|s| Some(Conn::Udp(s.into()))),
+    };
+    match made {
+        Ok(Some(mut c)) => (send_on(&mut c, step, cancelled), Some(c)),
+        Ok(None) => (Observed::Silence, None),
+        Err(e) => (classify(e), None),
+    }
+}
+
+/// Sends `step`'s payload on `c` and reads the expected reply (TCP: as
+/// many bytes as expected; UDP: one datagram): a reset or an ICMP error
+/// is [`Observed::Refused`], nothing in time [`Observed::Silence`].
+pub fn send_on(c: &mut Conn, step: &Step, cancelled: &dyn Fn() -> bool) -> Observed {
+    let w = Wait {
+        deadline: Instant::now() + Duration::from_millis(step.timeout_ms),
+        cancelled,
+    };
+    let payload = step.payload.as_bytes();
+    let r = match c {
+        Conn::Tcp(t) => t
+            .write_all(payload)
+            .and_then(|()| quick_ack(t))
+            .and_then(|()| read_reply(t, expected_len(step), &w))
+            // Again: an ACK still pending leaves now, within the step.
+            .inspect(|_| {
+                let _ = quick_ack(t);
+            })
+            .map(|got| match got {
+                Some(b) if !b.is_empty() => Observed::Reply(b),
+                _ => Observed::Silence,
+            }),
+        Conn::Udp(u) => udp_exchange(u, payload, &w),
+    };
+    r.unwrap_or_else(classify)
+}
+
+/// Closes `c` as a TCP step ends (the client's FIN, then the server's
+/// awaited at most `timeout_ms`); a UDP socket is just dropped. A
+/// connection the peer reset closes without a packet.
+pub fn close(c: Conn, timeout_ms: u64, cancelled: &dyn Fn() -> bool) {
+    let Conn::Tcp(mut t) = c else { return };
+    if t.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let w = Wait {
+        deadline: Instant::now() + Duration::from_millis(timeout_ms),
+        cancelled,
+    };
+    let mut buf = [0u8; 4096];
+    let _ = w.read(|t_| {
+        t.set_read_timeout(Some(t_))?;
+        t.read(&mut buf)
+    });
+}
+
+/// Acknowledge what arrives at once (`TCP_QUICKACK`, set after the send:
+/// sending right after receiving turns delayed ACKs on again; and set
+/// after the read, which sends an ACK still pending), so that the ACK of
+/// a reply on a connection that stays open always leaves within its step
+/// as its own packet, not after the delayed-ACK timer or on the next
+/// step's data, whichever the timing picks.
+fn quick_ack(t: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is the open socket `t` borrows; the option
+    // value is a c_int that lives across the call, of `len` bytes.
+    let r = unsafe {
+        libc::setsockopt(
+            t.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A TCP connection from `sport` to `to`, `None` when it neither
+/// completed nor failed in time.
+fn tcp_connect(
+    to: SocketAddr,
+    sport: u16,
+    w: &Wait,
+) -> std::io::Result<Option<std::net::TcpStream>> {
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::new(unspecified(to.is_ipv4()), sport).into())?;
+    if !connect(&s, to, w)? {
+        return Ok(None);
+    }
+    let c = std::net::TcpStream::from(s);
+    c.set_nodelay(true)?;
+    Ok(Some(c))
+}
+
+/// Reads until `want` bytes came, the peer closed, or `w`'s deadline:
+/// what came (`None`: nothing in time). An error before any byte is
+/// the error; after some, what came.
+fn read_reply(
+    c: &mut std::net::TcpStream,
+    want: usize,
+    w: &Wait,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < want {
+        let read = w.read(|t| {
+            c.set_read_timeout(Some(t))?;
+            c.read(&mut buf)
+        });
+        match read {
+            Ok(Some(0)) => break,
+            Ok(Some(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(None) if got.is_empty() => return Ok(None),
+            Err(e) if got.is_empty() => return Err(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(Some(got))
+}
+
 /// Send `payload` over a TCP connection from `sport`, read `want` bytes
 /// back, close.
 pub(super) fn tcp(
@@ -410,6 +560,11 @@ pub(super) fn udp(
     w: &Wait,
 ) -> std::io::Result<Observed> {
     let u = std::net::UdpSocket::from(udp_socket(to, sport)?);
+    udp_exchange(&u, payload, w)
+}
+
+/// One datagram out on the connected `u`, the first one back is the reply.
+fn udp_exchange(u: &std::net::UdpSocket, payload: &[u8], w: &Wait) -> std::io::Result<Observed> {
     u.send(payload)?;
     let mut buf = [0u8; 65536];
     Ok(

@@ -354,7 +354,7 @@ pub fn check_expose(field: &str, e: &Expose, g: &Gateway) -> Result<(), Invalid>
     let proto = match e.proto {
         Proto::Tcp => CoreProto::Tcp,
         Proto::Udp => CoreProto::Udp,
-        Proto::Icmp => return bad(format!("{field}.proto"), "exposures are tcp or udp"),
+        Proto::Icmp => CoreProto::Icmp,
     };
     let x = Exposure {
         proto,
@@ -363,7 +363,18 @@ pub fn check_expose(field: &str, e: &Expose, g: &Gateway) -> Result<(), Invalid>
     };
     match core_config(g).check_exposure(&x) {
         Ok(()) => Ok(()),
-        Err(ExposeError::PortZero) => bad(format!("{field}.port"), "port 0 cannot be exposed"),
+        Err(ExposeError::PortZero) => bad(
+            format!("{field}.port"),
+            "port 0 cannot be exposed (a tcp or udp exposure needs `port`)",
+        ),
+        Err(ExposeError::IcmpPort(x)) if x.port != 0 => bad(
+            format!("{field}.port"),
+            "icmp has no ports: expose it with `service` (an IP) alone",
+        ),
+        Err(ExposeError::IcmpPort(_)) => bad(
+            format!("{field}.service"),
+            "icmp has no ports: the service is an IP alone",
+        ),
         Err(ExposeError::NoInternalAddress(_)) => bad(
             format!("{field}.service"),
             "an IPv6 service needs the gateway's `public6`",
@@ -493,7 +504,10 @@ traffic:
                 "gateway.expose[1].port",
                 "also gateway.expose[0]",
             ),
-            ("proto: tcp, port: 8080", "proto: icmp, port: 8080", "gateway.expose[0].proto", "tcp or udp"),
+            ("proto: tcp, port: 8080", "proto: icmp, port: 8080", "gateway.expose[0].port", "icmp has no ports"),
+            ("proto: tcp, port: 8080, service: \"10.30.30.30:80\"", "proto: icmp, service: \"10.30.30.30:80\"", "gateway.expose[0].service", "icmp has no ports"),
+            ("proto: tcp, port: 8080, service: \"10.30.30.30:80\"", "proto: tcp, service: \"10.30.30.30:80\"", "gateway.expose[0].port", "needs `port`"),
+            ("service: \"10.30.30.30:80\"", "service: \"10.30.30.30:80:1\"", "gateway.expose[0]", "is not IP:PORT"),
             ("service: \"10.30.30.30:80\"", "service: \"192.0.2.1:80\"", "gateway.expose[0].service", "not a service IP"),
             // The gateway core's rule: no relay to the underlay, the
             // internet or the gateway itself, at start or in a step.

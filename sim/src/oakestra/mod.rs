@@ -227,10 +227,10 @@ fn check_step(sc: &Scenario, i: usize, s: &scenario::Step) -> Result<(), Invalid
         }
     }
     for (j, u) in s.unexpose.iter().enumerate() {
-        if u.proto == Proto::Icmp {
+        if u.proto == Proto::Icmp && u.port != 0 {
             return bad(
-                format!("{f}.unexpose[{j}].proto"),
-                "exposures are tcp or udp",
+                format!("{f}.unexpose[{j}].port"),
+                "icmp has no ports: unexpose it as `{proto: icmp}`",
             );
         }
     }

@@ -216,6 +216,14 @@ fn step(sc: &Scenario, s: &scenario::Step) -> lab::Step {
         load: s.load.clone(),
         payload_bytes: s.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
         df: s.df,
+        session: match (&s.open, &s.on) {
+            (Some(n), _) => Some(lab::Session::Open(n.clone())),
+            (None, Some(n)) => Some(lab::Session::On {
+                name: n.clone(),
+                close: s.close,
+            }),
+            (None, None) => None,
+        },
     }
 }
 

@@ -163,7 +163,8 @@ pub fn parse_unchecked(
         serde_yaml::from_str(text).map_err(|e| locate::from_yaml_error(file, &e))?;
     sc.name = name.to_string();
     sc.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let found = validate::validate(&sc);
+    let mut found = validate::sessions(&mut sc.traffic);
+    found.extend(validate::validate(&sc));
     Ok((sc, found))
 }
 

@@ -250,6 +250,8 @@ impl Ready {
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
+    /// Required but for a step `on` a connection (the opener's).
+    #[serde(default)]
     pub from: String,
     /// Required but for HTTP and WebSocket steps (which are TCP).
     #[serde(default)]
@@ -261,6 +263,8 @@ pub struct Step {
     #[serde(default)]
     pub websocket: Option<WebSocket>,
     /// `ip:port` for TCP and UDP (`[v6]:port`), a bare address for ICMP.
+    /// Required but for a step `on` a connection (the opener's).
+    #[serde(default)]
     pub to: String,
     /// Client source port (ICMP: echo identifier). Default 40000 + step index.
     #[serde(default)]
@@ -343,6 +347,20 @@ pub struct Step {
     /// says which try it was: how a service recovers after a fault.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// The step's TCP connection (or UDP socket, connected from `sport`
+    /// to `to`) gets this name and stays open after the step's exchange,
+    /// for later steps `on` it, until one of them closes it.
+    #[serde(default)]
+    pub open: Option<String>,
+    /// The step sends its payload on this connection, opened by an earlier
+    /// step (`from`, `proto`, `to` and `sport` are that step's; the file
+    /// gives none of them).
+    #[serde(default)]
+    pub on: Option<String>,
+    /// With `on`: after the step's exchange the connection is closed (TCP:
+    /// the client's FIN, then the wait for the server's, as a step ends).
+    #[serde(default)]
+    pub close: bool,
 }
 
 fn default_attempts() -> u32 {

@@ -18,6 +18,144 @@ use crate::values::{
     Invalid, Proto, RouteDst,
 };
 
+/// Connections that span steps (`open`, `on`, `close`): fills each step
+/// `on` a connection with its opener's `from`, `proto`, `to` and source
+/// port, and returns what is wrong: a step `on` a connection no earlier
+/// step opened, or one already closed; a connection opened twice or never
+/// closed; a step `on` a connection that gives its own `from`, `proto`,
+/// `to` or `sport`; a connection that is not a plain TCP or UDP step's.
+/// Steps that use no connection must give `from` and `to`.
+pub(super) fn sessions(steps: &mut [Step]) -> Vec<Invalid> {
+    let mut found = Vec::new();
+    // By name: the step that opened it, and the one that closed it.
+    let mut conns: BTreeMap<String, (usize, Option<usize>)> = BTreeMap::new();
+    for i in 0..steps.len() {
+        let f = format!("traffic[{i}]");
+        let s = &steps[i];
+        if s.on.is_none() {
+            for (field, empty) in [("from", s.from.is_empty()), ("to", s.to.is_empty())] {
+                if empty {
+                    found.gather(bad(f.clone(), format!("missing field `{field}`")));
+                }
+            }
+            if s.close {
+                found.gather(bad(
+                    format!("{f}.close"),
+                    "`close` ends the connection the step is `on`",
+                ));
+            }
+        }
+        if let Some(n) = s.open.clone() {
+            match check_open(&f, s, &n, &conns) {
+                Ok(()) => {
+                    conns.insert(n, (i, None));
+                }
+                Err(e) => found.push(e),
+            }
+        }
+        let Some(n) = s.on.clone() else { continue };
+        if let Err(e) = check_on(&f, s) {
+            found.push(e);
+            continue;
+        }
+        match conns.get_mut(&n) {
+            None => found.gather(bad(
+                format!("{f}.on"),
+                format!("no earlier step opens a connection `{n}` (`open: {n}`)"),
+            )),
+            Some((j, Some(k))) => found.gather(bad(
+                format!("{f}.on"),
+                format!("connection `{n}` (opened by traffic[{j}]) was closed by traffic[{k}]"),
+            )),
+            Some((j, closed)) => {
+                let j = *j;
+                if steps[i].close {
+                    *closed = Some(i);
+                }
+                let (from, proto, to) =
+                    (steps[j].from.clone(), steps[j].proto, steps[j].to.clone());
+                let sport = steps[j].source_port(j);
+                let s = &mut steps[i];
+                (s.from, s.proto, s.to, s.sport) = (from, proto, to, Some(sport));
+            }
+        }
+    }
+    for (n, (j, closed)) in conns {
+        if closed.is_none() {
+            found.gather(bad(
+                format!("traffic[{j}].open"),
+                format!("connection `{n}` is never closed: end it with a later step `{{on: {n}, close: true}}`"),
+            ));
+        }
+    }
+    found
+}
+
+/// A step that opens connection `n`: a plain TCP or UDP step that tries
+/// once, and `n` not open already.
+fn check_open(
+    f: &str,
+    s: &Step,
+    n: &str,
+    conns: &BTreeMap<String, (usize, Option<usize>)>,
+) -> Result<(), Invalid> {
+    check_name(format!("{f}.open"), n)?;
+    if s.on.is_some() {
+        return bad(
+            format!("{f}.open"),
+            "a step opens a connection or is `on` one, not both",
+        );
+    }
+    let plain = s.http.is_none() && s.websocket.is_none() && s.load.is_none() && !s.df;
+    if !matches!(s.proto, Some(Proto::Tcp | Proto::Udp)) || !plain {
+        return bad(
+            format!("{f}.open"),
+            "a connection is a plain TCP or UDP step's (no icmp, http, websocket, load or df)",
+        );
+    }
+    if s.attempts != 1 {
+        return bad(format!("{f}.attempts"), "a step of a connection tries once");
+    }
+    if let Some((j, None)) = conns.get(n) {
+        return bad(
+            format!("{f}.open"),
+            format!("connection `{n}` is already open (traffic[{j}]) and not closed"),
+        );
+    }
+    Ok(())
+}
+
+/// A step `on` a connection gives none of the opener's fields, and nothing
+/// but a payload, an expectation and the step's actions.
+fn check_on(f: &str, s: &Step) -> Result<(), Invalid> {
+    let given = [
+        ("from", !s.from.is_empty()),
+        ("proto", s.proto.is_some()),
+        ("to", !s.to.is_empty()),
+        ("sport", s.sport.is_some()),
+    ];
+    if let Some((field, _)) = given.iter().find(|(_, g)| *g) {
+        return bad(
+            format!("{f}.{field}"),
+            "a step `on` a connection takes its opener's `from`, `proto`, `to` and `sport`",
+        );
+    }
+    let other = [
+        ("http", s.http.is_some()),
+        ("websocket", s.websocket.is_some()),
+        ("load", s.load.is_some()),
+        ("df", s.df),
+        ("attempts", s.attempts != 1),
+    ];
+    if let Some((field, _)) = other.iter().find(|(_, g)| *g) {
+        return bad(
+            format!("{f}.{field}"),
+            "a step `on` a connection sends a payload, once",
+        );
+    }
+    Ok(())
+}
+
 /// Every error of `sc` on its own, in file order.
 pub(super) fn validate(sc: &Scenario) -> Vec<Invalid> {
     let mut found = Vec::new();
@@ -333,10 +471,19 @@ fn check_step<'a>(
     clients: &mut BTreeMap<(&'a str, Proto, u16), usize>,
 ) -> Result<(), Invalid> {
     let f = format!("traffic[{i}]");
+    if s.on.is_some() && s.from.is_empty() {
+        // On a connection `sessions` found wrong: said there.
+        return Ok(());
+    }
     if s.sport.is_none() && default_source_port(i).is_none() {
         return bad(f, sport_overflow(i));
     }
-    if let Some(prev) = clients.insert((s.from.as_str(), s.proto(), s.source_port(i)), i) {
+    // A step `on` a connection shares its opener's port, as it should.
+    let mut prev = None;
+    if s.on.is_none() {
+        prev = clients.insert((s.from.as_str(), s.proto(), s.source_port(i)), i);
+    }
+    if let Some(prev) = prev {
         return bad(
             format!("{f}.sport"),
             format!("traffic[{prev}] uses the same host, protocol and source port: flows must be told apart"),
@@ -780,5 +927,87 @@ traffic:
             found.iter().any(|e| e.field == "traffic[1].payload_bytes"),
             "{found:?}"
         );
+    }
+
+    /// Connections that span steps: the steps `on` one get its opener's
+    /// host, protocol, destination and port; a send on an unknown or
+    /// closed connection, a connection opened twice or never closed, and
+    /// an `on` step that gives the opener's fields are refused at their
+    /// field, with file and line.
+    #[test]
+    fn sessions_are_filled_and_their_errors_name_file_line_and_field() {
+        let head = "version: 1\nhosts: {a: {}, b: {}}\ntraffic:\n";
+        let open =
+            "  - {name: o, from: a, proto: tcp, to: \"10.0.0.2:7\", sport: 5000, open: c1}\n";
+        let close = "  - {name: x, on: c1, close: true}\n";
+        let ok = format!("{head}{open}  - {{name: u, on: c1, payload: more}}\n{close}");
+        let sc = super::super::parse(Path::new("s.yaml"), "s", &ok).unwrap();
+        let u = &sc.traffic[1];
+        assert_eq!(
+            (u.from.as_str(), u.proto, u.to.as_str(), u.sport),
+            (
+                "a",
+                Some(crate::values::Proto::Tcp),
+                "10.0.0.2:7",
+                Some(5000)
+            )
+        );
+        assert!(sc.traffic[2].close);
+        let cases = [
+            (
+                format!("{head}{open}  - {{name: u, on: c2}}\n{close}"),
+                "traffic[1].on",
+                5,
+                "no earlier step opens a connection `c2`",
+            ),
+            (
+                format!("{head}{open}{close}  - {{name: u, on: c1}}\n"),
+                "traffic[2].on",
+                6,
+                "was closed by traffic[1]",
+            ),
+            (
+                format!("{head}{open}"),
+                "traffic[0].open",
+                4,
+                "never closed",
+            ),
+            (
+                format!("{head}{open}  - {{name: u, from: a, proto: tcp, to: \"10.0.0.2:7\", open: c1}}\n{close}"),
+                "traffic[1].open",
+                5,
+                "already open",
+            ),
+            (
+                format!("{head}{open}  - {{name: u, on: c1, to: \"10.0.0.3:7\"}}\n{close}"),
+                "traffic[1].to",
+                5,
+                "takes its opener's",
+            ),
+            (
+                format!("{head}  - {{name: o, from: a, proto: icmp, to: 10.0.0.2, open: c1}}\n{close}"),
+                "traffic[0].open",
+                4,
+                "plain TCP or UDP",
+            ),
+            (
+                format!("{head}  - {{name: o, from: a, proto: tcp, to: \"10.0.0.2:7\", close: true}}\n"),
+                "traffic[0].close",
+                4,
+                "the step is `on`",
+            ),
+            (
+                format!("{head}  - {{name: o, proto: tcp, to: \"10.0.0.2:7\"}}\n"),
+                "traffic[0]",
+                4,
+                "missing field `from`",
+            ),
+        ];
+        for (text, field, line, msg) in cases {
+            let e = super::super::parse(Path::new("s.yaml"), "s", &text).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, line), "{e}");
+            assert!(e.message.contains(msg), "{e}");
+            assert!(e.to_string().starts_with(&format!("s.yaml:{line}:")), "{e}");
+        }
     }
 }

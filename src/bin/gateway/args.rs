@@ -41,7 +41,8 @@ pub struct Cli {
     #[arg(long = "internal-net", value_name = "NET/LEN", value_parser = parse_net)]
     pub internal_nets: Vec<(IpAddr, u8)>,
     /// An exposed service at start: `PROTO:PORT=SERVICE_IP:PORT`, e.g.
-    /// `tcp:8080=10.30.30.30:80` (`[v6]:port` for IPv6 services).
+    /// `tcp:8080=10.30.30.30:80` (`[v6]:port` for IPv6 services), or
+    /// `icmp=SERVICE_IP` (echo requests to the public address).
     #[arg(long = "expose", value_name = "SPEC", value_parser = parse_expose)]
     pub expose: Vec<Exposure>,
     /// The Forward table's bound: new flows beyond it are refused.
@@ -111,11 +112,18 @@ fn parse_net(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((a, l))
 }
 
-/// `tcp:8080=10.30.30.30:80`.
+/// `tcp:8080=10.30.30.30:80`; ICMP, without ports: `icmp=10.30.30.30`.
 pub fn parse_expose(s: &str) -> Result<Exposure, String> {
     let (lhs, service) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not PROTO:PORT=SERVICE_IP:PORT"))?;
+    if lhs == "icmp" {
+        return Ok(Exposure::icmp(
+            service
+                .parse()
+                .map_err(|e| format!("service `{service}`: {e}"))?,
+        ));
+    }
     let (proto, port) = lhs
         .split_once(':')
         .ok_or_else(|| format!("`{lhs}` is not PROTO:PORT"))?;
@@ -138,6 +146,11 @@ mod tests {
         assert_eq!(e.port, 8080);
         assert_eq!(e.service, "10.30.30.30:80".parse().unwrap());
         assert!(parse_expose("udp:53=[fdff::1]:53").is_ok());
+        let icmp = parse_expose("icmp=10.30.30.30").unwrap();
+        assert_eq!(icmp.to_string(), "icmp -> 10.30.30.30");
+        assert!(parse_expose("icmp=10.30.30.30:80")
+            .unwrap_err()
+            .contains("service"));
         assert!(parse_expose("tcp:8080")
             .unwrap_err()
             .contains("PROTO:PORT="));

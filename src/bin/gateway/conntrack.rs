@@ -5,8 +5,9 @@
 //! to the gateway's TUN.
 //!
 //! It knows one message: the delete by the tuple the client sent (client
-//! address and port to the public address and exposed port). Nothing of
-//! the core, the firewall or exposures.
+//! address and port to the public address and exposed port; for ICMP, the
+//! client's echo request: its identifier, type and code). Nothing of the
+//! core, the firewall or exposures.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -34,6 +35,12 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_PROTO_ICMP_ID: u16 = 4;
+const CTA_PROTO_ICMP_TYPE: u16 = 5;
+const CTA_PROTO_ICMP_CODE: u16 = 6;
+const CTA_PROTO_ICMPV6_ID: u16 = 7;
+const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
 /// Appends one netlink attribute (4-byte aligned).
 fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
@@ -51,7 +58,8 @@ fn addr_bytes(a: IpAddr) -> Vec<u8> {
     }
 }
 
-/// The delete request for the connection `from` → `to` of `proto`.
+/// The delete request for the connection `from` → `to` of `proto` (ICMP:
+/// the echo requests of identifier `from`'s port).
 fn request(proto: Proto, from: SocketAddr, to: SocketAddr, seq: u32) -> Vec<u8> {
     let (src, dst, family) = if from.is_ipv4() {
         (CTA_IP_V4_SRC, CTA_IP_V4_DST, nix::libc::AF_INET)
@@ -61,10 +69,32 @@ fn request(proto: Proto, from: SocketAddr, to: SocketAddr, seq: u32) -> Vec<u8> 
     let mut ip = Vec::new();
     attr(&mut ip, src, &addr_bytes(from.ip()));
     attr(&mut ip, dst, &addr_bytes(to.ip()));
+    let v6 = from.is_ipv6();
     let mut ports = Vec::new();
-    attr(&mut ports, CTA_PROTO_NUM, &[proto.number()]);
-    attr(&mut ports, CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
-    attr(&mut ports, CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
+    attr(&mut ports, CTA_PROTO_NUM, &[proto.number(v6)]);
+    if proto.has_ports() {
+        attr(&mut ports, CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
+        attr(&mut ports, CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
+    } else {
+        let (id, ty, code, echo) = if v6 {
+            (
+                CTA_PROTO_ICMPV6_ID,
+                CTA_PROTO_ICMPV6_TYPE,
+                CTA_PROTO_ICMPV6_CODE,
+                128,
+            )
+        } else {
+            (
+                CTA_PROTO_ICMP_ID,
+                CTA_PROTO_ICMP_TYPE,
+                CTA_PROTO_ICMP_CODE,
+                8,
+            )
+        };
+        attr(&mut ports, id, &from.port().to_be_bytes());
+        attr(&mut ports, ty, &[echo]);
+        attr(&mut ports, code, &[0]);
+    }
     let mut tuple = Vec::new();
     attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
     attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &ports);
@@ -158,5 +188,18 @@ mod tests {
         assert_eq!(&ports[16..18], &40000u16.to_be_bytes());
         assert_eq!(&ports[24..26], &5353u16.to_be_bytes());
         assert_eq!(m.len() % 4, 0);
+        // ICMP: the identifier, echo request type 8, code 0.
+        let m = request(
+            Proto::Icmp,
+            "93.6.1.78:4242".parse().unwrap(),
+            "24.0.5.8:0".parse().unwrap(),
+            8,
+        );
+        let ports = &m[20 + 4 + 20..];
+        assert_eq!(ports[8], 1);
+        assert_eq!(u16::from_ne_bytes(ports[12..14].try_into().unwrap()), 6);
+        assert_eq!(&ports[16..18], &4242u16.to_be_bytes());
+        assert_eq!((ports[22], ports[24]), (5, 8));
+        assert_eq!((ports[30], ports[32]), (6, 0));
     }
 }

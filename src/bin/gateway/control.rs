@@ -49,6 +49,21 @@ pub fn parse(line: &str) -> Result<Command, String> {
         ["counters"] => Ok(Command::Counters),
         ["flows"] => Ok(Command::Flows),
         ["exposures"] => Ok(Command::Exposures),
+        // ICMP has no ports: `expose icmp SERVICE_IP`, `unexpose icmp [v6]`.
+        ["expose", "icmp", svc] => Ok(Command::Expose(Exposure::icmp(
+            svc.parse()
+                .map_err(|e| format!("service `{svc}`: {e}"))?,
+        ))),
+        ["unexpose", "icmp"] => Ok(Command::Unexpose {
+            proto: Proto::Icmp,
+            port: 0,
+            v6: false,
+        }),
+        ["unexpose", "icmp", "v6"] => Ok(Command::Unexpose {
+            proto: Proto::Icmp,
+            port: 0,
+            v6: true,
+        }),
         ["expose", p, n, svc] => Ok(Command::Expose(Exposure {
             proto: proto(p)?,
             port: port(n)?,
@@ -67,7 +82,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
             v6: true,
         }),
         _ => Err(format!(
-            "unknown command `{}`: counters, flows, exposures, expose PROTO PORT SERVICE_IP:PORT, unexpose PROTO PORT [v6]",
+            "unknown command `{}`: counters, flows, exposures, expose PROTO PORT SERVICE_IP:PORT, expose icmp SERVICE_IP, unexpose PROTO PORT [v6], unexpose icmp [v6]",
             line.trim()
         )),
     }
@@ -108,6 +123,18 @@ mod tests {
             Command::Expose(e) => assert_eq!((e.proto, e.port), (Proto::Udp, 53)),
             c => panic!("{c:?}"),
         }
+        match parse("expose icmp 10.30.1.1").unwrap() {
+            Command::Expose(e) => assert_eq!(e, Exposure::icmp("10.30.1.1".parse().unwrap())),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            parse("unexpose icmp v6"),
+            Ok(Command::Unexpose {
+                proto: Proto::Icmp,
+                port: 0,
+                v6: true
+            })
+        ));
         assert!(matches!(
             parse("unexpose tcp 8080 v6"),
             Ok(Command::Unexpose { v6: true, .. })

@@ -5,7 +5,9 @@
 //!   network are dropped (counter `spoofed_source`) before conntrack;
 //! - `nat_prerouting`: the public address and an exposed port (sets
 //!   `exposed_tcp`, `exposed_udp`) are DNATed to the internal address,
-//!   port unchanged (`exposed_new` counts new connections); conntrack
+//!   port unchanged (`exposed_new` counts new connections); so are echo
+//!   requests while ICMP is exposed (sets `exposed_icmp`, of ICMP types,
+//!   holding `echo-request` then, and `exposed_icmp6`); conntrack
 //!   reverses it for the replies the gateway writes back to its TUN;
 //! - `input`: a packet from a client whose connection through a port
 //!   was ended by `unexpose` (sets `closed_tcp`, `closed_udp` and their
@@ -65,6 +67,16 @@ fn set_name(proto: Proto, v6: bool) -> String {
     format!("exposed_{proto}{}", if v6 { "6" } else { "" })
 }
 
+/// The element of an exposed set standing for `port`: the port, or the
+/// echo request type for ICMP.
+fn element(port: ExposedPort) -> String {
+    if port.proto.has_ports() {
+        port.port.to_string()
+    } else {
+        "echo-request".to_string()
+    }
+}
+
 fn closed_set_name(proto: Proto, v6: bool) -> String {
     format!("closed_{proto}{}", if v6 { "6" } else { "" })
 }
@@ -85,7 +97,7 @@ impl Firewall {
             let e: Vec<String> = ports
                 .iter()
                 .filter(|e| e.proto == p && e.v6 == v6)
-                .map(|e| e.port.to_string())
+                .map(|&e| element(e))
                 .collect();
             if e.is_empty() {
                 String::new()
@@ -105,10 +117,15 @@ impl Firewall {
         let (pif, tun) = (&self.public_if, &self.tun);
         let mut s =
             format!("add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
-        for p in [Proto::Tcp, Proto::Udp] {
+        for p in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
             for v6 in [false, true] {
+                let ty = match (p, v6) {
+                    (Proto::Icmp, false) => "icmp_type",
+                    (Proto::Icmp, true) => "icmpv6_type",
+                    _ => "inet_service",
+                };
                 s += &format!(
-                    "\tset {} {{ type inet_service;{} }}\n",
+                    "\tset {} {{ type {ty};{} }}\n",
                     set_name(p, v6),
                     elements(p, v6)
                 );
@@ -143,6 +160,15 @@ impl Firewall {
                     "\t\tiifname \"{pif}\" ip6 daddr {pub6} {p} dport @exposed_{p}6 counter name \"exposed_new\" dnat ip6 to {int6}\n"
                 );
             }
+        }
+        s += &format!(
+            "\t\tiifname \"{pif}\" ip daddr {} icmp type @exposed_icmp counter name \"exposed_new\" dnat ip to {}\n",
+            self.public, self.internal
+        );
+        if let Some((pub6, int6)) = self.v6 {
+            s += &format!(
+                "\t\tiifname \"{pif}\" ip6 daddr {pub6} icmpv6 type @exposed_icmp6 counter name \"exposed_new\" dnat ip6 to {int6}\n"
+            );
         }
         s += "\t}\n";
         s += &format!(
@@ -181,22 +207,26 @@ impl Firewall {
         nft(&self.script(ports)).context("loading the gateway's nftables table")
     }
 
-    /// Adds or removes `port` from its exposed set.
-    pub fn set_port(
-        ExposedPort { proto, port, v6 }: ExposedPort,
-        exposed: bool,
-    ) -> anyhow::Result<()> {
+    /// Adds or removes `port` from its exposed set (for ICMP, the echo
+    /// request type).
+    pub fn set_port(port: ExposedPort, exposed: bool) -> anyhow::Result<()> {
         let verb = if exposed { "add" } else { "delete" };
-        let set = set_name(proto, v6);
-        nft(&format!("{verb} element inet {TABLE} {set} {{ {port} }}\n"))
-            .with_context(|| format!("{verb} {port} in the firewall's set {set}"))
+        let set = set_name(port.proto, port.v6);
+        let e = element(port);
+        nft(&format!("{verb} element inet {TABLE} {set} {{ {e} }}\n"))
+            .with_context(|| format!("{verb} {e} in the firewall's set {set}"))
     }
 
     /// Adds `clients` (address and port), whose connections through
     /// exposed port `port` were just ended, to the closed set of `proto`
     /// and their family: their next packets are answered with a reset or
     /// an ICMP error.
+    /// ICMP has no closed set: an echo after `unexpose` meets no DNAT
+    /// and is dropped as `not_exposed`.
     pub fn close(proto: Proto, port: u16, clients: &[SocketAddr]) -> anyhow::Result<()> {
+        if !proto.has_ports() {
+            return Ok(());
+        }
         let mut script = String::new();
         for c in clients {
             let set = closed_set_name(proto, c.is_ipv6());
@@ -323,6 +353,9 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("set exposed_udp { type inet_service; }"), "{s}");
+        assert!(s.contains("set exposed_icmp { type icmp_type; }"), "{s}");
+        assert!(s.contains("ip daddr 24.0.5.8 icmp type @exposed_icmp counter name \"exposed_new\" dnat ip to 10.30.255.253"), "{s}");
+        assert!(!s.contains("icmpv6 type @exposed_icmp6"), "{s}");
         assert!(s.contains("ip daddr 24.0.5.8 tcp dport @exposed_tcp counter name \"exposed_new\" dnat ip to 10.30.255.253"), "{s}");
         assert!(s.contains("elements = { 10.18.0.0/16 }"), "{s}");
         assert!(s.contains("set exposed_tcp6 { type inet_service; }"), "{s}");
@@ -334,7 +367,15 @@ mod tests {
             )),
             ..f
         };
-        let s = f6.script(&[ExposedPort::new(Proto::Udp, 53, true)]);
+        let s = f6.script(&[
+            ExposedPort::new(Proto::Udp, 53, true),
+            ExposedPort::new(Proto::Icmp, 0, true),
+        ]);
+        assert!(
+            s.contains("set exposed_icmp6 { type icmpv6_type; elements = { echo-request }; }"),
+            "{s}"
+        );
+        assert!(s.contains("ip6 daddr 2001:db8::8 icmpv6 type @exposed_icmp6 counter name \"exposed_new\" dnat ip6 to fdff:7fff::fffd"), "{s}");
         assert!(
             s.contains("set exposed_udp6 { type inet_service; elements = { 53 }; }"),
             "{s}"

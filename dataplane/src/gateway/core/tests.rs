@@ -37,6 +37,10 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 enum L4 {
     Tcp(u8),
     Udp,
+    /// An ICMP echo, in the gateway's port model: a request goes to port
+    /// 0 (the exposed and service "port") with the identifier as its
+    /// source port; a reply comes from port 0 to the identifier.
+    Echo,
 }
 
 /// A valid packet with every checksum computed in full (etherparse,
@@ -46,18 +50,31 @@ fn build(src: SocketAddr, dst: SocketAddr, l4: L4) -> Vec<u8> {
     let l4 = match l4 {
         L4::Tcp(flags) => testutil::L4::Tcp { sp, dp, flags },
         L4::Udp => testutil::L4::Udp { sp, dp },
+        L4::Echo if dp == 0 => testutil::L4::Echo {
+            id: sp,
+            seq: 7,
+            request: true,
+        },
+        L4::Echo => testutil::L4::Echo {
+            id: dp,
+            seq: 7,
+            request: false,
+        },
     };
     testutil::build(src.ip(), dst.ip(), l4, PAYLOAD)
 }
 
-/// (source, destination) of a valid TCP/UDP packet.
+/// (source, destination) of a valid TCP/UDP packet, or of an echo in the
+/// port model of [`L4::Echo`].
 fn tuple(p: &[u8]) -> (SocketAddr, SocketAddr) {
     let mut c = p.to_vec();
     let v = IpPacket::new_checked(&mut c).unwrap();
-    (
-        SocketAddr::new(v.src(), v.src_port().unwrap()),
-        SocketAddr::new(v.dst(), v.dst_port().unwrap()),
-    )
+    let (sp, dp) = match v.transport() {
+        Transport::IcmpEcho { request: true } => (v.src_port().unwrap(), 0),
+        Transport::IcmpEcho { request: false } => (0, v.dst_port().unwrap()),
+        _ => (v.src_port().unwrap(), v.dst_port().unwrap()),
+    };
+    (SocketAddr::new(v.src(), sp), SocketAddr::new(v.dst(), dp))
 }
 
 /// True if the IPv4 header checksum and the TCP/UDP checksum verify
@@ -879,7 +896,7 @@ fn fragments_icmp_and_other_protocols_are_dropped() {
     p[6] = 44;
     p.splice(40..40, [17, 0, 0, 1, 0, 0, 0, 9]);
     assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
-    // ICMP echo to the gateway, both families: not translated.
+    // ICMP echo to the gateway, both families, ICMP not exposed.
     for (src, dst) in [
         (
             "93.6.1.78".parse::<IpAddr>().unwrap(),
@@ -898,8 +915,13 @@ fn fragments_icmp_and_other_protocols_are_dropped() {
             _ => unreachable!(),
         }
         .unwrap();
-        assert_drop(&mut g, &out, Millis(0), DropReason::Unsupported);
+        assert_drop(&mut g, &out, Millis(0), DropReason::NotExposed);
     }
+    // Other ICMP (timestamp request, type 13).
+    let mut p = build(sa(CLIENT), at(INTERNAL, 0), L4::Echo);
+    p[20] = 13;
+    testutil::recompute(&mut p);
+    assert_drop(&mut g, &p, Millis(0), DropReason::Unsupported);
     // GRE (47).
     let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
     p[9] = 47;
@@ -1023,6 +1045,7 @@ fn flows_are_listed_sorted() {
 fn arb_l4() -> impl Strategy<Value = L4> {
     prop_oneof![
         Just(L4::Udp),
+        Just(L4::Echo),
         prop_oneof![
             Just(SYN),
             Just(ACK),
@@ -1048,9 +1071,27 @@ enum Op {
     Wait(u64),
     Expire,
     Reexpose {
-        udp: bool,
+        proto: Proto,
         v6: bool,
     },
+}
+
+/// The exposed port of the random runs' exposure of `l4`'s protocol (0:
+/// ICMP has none).
+fn run_port(l4: L4) -> u16 {
+    match l4 {
+        L4::Tcp(_) => EXPOSED,
+        L4::Udp => 5353,
+        L4::Echo => 0,
+    }
+}
+
+fn l4_proto(l4: L4) -> Proto {
+    match l4 {
+        L4::Tcp(_) => Proto::Tcp,
+        L4::Udp => Proto::Udp,
+        L4::Echo => Proto::Icmp,
+    }
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -1059,7 +1100,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(client, port, v6, l4, answer)| Op::Request { client, port, v6, l4, answer }),
         2 => (0..150u64).prop_map(Op::Wait),
         1 => Just(Op::Expire),
-        1 => (any::<bool>(), any::<bool>()).prop_map(|(udp, v6)| Op::Reexpose { udp, v6 }),
+        1 => (prop::sample::select(vec![Proto::Tcp, Proto::Udp, Proto::Icmp]), any::<bool>()).prop_map(|(proto, v6)| Op::Reexpose { proto, v6 }),
     ]
 }
 
@@ -1070,7 +1111,8 @@ proptest! {
     /// short timeouts): the table's invariant holds after every step,
     /// every request reaches its exposure's service from the internal
     /// address, and the service's exact answer comes back to the
-    /// client as the exact mirror of what it sent.
+    /// client as the exact mirror of what it sent (ICMP echo included:
+    /// identifiers are ports, every checksum right).
     #[test]
     fn random_runs_keep_the_table_exact(ops in proptest::collection::vec(arb_op(), 1..60)) {
         let mut g = gateway_with(GatewayConfig {
@@ -1081,31 +1123,33 @@ proptest! {
             udp_ms: Millis(100),
             ..config()
         });
+        g.expose(Exposure::icmp(ip("10.30.30.32"))).unwrap();
+        g.expose(Exposure::icmp(ip("fdff:30::32"))).unwrap();
         let mut now = 0;
         for op in ops {
             match op {
                 Op::Request { client, port, v6, l4, answer } => {
                     let (src, dst) = if v6 {
-                        (at(&format!("2001:db8::{client}"), port), at(INTERNAL6, if l4 == L4::Udp { 5353 } else { EXPOSED }))
+                        (at(&format!("2001:db8::{client}"), port), at(INTERNAL6, run_port(l4)))
                     } else {
-                        (at(&format!("198.51.100.{client}"), port), at(INTERNAL, if l4 == L4::Udp { 5353 } else { EXPOSED }))
+                        (at(&format!("198.51.100.{client}"), port), at(INTERNAL, run_port(l4)))
                     };
                     let pkt = build(src, dst, l4);
                     let (v, out) = run(&mut g, &pkt, Millis(now));
                     match v {
                         Verdict::Request => {
-                            let proto = if l4 == L4::Udp { Proto::Udp } else { Proto::Tcp };
+                            let proto = l4_proto(l4);
                             let service = g.exposures.get(&ExposedPort::new(proto, dst.port(), v6)).copied().unwrap();
                             let (s, d) = tuple(&out);
                             prop_assert_eq!(d, service);
                             prop_assert_eq!(s.ip(), dst.ip());
-                            prop_assert!(checksums_ok(&out));
+                            prop_assert!(testutil::checksums_full(&out));
                             if let Some(a) = answer {
                                 // Of the request's protocol.
                                 let a = match (l4, a) {
-                                    (L4::Udp, _) => L4::Udp,
-                                    (_, L4::Udp) => L4::Tcp(ACK),
-                                    (_, tcp) => tcp,
+                                    (L4::Tcp(_), L4::Tcp(f)) => L4::Tcp(f),
+                                    (L4::Tcp(_), _) => L4::Tcp(ACK),
+                                    (other, _) => other,
                                 };
                                 // The service answers with its own flags.
                                 let mut ans = build(d, s, a);
@@ -1129,8 +1173,12 @@ proptest! {
                     prop_assert!(g.flows(Millis(now)).len() == g.flow_count());
                     prop_assert!(g.next_deadline().is_none_or(|d| d > Millis(now)));
                 }
-                Op::Reexpose { udp, v6 } => {
-                    let (proto, port) = if udp { (Proto::Udp, 5353) } else { (Proto::Tcp, EXPOSED) };
+                Op::Reexpose { proto, v6 } => {
+                    let port = match proto {
+                        Proto::Tcp => EXPOSED,
+                        Proto::Udp => 5353,
+                        Proto::Icmp => 0,
+                    };
                     let old = g.unexpose(proto, port, v6).unwrap();
                     prop_assert!(g.flows(Millis(now)).iter().all(|f| !(f.proto == proto && f.exposed_port == port && f.client.is_ipv6() == v6)));
                     g.expose(old).unwrap();
@@ -1163,7 +1211,7 @@ proptest! {
     /// output's.
     #[test]
     fn mutated_packets_never_panic(
-        which in 0..4usize,
+        which in 0..6usize,
         at_ in any::<prop::sample::Index>(),
         byte in any::<u8>(),
         fix in any::<bool>(),
@@ -1171,11 +1219,15 @@ proptest! {
         let mut g = gateway();
         let req4 = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
         let req6 = request(&mut g, sa(CLIENT6), 5353, L4::Udp, Millis(0));
+        g.expose(Exposure::icmp(ip("fdff:30::40"))).unwrap();
+        let echo6 = request(&mut g, sa(CLIENT6), 0, L4::Echo, Millis(0));
         let mut p = match which {
             0 => build(sa(CLIENT), at(INTERNAL, EXPOSED), L4::Tcp(ACK)),
             1 => mirror(&req4),
             2 => build(sa(CLIENT6), at(INTERNAL6, 5353), L4::Udp),
-            _ => mirror(&req6),
+            3 => mirror(&req6),
+            4 => build(sa(CLIENT6), at(INTERNAL6, 0), L4::Echo),
+            _ => build(at("fdff:30::40", 0), at(INTERNAL6, tuple(&echo6).0.port()), L4::Echo),
         };
         let i = at_.index(p.len());
         p[i] = byte;
@@ -1183,8 +1235,8 @@ proptest! {
             testutil::fix_ipv4_header_checksum(&mut p);
         }
         let (v, out) = run(&mut g, &p, Millis(1));
-        if matches!(v, Verdict::Request | Verdict::Reply) && checksums_ok(&p) {
-            prop_assert!(checksums_ok(&out));
+        if matches!(v, Verdict::Request | Verdict::Reply) && testutil::checksums_full(&p) {
+            prop_assert!(testutil::checksums_full(&out));
         }
     }
 }
@@ -1427,4 +1479,145 @@ proptest! {
         prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
         prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
     }
+}
+
+// ---- ICMP echo ----
+
+#[test]
+fn echo_to_an_exposed_service_is_translated_both_ways() {
+    let mut g = gateway();
+    g.expose(Exposure::icmp(ip("10.30.30.40"))).unwrap();
+    g.expose(Exposure::icmp(ip("fdff:30::40"))).unwrap();
+    for (client, internal, service) in [
+        (at("93.6.1.78", 4242), INTERNAL, "10.30.30.40"),
+        (at("2001:db8::7", 4242), INTERNAL6, "fdff:30::40"),
+    ] {
+        let req = build(client, at(internal, 0), L4::Echo);
+        let (v, out) = run(&mut g, &req, Millis(0));
+        assert_eq!(v, Verdict::Request);
+        // `internal > service`, identifier kept (free), payload kept.
+        assert_eq!(out, build(at(internal, 4242), at(service, 0), L4::Echo));
+        // The instance's reply (through its net manager) comes back as
+        // `internal > client` with the client's identifier.
+        let (v, back) = run(
+            &mut g,
+            &build(at(service, 0), at(internal, 4242), L4::Echo),
+            Millis(1),
+        );
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(back, build(at(internal, 0), client, L4::Echo));
+    }
+    // A second client with the same identifier gets another one (NAPT).
+    let b = at("203.0.113.9", 4242);
+    let (v, out) = run(&mut g, &build(b, at(INTERNAL, 0), L4::Echo), Millis(2));
+    assert_eq!(v, Verdict::Request);
+    assert_eq!(
+        out,
+        build(at(INTERNAL, 49152), at("10.30.30.40", 0), L4::Echo)
+    );
+    let (_, back) = run(
+        &mut g,
+        &build(at("10.30.30.40", 0), at(INTERNAL, 49152), L4::Echo),
+        Millis(2),
+    );
+    assert_eq!(back, build(at(INTERNAL, 0), b, L4::Echo));
+    assert_eq!(g.counters().flows_napt, 1);
+    let f: Vec<String> = g.flows(Millis(2)).iter().map(|f| f.to_string()).collect();
+    assert!(
+        f.contains(
+            &"icmp 203.0.113.9:4242 -> 0 -> 10.30.30.40:0 port 49152 open idle 0 ms".to_string()
+        ),
+        "{f:?}"
+    );
+    // A reply from another source, or to an identifier without a flow,
+    // or an echo reply from a client: no flow.
+    assert_drop(
+        &mut g,
+        &build(at("10.30.30.41", 0), at(INTERNAL, 4242), L4::Echo),
+        Millis(3),
+        DropReason::NoFlow,
+    );
+    assert_drop(
+        &mut g,
+        &build(at("10.30.30.40", 0), at(INTERNAL, 7), L4::Echo),
+        Millis(3),
+        DropReason::NoFlow,
+    );
+    let client_reply = build(at("93.6.1.78", 0), at(INTERNAL, 4242), L4::Echo);
+    assert_drop(&mut g, &client_reply, Millis(3), DropReason::NoFlow);
+    // A request from inside is spoofed; to another address, wrong.
+    assert_drop(
+        &mut g,
+        &build(at("10.18.0.5", 9), at(INTERNAL, 0), L4::Echo),
+        Millis(3),
+        DropReason::Spoofed,
+    );
+    assert_drop(
+        &mut g,
+        &build(at("93.6.1.78", 9), at("10.30.255.254", 0), L4::Echo),
+        Millis(3),
+        DropReason::WrongDestination,
+    );
+    // Expiry as UDP (30 s idle): the identifier's entry is gone after.
+    assert_eq!(g.expire(Millis(30_002)), 3);
+    assert_drop(
+        &mut g,
+        &build(at("10.30.30.40", 0), at(INTERNAL, 4242), L4::Echo),
+        Millis(30_003),
+        DropReason::NoFlow,
+    );
+    // Unexposing ICMP removes its flows; echo requests are then refused.
+    run(
+        &mut g,
+        &build(at("93.6.1.78", 4242), at(INTERNAL, 0), L4::Echo),
+        Millis(30_004),
+    );
+    let (e, clients) = g.unexpose_flows(Proto::Icmp, 0, false).unwrap();
+    assert_eq!(e.to_string(), "icmp -> 10.30.30.40");
+    assert_eq!(clients, vec![at("93.6.1.78", 4242)]);
+    assert_drop(
+        &mut g,
+        &build(at("93.6.1.78", 4242), at(INTERNAL, 0), L4::Echo),
+        Millis(30_005),
+        DropReason::NotExposed,
+    );
+    // TCP and UDP flows never meet echo ones: port spaces are apart.
+    request(&mut g, at("93.6.1.78", 4242), 5353, L4::Udp, Millis(30_006));
+    assert_eq!(
+        g.unexpose(Proto::Icmp, 0, false).unwrap_err().to_string(),
+        "icmp is not exposed over IPv4"
+    );
+}
+
+#[test]
+fn icmp_exposures_have_no_ports() {
+    let mut g = gateway();
+    let with_port = Exposure {
+        proto: Proto::Icmp,
+        port: 8,
+        service: sa("10.30.30.40:0"),
+    };
+    let err = g.expose(with_port).unwrap_err();
+    assert!(matches!(err, ExposeError::IcmpPort(_)));
+    assert!(err.to_string().contains("icmp has no ports"), "{err}");
+    let svc_port = Exposure {
+        service: sa("10.30.30.40:80"),
+        port: 0,
+        ..Exposure::icmp(ip("10.30.30.40"))
+    };
+    assert!(matches!(g.expose(svc_port), Err(ExposeError::IcmpPort(_))));
+    assert!(matches!(
+        g.expose(Exposure::icmp(ip("8.8.8.8"))),
+        Err(ExposeError::NotServiceIp(_))
+    ));
+    g.expose(Exposure::icmp(ip("10.30.30.40"))).unwrap();
+    g.expose(Exposure::icmp(ip("10.30.30.40"))).unwrap();
+    assert!(matches!(
+        g.expose(Exposure::icmp(ip("10.30.30.41"))),
+        Err(ExposeError::AlreadyExposed { .. })
+    ));
+    assert!(g
+        .exposures()
+        .iter()
+        .any(|e| e.to_string() == "icmp -> 10.30.30.40"));
 }
