@@ -1,14 +1,15 @@
 //! The gateway core: [`GatewayCore::packet_in_place`] on a sequence of
 //! packets (see [`super::common::records`]), with the exposures of
 //! `scenarios/ext-to-svc-gateway-cluster.yaml` and its IPv6 variant (the
-//! addresses of the packets in its seeds), a tiny Forward table and NAPT
-//! range so the "full" paths are reached.
+//! addresses of the packets in its seeds), ICMP echo exposed for the same
+//! service addresses (`gateway-echo.yaml`'s seeds), a tiny Forward table
+//! and NAPT range so the "full" paths are reached.
 //!
 //! Invariants: every packet ends as exactly one of request, reply or
 //! drop (the counters agree); a dropped packet is unchanged; a rewritten
 //! one keeps its length and every checksum it had valid; a request goes
 //! from the gateway's internal address to an exposed service's address
-//! and port, never anywhere else; a reply goes from the internal address
+//! and port (an echo: to a service with ICMP exposed), never anywhere else; a reply goes from the internal address
 //! and an exposed port to a client outside the platform's networks.
 //! Every service's answer to a request (addresses and ports swapped) is
 //! fed back, so replies and closing flows are exercised.
@@ -39,6 +40,10 @@ pub fn core() -> GatewayCore {
             service,
         })
         .expect("a valid exposure");
+    }
+    for service in ["10.30.30.30", "fdff:2000::30"] {
+        core.expose(Exposure::icmp(service.parse().expect("an address")))
+            .expect("a valid ICMP exposure");
     }
     core
 }
@@ -75,13 +80,17 @@ pub fn packet(data: &[u8]) {
                 continue;
             };
             assert_eq!(Some(src), cfg.internal(v.is_ipv6()));
+            // An echo's identifier is no port: its exposure has port 0.
+            let echo = v.icmp_type_code().is_some();
             if verdict == Verdict::Request {
+                let dp = if echo { 0 } else { dp };
                 assert!(
                     services.contains(&SocketAddr::new(dst, dp)),
                     "a request to {dst}:{dp}, not an exposed service"
                 );
                 next = reply(&buf);
             } else {
+                let sp = if echo { 0 } else { sp };
                 assert!(ports.contains(&sp), "a reply from port {sp}, not exposed");
                 assert!(
                     !cfg.is_internal(dst),
