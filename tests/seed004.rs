@@ -1,7 +1,7 @@
 //! Seed 004's request path as its reviewed snapshot shows it: the DNS
 //! exchange before the first SYN, one leg per proxy in order, the mesh's
 //! retry on another pod, nothing past the gateway for the requests it
-//! answers itself, pod-4 never reached, one
+//! answers itself (an expired token among them), pod-4 never reached, one
 //! pod for an affine client. `every_scenario_matches_its_snapshot` keeps the
 //! snapshot equal to a fresh run; this test keeps the snapshot saying
 //! what the seed says.
@@ -74,6 +74,7 @@ fn seed_004_request_path_shows_every_stage() {
     for (step, status) in [
         ("no-jwt", "HTTP 401"),
         ("bad-jwt", "HTTP 401"),
+        ("expired-jwt", "HTTP 401"),
         ("cors-preflight", "HTTP 204"),
         ("over-rate-limit", "HTTP 429"),
     ] {
@@ -118,7 +119,7 @@ fn seed_004_request_path_shows_every_stage() {
     let gw = &t.counters["api-gateway/haproxy"];
     assert_eq!(
         gw["haproxy_frontend_requests_denied_total{proxy=\"kong\"}"],
-        3
+        4
     );
     assert!(t.counters["mesh/haproxy"]
         .contains_key("haproxy_backend_retry_warnings_total{proxy=\"user-service\"}"));
