@@ -189,3 +189,42 @@ fn a_policy_haproxy_rejects_fails_the_run_with_its_message() {
     assert!(err.contains("hosts.gateway.processes haproxy"), "{err}");
     assert!(err.contains("unknown JWT algorithm: HS257"), "{err}");
 }
+
+/// The pod's sidecar in front of the app: the request's second leg runs
+/// over pod-1's loopback (captured because the scenario lists `pod-1/lo`),
+/// joined by the request id, and every packet of it is delivered inside
+/// pod-1; the pod without a sidecar answers in one leg.
+#[test]
+fn seed_004_sidecar_forwards_over_the_pods_loopback() {
+    let t = trace("seed-004-sidecar");
+    let f = flow(&t, "via-sidecar");
+    assert_eq!(f.legs.len(), 1, "one leg past the sidecar");
+    let leg = &f.legs[0];
+    assert!(
+        leg.via.starts_with(
+            "ended at pod-1 (sidecar, app), re-opened 127.0.0.1:eph1 > 127.0.0.1:3001"
+        ),
+        "{}",
+        leg.via
+    );
+    assert!(
+        leg.joined_by.contains("X-Request-Id hoplab-0-1"),
+        "{}",
+        leg.joined_by
+    );
+    assert!(leg.packets.iter().all(|p| {
+        p.hops
+            .iter()
+            .all(|h| h.at.host == "pod-1" && h.at.ifname == "lo")
+            && matches!(&p.end, End::Delivered { host } if host == "pod-1")
+    }));
+    let l7: Vec<&str> = leg.packets.iter().filter_map(|p| p.l7.as_deref()).collect();
+    assert_eq!(
+        l7,
+        [
+            "HTTP GET /users/123 host=user-service.default.svc.cluster.local id=hoplab-0-1",
+            "HTTP 200 OK id=hoplab-0-1"
+        ]
+    );
+    assert!(flow(&t, "no-sidecar").legs.is_empty());
+}
