@@ -211,7 +211,7 @@ fn tshark_shows_interface_names_descriptions_and_a_comment_per_hop() {
     assert!(
         commented
             .iter()
-            .any(|c| c.contains("dst 10.96.0.100:80 -> ")),
+            .any(|c| c.contains("dst 10.96.0.110:80 -> 10.244.1.11:3000")),
         "the DNAT hop's comment names the rewrite"
     );
 }

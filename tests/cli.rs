@@ -312,16 +312,17 @@ fn a_scenarios_own_nftables_counters_are_in_the_trace() {
         &std::fs::read_to_string(out.join("trace.yaml")).unwrap(),
     )
     .unwrap();
-    // Connections to the service address (the last step goes to a pod's
-    // own address, past the rule).
-    let to_service = t
+    // Connections to the service address, a load step's each (the other
+    // steps go to another service and a pod's own address, past the rule).
+    let to_service: u64 = t
         .flows
         .iter()
         .filter(|f| f.sent.contains("to 10.96.0.100:80"))
-        .count();
-    assert_eq!(to_service, 3);
+        .map(|f| f.load.as_ref().map_or(1, |l| l.flows))
+        .sum();
+    assert_eq!(to_service, 40);
     let c = &t.counters["node/nftables"];
     assert_eq!(c.len(), 1, "{c:?}");
     // The nat chain sees the first packet of each connection.
-    assert_eq!(c["kube-proxy/prerouting rule 1"], 3, "{c:?}");
+    assert_eq!(c["kube-proxy/prerouting rule 1"], to_service, "{c:?}");
 }

@@ -55,7 +55,8 @@ fn every_scenario_has_a_snapshot_and_every_snapshot_a_scenario() {
 }
 
 /// Each step's packets are all there: the DNAT scenario must show the
-/// rewrite to a ready pod and never reach pod3 through the service.
+/// rewrite to the one-endpoint service's pod, spread the random picks over
+/// the ready pods and never reach pod3 through the service.
 #[test]
 fn kube_proxy_dnat_shows_the_dnat_step_and_skips_the_unready_pod() {
     let out = out_dir("dnat-check");
@@ -65,28 +66,34 @@ fn kube_proxy_dnat_shows_the_dnat_step_and_skips_the_unready_pod() {
         &std::fs::read_to_string(out.join("trace.yaml")).unwrap(),
     )
     .unwrap();
-    let pods: Vec<&str> = t.flows[..3]
-        .iter()
-        .map(|f| {
-            let syn = &f.packets[0];
-            assert!(syn.packet.starts_with("tcp S "), "{}", syn.packet);
-            let service: Endpoint = "10.96.0.100:80".parse().unwrap();
-            let dnat = syn.hops.iter().flat_map(|h| &h.changed).any(|c| {
-                c.0.iter().any(|c| {
-                    matches!(c, Change::Rewritten { outer: false, field: Rewrite::Dst(old, _) } if *old == service)
-                })
-            });
-            assert!(dnat, "flow {}: no DNAT hop", f.step);
-            match &syn.end {
-                End::Delivered { host } => host.as_str(),
-                other => panic!("flow {}: {other}", f.step),
-            }
+    // numgen random: judged by bounds, no connection's hops kept.
+    let random = &t.flows[0];
+    assert!(random.packets.is_empty(), "{}", random.step);
+    let load = random.load.as_ref().expect("a load step");
+    assert_eq!((load.flows, load.ok), (40, 40));
+    assert!(
+        random
+            .result
+            .to_string()
+            .contains("each of pod1, pod2 at least 5 (chosen at random), never pod3"),
+        "{}",
+        random.result
+    );
+    // One endpoint: the same pick every time, its DNAT hop by hop.
+    let one = &t.flows[1];
+    let syn = &one.packets[0];
+    assert!(syn.packet.starts_with("tcp S "), "{}", syn.packet);
+    let service: Endpoint = "10.96.0.110:80".parse().unwrap();
+    let dnat = syn.hops.iter().flat_map(|h| &h.changed).any(|c| {
+        c.0.iter().any(|c| {
+            matches!(c, Change::Rewritten { outer: false, field: Rewrite::Dst(old, _) } if *old == service)
         })
-        .collect();
-    assert_eq!(
-        pods,
-        ["pod1", "pod2", "pod1"],
-        "round robin over the ready pods"
+    });
+    assert!(dnat, "flow {}: no DNAT hop", one.step);
+    assert!(
+        matches!(&syn.end, End::Delivered { host } if host == "pod2"),
+        "{}",
+        syn.end
     );
 }
 

@@ -177,6 +177,11 @@ pub struct LoadExpect {
     /// No flow answered by any of these.
     #[serde(default)]
     pub never: Vec<String>,
+    /// Every flow answered by one and the same of these, chosen by the
+    /// target (a session affinity's first pick, random in kube-proxy's
+    /// nftables mode): the trace keeps that the bound held, not which one.
+    #[serde(default)]
+    pub one_of: Vec<String>,
     /// HTTP: the status a flow must get to be ok (default 200).
     #[serde(default)]
     pub status: Option<u16>,
@@ -200,7 +205,23 @@ impl fmt::Display for LoadExpect {
         if !self.never.is_empty() {
             write!(f, ", never {}", self.never.join(", "))?;
         }
+        if !self.one_of.is_empty() {
+            write!(
+                f,
+                ", all by one of {} (chosen at random)",
+                self.one_of.join(", ")
+            )?;
+        }
         Ok(())
+    }
+}
+
+impl LoadExpect {
+    /// Whether who answered is the target's random choice (`spread.random`,
+    /// `one_of`): then a summary that meets the bounds keeps that they
+    /// held, not the counts per host.
+    pub fn random(&self) -> bool {
+        self.spread.as_ref().is_some_and(|s| s.random) || !self.one_of.is_empty()
     }
 }
 
@@ -281,6 +302,21 @@ impl LoadSummary {
                 return Err(format!("{h} answered {n} flows, expected none"));
             }
         }
+        if !e.one_of.is_empty() {
+            let who: Vec<_> = self.answered_by.iter().filter(|(_, n)| **n > 0).collect();
+            match who[..] {
+                [(h, _)] if e.one_of.contains(h) => {}
+                [] => return Err("no flow answered by any host".into()),
+                _ => {
+                    let list: Vec<_> = who.iter().map(|(h, n)| format!("{h} {n}")).collect();
+                    return Err(format!(
+                        "answered by {}, expected all by one of {}",
+                        list.join(", "),
+                        e.one_of.join(", ")
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -322,6 +358,29 @@ mod tests {
         assert!(s.judge(&e).unwrap_err().contains("3 of 4"));
         let e: LoadExpect = serde_yaml::from_str("{ok: 3}").unwrap();
         assert_eq!(s.judge(&e), Ok(()));
+    }
+
+    #[test]
+    fn one_of_holds_only_for_a_single_listed_host() {
+        let e: LoadExpect = serde_yaml::from_str("{one_of: [a, b]}").unwrap();
+        assert!(e.random());
+        let mut s = LoadSummary {
+            flows: 3,
+            ok: 3,
+            answered_by: [("b".into(), 3)].into(),
+            ..LoadSummary::default()
+        };
+        assert_eq!(s.judge(&e), Ok(()));
+        s.answered_by = [("a".into(), 1), ("b".into(), 2)].into();
+        let why = s.judge(&e).unwrap_err();
+        assert!(why.contains("answered by a 1, b 2"), "{why}");
+        s.answered_by = [("c".into(), 3)].into();
+        assert!(s.judge(&e).unwrap_err().contains("answered by c 3"));
+        s.answered_by.clear();
+        assert!(s.judge(&e).unwrap_err().contains("no flow answered"));
+        assert!(e
+            .to_string()
+            .contains("all by one of a, b (chosen at random)"));
     }
 
     #[test]

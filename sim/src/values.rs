@@ -171,12 +171,12 @@ pub enum Expect {
     /// The step ends in an error whose words contain this text (a TLS
     /// certificate error, a server that does not speak HTTP).
     Error(String),
-    /// A load step's bounds (`ok`, `spread`, `never`; HTTP: `status`).
+    /// A load step's bounds (`ok`, `spread`, `never`, `one_of`; HTTP: `status`).
     Load(crate::load::LoadExpect),
 }
 
 const EXPECT_KEYS: &[&str] = &[
-    "reply", "status", "headers", "body", "error", "ok", "spread", "never",
+    "reply", "status", "headers", "body", "error", "ok", "spread", "never", "one_of",
 ];
 
 impl<'de> Deserialize<'de> for Expect {
@@ -211,6 +211,7 @@ impl<'de> Deserialize<'de> for Expect {
                         "ok" => load.ok = m.next_value()?,
                         "spread" => load.spread = Some(m.next_value()?),
                         "never" => load.never = m.next_value()?,
+                        "one_of" => load.one_of = m.next_value()?,
                         "reply" | "error" if single.is_some() || seen_http => {
                             return Err(de::Error::custom(format!(
                                 "write `{k}` alone: {{{k}: TEXT}}"
@@ -226,7 +227,7 @@ impl<'de> Deserialize<'de> for Expect {
                         "body" => http.body = Some(m.next_value()?),
                         _ => return Err(de::Error::unknown_field(&k, EXPECT_KEYS)),
                     }
-                    seen_load |= matches!(k.as_str(), "ok" | "spread" | "never");
+                    seen_load |= matches!(k.as_str(), "ok" | "spread" | "never" | "one_of");
                     seen_http |= matches!(k.as_str(), "status" | "headers" | "body");
                 }
                 match single {
@@ -237,7 +238,7 @@ impl<'de> Deserialize<'de> for Expect {
                     None if seen_load => {
                         if !http.headers.is_empty() || http.body.is_some() {
                             return Err(de::Error::custom(
-                                "a load step expects `ok`, `spread`, `never` and `status` only",
+                                "a load step expects `ok`, `spread`, `never`, `one_of` and `status` only",
                             ));
                         }
                         load.status = http.status;

@@ -501,7 +501,7 @@ fn load_result(
     match sum.judge(expect) {
         // Who answered how often is the target's random choice: the
         // bounds held is what every run has in common.
-        Ok(()) if expect.spread.as_ref().is_some_and(|s| s.random) => {
+        Ok(()) if expect.random() => {
             sum.answered_by.clear();
             StepResult::Ok(Some(format!("{}; {expect}", sum.line())))
         }

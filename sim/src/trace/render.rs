@@ -140,6 +140,15 @@ pub(super) fn render(
         (None, Some(h)) if *h == last.at.host && last.at.dir == Dir::In => {
             End::Delivered { host: h.clone() }
         }
+        // A host's own loopback (captured where a scenario lists `HOST/lo`):
+        // every host has 127.0.0.0/8, so no owner names it.
+        (None, _)
+            if last.at.ifname == "lo" && last.at.dir == Dir::In && last.s.dst.is_loopback() =>
+        {
+            End::Delivered {
+                host: last.at.host.clone(),
+            }
+        }
         _ => End::LastSeen(last.at.clone()),
     };
     let kind = match &first.l4 {
