@@ -238,6 +238,17 @@ enum GatewayOp {
         #[arg(long)]
         v6: bool,
     },
+    /// Answer ICMP echo to the public address from SERVICE (a service IP).
+    ExposeIcmp {
+        /// The service IP echo requests go to, e.g. 10.30.1.1 or fdff::1.
+        service: std::net::IpAddr,
+    },
+    /// Stop exposing ICMP echo (and drop its flows).
+    UnexposeIcmp {
+        /// The IPv6 echo exposure, not the IPv4 one.
+        #[arg(long)]
+        v6: bool,
+    },
 }
 
 impl GatewayOp {
@@ -253,6 +264,10 @@ impl GatewayOp {
             } => format!("expose {proto} {port} {service}"),
             GatewayOp::Unexpose { proto, port, v6 } => {
                 format!("unexpose {proto} {port}{}", if *v6 { " v6" } else { "" })
+            }
+            GatewayOp::ExposeIcmp { service } => format!("expose icmp {service}"),
+            GatewayOp::UnexposeIcmp { v6 } => {
+                format!("unexpose icmp{}", if *v6 { " v6" } else { "" })
             }
         }
     }
