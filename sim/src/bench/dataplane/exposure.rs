@@ -7,6 +7,15 @@
 //! changes stall the packets: `nft` runs off the task that owns the
 //! gateway's core.
 //!
+//! On a machine with few cores the changes' own work (an `nft` process
+//! every `churn_ms`, a ruleset commit in the gateway node's namespace)
+//! competes with the path's processes for CPU, which raises the p99
+//! whether or not the gateway blocks. So each round also measures the path
+//! while the bench itself runs the same `nft` work on a table of its own
+//! in the gateway node's namespace, the gateway not involved: the ratio of
+//! the changed p99 to that one isolates what going through the gateway
+//! adds.
+//!
 //! Rounds alternate which measurement goes first; medians over the rounds
 //! are reported. It prints nothing and writes no report: the caller prints
 //! [`ExposureResults`] as JSON.
@@ -62,6 +71,11 @@ pub struct ExposureRound {
     pub changes: u64,
     /// How long the churn measurement took, seconds.
     pub churn_secs: f64,
+    /// The same `nft` work, on a table of the bench's own, the gateway
+    /// not involved.
+    pub nft_p50_us: f64,
+    pub nft_p99_us: f64,
+    pub nft_changes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +86,10 @@ pub struct ExposureResults {
     pub median_churn_p99_us: f64,
     /// Median churn p99 ÷ median quiet p99.
     pub p99_ratio: f64,
+    pub median_nft_p99_us: f64,
+    /// Median churn p99 ÷ median p99 under the same `nft` work without
+    /// the gateway.
+    pub p99_ratio_vs_nft: f64,
     pub median_quiet_p50_us: f64,
     pub median_churn_p50_us: f64,
 }
@@ -98,6 +116,34 @@ fn churn(sock: &Path, every: Duration, stop: &AtomicBool) -> std::io::Result<u64
     Ok(n)
 }
 
+/// The bench's own table in the gateway node's namespace, for
+/// [`nft_churn`]: a set of the exposed sets' kind.
+const CHURN_TABLE: &str =
+    "table inet hoplab_bench_churn {\n  set ports { type inet_service; }\n}\n";
+
+/// What the gateway's firewall thread does per change, with the gateway
+/// not involved: one `nft` process adding or deleting [`CHURN_PORT`] in
+/// the bench's own set, every `every` until `stop`.
+fn nft_churn(
+    ns: &crate::lab::netns::NetNs,
+    every: Duration,
+    stop: &AtomicBool,
+) -> Result<u64, Error> {
+    let mut n = 0u64;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let verb = if n.is_multiple_of(2) { "add" } else { "delete" };
+        let line = format!("{verb} element inet hoplab_bench_churn ports {{ {CHURN_PORT} }}\n");
+        super::nodes::nft(ns, &["-f", "-"], Some(&line))?;
+        n += 1;
+        next += every;
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    Ok(n)
+}
+
 /// Build the dataplane benchmark's scenario, check path (e), then
 /// `cfg.rounds` rounds of latency without and with exposure changes.
 /// Logs go under `out`. Call inside the sandbox.
@@ -117,6 +163,7 @@ pub fn run_exposure(cfg: &ExposureConfig, out: &Path) -> Result<ExposureResults,
         &["-f", "-"],
         Some(&super::baseline_rules(&sc)),
     )?;
+    super::nodes::nft(&topo.hosts[GW_NODE].ns, &["-f", "-"], Some(CHURN_TABLE))?;
     let remote = Servers::start(&topo.hosts[REMOTE_SERVER].ns)?;
     let p = BenchPath::Gateway;
     check_path(topo, &sc, out, p)?;
@@ -145,20 +192,40 @@ pub fn run_exposure(cfg: &ExposureConfig, out: &Path) -> Result<ExposureResults,
                 })?;
             Ok((r?, n, secs))
         };
+        let nft_only = |()| -> Result<((f64, f64), u64), Error> {
+            let stop = AtomicBool::new(false);
+            let every = Duration::from_millis(cfg.churn_ms);
+            let ns = &topo.hosts[GW_NODE].ns;
+            std::thread::scope(|s| {
+                let changer = s.spawn(|| nft_churn(ns, every, &stop));
+                let r = on_client(topo, &sc, p, "latency under the same nft work", || {
+                    latency(echo, cfg.round_trips)
+                });
+                stop.store(true, Ordering::Relaxed);
+                let n = changer
+                    .join()
+                    .map_err(|_| Error::Failed("the nft changer panicked".into()))??;
+                Ok((r?, n))
+            })
+        };
         check_interrupt()?;
-        let (q, (c, changes, churn_secs)) = if round % 2 == 0 {
+        // Which measurement goes first alternates.
+        let (q, (c, changes, churn_secs), (nf, nft_changes)) = if round % 2 == 0 {
             let q = quiet(())?;
-            (q, churned(())?)
-        } else {
             let c = churned(())?;
-            (quiet(())?, c)
+            (q, c, nft_only(())?)
+        } else {
+            let nf = nft_only(())?;
+            let c = churned(())?;
+            (quiet(())?, c, nf)
         };
         tracing::info!(
             target: "hoplab",
-            "round {}: p99 {:.1} µs quiet, {:.1} µs with {changes} exposure changes",
+            "round {}: p99 {:.1} µs quiet, {:.1} µs with {changes} exposure changes, {:.1} µs with {nft_changes} nft changes elsewhere",
             round + 1,
             q.1,
-            c.1
+            c.1,
+            nf.1
         );
         rounds.push(ExposureRound {
             quiet_p50_us: q.0,
@@ -167,18 +234,27 @@ pub fn run_exposure(cfg: &ExposureConfig, out: &Path) -> Result<ExposureResults,
             churn_p99_us: c.1,
             changes,
             churn_secs,
+            nft_p50_us: nf.0,
+            nft_p99_us: nf.1,
+            nft_changes,
         });
     }
     drop(remote);
     started.stop_processes();
     drop(started);
     let med = |f: fn(&ExposureRound) -> f64| median(rounds.iter().map(f).collect());
-    let (q99, c99) = (med(|r| r.quiet_p99_us), med(|r| r.churn_p99_us));
+    let (q99, c99, n99) = (
+        med(|r| r.quiet_p99_us),
+        med(|r| r.churn_p99_us),
+        med(|r| r.nft_p99_us),
+    );
     Ok(ExposureResults {
         config: cfg.clone(),
         median_quiet_p99_us: q99,
         median_churn_p99_us: c99,
         p99_ratio: c99 / q99,
+        median_nft_p99_us: n99,
+        p99_ratio_vs_nft: c99 / n99,
         median_quiet_p50_us: med(|r| r.quiet_p50_us),
         median_churn_p50_us: med(|r| r.churn_p50_us),
         rounds,
