@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::capture::kernel_drops::KernelDrops;
 use crate::capture::verdicts::{NftTrace, Verdicts, Where};
 use crate::capture::{self, Capture};
 use crate::l7::client::ClientCtx;
@@ -327,6 +328,7 @@ fn capture_and_trace(
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let nftrace = NftTrace::start(&traced_hosts(sc, &started));
+    let kernel = KernelDrops::start(&all_hosts(sc, &started));
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
     drop(targets);
     let drops_before = interface_drops(sc, &started)?;
@@ -343,6 +345,7 @@ fn capture_and_trace(
         )
         .map_err(io("capture".into()))?;
     let mut drops = nftrace.finish(&traced_hosts(sc, &started));
+    kernel_drops(kernel, (sc, &started), (&ifs, &frames), out, &mut drops)?;
     impairment_drops(sc, &started, &mut drops);
     unmet.extend(started.deaths("capture"));
     let mut counters = dataplane_counters(sc, out, &mut started);
@@ -403,6 +406,57 @@ struct Extra {
     counters: CounterMap,
     processes: Vec<String>,
     interrupted: Option<trace::Interrupted>,
+}
+
+/// The kernel's drops in the run's hosts (see
+/// [`crate::capture::kernel_drops`]), into `drops` and
+/// `<out>/kernel-drops.txt`; where they could not be recorded, why.
+fn kernel_drops(
+    kernel: Result<KernelDrops, crate::capture::kernel_drops::Error>,
+    (sc, started): (&Lab, &Started),
+    (ifs, frames): (&[capture::Iface], &[capture::Frame]),
+    out: &Path,
+    drops: &mut Verdicts,
+) -> Result<(), Error> {
+    use crate::capture::kernel_drops as kd;
+    let kernel = match kernel {
+        Ok(k) => k,
+        Err(e) => {
+            drops
+                .unavailable
+                .push(format!("kernel: its drops are not recorded: {e}"));
+            return Ok(());
+        }
+    };
+    let hosts_of = kernel.hosts().clone();
+    let (records, lost) = kernel.finish();
+    let reasons = kd::reason_names();
+    if reasons.is_empty() {
+        drops.unavailable.push(
+            "kernel: the tracepoint's format file does not read: reasons shown by number".into(),
+        );
+    }
+    if lost > 0 {
+        drops.unavailable.push(format!(
+            "kernel: {lost} drops found the ring buffer full and are not recorded"
+        ));
+    }
+    let names = kd::Names {
+        hosts: &hosts_of,
+        ifnames: &kd::interface_names(&all_hosts(sc, started)),
+        reasons: &reasons,
+        capture: (ifs, frames),
+    };
+    let lines = kd::add(&records, &names, drops);
+    let path = out.join("kernel-drops.txt");
+    kd::write(&path, &lines).map_err(io(format!("write {}", path.display())))
+}
+
+/// Every host of the lab, for the kernel's drops.
+fn all_hosts<'a>(sc: &'a Lab, started: &'a Started) -> Vec<(&'a str, &'a NetNs)> {
+    (sc.hosts.keys())
+        .map(|n| (n.as_str(), &started.topo.hosts[n].ns))
+        .collect()
 }
 
 /// The packets the impaired links dropped, as drops of the host that sent
