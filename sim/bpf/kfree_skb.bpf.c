@@ -5,7 +5,7 @@
 // Attached to the BTF tracepoint `skb:kfree_skb` (arguments: the skb, the
 // freeing code's address, `enum skb_drop_reason`, the receiving socket),
 // it keeps drops of IPv4 and IPv6 packets whose network namespace (the
-// skb's device's, else its socket's) is in `netns`, and not those of a
+// skb's device's, or without a device its socket's) is in `netns`, and not those of a
 // packet socket's own copy (the capture's), and sends each one to `events`:
 // time, namespace inode, interface index, reason, protocol and the first
 // HEAD_LEN bytes from the network header.
@@ -137,20 +137,21 @@ int kfree_skb(unsigned long long *ctx)
 		return 0;
 	if (rx_sk && rx_sk->__sk_common.skc_family == AF_PACKET)
 		return 0;
+	// A packet on a device belongs to the device's namespace (a socket
+	// there may be another namespace's, as a packet socket of the run's
+	// own impairments is); only one without a device to its socket's.
 	dev = skb->dev;
 	if (dev) {
 		ns = inum_of(dev->nd_net.net);
 		ifindex = dev->ifindex;
-	}
-	if (!ns || !bpf_map_lookup_elem(&netns, &ns)) {
+	} else {
 		sk = skb->sk;
 		if (!sk)
 			return 0;
 		ns = inum_of(sk->__sk_common.skc_net.net);
-		ifindex = 0;
-		if (!ns || !bpf_map_lookup_elem(&netns, &ns))
-			return 0;
 	}
+	if (!ns || !bpf_map_lookup_elem(&netns, &ns))
+		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		__u32 zero = 0;

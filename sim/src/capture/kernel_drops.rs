@@ -78,6 +78,15 @@ pub enum Error {
     Namespace(std::io::Error),
     #[error("the ring buffer's reader: {0}")]
     Reader(std::io::Error),
+    #[error("BPF is not permitted in a rootless run's user namespace")]
+    Rootless,
+}
+
+/// Whether this process is in a user namespace other than the machine's
+/// (a rootless run), where the kernel refuses to load BPF programs.
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
 /// One drop as the BPF program sent it.
@@ -167,6 +176,9 @@ impl KernelDrops {
     /// Load and attach the program, recording drops in the namespaces of
     /// `hosts` (name, namespace) from now on.
     pub fn start(hosts: &[(&str, &NetNs)]) -> Result<KernelDrops, Error> {
+        if in_user_namespace() {
+            return Err(Error::Rootless);
+        }
         let btf = Btf::from_sys_fs()?;
         let mut ebpf = aya::EbpfLoader::new().btf(Some(&btf)).load(PROGRAM)?;
         let mut names = BTreeMap::new();
@@ -322,6 +334,8 @@ fn answered(ifs: &[Iface], frames: &[Frame]) -> Answered {
 ///   at close);
 /// - `NOT_SPECIFIED`: the kernel names no drop (it is also how TCP frees a
 ///   segment it processed, e.g. a FIN answered in TIME_WAIT);
+/// - `OTHERHOST`: a frame for another host's MAC address (a bridge's flood,
+///   a packet socket's copy), while the packet goes on to its own;
 /// - `NO_SOCKET` of an ICMP message: its handler found no socket of its
 ///   own, but raw sockets see every ICMP message before it;
 /// - `NO_SOCKET` of a segment or datagram the host `answered` (a TCP reset
@@ -330,6 +344,7 @@ fn not_a_drop(why: &str, s: &Summary, answered: impl Fn(u16, u16) -> bool) -> Op
     match why {
         "QUEUE_PURGE" | "SOCKET_CLOSE" => Some("not a drop: a socket had taken it"),
         "NOT_SPECIFIED" => Some("not a drop: no reason named"),
+        "OTHERHOST" => Some("not a drop: a copy for another host's address"),
         "NO_SOCKET" => match (&s.l4, s.ports()) {
             (L4::Icmp { .. }, _) => Some("not a drop: raw sockets see ICMP first"),
             (_, Some((sp, dp))) if answered(sp, dp) => Some("not a drop: the host answered"),
@@ -500,6 +515,7 @@ mod tests {
         assert!(not_a_drop("QUEUE_PURGE", &s, never).is_some());
         assert!(not_a_drop("SOCKET_CLOSE", &s, never).is_some());
         assert!(not_a_drop("NOT_SPECIFIED", &s, never).is_some());
+        assert!(not_a_drop("OTHERHOST", &s, never).is_some());
         assert_eq!(not_a_drop("NO_SOCKET", &s, never), None);
         assert!(not_a_drop("NO_SOCKET", &s, |a, b| (a, b) == (40001, 9)).is_some());
         assert_eq!(not_a_drop("IP_INNOROUTES", &s, |_, _| true), None);
