@@ -109,6 +109,9 @@ pub struct Started {
     events: Vec<String>,
     /// Processes whose end is told already (by a fault step or a death).
     told: std::collections::BTreeSet<String>,
+    /// The kernel's drops, recorded from before the processes start (the
+    /// program's load takes a while), taken by the capture.
+    kernel: Option<Result<KernelDrops, crate::capture::kernel_drops::Error>>,
 }
 
 impl Started {
@@ -225,7 +228,9 @@ fn start_in(
         l7,
         events: Vec::new(),
         told: Default::default(),
+        kernel: None,
     };
+    started.kernel = Some(KernelDrops::start(&all_hosts(sc, &started)));
     for (h, host) in &sc.hosts {
         for p in &host.processes {
             let r = process::start(&started.topo.hosts[h].ns, p, out)?;
@@ -328,7 +333,9 @@ fn capture_and_trace(
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let nftrace = NftTrace::start(&traced_hosts(sc, &started));
-    let kernel = KernelDrops::start(&all_hosts(sc, &started));
+    let kernel =
+        (started.kernel.take()).unwrap_or_else(|| KernelDrops::start(&all_hosts(sc, &started)));
+    let kernel_since = crate::capture::kernel_drops::now();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
     drop(targets);
     let drops_before = interface_drops(sc, &started)?;
@@ -345,7 +352,13 @@ fn capture_and_trace(
         )
         .map_err(io("capture".into()))?;
     let mut drops = nftrace.finish(&traced_hosts(sc, &started));
-    kernel_drops(kernel, (sc, &started), (&ifs, &frames), out, &mut drops)?;
+    kernel_drops(
+        (kernel, kernel_since),
+        (sc, &started),
+        (&ifs, &frames),
+        out,
+        &mut drops,
+    )?;
     impairment_drops(sc, &started, &mut drops);
     unmet.extend(started.deaths("capture"));
     let mut counters = dataplane_counters(sc, out, &mut started);
@@ -408,11 +421,14 @@ struct Extra {
     interrupted: Option<trace::Interrupted>,
 }
 
-/// The kernel's drops in the run's hosts (see
+/// The kernel's drops in the run's hosts since `since` (see
 /// [`crate::capture::kernel_drops`]), into `drops` and
 /// `<out>/kernel-drops.txt`; where they could not be recorded, why.
 fn kernel_drops(
-    kernel: Result<KernelDrops, crate::capture::kernel_drops::Error>,
+    (kernel, since): (
+        Result<KernelDrops, crate::capture::kernel_drops::Error>,
+        u64,
+    ),
     (sc, started): (&Lab, &Started),
     (ifs, frames): (&[capture::Iface], &[capture::Frame]),
     out: &Path,
@@ -429,7 +445,9 @@ fn kernel_drops(
         }
     };
     let hosts_of = kernel.hosts().clone();
-    let (records, lost) = kernel.finish();
+    let (mut records, lost) = kernel.finish();
+    // Only what happened while the run captured.
+    records.retain(|r| r.time_ns >= since);
     let reasons = kd::reason_names();
     if reasons.is_empty() {
         drops.unavailable.push(

@@ -265,6 +265,14 @@ fn read_ring(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Vec<Record> {
     }
 }
 
+/// The clock of [`Record::time_ns`] (CLOCK_MONOTONIC, as
+/// `bpf_ktime_get_ns`), now, in ns.
+pub fn now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// Reason number → name, from the tracepoint's format file
 /// (`__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, ...)`).
 pub fn reason_names() -> HashMap<u32, String> {
