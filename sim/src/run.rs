@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::capture::kernel_drops::KernelDrops;
 use crate::capture::verdicts::{NftTrace, Verdicts, Where};
 use crate::capture::{self, Capture};
 use crate::l7::client::ClientCtx;
@@ -108,6 +109,9 @@ pub struct Started {
     events: Vec<String>,
     /// Processes whose end is told already (by a fault step or a death).
     told: std::collections::BTreeSet<String>,
+    /// The kernel's drops, recorded from before the processes start (the
+    /// program's load takes a while), taken by the capture.
+    kernel: Option<Result<KernelDrops, crate::capture::kernel_drops::Error>>,
 }
 
 impl Started {
@@ -224,7 +228,9 @@ fn start_in(
         l7,
         events: Vec::new(),
         told: Default::default(),
+        kernel: None,
     };
+    started.kernel = Some(KernelDrops::start(&all_hosts(sc, &started)));
     for (h, host) in &sc.hosts {
         for p in &host.processes {
             let r = process::start(&started.topo.hosts[h].ns, p, out)?;
@@ -327,6 +333,9 @@ fn capture_and_trace(
         .map(|(h, i)| (&started.topo.hosts[h].ns, i.as_str()))
         .collect();
     let nftrace = NftTrace::start(&traced_hosts(sc, &started));
+    let kernel =
+        (started.kernel.take()).unwrap_or_else(|| KernelDrops::start(&all_hosts(sc, &started)));
+    let kernel_since = crate::capture::kernel_drops::now();
     let cap = Capture::start(&targets).map_err(io("start capture".into()))?;
     drop(targets);
     let drops_before = interface_drops(sc, &started)?;
@@ -343,6 +352,13 @@ fn capture_and_trace(
         )
         .map_err(io("capture".into()))?;
     let mut drops = nftrace.finish(&traced_hosts(sc, &started));
+    kernel_drops(
+        (kernel, kernel_since),
+        (sc, &started),
+        (&ifs, &frames),
+        out,
+        &mut drops,
+    )?;
     impairment_drops(sc, &started, &mut drops);
     unmet.extend(started.deaths("capture"));
     let mut counters = dataplane_counters(sc, out, &mut started);
@@ -403,6 +419,62 @@ struct Extra {
     counters: CounterMap,
     processes: Vec<String>,
     interrupted: Option<trace::Interrupted>,
+}
+
+/// The kernel's drops in the run's hosts since `since` (see
+/// [`crate::capture::kernel_drops`]), into `drops` and
+/// `<out>/kernel-drops.txt`; where they could not be recorded, why.
+fn kernel_drops(
+    (kernel, since): (
+        Result<KernelDrops, crate::capture::kernel_drops::Error>,
+        u64,
+    ),
+    (sc, started): (&Lab, &Started),
+    (ifs, frames): (&[capture::Iface], &[capture::Frame]),
+    out: &Path,
+    drops: &mut Verdicts,
+) -> Result<(), Error> {
+    use crate::capture::kernel_drops as kd;
+    let kernel = match kernel {
+        Ok(k) => k,
+        Err(e) => {
+            drops
+                .unavailable
+                .push(format!("kernel: its drops are not recorded: {e}"));
+            return Ok(());
+        }
+    };
+    let hosts_of = kernel.hosts().clone();
+    let (mut records, lost) = kernel.finish();
+    // Only what happened while the run captured.
+    records.retain(|r| r.time_ns >= since);
+    let reasons = kd::reason_names();
+    if reasons.is_empty() {
+        drops.unavailable.push(
+            "kernel: the tracepoint's format file does not read: reasons shown by number".into(),
+        );
+    }
+    if lost > 0 {
+        drops.unavailable.push(format!(
+            "kernel: {lost} drops found the ring buffer full and are not recorded"
+        ));
+    }
+    let names = kd::Names {
+        hosts: &hosts_of,
+        ifnames: &kd::interface_names(&all_hosts(sc, started)),
+        reasons: &reasons,
+        capture: (ifs, frames),
+    };
+    let lines = kd::add(&records, &names, drops);
+    let path = out.join("kernel-drops.txt");
+    kd::write(&path, &lines).map_err(io(format!("write {}", path.display())))
+}
+
+/// Every host of the lab, for the kernel's drops.
+fn all_hosts<'a>(sc: &'a Lab, started: &'a Started) -> Vec<(&'a str, &'a NetNs)> {
+    (sc.hosts.keys())
+        .map(|n| (n.as_str(), &started.topo.hosts[n].ns))
+        .collect()
 }
 
 /// The packets the impaired links dropped, as drops of the host that sent

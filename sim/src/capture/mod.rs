@@ -24,6 +24,7 @@ use nix::poll::{PollFd, PollFlags};
 use crate::lab::netns::NetNs;
 
 pub mod dataplane_drops;
+pub mod kernel_drops;
 mod pcapng;
 mod read;
 pub mod verdicts;

@@ -85,6 +85,14 @@ pub enum Where {
     /// The host's net manager dropped the payload of a tunnel datagram;
     /// found only on an encapsulated hop, shown at its interface.
     Tunnel,
+    /// The host's kernel freed it as a drop (`skb:kfree_skb`, see
+    /// [`super::kernel_drops`]): the device it was on, when known; a TCP
+    /// segment's sequence and acknowledgement numbers, which tell apart
+    /// segments whose other fields are the same.
+    Kernel {
+        iface: Option<String>,
+        tcp: Option<(u32, u32)>,
+    },
 }
 
 /// One packet a host dropped, and why.
@@ -104,6 +112,9 @@ pub struct Drop {
 #[derive(Debug, Clone, Default)]
 pub struct Verdicts {
     drops: HashMap<(String, Key), Drop>,
+    /// The kernel's drops ([`Where::Kernel`]), apart: several segments can
+    /// share a key, and they never replace a drop recorded otherwise.
+    kernel: HashMap<(String, Key), Vec<Drop>>,
     /// `HOST: REASON` for each host whose drops are not recorded.
     pub unavailable: Vec<String>,
 }
@@ -114,17 +125,34 @@ impl Verdicts {
         self.drops.get(&(host.to_string(), key.clone()))
     }
 
-    /// Record a drop found by another mechanism (a link impairment).
+    /// The kernel's drop of the packet `key` at `host`; for a TCP segment
+    /// (`tcp`: its sequence and acknowledgement numbers) only a drop of
+    /// that segment.
+    pub fn find_kernel(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
+        let v = self.kernel.get(&(host.to_string(), key.clone()))?;
+        v.iter()
+            .find(|d| matches!(&d.at, Where::Kernel { tcp: t, .. } if *t == tcp))
+    }
+
+    /// Record a drop found by another mechanism (a link impairment, a
+    /// dataplane's log, the kernel).
     pub fn add(&mut self, key: Key, drop: Drop) {
+        if let Where::Kernel { .. } = drop.at {
+            let v = self.kernel.entry((drop.host.clone(), key)).or_default();
+            if !v.contains(&drop) {
+                v.push(drop);
+            }
+            return;
+        }
         self.drops.insert((drop.host.clone(), key), drop);
     }
 
     pub fn len(&self) -> usize {
-        self.drops.len()
+        self.drops.len() + self.kernel.values().map(Vec::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.drops.is_empty()
+        self.drops.is_empty() && self.kernel.is_empty()
     }
 
     /// The first line of [`Verdicts::to_text`].
@@ -138,13 +166,20 @@ impl Verdicts {
     /// same for the same verdicts.
     pub fn to_text(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d)));
         let mut drops: Vec<String> = (self.drops.iter())
+            .chain(kernel)
             .map(|((host, k), d)| {
                 let ports = k.ports.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
                 let at = match &d.at {
                     Where::Chain(c) => format!("chain:{}", clean(c)),
                     Where::Iface(i) => format!("iface:{}", clean(i)),
                     Where::Tunnel => "tunnel".into(),
+                    Where::Kernel { iface, tcp } => format!(
+                        "kernel:{}/{}",
+                        iface.as_deref().map_or("-".into(), clean),
+                        tcp.map_or("-".into(), |(s, a)| format!("{s},{a}"))
+                    ),
                 };
                 format!(
                     "drop\t{}\t{}\t{}\t{}\t{}\t{ports}\t{at}\t{}\t{}\n",
@@ -206,6 +241,7 @@ impl Verdicts {
                     let at = match at.split_once(':') {
                         Some(("chain", c)) => Where::Chain(c.into()),
                         Some(("iface", i)) => Where::Iface(i.into()),
+                        Some(("kernel", k)) => kernel_at(k).ok_or_else(bad)?,
                         None if *at == "tunnel" => Where::Tunnel,
                         _ => return Err(bad()),
                     };
@@ -222,6 +258,23 @@ impl Verdicts {
         }
         Ok(v)
     }
+}
+
+/// The place of a kernel drop as [`Verdicts::to_text`] writes it:
+/// `IFNAME/SEQ,ACK`, `-` for what is not known.
+fn kernel_at(text: &str) -> Option<Where> {
+    let (iface, tcp) = text.split_once('/')?;
+    let tcp = match tcp {
+        "-" => None,
+        t => {
+            let (s, a) = t.split_once(',')?;
+            Some((s.parse().ok()?, a.parse().ok()?))
+        }
+    };
+    Some(Where::Kernel {
+        iface: (iface != "-").then(|| iface.to_string()),
+        tcp,
+    })
 }
 
 /// One host's `nft monitor trace`, read line by line.

@@ -16,6 +16,7 @@ use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
 use super::{End, Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
+use crate::capture::verdicts::{Key, Verdicts, Where};
 use crate::capture::Captured;
 use crate::load::{LoadExpect, LoadSummary};
 use crate::values::Proto as StepProto;
@@ -62,6 +63,33 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
         }
     }
     None
+}
+
+/// The kernel's drop of the packet whose last hop is `last` (see
+/// [`crate::capture::kernel_drops`]): recorded in the host it was last seen
+/// in, by the fields it had there (a tunnel datagram: the datagram's own,
+/// the kernel knowing no inner packet), a TCP segment also by its sequence
+/// and acknowledgement numbers. Shown at the device the kernel named
+/// (`dropped at HOST/IFNAME by the kernel (REASON)`), else at the host
+/// (`dropped at HOST by the kernel (REASON)`). The caller asks only when no
+/// other mechanism recorded a drop of it.
+pub(super) fn kernel_drop(drops: &Verdicts, last: &Seen) -> Option<End> {
+    let s = last.outer.as_ref().unwrap_or(&last.s);
+    let tcp = match s.l4 {
+        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
+        _ => None,
+    };
+    let d = drops.find_kernel(&last.at.host, &Key::of(s), tcp)?;
+    let Where::Kernel { iface, .. } = &d.at else {
+        return None;
+    };
+    Some(End::Dropped {
+        host: d.host.clone(),
+        at: iface.clone().unwrap_or_default(),
+        by: d.by.clone(),
+        why: d.why.clone(),
+        iface: iface.is_some(),
+    })
 }
 
 /// The summary of a DNS message (UDP to or from port 53), for its hop.

@@ -862,11 +862,13 @@ pub enum End {
     /// by nftables inet hoplab_gateway (not_exposed)`; or, where a
     /// dataplane process read it from an interface and dropped it,
     /// `dropped at HOST/IFNAME by BY (WHY)`, e.g. `dropped at gw/gw0 by the
-    /// gateway (table_full)`.
+    /// gateway (table_full)`, `dropped at gw/gw0 by the kernel (FULL_RING)`;
+    /// or, for the kernel's drop where no device is known (`at` empty),
+    /// `dropped at HOST by the kernel (WHY)`.
     Dropped {
         host: String,
         /// Where in the host: the nftables chain (`input`, `forward`, ...),
-        /// or the interface (`iface`).
+        /// or the interface (`iface`); empty: the host alone.
         at: String,
         /// What dropped it: `nftables FAMILY TABLE`, `the gateway`.
         by: String,
@@ -891,6 +893,13 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Delivered { host } => write!(f, "delivered to {host}"),
+            End::Dropped {
+                host,
+                at,
+                by,
+                why,
+                iface: false,
+            } if at.is_empty() => write!(f, "dropped at {host} by {by} ({why})"),
             End::Dropped {
                 host,
                 at,
@@ -923,6 +932,10 @@ impl FromStr for End {
                 let place = rest.split(' ').next()?;
                 let (host, at, iface, rest) = match place.split_once('/') {
                     Some((host, ifname)) => (host, ifname, true, &rest[place.len()..]),
+                    // `HOST by`: no place inside the host is known.
+                    None if rest[place.len()..].starts_with(" by ") => {
+                        (place, "", false, &rest[place.len() + 4..])
+                    }
                     None => {
                         let (host, rest) = rest.split_once(" in ")?;
                         let (at, rest) = rest.split_once(" by ")?;
@@ -945,13 +958,13 @@ impl FromStr for End {
                 })
             })();
             canonical(
-                "a drop (dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY))",
+                "a drop (dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY), dropped at HOST by WHAT (WHY))",
                 s,
                 v,
             )
         } else {
             Err(bad(
-                "an end (delivered to HOST, dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY), last seen at PLACE)",
+                "an end (delivered to HOST, dropped at HOST in CHAIN by WHAT (WHY), dropped at HOST/IFNAME by WHAT (WHY), dropped at HOST by WHAT (WHY), last seen at PLACE)",
                 s,
             ))
         }
@@ -1065,9 +1078,24 @@ mod tests {
             }
         );
         assert_eq!(e.to_string(), text);
+        // The kernel's drop where no device is known: the host alone.
+        let text = "dropped at b by the kernel (TCP_OLD_DATA)";
+        let e: End = text.parse().unwrap();
+        assert_eq!(
+            e,
+            End::Dropped {
+                host: "b".into(),
+                at: String::new(),
+                by: "the kernel".into(),
+                why: "TCP_OLD_DATA".into(),
+                iface: false,
+            }
+        );
+        assert_eq!(e.to_string(), text);
         for bad in [
             "dropped at gw in input by nftables inet t",
-            "dropped at gw by x (y)",
+            "dropped at gw by x",
+            "dropped at gw in  by x (y)",
             "dropped at gw in input (y)",
             "dropped at gw/gw0 in input by x (y)",
             "dropped at gw/gw0 (y)",

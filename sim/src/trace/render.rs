@@ -85,6 +85,11 @@ fn drop_of(drops: &Verdicts, last: &Seen) -> Option<End> {
     if drops.is_empty() {
         return None;
     }
+    recorded_drop(drops, last).or_else(|| super::build::kernel_drop(drops, last))
+}
+
+/// A drop of [`drop_of`] recorded by nftables, an impairment or a dataplane.
+fn recorded_drop(drops: &Verdicts, last: &Seen) -> Option<End> {
     let d = drops.find(&last.at.host, &Key::of(&last.s))?;
     let (at, iface) = match (&d.at, last.outer.is_some()) {
         (Where::Chain(c), false) => (c.clone(), false),

@@ -611,3 +611,52 @@ fn undecodable_frames_are_counted_not_fatal() {
     let t = build(&LabView::of(&sc), &f, &[]);
     assert_eq!(t.undecodable, 1);
 }
+
+/// A kernel drop ends the packet it names (by its fields and TCP numbers
+/// where it was last seen) as dropped by the kernel, at the device the
+/// kernel named; another segment stays delivered; a drop recorded by
+/// nftables is never replaced by the kernel's.
+#[test]
+fn a_kernel_drop_ends_its_packet_and_never_replaces_another_verdict() {
+    use crate::capture::verdicts::{Drop, Key, Verdicts, Where};
+    let sc = crate::oakestra::parse(Path::new("t.yaml"), "t", SC).unwrap();
+    let fr = &frames()[..5];
+    let last = hoplab_dataplane::wire::parse_ethernet(&fr[4].data)
+        .unwrap()
+        .unwrap();
+    let key = Key::of(&last);
+    let end = |drops: Verdicts| {
+        let mut lab = LabView::of(&sc);
+        lab.drops = drops;
+        build(&lab, fr, &[]).flows[0].packets[0].end.to_string()
+    };
+    assert_eq!(end(Verdicts::default()), "delivered to pod");
+    let kernel = |tcp| Drop {
+        host: "pod".into(),
+        at: Where::Kernel {
+            iface: Some("eth0".into()),
+            tcp: Some(tcp),
+        },
+        by: "the kernel".into(),
+        why: "TCP_LISTEN_OVERFLOW".into(),
+    };
+    let mut v = Verdicts::default();
+    v.add(key.clone(), kernel((5001, 0)));
+    assert_eq!(end(v.clone()), "delivered to pod", "another segment's drop");
+    v.add(key.clone(), kernel((5000, 0)));
+    assert_eq!(
+        end(v.clone()),
+        "dropped at pod/eth0 by the kernel (TCP_LISTEN_OVERFLOW)"
+    );
+    let nft = Drop {
+        host: "pod".into(),
+        at: Where::Chain("input".into()),
+        by: "nftables inet t".into(),
+        why: "policy drop".into(),
+    };
+    v.add(key, nft);
+    assert_eq!(
+        end(v),
+        "dropped at pod in input by nftables inet t (policy drop)"
+    );
+}
