@@ -202,16 +202,27 @@ fn report(
         let _ = writeln!(m, "(Written after round {done} of {}.)\n", o.rounds);
     }
     let only: String = o.names.iter().map(|n| format!(" --scenario {n}")).collect();
+    let beside = if load == 0 {
+        format!(
+            "no thread of the soak spins (`--load 0`): the load on the {cores} core{} is \
+             whatever else runs on the machine (the 1-minute load average is not recorded)",
+            if cores == 1 { "" } else { "s" },
+        )
+    } else {
+        format!(
+            "{load} thread{} of the soak spin (on a machine with {cores} core{}), so each run \
+             gets less CPU than alone",
+            if load == 1 { "" } else { "s" },
+            if cores == 1 { "" } else { "s" },
+        )
+    };
     let _ = writeln!(
         m,
         "Written by `cargo xtask soak {}{only}`. Each round runs every shipped scenario once \
          (debug build) and compares its trace with the reviewed snapshot; a flake is a run \
-         whose trace differs or that did not end as the snapshot says. Beside the runs, {load} \
-         thread{} of the soak spin (on a machine with {cores} core{}), so each run gets \
-         less CPU than alone.\n",
+         whose trace differs or that did not end as the snapshot says. Beside the runs, \
+         {beside}.\n",
         o.rounds,
-        if load == 1 { "" } else { "s" },
-        if cores == 1 { "" } else { "s" },
     );
     let _ = writeln!(
         m,
