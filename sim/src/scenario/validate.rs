@@ -369,7 +369,7 @@ fn check_load_step(i: usize, s: &Step) -> Result<(), Invalid> {
         if matches!(s.expect, Expect::Load(_)) {
             return bad(
                 format!("{f}.expect"),
-                "`ok`, `spread` and `never` are a load step's (give `load`)",
+                "`ok`, `spread`, `never` and `one_of` are a load step's (give `load`)",
             );
         }
         if s.df && (s.proto() != Proto::Udp || s.http.is_some()) {

@@ -352,19 +352,9 @@ fn a_resend_after_a_loss_stays() {
 /// server's connection closed and is answered with a reset. `lost`: the
 /// client's ACK is lost instead, so the resend and its answer are real.
 fn late_ack(how: &str) -> Vec<(Seg, u64, u64)> {
-    let mut v: Vec<(Seg, u64, u64)> = [
-        seg(true, "S", 1000, 0, b""),
-        seg(false, "SA", 5000, 1001, b""),
-        seg(true, "A", 1001, 5001, b""),
-        seg(true, "PA", 1001, 5001, b"hello"),
-        seg(false, "PA", 5001, 1006, b"hello"),
-        seg(true, "FA", 1006, 5006, b""),
-        seg(false, "FA", 5006, 1007, b""),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
-    .collect();
+    let mut v = super::tests_order::timed_echo();
+    v.push((seg(true, "FA", 1006, 5006, b""), 50, 55));
+    v.push((seg(false, "FA", 5006, 1007, b""), 60, 65));
     let mut ack = seg(true, "A", 1007, 5007, b"");
     ack.lost = how == "lost";
     v.push((ack, 66, 110));
@@ -426,17 +416,7 @@ fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
     use super::tests_order::capture as timed;
     let lab = lab();
     let run = |resent: bool| {
-        let mut v: Vec<(Seg, u64, u64)> = [
-            seg(true, "S", 1000, 0, b""),
-            seg(false, "SA", 5000, 1001, b""),
-            seg(true, "A", 1001, 5001, b""),
-            seg(true, "PA", 1001, 5001, b"hello"),
-            seg(false, "PA", 5001, 1006, b"hello"),
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
-        .collect();
+        let mut v = super::tests_order::timed_echo();
         v.push((seg(true, "FA", 1006, 5006, b""), 60, 65));
         v.push((seg(false, "FA", 5006, 1007, b""), 70, 100));
         if resent {

@@ -35,10 +35,11 @@ pub(super) fn capture(segs: &[(Seg, u64, u64)]) -> Vec<Captured> {
     out
 }
 
-/// Handshake and one echo, each segment 10 µs after the one before and
-/// 5 µs on its way; then `close`, timed as given.
-fn echo_then(close: &[(Seg, u64, u64)]) -> Trace {
-    let mut v: Vec<(Seg, u64, u64)> = [
+/// Handshake and one echo of `hello` (client port 40000, sequence numbers
+/// from 1000 and 5000), each segment 10 µs after the one before and 5 µs
+/// on its way.
+pub(super) fn timed_echo() -> Vec<(Seg, u64, u64)> {
+    [
         seg(true, "S", 1000, 0, b""),
         seg(false, "SA", 5000, 1001, b""),
         seg(true, "A", 1001, 5001, b""),
@@ -48,7 +49,12 @@ fn echo_then(close: &[(Seg, u64, u64)]) -> Trace {
     .into_iter()
     .enumerate()
     .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
-    .collect();
+    .collect()
+}
+
+/// [`timed_echo`], then `close`, timed as given.
+fn echo_then(close: &[(Seg, u64, u64)]) -> Trace {
+    let mut v = timed_echo();
     v.extend_from_slice(close);
     build(&lab(), &capture(&v), &[])
 }
