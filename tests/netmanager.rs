@@ -529,6 +529,27 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `data` on `c` from a second thread, closes the write side, and
+/// checks that the echo server sent it all back unchanged.
+fn echo_whole(c: &mut TcpStream, data: &[u8]) {
+    let mut w = c.try_clone().unwrap();
+    let sent = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).expect("the echo comes back");
+    writer.join().unwrap();
+    assert!(
+        back == data,
+        "echoed {} bytes of {}",
+        back.len(),
+        data.len()
+    );
+}
+
 /// Garbage on the tunnel port (of the net manager in `node`): dropped and
 /// counted, nothing forwarded. `before`: the counters before. Returns the
 /// counters after, and how many datagrams were sent.
@@ -603,22 +624,7 @@ fn translates_service_traffic_end_to_end() {
     assert_eq!(peer.ip().to_string(), CLIENT_IP);
     assert_eq!(peer.port(), c.local_addr().unwrap().port());
     let data = noise(7, 1 << 20);
-    let mut w = c.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).expect("the echo comes back");
-    writer.join().unwrap();
-    assert!(
-        back == data,
-        "echoed {} bytes of {}",
-        back.len(),
-        data.len()
-    );
+    echo_whole(&mut c, &data);
 
     // An unknown service: the query fails and the client gets an ICMP
     // host unreachable.
@@ -891,22 +897,7 @@ fn tunnels_to_an_instance_on_another_node() {
     let peer = echo.tcp_peers.recv_timeout(TIMEOUT).unwrap();
     assert_eq!(peer.ip().to_string(), CLIENT_IP);
     let data = noise(11, 256 << 10);
-    let mut w = c.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).expect("the echo comes back");
-    writer.join().unwrap();
-    assert!(
-        back == data,
-        "echoed {} bytes of {}",
-        back.len(),
-        data.len()
-    );
+    echo_whole(&mut c, &data);
 
     let (c1, c2) = (counters(&p1.control), counters(&p2.control));
     assert!(c1["tunnel_out"] > 0 && c1["tunnel_in"] > 0, "{c1:?}");

@@ -181,19 +181,15 @@ fn without_kernel_verdicts(name: &str, trace: &str) -> String {
     t.to_yaml()
 }
 
-/// Run shipped scenario `name` as nobody; it must pass with the reviewed
-/// trace (and say that the kernel's drops are not recorded) and leave only
-/// files owned by nobody.
-fn rootless_run_matches_snapshot(name: &str) {
-    let tmp = Tmp::new(name);
-    let sc = tmp.scenario(name);
-    let out = tmp.out(name);
-    let o = tmp.nobody(&sc, &out).output().unwrap();
+/// The rootless run `o` succeeded and its trace in `out` is the reviewed
+/// one of `name` (without the kernel's drop verdicts, which a rootless run
+/// cannot record).
+fn assert_rootless_trace_reviewed(name: &str, o: &Output, out: &Path) {
     assert!(
         o.status.success(),
         "{name}: rootless run failed ({}):\n{}",
         o.status,
-        stderr(&o)
+        stderr(o)
     );
     let trace = fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml written");
     let trace = without_kernel_verdicts(name, &trace);
@@ -203,6 +199,17 @@ fn rootless_run_matches_snapshot(name: &str) {
         "{name}: the rootless trace differs from the reviewed one:\n{}",
         hoplab_sim::trace::diff(&want, &trace).join("\n")
     );
+}
+
+/// Run shipped scenario `name` as nobody; it must pass with the reviewed
+/// trace (and say that the kernel's drops are not recorded) and leave only
+/// files owned by nobody.
+fn rootless_run_matches_snapshot(name: &str) {
+    let tmp = Tmp::new(name);
+    let sc = tmp.scenario(name);
+    let out = tmp.out(name);
+    let o = tmp.nobody(&sc, &out).output().unwrap();
+    assert_rootless_trace_reviewed(name, &o, &out);
     let mut files = Vec::new();
     walk(&out, &mut files);
     for f in ["trace.yaml", "capture.pcapng", "report.md", "logs"] {
@@ -355,20 +362,7 @@ fn a_tun_scenario_runs_rootless_where_the_device_is_open() {
     // with it.
     unsafe { cmd.pre_exec(hook) };
     let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{name}: rootless run failed ({}):\n{}",
-        o.status,
-        stderr(&o)
-    );
-    let trace = fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml written");
-    let trace = without_kernel_verdicts(name, &trace);
-    let want = reviewed(name);
-    assert!(
-        trace.trim_end() == want.trim_end(),
-        "{name}: the rootless trace differs from the reviewed one:\n{}",
-        hoplab_sim::trace::diff(&want, &trace).join("\n")
-    );
+    assert_rootless_trace_reviewed(name, &o, &out);
     // Each wrote its counters and, beside them, its drop log.
     let files: Vec<std::path::PathBuf> = (fs::read_dir(out.join("counters")).unwrap())
         .map(|e| e.unwrap().path())
