@@ -74,6 +74,14 @@ pub fn check(lab: &Lab) -> Vec<Invalid> {
     for (i, c) in lab.capture.interfaces.iter().enumerate() {
         found.gather(check_capture(&ifaces, i, c));
     }
+    for (i, h) in lab.capture.loopback.iter().enumerate() {
+        let f = format!("capture.loopback[{i}]");
+        if !ifaces.contains_key(h.as_str()) {
+            found.gather(bad(f, undefined_host(h, ifaces.keys().copied())));
+        } else if lab.capture.loopback[..i].contains(h) {
+            found.gather(bad(f, format!("host `{h}` is listed twice")));
+        }
+    }
     found
 }
 

@@ -315,6 +315,8 @@ impl Step {
 pub struct Capture {
     /// `host/ifname` to capture; empty means every interface except `lo`.
     pub interfaces: Vec<String>,
+    /// Hosts whose `lo` is captured on top of `interfaces`.
+    pub loopback: Vec<String>,
     /// Time to let the last packets settle before the capture is drained.
     pub settle_ms: u64,
 }
@@ -357,8 +359,21 @@ impl Lab {
         })
     }
 
-    /// Every capturable interface, `host/ifname`, in a stable order.
+    /// Every interface to capture, `host/ifname`, in a stable order: those
+    /// listed (every one but `lo` when none is), then the `lo` of each
+    /// `loopback` host not listed already.
     pub fn capture_interfaces(&self) -> Vec<(String, String)> {
+        let mut out = self.listed_or_every_interface();
+        for h in &self.capture.loopback {
+            let lo = (h.clone(), "lo".to_string());
+            if !out.contains(&lo) {
+                out.push(lo);
+            }
+        }
+        out
+    }
+
+    fn listed_or_every_interface(&self) -> Vec<(String, String)> {
         if !self.capture.interfaces.is_empty() {
             return self
                 .capture

@@ -33,6 +33,7 @@ pub(super) fn copy(sc: &Scenario) -> Lab {
         traffic: sc.traffic.iter().map(|s| step(sc, s)).collect(),
         capture: lab::Capture {
             interfaces: sc.capture.interfaces.clone(),
+            loopback: sc.capture.loopback.clone(),
             settle_ms: sc.capture.settle_ms,
         },
         certs: certs(sc),

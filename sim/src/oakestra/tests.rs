@@ -93,6 +93,35 @@ fn capture_reference_checked() {
 }
 
 #[test]
+fn loopback_adds_lo_to_every_interface_or_to_those_listed() {
+    let sc = parse(
+        Path::new("s.yaml"),
+        "s",
+        &format!("{OK}capture:\n  loopback: [b]\n"),
+    )
+    .unwrap();
+    let lo = ("b".to_string(), "lo".to_string());
+    let all = sc.capture_interfaces();
+    assert_eq!((all.len(), all.last()), (3, Some(&lo)));
+    let listed = format!("{OK}capture:\n  interfaces: [a/eth0, b/lo]\n  loopback: [b, a]\n");
+    let sc = parse(Path::new("s.yaml"), "s", &listed).unwrap();
+    let names: Vec<String> = (sc.capture_interfaces().iter())
+        .map(|(h, i)| format!("{h}/{i}"))
+        .collect();
+    assert_eq!(names, ["a/eth0", "b/lo", "a/lo"]);
+    let e = err(&format!("{OK}capture:\n  loopback: [a, c, a]\n"));
+    assert_eq!(
+        places(&e),
+        [("capture.loopback[1]", 11), ("capture.loopback[2]", 11)]
+    );
+    assert!(
+        e.errors()[0].to_string().contains("undefined host `c`"),
+        "{e}"
+    );
+    assert!(e.errors()[1].to_string().contains("listed twice"), "{e}");
+}
+
+#[test]
 fn duplicate_keys_are_refused_with_both_locations() {
     let t = OK.replace(
         "  b: {}\n",

@@ -400,6 +400,10 @@ pub struct Capture {
     /// `host/ifname` to capture; empty means every interface except `lo`.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Hosts whose `lo` is captured too, on top of `interfaces` (or of
+    /// every interface when that is empty).
+    #[serde(default)]
+    pub loopback: Vec<String>,
     /// Time to let the last packets settle before the capture is drained.
     #[serde(default = "default_settle")]
     pub settle_ms: u64,
