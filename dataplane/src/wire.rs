@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn fragments_each_keep_an_identity_and_the_first_its_ports() {
-        use crate::netmanager::fragments::fragment;
+        use crate::fragments::fragment;
         for v6 in [false, true] {
             let b = if v6 {
                 PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)

@@ -161,13 +161,32 @@
 //! ICMP is not exposed for its family is [`DropReason::NotExposed`]; an
 //! echo reply that is no flow's is [`DropReason::NoFlow`].
 //!
+//! # Fragments
+//!
+//! Only a datagram's first fragment carries its ports, so the core
+//! reassembles, with the net manager's code ([`crate::fragments`]): a
+//! fragment is held ([`Verdict::Held`]) until its datagram is whole; the
+//! datagram is then handled as one packet (a request, a reply, an ICMP
+//! error, or dropped with the packet's reasons), and a translated one is
+//! cut again to the size of the largest fragment it came in, never above
+//! [`GatewayConfig::mtu`] (`gw0`'s, 1450), keeping the IPv4
+//! identification or the IPv6 fragment identification
+//! ([`Verdict::Fragments`]: the shell writes
+//! [`GatewayCore::take_out`]'s packets). Bounds as the net manager's
+//! ([`GatewayConfig::fragments`]: 256 datagrams, 4 MiB, 30 s; the expiry
+//! is in [`GatewayCore::next_deadline`] and [`GatewayCore::expire`]).
+//! Counters: `frag_in`, `frag_held` (a fragment's outcome),
+//! `frag_reassembled`, `frag_out` (fragments written); drops
+//! `dropped_frag_over_cap`, `dropped_frag_overlap` (the fragment and
+//! those held for its datagram), `dropped_frag_duplicate`,
+//! `dropped_frag_timeout` (each fragment of a datagram not whole in
+//! time), `dropped_fragment` (a malformed fragment).
+//!
 //! # What it does not do
 //!
 //! - An ICMP error quoting anything but TCP or UDP (an echo included) is
 //!   dropped as [`DropReason::Unsupported`], as is any ICMP message but
 //!   echo and the errors above.
-//! - Fragments are not reassembled: only the first carries ports, so
-//!   every fragment is dropped ([`DropReason::Fragment`]).
 //! - Anything but TCP, UDP and ICMP is dropped ([`DropReason::Unsupported`]), as are
 //!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.

@@ -163,7 +163,16 @@ fn run(g: &mut GatewayCore, pkt: &[u8], now: Millis) -> (Verdict, Vec<u8>) {
 fn check(g: &GatewayCore) {
     check_invariant(&g.table, false);
     let c = g.counters();
-    assert_eq!(c.packets_in, c.requests + c.replies + c.drops_total());
+    // Each packet ends once (a fragment held too), each datagram made
+    // whole once more; a held fragment discarded later (overlap,
+    // timeout) counts in a drop as well.
+    let ins = c.packets_in + c.frag_reassembled;
+    let outs = c.requests + c.replies + c.drops_total() + c.frag_held;
+    if c.dropped_frag_overlap + c.dropped_frag_timeout == 0 {
+        assert_eq!(ins, outs, "{c}");
+    } else {
+        assert!(ins <= outs, "{c}");
+    }
 }
 
 /// A request from `client` to the exposed `port`; must be translated.
@@ -880,16 +889,21 @@ fn families_never_mix() {
 }
 
 #[test]
-fn fragments_icmp_and_other_protocols_are_dropped() {
+fn malformed_fragments_icmp_and_other_protocols_are_dropped() {
     let mut g = gateway();
-    // IPv4 fragments: first (MF) and later (offset).
-    for frag in [0x2000u16, 0x0010] {
+    // IPv4 fragments: a first one (MF) whose length is not a multiple of
+    // 8 is malformed; a later one (offset, last) is held.
+    for (frag, held) in [(0x2000u16, false), (0x0010, true)] {
         let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
         p[6..8].copy_from_slice(&frag.to_be_bytes());
         testutil::fix_ipv4_header_checksum(&mut p);
-        assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
+        if held {
+            assert_eq!(run(&mut g, &p, Millis(0)).0, Verdict::Held);
+        } else {
+            assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
+        }
     }
-    // IPv6 fragment header (first fragment, more to come).
+    // IPv6 fragment header (first fragment, more to come, 26 bytes).
     let mut p = build(sa(CLIENT6), at(INTERNAL6, 5353), L4::Udp);
     let plen = u16::from_be_bytes([p[4], p[5]]) + 8;
     p[4..6].copy_from_slice(&plen.to_be_bytes());
@@ -975,8 +989,17 @@ fn counters_are_listed_in_order_and_named_after_drops() {
             "flows_removed",
             "icmp_errors_to_client",
             "icmp_errors_to_service",
+            "icmp_errors_echo",
+            "frag_in",
+            "frag_held",
+            "frag_reassembled",
+            "frag_out",
             "dropped_malformed",
             "dropped_fragment",
+            "dropped_frag_over_cap",
+            "dropped_frag_overlap",
+            "dropped_frag_duplicate",
+            "dropped_frag_timeout",
             "dropped_unsupported",
             "dropped_wrong_destination",
             "dropped_spoofed",
@@ -989,6 +1012,10 @@ fn counters_are_listed_in_order_and_named_after_drops() {
     let all = [
         DropReason::Malformed,
         DropReason::Fragment,
+        DropReason::FragmentOverCap,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentDuplicate,
+        DropReason::FragmentTimeout,
         DropReason::Unsupported,
         DropReason::WrongDestination,
         DropReason::Spoofed,
@@ -1005,7 +1032,7 @@ fn counters_are_listed_in_order_and_named_after_drops() {
         assert_eq!(c.dropped(d), i as u64 + 1, "{d}");
         assert!(names.contains(&format!("dropped_{d}").as_str()));
     }
-    assert_eq!(c.drops_total(), 45);
+    assert_eq!(c.drops_total(), 91);
 
     let mut g = gateway();
     let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
@@ -1621,3 +1648,5 @@ fn icmp_exposures_have_no_ports() {
         .iter()
         .any(|e| e.to_string() == "icmp -> 10.30.30.40"));
 }
+
+mod fragmented;
