@@ -182,6 +182,21 @@
 //! `dropped_frag_timeout` (each fragment of a datagram not whole in
 //! time), `dropped_fragment` (a malformed fragment).
 //!
+//! What reaches `gw0` (seen in `gateway-fragments`' capture): the gateway
+//! node's kernel has reassembled the client's fragments already, on
+//! `pub` (nf_defrag, for conntrack and the DNAT), and cuts the datagram
+//! again as it forwards it into `gw0`: IPv4 to the smaller of the largest
+//! fragment's size and `gw0`'s MTU (a client's 1500-byte fragments of a
+//! 3040-byte datagram arrive at `gw0` as 1444, 1444 and 220 bytes); IPv6
+//! to the largest fragment's size, but a reassembled IPv6 datagram whose
+//! fragments were larger than `gw0`'s MTU is not forwarded at all (the
+//! kernel answers packet too big, as a router must not fragment IPv6), so
+//! an IPv6 client first learns the path MTU (1450) and its fragments
+//! arrive as it cut them (1448 and 296 bytes). Either way the core sees
+//! fragments and must reassemble; what it writes back goes through the
+//! same reassembly (conntrack) and cutting again before the net manager's
+//! TUN or `pub`.
+//!
 //! # What it does not do
 //!
 //! - An ICMP error quoting anything but TCP or UDP (an echo included) is
