@@ -227,3 +227,34 @@ fn the_gateway_fragment_seeds_are_reassembled_and_translated() {
     assert_eq!(core.take_out().len(), cut.len());
     assert_eq!(core.counters().requests, 2);
 }
+
+/// The `gateway_icmp` corpus reaches the errors about an echo: its echo
+/// seeds (the second client NAPTed) are translated, and an error about
+/// each translated request goes back to its client.
+#[test]
+fn the_gateway_icmp_echo_seeds_reach_errors_about_an_echo() {
+    use hoplab_dataplane::gateway::Verdict;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gateway_icmp");
+    let mut core = targets::gateway::core();
+    let mut n = 0;
+    for seed in [
+        "5a6312b7a34f47d914c0d6a37f827bc25ccca621",
+        "66e75a2e0ddd5eae9b98ead29b5ef48a3706077c",
+    ] {
+        for r in records(&std::fs::read(corpus.join(seed)).unwrap()) {
+            let mut req = r.bytes.clone();
+            assert_eq!(core.packet_in_place(Millis(0), &mut req), Verdict::Request);
+            let (src, dst) = targets::common::addrs(&req);
+            let mut e = targets::gateway_icmp::error(dst, src, &req, 0);
+            assert_eq!(core.packet_in_place(Millis(0), &mut e), Verdict::Reply);
+            assert_eq!(
+                targets::common::addrs(&e).1,
+                targets::common::addrs(&r.bytes).0
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3);
+    assert_eq!(core.counters().flows_napt, 1);
+    assert_eq!(core.counters().icmp_errors_echo, 3);
+}

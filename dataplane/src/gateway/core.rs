@@ -265,7 +265,8 @@ pub enum DropReason {
     /// never a packet's verdict).
     FragmentTimeout,
     /// Neither TCP, UDP nor ICMP echo (other ICMP messages but the errors
-    /// translated, an ICMP error quoting anything but TCP or UDP), or an
+    /// translated, an ICMP error quoting anything but TCP, UDP or an
+    /// echo), or an
     /// IPv6 routing or authentication header.
     Unsupported,
     /// Not addressed to the gateway's internal address of the packet's
@@ -822,8 +823,8 @@ impl GatewayCore {
     }
 
     /// An ICMP error addressed to the internal address, quoting a TCP or
-    /// UDP packet of a flow (see the module documentation, "ICMP errors").
-    /// It refreshes nothing and never creates a flow.
+    /// UDP packet or an echo of a flow (see the module documentation,
+    /// "ICMP errors"). It refreshes nothing and never creates a flow.
     fn icmp_error(
         &mut self,
         now: Millis,
@@ -833,7 +834,8 @@ impl GatewayCore {
         let proto = match q.kind() {
             QuotedKind::Tcp => Proto::Tcp,
             QuotedKind::Udp => Proto::Udp,
-            QuotedKind::IcmpEcho | QuotedKind::Other => return Err(DropReason::Unsupported),
+            QuotedKind::IcmpEcho => Proto::Icmp,
+            QuotedKind::Other => return Err(DropReason::Unsupported),
         };
         let v6 = v.is_ipv6();
         let internal = self.cfg.internal(v6).ok_or(DropReason::WrongDestination)?;
@@ -841,10 +843,22 @@ impl GatewayCore {
             .quoted_src()
             .zip(v.quoted_dst())
             .zip(v.quoted_src_port().zip(v.quoted_dst_port()));
-        // TCP and UDP quotes always carry their ports.
-        let Some(((qsrc, qdst), (qsp, qdp))) = quoted else {
+        // TCP and UDP quotes always carry their ports, an echo its
+        // identifier.
+        let Some(((qsrc, qdst), (mut qsp, mut qdp))) = quoted else {
             return Err(DropReason::Unsupported);
         };
+        if proto == Proto::Icmp {
+            // The identifier is the echo's "port" on the side that is not
+            // the service's or the exposure's (port 0): the source of a
+            // request `internal > svc`, the destination of a reply
+            // `internal > client`.
+            if self.cfg.is_internal(qdst) {
+                qdp = 0;
+            } else {
+                qsp = 0;
+            }
+        }
         if v.dst() != internal || qsrc != internal {
             return Err(DropReason::WrongDestination);
         }
@@ -880,6 +894,7 @@ impl GatewayCore {
             Dir::Reply => self.counters.icmp_errors_to_client += 1,
             Dir::Request => self.counters.icmp_errors_to_service += 1,
         }
+        self.counters.icmp_errors_echo += u64::from(proto == Proto::Icmp);
         Ok(dir)
     }
 
@@ -975,9 +990,19 @@ fn rewrite_icmp_error(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry, to: Dir
     let _ = v.set_src(internal);
     let _ = v.set_dst(peer);
     let _ = v.set_quoted_src(peer);
-    let _ = v.set_quoted_src_port(peer_port);
     let _ = v.set_quoted_dst(internal);
-    let _ = v.set_quoted_dst_port(own_port);
+    if e.proto.has_ports() {
+        let _ = v.set_quoted_src_port(peer_port);
+        let _ = v.set_quoted_dst_port(own_port);
+    } else {
+        // An echo's one identifier: the client's in the request it sent,
+        // the internal one in the reply the service sent.
+        let id = match to {
+            Dir::Reply => e.client_port,
+            Dir::Request => e.internal_port,
+        };
+        let _ = v.set_quoted_src_port(id);
+    }
 }
 
 fn flow_info(e: &Entry, now: Millis) -> FlowInfo {

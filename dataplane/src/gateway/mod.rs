@@ -128,6 +128,15 @@
 //! | a request (the service's net manager: no instance; a router inside: too big, time exceeded) | `X > internal`, X inside the platform | `internal:iport > svc:sport` | `internal > client`, quote `client:cport > internal:eport` |
 //! | a reply (the client: port closed; a router on the internet) | `Y > internal`, Y outside (conntrack has undone the public address in the quote) | `internal:eport > client:cport` | `internal > svc`, quote `svc:sport > internal:iport` |
 //!
+//! An error about an echo is translated the same way, by the echo
+//! identifier in the ports' role (`icmp_errors_echo` counts them too): an
+//! error from inside quoting the echo request `internal > svc`
+//! (identifier `iport`) goes to the client quoting `client > internal`
+//! with the client's identifier; an error from outside quoting the echo
+//! reply `internal > client` (identifier `cport`) goes to the service
+//! quoting `svc > internal` with `iport`; the quoted ICMP checksum
+//! follows the identifier (and, over IPv6, the quoted addresses).
+//!
 //! The kernel's conntrack then finds the error RELATED to the client's
 //! connection and restores the public address in the outer source and the
 //! quote (step 6 for errors), so the client's socket gets the error. An
@@ -199,9 +208,9 @@
 //!
 //! # What it does not do
 //!
-//! - An ICMP error quoting anything but TCP or UDP (an echo included) is
-//!   dropped as [`DropReason::Unsupported`], as is any ICMP message but
-//!   echo and the errors above.
+//! - An ICMP error quoting anything but TCP, UDP or an echo is dropped
+//!   as [`DropReason::Unsupported`], as is any ICMP message but echo and
+//!   the errors above.
 //! - Anything but TCP, UDP and ICMP is dropped ([`DropReason::Unsupported`]), as are
 //!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.

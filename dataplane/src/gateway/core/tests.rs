@@ -1422,14 +1422,14 @@ fn errors_about_no_flow_or_from_the_wrong_side_are_dropped() {
     let late = Millis(1) + g.config().tcp_established_ms;
     let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &req);
     assert_drop(&mut g, &e, late, DropReason::NoFlow);
-    // An error quoting an echo request: not translated.
+    // An error quoting an echo request of no flow.
     let mut ping = Vec::new();
     PacketBuilder::ipv4([10, 30, 255, 253], [10, 30, 30, 30], 64)
         .icmpv4_echo_request(1, 1)
         .write(&mut ping, b"ping")
         .unwrap();
     let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &ping);
-    assert_drop(&mut g, &e, Millis(1), DropReason::Unsupported);
+    assert_drop(&mut g, &e, Millis(1), DropReason::NoFlow);
     assert_eq!(g.counters().icmp_errors_to_client, 0);
 }
 
@@ -1502,6 +1502,67 @@ proptest! {
         prop_assert_eq!(v, if about_reply { Verdict::Request } else { Verdict::Reply });
         prop_assert_eq!(&out, &want);
         prop_assert!(testutil::checksums_full(&out));
+        // The flow still translates as before.
+        prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
+        prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The same for an echo: an error about an echo request the gateway
+    /// translated (from inside: the net manager's unreachable, a router's
+    /// time exceeded) reaches the client quoting exactly what it sent,
+    /// identifier included; an error about an echo reply (from outside)
+    /// reaches the service quoting exactly the reply it sent; every
+    /// checksum right, NAPTed identifiers too.
+    #[test]
+    fn icmp_errors_about_an_echo_translate_exactly_both_ways(
+        client in 0..4u8,
+        id in prop::sample::select(vec![1u16, 4242, 49152, 65535]),
+        v6 in any::<bool>(),
+        kind in arb_kind(),
+        cut in any::<prop::sample::Index>(),
+        about_reply in any::<bool>(),
+    ) {
+        let mut g = gateway();
+        g.expose(Exposure::icmp(ip("10.30.30.40"))).unwrap();
+        g.expose(Exposure::icmp(ip("fdff:30::40"))).unwrap();
+        let (cl, internal, router, svc) = if v6 {
+            (at(&format!("2001:db8::{client}"), id), ip(INTERNAL6), ip("fd18::9"), ip("fdff:30::40"))
+        } else {
+            (at(&format!("198.51.100.{client}"), id), ip(INTERNAL), ip("10.10.0.9"), ip("10.30.30.40"))
+        };
+        if client % 2 == 1 {
+            let other = if v6 { at("2001:db8::ff", id) } else { at("198.51.100.255", id) };
+            request(&mut g, other, 0, L4::Echo, Millis(0));
+        }
+        let sent = build(cl, SocketAddr::new(internal, 0), L4::Echo);
+        let (v, req) = run(&mut g, &sent, Millis(0));
+        prop_assert_eq!(v, Verdict::Request);
+        let answer = mirror(&req);
+        let (v, back) = run(&mut g, &answer, Millis(0));
+        prop_assert_eq!(v, Verdict::Reply);
+        let min = if v6 { 48 } else { 28 };
+        let n = min + cut.index(sent.len() - min + 1);
+        let (err, want) = if about_reply {
+            (
+                icmp_error(kind, cl.ip(), internal, &back[..n]),
+                icmp_error(kind, internal, svc, &answer[..n]),
+            )
+        } else {
+            (
+                icmp_error(kind, router, internal, &req[..n]),
+                icmp_error(kind, internal, cl.ip(), &sent[..n]),
+            )
+        };
+        let before = g.counters().icmp_errors_echo;
+        let (v, out) = run(&mut g, &err, Millis(1));
+        prop_assert_eq!(v, if about_reply { Verdict::Request } else { Verdict::Reply });
+        prop_assert_eq!(&out, &want);
+        prop_assert!(testutil::checksums_full(&out));
+        prop_assert_eq!(g.counters().icmp_errors_echo, before + 1);
         // The flow still translates as before.
         prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
         prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
