@@ -13,7 +13,9 @@
 //! - [`prefix`]: whether an address lies in a prefix;
 //! - `slab`: the storage of both flow tables (values by `u32` slot);
 //! - [`wire`]: the header summary the rest of hoplab reasons about (the
-//!   trace describes every hop of a captured packet with it).
+//!   trace describes every hop of a captured packet with it);
+//! - [`fragments`]: reassembly of IP fragments into whole datagrams and
+//!   cutting them again (both cores reassemble before translating).
 //!
 //! The cores:
 //!
@@ -24,6 +26,7 @@
 
 pub mod checksum;
 mod counters;
+pub mod fragments;
 pub mod gateway;
 pub mod netmanager;
 pub mod packet;

@@ -45,8 +45,8 @@
 //! An IPv4 packet with MF set or a non-zero fragment offset, or an IPv6
 //! packet with a fragment header, is refused with [`ParseError::Fragment`]:
 //! only the first fragment carries ports, so fragments cannot be matched to
-//! a flow without reassembly (the net manager reassembles them, see
-//! [`crate::netmanager::fragments`]; the gateway drops them).
+//! a flow without reassembly (both cores reassemble them, see
+//! [`crate::fragments`]).
 //!
 //! The views know IP, TCP, UDP and ICMP headers only: nothing of flows,
 //! services or what a core decides to rewrite (the net manager and the

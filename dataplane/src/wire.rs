@@ -67,6 +67,11 @@ pub struct Summary {
     pub l4: L4,
     /// The bytes after the transport header.
     pub payload: Vec<u8>,
+    /// A fragment's datagram identification (IPv4: the identification;
+    /// IPv6: the fragment header's), which with the addresses and the
+    /// protocol names the datagram it belongs to; `None` for a packet
+    /// that is no fragment.
+    pub frag: Option<u32>,
 }
 
 impl Summary {
@@ -211,6 +216,7 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
         }
         _ => return Err(WireError::Malformed("not IPv4 or IPv6".into())),
     };
+    let mut frag = None;
     let (l4, payload) = match &p.transport {
         Some(TransportSlice::Tcp(t)) => {
             let flags = t.header_slice().get(13).copied().unwrap_or(0) & 0x3f;
@@ -251,7 +257,10 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
             i.payload(),
         ),
         _ => match fragment(&p) {
-            Some((first, data)) => fragment_l4(proto, first, data),
+            Some((first, id, data)) => {
+                frag = Some(id);
+                fragment_l4(proto, first, data)
+            }
             None => (L4::Other { proto }, &[][..]),
         },
     };
@@ -263,23 +272,28 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Summary, WireError> {
         ident,
         l4,
         payload: payload.to_vec(),
+        frag,
     })
 }
 
 /// For a fragment (etherparse leaves its transport alone): whether it is
-/// the first one (offset 0), and its data.
-fn fragment<'a>(p: &SlicedPacket<'a>) -> Option<(bool, &'a [u8])> {
+/// the first one (offset 0), its datagram identification, and its data.
+fn fragment<'a>(p: &SlicedPacket<'a>) -> Option<(bool, u32, &'a [u8])> {
     match &p.net {
         Some(NetSlice::Ipv4(v4)) if v4.is_payload_fragmented() => Some((
             v4.header().fragments_offset().value() == 0,
+            u32::from(v4.header().identification()),
             v4.payload().payload,
         )),
         Some(NetSlice::Ipv6(v6)) if v6.is_payload_fragmented() => {
-            let first = v6.extensions().clone().into_iter().all(|e| match e {
-                etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
-                _ => true,
-            });
-            Some((first, v6.payload().payload))
+            let (mut first, mut id) = (true, 0);
+            for e in v6.extensions().clone() {
+                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = e {
+                    first &= f.fragment_offset().value() == 0;
+                    id = f.identification();
+                }
+            }
+            Some((first, id, v6.payload().payload))
         }
         _ => None,
     }
@@ -445,7 +459,7 @@ mod tests {
 
     #[test]
     fn fragments_each_keep_an_identity_and_the_first_its_ports() {
-        use crate::netmanager::fragments::fragment;
+        use crate::fragments::fragment;
         for v6 in [false, true] {
             let b = if v6 {
                 PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
@@ -470,6 +484,14 @@ mod tests {
             assert_eq!(s[1].l4, L4::Other { proto: 17 });
             assert_eq!(s[1].payload.len(), 1400);
             assert_ne!(s[1].payload, s[2].payload);
+            // Every piece names its datagram.
+            let id = if v6 {
+                1
+            } else {
+                u32::from(u16::from_be_bytes([p[4], p[5]]))
+            };
+            assert!(s.iter().all(|f| f.frag == Some(id)), "{s:?}");
+            assert_eq!(parse_ip(&p).unwrap().frag, None);
         }
     }
 

@@ -131,7 +131,7 @@ fn the_tun_fixture_forwards_a_syn_to_the_other_node() {
 /// resolution (it fits the MTU), cut again as it came once resolved.
 #[test]
 fn the_fragments_seed_is_reassembled_and_cut_again() {
-    use hoplab_dataplane::netmanager::fragments::{fragment, is_fragment};
+    use hoplab_dataplane::fragments::{fragment, is_fragment};
     let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus/fragments/521ef23d64798b106c2ab6404f14805afd5b35e6");
     let data = std::fs::read(seed).unwrap();
@@ -185,4 +185,76 @@ fn the_gateway_icmp_fixture_translates_an_error_about_a_request() {
         assert_eq!(core.packet_in_place(Millis(0), &mut e), Verdict::Reply);
     }
     assert_eq!(core.counters().icmp_errors_to_client, 3);
+}
+
+/// The `gateway_packet` corpus reaches past reassembly: a seed of three
+/// fragments (last first) makes a datagram whole in the gateway fixture,
+/// which translates it to its service and writes it cut again; a seed's
+/// whole packet cut the way the target cuts it does the same.
+#[test]
+fn the_gateway_fragment_seeds_are_reassembled_and_translated() {
+    use hoplab_dataplane::fragments::is_fragment;
+    use hoplab_dataplane::gateway::Verdict;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gateway_packet");
+    let read = |name: &str| records(&std::fs::read(corpus.join(name)).unwrap());
+    let mut core = targets::gateway::core();
+    let verdicts: Vec<Verdict> = read("e05d3aeeb990c365a63b0d647b2c29a969b53b8e")
+        .into_iter()
+        .map(|r| core.packet_in_place(Millis(0), &mut r.bytes.clone()))
+        .collect();
+    assert_eq!(verdicts, [Verdict::Held, Verdict::Held, Verdict::Fragments]);
+    let out = core.take_out();
+    assert_eq!(out.len(), 3);
+    assert!(out
+        .iter()
+        .all(|p| is_fragment(p) && p[16..20] == [10, 30, 30, 30]));
+
+    let whole = &read("5a617148d2e1ae8fb74bda634b33f8b86cf54c70")[0].bytes;
+    let (cut, was_cut) = targets::fragments::pieces(whole);
+    assert!(was_cut && cut.len() > 3);
+    let last = cut.len() - 1;
+    for (i, p) in cut.iter().enumerate() {
+        let v = core.packet_in_place(Millis(0), &mut p.clone());
+        assert_eq!(
+            v,
+            if i == last {
+                Verdict::Fragments
+            } else {
+                Verdict::Held
+            }
+        );
+    }
+    assert_eq!(core.take_out().len(), cut.len());
+    assert_eq!(core.counters().requests, 2);
+}
+
+/// The `gateway_icmp` corpus reaches the errors about an echo: its echo
+/// seeds (the second client NAPTed) are translated, and an error about
+/// each translated request goes back to its client.
+#[test]
+fn the_gateway_icmp_echo_seeds_reach_errors_about_an_echo() {
+    use hoplab_dataplane::gateway::Verdict;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gateway_icmp");
+    let mut core = targets::gateway::core();
+    let mut n = 0;
+    for seed in [
+        "5a6312b7a34f47d914c0d6a37f827bc25ccca621",
+        "66e75a2e0ddd5eae9b98ead29b5ef48a3706077c",
+    ] {
+        for r in records(&std::fs::read(corpus.join(seed)).unwrap()) {
+            let mut req = r.bytes.clone();
+            assert_eq!(core.packet_in_place(Millis(0), &mut req), Verdict::Request);
+            let (src, dst) = targets::common::addrs(&req);
+            let mut e = targets::gateway_icmp::error(dst, src, &req, 0);
+            assert_eq!(core.packet_in_place(Millis(0), &mut e), Verdict::Reply);
+            assert_eq!(
+                targets::common::addrs(&e).1,
+                targets::common::addrs(&r.bytes).0
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3);
+    assert_eq!(core.counters().flows_napt, 1);
+    assert_eq!(core.counters().icmp_errors_echo, 3);
 }

@@ -18,9 +18,7 @@
 //! core cut again reassembles into a packet that keeps every checksum the
 //! original had valid.
 
-use hoplab_dataplane::netmanager::fragments::{
-    fragment, is_fragment, FragmentConfig, FragmentTable,
-};
+use hoplab_dataplane::fragments::{fragment, is_fragment, FragmentConfig, FragmentTable};
 use hoplab_dataplane::netmanager::Action;
 use hoplab_dataplane::packet::IpPacket;
 use hoplab_dataplane::Millis;
@@ -36,7 +34,7 @@ const CFG: FragmentConfig = FragmentConfig {
 
 /// The packets a record stands for: itself if it is a fragment or not a
 /// packet; else its pieces, in the order its last bytes choose.
-fn pieces(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+pub fn pieces(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
     let whole = {
         let mut copy = bytes.to_vec();
         IpPacket::new_checked(&mut copy).is_ok()

@@ -13,13 +13,27 @@
 //! and an exposed port to a client outside the platform's networks.
 //! Every service's answer to a request (addresses and ports swapped) is
 //! fed back, so replies and closing flows are exercised.
+//!
+//! Fragments: the input runs twice, on a fresh core each time: its
+//! records as they are (a record may be a fragment), then every whole
+//! packet cut into pieces as the `fragments` target cuts them (its size
+//! and order chosen by its last bytes; answers cut too). A fragment is
+//! held or dropped; when one makes its datagram whole and the core
+//! translates it, the packets it writes are fragments no larger than the
+//! MTU, which reassemble into a packet that passes the invariants above
+//! against the datagram the fragments made (a table of the target's own,
+//! fed the same fragments, gives it). Everything expires in the end:
+//! nothing stays held.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
+use hoplab_dataplane::fragments::{is_fragment, FragmentTable};
 use hoplab_dataplane::gateway::{Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
 use hoplab_dataplane::packet::IpPacket;
+use hoplab_dataplane::Millis;
 
 use super::common::{addrs, records, reply, Checks};
+use super::fragments::pieces;
 
 pub fn core() -> GatewayCore {
     let mut core = GatewayCore::new(GatewayConfig {
@@ -49,56 +63,156 @@ pub fn core() -> GatewayCore {
 }
 
 pub fn packet(data: &[u8]) {
-    let mut core = core();
-    let services: Vec<SocketAddr> = core.exposures().iter().map(|e| e.service).collect();
-    let ports: Vec<u16> = core.exposures().iter().map(|e| e.port).collect();
-    let mut now = hoplab_dataplane::Millis(0);
+    run(data, false);
+    run(data, true);
+}
+
+/// What the core is checked against: its exposures, and a reassembly
+/// table fed the fragments the core took.
+struct Fixture {
+    core: GatewayCore,
+    services: Vec<SocketAddr>,
+    ports: Vec<u16>,
+    shadow: FragmentTable,
+}
+
+fn run(data: &[u8], cut: bool) {
+    let core = core();
+    let mut f = Fixture {
+        services: core.exposures().iter().map(|e| e.service).collect(),
+        ports: core.exposures().iter().map(|e| e.port).collect(),
+        shadow: FragmentTable::new(core.config().fragments),
+        core,
+    };
+    let split = |p: Vec<u8>| if cut { pieces(&p).0 } else { vec![p] };
+    let mut now = Millis(0);
     for r in records(data) {
         if r.advance.0 > 0 {
             now = now + r.advance;
-            core.expire(now);
+            f.core.expire(now);
+            f.shadow.expire(now);
         }
         let mut next = Some(r.bytes);
         while let Some(packet) = next.take() {
-            let mut buf = packet.clone();
-            let verdict = core.packet_in_place(now, &mut buf);
-            let cfg = core.config();
-            let (src, dst) = match verdict {
-                Verdict::Drop(_) => {
-                    assert_eq!(buf, packet, "a dropped packet was changed");
-                    continue;
+            for p in split(packet) {
+                if let Some(answer) = f.one(now, p) {
+                    next = Some(answer);
                 }
-                _ => addrs(&buf),
-            };
-            assert_eq!(buf.len(), packet.len());
-            Checks::of(&packet).assert_kept(&Checks::of(&buf), "gateway rewrite");
-            let mut view = buf.clone();
-            let v = IpPacket::new_checked(&mut view).expect("a rewritten packet is valid");
-            let Some((sp, dp)) = v.src_port().zip(v.dst_port()) else {
-                // An ICMP error about a flow (see the `gateway_icmp` target).
-                assert!(v.quote().is_some(), "rewritten: TCP, UDP or an ICMP error");
-                continue;
-            };
-            assert_eq!(Some(src), cfg.internal(v.is_ipv6()));
-            // An echo's identifier is no port: its exposure has port 0.
-            let echo = v.icmp_type_code().is_some();
-            if verdict == Verdict::Request {
-                let dp = if echo { 0 } else { dp };
-                assert!(
-                    services.contains(&SocketAddr::new(dst, dp)),
-                    "a request to {dst}:{dp}, not an exposed service"
-                );
-                next = reply(&buf);
-            } else {
-                let sp = if echo { 0 } else { sp };
-                assert!(ports.contains(&sp), "a reply from port {sp}, not exposed");
-                assert!(
-                    !cfg.is_internal(dst),
-                    "a reply to {dst}, inside the platform"
-                );
             }
         }
     }
-    let c = core.counters();
-    assert_eq!(c.packets_in, c.requests + c.replies + c.drops_total());
+    f.core.expire(Millis::MAX);
+    assert_eq!(f.core.fragments_held(), (0, 0), "fragments held forever");
+    let c = f.core.counters();
+    let ins = c.packets_in + c.frag_reassembled;
+    let outs = c.requests + c.replies + c.drops_total() + c.frag_held;
+    assert!(ins <= outs, "packets unaccounted for:\n{c}");
+    if c.dropped_frag_overlap + c.dropped_frag_timeout == 0 {
+        assert_eq!(ins, outs, "counters disagree:\n{c}");
+    }
+}
+
+impl Fixture {
+    /// One packet through the core, its outcome checked; the service's
+    /// answer to a request.
+    fn one(&mut self, now: Millis, packet: Vec<u8>) -> Option<Vec<u8>> {
+        let mut buf = packet.clone();
+        let (frag_in, requests) = (self.core.counters().frag_in, self.core.counters().requests);
+        let verdict = self.core.packet_in_place(now, &mut buf);
+        // The datagram the fragments made, as the core's table made it.
+        let mut made = None;
+        if self.core.counters().frag_in > frag_in {
+            if let Ok(Some(w)) = self.shadow.insert(now, None, &packet) {
+                made = Some(w.packet);
+            }
+        }
+        match verdict {
+            Verdict::Drop(_) | Verdict::Held => {
+                assert_eq!(buf, packet, "a dropped or held packet was changed");
+                assert!(self.core.take_out().is_empty());
+                None
+            }
+            Verdict::Fragments => {
+                let original = made.expect("the core made a datagram whole");
+                let out = self.core.take_out();
+                let whole = self.written(&out);
+                let dir = if self.core.counters().requests > requests {
+                    Verdict::Request
+                } else {
+                    Verdict::Reply
+                };
+                self.check(dir, &original, &whole)
+            }
+            Verdict::Request | Verdict::Reply => self.check(verdict, &packet, &buf),
+        }
+    }
+
+    /// The packets written after [`Verdict::Fragments`]: fragments of one
+    /// identification within the MTU (or the datagram whole, if it could
+    /// not be cut), made whole again.
+    fn written(&self, out: &[Vec<u8>]) -> Vec<u8> {
+        assert!(!out.is_empty(), "a translated datagram wrote nothing");
+        if out.len() == 1 && !is_fragment(&out[0]) {
+            return out[0].clone();
+        }
+        let mtu = self.core.config().mtu;
+        let mut t = FragmentTable::new(Default::default());
+        let mut whole = None;
+        for p in out {
+            assert!(is_fragment(p), "a piece is not a fragment");
+            assert!(
+                p.len() <= mtu,
+                "a fragment of {} bytes over the MTU",
+                p.len()
+            );
+            assert_ne!(
+                Checks::of(p).ipv4_header,
+                Some(false),
+                "a fragment's header"
+            );
+            match t.insert(Millis(0), None, p) {
+                Ok(Some(w)) => whole = Some(w.packet),
+                Ok(None) => {}
+                Err(e) => panic!("the fragments written do not fit together: {e:?}"),
+            }
+        }
+        assert!(t.is_empty(), "fragments written that make no datagram");
+        whole.expect("the fragments written make the datagram whole")
+    }
+
+    /// The invariants of a translated packet `buf` (from `packet`).
+    fn check(&self, verdict: Verdict, packet: &[u8], buf: &[u8]) -> Option<Vec<u8>> {
+        let cfg = self.core.config();
+        let (src, dst) = addrs(buf);
+        assert_eq!(buf.len(), packet.len());
+        Checks::of(packet).assert_kept(&Checks::of(buf), "gateway rewrite");
+        let mut view = buf.to_vec();
+        let v = IpPacket::new_checked(&mut view).expect("a rewritten packet is valid");
+        let Some((sp, dp)) = v.src_port().zip(v.dst_port()) else {
+            // An ICMP error about a flow (see the `gateway_icmp` target).
+            assert!(v.quote().is_some(), "rewritten: TCP, UDP or an ICMP error");
+            return None;
+        };
+        assert_eq!(Some(src), cfg.internal(v.is_ipv6()));
+        // An echo's identifier is no port: its exposure has port 0.
+        let echo = v.icmp_type_code().is_some();
+        if verdict == Verdict::Reply {
+            let sp = if echo { 0 } else { sp };
+            assert!(
+                self.ports.contains(&sp),
+                "a reply from port {sp}, not exposed"
+            );
+            assert!(
+                !cfg.is_internal(dst),
+                "a reply to {dst}, inside the platform"
+            );
+            return None;
+        }
+        let dp = if echo { 0 } else { dp };
+        assert!(
+            self.services.contains(&SocketAddr::new(dst, dp)),
+            "a request to {dst}:{dp}, not an exposed service"
+        );
+        reply(buf)
+    }
 }

@@ -1,7 +1,8 @@
 //! The gateway core's ICMP error paths: every packet of the input goes
 //! through [`GatewayCore::packet_in_place`] (ICMP errors in the input
 //! included), and every request it translates is answered three ways: the
-//! service's reply (TCP/UDP, as in [`super::gateway`]), an ICMP error from
+//! service's reply (TCP/UDP, as in [`super::gateway`]; an echo reply to an
+//! echo request), an ICMP error from
 //! inside the platform about the translated request, and, once that
 //! reply is translated, an ICMP error from the client about it. The kind
 //! of error and how much of the packet it quotes come from the packet's
@@ -13,8 +14,10 @@
 //! about a request reaches the client that sent it, quoting that request
 //! as the client sent it (addresses and ports); an error about a reply
 //! reaches the service that sent it, quoting the reply as the service
-//! sent it; an error the core rewrites never goes to the internal
-//! address, and one it sends inward goes to an exposed service only.
+//! sent it (an echo's identifier being both "ports" of its quote); an
+//! error the core rewrites never goes to the internal address, and one it
+//! sends inward goes to an exposed service only. Fragments in the input
+//! are held or dropped (their paths are the `gateway_packet` target's).
 
 use std::net::IpAddr;
 
@@ -110,8 +113,9 @@ pub fn error(src: IpAddr, dst: IpAddr, quote: &[u8], pick: u8) -> Vec<u8> {
 fn run(core: &mut GatewayCore, now: Millis, packet: &[u8]) -> (Verdict, Vec<u8>) {
     let mut buf = packet.to_vec();
     let verdict = core.packet_in_place(now, &mut buf);
-    if let Verdict::Drop(_) = verdict {
-        assert_eq!(buf, packet, "a dropped packet was changed");
+    if let Verdict::Drop(_) | Verdict::Held | Verdict::Fragments = verdict {
+        assert_eq!(buf, packet, "a dropped or held packet was changed");
+        core.take_out();
         return (verdict, buf);
     }
     assert_eq!(buf.len(), packet.len());
@@ -157,7 +161,9 @@ pub fn packet(data: &[u8]) {
             "the quote is what the client sent"
         );
         // The service answers; then the client's error about the reply.
-        let Some(answer) = reply(&req) else { continue };
+        let Some(answer) = reply(&req).or_else(|| echo_reply(&req)) else {
+            continue;
+        };
         let (v, back) = run(&mut core, now, &answer);
         if v != Verdict::Reply {
             continue;
@@ -174,5 +180,39 @@ pub fn packet(data: &[u8]) {
         );
     }
     let c = core.counters();
-    assert_eq!(c.packets_in, c.requests + c.replies + c.drops_total());
+    let (ins, outs) = (
+        c.packets_in + c.frag_reassembled,
+        c.requests + c.replies + c.drops_total() + c.frag_held,
+    );
+    assert!(ins <= outs, "packets unaccounted for:\n{c}");
+    if c.dropped_frag_overlap + c.dropped_frag_timeout == 0 {
+        assert_eq!(ins, outs, "counters disagree:\n{c}");
+    }
+}
+
+/// The echo reply a service sends to the echo request `req`: addresses
+/// swapped, the type a reply's, the identifier kept, checksums computed
+/// in full.
+fn echo_reply(req: &[u8]) -> Option<Vec<u8>> {
+    let mut c = req.to_vec();
+    let v = IpPacket::new_checked(&mut c).ok()?;
+    let Transport::IcmpEcho { request: true } = v.transport() else {
+        return None;
+    };
+    let (v6, l4) = (v.is_ipv6(), v.transport_offset());
+    let mut out = req.to_vec();
+    let (s, d, n) = if v6 { (8, 24, 16) } else { (12, 16, 4) };
+    let src = out[s..s + n].to_vec();
+    out.copy_within(d..d + n, s);
+    out[d..d + n].copy_from_slice(&src);
+    out[l4] = if v6 { 129 } else { 0 };
+    out[l4 + 2..l4 + 4].fill(0);
+    let ph = if v6 {
+        sum(sum(sum(0, &out[8..24]), &out[24..40]), &[0, 58]) + (out.len() - l4) as u64
+    } else {
+        0
+    };
+    let sum = !fold(sum(ph, &out[l4..]));
+    out[l4 + 2..l4 + 4].copy_from_slice(&sum.to_be_bytes());
+    Some(out)
 }

@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hoplab_dataplane::netmanager::fragments::is_fragment;
+use hoplab_dataplane::fragments::is_fragment;
 use hoplab_dataplane::netmanager::{
     Action, Config, Coords, Forward, Instance, LocalInstance, NetManagerCore, Resolution,
     ResolveError, ServiceIp, ServiceKind,

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
+use crate::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
 use crate::netmanager::services::is_service_ip;
 use crate::packet::{IpPacket, ParseError, Quote, QuotedKind, Transport};
 use crate::prefix::in_net;
@@ -103,6 +104,11 @@ pub struct GatewayConfig {
     pub tcp_closing_ms: Millis,
     /// Idle timeout of UDP entries.
     pub udp_ms: Millis,
+    /// The bounds of the fragment table (see [`crate::fragments`]).
+    pub fragments: FragmentConfig,
+    /// The TUN's MTU: a reassembled datagram is cut again to the size of
+    /// its largest fragment, never above it.
+    pub mtu: usize,
 }
 
 impl Default for GatewayConfig {
@@ -110,7 +116,8 @@ impl Default for GatewayConfig {
     /// networks 10.30.0.0/16 (service IPs), 10.18.0.0/16 (instance
     /// namespaces), 10.10.0.0/16, fdff::/16 and fd18::/16; 16384 flows;
     /// NAPT ports 49152–65535; TCP 300 s established, 10 s closing; UDP
-    /// 30 s.
+    /// 30 s; fragments as [`FragmentConfig::default`]; MTU 1450 (`gw0`'s,
+    /// the overlay's).
     fn default() -> Self {
         let v4 = |a, b| IpAddr::V4(Ipv4Addr::new(a, b, 0, 0));
         let v6 = |a| IpAddr::V6(Ipv6Addr::new(a, 0, 0, 0, 0, 0, 0, 0));
@@ -129,6 +136,8 @@ impl Default for GatewayConfig {
             tcp_established_ms: Millis(300_000),
             tcp_closing_ms: Millis(10_000),
             udp_ms: Millis(30_000),
+            fragments: FragmentConfig::default(),
+            mtu: 1450,
         }
     }
 }
@@ -239,10 +248,25 @@ pub enum DropReason {
     /// lengths, bad IPv4 header checksum, not IP; or the buffer is longer
     /// than the packet's IP length.
     Malformed,
-    /// An IPv4 or IPv6 fragment (not reassembled).
+    /// A fragment that is not valid (a non-last fragment whose length is
+    /// not a multiple of 8, an empty one, one ending past 65535 bytes, a
+    /// bad header), or a datagram made whole that is a fragment again.
     Fragment,
+    /// A fragment beyond the fragment table's bounds (datagrams or
+    /// bytes).
+    FragmentOverCap,
+    /// A fragment overlapping one held for the same datagram, or
+    /// contradicting its end; the fragments held are dropped with it
+    /// (each counted).
+    FragmentOverlap,
+    /// A fragment with the same offset and length as one held.
+    FragmentDuplicate,
+    /// A fragment of a datagram not whole in time (counted by `expire`,
+    /// never a packet's verdict).
+    FragmentTimeout,
     /// Neither TCP, UDP nor ICMP echo (other ICMP messages but the errors
-    /// translated, an ICMP error quoting anything but TCP or UDP), or an
+    /// translated, an ICMP error quoting anything but TCP, UDP or an
+    /// echo), or an
     /// IPv6 routing or authentication header.
     Unsupported,
     /// Not addressed to the gateway's internal address of the packet's
@@ -270,6 +294,10 @@ impl DropReason {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::Fragment => "fragment",
+            DropReason::FragmentOverCap => "frag_over_cap",
+            DropReason::FragmentOverlap => "frag_overlap",
+            DropReason::FragmentDuplicate => "frag_duplicate",
+            DropReason::FragmentTimeout => "frag_timeout",
             DropReason::Unsupported => "unsupported",
             DropReason::WrongDestination => "wrong_destination",
             DropReason::Spoofed => "spoofed",
@@ -298,6 +326,14 @@ pub enum Verdict {
     Reply,
     /// Dropped and counted; the buffer is unchanged.
     Drop(DropReason),
+    /// A fragment kept until its datagram is whole: nothing to write; the
+    /// buffer is unchanged.
+    Held,
+    /// A fragment that made its datagram whole, which was translated (a
+    /// request or a reply) and cut again: write the packets of
+    /// [`GatewayCore::take_out`] to the TUN, in order; the buffer is
+    /// unchanged.
+    Fragments,
 }
 
 /// A Forward table entry, for display.
@@ -337,7 +373,8 @@ impl fmt::Display for FlowInfo {
 crate::counters::counters! {
     drops: "dropped_";
     /// Packets handed to `packet_in_place`: each ends as exactly one of
-    /// `requests`, `replies` or a `dropped_*`.
+    /// `requests`, `replies`, a `dropped_*` or `frag_held`; a datagram
+    /// made whole (`frag_reassembled`) ends as one of the first three.
     packets_in,
     /// Packets rewritten as requests ([`Verdict::Request`]).
     requests,
@@ -358,8 +395,25 @@ crate::counters::counters! {
     /// `requests` too): a client's or an internet router's error about a
     /// reply.
     icmp_errors_to_service,
+    /// ICMP errors quoting an echo of a flow (counted in
+    /// `icmp_errors_to_client` or `icmp_errors_to_service` too).
+    icmp_errors_echo,
+    /// Fragments handed in (each also counts in `packets_in`).
+    frag_in,
+    /// Fragments kept for reassembly (a fragment's outcome; one dropped
+    /// later counts in a `dropped_frag_*` too).
+    frag_held,
+    /// Datagrams made whole (each then translated or dropped like a
+    /// packet).
+    frag_reassembled,
+    /// Fragments made by cutting a translated datagram again.
+    frag_out,
     dropped_malformed,
     dropped_fragment,
+    dropped_frag_over_cap,
+    dropped_frag_overlap,
+    dropped_frag_duplicate,
+    dropped_frag_timeout,
     dropped_unsupported,
     dropped_wrong_destination,
     dropped_spoofed,
@@ -374,6 +428,10 @@ impl Counters {
         match d {
             DropReason::Malformed => &mut self.dropped_malformed,
             DropReason::Fragment => &mut self.dropped_fragment,
+            DropReason::FragmentOverCap => &mut self.dropped_frag_over_cap,
+            DropReason::FragmentOverlap => &mut self.dropped_frag_overlap,
+            DropReason::FragmentDuplicate => &mut self.dropped_frag_duplicate,
+            DropReason::FragmentTimeout => &mut self.dropped_frag_timeout,
             DropReason::Unsupported => &mut self.dropped_unsupported,
             DropReason::WrongDestination => &mut self.dropped_wrong_destination,
             DropReason::Spoofed => &mut self.dropped_spoofed,
@@ -424,6 +482,11 @@ pub struct GatewayCore {
     exposures: BTreeMap<ExposedPort, SocketAddr>,
     table: Table,
     counters: Counters,
+    /// Datagrams in reassembly.
+    frags: FragmentTable,
+    /// The fragments of the last datagram made whole and translated
+    /// ([`Verdict::Fragments`]), until [`Self::take_out`].
+    out: Vec<Vec<u8>>,
 }
 
 impl GatewayCore {
@@ -435,6 +498,8 @@ impl GatewayCore {
         };
         GatewayCore {
             table: Table::new(timeouts, config.max_flows, config.napt_ports),
+            frags: FragmentTable::new(config.fragments),
+            out: Vec::new(),
             cfg: config,
             exposures: BTreeMap::new(),
             counters: Counters::default(),
@@ -523,9 +588,23 @@ impl GatewayCore {
     /// On a known flow: one validation, one indexed load (the reply index)
     /// and one hash lookup (the request index; skipped for a reply), the
     /// rewrites; no allocation.
+    ///
+    /// A fragment (IPv4 MF or offset, an IPv6 fragment header) goes to
+    /// reassembly: [`Verdict::Held`] until its datagram is whole, then the
+    /// datagram is translated as one packet and cut again as it came
+    /// ([`Verdict::Fragments`], see [`Self::take_out`]).
     pub fn packet_in_place(&mut self, now: Millis, buf: &mut [u8]) -> Verdict {
         self.counters.packets_in += 1;
         match self.handle(now, buf) {
+            // Only a fragment fails to parse as one.
+            Err(DropReason::Fragment) => self.fragment(now, buf),
+            r => self.outcome(r),
+        }
+    }
+
+    #[inline(always)]
+    fn outcome(&mut self, r: Result<Dir, DropReason>) -> Verdict {
+        match r {
             Ok(Dir::Request) => {
                 self.counters.requests += 1;
                 Verdict::Request
@@ -539,6 +618,76 @@ impl GatewayCore {
                 Verdict::Drop(d)
             }
         }
+    }
+
+    /// A fragment: kept until its datagram is whole; the whole datagram is
+    /// then handled as a packet, and if it is translated, cut again to the
+    /// size of its largest fragment (at most the MTU's) into
+    /// [`Self::take_out`]'s packets.
+    #[cold]
+    #[inline(never)]
+    fn fragment(&mut self, now: Millis, buf: &[u8]) -> Verdict {
+        self.counters.frag_in += 1;
+        let whole = match self.frags.insert(now, None, buf) {
+            Ok(None) => {
+                self.counters.frag_held += 1;
+                return Verdict::Held;
+            }
+            Ok(Some(whole)) => whole,
+            Err(refused) => {
+                let d = match refused.why {
+                    Refusal::Malformed => DropReason::Fragment,
+                    Refusal::OverCap => DropReason::FragmentOverCap,
+                    Refusal::Overlap => DropReason::FragmentOverlap,
+                    Refusal::Duplicate => DropReason::FragmentDuplicate,
+                };
+                *self.counters.drop_counter(d) += u64::from(refused.discarded);
+                return self.outcome(Err(d));
+            }
+        };
+        self.counters.frag_held += 1;
+        self.counters.frag_reassembled += 1;
+        let mut p = whole.packet;
+        if fragments::is_fragment(&p) {
+            // A fragment inside a fragment (IPv6 allows the header
+            // twice): refused, so reassembly never nests.
+            return self.outcome(Err(DropReason::Fragment));
+        }
+        let r = self.handle(now, &mut p);
+        match self.outcome(r) {
+            Verdict::Request | Verdict::Reply => {
+                self.cut(p, whole.shape);
+                Verdict::Fragments
+            }
+            v => v,
+        }
+    }
+
+    /// Cuts the translated datagram `p` as it came (`shape`), never above
+    /// the MTU, into [`Self::out`]; a datagram that cannot be cut goes
+    /// whole.
+    fn cut(&mut self, p: Vec<u8>, shape: Shape) {
+        self.out.clear();
+        let pieces = fragments::payload_for_mtu(&p, self.cfg.mtu)
+            .and_then(|mtu| fragments::fragment(&p, shape.payload.min(mtu), shape.ident));
+        match pieces {
+            Some(pieces) => {
+                self.counters.frag_out += pieces.len() as u64;
+                self.out.extend(pieces);
+            }
+            None => self.out.push(p),
+        }
+    }
+
+    /// The packets to write to the TUN after [`Verdict::Fragments`] (the
+    /// fragments of the translated datagram, in order); empty otherwise.
+    pub fn take_out(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Datagrams in reassembly, and the bytes their buffers hold.
+    pub fn fragments_held(&self) -> (usize, usize) {
+        (self.frags.len(), self.frags.bytes())
     }
 
     #[inline(always)]
@@ -674,8 +823,8 @@ impl GatewayCore {
     }
 
     /// An ICMP error addressed to the internal address, quoting a TCP or
-    /// UDP packet of a flow (see the module documentation, "ICMP errors").
-    /// It refreshes nothing and never creates a flow.
+    /// UDP packet or an echo of a flow (see the module documentation,
+    /// "ICMP errors"). It refreshes nothing and never creates a flow.
     fn icmp_error(
         &mut self,
         now: Millis,
@@ -685,7 +834,8 @@ impl GatewayCore {
         let proto = match q.kind() {
             QuotedKind::Tcp => Proto::Tcp,
             QuotedKind::Udp => Proto::Udp,
-            QuotedKind::IcmpEcho | QuotedKind::Other => return Err(DropReason::Unsupported),
+            QuotedKind::IcmpEcho => Proto::Icmp,
+            QuotedKind::Other => return Err(DropReason::Unsupported),
         };
         let v6 = v.is_ipv6();
         let internal = self.cfg.internal(v6).ok_or(DropReason::WrongDestination)?;
@@ -693,10 +843,22 @@ impl GatewayCore {
             .quoted_src()
             .zip(v.quoted_dst())
             .zip(v.quoted_src_port().zip(v.quoted_dst_port()));
-        // TCP and UDP quotes always carry their ports.
-        let Some(((qsrc, qdst), (qsp, qdp))) = quoted else {
+        // TCP and UDP quotes always carry their ports, an echo its
+        // identifier.
+        let Some(((qsrc, qdst), (mut qsp, mut qdp))) = quoted else {
             return Err(DropReason::Unsupported);
         };
+        if proto == Proto::Icmp {
+            // The identifier is the echo's "port" on the side that is not
+            // the service's or the exposure's (port 0): the source of a
+            // request `internal > svc`, the destination of a reply
+            // `internal > client`.
+            if self.cfg.is_internal(qdst) {
+                qdp = 0;
+            } else {
+                qsp = 0;
+            }
+        }
         if v.dst() != internal || qsrc != internal {
             return Err(DropReason::WrongDestination);
         }
@@ -732,6 +894,7 @@ impl GatewayCore {
             Dir::Reply => self.counters.icmp_errors_to_client += 1,
             Dir::Request => self.counters.icmp_errors_to_service += 1,
         }
+        self.counters.icmp_errors_echo += u64::from(proto == Proto::Icmp);
         Ok(dir)
     }
 
@@ -741,15 +904,24 @@ impl GatewayCore {
     /// `expire` then misses none), exact right after `expire`; packets
     /// that refresh entries can leave it earlier than needed, and the
     /// `expire` it causes then finds nothing.
+    /// The fragment table's first deadline counts too.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.table.next_deadline()
+        match (self.table.next_deadline(), self.frags.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Removes the entries timed out at `now` (counted in
-    /// `flows_expired`); returns how many.
+    /// `flows_expired`); returns how many. Discards the datagrams not
+    /// whole in time (each fragment held counted in
+    /// `dropped_frag_timeout`).
     pub fn expire(&mut self, now: Millis) -> usize {
         let n = self.table.expire(now);
         self.counters.flows_expired += n as u64;
+        for held in self.frags.expire(now) {
+            self.counters.dropped_frag_timeout += u64::from(held);
+        }
         n
     }
 
@@ -818,9 +990,19 @@ fn rewrite_icmp_error(v: &mut IpPacket<'_>, internal: IpAddr, e: &Entry, to: Dir
     let _ = v.set_src(internal);
     let _ = v.set_dst(peer);
     let _ = v.set_quoted_src(peer);
-    let _ = v.set_quoted_src_port(peer_port);
     let _ = v.set_quoted_dst(internal);
-    let _ = v.set_quoted_dst_port(own_port);
+    if e.proto.has_ports() {
+        let _ = v.set_quoted_src_port(peer_port);
+        let _ = v.set_quoted_dst_port(own_port);
+    } else {
+        // An echo's one identifier: the client's in the request it sent,
+        // the internal one in the reply the service sent.
+        let id = match to {
+            Dir::Reply => e.client_port,
+            Dir::Request => e.internal_port,
+        };
+        let _ = v.set_quoted_src_port(id);
+    }
 }
 
 fn flow_info(e: &Entry, now: Millis) -> FlowInfo {

@@ -128,6 +128,15 @@
 //! | a request (the service's net manager: no instance; a router inside: too big, time exceeded) | `X > internal`, X inside the platform | `internal:iport > svc:sport` | `internal > client`, quote `client:cport > internal:eport` |
 //! | a reply (the client: port closed; a router on the internet) | `Y > internal`, Y outside (conntrack has undone the public address in the quote) | `internal:eport > client:cport` | `internal > svc`, quote `svc:sport > internal:iport` |
 //!
+//! An error about an echo is translated the same way, by the echo
+//! identifier in the ports' role (`icmp_errors_echo` counts them too): an
+//! error from inside quoting the echo request `internal > svc`
+//! (identifier `iport`) goes to the client quoting `client > internal`
+//! with the client's identifier; an error from outside quoting the echo
+//! reply `internal > client` (identifier `cport`) goes to the service
+//! quoting `svc > internal` with `iport`; the quoted ICMP checksum
+//! follows the identifier (and, over IPv6, the quoted addresses).
+//!
 //! The kernel's conntrack then finds the error RELATED to the client's
 //! connection and restores the public address in the outer source and the
 //! quote (step 6 for errors), so the client's socket gets the error. An
@@ -161,13 +170,47 @@
 //! ICMP is not exposed for its family is [`DropReason::NotExposed`]; an
 //! echo reply that is no flow's is [`DropReason::NoFlow`].
 //!
+//! # Fragments
+//!
+//! Only a datagram's first fragment carries its ports, so the core
+//! reassembles, with the net manager's code ([`crate::fragments`]): a
+//! fragment is held ([`Verdict::Held`]) until its datagram is whole; the
+//! datagram is then handled as one packet (a request, a reply, an ICMP
+//! error, or dropped with the packet's reasons), and a translated one is
+//! cut again to the size of the largest fragment it came in, never above
+//! [`GatewayConfig::mtu`] (`gw0`'s, 1450), keeping the IPv4
+//! identification or the IPv6 fragment identification
+//! ([`Verdict::Fragments`]: the shell writes
+//! [`GatewayCore::take_out`]'s packets). Bounds as the net manager's
+//! ([`GatewayConfig::fragments`]: 256 datagrams, 4 MiB, 30 s; the expiry
+//! is in [`GatewayCore::next_deadline`] and [`GatewayCore::expire`]).
+//! Counters: `frag_in`, `frag_held` (a fragment's outcome),
+//! `frag_reassembled`, `frag_out` (fragments written); drops
+//! `dropped_frag_over_cap`, `dropped_frag_overlap` (the fragment and
+//! those held for its datagram), `dropped_frag_duplicate`,
+//! `dropped_frag_timeout` (each fragment of a datagram not whole in
+//! time), `dropped_fragment` (a malformed fragment).
+//!
+//! What reaches `gw0` (seen in `gateway-fragments`' capture): the gateway
+//! node's kernel has reassembled the client's fragments already, on
+//! `pub` (nf_defrag, for conntrack and the DNAT), and cuts the datagram
+//! again as it forwards it into `gw0`: IPv4 to the smaller of the largest
+//! fragment's size and `gw0`'s MTU (a client's 1500-byte fragments of a
+//! 3040-byte datagram arrive at `gw0` as 1444, 1444 and 220 bytes); IPv6
+//! to the largest fragment's size, but a reassembled IPv6 datagram whose
+//! fragments were larger than `gw0`'s MTU is not forwarded at all (the
+//! kernel answers packet too big, as a router must not fragment IPv6), so
+//! an IPv6 client first learns the path MTU (1450) and its fragments
+//! arrive as it cut them (1448 and 296 bytes). Either way the core sees
+//! fragments and must reassemble; what it writes back goes through the
+//! same reassembly (conntrack) and cutting again before the net manager's
+//! TUN or `pub`.
+//!
 //! # What it does not do
 //!
-//! - An ICMP error quoting anything but TCP or UDP (an echo included) is
-//!   dropped as [`DropReason::Unsupported`], as is any ICMP message but
-//!   echo and the errors above.
-//! - Fragments are not reassembled: only the first carries ports, so
-//!   every fragment is dropped ([`DropReason::Fragment`]).
+//! - An ICMP error quoting anything but TCP, UDP or an echo is dropped
+//!   as [`DropReason::Unsupported`], as is any ICMP message but echo and
+//!   the errors above.
 //! - Anything but TCP, UDP and ICMP is dropped ([`DropReason::Unsupported`]), as are
 //!   malformed packets ([`DropReason::Malformed`]); no input makes the core
 //!   panic, and a dropped packet's buffer is left unchanged.

@@ -14,10 +14,10 @@ use super::cache::{CacheConfig, Lookup, ResolutionCache, ResolveError};
 use super::conntrack::{
     ConnTrack, ConntrackConfig, Dir, FlowKey, FlowKind, InsertError, NextHop, PackedKey,
 };
-use super::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
 use super::services::{
     in_service_range, is_service_ip, Coords, Resolution, NAMESPACE_NET_V4, NAMESPACE_NET_V6,
 };
+use crate::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
 use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use crate::prefix::in_net;
 use crate::time::{earliest, Millis};
@@ -52,7 +52,7 @@ pub struct Config {
     pub namespace_nets: Vec<(IpAddr, u8)>,
     pub cache: CacheConfig,
     pub conntrack: ConntrackConfig,
-    /// The bounds of the fragment table (see [`super::fragments`]).
+    /// The bounds of the fragment table (see [`crate::fragments`]).
     pub fragments: FragmentConfig,
     /// The overlay MTU: the largest packet the core sends whole when it
     /// makes fragments (a reassembled datagram is cut to the size of its

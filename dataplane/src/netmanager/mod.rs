@@ -27,8 +27,8 @@
 //! - [`conntrack`]: the conversion table (flows by full 5-tuple, one
 //!   keyed-hash lookup per packet);
 //! - [`control`]: the line protocol to the service managers;
-//! - [`fragments`]: reassembly of fragmented datagrams and cutting them
-//!   again;
+//! - [`fragments`](crate::fragments) (the crate's, shared with the gateway): reassembly of
+//!   fragmented datagrams and cutting them again;
 //! - [`core`]: [`NetManagerCore`], tying it together.
 //!
 //! # Tuple transformations
@@ -126,13 +126,13 @@
 //!
 //! Only a datagram's first fragment carries its ports, so a fragment
 //! cannot be matched to a flow by itself. The net manager reassembles
-//! ([`fragments`]): fragments out of the TUN, or out of the tunnel from a
+//! ([`fragments`](crate::fragments)): fragments out of the TUN, or out of the tunnel from a
 //! known peer (the peer check comes first), are held per datagram (keyed
 //! by where they came from, addresses, protocol and identification) until
 //! the datagram is whole; the whole datagram then takes the path of any
 //! packet from the same place (the trust check, the flow lookup, a new
 //! flow's resolution, the rewrite above), and what is forwarded is cut
-//! again ([`fragments::fragment`]) as it came: fragments of the size of
+//! again ([`fragments::fragment`](crate::fragments::fragment)) as it came: fragments of the size of
 //! the largest one received (never over [`Config::mtu`]), the IPv4
 //! identification or IPv6 fragment identification kept. A datagram
 //! released after a resolution (its first fragments' sizes are not kept
@@ -176,7 +176,6 @@ pub mod cache;
 pub mod conntrack;
 pub mod control;
 pub mod core;
-pub mod fragments;
 pub mod services;
 
 pub use self::cache::ResolveError;

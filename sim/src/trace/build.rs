@@ -43,7 +43,13 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
                 }
                 *dport == k.port && !h.outgoing()
             }
-            (StepProto::Icmp, L4::Icmp { .. }) => s.echo_id() == Some(k.port),
+            (StepProto::Icmp, L4::Icmp { .. }) => {
+                // An ICMP error about the step's echo, on its way back.
+                if quoted_echo_id(s) == Some(k.port) && !h.outgoing() {
+                    return Some(false);
+                }
+                s.echo_id() == Some(k.port)
+            }
             // An ICMP error about the step's own packet, on its way back.
             (StepProto::Tcp | StepProto::Udp, L4::Icmp { .. }) => {
                 let want = if k.proto == StepProto::Tcp { 6 } else { 17 };
@@ -63,6 +69,22 @@ fn belongs(k: &Step, hops: &[&Seen]) -> Option<bool> {
         }
     }
     None
+}
+
+/// For an ICMP error quoting an echo request or reply: the echo's
+/// identifier.
+fn quoted_echo_id(s: &hoplab_dataplane::wire::Summary) -> Option<u16> {
+    let (proto, _, _) = s.quoted_ports()?;
+    let q = &s.payload;
+    let (l4, types) = match proto {
+        1 => (usize::from(*q.first()? & 0x0f) * 4, [0, 8]),
+        58 => (40, [128, 129]),
+        _ => return None,
+    };
+    let e = q.get(l4..l4 + 6)?;
+    types
+        .contains(&e[0])
+        .then(|| u16::from_be_bytes([e[4], e[5]]))
 }
 
 /// The kernel's drop of the packet whose last hop is `last` (see
@@ -136,10 +158,36 @@ pub fn build(lab: &LabView, frames: &[Captured], outcomes: &[StepReport]) -> Tra
 /// A packet's frames in path order, and whether it came from the client.
 type Path<'a> = (Vec<&'a Seen>, bool);
 
-/// The paths of each step (in step order), and those of no step.
+/// The datagram a fragment belongs to where it was seen: addresses,
+/// protocol and identification.
+type Datagram = (std::net::IpAddr, std::net::IpAddr, u8, u32);
+
+fn datagram(h: &Seen) -> Option<Datagram> {
+    let proto = match h.s.l4 {
+        L4::Tcp { .. } => 6,
+        L4::Udp { .. } => 17,
+        L4::Icmp { v6, .. } => {
+            if v6 {
+                58
+            } else {
+                1
+            }
+        }
+        L4::Other { proto } => proto,
+    };
+    Some((h.s.src, h.s.dst, proto, h.s.frag?))
+}
+
+/// The paths of each step (in step order), and those of no step. A
+/// fragment after the first (no ports) goes with its datagram: to the
+/// step of a path that has a fragment of the same datagram (addresses,
+/// protocol, identification) on one of its hops.
 fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
     let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
+    // Each path with its step and whether it came from the client.
+    type Found<'a> = (Vec<&'a Seen>, Option<(usize, bool)>);
+    let mut found: Vec<Found> = Vec::new();
     // Steps by (client host, protocol, port): a path is tried only
     // against the steps one of its hops could belong to, in step order.
     let mut by_key: BTreeMap<(&str, StepProto, u16), Vec<usize>> = BTreeMap::new();
@@ -174,7 +222,7 @@ fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Ve
                     let quoted = h.s.quoted_ports().and_then(|(p, sport, _)| match p {
                         6 => Some((StepProto::Tcp, sport)),
                         17 => Some((StepProto::Udp, sport)),
-                        _ => None,
+                        _ => quoted_echo_id(&h.s).map(|id| (StepProto::Icmp, id)),
                     });
                     (h.s.echo_id().map(|id| (StepProto::Icmp, id)).into_iter())
                         .chain(quoted)
@@ -188,10 +236,23 @@ fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Ve
         }
         cands.sort_unstable();
         cands.dedup();
-        match cands
+        let step = cands
             .iter()
-            .find_map(|&k| belongs(&lab.steps[k], &hops).map(|d| (k, d)))
-        {
+            .find_map(|&k| belongs(&lab.steps[k], &hops).map(|d| (k, d)));
+        found.push((hops, step));
+    }
+    let mut datagrams: HashMap<Datagram, (usize, bool)> = HashMap::new();
+    for (hops, step) in &found {
+        if let Some(step) = step {
+            for d in hops.iter().filter_map(|h| datagram(h)) {
+                datagrams.entry(d).or_insert(*step);
+            }
+        }
+    }
+    for (hops, step) in found {
+        let step =
+            step.or_else(|| (hops.iter()).find_map(|h| datagrams.get(&datagram(h)?).copied()));
+        match step {
             Some((k, from_client)) => per_step[k].push((hops, from_client)),
             None => other.push(hops),
         }
@@ -585,6 +646,51 @@ fn annotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ICMP error quoting an echo names the echo's identifier (both
+    /// families); one quoting UDP does not.
+    #[test]
+    fn an_error_quoting_an_echo_names_its_identifier() {
+        use hoplab_dataplane::wire::parse_ip;
+        let error = |v6: bool, quote: &[u8]| {
+            let mut p = Vec::new();
+            if v6 {
+                etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
+                    .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+                        etherparse::icmpv6::DestUnreachableCode::Address,
+                    ))
+                    .write(&mut p, quote)
+            } else {
+                etherparse::PacketBuilder::ipv4([10, 30, 40, 40], [10, 30, 255, 253], 64)
+                    .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                        etherparse::icmpv4::DestUnreachableHeader::Host,
+                    ))
+                    .write(&mut p, quote)
+            }
+            .unwrap();
+            parse_ip(&p).unwrap()
+        };
+        for v6 in [false, true] {
+            let mut ping = Vec::new();
+            if v6 {
+                etherparse::PacketBuilder::ipv6([2; 16], [3; 16], 64)
+                    .icmpv6_echo_request(4444, 1)
+                    .write(&mut ping, b"ping")
+            } else {
+                etherparse::PacketBuilder::ipv4([10, 30, 255, 253], [10, 30, 40, 40], 64)
+                    .icmpv4_echo_request(4444, 1)
+                    .write(&mut ping, b"ping")
+            }
+            .unwrap();
+            assert_eq!(quoted_echo_id(&error(v6, &ping)), Some(4444), "v6 {v6}");
+        }
+        let mut udp = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 30, 255, 253], [10, 30, 40, 40], 64)
+            .udp(4444, 53)
+            .write(&mut udp, b"query")
+            .unwrap();
+        assert_eq!(quoted_echo_id(&error(false, &udp)), None);
+    }
 
     fn run(answered: &[(&str, u64)], random: bool) -> (LoadSummary, StepResult) {
         let expect: LoadExpect = serde_yaml::from_str(&format!(

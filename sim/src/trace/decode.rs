@@ -1,10 +1,12 @@
 //! Captured frames decoded into what the trace follows: each frame's IP
 //! packet (a tunnel datagram, UDP to or from port 50103 over IPv4 or
 //! IPv6, stands for the packet it carries, its own headers kept beside
-//! it) and where it was seen, link chatter left out.
+//! it) and where it was seen, link chatter left out; a later fragment's
+//! header the kernel rewrote under the capture is mended from its
+//! datagram's first fragment ([`mend_fragments`]).
 //! It knows frames and headers; nothing of paths, steps or rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{Summary, L4};
@@ -120,8 +122,59 @@ pub(super) fn decode(
         }
     }
     seen.sort_by_key(|s| s.ts_ns);
+    mend_fragments(&mut seen);
     (seen, undecoded)
 }
+
+/// A fragment after the first that the kernel held for reassembly
+/// (conntrack's defrag) may be captured with the header of its next hop:
+/// when the kernel cuts the datagram again on the way out, its fast path
+/// writes the new headers into the held fragments' buffers, which the
+/// capture's clone shares until the capture copies it, so what the copy
+/// shows depends on timing (IPv6 then shows the next hop's new fragment
+/// identification too). The first fragment is copied by the kernel
+/// before it is changed, and all fragments of a datagram cross a hop with
+/// one header: so a later fragment takes its addresses, TTL and
+/// identification from the first fragment of its datagram (same family,
+/// protocol and identification) last seen at the same place, or else from
+/// the last first fragment of that family and protocol seen there less
+/// than [`FRAGMENT_GAP_NS`] before it. Only TCP and UDP datagrams, whose
+/// first fragment shows its ports.
+fn mend_fragments(seen: &mut [Seen]) {
+    type Key = (Place, bool, u8);
+    let mut first: HashMap<(Key, u32), usize> = HashMap::new();
+    let mut latest: HashMap<Key, usize> = HashMap::new();
+    for i in 0..seen.len() {
+        let s = &seen[i].s;
+        let Some(id) = s.frag else { continue };
+        let (proto, is_first) = match s.l4 {
+            L4::Tcp { .. } => (6, true),
+            L4::Udp { .. } => (17, true),
+            L4::Other { proto } => (proto, false),
+            L4::Icmp { .. } => continue,
+        };
+        let key = (seen[i].at.clone(), s.src.is_ipv6(), proto);
+        if is_first {
+            first.insert((key.clone(), id), i);
+            latest.insert(key, i);
+            continue;
+        }
+        let near = |&f: &usize| seen[i].ts_ns.saturating_sub(seen[f].ts_ns) < FRAGMENT_GAP_NS;
+        let from = first
+            .get(&(key.clone(), id))
+            .or_else(|| latest.get(&key).filter(|f| near(f)));
+        if let Some(&f) = from {
+            let h = &seen[f].s;
+            let (src, dst, ttl, frag) = (h.src, h.dst, h.ttl, h.frag);
+            let s = &mut seen[i].s;
+            (s.src, s.dst, s.ttl, s.frag) = (src, dst, ttl, frag);
+        }
+    }
+}
+
+/// How long after a datagram's first fragment its later fragments are
+/// taken to cross the same place (they leave one after the other).
+const FRAGMENT_GAP_NS: u64 = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -166,6 +219,59 @@ mod tests {
         assert_eq!(outer.src, std::net::IpAddr::from(a));
         assert_eq!(outer.len, 40 + 8 + inner.len() as u16);
         assert!(outer.payload.is_empty());
+    }
+
+    /// A later fragment captured with its next hop's header (addresses,
+    /// TTL, IPv6 identification) is mended from its datagram's first
+    /// fragment at the same place; one far from any first fragment, or at
+    /// another place, is left alone.
+    #[test]
+    fn a_later_fragment_takes_the_header_of_its_first_fragment_at_its_place() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let frame = |ts_ns, ifname: &str, l4, dst: &str, ttl, frag| Seen {
+            frame: 0,
+            ts_ns,
+            at: Place {
+                host: "gw".into(),
+                ifname: ifname.into(),
+                dir: Dir::In,
+            },
+            s: Summary {
+                src: ip("fdff:2000::30"),
+                dst: ip(dst),
+                ttl,
+                len: 1448,
+                ident: 0,
+                l4,
+                payload: Vec::new(),
+                frag: Some(frag),
+            },
+            outer: None,
+        };
+        let udp = L4::Udp {
+            sport: 53,
+            dport: 40001,
+        };
+        let later = L4::Other { proto: 17 };
+        let mut seen = vec![
+            frame(1_000, "nm0", udp, "fdff:7fff::fffd", 63, 7),
+            frame(2_000, "nm0", later.clone(), "2001:db8::1", 62, 9),
+            frame(3_000, "gw0", later.clone(), "2001:db8::1", 62, 9),
+            frame(9_000_000, "nm0", later, "2001:db8::1", 62, 9),
+        ];
+        mend_fragments(&mut seen);
+        let got: Vec<(IpAddr, u8, Option<u32>)> =
+            seen.iter().map(|f| (f.s.dst, f.s.ttl, f.s.frag)).collect();
+        assert_eq!(
+            got,
+            [
+                (ip("fdff:7fff::fffd"), 63, Some(7)),
+                (ip("fdff:7fff::fffd"), 63, Some(7)),
+                (ip("2001:db8::1"), 62, Some(9)),
+                (ip("2001:db8::1"), 62, Some(9)),
+            ]
+        );
     }
 
     /// Reasons are counted apart up to a bound, then together.

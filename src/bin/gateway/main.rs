@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use hoplab::shell::batch::{Read, TunRead};
+use hoplab::shell::batch::{write_one, Read, TunRead};
 use hoplab::shell::clock::{Clock, ExpiryTimer};
 use hoplab::shell::control::Request;
 use hoplab::shell::droplog::{DropLog, Via};
@@ -263,6 +263,8 @@ fn packets(
                 drops.packet(Via::Tun, read.packet_mut(), why);
                 Ok(())
             }
+            Verdict::Held => Ok(()),
+            Verdict::Fragments => write_fragments(core, dev),
         },
         Read::Split(n) => {
             let batch = &mut read.segments;
@@ -275,6 +277,12 @@ fn packets(
                         trace!(%why, "dropped");
                         drops.packet(Via::Tun, batch.packet_mut(i), why);
                     }
+                    Verdict::Held => {}
+                    Verdict::Fragments => {
+                        if let Err(e) = write_fragments(core, dev) {
+                            errors.tun_write.warn("writing to the TUN", &e);
+                        }
+                    }
                 }
             }
             batch.flush(dev).map(|_| ())
@@ -283,6 +291,15 @@ fn packets(
     if let Err(e) = written {
         errors.tun_write.warn("writing to the TUN", &e);
     }
+}
+
+/// Writes the fragments of a datagram the core made whole and
+/// translated, one by one; the first error ends the datagram.
+fn write_fragments(core: &mut GatewayCore, dev: &SyncDevice) -> std::io::Result<()> {
+    for p in core.take_out() {
+        write_one(dev, &p)?;
+    }
+    Ok(())
 }
 
 /// The reply text of a control command but an exposure change (those go

@@ -163,7 +163,16 @@ fn run(g: &mut GatewayCore, pkt: &[u8], now: Millis) -> (Verdict, Vec<u8>) {
 fn check(g: &GatewayCore) {
     check_invariant(&g.table, false);
     let c = g.counters();
-    assert_eq!(c.packets_in, c.requests + c.replies + c.drops_total());
+    // Each packet ends once (a fragment held too), each datagram made
+    // whole once more; a held fragment discarded later (overlap,
+    // timeout) counts in a drop as well.
+    let ins = c.packets_in + c.frag_reassembled;
+    let outs = c.requests + c.replies + c.drops_total() + c.frag_held;
+    if c.dropped_frag_overlap + c.dropped_frag_timeout == 0 {
+        assert_eq!(ins, outs, "{c}");
+    } else {
+        assert!(ins <= outs, "{c}");
+    }
 }
 
 /// A request from `client` to the exposed `port`; must be translated.
@@ -880,16 +889,21 @@ fn families_never_mix() {
 }
 
 #[test]
-fn fragments_icmp_and_other_protocols_are_dropped() {
+fn malformed_fragments_icmp_and_other_protocols_are_dropped() {
     let mut g = gateway();
-    // IPv4 fragments: first (MF) and later (offset).
-    for frag in [0x2000u16, 0x0010] {
+    // IPv4 fragments: a first one (MF) whose length is not a multiple of
+    // 8 is malformed; a later one (offset, last) is held.
+    for (frag, held) in [(0x2000u16, false), (0x0010, true)] {
         let mut p = build(sa(CLIENT), at(INTERNAL, 5353), L4::Udp);
         p[6..8].copy_from_slice(&frag.to_be_bytes());
         testutil::fix_ipv4_header_checksum(&mut p);
-        assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
+        if held {
+            assert_eq!(run(&mut g, &p, Millis(0)).0, Verdict::Held);
+        } else {
+            assert_drop(&mut g, &p, Millis(0), DropReason::Fragment);
+        }
     }
-    // IPv6 fragment header (first fragment, more to come).
+    // IPv6 fragment header (first fragment, more to come, 26 bytes).
     let mut p = build(sa(CLIENT6), at(INTERNAL6, 5353), L4::Udp);
     let plen = u16::from_be_bytes([p[4], p[5]]) + 8;
     p[4..6].copy_from_slice(&plen.to_be_bytes());
@@ -975,8 +989,17 @@ fn counters_are_listed_in_order_and_named_after_drops() {
             "flows_removed",
             "icmp_errors_to_client",
             "icmp_errors_to_service",
+            "icmp_errors_echo",
+            "frag_in",
+            "frag_held",
+            "frag_reassembled",
+            "frag_out",
             "dropped_malformed",
             "dropped_fragment",
+            "dropped_frag_over_cap",
+            "dropped_frag_overlap",
+            "dropped_frag_duplicate",
+            "dropped_frag_timeout",
             "dropped_unsupported",
             "dropped_wrong_destination",
             "dropped_spoofed",
@@ -989,6 +1012,10 @@ fn counters_are_listed_in_order_and_named_after_drops() {
     let all = [
         DropReason::Malformed,
         DropReason::Fragment,
+        DropReason::FragmentOverCap,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentDuplicate,
+        DropReason::FragmentTimeout,
         DropReason::Unsupported,
         DropReason::WrongDestination,
         DropReason::Spoofed,
@@ -1005,7 +1032,7 @@ fn counters_are_listed_in_order_and_named_after_drops() {
         assert_eq!(c.dropped(d), i as u64 + 1, "{d}");
         assert!(names.contains(&format!("dropped_{d}").as_str()));
     }
-    assert_eq!(c.drops_total(), 45);
+    assert_eq!(c.drops_total(), 91);
 
     let mut g = gateway();
     let req = request(&mut g, sa(CLIENT), EXPOSED, L4::Tcp(SYN), Millis(0));
@@ -1395,14 +1422,14 @@ fn errors_about_no_flow_or_from_the_wrong_side_are_dropped() {
     let late = Millis(1) + g.config().tcp_established_ms;
     let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &req);
     assert_drop(&mut g, &e, late, DropReason::NoFlow);
-    // An error quoting an echo request: not translated.
+    // An error quoting an echo request of no flow.
     let mut ping = Vec::new();
     PacketBuilder::ipv4([10, 30, 255, 253], [10, 30, 30, 30], 64)
         .icmpv4_echo_request(1, 1)
         .write(&mut ping, b"ping")
         .unwrap();
     let e = icmp_error(IcmpKind::Unreachable, ip("10.30.30.30"), internal, &ping);
-    assert_drop(&mut g, &e, Millis(1), DropReason::Unsupported);
+    assert_drop(&mut g, &e, Millis(1), DropReason::NoFlow);
     assert_eq!(g.counters().icmp_errors_to_client, 0);
 }
 
@@ -1475,6 +1502,67 @@ proptest! {
         prop_assert_eq!(v, if about_reply { Verdict::Request } else { Verdict::Reply });
         prop_assert_eq!(&out, &want);
         prop_assert!(testutil::checksums_full(&out));
+        // The flow still translates as before.
+        prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
+        prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The same for an echo: an error about an echo request the gateway
+    /// translated (from inside: the net manager's unreachable, a router's
+    /// time exceeded) reaches the client quoting exactly what it sent,
+    /// identifier included; an error about an echo reply (from outside)
+    /// reaches the service quoting exactly the reply it sent; every
+    /// checksum right, NAPTed identifiers too.
+    #[test]
+    fn icmp_errors_about_an_echo_translate_exactly_both_ways(
+        client in 0..4u8,
+        id in prop::sample::select(vec![1u16, 4242, 49152, 65535]),
+        v6 in any::<bool>(),
+        kind in arb_kind(),
+        cut in any::<prop::sample::Index>(),
+        about_reply in any::<bool>(),
+    ) {
+        let mut g = gateway();
+        g.expose(Exposure::icmp(ip("10.30.30.40"))).unwrap();
+        g.expose(Exposure::icmp(ip("fdff:30::40"))).unwrap();
+        let (cl, internal, router, svc) = if v6 {
+            (at(&format!("2001:db8::{client}"), id), ip(INTERNAL6), ip("fd18::9"), ip("fdff:30::40"))
+        } else {
+            (at(&format!("198.51.100.{client}"), id), ip(INTERNAL), ip("10.10.0.9"), ip("10.30.30.40"))
+        };
+        if client % 2 == 1 {
+            let other = if v6 { at("2001:db8::ff", id) } else { at("198.51.100.255", id) };
+            request(&mut g, other, 0, L4::Echo, Millis(0));
+        }
+        let sent = build(cl, SocketAddr::new(internal, 0), L4::Echo);
+        let (v, req) = run(&mut g, &sent, Millis(0));
+        prop_assert_eq!(v, Verdict::Request);
+        let answer = mirror(&req);
+        let (v, back) = run(&mut g, &answer, Millis(0));
+        prop_assert_eq!(v, Verdict::Reply);
+        let min = if v6 { 48 } else { 28 };
+        let n = min + cut.index(sent.len() - min + 1);
+        let (err, want) = if about_reply {
+            (
+                icmp_error(kind, cl.ip(), internal, &back[..n]),
+                icmp_error(kind, internal, svc, &answer[..n]),
+            )
+        } else {
+            (
+                icmp_error(kind, router, internal, &req[..n]),
+                icmp_error(kind, internal, cl.ip(), &sent[..n]),
+            )
+        };
+        let before = g.counters().icmp_errors_echo;
+        let (v, out) = run(&mut g, &err, Millis(1));
+        prop_assert_eq!(v, if about_reply { Verdict::Request } else { Verdict::Reply });
+        prop_assert_eq!(&out, &want);
+        prop_assert!(testutil::checksums_full(&out));
+        prop_assert_eq!(g.counters().icmp_errors_echo, before + 1);
         // The flow still translates as before.
         prop_assert_eq!(run(&mut g, &sent, Millis(2)).1, req);
         prop_assert_eq!(run(&mut g, &answer, Millis(2)).1, back);
@@ -1621,3 +1709,5 @@ fn icmp_exposures_have_no_ports() {
         .iter()
         .any(|e| e.to_string() == "icmp -> 10.30.30.40"));
 }
+
+mod fragmented;

@@ -2,7 +2,7 @@
 //! again as they came, on every path; bounded and counted.
 
 use super::*;
-use crate::netmanager::fragments::{fragment, FragmentTable};
+use crate::fragments::{fragment, FragmentTable};
 
 /// A UDP datagram of `len` payload bytes (IPv4 without DF).
 fn big_udp(src: IpAddr, dst: IpAddr, sp: u16, dp: u16, len: usize) -> Vec<u8> {

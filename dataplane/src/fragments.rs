@@ -1,18 +1,19 @@
-//! IP fragments of service flows: reassembly into whole datagrams, and
-//! fragmentation of a whole datagram again.
+//! IP fragments: reassembly into whole datagrams, and fragmentation of a
+//! whole datagram again. Both cores use it: the net manager's
+//! ([`crate::netmanager`]) and the gateway's ([`crate::gateway`]).
 //!
-//! Only a datagram's first fragment carries its ports, so the net manager
-//! cannot match a later fragment to a flow by itself. It reassembles:
+//! Only a datagram's first fragment carries its ports, so a core cannot
+//! match a later fragment to a flow by itself. It reassembles:
 //! [`FragmentTable::insert`] keeps the fragments of each datagram (keyed
 //! by where they came from — the TUN or a tunnel peer — and by source,
 //! destination, protocol and identification, as RFC 791 and RFC 8200 key
 //! them) until the datagram is whole, then hands it back as one packet,
 //! which the core translates like any other. The core then cuts the
 //! translated datagram again with [`fragment`], to the size of the largest
-//! fragment it came in (never more than the overlay MTU), keeping the
-//! IPv4 identification or the IPv6 fragment identification: what leaves
-//! is fragmented as it arrived, so it fits wherever the original
-//! fragments fit, and the receiving kernel reassembles it.
+//! fragment it came in (never more than its MTU), keeping the IPv4
+//! identification or the IPv6 fragment identification: what leaves is
+//! fragmented as it arrived, so it fits wherever the original fragments
+//! fit, and the receiving kernel reassembles it.
 //!
 //! Bounded in memory and time: at most [`FragmentConfig::max_datagrams`]
 //! datagrams in reassembly and [`FragmentConfig::max_bytes`] bytes of
@@ -29,8 +30,9 @@
 //! fragment whose length is not a multiple of 8, an empty one, one ending
 //! past 65535 bytes) are refused.
 //!
-//! It knows IP headers only: nothing of flows, services, peers' trust or
-//! the translation; the core decides what happens to a whole datagram.
+//! It knows IP headers only: nothing of flows, services, exposures, peers'
+//! trust or the translation; the core decides what happens to a whole
+//! datagram.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
