@@ -62,6 +62,13 @@ pub struct Cli {
     /// write. Default: the HOPLAB_OFFLOAD environment variable, else `on`.
     #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
     pub offload: Option<bool>,
+    /// A reader per direction: a second thread reads the tunnel socket
+    /// (tunnel → core → TUN) while the first reads the TUN and serves the
+    /// rest, the core shared behind a lock held for one core call.
+    /// `off`: one task reads both. Default: the
+    /// HOPLAB_READER_PER_DIRECTION environment variable, else `off`.
+    #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
+    pub reader_per_direction: Option<bool>,
 }
 
 impl Cli {
