@@ -24,7 +24,7 @@ use hoplab::shell::clock::Clock;
 use hoplab::shell::control::Request;
 use hoplab::shell::droplog::DropLog;
 use hoplab::shell::signals::Signals;
-use hoplab::shell::{self as lib, log, tun};
+use hoplab::shell::{self as lib, log, sched, tun};
 use hoplab_dataplane::netmanager::control::Message;
 use hoplab_dataplane::netmanager::NetManagerCore;
 use tokio::io::unix::AsyncFd;
@@ -80,6 +80,8 @@ struct Ready {
     /// With a reader per direction: the tunnel reader's runtime, which
     /// the tunnel socket is registered with.
     tunnel_rt: Option<tokio::runtime::Runtime>,
+    /// The real-time priority the reading threads run at, if any.
+    rt_priority: Option<u8>,
 }
 
 /// Sets everything up in order (signals, TUN, manager, control socket,
@@ -93,6 +95,8 @@ async fn setup(
     let signals = Signals::install()?;
     let offload = tun::offload_setting(cli.offload)?;
     let per_direction = tun::reader_per_direction_setting(cli.reader_per_direction)?;
+    let rt_priority = sched::rt_priority_setting(cli.rt_priority)?;
+    sched::apply(rt_priority)?;
     let tun = tun::attach(&cli.tun, offload)?;
     let mtu = usize::from(tun.get_ref().mtu().context("reading the TUN's MTU")?);
     shell::lock(core).set_mtu(mtu);
@@ -138,6 +142,7 @@ async fn setup(
         peers = cli.peers.len(),
         offload,
         reader_per_direction = per_direction,
+        rt_priority = rt_priority.unwrap_or(0),
         "net manager ready"
     );
     Ok(Ready {
@@ -151,6 +156,7 @@ async fn setup(
         events: event_rx,
         control: ctl_rx,
         tunnel_rt,
+        rt_priority,
     })
 }
 
@@ -199,11 +205,15 @@ fn serve(
             let (tun, udp) = (&ready.tun, &ready.udp);
             let (queries, clock) = (ready.queries.clone(), ready.clock);
             let settings_b = settings(shell::Readers::TunOnly);
+            let rt_priority = ready.rt_priority;
             std::thread::scope(|s| {
                 let (shared, stop) = (&shared, &stop);
                 std::thread::Builder::new()
                     .name("tunnel-reader".into())
                     .spawn_scoped(s, move || {
+                        if let Err(e) = sched::apply(rt_priority) {
+                            warn!("the tunnel reader: {e:#}");
+                        }
                         let mut shell =
                             shell::Shell::new(tun, udp, queries, clock, settings_b, shared);
                         let r =
