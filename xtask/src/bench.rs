@@ -358,9 +358,11 @@ fn settings_section(merged: &[Results], runs: &[Vec<BenchRun<Results>>]) -> Resu
          managers' and the gateway's reading threads run before ordinary processes when a packet \
          wakes them, as the kernel's forwarding in softirq does). Medians of the rounds; ratio: \
          the setting's ÷ {base}'s (throughput and connections/s: above 1 is better; latency and \
-         CPU: below 1 is better).\n\n\
-         | veths | path | setting | Gbit/s | ratio | p50 µs | ratio | p99 µs | ratio | new connections/s | ratio | dataplane CPU s/Gbit | ratio |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         CPU: below 1 is better). Since each setting's rounds ran in other moments of a shared \
+         machine, the columns \"÷ baseline\" give each setting's path against its own baseline \
+         ((a) or (f)) measured in the same benchmark processes, as the tables above do.\n\n\
+         | veths | path | setting | Gbit/s | ratio | ÷ baseline | p50 µs | ratio | p99 µs | ratio | new connections/s | ratio | ÷ baseline | dataplane CPU s/Gbit | ratio |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         n = SETTINGS.len()
     );
     let ratio = |x: f64, y: f64| {
@@ -374,17 +376,21 @@ fn settings_section(merged: &[Results], runs: &[Vec<BenchRun<Results>>]) -> Resu
         for (i, r) in merged.iter().enumerate() {
             let y = r.paths.get(j).context("settings with different paths")?;
             let (m, n) = (&x.median, &y.median);
-            let conns = match (m.conn_per_s, n.conn_per_s) {
-                (Some(c), Some(d)) => format!("{d:.0} | {}", ratio(c, d)),
-                _ => "— | —".into(),
+            let b = &find(r, y.veths, baseline(y.path))?.median;
+            let conns = match (m.conn_per_s, n.conn_per_s, b.conn_per_s) {
+                (Some(c), Some(d), Some(e)) => {
+                    format!("{d:.0} | {} | {}", ratio(c, d), ratio(e, d))
+                }
+                _ => "— | — | —".into(),
             };
             md += &format!(
-                "| {} | ({}) | {} | {:.3} | {} | {:.1} | {} | {:.1} | {} | {conns} | {:.3} | {} |\n",
+                "| {} | ({}) | {} | {:.3} | {} | {} | {:.1} | {} | {:.1} | {} | {conns} | {:.3} | {} |\n",
                 x.veths.key(),
                 x.path.key(),
                 SETTINGS[i].0,
                 n.gbps,
                 ratio(m.gbps, n.gbps),
+                ratio(b.gbps, n.gbps),
                 n.p50_us,
                 ratio(m.p50_us, n.p50_us),
                 n.p99_us,
@@ -961,7 +967,22 @@ mod tests {
             load: "0.50".into(),
             total_secs: 45.62,
         };
-        let md = dataplane_report(&results(), &machine).unwrap();
+        let mut md = dataplane_report(&results(), &machine).unwrap();
+        // The settings' section, from three one-round runs per setting.
+        let runs: Vec<Vec<BenchRun<Results>>> = SETTINGS
+            .iter()
+            .map(|_| {
+                (0..3)
+                    .map(|_| BenchRun {
+                        results: results(),
+                        load: "0.50".into(),
+                        total_secs: 15.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        let merged: Vec<Results> = runs.iter().map(|r| merge_runs(r).unwrap()).collect();
+        md += &settings_section(&merged, &runs).unwrap();
         assert!(!md.contains("{{") && !md.contains("}}"), "{md}");
         // The shape of the committed report: the same lines, the same
         // headings, table heads and prose wherever a line has no number.
@@ -980,14 +1001,16 @@ mod tests {
             "| p99 latency added per userspace hop on (c), µs: (p99 (c) − p99 (a)) ÷ 2 | < 50 | **20.0** | met |",
             "| (c) | net manager, instance on the same node (service IP) | `10.30.1.1:5001/5002` | 3.500 | 2.33 | 30.0 | 3.00 | 60.0 | 3.00 | — | — | 1.500 | 0.500 |",
             "| (f) | `client` | 6.000, 7.000 | 60.000, 60.000 | 120.000, 120.000 | 6000, 6000 |",
-            "2 cores, kernel 6.1.0; 1-minute load average just before the run: 0.50. Whole run (sandbox, topology, net managers, gateway, 3 rounds of 12 measurements",
-            "Net manager drop counters at the end of the run: gw none; n1 none; n2 none.",
+            "2 cores, kernel 6.1.0; 1-minute load average just before each round's benchmark process (with the net managers' default): 0.50. Those processes (each: sandbox, topology, net managers, gateway, one round of 12 measurements",
+            "Net manager drop counters at the end of those runs, summed: gw none; n1 none; n2 none.",
             "on gw: drops none; other counters not zero: firewall.exposed_new:7, flows_created:7, packets_in:70.",
             "(e) opened 7 connections, the gateway's firewall DNATed 7 new ones to it and it created 7 flows (as many); (f) opened 9",
             "for 0.8 s, then the client shuts",
             "then 2000 round trips",
             "for 0.5 s (at most 5000",
-            "Then 3 rounds, each",
+            "Then 3 rounds, each in a benchmark process of its own",
+            "| gso | (c) | a reader per direction | 3.500 | 1.00 | 2.33 | 30.0 | 1.00 | 60.0 | 1.00 | — | — | — | 0.500 | 1.00 |",
+            "| 3 | one task, SCHED_FIFO | 0.50 | harness | (f) |",
         ] {
             assert!(md.contains(want), "no {want:?} in:\n{md}");
         }
