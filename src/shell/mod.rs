@@ -3,18 +3,21 @@
 //! socket ([`control`]), logging ([`log`]), the stop signals
 //! ([`signals`]), the TUN attach ([`tun`]), batched TUN reads and writes
 //! with segmentation offload ([`batch`]) and the tunnel socket's UDP
-//! GSO/GRO ([`udp`]), and the log of each packet a core dropped
-//! ([`droplog`]).
+//! GSO/GRO ([`udp`]), the log of each packet a core dropped
+//! ([`droplog`]), and the optional real-time scheduling class
+//! ([`sched`]).
 //!
 //! It knows neither core's packets nor commands: each binary's own loop
 //! owns its core and decides what a packet or a command does. Everything
-//! here runs on one current-thread tokio runtime ([`runtime`]).
+//! here runs on current-thread tokio runtimes ([`runtime`]): one per
+//! reading thread.
 
 pub mod batch;
 pub mod clock;
 pub mod control;
 pub mod droplog;
 pub mod log;
+pub mod sched;
 pub mod signals;
 pub mod tun;
 pub mod udp;

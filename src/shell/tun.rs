@@ -50,6 +50,23 @@ pub fn offload_setting(flag: Option<bool>) -> anyhow::Result<bool> {
     }
 }
 
+/// Whether the net manager reads the tunnel socket on a thread of its own
+/// (a reader per direction): its `--reader-per-direction` flag if given,
+/// else the `HOPLAB_READER_PER_DIRECTION` environment variable (`on` or
+/// `off`), else off.
+pub fn reader_per_direction_setting(flag: Option<bool>) -> anyhow::Result<bool> {
+    if let Some(f) = flag {
+        return Ok(f);
+    }
+    match std::env::var(READER_PER_DIRECTION_ENV) {
+        Ok(v) => parse_on_off(&v).map_err(|e| anyhow::anyhow!("{READER_PER_DIRECTION_ENV}: {e}")),
+        Err(_) => Ok(false),
+    }
+}
+
+/// The environment variable of [`reader_per_direction_setting`].
+pub const READER_PER_DIRECTION_ENV: &str = "HOPLAB_READER_PER_DIRECTION";
+
 /// `on` or `off` (the `--offload` flag's values).
 pub fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {

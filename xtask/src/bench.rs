@@ -163,6 +163,19 @@ fn run_bench<T: DeserializeOwned>(
     args: &[&str],
     what: &str,
 ) -> Result<BenchRun<T>> {
+    run_bench_env(release, sub, out, args, &[], what)
+}
+
+/// [`run_bench`] with the environment variables `env` set for the
+/// benchmark process (and the dataplane processes it starts).
+fn run_bench_env<T: DeserializeOwned>(
+    release: bool,
+    sub: &str,
+    out: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    what: &str,
+) -> Result<BenchRun<T>> {
     let bin = build_hoplab_bins(release)?;
     let out = target_dir().join(out);
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -171,6 +184,7 @@ fn run_bench<T: DeserializeOwned>(
         .unwrap_or_else(|| "?".into());
     let t = Instant::now();
     let run = Command::new(&bin)
+        .envs(env.iter().copied())
         .args(["-q", sub, "--out"])
         .arg(&out)
         .args(args)
@@ -192,44 +206,225 @@ fn run_bench<T: DeserializeOwned>(
     })
 }
 
-/// Run the dataplane benchmark with `--veths harness,gso`; write
-/// reports/bench-dataplane.md.
-pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
-    let (secs, round_trips, rounds) = (
-        secs.to_string(),
-        round_trips.to_string(),
-        rounds.to_string(),
-    );
-    let run: BenchRun<Results> = run_bench(
-        release,
-        "__bench-dataplane",
-        "bench-dataplane",
+/// The dataplane processes' settings the dataplane benchmark compares,
+/// the first the binaries' defaults: a name for the report, and the
+/// environment that selects it.
+const SETTINGS: [(&str, &[(&str, &str)]); 3] = [
+    (
+        "one task",
         &[
-            "--secs",
-            &secs,
-            "--round-trips",
-            &round_trips,
-            "--rounds",
-            &rounds,
-            "--veths",
-            "gso,harness",
+            ("HOPLAB_READER_PER_DIRECTION", "off"),
+            ("HOPLAB_RT_PRIORITY", "off"),
         ],
-        "the dataplane benchmark",
-    )?;
+    ),
+    (
+        "a reader per direction",
+        &[
+            ("HOPLAB_READER_PER_DIRECTION", "on"),
+            ("HOPLAB_RT_PRIORITY", "off"),
+        ],
+    ),
+    (
+        "one task, SCHED_FIFO",
+        &[
+            ("HOPLAB_READER_PER_DIRECTION", "off"),
+            ("HOPLAB_RT_PRIORITY", "10"),
+        ],
+    ),
+];
+
+/// Run the dataplane benchmark with `--veths gso,harness`, `rounds` times
+/// with each of [`SETTINGS`] (one round per benchmark process, a fresh
+/// sandbox each; the settings take turns, the first of each round's turn
+/// rotating, so the machine's load hits them alike); write
+/// reports/bench-dataplane.md from the defaults' rounds, with the
+/// settings side by side.
+pub fn dataplane(release: bool, secs: f64, round_trips: usize, rounds: usize) -> Result<()> {
+    let (secs, round_trips) = (secs.to_string(), round_trips.to_string());
+    let n = SETTINGS.len();
+    let mut runs: Vec<Vec<BenchRun<Results>>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (name, env) = SETTINGS[i];
+            let run: BenchRun<Results> = run_bench_env(
+                release,
+                "__bench-dataplane",
+                "bench-dataplane",
+                &[
+                    "--secs",
+                    &secs,
+                    "--round-trips",
+                    &round_trips,
+                    "--rounds",
+                    "1",
+                    "--veths",
+                    "gso,harness",
+                ],
+                env,
+                &format!("the dataplane benchmark ({name})"),
+            )?;
+            println!(
+                "round {} with {name}: load average {} at its start, {:.1} s",
+                round + 1,
+                run.load,
+                run.total_secs
+            );
+            runs[i].push(run);
+        }
+    }
+    let merged = runs
+        .iter()
+        .map(|r| merge_runs(r))
+        .collect::<Result<Vec<_>>>()?;
     let machine = Machine {
         cores: cores(),
         kernel: kernel(),
-        load: run.load,
-        total_secs: run.total_secs,
+        load: runs[0]
+            .iter()
+            .map(|r| r.load.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        total_secs: runs[0].iter().map(|r| r.total_secs).sum(),
     };
-    let md = dataplane_report(&run.results, &machine)?;
+    let mut md = dataplane_report(&merged[0], &machine)?;
+    md += &settings_section(&merged, &runs)?;
     let path = root().join("reports/bench-dataplane.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
-    for r in &run.results.paths {
-        print_path(&run.results, r)?;
+    for (i, r) in merged.iter().enumerate() {
+        println!("{}:", SETTINGS[i].0);
+        for p in &r.paths {
+            print_path(r, p)?;
+        }
     }
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The results of several one-round runs as one run of as many rounds:
+/// each path's rounds in run order, their medians; counters and
+/// connections summed.
+fn merge_runs(runs: &[BenchRun<Results>]) -> Result<Results> {
+    let first = &runs.first().context("no benchmark run")?.results;
+    let mut merged = first.clone();
+    merged.config.rounds = runs.len();
+    for (j, p) in merged.paths.iter_mut().enumerate() {
+        let mut rounds = Vec::new();
+        for r in runs {
+            let q = r
+                .results
+                .paths
+                .get(j)
+                .filter(|q| q.path == p.path && q.veths == p.veths)
+                .context("benchmark runs with different paths")?;
+            rounds.extend(q.rounds.iter().copied());
+        }
+        *p = PathResult::new(p.path, p.veths, p.target.clone(), rounds);
+    }
+    for r in &runs[1..] {
+        let r = &r.results;
+        for (node, drops) in &r.netmanager_drops {
+            let m = merged.netmanager_drops.entry(node.clone()).or_default();
+            for (k, v) in drops {
+                *m.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        for (k, v) in &r.gateway_counters {
+            *merged.gateway_counters.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &r.baseline_counters {
+            *merged.baseline_counters.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &r.connections {
+            *merged.connections.entry(*k).or_insert(0) += v;
+        }
+    }
+    Ok(merged)
+}
+
+/// The report's section comparing the [`SETTINGS`]: per veth setting,
+/// path and setting, the medians and their ratio to the defaults'; every
+/// round's values with the load average at its start.
+fn settings_section(merged: &[Results], runs: &[Vec<BenchRun<Results>>]) -> Result<String> {
+    let base = SETTINGS[0].0;
+    let mut md = format!(
+        "\n## The dataplane processes' settings, in the same run\n\n\
+         Every round above ran {n} times, in benchmark processes of their own (a fresh sandbox \
+         each), the settings taking turns (which goes first rotates round by round): {base} (the \
+         defaults: one task reads the TUN and the tunnel socket); a reader per direction \
+         (`HOPLAB_READER_PER_DIRECTION=on`: in each net manager a second thread reads the tunnel \
+         socket, the core behind a lock held for one core call; the gateway, with one TUN queue, \
+         keeps one task); and one task under `SCHED_FIFO` (`HOPLAB_RT_PRIORITY=10`: the net \
+         managers' and the gateway's reading threads run before ordinary processes when a packet \
+         wakes them, as the kernel's forwarding in softirq does). Medians of the rounds; ratio: \
+         the setting's ÷ {base}'s (throughput and connections/s: above 1 is better; latency and \
+         CPU: below 1 is better). Since each setting's rounds ran in other moments of a shared \
+         machine, the columns \"÷ baseline\" give each setting's path against its own baseline \
+         ((a) or (f)) measured in the same benchmark processes, as the tables above do.\n\n\
+         | veths | path | setting | Gbit/s | ratio | ÷ baseline | p50 µs | ratio | p99 µs | ratio | new connections/s | ratio | ÷ baseline | dataplane CPU s/Gbit | ratio |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        n = SETTINGS.len()
+    );
+    let ratio = |x: f64, y: f64| {
+        if x > 0.0 {
+            format!("{:.2}", y / x)
+        } else {
+            "—".into()
+        }
+    };
+    for (j, x) in merged[0].paths.iter().enumerate() {
+        for (i, r) in merged.iter().enumerate() {
+            let y = r.paths.get(j).context("settings with different paths")?;
+            let (m, n) = (&x.median, &y.median);
+            let b = &find(r, y.veths, baseline(y.path))?.median;
+            let conns = match (m.conn_per_s, n.conn_per_s, b.conn_per_s) {
+                (Some(c), Some(d), Some(e)) => {
+                    format!("{d:.0} | {} | {}", ratio(c, d), ratio(e, d))
+                }
+                _ => "— | — | —".into(),
+            };
+            md += &format!(
+                "| {} | ({}) | {} | {:.3} | {} | {} | {:.1} | {} | {:.1} | {} | {conns} | {:.3} | {} |\n",
+                x.veths.key(),
+                x.path.key(),
+                SETTINGS[i].0,
+                n.gbps,
+                ratio(m.gbps, n.gbps),
+                ratio(b.gbps, n.gbps),
+                n.p50_us,
+                ratio(m.p50_us, n.p50_us),
+                n.p99_us,
+                ratio(m.p99_us, n.p99_us),
+                n.cpu_dataplane_s_per_gbit,
+                ratio(m.cpu_dataplane_s_per_gbit, n.cpu_dataplane_s_per_gbit),
+            );
+        }
+    }
+    md += "\nEvery round's values, with the 1-minute load average at the start of its benchmark process:\n\n\
+           | round | setting | load | veths | path | Gbit/s | p50 µs | p99 µs | new connections/s | dataplane CPU s/Gbit |\n\
+           |---|---|---:|---|---|---:|---:|---:|---:|---:|\n";
+    let rounds = runs.iter().map(Vec::len).min().unwrap_or(0);
+    for round in 0..rounds {
+        for ((name, _), run) in SETTINGS.iter().zip(runs) {
+            let run = run.get(round).context("a setting without this round")?;
+            for p in &run.results.paths {
+                let s = p.rounds.first().context("a run without a round")?;
+                md += &format!(
+                    "| {} | {name} | {} | {} | ({}) | {:.3} | {:.1} | {:.1} | {} | {:.3} |\n",
+                    round + 1,
+                    run.load,
+                    p.veths.key(),
+                    p.path.key(),
+                    s.gbps,
+                    s.p50_us,
+                    s.p99_us,
+                    s.conn_per_s.map_or("—".into(), |c| format!("{c:.0}")),
+                    s.cpu_dataplane_s_per_gbit,
+                );
+            }
+        }
+    }
+    Ok(md)
 }
 
 /// Run the exposure-change benchmark; write reports/bench-exposure.md.
@@ -772,7 +967,22 @@ mod tests {
             load: "0.50".into(),
             total_secs: 45.62,
         };
-        let md = dataplane_report(&results(), &machine).unwrap();
+        let mut md = dataplane_report(&results(), &machine).unwrap();
+        // The settings' section, from three one-round runs per setting.
+        let runs: Vec<Vec<BenchRun<Results>>> = SETTINGS
+            .iter()
+            .map(|_| {
+                (0..3)
+                    .map(|_| BenchRun {
+                        results: results(),
+                        load: "0.50".into(),
+                        total_secs: 15.0,
+                    })
+                    .collect()
+            })
+            .collect();
+        let merged: Vec<Results> = runs.iter().map(|r| merge_runs(r).unwrap()).collect();
+        md += &settings_section(&merged, &runs).unwrap();
         assert!(!md.contains("{{") && !md.contains("}}"), "{md}");
         // The shape of the committed report: the same lines, the same
         // headings, table heads and prose wherever a line has no number.
@@ -791,14 +1001,16 @@ mod tests {
             "| p99 latency added per userspace hop on (c), µs: (p99 (c) − p99 (a)) ÷ 2 | < 50 | **20.0** | met |",
             "| (c) | net manager, instance on the same node (service IP) | `10.30.1.1:5001/5002` | 3.500 | 2.33 | 30.0 | 3.00 | 60.0 | 3.00 | — | — | 1.500 | 0.500 |",
             "| (f) | `client` | 6.000, 7.000 | 60.000, 60.000 | 120.000, 120.000 | 6000, 6000 |",
-            "2 cores, kernel 6.1.0; 1-minute load average just before the run: 0.50. Whole run (sandbox, topology, net managers, gateway, 3 rounds of 12 measurements",
-            "Net manager drop counters at the end of the run: gw none; n1 none; n2 none.",
+            "2 cores, kernel 6.1.0; 1-minute load average just before each round's benchmark process (with the net managers' default): 0.50. Those processes (each: sandbox, topology, net managers, gateway, one round of 12 measurements",
+            "Net manager drop counters at the end of those runs, summed: gw none; n1 none; n2 none.",
             "on gw: drops none; other counters not zero: firewall.exposed_new:7, flows_created:7, packets_in:70.",
             "(e) opened 7 connections, the gateway's firewall DNATed 7 new ones to it and it created 7 flows (as many); (f) opened 9",
             "for 0.8 s, then the client shuts",
             "then 2000 round trips",
             "for 0.5 s (at most 5000",
-            "Then 3 rounds, each",
+            "Then 3 rounds, each in a benchmark process of its own",
+            "| gso | (c) | a reader per direction | 3.500 | 1.00 | 2.33 | 30.0 | 1.00 | 60.0 | 1.00 | — | — | — | 0.500 | 1.00 |",
+            "| 3 | one task, SCHED_FIFO | 0.50 | harness | (f) |",
         ] {
             assert!(md.contains(want), "no {want:?} in:\n{md}");
         }

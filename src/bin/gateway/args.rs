@@ -70,6 +70,12 @@ pub struct Cli {
     /// environment variable, else `on`.
     #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
     pub offload: Option<bool>,
+    /// A real-time priority (1–99): the process's threads run under
+    /// SCHED_FIFO, so a packet's wake-up does not wait for a CPU held by
+    /// ordinary processes (needs CAP_SYS_NICE). 0: none. Default: the
+    /// HOPLAB_RT_PRIORITY environment variable, else none.
+    #[arg(long, value_name = "N", value_parser = hoplab::shell::sched::parse_priority)]
+    pub rt_priority: Option<u8>,
 }
 
 impl Cli {

@@ -35,7 +35,7 @@ use hoplab::shell::control::Request;
 use hoplab::shell::droplog::{DropLog, Via};
 use hoplab::shell::log::{self, RateLimited};
 use hoplab::shell::signals::Signals;
-use hoplab::shell::{self as lib, tun};
+use hoplab::shell::{self as lib, sched, tun};
 use hoplab_dataplane::gateway::{ExposedPort, Exposure, GatewayCore, Verdict};
 use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
@@ -119,6 +119,8 @@ async fn serve(
     let clock = Clock::start();
     let mut signals = Signals::install()?;
     let offload = tun::offload_setting(cli.offload)?;
+    let rt_priority = sched::rt_priority_setting(cli.rt_priority)?;
+    sched::apply(rt_priority)?;
     let tun = tun::attach(&cli.tun, offload)?;
     let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
@@ -130,6 +132,7 @@ async fn serve(
         internal = %cli.internal,
         exposures = core.exposures().len(),
         offload,
+        rt_priority = rt_priority.unwrap_or(0),
         "gateway ready"
     );
     let public = (cli.public, cli.public6);

@@ -62,6 +62,19 @@ pub struct Cli {
     /// write. Default: the HOPLAB_OFFLOAD environment variable, else `on`.
     #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
     pub offload: Option<bool>,
+    /// A reader per direction: a second thread reads the tunnel socket
+    /// (tunnel → core → TUN) while the first reads the TUN and serves the
+    /// rest, the core shared behind a lock held for one core call.
+    /// `off`: one task reads both. Default: the
+    /// HOPLAB_READER_PER_DIRECTION environment variable, else `off`.
+    #[arg(long, value_name = "on|off", value_parser = hoplab::shell::tun::parse_on_off)]
+    pub reader_per_direction: Option<bool>,
+    /// A real-time priority (1–99): the process's threads run under
+    /// SCHED_FIFO, so a packet's wake-up does not wait for a CPU held by
+    /// ordinary processes (needs CAP_SYS_NICE). 0: none. Default: the
+    /// HOPLAB_RT_PRIORITY environment variable, else none.
+    #[arg(long, value_name = "N", value_parser = hoplab::shell::sched::parse_priority)]
+    pub rt_priority: Option<u8>,
 }
 
 impl Cli {

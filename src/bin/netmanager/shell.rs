@@ -20,6 +20,18 @@
 //! sent one by one; a released TCP super-packet, longer than the MTU, is
 //! first split into wire-sized segments ([`batch::split_tcp`]).
 //!
+//! Threads ([`Readers`]): by default one task owns the core and reads
+//! both the TUN and the tunnel socket. With a reader per direction
+//! (`--reader-per-direction on`), a second thread with a runtime of its
+//! own reads the tunnel socket (tunnel → core → TUN, or on to another
+//! peer) while the first reads the TUN (TUN → core → TUN or tunnel) and
+//! serves the resolutions, control commands and expiry; the core is
+//! shared behind a mutex held only for one core call, never across a
+//! system call ([`Core`]). The tunnel socket is registered with the
+//! second thread's runtime only, so its arrivals wake that thread alone;
+//! the first thread sends on it too (a send does not wait for readiness
+//! unless the socket buffer is full).
+//!
 //! Every error of the shell's own I/O (TUN read and write, tunnel send
 //! and receive) is counted ([`IoErrors`]: `io_err_*` beside the core's
 //! counters, on the control socket and in the counters file) and logged
@@ -27,6 +39,8 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context;
 use hoplab::shell::batch::{self, Read, TunBatch, TunRead};
@@ -42,6 +56,7 @@ use hoplab_dataplane::Millis;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 use tracing::{debug, info, trace, warn};
 use tun_rs::SyncDevice;
 
@@ -54,6 +69,80 @@ const BUF: usize = 65536;
 const BATCH: usize = 64;
 /// Socket buffer sizes asked for the tunnel socket.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Access to the core: owned by the one task ([`NetManagerCore`]
+/// itself), or shared by the two readers ([`Locked`]).
+pub trait Core {
+    /// Runs `f` on the core (under the lock, if shared: `f` makes no
+    /// system call).
+    fn with<R>(&mut self, f: impl FnOnce(&mut NetManagerCore) -> R) -> R;
+}
+
+impl Core for NetManagerCore {
+    fn with<R>(&mut self, f: impl FnOnce(&mut NetManagerCore) -> R) -> R {
+        f(self)
+    }
+}
+
+/// The core shared by the two readers: locked for one core call.
+pub struct Locked<'a>(pub &'a Mutex<NetManagerCore>);
+
+impl Core for Locked<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut NetManagerCore) -> R) -> R {
+        f(&mut lock(self.0))
+    }
+}
+
+/// Locks `m`; a panic of the other reader while it held the lock ends
+/// the process anyway, so a poisoned lock is taken as it is.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which thread reads what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// One task reads the TUN and the tunnel socket.
+    One,
+    /// This task reads the TUN (and serves the rest); another thread
+    /// reads the tunnel socket ([`Shell::run_tunnel`]).
+    TunOnly,
+}
+
+/// What the two readers tell each other: the expiry deadline the TUN
+/// reader's timer is armed at, so that the tunnel reader wakes it when a
+/// packet it handled made the core's next deadline earlier (a flow or a
+/// resolution created while the timer was disarmed).
+#[derive(Debug)]
+pub struct Rearm {
+    /// The armed deadline in milliseconds, `u64::MAX` when disarmed.
+    armed: AtomicU64,
+    notify: Notify,
+}
+
+impl Default for Rearm {
+    fn default() -> Rearm {
+        Rearm {
+            armed: AtomicU64::new(u64::MAX),
+            notify: Notify::new(),
+        }
+    }
+}
+
+impl Rearm {
+    fn armed(&self, at: Option<Millis>) {
+        self.armed
+            .store(at.map_or(u64::MAX, |m| m.0), Ordering::Relaxed);
+    }
+
+    /// Wakes the TUN reader if `next` is earlier than its timer.
+    fn check(&self, next: Option<Millis>) {
+        if next.is_some_and(|n| n.0 < self.armed.load(Ordering::Relaxed)) {
+            self.armed(next);
+            self.notify.notify_one();
+        }
+    }
+}
 
 /// Binds the tunnel socket on the wildcard address of `node_addr`'s
 /// family, port [`TUNNEL_PORT`]; IPv6 is dual-stack.
@@ -139,7 +228,7 @@ pub struct Shell<'a> {
     udp_v6: bool,
     queries: UnboundedSender<Message>,
     clock: Clock,
-    errors: &'a mut IoErrors,
+    errors: &'a Mutex<IoErrors>,
     /// Whether tunnel sends may use `UDP_SEGMENT`.
     gso: bool,
     offload: OffloadStats,
@@ -147,7 +236,17 @@ pub struct Shell<'a> {
     mtu: usize,
     split: SplitBuf,
     /// Each packet the core drops, for the run's drop verdicts.
-    pub drops: DropLog,
+    drops: &'a Mutex<DropLog>,
+    /// Whether this task reads the tunnel socket too.
+    readers: Readers,
+    rearm: &'a Rearm,
+}
+
+/// What the shells of the two readers share besides the core.
+pub struct Shared<'a> {
+    pub errors: &'a Mutex<IoErrors>,
+    pub drops: &'a Mutex<DropLog>,
+    pub rearm: &'a Rearm,
 }
 
 /// How often the offloads carried more than one packet, logged at exit.
@@ -167,8 +266,8 @@ impl<'a> Shell<'a> {
         udp: &'a UdpSocket,
         queries: UnboundedSender<Message>,
         clock: Clock,
-        gso: bool,
-        (mtu, errors): (usize, &'a mut IoErrors),
+        (gso, mtu, readers): (bool, usize, Readers),
+        shared: &Shared<'a>,
     ) -> Shell<'a> {
         let udp_v6 = udp.local_addr().is_ok_and(|a| a.is_ipv6());
         Shell {
@@ -177,32 +276,45 @@ impl<'a> Shell<'a> {
             udp_v6,
             queries,
             clock,
-            errors,
+            errors: shared.errors,
             gso,
             offload: OffloadStats::default(),
             mtu,
             split: None,
-            drops: DropLog::disabled(),
+            drops: shared.drops,
+            readers,
+            rearm: shared.rearm,
         }
     }
 
-    /// The loop. Returns on SIGTERM or SIGINT (`Ok`), or on an error of the
-    /// TUN or the tunnel socket that is not transient.
+    /// The I/O error counters (locked: only on an error).
+    fn errors(&self) -> MutexGuard<'_, IoErrors> {
+        lock(self.errors)
+    }
+
+    /// The loop. Returns on SIGTERM or SIGINT (`Ok`), on an error of the
+    /// TUN or the tunnel socket that is not transient, or when `tunnel`
+    /// (the other reader's end, with [`Readers::TunOnly`]) reports one.
     pub async fn run(
         &mut self,
-        core: &mut NetManagerCore,
+        core: &mut impl Core,
         mut events: UnboundedReceiver<Message>,
         mut control: Receiver<Request<Command>>,
         signals: &mut Signals,
+        tunnel: &mut Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
     ) -> anyhow::Result<()> {
         let mut b = Batches::new(self.gso);
         // The actions of one packet besides its forward; cleared by the
         // core on each call, drained here.
         let mut extra: Vec<Action> = Vec::new();
         let (tun, udp) = (self.tun, self.udp);
+        let reads_tunnel = self.readers == Readers::One;
+        let rearm = self.rearm;
         let mut expiry = ExpiryTimer::new(self.clock);
         loop {
-            expiry.arm(core.next_deadline());
+            let next = core.with(|c| c.next_deadline());
+            expiry.arm(next);
+            rearm.armed(next);
             tokio::select! {
                 () = signals.stop() => return Ok(()),
                 r = tun.readable() => {
@@ -212,12 +324,12 @@ impl<'a> Shell<'a> {
                         match guard.try_io(|d| b.tun_in.recv(d.get_ref())) {
                             Ok(Ok(read)) => self.tun_read(core, now, &mut b, read, &mut extra).await,
                             Ok(Err(e)) if transient(&e) => {
-                                self.errors.tun_read.warn("reading the TUN", &e);
+                                self.errors().tun_read.warn("reading the TUN", &e);
                             }
                             // Not a system call's error: a read tun-rs
                             // could not split (virtio header, GSO geometry).
                             Ok(Err(e)) if e.raw_os_error().is_none() => {
-                                self.errors.tun_read.warn("splitting a TUN read", &e);
+                                self.errors().tun_read.warn("splitting a TUN read", &e);
                             }
                             Ok(Err(e)) => return Err(e).context("reading the TUN"),
                             // WouldBlock: readiness cleared.
@@ -225,65 +337,117 @@ impl<'a> Shell<'a> {
                         }
                     }
                 }
-                r = udp.readable() => {
+                r = udp.readable(), if reads_tunnel => {
                     r.context("waiting for the tunnel socket")?;
-                    let now = self.clock.now();
-                    for _ in 0..BATCH {
-                        match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
-                            Ok((n, from, segment)) => {
-                                let from = from.ip().to_canonical();
-                                if segment > 0
-                                    && n > segment
-                                    && n.div_ceil(segment) <= batch::SLOTS
-                                    && self.tun.get_ref().tcp_gso()
-                                {
-                                    self.tunnel_gro(core, now, from, &mut b, (n, segment), &mut extra)
-                                        .await;
-                                    continue;
-                                }
-                                let k = b.udp_in.load_segments(&b.udp_buf[..n], segment);
-                                let (batch, out) = (&mut b.udp_in, &mut b.udp_out);
-                                self.packets(core, now, Some(from), batch, k, out, &mut extra)
-                                    .await;
-                            }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) if transient(&e) => {
-                                self.errors.tunnel_recv.warn("receiving on the tunnel socket", &e);
-                            }
-                            Err(e) => return Err(e).context("receiving on the tunnel socket"),
-                        }
-                    }
+                    self.tunnel_reads(core, &mut b, &mut extra).await?;
                 }
+                r = async {
+                    match tunnel.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    return match r {
+                        Ok(r) => r.context("the tunnel reader"),
+                        Err(_) => Err(anyhow::anyhow!("the tunnel reader ended without a word")),
+                    };
+                }
+                () = rearm.notify.notified() => {}
                 Some(msg) = events.recv() => {
                     let now = self.clock.now();
                     let acts = match msg {
-                        Message::Resolved(res, _) => core.on_resolution(now, res.service_ip, Ok(res)),
+                        Message::Resolved(res, _) => {
+                            core.with(|c| c.on_resolution(now, res.service_ip, Ok(res)))
+                        }
                         Message::Failed(ip, e) => {
                             debug!(%ip, "resolution failed: {e}");
-                            core.on_resolution(now, ip, Err(e))
+                            core.with(|c| c.on_resolution(now, ip, Err(e)))
                         }
                         Message::Invalidate(ip) => {
                             debug!(%ip, "invalidated");
-                            core.invalidate(ip);
+                            core.with(|c| c.invalidate(ip));
                             // Applied: acknowledged to the manager.
                             let _ = self.queries.send(Message::Invalidated(ip));
                             Vec::new()
                         }
                         _ => Vec::new(),
                     };
-                    log_drops(&mut self.drops, None, &acts);
+                    log_drops(self.drops, None, &acts);
                     self.exec(acts).await;
                 }
                 Some(req) = control.recv() => {
-                    let _ = req.reply.send(answer(core, self.errors, req.command));
+                    let errors = self.errors;
+                    let text = core.with(|c| answer(c, &lock(errors), req.command));
+                    let _ = req.reply.send(text);
                 }
                 () = expiry.wait() => {
-                    let acts = core.expire(self.clock.now());
-                    log_drops(&mut self.drops, None, &acts);
+                    let now = self.clock.now();
+                    let acts = core.with(|c| c.expire(now));
+                    log_drops(self.drops, None, &acts);
                     self.exec(acts).await;
                 }
             }
         }
+    }
+
+    /// The other reader ([`Readers::TunOnly`]'s pair): the tunnel socket
+    /// until `stop` is notified (`Ok`) or an error of the socket that is
+    /// not transient.
+    pub async fn run_tunnel(&mut self, core: &mut impl Core, stop: &Notify) -> anyhow::Result<()> {
+        let mut b = Batches::new(self.gso);
+        let mut extra: Vec<Action> = Vec::new();
+        let udp = self.udp;
+        loop {
+            tokio::select! {
+                () = stop.notified() => return Ok(()),
+                r = udp.readable() => {
+                    r.context("waiting for the tunnel socket")?;
+                    self.tunnel_reads(core, &mut b, &mut extra).await?;
+                    let next = core.with(|c| c.next_deadline());
+                    self.rearm.check(next);
+                }
+            }
+        }
+    }
+
+    /// Up to [`BATCH`] receives from the tunnel socket, each through the
+    /// core (until it has nothing more).
+    async fn tunnel_reads(
+        &mut self,
+        core: &mut impl Core,
+        b: &mut Batches,
+        extra: &mut Vec<Action>,
+    ) -> anyhow::Result<()> {
+        let udp = self.udp;
+        let now = self.clock.now();
+        for _ in 0..BATCH {
+            match udp::recv(udp, &mut b.udp_buf, &mut b.cmsg) {
+                Ok((n, from, segment)) => {
+                    let from = from.ip().to_canonical();
+                    if segment > 0
+                        && n > segment
+                        && n.div_ceil(segment) <= batch::SLOTS
+                        && self.tun.get_ref().tcp_gso()
+                    {
+                        self.tunnel_gro(core, now, from, b, (n, segment), extra)
+                            .await;
+                        continue;
+                    }
+                    let k = b.udp_in.load_segments(&b.udp_buf[..n], segment);
+                    let (batch, out) = (&mut b.udp_in, &mut b.udp_out);
+                    self.packets(core, now, Some(from), batch, k, out, extra)
+                        .await;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if transient(&e) => {
+                    self.errors()
+                        .tunnel_recv
+                        .warn("receiving on the tunnel socket", &e);
+                }
+                Err(e) => return Err(e).context("receiving on the tunnel socket"),
+            }
+        }
+        Ok(())
     }
 
     /// One TUN read through the core: a packet or a TCP super-packet
@@ -291,7 +455,7 @@ impl<'a> Shell<'a> {
     /// split UDP super-packet packet by packet.
     async fn tun_read(
         &mut self,
-        core: &mut NetManagerCore,
+        core: &mut impl Core,
         now: Millis,
         b: &mut Batches,
         read: Read,
@@ -302,17 +466,13 @@ impl<'a> Shell<'a> {
         }
         match read {
             Read::Whole(_) => {
-                let fwd = core.tun_packet_in_place(now, b.tun_in.packet_mut(), extra);
-                log_drops(
-                    &mut self.drops,
-                    Some((Via::Tun, b.tun_in.packet_mut())),
-                    extra,
-                );
+                let fwd = core.with(|c| c.tun_packet_in_place(now, b.tun_in.packet_mut(), extra));
+                log_drops(self.drops, Some((Via::Tun, b.tun_in.packet_mut())), extra);
                 self.exec(extra.drain(..)).await;
                 match fwd {
                     Some(Forward::Tun { len }) => {
                         if let Err(e) = b.tun_in.write(self.tun.get_ref(), len) {
-                            self.errors.tun_write.warn("writing to the TUN", &e);
+                            self.errors().tun_write.warn("writing to the TUN", &e);
                         }
                     }
                     Some(Forward::Tunnel { node, port, len }) => {
@@ -320,7 +480,7 @@ impl<'a> Shell<'a> {
                         self.send_batch(&mut b.udp_out).await;
                         match b.tun_in.wire_packets(len) {
                             Ok(n) => self.send_segments(node, port, &b.tun_in.segments, n).await,
-                            Err(e) => self.errors.tun_read.warn("splitting for the tunnel", &e),
+                            Err(e) => self.errors().tun_read.warn("splitting for the tunnel", &e),
                         }
                     }
                     None => {}
@@ -341,7 +501,7 @@ impl<'a> Shell<'a> {
     /// together); else as a batch (coalesced by tun-rs where it can).
     async fn tunnel_gro(
         &mut self,
-        core: &mut NetManagerCore,
+        core: &mut impl Core,
         now: Millis,
         from: IpAddr,
         b: &mut Batches,
@@ -355,8 +515,8 @@ impl<'a> Shell<'a> {
         for (i, kept) in keep.iter_mut().enumerate().take(k) {
             let r = i * segment..n.min((i + 1) * segment);
             let d = &mut b.udp_buf[r.clone()];
-            let fwd = core.tunnel_datagram_in_place(now, from, d, extra);
-            log_drops(&mut self.drops, Some((Via::Tunnel, d)), extra);
+            let fwd = core.with(|c| c.tunnel_datagram_in_place(now, from, d, extra));
+            log_drops(self.drops, Some((Via::Tunnel, d)), extra);
             self.exec(extra.drain(..)).await;
             match fwd {
                 Some(Forward::Tun { len }) => {
@@ -389,7 +549,7 @@ impl<'a> Shell<'a> {
             }
         };
         if let Err(e) = written {
-            self.errors.tun_write.warn("writing to the TUN", &e);
+            self.errors().tun_write.warn("writing to the TUN", &e);
         }
         self.send_batch(&mut b.udp_out).await;
     }
@@ -400,7 +560,7 @@ impl<'a> Shell<'a> {
     #[allow(clippy::too_many_arguments)]
     async fn packets(
         &mut self,
-        core: &mut NetManagerCore,
+        core: &mut impl Core,
         now: Millis,
         from: Option<IpAddr>,
         batch: &mut TunBatch,
@@ -412,12 +572,15 @@ impl<'a> Shell<'a> {
             let p = batch.packet_mut(i);
             let (fwd, via) = match from {
                 Some(from) => (
-                    core.tunnel_datagram_in_place(now, from, p, extra),
+                    core.with(|c| c.tunnel_datagram_in_place(now, from, p, extra)),
                     Via::Tunnel,
                 ),
-                None => (core.tun_packet_in_place(now, p, extra), Via::Tun),
+                None => (
+                    core.with(|c| c.tun_packet_in_place(now, p, extra)),
+                    Via::Tun,
+                ),
             };
-            log_drops(&mut self.drops, Some((via, p)), extra);
+            log_drops(self.drops, Some((via, p)), extra);
             self.exec(extra.drain(..)).await;
             match fwd {
                 Some(Forward::Tun { len }) => batch.keep(i, len),
@@ -429,7 +592,7 @@ impl<'a> Shell<'a> {
             }
         }
         if let Err(e) = batch.flush(self.tun.get_ref()) {
-            self.errors.tun_write.warn("writing to the TUN", &e);
+            self.errors().tun_write.warn("writing to the TUN", &e);
         }
         self.send_batch(out).await;
     }
@@ -453,7 +616,7 @@ impl<'a> Shell<'a> {
             *d = segs.packet(i);
         }
         if let Err(e) = udp::send_all(self.udp, to, &all[..n], self.gso).await {
-            self.errors
+            self.errors()
                 .tunnel_send
                 .warn(&format!("sending to the tunnel peer {node}"), &e);
         }
@@ -463,7 +626,7 @@ impl<'a> Shell<'a> {
         let to = out.pending().map(|(to, _, _)| to.ip().to_canonical());
         if let Err(e) = udp::send(self.udp, out).await {
             let to = to.map(|t| t.to_string()).unwrap_or_default();
-            self.errors
+            self.errors()
                 .tunnel_send
                 .warn(&format!("sending to the tunnel peer {to}"), &e);
         }
@@ -510,9 +673,10 @@ impl<'a> Shell<'a> {
             Ok(Some(n)) => n,
             Ok(None) => return false,
             Err(e) => {
+                let mut errors = self.errors();
                 let lost = match to {
-                    None => &mut self.errors.tun_write,
-                    Some(_) => &mut self.errors.tunnel_send,
+                    None => &mut errors.tun_write,
+                    Some(_) => &mut errors.tunnel_send,
                 };
                 lost.warn("splitting a released packet", &e);
                 return true;
@@ -525,7 +689,7 @@ impl<'a> Shell<'a> {
             None => {
                 segs.keep_all();
                 if let Err(e) = segs.flush(self.tun.get_ref()) {
-                    self.errors.tun_write.warn("writing to the TUN", &e);
+                    self.errors().tun_write.warn("writing to the TUN", &e);
                 }
             }
             Some((node, port)) => self.send_segments(node, port, &segs, n).await,
@@ -536,14 +700,14 @@ impl<'a> Shell<'a> {
 
     fn write_tun(&mut self, packet: &[u8]) {
         if let Err(e) = batch::write_one(self.tun.get_ref(), packet) {
-            self.errors.tun_write.warn("writing to the TUN", &e);
+            self.errors().tun_write.warn("writing to the TUN", &e);
         }
     }
 
     async fn send_tunnel(&mut self, node: IpAddr, port: u16, datagram: &[u8]) {
         let to = udp::peer(self.udp_v6, node, port);
         if let Err(e) = self.udp.send_to(datagram, to).await {
-            self.errors
+            self.errors()
                 .tunnel_send
                 .warn(&format!("sending to the tunnel peer {node}"), &e);
         }
@@ -559,7 +723,7 @@ impl<'a> Shell<'a> {
             coalesced = o.coalesced,
             "offloads"
         );
-        let e = &self.errors;
+        let e = self.errors();
         let (tun_write, tun_read) = (e.tun_write.total(), e.tun_read.total());
         let (tunnel_send, tunnel_recv) = (e.tunnel_send.total(), e.tunnel_recv.total());
         if tun_write + tun_read + tunnel_send + tunnel_recv > 0 {
@@ -573,7 +737,11 @@ impl<'a> Shell<'a> {
 /// the shell no longer holds) of the packet the ICMP error written just
 /// before a drop quotes, the core answering a queued packet before dropping
 /// it.
-fn log_drops(log: &mut DropLog, packet: Option<(Via, &[u8])>, actions: &[Action]) {
+fn log_drops(log: &Mutex<DropLog>, packet: Option<(Via, &[u8])>, actions: &[Action]) {
+    if !actions.iter().any(|a| matches!(a, Action::Drop(_))) {
+        return;
+    }
+    let mut log = lock(log);
     let mut icmp: Option<&[u8]> = None;
     for a in actions {
         match a {
