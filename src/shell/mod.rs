@@ -3,8 +3,9 @@
 //! socket ([`control`]), logging ([`log`]), the stop signals
 //! ([`signals`]), the TUN attach ([`tun`]), batched TUN reads and writes
 //! with segmentation offload ([`batch`]) and the tunnel socket's UDP
-//! GSO/GRO ([`udp`]), and the log of each packet a core dropped
-//! ([`droplog`]).
+//! GSO/GRO ([`udp`]), the log of each packet a core dropped
+//! ([`droplog`]), and nfnetlink by hand: set element changes and the
+//! gateway's conntrack deletes ([`nfnetlink`]).
 //!
 //! It knows neither core's packets nor commands: each binary's own loop
 //! owns its core and decides what a packet or a command does. Everything
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod control;
 pub mod droplog;
 pub mod log;
+pub mod nfnetlink;
 pub mod signals;
 pub mod tun;
 pub mod udp;
