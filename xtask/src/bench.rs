@@ -259,13 +259,18 @@ pub fn exposure(release: bool, round_trips: usize, rounds: usize, churn_ms: u64)
     let path = root().join("reports/bench-exposure.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "p99 through the gateway: {:.1} µs quiet, {:.1} µs with exposure changes every {} ms (ratio {:.2}), {:.1} µs with the same nft work elsewhere (ratio {:.2})",
+        "p99 through the gateway: {:.1} µs quiet, {:.1} µs with exposure changes every {} ms (ratio {:.2}); {:.1} µs with the same netlink work elsewhere (ratio {:.2}), {:.1} µs with nft processes elsewhere (ratio {:.2}); one change {:.0} µs (netlink alone {:.0} µs, nft {:.0} µs)",
         r.median_quiet_p99_us,
         r.median_churn_p99_us,
         r.config.churn_ms,
         r.p99_ratio,
+        r.median_netlink_p99_us,
+        r.p99_ratio_vs_netlink,
         r.median_nft_p99_us,
-        r.p99_ratio_vs_nft
+        r.p99_ratio_vs_nft,
+        r.median_churn_change_us,
+        r.median_netlink_change_us,
+        r.median_nft_change_us,
     );
     println!("wrote {}", path.display());
     Ok(())
@@ -287,22 +292,32 @@ fn exposure_report(
          load average {load} at the start; {total_secs:.0} s in all).\n\n\
          Path (e) of the dataplane benchmark (client → the gateway's public address → the gateway \
          → gw's net manager → tunnel → n2's net manager → `remote-0`'s echo; {rt} recorded \
-         {msg}-byte round trips per measurement, one TCP connection), measured without \
-         exposure changes (\"quiet\") and while another port (udp {port}) is exposed and \
-         unexposed every {ms} ms over the gateway's control socket (each change runs `nft`, on the \
-         gateway's firewall thread, not on the task that owns its core), and a third time \
-         while the bench runs the same `nft` work itself (one `nft` process adding or deleting \
-         an element of a set of its own table in the gateway node's namespace every {ms} ms), \
-         the gateway not involved. {rounds} rounds, each measuring all three, the order \
-         alternating.\n\n\
-         **p99 with changes ÷ p99 under the same `nft` work without the gateway: {vs_nft:.2}** \
-         (medians: {c99:.1} µs ÷ {n99:.1} µs): what going through the gateway adds to the \
-         changes' own cost. 1 means the packets do not wait for the changes.\n\n\
-         p99 with changes ÷ p99 without: {ratio:.2} (medians: {c99:.1} µs ÷ {q99:.1} µs; \
-         p50 {c50:.1} µs ÷ {q50:.1} µs). On {cores} cores this includes the CPU that the `nft` \
-         processes take from the path's five processes, which the ratio above factors out.\n\n\
-         | round | quiet p50 (µs) | quiet p99 (µs) | with changes p50 (µs) | with changes p99 (µs) | changes | same nft work p50 (µs) | same nft work p99 (µs) | nft changes |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         {msg}-byte round trips per measurement, one TCP connection), measured four times a \
+         round:\n\n\
+         - **quiet**: no exposure changes;\n\
+         - **with changes**: another port (udp {port}) exposed and unexposed every {ms} ms over \
+         the gateway's control socket; each change is one nf_tables batch (one set element added \
+         or deleted) sent over the `NETLINK_NETFILTER` socket of the gateway's firewall thread, \
+         not on the task that owns its core, and no process;\n\
+         - **netlink control**: the bench itself sends the same batch every {ms} ms, over its own \
+         netlink socket in the gateway node's namespace, to a set of its own table, the gateway \
+         not involved;\n\
+         - **nft control**: the same change made by one `nft` process every {ms} ms (what each \
+         change cost before it went over netlink), the gateway not involved.\n\n\
+         {rounds} rounds, the order of the four reversed every other round. Each change is timed \
+         where it is made (with changes: from the command on the control socket to its answer, \
+         so it includes the gateway's queueing and the core's part).\n\n\
+         **p99 with changes ÷ p99 quiet: {ratio:.2}** (medians: {c99:.1} µs ÷ {q99:.1} µs; p50 \
+         {c50:.1} µs ÷ {q50:.1} µs). 1 means the packets do not feel the changes at all.\n\n\
+         p99 with changes ÷ p99 under the same netlink work without the gateway: {vs_nl:.2} \
+         (medians: {c99:.1} µs ÷ {l99:.1} µs; the netlink control ÷ quiet: {l_q:.2}): what \
+         going through the gateway adds to the changes' own cost.\n\n\
+         p99 with changes ÷ p99 under `nft` processes without the gateway: {vs_nft:.2} \
+         ({c99:.1} µs ÷ {n99:.1} µs; nft control ÷ quiet: {n_q:.2}).\n\n\
+         One change (median): {cc:.0} µs through the gateway's control socket, {lc:.0} µs as a \
+         netlink batch alone, {nc:.0} µs as an `nft` process.\n\n\
+         | round | quiet p50 (µs) | quiet p99 (µs) | with changes p50 (µs) | with changes p99 (µs) | changes | µs each | netlink p50 (µs) | netlink p99 (µs) | netlink changes | µs each | nft p50 (µs) | nft p99 (µs) | nft changes | µs each |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         build = if release { "release" } else { "debug" },
         rt = c.round_trips,
         msg = hoplab_sim::bench::dataplane::MSG,
@@ -314,21 +329,34 @@ fn exposure_report(
         q99 = r.median_quiet_p99_us,
         c50 = r.median_churn_p50_us,
         q50 = r.median_quiet_p50_us,
+        vs_nl = r.p99_ratio_vs_netlink,
+        l99 = r.median_netlink_p99_us,
+        l_q = r.median_netlink_p99_us / r.median_quiet_p99_us,
         vs_nft = r.p99_ratio_vs_nft,
         n99 = r.median_nft_p99_us,
+        n_q = r.median_nft_p99_us / r.median_quiet_p99_us,
+        cc = r.median_churn_change_us,
+        lc = r.median_netlink_change_us,
+        nc = r.median_nft_change_us,
     );
     for (i, x) in r.rounds.iter().enumerate() {
         md += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} |\n",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} |\n",
             i + 1,
             x.quiet_p50_us,
             x.quiet_p99_us,
             x.churn_p50_us,
             x.churn_p99_us,
             x.changes,
+            x.churn_change_us,
+            x.netlink_p50_us,
+            x.netlink_p99_us,
+            x.netlink_changes,
+            x.netlink_change_us,
             x.nft_p50_us,
             x.nft_p99_us,
-            x.nft_changes
+            x.nft_changes,
+            x.nft_change_us,
         );
     }
     md
