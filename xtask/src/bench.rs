@@ -310,8 +310,11 @@ fn exposure_report(
          netlink socket in the gateway node's namespace, to a set of its own table, the gateway \
          not involved;\n\
          - **nft control**: the same change made by one `nft` process every {ms} ms (what each \
-         change cost before it went over netlink), the gateway not involved.\n\n\
-         {rounds} rounds, the order of the four reversed every other round. Each change is timed \
+         change cost before it went over netlink), the gateway not involved;\n\
+         - **control socket only**: a read-only command (`exposures`) to the gateway's control \
+         socket every {ms} ms, no firewall work: what handling a command on the gateway's thread \
+         (the one that owns the core and reads the TUN) costs the packets.\n\n\
+         {rounds} rounds, the order of the five reversed every other round. Each change is timed \
          where it is made (with changes: from the command on the control socket to its answer, \
          so it includes the gateway's queueing and the core's part).\n\n\
          **p99 with changes ÷ p99 quiet: {ratio:.2}** (medians: {c99:.1} µs ÷ {q99:.1} µs; p50 \
@@ -321,10 +324,11 @@ fn exposure_report(
          going through the gateway adds to the changes' own cost.\n\n\
          p99 with changes ÷ p99 under `nft` processes without the gateway: {vs_nft:.2} \
          ({c99:.1} µs ÷ {n99:.1} µs; nft control ÷ quiet: {n_q:.2}).\n\n\
+         p99 under read-only control commands ÷ p99 quiet: {k_q:.2} ({k99:.1} µs ÷ {q99:.1} µs).\n\n\
          One change (median): {cc:.0} µs through the gateway's control socket, {lc:.0} µs as a \
-         netlink batch alone, {nc:.0} µs as an `nft` process.\n\n\
-         | round | quiet p50 (µs) | quiet p99 (µs) | with changes p50 (µs) | with changes p99 (µs) | changes | µs each | netlink p50 (µs) | netlink p99 (µs) | netlink changes | µs each | nft p50 (µs) | nft p99 (µs) | nft changes | µs each |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         netlink batch alone, {nc:.0} µs as an `nft` process; one read-only command {kc:.0} µs.\n\n\
+         | round | quiet p50 (µs) | quiet p99 (µs) | with changes p50 (µs) | with changes p99 (µs) | changes | µs each | netlink p50 (µs) | netlink p99 (µs) | netlink changes | µs each | nft p50 (µs) | nft p99 (µs) | nft changes | µs each | commands p50 (µs) | commands p99 (µs) | commands | µs each |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         build = if release { "release" } else { "debug" },
         rt = c.round_trips,
         msg = hoplab_sim::bench::dataplane::MSG,
@@ -345,10 +349,13 @@ fn exposure_report(
         cc = r.median_churn_change_us,
         lc = r.median_netlink_change_us,
         nc = r.median_nft_change_us,
+        k_q = r.median_ctl_p99_us / r.median_quiet_p99_us,
+        k99 = r.median_ctl_p99_us,
+        kc = r.median_ctl_command_us,
     );
     for (i, x) in r.rounds.iter().enumerate() {
         md += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} |\n",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {:.0} |\n",
             i + 1,
             x.quiet_p50_us,
             x.quiet_p99_us,
@@ -364,6 +371,10 @@ fn exposure_report(
             x.nft_p99_us,
             x.nft_changes,
             x.nft_change_us,
+            x.ctl_p50_us,
+            x.ctl_p99_us,
+            x.ctl_commands,
+            x.ctl_command_us,
         );
     }
     md

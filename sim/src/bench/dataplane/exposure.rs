@@ -16,13 +16,16 @@
 //! same batch the gateway sends, made by the caller's [`NetlinkControl`]:
 //! the harness knows no netlink) and with one `nft` process per change
 //! (what the gateway did before). The ratio of the changed p99 to the
-//! netlink control's isolates what going through the gateway adds.
+//! netlink control's isolates what going through the gateway adds. A
+//! fifth measurement sends a read-only command (`exposures`) to the
+//! gateway's control socket every `churn_ms`: what the command's handling
+//! on the gateway's thread costs the packets, without firewall work.
 //!
 //! Each change is timed where it is made (for the gateway: the control
 //! socket's round trip, from the command to its answer): the report gives
 //! the median per-change cost of each kind.
 //!
-//! Rounds alternate the order of the four measurements; medians over the
+//! Rounds alternate the order of the five measurements; medians over the
 //! rounds are reported. It prints nothing and writes no report: the
 //! caller prints [`ExposureResults`] as JSON.
 
@@ -108,6 +111,11 @@ pub struct ExposureRound {
     pub nft_p99_us: f64,
     pub nft_changes: u64,
     pub nft_change_us: f64,
+    /// Read-only commands (`exposures`) on the gateway's control socket.
+    pub ctl_p50_us: f64,
+    pub ctl_p99_us: f64,
+    pub ctl_commands: u64,
+    pub ctl_command_us: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +140,8 @@ pub struct ExposureResults {
     pub median_churn_change_us: f64,
     pub median_netlink_change_us: f64,
     pub median_nft_change_us: f64,
+    pub median_ctl_p99_us: f64,
+    pub median_ctl_command_us: f64,
 }
 
 /// Calls `change(add)` every `every` until `stop`, alternating add and
@@ -171,6 +181,17 @@ fn churn(sock: &Path, every: Duration, stop: &AtomicBool) -> Result<(u64, Vec<f6
     })
     .map_err(|source| Error::Io {
         what: "changing exposures".into(),
+        source,
+    })
+}
+
+/// Asks the gateway's control socket `sock` for its exposures.
+fn ctl_churn(sock: &Path, every: Duration, stop: &AtomicBool) -> Result<(u64, Vec<f64>), Error> {
+    alternate(every, stop, |_| {
+        gateway_ctl::control(sock, "exposures").map(|_| ())
+    })
+    .map_err(|source| Error::Io {
+        what: "asking for the exposures".into(),
         source,
     })
 }
@@ -283,12 +304,13 @@ pub fn run_exposure(
     for round in 0..cfg.rounds {
         check_interrupt()?;
         // 0: quiet, 1: through the gateway, 2: netlink control, 3: nft
-        // control; the order is reversed every other round.
-        let mut order = [0, 1, 2, 3];
+        // control, 4: control socket only; the order is reversed every
+        // other round.
+        let mut order = [0, 1, 2, 3, 4];
         if round % 2 == 1 {
             order.reverse();
         }
-        let (mut q, mut c, mut nl, mut nf) = (None, None, None, None);
+        let (mut q, mut c, mut nl, mut nf, mut ctl) = (None, None, None, None, None);
         for m in order {
             match m {
                 0 => q = Some(on_client(topo, &sc, p, "latency", || latency(echo, n))?),
@@ -304,6 +326,12 @@ pub fn run_exposure(
                         netlink_churn(gw, netlink, every, stop)
                     })?)
                 }
+                4 => {
+                    let what = "latency under read-only control commands";
+                    ctl = Some(measure_under(topo, &sc, n, what, |stop| {
+                        ctl_churn(&sock, every, stop)
+                    })?)
+                }
                 _ => {
                     let what = "latency under nft processes";
                     nf = Some(measure_under(topo, &sc, n, what, |stop| {
@@ -312,11 +340,12 @@ pub fn run_exposure(
                 }
             }
         }
-        let (q, c, nl, nf) = (
+        let (q, c, nl, nf, ctl) = (
             q.expect("measured"),
             c.expect("measured"),
             nl.expect("measured"),
             nf.expect("measured"),
+            ctl.expect("measured"),
         );
         tracing::info!(
             target: "hoplab",
@@ -349,6 +378,10 @@ pub fn run_exposure(
             nft_p99_us: nf.p99,
             nft_changes: nf.changes,
             nft_change_us: nf.change_us,
+            ctl_p50_us: ctl.p50,
+            ctl_p99_us: ctl.p99,
+            ctl_commands: ctl.changes,
+            ctl_command_us: ctl.change_us,
         });
     }
     drop(remote);
@@ -381,6 +414,8 @@ fn summarize(cfg: &ExposureConfig, rounds: Vec<ExposureRound>) -> ExposureResult
         median_churn_change_us: med(|r| r.churn_change_us),
         median_netlink_change_us: med(|r| r.netlink_change_us),
         median_nft_change_us: med(|r| r.nft_change_us),
+        median_ctl_p99_us: med(|r| r.ctl_p99_us),
+        median_ctl_command_us: med(|r| r.ctl_command_us),
         rounds,
     }
 }
