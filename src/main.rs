@@ -650,9 +650,29 @@ fn bench_exposure(
     if let Some(code) = enter_sandbox()? {
         return Ok(code);
     }
-    let r = dataplane::run_exposure(&cfg, out)?;
+    let r = dataplane::run_exposure(&cfg, out, &netlink_changer)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exposure bench's netlink control: the gateway's set change
+/// ([`hoplab::shell::nfnetlink`]) on the bench's own table, with a socket
+/// opened in the calling thread's namespace.
+fn netlink_changer() -> Result<dataplane::NetlinkChanger, String> {
+    use hoplab::shell::nfnetlink::{SetElem, SetOp, Socket, NFPROTO_INET};
+    let mut sock =
+        Socket::open().map_err(|e| format!("opening a NETLINK_NETFILTER socket: {e}"))?;
+    let port = dataplane::CHURN_PORT;
+    Ok(Box::new(move |add| {
+        let e = SetElem {
+            set: dataplane::CHURN_SET.into(),
+            key: port.to_be_bytes().to_vec(),
+            shown: port.to_string(),
+        };
+        let op = if add { SetOp::Add } else { SetOp::Delete };
+        sock.change_set(op, NFPROTO_INET, dataplane::CHURN_TABLE, &[e])
+            .map_err(|e| e.to_string())
+    }))
 }
 
 /// `__bench-l7`: in the sandbox, the L7 benchmark; its results on stdout

@@ -152,7 +152,12 @@ fn spawn(tag: &str, tun: &str, extra: &[&str]) -> Gateway {
 
 /// [`spawn`], then wait until the control socket answers.
 fn start(tag: &str) -> Gateway {
-    let mut g = spawn(tag, "gw0", &[]);
+    start_with(tag, &[])
+}
+
+/// [`start`] with `extra` arguments.
+fn start_with(tag: &str, extra: &[&str]) -> Gateway {
+    let mut g = spawn(tag, "gw0", extra);
     let deadline = Instant::now() + Duration::from_secs(5);
     while UnixStream::connect(g.control()).is_err() {
         if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
@@ -334,6 +339,107 @@ fn exposure_changes_at_runtime_follow_in_the_firewall() {
         .ask("unexpose icmp")
         .starts_with("error icmp is not exposed"));
     assert!(g.ask("reboot").starts_with("error unknown command"));
+    assert!(g.stop().success(), "{}", log(&g.dir));
+}
+
+/// The firewall's set `set`, as `nft list set` shows it.
+fn list_set(g: &Gateway, set: &str) -> String {
+    let (ok, out) =
+        g.ns.cmd(&["nft", "list", "set", "inet", "hoplab_gateway", set]);
+    assert!(ok, "{out}");
+    out
+}
+
+/// The gateway changes its sets over netlink, with keys it encodes
+/// itself: after an `expose`, each set lists exactly as after `nft`
+/// itself added the element to the emptied set; the `unexpose` deletes
+/// the element `nft` added, and the set lists as before the `expose`.
+#[test]
+fn exposure_changes_over_netlink_leave_the_sets_as_nft_would() {
+    let mut g = start_with(
+        "netlink-sets",
+        &["--public6", "2001:db8::8", "--internal6", "fdff:7fff::fffd"],
+    );
+    let cases = [
+        (
+            "expose udp 5353 10.30.1.1:53",
+            "unexpose udp 5353",
+            "exposed_udp",
+            "5353",
+        ),
+        (
+            "expose tcp 8443 [fdff::1]:443",
+            "unexpose tcp 8443 v6",
+            "exposed_tcp6",
+            "8443",
+        ),
+        (
+            "expose icmp 10.30.1.1",
+            "unexpose icmp",
+            "exposed_icmp",
+            "echo-request",
+        ),
+        (
+            "expose icmp fdff::1",
+            "unexpose icmp v6",
+            "exposed_icmp6",
+            "echo-request",
+        ),
+    ];
+    for (expose, unexpose, set, element) in cases {
+        let before = list_set(&g, set);
+        assert!(!before.contains(element), "{before}");
+        assert_eq!(g.ask(expose), "ok\n", "{expose}");
+        let by_gateway = list_set(&g, set);
+        assert!(by_gateway.contains(element), "{set}: {by_gateway}");
+        let script = format!(
+            "flush set inet hoplab_gateway {set}\nadd element inet hoplab_gateway {set} {{ {element} }}\n"
+        );
+        let (ok, out) = g.ns.run(move || {
+            let mut child = Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("nft");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        });
+        assert!(ok, "{out}");
+        assert_eq!(by_gateway, list_set(&g, set), "{set}");
+        let r = g.ask(unexpose);
+        assert!(r.starts_with("ok removed"), "{unexpose}: {r}");
+        assert_eq!(list_set(&g, set), before, "{set}");
+    }
+    // A change the kernel refuses is answered with its errno and element,
+    // and the core keeps the row.
+    assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
+    let (ok, out) = g.ns.cmd(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "hoplab_gateway",
+        "exposed_udp",
+        "{ 5353 }",
+    ]);
+    assert!(ok, "{out}");
+    let r = g.ask("unexpose udp 5353");
+    assert!(
+        r.starts_with("error ")
+            && r.contains("deleting 5353 in set exposed_udp of table hoplab_gateway: ENOENT"),
+        "{r}"
+    );
+    assert!(g.ask("exposures").contains("udp 5353 -> 10.30.1.1:53"));
     assert!(g.stop().success(), "{}", log(&g.dir));
 }
 

@@ -4,8 +4,9 @@
 //! ([`signals`]), the TUN attach ([`tun`]), batched TUN reads and writes
 //! with segmentation offload ([`batch`]) and the tunnel socket's UDP
 //! GSO/GRO ([`udp`]), the log of each packet a core dropped
-//! ([`droplog`]), and the optional real-time scheduling class
-//! ([`sched`]).
+//! ([`droplog`]), the optional real-time scheduling class ([`sched`]),
+//! and nfnetlink by hand: set element changes and the gateway's conntrack
+//! deletes ([`nfnetlink`]).
 //!
 //! It knows neither core's packets nor commands: each binary's own loop
 //! owns its core and decides what a packet or a command does. Everything
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod control;
 pub mod droplog;
 pub mod log;
+pub mod nfnetlink;
 pub mod sched;
 pub mod signals;
 pub mod tun;

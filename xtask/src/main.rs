@@ -192,8 +192,9 @@ enum Bench {
         /// How many round trips each latency test records.
         #[arg(long, default_value_t = hoplab_sim::bench::dataplane::ExposureConfig::default().round_trips)]
         round_trips: usize,
-        /// How many rounds (each without changes, with them, and with the
-        /// same nft work without the gateway); the report shows medians.
+        /// How many rounds (each without changes, with them, and under the
+        /// same netlink work and nft processes without the gateway); the
+        /// report shows medians.
         #[arg(long, default_value_t = hoplab_sim::bench::dataplane::ExposureConfig::default().rounds)]
         rounds: usize,
         /// An exposure change every this many milliseconds.

@@ -1,7 +1,10 @@
-//! Exposure changes off the packet path. `nft` takes milliseconds, so the
-//! task that owns the core never runs it: a firewall thread does, one job
-//! at a time, in the order given, and reports each job's outcome back
-//! through a channel the core's task selects on beside the TUN.
+//! Exposure changes off the packet path. A firewall change waits for the
+//! kernel's answer, so the task that owns the core never makes one: a
+//! firewall thread does, one job at a time, in the order given, over one
+//! `NETLINK_NETFILTER` socket it keeps (set elements in an nf_tables
+//! batch, conntrack deletes; no process per change), and reports each
+//! job's outcome back through a channel the core's task selects on beside
+//! the TUN.
 //!
 //! The core's Exposed Services table changes only once the firewall's
 //! change succeeded, and changes are applied in the order they came:
@@ -21,7 +24,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use anyhow::Context;
 use hoplab::shell::control::Request;
+use hoplab::shell::nfnetlink::Socket;
 use hoplab_dataplane::gateway::{ExposeError, ExposedPort, Exposure, GatewayCore, Proto};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -45,16 +50,16 @@ pub enum Job {
     },
 }
 
-fn run(job: Job) -> anyhow::Result<()> {
+fn run(nl: &mut Socket, job: Job) -> anyhow::Result<()> {
     match job {
-        Job::SetPort(port, on) => Firewall::set_port(port, on),
+        Job::SetPort(port, on) => Firewall::set_port(nl, port, on),
         Job::EndFlows {
             proto,
             port,
             clients,
             public,
         } => {
-            Firewall::close(proto, port, &clients)?;
+            Firewall::close(nl, proto, port, &clients)?;
             let tuples: Vec<_> = clients
                 .iter()
                 .filter_map(|c| {
@@ -65,7 +70,7 @@ fn run(job: Job) -> anyhow::Result<()> {
                     Some((*c, SocketAddr::new(p, port)))
                 })
                 .collect();
-            conntrack::delete(proto, &tuples).map(|_| ())
+            conntrack::delete(nl, proto, &tuples).map(|_| ())
         }
     }
 }
@@ -78,15 +83,17 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread; it ends when the `Worker` is dropped.
+    /// Opens the thread's netlink socket (in the gateway's namespace) and
+    /// starts the thread; it ends when the `Worker` is dropped.
     pub fn spawn() -> anyhow::Result<Worker> {
+        let mut nl = Socket::open().context("opening a NETLINK_NETFILTER socket")?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let (tx, done) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("firewall".into())
             .spawn(move || {
                 for job in rx {
-                    if tx.send(run(job)).is_err() {
+                    if tx.send(run(&mut nl, job)).is_err() {
                         break;
                     }
                 }

@@ -7,24 +7,18 @@
 //! It knows one message: the delete by the tuple the client sent (client
 //! address and port to the public address and exposed port; for ICMP, the
 //! client's echo request: its identifier, type and code). Nothing of the
-//! core, the firewall or exposures.
+//! core, the firewall or exposures. The netlink encoding and the socket
+//! (the firewall thread's, shared with the set changes) are
+//! [`hoplab::shell::nfnetlink`]'s.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context};
+use hoplab::shell::nfnetlink::{self, attr, nested, Socket, NFNL_SUBSYS_CTNETLINK};
 use hoplab_dataplane::gateway::Proto;
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
 
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 0x8000;
+const IPCTNL_MSG_CT_DELETE: u8 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -42,15 +36,6 @@ const CTA_PROTO_ICMPV6_ID: u16 = 7;
 const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
 const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
-/// Appends one netlink attribute (4-byte aligned).
-fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
 fn addr_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -66,89 +51,77 @@ fn request(proto: Proto, from: SocketAddr, to: SocketAddr, seq: u32) -> Vec<u8> 
     } else {
         (CTA_IP_V6_SRC, CTA_IP_V6_DST, nix::libc::AF_INET6)
     };
-    let mut ip = Vec::new();
-    attr(&mut ip, src, &addr_bytes(from.ip()));
-    attr(&mut ip, dst, &addr_bytes(to.ip()));
     let v6 = from.is_ipv6();
-    let mut ports = Vec::new();
-    attr(&mut ports, CTA_PROTO_NUM, &[proto.number(v6)]);
-    if proto.has_ports() {
-        attr(&mut ports, CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
-        attr(&mut ports, CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
-    } else {
-        let (id, ty, code, echo) = if v6 {
-            (
-                CTA_PROTO_ICMPV6_ID,
-                CTA_PROTO_ICMPV6_TYPE,
-                CTA_PROTO_ICMPV6_CODE,
-                128,
-            )
-        } else {
-            (
-                CTA_PROTO_ICMP_ID,
-                CTA_PROTO_ICMP_TYPE,
-                CTA_PROTO_ICMP_CODE,
-                8,
-            )
-        };
-        attr(&mut ports, id, &from.port().to_be_bytes());
-        attr(&mut ports, ty, &[echo]);
-        attr(&mut ports, code, &[0]);
-    }
-    let mut tuple = Vec::new();
-    attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-    attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &ports);
-    let mut body = vec![family as u8, 0, 0, 0]; // nfgenmsg: family, version, res_id
-    attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-    let mut msg = Vec::with_capacity(16 + body.len());
-    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-    msg.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE).to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&body);
+    let mut body = Vec::new();
+    nested(&mut body, CTA_TUPLE_ORIG, |tuple| {
+        nested(tuple, CTA_TUPLE_IP, |ip| {
+            attr(ip, src, &addr_bytes(from.ip()));
+            attr(ip, dst, &addr_bytes(to.ip()));
+        });
+        nested(tuple, CTA_TUPLE_PROTO, |ports| {
+            attr(ports, CTA_PROTO_NUM, &[proto.number(v6)]);
+            if proto.has_ports() {
+                attr(ports, CTA_PROTO_SRC_PORT, &from.port().to_be_bytes());
+                attr(ports, CTA_PROTO_DST_PORT, &to.port().to_be_bytes());
+            } else {
+                let (id, ty, code, echo) = if v6 {
+                    (
+                        CTA_PROTO_ICMPV6_ID,
+                        CTA_PROTO_ICMPV6_TYPE,
+                        CTA_PROTO_ICMPV6_CODE,
+                        128,
+                    )
+                } else {
+                    (
+                        CTA_PROTO_ICMP_ID,
+                        CTA_PROTO_ICMP_TYPE,
+                        CTA_PROTO_ICMP_CODE,
+                        8,
+                    )
+                };
+                attr(ports, id, &from.port().to_be_bytes());
+                attr(ports, ty, &[echo]);
+                attr(ports, code, &[0]);
+            }
+        });
+    });
+    let mut msg = Vec::with_capacity(20 + body.len());
+    nfnetlink::message(
+        &mut msg,
+        nfnetlink::msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE),
+        nfnetlink::NLM_F_REQUEST | nfnetlink::NLM_F_ACK,
+        seq,
+        family as u8,
+        0,
+        &body,
+    );
     msg
-}
-
-/// The error code of a netlink acknowledgement (0: done), if `b` is one.
-fn ack_code(b: &[u8]) -> Option<i32> {
-    let ty = u16::from_ne_bytes(b.get(4..6)?.try_into().ok()?);
-    (ty == NLMSG_ERROR).then_some(())?;
-    Some(i32::from_ne_bytes(b.get(16..20)?.try_into().ok()?))
 }
 
 /// Deletes the conntrack entries whose original tuple is `proto` `from`
 /// → `to` (each a client's connection to the public address and an
-/// exposed port). Returns how many existed.
-pub fn delete(proto: Proto, flows: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<usize> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )
-    .context("opening a ctnetlink socket")?;
-    let kernel = NetlinkAddr::new(0, 0);
+/// exposed port), one request at a time on `sock`. Returns how many
+/// existed.
+pub fn delete(
+    sock: &mut Socket,
+    proto: Proto,
+    flows: &[(SocketAddr, SocketAddr)],
+) -> anyhow::Result<usize> {
     let mut deleted = 0;
-    let mut buf = [0u8; 4096];
-    for (seq, (from, to)) in (1u32..).zip(flows) {
-        sendto(
-            fd.as_raw_fd(),
-            &request(proto, *from, *to, seq),
-            &kernel,
-            MsgFlags::empty(),
-        )
-        .context("sending a conntrack delete")?;
-        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
-            .context("reading the conntrack delete's answer")?;
-        match ack_code(&buf[..n]) {
+    for (from, to) in flows {
+        let seq = sock.next_seqs(1);
+        let codes = sock
+            .exchange(&request(proto, *from, *to, seq), seq..seq + 1, &[])
+            .context("asking ctnetlink to delete a conntrack entry")?
+            .unwrap_or_default();
+        match codes.first().copied() {
             Some(0) => deleted += 1,
             Some(e) if -e == Errno::ENOENT as i32 => {}
             Some(e) => bail!(
                 "deleting the conntrack entry {proto} {from} -> {to}: {}",
                 Errno::from_raw(-e)
             ),
-            None => bail!("an answer to a conntrack delete that is no acknowledgement"),
+            None => bail!("no answer to a conntrack delete"),
         }
     }
     Ok(deleted)

@@ -28,13 +28,18 @@
 //!
 //! Exposure changes add or delete one set element (and `unexpose` one
 //! element of a closed set per flow it ended): the rules never change
-//! while the gateway runs.
+//! while the gateway runs. They go over the firewall thread's netlink
+//! socket ([`hoplab::shell::nfnetlink`]), one batch per change, with each
+//! key encoded as its set's type ([`port_key`], [`closed_key`]); `nft`
+//! runs only to load the table at start, remove it at exit and read the
+//! counters.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
+use hoplab::shell::nfnetlink::{SetElem, SetOp, Socket, NFPROTO_INET};
 use hoplab_dataplane::gateway::{ExposedPort, Proto};
 
 /// The table's name (family `inet`).
@@ -77,8 +82,36 @@ fn element(port: ExposedPort) -> String {
     }
 }
 
+/// The key of [`element`] as its set's type stores it: an
+/// `inet_service` is the port in network order (2 bytes); an `icmp_type`
+/// or `icmpv6_type` one byte (echo request: 8, 128).
+fn port_key(port: ExposedPort) -> Vec<u8> {
+    if port.proto.has_ports() {
+        port.port.to_be_bytes().to_vec()
+    } else if port.v6 {
+        vec![128]
+    } else {
+        vec![8]
+    }
+}
+
 fn closed_set_name(proto: Proto, v6: bool) -> String {
     format!("closed_{proto}{}", if v6 { "6" } else { "" })
+}
+
+/// The key of a closed set's element `client address . client port .
+/// port`: a concatenation, each part padded to 4 bytes (address 4 or 16
+/// bytes, each port 2 bytes in network order and 2 of zeros).
+fn closed_key(client: SocketAddr, port: u16) -> Vec<u8> {
+    let mut k = match client.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    for p in [client.port(), port] {
+        k.extend_from_slice(&p.to_be_bytes());
+        k.extend_from_slice(&[0, 0]);
+    }
+    k
 }
 
 impl Firewall {
@@ -208,38 +241,43 @@ impl Firewall {
     }
 
     /// Adds or removes `port` from its exposed set (for ICMP, the echo
-    /// request type).
-    pub fn set_port(port: ExposedPort, exposed: bool) -> anyhow::Result<()> {
-        let verb = if exposed { "add" } else { "delete" };
-        let set = set_name(port.proto, port.v6);
-        let e = element(port);
-        nft(&format!("{verb} element inet {TABLE} {set} {{ {e} }}\n"))
-            .with_context(|| format!("{verb} {e} in the firewall's set {set}"))
+    /// request type), over `nl`.
+    pub fn set_port(nl: &mut Socket, port: ExposedPort, exposed: bool) -> anyhow::Result<()> {
+        let op = if exposed { SetOp::Add } else { SetOp::Delete };
+        let e = SetElem {
+            set: set_name(port.proto, port.v6),
+            key: port_key(port),
+            shown: element(port),
+        };
+        nl.change_set(op, NFPROTO_INET, TABLE, &[e])
+            .context("changing the firewall's exposed ports")
     }
 
     /// Adds `clients` (address and port), whose connections through
     /// exposed port `port` were just ended, to the closed set of `proto`
-    /// and their family: their next packets are answered with a reset or
-    /// an ICMP error.
+    /// and their family (elements take the set's timeout), over `nl`,
+    /// in one batch: their next packets are answered with a reset or an
+    /// ICMP error.
     /// ICMP has no closed set: an echo after `unexpose` meets no DNAT
     /// and is dropped as `not_exposed`.
-    pub fn close(proto: Proto, port: u16, clients: &[SocketAddr]) -> anyhow::Result<()> {
+    pub fn close(
+        nl: &mut Socket,
+        proto: Proto,
+        port: u16,
+        clients: &[SocketAddr],
+    ) -> anyhow::Result<()> {
         if !proto.has_ports() {
             return Ok(());
         }
-        let mut script = String::new();
-        for c in clients {
-            let set = closed_set_name(proto, c.is_ipv6());
-            script += &format!(
-                "add element inet {TABLE} {set} {{ {} . {} . {port} }}\n",
-                c.ip(),
-                c.port()
-            );
-        }
-        if script.is_empty() {
-            return Ok(());
-        }
-        nft(&script)
+        let elems: Vec<SetElem> = clients
+            .iter()
+            .map(|c| SetElem {
+                set: closed_set_name(proto, c.is_ipv6()),
+                key: closed_key(*c, port),
+                shown: format!("{} . {} . {port}", c.ip(), c.port()),
+            })
+            .collect();
+        nl.change_set(SetOp::Add, NFPROTO_INET, TABLE, &elems)
             .with_context(|| format!("closing {} {proto} flows in the firewall", clients.len()))
     }
 
@@ -335,6 +373,35 @@ mod tests {
         assert_eq!(c[5], ("unexposed_reset", 4));
         let missing = text.replace("masqueraded_new", "other");
         assert!(parse_counters(&missing).is_err());
+    }
+
+    /// The keys as `nft --debug=netlink add element` showed them
+    /// (nftables 1.0.6; registers as little-endian words): `exposed_udp
+    /// { 7000 }` is `0000581b`, `exposed_icmp { echo-request }`
+    /// `00000008`, `exposed_icmp6 { echo-request }` `00000080`,
+    /// `closed_tcp { 93.6.1.78 . 40000 . 8080 }` `4e01065d 0000409c
+    /// 0000901f`, and `closed_tcp6 { 2001:db8::1 . 40000 . 8080 }`
+    /// `b80d0120 00000000 00000000 01000000 0000409c 0000901f`.
+    #[test]
+    fn keys_are_encoded_as_nft_encodes_the_sets_types() {
+        assert_eq!(
+            port_key(ExposedPort::new(Proto::Udp, 7000, false)),
+            [0x1b, 0x58]
+        );
+        assert_eq!(
+            port_key(ExposedPort::new(Proto::Tcp, 7000, true)),
+            [0x1b, 0x58]
+        );
+        assert_eq!(port_key(ExposedPort::new(Proto::Icmp, 0, false)), [8]);
+        assert_eq!(port_key(ExposedPort::new(Proto::Icmp, 0, true)), [128]);
+        assert_eq!(
+            closed_key("93.6.1.78:40000".parse().unwrap(), 8080),
+            [0x5d, 6, 1, 0x4e, 0x9c, 0x40, 0, 0, 0x1f, 0x90, 0, 0]
+        );
+        let mut v6 = vec![0x20, 1, 0x0d, 0xb8];
+        v6.extend_from_slice(&[0; 11]);
+        v6.extend_from_slice(&[1, 0x9c, 0x40, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(closed_key("[2001:db8::1]:40000".parse().unwrap(), 8080), v6);
     }
 
     #[test]

@@ -87,8 +87,9 @@
 //! connection of (e) and (f) alike.
 //!
 //! [`run_exposure`] (`cargo xtask bench exposure`) measures path (e)'s
-//! latency with and without exposure changes every 10 ms, in the same
-//! scenario.
+//! latency with and without exposure changes every 10 ms, and under the
+//! same firewall work done without the gateway (over netlink, and by `nft`
+//! processes), in the same scenario.
 //!
 //! Here: the paths, the configuration and [`run()`], which checks and
 //! times them; [`scenario`] makes the lab, `measure` the servers and
@@ -117,7 +118,10 @@ use crate::lab::topology::Topology;
 use crate::oakestra::Expanded;
 use crate::{run, Error};
 
-pub use exposure::{run_exposure, ExposureConfig, ExposureResults, ExposureRound, CHURN_PORT};
+pub use exposure::{
+    run_exposure, ExposureConfig, ExposureResults, ExposureRound, NetlinkChanger, NetlinkControl,
+    CHURN_PORT, CHURN_SET, CHURN_TABLE,
+};
 pub use results::{is_gateway_drop, PathResult, PathsCheck, Results, Sample};
 pub use scenario::{baseline_rules, scenario};
 
