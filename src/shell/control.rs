@@ -11,12 +11,18 @@
 //! with an error line and closed at once); a line that is not UTF-8 is
 //! answered with an error line, and the connection goes on.
 //!
+//! The socket is served on a thread of its own ([`serve_on_thread`]):
+//! accepting, reading and writing a connection never run on the thread
+//! that owns the core and carries the packets; that thread only receives
+//! the parsed command through a channel and sends back the answer.
+//!
 //! It knows the transport only: which lines are commands, and what they
 //! answer, is each binary's (`answer` of [`serve`]).
 
 use std::future::Future;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,12 +50,40 @@ pub struct Request<C> {
 
 /// Binds the control socket at `path`, replacing a stale socket file (one
 /// nobody listens on). A live socket or a non-socket file is an error.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// The listener is non-blocking, for [`serve_on_thread`].
+pub fn bind(path: &Path) -> anyhow::Result<StdUnixListener> {
     bind_replacing_stale(path)
         .with_context(|| format!("binding the control socket {}", path.display()))
 }
 
-fn bind_replacing_stale(path: &Path) -> anyhow::Result<UnixListener> {
+/// Serves `listener` with `serve` (e.g. a binary's loop around [`serve`])
+/// on a new thread named `control`, with a runtime of its own, for the rest
+/// of the process's life. The thread that owns the core gets the commands
+/// through the channel `serve` sends them on.
+pub fn serve_on_thread<S, F>(listener: StdUnixListener, serve: S) -> anyhow::Result<()>
+where
+    S: FnOnce(UnixListener) -> F + Send + 'static,
+    F: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control socket's runtime")?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match UnixListener::from_std(listener) {
+                    Ok(l) => serve(l).await,
+                    Err(e) => warn!("control socket: {e}"),
+                }
+            })
+        })
+        .context("starting the control socket's thread")?;
+    Ok(())
+}
+
+fn bind_replacing_stale(path: &Path) -> anyhow::Result<StdUnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -65,9 +99,12 @@ fn bind_replacing_stale(path: &Path) -> anyhow::Result<UnixListener> {
     // binaries bind it while they have one thread), then set to exactly
     // SOCKET_MODE whatever the umask was.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
+    let bound = StdUnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener = bound?;
+    listener
+        .set_nonblocking(true)
+        .context("making the socket non-blocking")?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .context("setting the socket's mode")?;
     Ok(listener)

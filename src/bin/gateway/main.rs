@@ -13,9 +13,12 @@
 //! Each packet the core drops is written to the drop log beside the
 //! counters ([`hoplab::shell::droplog`]).
 //!
-//! One current-thread runtime; one task owns the core. `nft` never runs
-//! on it: exposure changes go to a firewall thread and are applied to the
-//! core when their firewall part is done ([`changes`]). Readiness for the
+//! One current-thread runtime; one task owns the core. Neither the
+//! firewall's work nor the control socket's connections run on it:
+//! exposure changes go to a firewall thread (netlink batches) and are
+//! applied to the core when their firewall part is done ([`changes`]);
+//! the control socket is served on a thread of its own, which hands the
+//! packet task each parsed command ([`hoplab::shell::control`]). Readiness for the
 //! harness: the control socket accepts connections (bound last, after the
 //! firewall and the TUN).
 
@@ -125,7 +128,7 @@ async fn serve(
     let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(control::serve(listener, ctl_tx));
+    lib::control::serve_on_thread(listener, move |l| control::serve(l, ctl_tx))?;
     info!(
         tun = %cli.tun,
         public = %cli.public,

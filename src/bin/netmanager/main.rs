@@ -7,7 +7,9 @@
 //! One current-thread runtime; by default one task owns the core. With a
 //! reader per direction (`--reader-per-direction on`), a second thread
 //! with a current-thread runtime of its own reads the tunnel socket, the
-//! core shared behind a lock ([`shell`]). Readiness for the harness: UDP
+//! core shared behind a lock ([`shell`]). The control socket is served
+//! on a thread of its own that hands the core's task parsed commands
+//! ([`hoplab::shell::control`]). Readiness for the harness: UDP
 //! port 50103 is bound (last, after everything else is up).
 
 mod args;
@@ -111,7 +113,7 @@ async fn setup(
     let listener = lib::control::bind(&cli.control)?;
     *control_bound = true;
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(control::serve(listener, ctl_tx));
+    lib::control::serve_on_thread(listener, move |l| control::serve(l, ctl_tx))?;
     let (query_tx, query_rx) = tokio::sync::mpsc::unbounded_channel();
     let (event_tx, event_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(manager::run(
