@@ -388,8 +388,17 @@ pub fn build_annotated(
         &mut comments,
         &finish,
     );
+    for s in seen.iter().filter(|s| s.mended) {
+        let c = comments[s.frame].get_or_insert_with(String::new);
+        c.push_str(MENDED);
+    }
     (assemble(lab, flows, other, undecoded), comments)
 }
+
+/// Said in the pcapng comment of a fragment the trace shows with its
+/// datagram's first header ([`super::decode`]'s `mend_fragments`).
+const MENDED: &str = "; header shown as its datagram's first fragment's here: the capture \
+     copied this frame after the kernel rewrote it for the next hop";
 
 /// The trace of these flows and packets of no flow, with what the capture
 /// left out.

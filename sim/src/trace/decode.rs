@@ -25,6 +25,10 @@ pub(super) struct Seen {
     /// The tunnel datagram's own headers, if `s` was seen encapsulated
     /// (its payload, the inner packet, dropped).
     pub(super) outer: Option<Summary>,
+    /// A later fragment whose addresses, TTL or identification were taken
+    /// from its datagram's first fragment ([`mend_fragments`]): the
+    /// capture's bytes differ from what the trace shows.
+    pub(super) mended: bool,
 }
 
 impl Seen {
@@ -112,6 +116,7 @@ pub(super) fn decode(
                 },
                 s,
                 outer,
+                mended: false,
             }),
             Ok(Some(_)) => comments[fi] = Some("link chatter (not traced)".into()),
             Ok(None) => comments[fi] = Some("not IP (not traced)".into()),
@@ -165,9 +170,13 @@ fn mend_fragments(seen: &mut [Seen]) {
             .or_else(|| latest.get(&key).filter(|f| near(f)));
         if let Some(&f) = from {
             let h = &seen[f].s;
-            let (src, dst, ttl, frag) = (h.src, h.dst, h.ttl, h.frag);
-            let s = &mut seen[i].s;
-            (s.src, s.dst, s.ttl, s.frag) = (src, dst, ttl, frag);
+            let first = (h.src, h.dst, h.ttl, h.frag);
+            let later = &mut seen[i];
+            let s = &mut later.s;
+            if (s.src, s.dst, s.ttl, s.frag) != first {
+                (s.src, s.dst, s.ttl, s.frag) = first;
+                later.mended = true;
+            }
         }
     }
 }
@@ -248,6 +257,7 @@ mod tests {
                 frag: Some(frag),
             },
             outer: None,
+            mended: false,
         };
         let udp = L4::Udp {
             sport: 53,
@@ -272,6 +282,8 @@ mod tests {
                 (ip("2001:db8::1"), 62, Some(9)),
             ]
         );
+        let mended: Vec<bool> = seen.iter().map(|f| f.mended).collect();
+        assert_eq!(mended, [false, true, false, false]);
     }
 
     /// Reasons are counted apart up to a bound, then together.
