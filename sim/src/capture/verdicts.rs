@@ -115,6 +115,10 @@ pub struct Verdicts {
     /// The kernel's drops ([`Where::Kernel`]), apart: several segments can
     /// share a key, and they never replace a drop recorded otherwise.
     kernel: HashMap<(String, Key), Vec<Drop>>,
+    /// The same kernel drops of packets a NAT of their host had rewritten
+    /// before the drop, by the key conntrack says they entered with (its
+    /// tuple of their direction): looked up after [`Verdicts::kernel`].
+    kernel_ct: HashMap<(String, Key), Vec<Drop>>,
     /// `HOST: REASON` for each host whose drops are not recorded.
     pub unavailable: Vec<String>,
 }
@@ -128,10 +132,24 @@ impl Verdicts {
     /// The kernel's drop of the packet `key` at `host`; for a TCP segment
     /// (`tcp`: its sequence and acknowledgement numbers) only a drop of
     /// that segment.
+    /// A drop whose header matches comes first; then one whose packet a
+    /// NAT of the host had rewritten, by the header conntrack says it
+    /// entered with.
     pub fn find_kernel(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
-        let v = self.kernel.get(&(host.to_string(), key.clone()))?;
-        v.iter()
-            .find(|d| matches!(&d.at, Where::Kernel { tcp: t, .. } if *t == tcp))
+        let hk = (host.to_string(), key.clone());
+        find_segment(&self.kernel, &hk, tcp).or_else(|| find_segment(&self.kernel_ct, &hk, tcp))
+    }
+
+    /// Record a kernel drop (a [`Where::Kernel`] one) by the key its packet
+    /// entered the host with before a NAT there rewrote it (conntrack's
+    /// tuple); [`Verdicts::add`] records it by its header.
+    pub fn add_kernel_original(&mut self, key: Key, drop: Drop) {
+        if let Where::Kernel { .. } = drop.at {
+            let v = self.kernel_ct.entry((drop.host.clone(), key)).or_default();
+            if !v.contains(&drop) {
+                v.push(drop);
+            }
+        }
     }
 
     /// Record a drop found by another mechanism (a link impairment, a
@@ -147,12 +165,14 @@ impl Verdicts {
         self.drops.insert((drop.host.clone(), key), drop);
     }
 
+    /// The drops recorded (a kernel drop found also by its key before NAT
+    /// is counted once).
     pub fn len(&self) -> usize {
         self.drops.len() + self.kernel.values().map(Vec::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.drops.is_empty() && self.kernel.is_empty()
+        self.drops.is_empty() && self.kernel.is_empty() && self.kernel_ct.is_empty()
     }
 
     /// The first line of [`Verdicts::to_text`].
@@ -166,17 +186,21 @@ impl Verdicts {
     /// same for the same verdicts.
     pub fn to_text(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-        let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d)));
+        let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "")));
+        let kernel_ct =
+            (self.kernel_ct.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "-ct")));
         let mut drops: Vec<String> = (self.drops.iter())
+            .map(|(hk, d)| (hk, d, ""))
             .chain(kernel)
-            .map(|((host, k), d)| {
+            .chain(kernel_ct)
+            .map(|((host, k), d, ct)| {
                 let ports = k.ports.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
                 let at = match &d.at {
                     Where::Chain(c) => format!("chain:{}", clean(c)),
                     Where::Iface(i) => format!("iface:{}", clean(i)),
                     Where::Tunnel => "tunnel".into(),
                     Where::Kernel { iface, tcp } => format!(
-                        "kernel:{}/{}",
+                        "kernel{ct}:{}/{}",
                         iface.as_deref().map_or("-".into(), clean),
                         tcp.map_or("-".into(), |(s, a)| format!("{s},{a}"))
                     ),
@@ -238,11 +262,12 @@ impl Verdicts {
                         proto: proto.to_string(),
                         ports,
                     };
-                    let at = match at.split_once(':') {
-                        Some(("chain", c)) => Where::Chain(c.into()),
-                        Some(("iface", i)) => Where::Iface(i.into()),
-                        Some(("kernel", k)) => kernel_at(k).ok_or_else(bad)?,
-                        None if *at == "tunnel" => Where::Tunnel,
+                    let (at, ct) = match at.split_once(':') {
+                        Some(("chain", c)) => (Where::Chain(c.into()), false),
+                        Some(("iface", i)) => (Where::Iface(i.into()), false),
+                        Some(("kernel", k)) => (kernel_at(k).ok_or_else(bad)?, false),
+                        Some(("kernel-ct", k)) => (kernel_at(k).ok_or_else(bad)?, true),
+                        None if *at == "tunnel" => (Where::Tunnel, false),
                         _ => return Err(bad()),
                     };
                     let drop = Drop {
@@ -251,13 +276,26 @@ impl Verdicts {
                         by: by.to_string(),
                         why: why.to_string(),
                     };
-                    v.add(key, drop);
+                    if ct {
+                        v.add_kernel_original(key, drop);
+                    } else {
+                        v.add(key, drop);
+                    }
                 }
                 _ => return Err(bad()),
             }
         }
         Ok(v)
     }
+}
+
+/// The kernel drop of `m` recorded for `hk` whose TCP numbers are `tcp`.
+fn find_segment<'a>(
+    m: &'a HashMap<(String, Key), Vec<Drop>>,
+    hk: &(String, Key),
+    tcp: Option<(u32, u32)>,
+) -> Option<&'a Drop> {
+    (m.get(hk)?.iter()).find(|d| matches!(&d.at, Where::Kernel { tcp: t, .. } if *t == tcp))
 }
 
 /// The place of a kernel drop as [`Verdicts::to_text`] writes it:
