@@ -226,6 +226,49 @@ impl Verdicts {
         out
     }
 
+    /// The first line of each further part of [`Verdicts::to_comments`].
+    pub const CONTINUED: &'static str = "hoplab verdicts 1 continued";
+
+    /// Most bytes of one part of [`Verdicts::to_comments`]: a pcapng
+    /// option holds at most 65535.
+    const PART: usize = 60_000;
+
+    /// [`Verdicts::to_text`] cut at line ends into parts that each fit in
+    /// a pcapng comment: the first is headed [`Verdicts::TEXT_HEADER`], the
+    /// others [`Verdicts::CONTINUED`]; [`Verdicts::from_comments`] joins
+    /// them.
+    pub fn to_comments(&self) -> Vec<String> {
+        let text = self.to_text();
+        let mut lines = text.lines();
+        let mut parts = vec![format!("{}\n", lines.next().unwrap_or_default())];
+        for l in lines {
+            let last = parts.last_mut().expect("a first part");
+            if last.len() + l.len() + 1 > Self::PART {
+                parts.push(format!("{}\n", Self::CONTINUED));
+            }
+            let last = parts.last_mut().expect("a part");
+            last.push_str(l);
+            last.push('\n');
+        }
+        parts
+    }
+
+    /// Verdicts written by [`Verdicts::to_comments`], among `comments` (a
+    /// section's); `None` when none is headed [`Verdicts::TEXT_HEADER`].
+    pub fn from_comments<'a>(
+        comments: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Result<Verdicts, String>> {
+        let mut text: Option<String> = None;
+        for c in comments {
+            if c.lines().next() == Some(Self::TEXT_HEADER) {
+                text = Some(c.to_string());
+            } else if let (Some(t), Some(rest)) = (text.as_mut(), c.strip_prefix(Self::CONTINUED)) {
+                t.push_str(rest.trim_start_matches('\n'));
+            }
+        }
+        Self::from_text(&text?)
+    }
+
     /// Verdicts written by [`Verdicts::to_text`]; `None` for a text that
     /// does not start with its header. A line that does not read is an
     /// error naming it.
@@ -623,6 +666,43 @@ mod tests {
             p.feed(l);
         }
         p.drops
+    }
+
+    /// Thousands of drops (a queue overflow) do not fit in one pcapng
+    /// option: they are cut into parts at line ends and joined back.
+    #[test]
+    fn many_drops_are_cut_into_comments_and_joined_back() {
+        let mut v = Verdicts::default();
+        for i in 0..3000u32 {
+            let key = Key {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                ident: i,
+                proto: "udp".into(),
+                ports: Some((20000 + (i % 1000) as u16, 53)),
+            };
+            let drop = Drop {
+                host: "gw".into(),
+                at: Where::Kernel {
+                    iface: Some("gw0".into()),
+                    tcp: None,
+                },
+                by: "the kernel".into(),
+                why: "FULL_RING".into(),
+            };
+            v.add(key, drop);
+        }
+        v.unavailable.push("h: why".into());
+        let parts = v.to_comments();
+        assert!(parts.len() > 1, "{}", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= 65535 && p.ends_with('\n')));
+        assert!(parts[1].starts_with(Verdicts::CONTINUED));
+        let other = "a section comment";
+        let all = std::iter::once(other).chain(parts.iter().map(String::as_str));
+        let back = Verdicts::from_comments(all).unwrap().unwrap();
+        assert_eq!(back.to_text(), v.to_text());
+        assert_eq!(back.len(), 3000);
+        assert!(Verdicts::from_comments([other]).is_none());
     }
 
     #[test]
