@@ -492,15 +492,20 @@ pub fn add(records: &[Record], names: &Names, v: &mut Verdicts) -> Vec<String> {
             )),
             not_drop.unwrap_or("drop")
         ));
-        if not_drop.is_some() {
-            continue;
-        }
+        let flooded = why == "OTHERHOST";
         let drop = Drop {
             host: host.clone(),
             at: Where::Kernel { iface, tcp },
             by: BY.to_string(),
             why,
         };
+        if flooded {
+            v.add_flooded(key, drop);
+            continue;
+        }
+        if not_drop.is_some() {
+            continue;
+        }
         if let Some(k) = original {
             v.add_kernel_original(k, drop.clone());
         }
@@ -720,6 +725,41 @@ mod tests {
         };
         w.add_kernel_original(key.clone(), nft);
         assert!(w.is_empty());
+    }
+
+    /// A copy freed for another host's MAC address (a bridge's flood) is
+    /// no drop, but is kept apart for a packet no copy of which reached
+    /// its owner; it travels in the verdicts' text.
+    #[test]
+    fn a_flooded_copy_is_kept_apart() {
+        let seg = tcp([10, 30, 129, 2], [10, 18, 0, 1], 41000, 80, false);
+        let r = Record::parse(&event(11, 2, 9, &seg)).unwrap();
+        let hosts = BTreeMap::from([(11, "web-0".to_string())]);
+        let ifnames = HashMap::from([(
+            "web-0".to_string(),
+            HashMap::from([(2, "eth0".to_string())]),
+        )]);
+        let reasons = HashMap::from([(9, "OTHERHOST".to_string())]);
+        let names = Names {
+            hosts: &hosts,
+            ifnames: &ifnames,
+            reasons: &reasons,
+            capture: (&[], &[]),
+        };
+        let mut v = Verdicts::default();
+        let lines = add(&[r], &names, &mut v);
+        assert!(lines[0].ends_with("not a drop: a copy for another host's address"));
+        let key = Key::of(&wire::parse_ip(&seg).unwrap());
+        assert!(v.find_kernel("web-0", &key, Some((5000, 9001))).is_none());
+        assert_eq!(v.len(), 0);
+        let d = v.find_flooded("web-0", &key, Some((5000, 9001))).unwrap();
+        assert_eq!(d.why, "OTHERHOST");
+        assert!(v.find_flooded("web-0", &key, Some((5001, 9001))).is_none());
+        let back = Verdicts::from_text(&v.to_text()).unwrap().unwrap();
+        assert_eq!(
+            back.find_flooded("web-0", &key, Some((5000, 9001))),
+            Some(d)
+        );
     }
 
     /// Freeings the kernel reports that are no drop of the packet.

@@ -119,6 +119,10 @@ pub struct Verdicts {
     /// before the drop, by the key conntrack says they entered with (its
     /// tuple of their direction): looked up after [`Verdicts::kernel`].
     kernel_ct: HashMap<(String, Key), Vec<Drop>>,
+    /// The kernel's frees of a copy for another host's MAC address
+    /// (`OTHERHOST`: a bridge's flood): no drop while another copy reaches
+    /// the packet's owner, the packet's end when none does.
+    kernel_flood: HashMap<(String, Key), Vec<Drop>>,
     /// `HOST: REASON` for each host whose drops are not recorded.
     pub unavailable: Vec<String>,
 }
@@ -138,6 +142,27 @@ impl Verdicts {
     pub fn find_kernel(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
         let hk = (host.to_string(), key.clone());
         find_segment(&self.kernel, &hk, tcp).or_else(|| find_segment(&self.kernel_ct, &hk, tcp))
+    }
+
+    /// The kernel's free of a flooded copy of the packet `key` at `host`
+    /// (see [`Verdicts::add_flooded`]).
+    pub fn find_flooded(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
+        find_segment(&self.kernel_flood, &(host.to_string(), key.clone()), tcp)
+    }
+
+    /// Record the kernel's free (a [`Where::Kernel`] one) of a copy of a
+    /// packet for another host's MAC address: the trace ends the packet
+    /// with it only when no copy reached the packet's owner.
+    pub fn add_flooded(&mut self, key: Key, drop: Drop) {
+        if let Where::Kernel { .. } = drop.at {
+            let v = self
+                .kernel_flood
+                .entry((drop.host.clone(), key))
+                .or_default();
+            if !v.contains(&drop) {
+                v.push(drop);
+            }
+        }
     }
 
     /// Record a kernel drop (a [`Where::Kernel`] one) by the key its packet
@@ -172,7 +197,10 @@ impl Verdicts {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.drops.is_empty() && self.kernel.is_empty() && self.kernel_ct.is_empty()
+        self.drops.is_empty()
+            && self.kernel.is_empty()
+            && self.kernel_ct.is_empty()
+            && self.kernel_flood.is_empty()
     }
 
     /// The first line of [`Verdicts::to_text`].
@@ -189,10 +217,13 @@ impl Verdicts {
         let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "")));
         let kernel_ct =
             (self.kernel_ct.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "-ct")));
+        let kernel_flood =
+            (self.kernel_flood.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "-flood")));
         let mut drops: Vec<String> = (self.drops.iter())
             .map(|(hk, d)| (hk, d, ""))
             .chain(kernel)
             .chain(kernel_ct)
+            .chain(kernel_flood)
             .map(|((host, k), d, ct)| {
                 let ports = k.ports.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
                 let at = match &d.at {
@@ -305,12 +336,13 @@ impl Verdicts {
                         proto: proto.to_string(),
                         ports,
                     };
-                    let (at, ct) = match at.split_once(':') {
-                        Some(("chain", c)) => (Where::Chain(c.into()), false),
-                        Some(("iface", i)) => (Where::Iface(i.into()), false),
-                        Some(("kernel", k)) => (kernel_at(k).ok_or_else(bad)?, false),
-                        Some(("kernel-ct", k)) => (kernel_at(k).ok_or_else(bad)?, true),
-                        None if *at == "tunnel" => (Where::Tunnel, false),
+                    let (at, kind) = match at.split_once(':') {
+                        Some(("chain", c)) => (Where::Chain(c.into()), ""),
+                        Some(("iface", i)) => (Where::Iface(i.into()), ""),
+                        Some(("kernel", k)) => (kernel_at(k).ok_or_else(bad)?, ""),
+                        Some(("kernel-ct", k)) => (kernel_at(k).ok_or_else(bad)?, "ct"),
+                        Some(("kernel-flood", k)) => (kernel_at(k).ok_or_else(bad)?, "flood"),
+                        None if *at == "tunnel" => (Where::Tunnel, ""),
                         _ => return Err(bad()),
                     };
                     let drop = Drop {
@@ -319,10 +351,10 @@ impl Verdicts {
                         by: by.to_string(),
                         why: why.to_string(),
                     };
-                    if ct {
-                        v.add_kernel_original(key, drop);
-                    } else {
-                        v.add(key, drop);
+                    match kind {
+                        "ct" => v.add_kernel_original(key, drop),
+                        "flood" => v.add_flooded(key, drop),
+                        _ => v.add(key, drop),
                     }
                 }
                 _ => return Err(bad()),
