@@ -8,7 +8,10 @@
 // skb's device's, or without a device its socket's) is in `netns`, and not those of a
 // packet socket's own copy (the capture's), and sends each one to `events`:
 // time, namespace inode, interface index, reason, protocol and the first
-// HEAD_LEN bytes from the network header.
+// HEAD_LEN bytes from the network header; and, when the skb holds a
+// conntrack entry of its own connection (not a related one), the tuple of
+// the packet's direction as conntrack first saw it: the header the packet
+// had before any NAT of this host rewrote it.
 //
 // Built by sim/build.rs with `clang -target bpf -g` and no header: the
 // kernel structures below name only the fields read, and carry
@@ -73,11 +76,53 @@ struct sock {
 struct sk_buff {
 	struct net_device *dev;
 	struct sock *sk;
+	unsigned long _nfct;
 	unsigned char *head;
 	unsigned char *data;
 	__u16 network_header;
 	__u16 protocol;
 } CORE;
+
+// Conntrack's tuple (include/net/netfilter/nf_conntrack_tuple.h): only the
+// fields read.
+union nf_inet_addr {
+	__u32 all[4];
+} CORE;
+
+union nf_conntrack_man_proto {
+	__u16 all;
+} CORE;
+
+struct nf_conntrack_man {
+	union nf_inet_addr u3;
+	union nf_conntrack_man_proto u;
+	__u16 l3num;
+} CORE;
+
+struct nf_conntrack_tuple {
+	struct nf_conntrack_man src;
+	struct {
+		union nf_inet_addr u3;
+		union {
+			__u16 all;
+		} u;
+		__u8 protonum;
+	} dst;
+} CORE;
+
+struct nf_conntrack_tuple_hash {
+	struct nf_conntrack_tuple tuple;
+} CORE;
+
+struct nf_conn {
+	struct nf_conntrack_tuple_hash tuplehash[2];
+} CORE;
+
+// enum ip_conntrack_info: the skb's relation to its entry (`_nfct & 7`).
+#define IP_CT_ESTABLISHED 0
+#define IP_CT_NEW 2
+#define IP_CT_ESTABLISHED_REPLY 3
+#define NFCT_INFOMASK 7UL
 
 // One drop, as the loader reads it (sim/src/capture/kernel_drops.rs).
 struct event {
@@ -88,6 +133,15 @@ struct event {
 	__u16 protocol;
 	__u16 len;
 	__u8 head[HEAD_LEN];
+	// Conntrack's tuple of the packet's direction; ct_info 0: none (no
+	// entry, or one the packet is only related to), else ctinfo + 1.
+	__u8 ct_info;
+	__u8 ct_proto;
+	__u16 ct_l3num;
+	__u16 ct_sport;
+	__u16 ct_dport;
+	__u32 ct_src[4];
+	__u32 ct_dst[4];
 };
 
 struct {
@@ -109,6 +163,36 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+// The tuple of the packet's own direction of its conntrack entry: the
+// original direction for a packet that opened or continues it, the reply
+// direction for a reply. A packet only related to an entry (an ICMP error)
+// has none of its own; nor has an untracked one.
+static void ct_tuple(struct sk_buff *skb, struct event *e)
+{
+	unsigned long nfct = skb->_nfct;
+	__u32 info = nfct & NFCT_INFOMASK;
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~NFCT_INFOMASK);
+	struct nf_conntrack_tuple *t;
+
+	e->ct_info = 0;
+	if (!ct)
+		return;
+	if (info == IP_CT_ESTABLISHED || info == IP_CT_NEW)
+		t = &ct->tuplehash[0].tuple;
+	else if (info == IP_CT_ESTABLISHED_REPLY)
+		t = &ct->tuplehash[1].tuple;
+	else
+		return;
+	if (bpf_probe_read_kernel(&e->ct_src, sizeof(e->ct_src), &t->src.u3.all) < 0 ||
+	    bpf_probe_read_kernel(&e->ct_dst, sizeof(e->ct_dst), &t->dst.u3.all) < 0 ||
+	    bpf_probe_read_kernel(&e->ct_sport, sizeof(e->ct_sport), &t->src.u.all) < 0 ||
+	    bpf_probe_read_kernel(&e->ct_dport, sizeof(e->ct_dport), &t->dst.u.all) < 0 ||
+	    bpf_probe_read_kernel(&e->ct_l3num, sizeof(e->ct_l3num), &t->src.l3num) < 0 ||
+	    bpf_probe_read_kernel(&e->ct_proto, sizeof(e->ct_proto), &t->dst.protonum) < 0)
+		return;
+	e->ct_info = info + 1;
+}
 
 static __u32 inum_of(struct net *net)
 {
@@ -170,6 +254,7 @@ int kfree_skb(unsigned long long *ctx)
 	e->len = HEAD_LEN;
 	if (bpf_probe_read_kernel(e->head, HEAD_LEN, from) < 0)
 		e->len = 0;
+	ct_tuple(skb, e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -185,7 +185,26 @@ pub struct LoadExpect {
     /// HTTP: the status a flow must get to be ok (default 200).
     #[serde(default)]
     pub status: Option<u16>,
+    /// The step overflows a queue on purpose: packets of it dropped by the
+    /// kernel at a queue (a TUN's or veth's), and every such drop the
+    /// kernel counted on the run's TUNs and veths shown in the trace. How
+    /// many, and which flows fail, differ run to run: when the bounds
+    /// hold, the trace keeps that they held, not the counts.
+    #[serde(default)]
+    pub overflow: bool,
 }
+
+/// The kernel's drop reasons at a device's queue, which its `tx_dropped`
+/// or `rx_dropped` counts: a TUN's full ring or one no process reads, a
+/// TUN's filters, a qdisc's full queue, a CPU's full receive backlog.
+pub const QUEUE_REASONS: &[&str] = &[
+    "FULL_RING",
+    "DEV_READY",
+    "TAP_FILTER",
+    "TAP_TXFILTER",
+    "QDISC_DROP",
+    "CPU_BACKLOG",
+];
 
 impl fmt::Display for LoadExpect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,6 +230,9 @@ impl fmt::Display for LoadExpect {
                 ", all by one of {} (chosen at random)",
                 self.one_of.join(", ")
             )?;
+        }
+        if self.overflow {
+            f.write_str(", packets dropped by the kernel at a queue")?;
         }
         Ok(())
     }
@@ -274,6 +296,20 @@ impl LoadSummary {
         )
     }
 
+    /// The kernel's drops at a queue among [`LoadSummary::drops`] (ends
+    /// `dropped at HOST/IF by the kernel (REASON)` of a
+    /// [`QUEUE_REASONS`] reason), by their end.
+    pub fn queue_drops(&self) -> BTreeMap<&str, u64> {
+        (self.drops.iter())
+            .filter(|(end, _)| {
+                QUEUE_REASONS
+                    .iter()
+                    .any(|r| end.ends_with(&format!(" by the kernel ({r})")))
+            })
+            .map(|(end, n)| (end.as_str(), *n))
+            .collect()
+    }
+
     /// Whether the summary meets `e`: `Err` says the first bound missed.
     pub fn judge(&self, e: &LoadExpect) -> Result<(), String> {
         let need = match e.ok {
@@ -301,6 +337,9 @@ impl LoadSummary {
             if let Some(n) = self.answered_by.get(h).filter(|n| **n > 0) {
                 return Err(format!("{h} answered {n} flows, expected none"));
             }
+        }
+        if e.overflow && self.queue_drops().is_empty() {
+            return Err("no packet dropped by the kernel at a queue".into());
         }
         if !e.one_of.is_empty() {
             let who: Vec<_> = self.answered_by.iter().filter(|(_, n)| **n > 0).collect();

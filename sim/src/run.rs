@@ -576,6 +576,11 @@ fn write_trace(
     capture::write_per_interface(&per_interface, &sc.name, ifs, frames, &comments, annex)?;
     tr.control_plane = extra.control_plane;
     tr.counters = extra.counters;
+    let overflow: Vec<(String, crate::load::LoadExpect)> = (lab.steps.iter())
+        .filter_map(|s| Some((s.name.clone(), s.load.as_ref()?.1.clone())))
+        .filter(|(_, e)| e.overflow)
+        .collect();
+    trace::queues::settle(&mut tr, &overflow);
     tr.processes = extra.processes;
     tr.interrupted = extra.interrupted;
     std::fs::write(out.join("trace.yaml"), tr.to_yaml()).map_err(io("write trace.yaml".into()))?;

@@ -176,7 +176,7 @@ pub enum Expect {
 }
 
 const EXPECT_KEYS: &[&str] = &[
-    "reply", "status", "headers", "body", "error", "ok", "spread", "never", "one_of",
+    "reply", "status", "headers", "body", "error", "ok", "spread", "never", "one_of", "overflow",
 ];
 
 impl<'de> Deserialize<'de> for Expect {
@@ -212,6 +212,7 @@ impl<'de> Deserialize<'de> for Expect {
                         "spread" => load.spread = Some(m.next_value()?),
                         "never" => load.never = m.next_value()?,
                         "one_of" => load.one_of = m.next_value()?,
+                        "overflow" => load.overflow = m.next_value()?,
                         "reply" | "error" if single.is_some() || seen_http => {
                             return Err(de::Error::custom(format!(
                                 "write `{k}` alone: {{{k}: TEXT}}"
@@ -227,7 +228,10 @@ impl<'de> Deserialize<'de> for Expect {
                         "body" => http.body = Some(m.next_value()?),
                         _ => return Err(de::Error::unknown_field(&k, EXPECT_KEYS)),
                     }
-                    seen_load |= matches!(k.as_str(), "ok" | "spread" | "never" | "one_of");
+                    seen_load |= matches!(
+                        k.as_str(),
+                        "ok" | "spread" | "never" | "one_of" | "overflow"
+                    );
                     seen_http |= matches!(k.as_str(), "status" | "headers" | "body");
                 }
                 match single {

@@ -57,9 +57,11 @@ const FORMATS: [&str; 2] = [
 /// What names the kernel in a drop: `dropped at HOST/IF by the kernel (R)`.
 pub const BY: &str = "the kernel";
 
-/// Bytes of each record: `struct event` of the BPF program.
+/// Bytes of each record: `struct event` of the BPF program (the header's
+/// first bytes, then conntrack's tuple).
 const HEAD_LEN: usize = 128;
-const EVENT_LEN: usize = 24 + HEAD_LEN;
+const CT_AT: usize = 24 + HEAD_LEN;
+const EVENT_LEN: usize = CT_AT + 40;
 
 /// Why the kernel's drops cannot be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,48 @@ pub struct Record {
     pub protocol: u16,
     /// The first bytes from the network header (empty: not readable).
     pub head: Vec<u8>,
+    /// Conntrack's tuple of the packet's own direction, when the skb held
+    /// an entry of its own connection.
+    pub ct: Option<Tuple>,
+}
+
+/// A conntrack tuple as the BPF program read it from the skb's entry: the
+/// header the packet had when conntrack first saw it in this host, before
+/// any NAT there rewrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// TCP/UDP: the ports; ICMP: the echo identifier, then type and code.
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The tuple at `b[CT_AT..]` (`ct_info`, `ct_proto`, `ct_l3num`, the
+/// ports in network order, then both addresses), if the record has one.
+fn parse_tuple(b: &[u8]) -> Option<Tuple> {
+    let t = b.get(CT_AT..CT_AT + 40)?;
+    if t[0] == 0 {
+        return None;
+    }
+    let l3 = u16::from_ne_bytes([t[2], t[3]]);
+    let addr = |a: &[u8]| -> Option<IpAddr> {
+        let a: [u8; 16] = a.try_into().ok()?;
+        match l3 {
+            2 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+            10 => Some(IpAddr::from(a)),
+            _ => None,
+        }
+    };
+    Some(Tuple {
+        src: addr(&t[8..24])?,
+        dst: addr(&t[24..40])?,
+        proto: t[1],
+        sport: u16::from_be_bytes([t[4], t[5]]),
+        dport: u16::from_be_bytes([t[6], t[7]]),
+    })
 }
 
 impl Record {
@@ -119,7 +163,41 @@ impl Record {
             reason: u32_at(16),
             protocol: u16::from_ne_bytes([b[20], b[21]]),
             head: b[24..24 + len].to_vec(),
+            ct: parse_tuple(b),
         })
+    }
+
+    /// The key of the packet `s` (this record's) as conntrack's tuple says
+    /// it entered the host, when that differs from its header (a NAT of
+    /// this host rewrote it before the drop): the tuple's addresses and
+    /// ports, the header's IP ID (no NAT rewrites it). Only a tuple of the
+    /// packet's own protocol and family counts; an ICMP message only when
+    /// it is an echo (its identifier is the tuple's).
+    pub fn original(&self, s: &Summary) -> Option<Key> {
+        let t = self.ct.as_ref()?;
+        let header = Key::of(s);
+        let proto = match s.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { v6: false, .. } => 1,
+            L4::Icmp { v6: true, .. } => 58,
+            L4::Other { proto } => proto,
+        };
+        if t.proto != proto || t.src.is_ipv4() != s.src.is_ipv4() {
+            return None;
+        }
+        let ports = match (&s.l4, header.ports) {
+            (L4::Tcp { .. } | L4::Udp { .. }, _) => Some((t.sport, t.dport)),
+            (L4::Icmp { .. }, Some(_)) => Some((t.sport, t.sport)),
+            _ => None,
+        };
+        let key = Key {
+            src: t.src,
+            dst: t.dst,
+            ports,
+            ..header.clone()
+        };
+        (key != header).then_some(key)
     }
 
     /// The packet's header summary, read from its first bytes (lengths
@@ -402,30 +480,51 @@ pub fn add(records: &[Record], names: &Names, v: &mut Verdicts) -> Vec<String> {
             _ => None,
         };
         let key = Key::of(&s);
+        let original = r.original(&s);
         lines.push(format!(
-            "{}\t{host}\t{}\t{why}\t{} {} > {} ident {}{}\t{}",
+            "{}\t{host}\t{}\t{why}\t{}{}\t{}",
             r.time_ns,
             iface.as_deref().unwrap_or("-"),
-            key.proto,
-            key.src,
-            key.dst,
-            key.ident,
-            key.ports
-                .map_or(String::new(), |(a, b)| format!(" ports {a} > {b}")),
+            packet_text(&key),
+            original.as_ref().map_or(String::new(), |k| format!(
+                " (before NAT: {})",
+                packet_text(k)
+            )),
             not_drop.unwrap_or("drop")
         ));
-        if not_drop.is_some() {
-            continue;
-        }
+        let flooded = why == "OTHERHOST";
         let drop = Drop {
             host: host.clone(),
             at: Where::Kernel { iface, tcp },
             by: BY.to_string(),
             why,
         };
+        if flooded {
+            v.add_flooded(key, drop);
+            continue;
+        }
+        if not_drop.is_some() {
+            continue;
+        }
+        if let Some(k) = original {
+            v.add_kernel_original(k, drop.clone());
+        }
         v.add(key, drop);
     }
     lines
+}
+
+/// A packet's key in `kernel-drops.txt`: `udp SRC > DST ident N ports A > B`.
+fn packet_text(k: &Key) -> String {
+    format!(
+        "{} {} > {} ident {}{}",
+        k.proto,
+        k.src,
+        k.dst,
+        k.ident,
+        k.ports
+            .map_or(String::new(), |(a, b)| format!(" ports {a} > {b}"))
+    )
 }
 
 /// Each host's interfaces by index, read inside its namespace.
@@ -461,8 +560,37 @@ mod tests {
     use super::*;
     use etherparse::PacketBuilder;
 
-    /// The BPF program's record of `ip`, cut at HEAD_LEN.
+    /// The BPF program's record of `ip`, cut at HEAD_LEN, without a
+    /// conntrack tuple.
     fn event(netns: u32, ifindex: u32, reason: u32, ip: &[u8]) -> Vec<u8> {
+        let mut b = event_head(netns, ifindex, reason, ip);
+        b.resize(EVENT_LEN, 0);
+        b
+    }
+
+    /// The same with conntrack's tuple (`info`: ctinfo + 1) of an IPv4
+    /// packet.
+    fn event_ct(
+        ip: &[u8],
+        info: u8,
+        proto: u8,
+        src: [u8; 4],
+        dst: [u8; 4],
+        ports: (u16, u16),
+    ) -> Vec<u8> {
+        let mut b = event_head(11, 2, 3, ip);
+        b.extend([info, proto]);
+        b.extend(2u16.to_ne_bytes());
+        b.extend(ports.0.to_be_bytes());
+        b.extend(ports.1.to_be_bytes());
+        for a in [src, dst] {
+            b.extend(a);
+            b.extend([0; 12]);
+        }
+        b
+    }
+
+    fn event_head(netns: u32, ifindex: u32, reason: u32, ip: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend(7u64.to_ne_bytes());
         b.extend(netns.to_ne_bytes());
@@ -513,6 +641,125 @@ mod tests {
         // Not an IP packet: no summary, no drop.
         let r = Record::parse(&event(1, 1, 3, &[0u8; 60])).unwrap();
         assert!(r.summary().is_none());
+    }
+
+    /// A drop after a NAT of its host: found by its header, and by the
+    /// header conntrack says it entered with (its tuple; the IP ID from the
+    /// header); a related entry's tuple, one of another protocol, or one
+    /// equal to the header adds nothing.
+    #[test]
+    fn a_drop_after_nat_is_found_by_conntrack_s_tuple() {
+        let (client, public, internal) = ([93, 6, 1, 78], [24, 0, 5, 8], [10, 30, 255, 253]);
+        let natted = udp(client, internal, 5353, 1400);
+        let entered = udp(client, public, 5353, 1400);
+        let r = Record::parse(&event_ct(&natted, 1, 17, client, public, (40001, 5353))).unwrap();
+        let t = r.ct.clone().unwrap();
+        assert_eq!((t.proto, t.sport, t.dport), (17, 40001, 5353));
+        let s = r.summary().unwrap();
+        let key = |p: &[u8]| Key::of(&wire::parse_ip(p).unwrap());
+        assert_eq!(r.original(&s), Some(key(&entered)));
+        // Related (no tuple sent), another protocol, no NAT: nothing.
+        let related = Record::parse(&event(11, 2, 3, &natted)).unwrap();
+        assert_eq!((&related.ct, related.original(&s)), (&None, None));
+        let tcp_ct =
+            Record::parse(&event_ct(&natted, 1, 6, client, public, (40001, 5353))).unwrap();
+        assert_eq!(tcp_ct.original(&s), None);
+        let same =
+            Record::parse(&event_ct(&natted, 1, 17, client, internal, (40001, 5353))).unwrap();
+        assert_eq!(same.original(&s), None);
+
+        let hosts = BTreeMap::from([(11, "gw".to_string())]);
+        let ifnames = HashMap::from([("gw".to_string(), HashMap::from([(2, "pub".to_string())]))]);
+        let reasons = HashMap::from([(3, "PKT_TOO_BIG".to_string())]);
+        let names = Names {
+            hosts: &hosts,
+            ifnames: &ifnames,
+            reasons: &reasons,
+            capture: (&[], &[]),
+        };
+        let mut v = Verdicts::default();
+        let lines = add(&[r], &names, &mut v);
+        assert!(
+            lines[0].contains("udp 93.6.1.78 > 10.30.255.253 ident 77 ports 40001 > 5353 (before NAT: udp 93.6.1.78 > 24.0.5.8 ident 77 ports 40001 > 5353)"),
+            "{lines:?}"
+        );
+        let d = v.find_kernel("gw", &key(&entered), None).unwrap();
+        assert_eq!(d.why, "PKT_TOO_BIG");
+        assert!(v.find_kernel("gw", &key(&natted), None).is_some());
+        assert!(v.find_kernel("n1", &key(&entered), None).is_none());
+        assert_eq!(v.len(), 1);
+        // The verdicts' text keeps both ways of finding it.
+        let back = Verdicts::from_text(&v.to_text()).unwrap().unwrap();
+        assert_eq!(back.to_text(), v.to_text());
+        assert_eq!(back.find_kernel("gw", &key(&entered), None), Some(d));
+    }
+
+    /// The header comes first: a drop whose own header is the packet's
+    /// wins over one whose conntrack tuple is.
+    #[test]
+    fn a_header_match_comes_before_a_tuple_match() {
+        let (a, b, c) = ([10, 0, 1, 2], [10, 0, 2, 2], [10, 0, 3, 3]);
+        let p = udp(a, b, 9, 10);
+        let key = Key::of(&wire::parse_ip(&p).unwrap());
+        let drop = |why: &str| Drop {
+            host: "h".into(),
+            at: Where::Kernel {
+                iface: None,
+                tcp: None,
+            },
+            by: BY.into(),
+            why: why.into(),
+        };
+        let mut v = Verdicts::default();
+        v.add_kernel_original(key.clone(), drop("BY_TUPLE"));
+        assert_eq!(v.find_kernel("h", &key, None).unwrap().why, "BY_TUPLE");
+        v.add(key.clone(), drop("BY_HEADER"));
+        assert_eq!(v.find_kernel("h", &key, None).unwrap().why, "BY_HEADER");
+        let other = Key::of(&wire::parse_ip(&udp(a, c, 9, 10)).unwrap());
+        assert!(v.find_kernel("h", &other, None).is_none());
+        // Only kernel drops are found by a tuple.
+        let mut w = Verdicts::default();
+        let nft = Drop {
+            at: Where::Chain("input".into()),
+            ..drop("x")
+        };
+        w.add_kernel_original(key.clone(), nft);
+        assert!(w.is_empty());
+    }
+
+    /// A copy freed for another host's MAC address (a bridge's flood) is
+    /// no drop, but is kept apart for a packet no copy of which reached
+    /// its owner; it travels in the verdicts' text.
+    #[test]
+    fn a_flooded_copy_is_kept_apart() {
+        let seg = tcp([10, 30, 129, 2], [10, 18, 0, 1], 41000, 80, false);
+        let r = Record::parse(&event(11, 2, 9, &seg)).unwrap();
+        let hosts = BTreeMap::from([(11, "web-0".to_string())]);
+        let ifnames = HashMap::from([(
+            "web-0".to_string(),
+            HashMap::from([(2, "eth0".to_string())]),
+        )]);
+        let reasons = HashMap::from([(9, "OTHERHOST".to_string())]);
+        let names = Names {
+            hosts: &hosts,
+            ifnames: &ifnames,
+            reasons: &reasons,
+            capture: (&[], &[]),
+        };
+        let mut v = Verdicts::default();
+        let lines = add(&[r], &names, &mut v);
+        assert!(lines[0].ends_with("not a drop: a copy for another host's address"));
+        let key = Key::of(&wire::parse_ip(&seg).unwrap());
+        assert!(v.find_kernel("web-0", &key, Some((5000, 9001))).is_none());
+        assert_eq!(v.len(), 0);
+        let d = v.find_flooded("web-0", &key, Some((5000, 9001))).unwrap();
+        assert_eq!(d.why, "OTHERHOST");
+        assert!(v.find_flooded("web-0", &key, Some((5001, 9001))).is_none());
+        let back = Verdicts::from_text(&v.to_text()).unwrap().unwrap();
+        assert_eq!(
+            back.find_flooded("web-0", &key, Some((5000, 9001))),
+            Some(d)
+        );
     }
 
     /// Freeings the kernel reports that are no drop of the packet.

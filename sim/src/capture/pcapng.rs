@@ -110,8 +110,9 @@ pub fn write_pcapng(
     write_pcapng_with(path, scenario, ifaces, frames, comments, (tls_keys, None))
 }
 
-/// [`write_pcapng`], with the run's drop verdicts, if given, as a second
-/// comment of the section header ([`Verdicts::to_text`]).
+/// [`write_pcapng`], with the run's drop verdicts, if given, as further
+/// comments of the section header ([`Verdicts::to_comments`]: as many as
+/// a pcapng option's 65535 bytes make them).
 pub fn write_pcapng_with(
     path: &Path,
     scenario: &str,
@@ -126,7 +127,9 @@ pub fn write_pcapng_with(
         section_comment(scenario).into(),
     )];
     if let Some(v) = verdicts {
-        options.push(SectionHeaderOption::Comment(v.to_text().into()));
+        for part in v.to_comments() {
+            options.push(SectionHeaderOption::Comment(part.into()));
+        }
     }
     options.push(SectionHeaderOption::UserApplication(
         format!("hoplab {}", env!("CARGO_PKG_VERSION")).into(),

@@ -447,16 +447,17 @@ fn section_verdicts(
 ) -> Option<super::verdicts::Verdicts> {
     use super::verdicts::Verdicts;
     use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
-    shb.options.iter().find_map(|o| match o {
-        SectionHeaderOption::Comment(c) => Verdicts::from_text(c).map(|r| {
-            r.unwrap_or_else(|e| {
-                let mut v = Verdicts::default();
-                v.unavailable
-                    .push(format!("the capture's drop verdicts do not read: {e}"));
-                v
-            })
-        }),
+    let comments = shb.options.iter().filter_map(|o| match o {
+        SectionHeaderOption::Comment(c) => Some(c.as_ref()),
         _ => None,
+    });
+    Verdicts::from_comments(comments).map(|r| {
+        r.unwrap_or_else(|e| {
+            let mut v = Verdicts::default();
+            v.unavailable
+                .push(format!("the capture's drop verdicts do not read: {e}"));
+            v
+        })
     })
 }
 

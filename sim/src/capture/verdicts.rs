@@ -115,6 +115,14 @@ pub struct Verdicts {
     /// The kernel's drops ([`Where::Kernel`]), apart: several segments can
     /// share a key, and they never replace a drop recorded otherwise.
     kernel: HashMap<(String, Key), Vec<Drop>>,
+    /// The same kernel drops of packets a NAT of their host had rewritten
+    /// before the drop, by the key conntrack says they entered with (its
+    /// tuple of their direction): looked up after [`Verdicts::kernel`].
+    kernel_ct: HashMap<(String, Key), Vec<Drop>>,
+    /// The kernel's frees of a copy for another host's MAC address
+    /// (`OTHERHOST`: a bridge's flood): no drop while another copy reaches
+    /// the packet's owner, the packet's end when none does.
+    kernel_flood: HashMap<(String, Key), Vec<Drop>>,
     /// `HOST: REASON` for each host whose drops are not recorded.
     pub unavailable: Vec<String>,
 }
@@ -128,10 +136,45 @@ impl Verdicts {
     /// The kernel's drop of the packet `key` at `host`; for a TCP segment
     /// (`tcp`: its sequence and acknowledgement numbers) only a drop of
     /// that segment.
+    /// A drop whose header matches comes first; then one whose packet a
+    /// NAT of the host had rewritten, by the header conntrack says it
+    /// entered with.
     pub fn find_kernel(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
-        let v = self.kernel.get(&(host.to_string(), key.clone()))?;
-        v.iter()
-            .find(|d| matches!(&d.at, Where::Kernel { tcp: t, .. } if *t == tcp))
+        let hk = (host.to_string(), key.clone());
+        find_segment(&self.kernel, &hk, tcp).or_else(|| find_segment(&self.kernel_ct, &hk, tcp))
+    }
+
+    /// The kernel's free of a flooded copy of the packet `key` at `host`
+    /// (see [`Verdicts::add_flooded`]).
+    pub fn find_flooded(&self, host: &str, key: &Key, tcp: Option<(u32, u32)>) -> Option<&Drop> {
+        find_segment(&self.kernel_flood, &(host.to_string(), key.clone()), tcp)
+    }
+
+    /// Record the kernel's free (a [`Where::Kernel`] one) of a copy of a
+    /// packet for another host's MAC address: the trace ends the packet
+    /// with it only when no copy reached the packet's owner.
+    pub fn add_flooded(&mut self, key: Key, drop: Drop) {
+        if let Where::Kernel { .. } = drop.at {
+            let v = self
+                .kernel_flood
+                .entry((drop.host.clone(), key))
+                .or_default();
+            if !v.contains(&drop) {
+                v.push(drop);
+            }
+        }
+    }
+
+    /// Record a kernel drop (a [`Where::Kernel`] one) by the key its packet
+    /// entered the host with before a NAT there rewrote it (conntrack's
+    /// tuple); [`Verdicts::add`] records it by its header.
+    pub fn add_kernel_original(&mut self, key: Key, drop: Drop) {
+        if let Where::Kernel { .. } = drop.at {
+            let v = self.kernel_ct.entry((drop.host.clone(), key)).or_default();
+            if !v.contains(&drop) {
+                v.push(drop);
+            }
+        }
     }
 
     /// Record a drop found by another mechanism (a link impairment, a
@@ -147,12 +190,17 @@ impl Verdicts {
         self.drops.insert((drop.host.clone(), key), drop);
     }
 
+    /// The drops recorded (a kernel drop found also by its key before NAT
+    /// is counted once).
     pub fn len(&self) -> usize {
         self.drops.len() + self.kernel.values().map(Vec::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.drops.is_empty() && self.kernel.is_empty()
+        self.drops.is_empty()
+            && self.kernel.is_empty()
+            && self.kernel_ct.is_empty()
+            && self.kernel_flood.is_empty()
     }
 
     /// The first line of [`Verdicts::to_text`].
@@ -166,17 +214,24 @@ impl Verdicts {
     /// same for the same verdicts.
     pub fn to_text(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-        let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d)));
+        let kernel = (self.kernel.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "")));
+        let kernel_ct =
+            (self.kernel_ct.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "-ct")));
+        let kernel_flood =
+            (self.kernel_flood.iter()).flat_map(|(hk, v)| v.iter().map(move |d| (hk, d, "-flood")));
         let mut drops: Vec<String> = (self.drops.iter())
+            .map(|(hk, d)| (hk, d, ""))
             .chain(kernel)
-            .map(|((host, k), d)| {
+            .chain(kernel_ct)
+            .chain(kernel_flood)
+            .map(|((host, k), d, ct)| {
                 let ports = k.ports.map_or("-".into(), |(a, b)| format!("{a}:{b}"));
                 let at = match &d.at {
                     Where::Chain(c) => format!("chain:{}", clean(c)),
                     Where::Iface(i) => format!("iface:{}", clean(i)),
                     Where::Tunnel => "tunnel".into(),
                     Where::Kernel { iface, tcp } => format!(
-                        "kernel:{}/{}",
+                        "kernel{ct}:{}/{}",
                         iface.as_deref().map_or("-".into(), clean),
                         tcp.map_or("-".into(), |(s, a)| format!("{s},{a}"))
                     ),
@@ -200,6 +255,49 @@ impl Verdicts {
             out.push_str(&format!("unavailable\t{}\n", clean(u)));
         }
         out
+    }
+
+    /// The first line of each further part of [`Verdicts::to_comments`].
+    pub const CONTINUED: &'static str = "hoplab verdicts 1 continued";
+
+    /// Most bytes of one part of [`Verdicts::to_comments`]: a pcapng
+    /// option holds at most 65535.
+    const PART: usize = 60_000;
+
+    /// [`Verdicts::to_text`] cut at line ends into parts that each fit in
+    /// a pcapng comment: the first is headed [`Verdicts::TEXT_HEADER`], the
+    /// others [`Verdicts::CONTINUED`]; [`Verdicts::from_comments`] joins
+    /// them.
+    pub fn to_comments(&self) -> Vec<String> {
+        let text = self.to_text();
+        let mut lines = text.lines();
+        let mut parts = vec![format!("{}\n", lines.next().unwrap_or_default())];
+        for l in lines {
+            let last = parts.last_mut().expect("a first part");
+            if last.len() + l.len() + 1 > Self::PART {
+                parts.push(format!("{}\n", Self::CONTINUED));
+            }
+            let last = parts.last_mut().expect("a part");
+            last.push_str(l);
+            last.push('\n');
+        }
+        parts
+    }
+
+    /// Verdicts written by [`Verdicts::to_comments`], among `comments` (a
+    /// section's); `None` when none is headed [`Verdicts::TEXT_HEADER`].
+    pub fn from_comments<'a>(
+        comments: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Result<Verdicts, String>> {
+        let mut text: Option<String> = None;
+        for c in comments {
+            if c.lines().next() == Some(Self::TEXT_HEADER) {
+                text = Some(c.to_string());
+            } else if let (Some(t), Some(rest)) = (text.as_mut(), c.strip_prefix(Self::CONTINUED)) {
+                t.push_str(rest.trim_start_matches('\n'));
+            }
+        }
+        Self::from_text(&text?)
     }
 
     /// Verdicts written by [`Verdicts::to_text`]; `None` for a text that
@@ -238,11 +336,13 @@ impl Verdicts {
                         proto: proto.to_string(),
                         ports,
                     };
-                    let at = match at.split_once(':') {
-                        Some(("chain", c)) => Where::Chain(c.into()),
-                        Some(("iface", i)) => Where::Iface(i.into()),
-                        Some(("kernel", k)) => kernel_at(k).ok_or_else(bad)?,
-                        None if *at == "tunnel" => Where::Tunnel,
+                    let (at, kind) = match at.split_once(':') {
+                        Some(("chain", c)) => (Where::Chain(c.into()), ""),
+                        Some(("iface", i)) => (Where::Iface(i.into()), ""),
+                        Some(("kernel", k)) => (kernel_at(k).ok_or_else(bad)?, ""),
+                        Some(("kernel-ct", k)) => (kernel_at(k).ok_or_else(bad)?, "ct"),
+                        Some(("kernel-flood", k)) => (kernel_at(k).ok_or_else(bad)?, "flood"),
+                        None if *at == "tunnel" => (Where::Tunnel, ""),
                         _ => return Err(bad()),
                     };
                     let drop = Drop {
@@ -251,13 +351,26 @@ impl Verdicts {
                         by: by.to_string(),
                         why: why.to_string(),
                     };
-                    v.add(key, drop);
+                    match kind {
+                        "ct" => v.add_kernel_original(key, drop),
+                        "flood" => v.add_flooded(key, drop),
+                        _ => v.add(key, drop),
+                    }
                 }
                 _ => return Err(bad()),
             }
         }
         Ok(v)
     }
+}
+
+/// The kernel drop of `m` recorded for `hk` whose TCP numbers are `tcp`.
+fn find_segment<'a>(
+    m: &'a HashMap<(String, Key), Vec<Drop>>,
+    hk: &(String, Key),
+    tcp: Option<(u32, u32)>,
+) -> Option<&'a Drop> {
+    (m.get(hk)?.iter()).find(|d| matches!(&d.at, Where::Kernel { tcp: t, .. } if *t == tcp))
 }
 
 /// The place of a kernel drop as [`Verdicts::to_text`] writes it:
@@ -585,6 +698,43 @@ mod tests {
             p.feed(l);
         }
         p.drops
+    }
+
+    /// Thousands of drops (a queue overflow) do not fit in one pcapng
+    /// option: they are cut into parts at line ends and joined back.
+    #[test]
+    fn many_drops_are_cut_into_comments_and_joined_back() {
+        let mut v = Verdicts::default();
+        for i in 0..3000u32 {
+            let key = Key {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                ident: i,
+                proto: "udp".into(),
+                ports: Some((20000 + (i % 1000) as u16, 53)),
+            };
+            let drop = Drop {
+                host: "gw".into(),
+                at: Where::Kernel {
+                    iface: Some("gw0".into()),
+                    tcp: None,
+                },
+                by: "the kernel".into(),
+                why: "FULL_RING".into(),
+            };
+            v.add(key, drop);
+        }
+        v.unavailable.push("h: why".into());
+        let parts = v.to_comments();
+        assert!(parts.len() > 1, "{}", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= 65535 && p.ends_with('\n')));
+        assert!(parts[1].starts_with(Verdicts::CONTINUED));
+        let other = "a section comment";
+        let all = std::iter::once(other).chain(parts.iter().map(String::as_str));
+        let back = Verdicts::from_comments(all).unwrap().unwrap();
+        assert_eq!(back.to_text(), v.to_text());
+        assert_eq!(back.len(), 3000);
+        assert!(Verdicts::from_comments([other]).is_none());
     }
 
     #[test]

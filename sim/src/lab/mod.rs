@@ -82,6 +82,8 @@ pub struct Tun {
     pub addr: Vec<Cidr>,
     /// Interface MTU (default: the kernel's, 1500).
     pub mtu: Option<u32>,
+    /// Transmit queue length (default [`topology::TUN_TXQUEUELEN`]).
+    pub txqueuelen: Option<u32>,
 }
 
 /// A veth pair: `a` and `b` are its two ends.

@@ -437,7 +437,8 @@ async fn start_impairments(sc: &Lab, topo: &mut Topology) -> Result<(), Error> {
 /// An interface of a host to configure: name, addresses, bridge, MTU.
 type Iface<'a> = (&'a str, &'a [Cidr], Option<&'a str>, Option<u32>);
 
-/// One host: `lo` up; its TUNs' transmit queues [`TUN_TXQUEUELEN`] long;
+/// One host: `lo` up; its TUNs' transmit queues [`TUN_TXQUEUELEN`] long
+/// unless the scenario says otherwise;
 /// its bridges, TUNs and link ends attached to their bridge, addressed,
 /// MTU set and up; then its routes.
 async fn configure_host(sc: &Lab, hname: &str, h: &Host, host: &HostNs) -> Result<(), Error> {
@@ -454,10 +455,10 @@ async fn configure_host(sc: &Lab, hname: &str, h: &Host, host: &HostNs) -> Resul
     for (t, tun) in &h.tuns {
         // Over rtnetlink, which a rootless run's namespace allows.
         let idx = host.index_of(t).await?;
+        let q = tun.txqueuelen.unwrap_or(TUN_TXQUEUELEN);
         host.set(
-            format!("host {hname}: {t} txqueuelen {TUN_TXQUEUELEN}"),
-            LinkUnspec::new_with_index(idx)
-                .append_extra_attribute(LinkAttribute::TxQueueLen(TUN_TXQUEUELEN)),
+            format!("host {hname}: {t} txqueuelen {q}"),
+            LinkUnspec::new_with_index(idx).append_extra_attribute(LinkAttribute::TxQueueLen(q)),
         )
         .await?;
         ifaces.push((t, &tun.addr, None, tun.mtu));

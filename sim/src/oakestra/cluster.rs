@@ -390,6 +390,7 @@ fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
     let tun = Tun {
         addr: vec![],
         mtu: Some(OVERLAY_MTU),
+        txqueuelen: None,
     };
     let bridge = Bridge {
         addr: br_addr,

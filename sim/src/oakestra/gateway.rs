@@ -252,6 +252,7 @@ fn emit_gateway(
     let tun = Tun {
         addr: vec![],
         mtu: Some(OVERLAY_MTU),
+        txqueuelen: None,
     };
     host.tuns.insert(GW_TUN.to_string(), tun);
     host.routes.push(Route::dev(prefix(g.internal, 32), GW_TUN));

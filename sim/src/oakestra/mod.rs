@@ -90,6 +90,7 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     let plan = cluster::expand(sc, &mut lab).map_err(|e| vec![e])?;
     gateway::expand(sc, &plan, &mut lab).map_err(|e| vec![e])?;
     let mut found = moves::expand(sc, &plan, &mut lab);
+    tun_queues(sc, &mut lab, &mut found);
     impair_named_links(sc, &mut lab, &mut found);
     for (i, s) in sc.traffic.iter().enumerate() {
         found.gather(check_step(sc, i, s));
@@ -99,6 +100,27 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
         return Err(found);
     }
     Ok(Expanded { lab, plan })
+}
+
+/// Each node's `txqueuelen`, checked, given to its TUNs.
+fn tun_queues(sc: &Scenario, lab: &mut Lab, found: &mut Vec<Invalid>) {
+    for (c, cl) in sc.clusters.iter().enumerate() {
+        for (n, node) in cl.nodes.iter().enumerate() {
+            let Some(q) = node.txqueuelen else { continue };
+            if !(1..=100_000).contains(&q) {
+                found.gather(bad(
+                    format!("clusters[{c}].nodes[{n}].txqueuelen"),
+                    "give a transmit queue length of 1 to 100000",
+                ));
+                continue;
+            }
+            if let Some(h) = lab.hosts.get_mut(&node.name) {
+                for t in h.tuns.values_mut() {
+                    t.txqueuelen = Some(q);
+                }
+            }
+        }
+    }
 }
 
 /// The top-level `impair` section: each entry's impairments checked, and

@@ -86,6 +86,7 @@ fn host(h: &scenario::Host, dir: &Path) -> lab::Host {
                 let t = lab::Tun {
                     addr: t.addr.clone(),
                     mtu: t.mtu,
+                    txqueuelen: None,
                 };
                 (n.clone(), t)
             })

@@ -36,6 +36,12 @@ pub struct Node {
     /// `[x, y]`: where the node is, for closest IPs.
     #[serde(default)]
     pub coords: [f64; 2],
+    /// The transmit queue length of the node's TUNs (`nm0`, and `gw0` on
+    /// the gateway's node), 1 to 100000; default
+    /// [`crate::lab::topology::TUN_TXQUEUELEN`]. A short one makes the
+    /// kernel drop under load (its verdict `FULL_RING`).
+    #[serde(default)]
+    pub txqueuelen: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -114,6 +114,41 @@ pub(super) fn kernel_drop(drops: &Verdicts, last: &Seen) -> Option<End> {
     })
 }
 
+/// The end of a packet no copy of which reached its destination's owner,
+/// whose last hop's host freed it as a copy for another host's MAC
+/// address (`OTHERHOST`: a bridge flooded it, and no port had the owner):
+/// `dropped at HOST/IFNAME by the kernel (OTHERHOST)`. While a copy
+/// reaches the owner, a flooded copy's free is no drop.
+pub(super) fn flooded_drop(
+    drops: &Verdicts,
+    hops: &[&Seen],
+    owner: Option<&String>,
+) -> Option<End> {
+    if hops.iter().any(|h| Some(&h.at.host) == owner) {
+        return None;
+    }
+    let last = hops.last()?;
+    let s = last.outer.as_ref().unwrap_or(&last.s);
+    let tcp = match s.l4 {
+        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
+        _ => None,
+    };
+    let d = drops.find_flooded(&last.at.host, &Key::of(s), tcp)?;
+    let Where::Kernel {
+        iface: Some(iface), ..
+    } = &d.at
+    else {
+        return None;
+    };
+    (*iface == last.at.ifname).then(|| End::Dropped {
+        host: d.host.clone(),
+        at: iface.clone(),
+        by: d.by.clone(),
+        why: d.why.clone(),
+        iface: true,
+    })
+}
+
 /// The summary of a DNS message (UDP to or from port 53), for its hop.
 fn dns_note(hops: &[&Seen]) -> Option<String> {
     let s = &hops.first()?.s;

@@ -75,6 +75,7 @@ pub mod l7;
 mod legs;
 mod order;
 mod path;
+pub mod queues;
 mod render;
 #[cfg(test)]
 mod tests;

@@ -154,7 +154,8 @@ pub(super) fn render(
                 host: last.at.host.clone(),
             }
         }
-        _ => End::LastSeen(last.at.clone()),
+        _ => super::build::flooded_drop(drops, hops, owner.get(&last.s.dst))
+            .unwrap_or_else(|| End::LastSeen(last.at.clone())),
     };
     let kind = match &first.l4 {
         L4::Tcp { flags, .. } => format!("tcp {}", wire::flags_text(*flags)),
