@@ -13,8 +13,8 @@
 //!   exposed by the core: nothing reaches a service the core does not map);
 //! - `unexpose`: the set loses the port, then the core the row and its
 //!   flows, then the firewall closes the flows' clients and their
-//!   conntrack entries are deleted (a second job), and only then is the
-//!   command answered.
+//!   conntrack entries are deleted (a second job, only when there were
+//!   flows), and only then is the command answered.
 //!
 //! One change is in flight at a time; the others wait in a queue, so each
 //! is checked against the table as every change before it left it. It
@@ -176,6 +176,12 @@ impl Changes {
             (Stage::Unexpose { proto, port, v6 }, Ok(())) => {
                 match core.unexpose_flows(proto, port, v6) {
                     Err(err) => Some(format!("error {err}\n")),
+                    // No flows to end: answered at once, without a
+                    // second job (and two more wake-ups of this thread).
+                    Ok((removed, clients)) if clients.is_empty() => {
+                        info!(%removed, flows = 0, "unexposed");
+                        Some(format!("ok removed {removed}\n"))
+                    }
                     Ok((removed, clients)) => {
                         let n = clients.len();
                         let job = Job::EndFlows {
