@@ -22,34 +22,8 @@ const SCENARIOS: [&str; 5] = [
 /// after checking that every net manager of the run reported that
 /// setting.
 fn trace_with(name: &str, setting: &str) -> String {
-    let out = out_dir(&format!("readers-{setting}-{name}"));
-    let o = hoplab()
-        .env("HOPLAB_READER_PER_DIRECTION", setting)
-        .args(["--quiet", "run"])
-        .arg(scenario_path(name))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("hoplab runs");
-    assert!(
-        o.status.success(),
-        "{name} with a reader per direction {setting}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let want = format!("reader_per_direction={}", setting == "on");
-    let mut seen = 0;
-    for e in std::fs::read_dir(out.join("logs")).expect("logs").flatten() {
-        if !e.file_name().to_string_lossy().ends_with(".netmanager.log") {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        for l in text.lines().filter(|l| l.contains("net manager ready")) {
-            assert!(l.contains(&want), "{name}: {l:?} lacks {want}");
-            seen += 1;
-        }
-    }
-    assert!(seen > 0, "{name}: no net manager ran");
-    std::fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml written")
+    let var = ("HOPLAB_READER_PER_DIRECTION", setting);
+    trace_with_setting(name, var, "reader_per_direction", &[".netmanager.log"])
 }
 
 #[test]

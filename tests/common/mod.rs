@@ -212,3 +212,44 @@ pub fn sleeper_step_sent(marker: &str, within: std::time::Duration) -> bool {
 }
 
 pub mod ns;
+
+/// Runs shipped scenario `name` with `var=setting` (`on` or `off`) in the
+/// environment and returns its trace, after checking that every "ready"
+/// line in the logs whose names end with one of `logs` says
+/// `key=true|false` as set, and that there was one.
+pub fn trace_with_setting(
+    name: &str,
+    (var, setting): (&str, &str),
+    key: &str,
+    logs: &[&str],
+) -> String {
+    let out = out_dir(&format!("{key}-{setting}-{name}"));
+    let o = hoplab()
+        .env(var, setting)
+        .args(["--quiet", "run"])
+        .arg(scenario_path(name))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("hoplab runs");
+    assert!(
+        o.status.success(),
+        "{name} with {var}={setting}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let want = format!("{key}={}", setting == "on");
+    let mut seen = 0;
+    for e in std::fs::read_dir(out.join("logs")).expect("logs").flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if !logs.iter().any(|s| f.ends_with(s)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for l in text.lines().filter(|l| l.contains(" ready ")) {
+            assert!(l.contains(&want), "{name}: {l:?} lacks {want}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "{name}: no ready line in {logs:?}");
+    std::fs::read_to_string(out.join("trace.yaml")).expect("trace.yaml written")
+}
