@@ -273,24 +273,10 @@ fn garbage_into_its_tun_is_dropped_and_counted_and_it_keeps_going() {
     assert!(g.stop().success(), "{}", log(&g.dir));
 }
 
-/// The firewall's set of exposed UDP ports, as nft lists it.
-fn exposed_udp_set(g: &Gateway) -> String {
-    let (ok, out) = g.ns.cmd(&[
-        "nft",
-        "list",
-        "set",
-        "inet",
-        "hoplab_gateway",
-        "exposed_udp",
-    ]);
-    assert!(ok, "{out}");
-    out
-}
-
 #[test]
 fn exposure_changes_at_runtime_follow_in_the_firewall() {
     let mut g = start("expose");
-    let set = exposed_udp_set;
+    let set = |g: &Gateway| list_set(g, "exposed_udp");
     assert!(!set(&g).contains("5353"));
     assert_eq!(g.ask("expose udp 5353 10.30.1.1:53"), "ok\n");
     assert!(set(&g).contains("5353"), "{}", set(&g));
@@ -312,18 +298,7 @@ fn exposure_changes_at_runtime_follow_in_the_firewall() {
 
     // ICMP has no ports: echo requests go to one service IP per family,
     // through the set of ICMP types.
-    let icmp_set = |g: &Gateway| {
-        let (ok, out) = g.ns.cmd(&[
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "hoplab_gateway",
-            "exposed_icmp",
-        ]);
-        assert!(ok, "{out}");
-        out
-    };
+    let icmp_set = |g: &Gateway| list_set(g, "exposed_icmp");
     assert!(!icmp_set(&g).contains("echo-request"), "{}", icmp_set(&g));
     assert!(g.ask("expose icmp 8.8.8.8").starts_with("error"));
     assert!(g
@@ -511,12 +486,8 @@ fn unexpose_deletes_the_conntrack_entries_and_answers_the_clients() {
     let before = g.counter("packets_in");
     let r = g.ask("unexpose udp 5353");
     assert!(r.starts_with("ok removed udp 5353"), "{r}");
-    let (ok, closed) =
-        g.ns.cmd(&["nft", "list", "set", "inet", "hoplab_gateway", "closed_udp"]);
-    assert!(
-        ok && closed.contains("93.6.1.78 . 40000 . 5353"),
-        "{closed}"
-    );
+    let closed = list_set(&g, "closed_udp");
+    assert!(closed.contains("93.6.1.78 . 40000 . 5353"), "{closed}");
     send_eth(&g.ns, "pub-peer", mac, vec![datagram]);
     wait_for("the firewall's answer", || {
         g.counter("firewall.unexposed_reset") == 1
@@ -606,7 +577,7 @@ fn only_service_ips_are_exposed_at_runtime_or_at_start() {
     }
     let ex = g.ask("exposures");
     assert_eq!(ex, "tcp 8080 -> 10.30.30.30:80\n", "{ex}");
-    let set = exposed_udp_set(&g);
+    let set = list_set(&g, "exposed_udp");
     assert!(!set.contains("9001"), "{set}");
     assert!(g.stop().success(), "{}", log(&g.dir));
 
