@@ -54,8 +54,8 @@ pub(super) struct Stitched {
     pub(super) legs: Vec<Vec<LegPlan>>,
     /// Paths of no step that became legs.
     pub(super) taken: HashSet<usize>,
-    /// Proxies' ephemeral ports: `(address, port)` → N of `ephN`.
-    pub(super) eph: HashMap<(IpAddr, u16), u32>,
+    /// Proxies' ephemeral ports, numbered per connection.
+    pub(super) eph: Eph,
     /// Paths of no flow in a connection opened by a host that runs
     /// processes: their connection (an index of its own) and whether they
     /// go client to server.
@@ -454,10 +454,9 @@ pub(super) fn stitch(
         if !lab.processes.contains_key(&first.at.host) {
             continue;
         }
-        let n = out.eph.len() as u32 + 1;
-        let n = *out.eph.entry((first.s.src, sport)).or_insert(n);
-        if let Some(syn) = c.syn {
-            same_port_along(all[syn].1, n, &mut out.eph);
+        if let (Some(syn), Some(dport)) = (c.syn, first.s.ports().map(|p| p.1)) {
+            let end = (first.s.src, sport, first.s.dst, dport);
+            out.eph.number(end, all[syn].1);
         }
         for (&p, &f) in c.paths.iter().zip(&c.fwd) {
             if let At::Other(n) = all[p].0 {
@@ -511,13 +510,7 @@ fn next_leg(
 }
 
 /// `ended at HOST (PROCESSES), re-opened SRC > DST`.
-fn via(
-    lab: &LabView,
-    all: &[(At, &[&Seen])],
-    a: &Conn,
-    b: &Conn,
-    eph: &mut HashMap<(IpAddr, u16), u32>,
-) -> String {
+fn via(lab: &LabView, all: &[(At, &[&Seen])], a: &Conn, b: &Conn, eph: &mut Eph) -> String {
     let procs = |h: &str| match lab.processes.get(h) {
         Some(p) => format!("{h} ({})", p.join(", ")),
         None => h.to_string(),
@@ -537,11 +530,9 @@ fn via(
     // request: a proxy retrying it (on another server, or the same).
     let opened_before = &all[a.syn.unwrap_or(a.paths[0])].1[0].at.host;
     let (mut src, dst) = Endpoint::of(&first.s);
-    if let (Some(syn), Some(Port::Num(p))) = (b.syn, src.port) {
-        let n = eph.len() as u32 + 1;
-        let n = *eph.entry((src.addr, p)).or_insert(n);
+    if let (Some(syn), Some(Port::Num(p)), Some(Port::Num(q))) = (b.syn, src.port, dst.port) {
+        let n = eph.number((src.addr, p, dst.addr, q), all[syn].1);
         src.port = Some(Port::Eph(n));
-        same_port_along(all[syn].1, n, eph);
     }
     if *opened_before == opened && lab.processes.contains_key(&opened) {
         let to = ended.map(|h| format!(" (the attempt before ended at {h})"));
@@ -561,44 +552,91 @@ fn via(
     }
 }
 
-/// The source of every hop of a connection's SYN is the same ephemeral
-/// endpoint `ephN`, also where a NAT on the way rewrote it (a net
-/// manager's instance IP, a masquerade).
-fn same_port_along(hops: &[&Seen], n: u32, eph: &mut HashMap<(IpAddr, u16), u32>) {
-    for h in hops {
-        if let Some((sport, _)) = h.s.ports() {
-            eph.entry((h.s.src, sport)).or_insert(n);
+/// The proxies' ephemeral endpoints, shown as `ephN` so that the trace
+/// is the same on every run. Numbered per connection, never per
+/// address and port alone: a kernel may open two connections from one
+/// source port towards different servers, and each is its own `ephN`.
+#[derive(Default)]
+pub(super) struct Eph {
+    /// `(ephemeral address, port, peer address, port)` at each hop of a
+    /// connection's SYN → N of `ephN`.
+    by_conn: HashMap<Tuple, u32>,
+    /// Every ephemeral `(address, port)` numbered: the next number is one
+    /// past their count, so numbers follow trace order as they are read.
+    ends: HashSet<(IpAddr, u16)>,
+    last: u32,
+}
+
+impl Eph {
+    /// The number of the connection whose SYN left `end` (its first hop's
+    /// source and destination) and took `hops`: a new one unless that
+    /// connection is numbered already. The source of every hop of the SYN
+    /// is the same `ephN`, also where a NAT on the way rewrote it (a net
+    /// manager's instance IP, a masquerade).
+    fn number(&mut self, end: Tuple, hops: &[&Seen]) -> u32 {
+        if let Some(&n) = self.by_conn.get(&end) {
+            return n;
+        }
+        let n = (self.ends.len() as u32 + 1).max(self.last + 1);
+        self.last = n;
+        self.by_conn.insert(end, n);
+        self.ends.insert((end.0, end.1));
+        for h in hops {
+            if let Some(t) = tuple(&h.s) {
+                self.by_conn.entry(t).or_insert(n);
+                self.ends.insert((t.0, t.1));
+            }
+        }
+        n
+    }
+
+    /// `end` as `ephN` if it is the ephemeral end of a numbered
+    /// connection whose other end is `peer`.
+    fn show(&self, end: &mut Endpoint, peer: Endpoint) -> bool {
+        let (Some(Port::Num(p)), Some(Port::Num(q))) = (end.port, peer.port) else {
+            return false;
+        };
+        match self.by_conn.get(&(end.addr, p, peer.addr, q)) {
+            Some(&n) => {
+                end.port = Some(Port::Eph(n));
+                true
+            }
+            None => false,
         }
     }
 }
 
-/// `p` with the proxies' ephemeral ports shown as `ephN`.
-pub(super) fn normalise(p: &mut Packet, eph: &HashMap<(IpAddr, u16), u32>) {
-    if eph.is_empty() {
+/// `p` with the proxies' ephemeral ports shown as `ephN`: an endpoint is
+/// looked up with the other end of its header at that hop (for a
+/// rewrite, the header before it or after it).
+pub(super) fn normalise(p: &mut Packet, eph: &Eph) {
+    if eph.by_conn.is_empty() || p.hops.is_empty() {
         return;
     }
-    let fix = |e: &mut Endpoint| match e.port {
-        Some(Port::Num(n)) => match eph.get(&(e.addr, n)) {
-            Some(k) => {
-                e.port = Some(Port::Eph(*k));
-                true
-            }
-            None => false,
-        },
-        _ => false,
-    };
+    let ends: Vec<(Endpoint, Endpoint)> = p.hops.iter().map(|h| (h.hdr.src, h.hdr.dst)).collect();
     let mut any = false;
-    for h in &mut p.hops {
-        any |= fix(&mut h.hdr.src);
-        any |= fix(&mut h.hdr.dst);
+    for (i, h) in p.hops.iter_mut().enumerate() {
+        let (src, dst) = ends[i];
+        let (before_src, before_dst) = ends[i.saturating_sub(1)];
+        any |= eph.show(&mut h.hdr.src, dst);
+        any |= eph.show(&mut h.hdr.dst, src);
         for c in h.changed.iter_mut().flat_map(|c| c.0.iter_mut()) {
-            if let Change::Rewritten {
-                field: Rewrite::Src(a, b) | Rewrite::Dst(a, b),
-                ..
-            } = c
-            {
-                any |= fix(a);
-                any |= fix(b);
+            match c {
+                Change::Rewritten {
+                    outer: false,
+                    field: Rewrite::Src(a, b),
+                } => {
+                    any |= eph.show(a, before_dst);
+                    any |= eph.show(b, dst);
+                }
+                Change::Rewritten {
+                    outer: false,
+                    field: Rewrite::Dst(a, b),
+                } => {
+                    any |= eph.show(a, before_src);
+                    any |= eph.show(b, src);
+                }
+                _ => {}
             }
         }
     }
@@ -606,13 +644,12 @@ pub(super) fn normalise(p: &mut Packet, eph: &HashMap<(IpAddr, u16), u32>) {
     if !any {
         return;
     }
+    let (first, shown) = (ends[0], (p.hops[0].hdr.src, p.hops[0].hdr.dst));
     p.packet = (p.packet.split(' '))
         .map(|t| match t.parse::<Endpoint>() {
-            Ok(mut e) => {
-                fix(&mut e);
-                e.to_string()
-            }
-            Err(_) => t.to_string(),
+            Ok(e) if e == first.0 => shown.0.to_string(),
+            Ok(e) if e == first.1 => shown.1.to_string(),
+            _ => t.to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ");

@@ -50,7 +50,7 @@ fn connection(w: &Wire, msgs: &[(bool, Vec<u8>)], ts: &mut u64) -> Vec<Captured>
     let mut out = Vec::new();
     // Each connection its own initial sequence numbers, as on a real host
     // (a packet's identity leaves out addresses and ports).
-    let mut cseq = 1_000_000 + 7 * u32::from(w.client.1);
+    let mut cseq = 1_000_000 + 7 * u32::from(w.client.1) + 3 * u32::from(w.server.1);
     let mut sseq = 9_000_000 + 13 * u32::from(w.server.1) + u32::from(w.client.0[2]);
     let mut seg = |from_client: bool, flags: &str, seq: u32, ack: u32, data: &[u8]| {
         let ((src, sp), (dst, dp)) = if from_client {
@@ -599,6 +599,62 @@ fn many_requests_through_a_proxy_each_get_their_own_leg() {
             f.legs[0].joined_by,
             format!("the same X-Request-Id hoplab-0-{i}")
         );
+    }
+}
+
+/// A kernel may open two connections from one source port when their
+/// destinations differ: each is its own `ephN`, on its own leg and on
+/// every packet of it, whatever order the trace reads them in.
+#[test]
+fn one_source_port_towards_two_servers_is_two_ephemeral_endpoints() {
+    let mut lab = lab();
+    let step = lab.steps[0].clone();
+    lab.steps = (0..2)
+        .map(|i| Step {
+            name: format!("get{i}"),
+            port: 40000 + i,
+            ..step.clone()
+        })
+        .collect();
+    let mut frames = Vec::new();
+    for i in 0..2u16 {
+        let id = format!("X-Request-Id: hoplab-0-{i}\r\n\r\n");
+        let req = format!("GET / HTTP/1.1\r\nHost: app.example\r\n{id}");
+        let res = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{id}");
+        let msgs = [(true, req.into_bytes()), (false, res.into_bytes())];
+        let a = Wire {
+            client: ([10, 0, 1, 2], 40000 + i),
+            server: ([10, 0, 1, 1], 80),
+            at: ("client/eth0", "lb/eth0"),
+        };
+        // The same source port, another server port.
+        let b = Wire {
+            client: ([10, 0, 2, 1], 43754),
+            server: ([10, 0, 2, 10], 8080 + i),
+            at: ("lb/eth1", "server/eth0"),
+        };
+        let mut t1 = 1_000_000_000 + u64::from(i) * 10_000_000;
+        let mut t2 = t1 + 350_000;
+        frames.extend(connection(&a, &msgs, &mut t1));
+        frames.extend(connection(&b, &msgs, &mut t2));
+    }
+    frames.sort_by_key(|f| f.ts_ns);
+    let t = build(&lab, &frames, &[]);
+    assert!(t.other.is_empty(), "{} packets of no flow", t.other.len());
+    for (i, f) in t.flows.iter().enumerate() {
+        assert_eq!(f.legs.len(), 1, "flow {i}");
+        let (n, port) = (i + 1, 8080 + i);
+        let want = format!("re-opened 10.0.2.1:eph{n} > 10.0.2.10:{port}");
+        assert!(f.legs[0].via.ends_with(&want), "{}", f.legs[0].via);
+        let (me, other) = (format!("10.0.2.1:eph{n}"), format!("10.0.2.1:eph{}", 3 - n));
+        for p in &f.legs[0].packets {
+            assert!(p.packet.contains(&me), "flow {i}: {}", p.packet);
+            for h in &p.hops {
+                let shown = format!("{} > {}", h.hdr.src, h.hdr.dst);
+                assert!(shown.contains(&me), "flow {i}: {shown}");
+                assert!(!shown.contains(&other), "flow {i}: {shown}");
+            }
+        }
     }
 }
 
