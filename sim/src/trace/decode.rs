@@ -6,7 +6,8 @@
 //! datagram's first fragment ([`mend_fragments`]).
 //! It knows frames and headers; nothing of paths, steps or rendering.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 
 use hoplab_dataplane::netmanager::core::TUNNEL_PORT;
 use hoplab_dataplane::wire::{Summary, L4};
@@ -144,11 +145,31 @@ pub(super) fn decode(
 /// protocol and identification) last seen at the same place, or else from
 /// the last first fragment of that family and protocol seen there less
 /// than [`FRAGMENT_GAP_NS`] before it. Only TCP and UDP datagrams, whose
-/// first fragment shows its ports.
+/// first fragment shows its ports. The time bound does not hold on a
+/// loaded machine, so a later fragment whose header is that of a first
+/// fragment its host sent out (addresses, protocol, identification) is
+/// mended from the last first fragment at its place however long before:
+/// that header is the next hop's, written by the kernel.
 fn mend_fragments(seen: &mut [Seen]) {
     type Key = (Place, bool, u8);
     let mut first: HashMap<(Key, u32), usize> = HashMap::new();
     let mut latest: HashMap<Key, usize> = HashMap::new();
+    let sent_first: HashSet<(&str, IpAddr, IpAddr, u8, u32)> = (seen.iter())
+        .filter(|f| f.outgoing())
+        .filter_map(|f| match f.s.l4 {
+            L4::Tcp { .. } => Some((f.at.host.as_str(), f.s.src, f.s.dst, 6, f.s.frag?)),
+            L4::Udp { .. } => Some((f.at.host.as_str(), f.s.src, f.s.dst, 17, f.s.frag?)),
+            _ => None,
+        })
+        .collect();
+    let rewritten: Vec<bool> = (seen.iter())
+        .map(|f| match (&f.s.l4, f.s.frag) {
+            (L4::Other { proto }, Some(id)) => {
+                sent_first.contains(&(f.at.host.as_str(), f.s.src, f.s.dst, *proto, id))
+            }
+            _ => false,
+        })
+        .collect();
     for i in 0..seen.len() {
         let s = &seen[i].s;
         let Some(id) = s.frag else { continue };
@@ -164,7 +185,9 @@ fn mend_fragments(seen: &mut [Seen]) {
             latest.insert(key, i);
             continue;
         }
-        let near = |&f: &usize| seen[i].ts_ns.saturating_sub(seen[f].ts_ns) < FRAGMENT_GAP_NS;
+        let near = |&f: &usize| {
+            rewritten[i] || seen[i].ts_ns.saturating_sub(seen[f].ts_ns) < FRAGMENT_GAP_NS
+        };
         let from = first
             .get(&(key.clone(), id))
             .or_else(|| latest.get(&key).filter(|f| near(f)));
@@ -230,21 +253,19 @@ mod tests {
         assert!(outer.payload.is_empty());
     }
 
-    /// A later fragment captured with its next hop's header (addresses,
-    /// TTL, IPv6 identification) is mended from its datagram's first
-    /// fragment at the same place; one far from any first fragment, or at
-    /// another place, is left alone.
-    #[test]
-    fn a_later_fragment_takes_the_header_of_its_first_fragment_at_its_place() {
-        use std::net::IpAddr;
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let frame = |ts_ns, ifname: &str, l4, dst: &str, ttl, frag| Seen {
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A fragment of a datagram from `fdff:2000::30` seen at `gw/IFNAME`.
+    fn fragment(ts_ns: u64, at: (&str, Dir), l4: L4, dst: &str, ttl: u8, frag: u32) -> Seen {
+        Seen {
             frame: 0,
             ts_ns,
             at: Place {
                 host: "gw".into(),
-                ifname: ifname.into(),
-                dir: Dir::In,
+                ifname: at.0.into(),
+                dir: at.1,
             },
             s: Summary {
                 src: ip("fdff:2000::30"),
@@ -258,32 +279,69 @@ mod tests {
             },
             outer: None,
             mended: false,
-        };
-        let udp = L4::Udp {
-            sport: 53,
-            dport: 40001,
-        };
-        let later = L4::Other { proto: 17 };
+        }
+    }
+
+    const UDP: L4 = L4::Udp {
+        sport: 53,
+        dport: 40001,
+    };
+    const LATER: L4 = L4::Other { proto: 17 };
+
+    fn headers(seen: &[Seen]) -> Vec<(IpAddr, u8, Option<u32>, bool)> {
+        (seen.iter())
+            .map(|f| (f.s.dst, f.s.ttl, f.s.frag, f.mended))
+            .collect()
+    }
+
+    /// A later fragment captured with its next hop's header (addresses,
+    /// TTL, IPv6 identification) is mended from its datagram's first
+    /// fragment at the same place; one far from any first fragment, or at
+    /// another place, is left alone.
+    #[test]
+    fn a_later_fragment_takes_the_header_of_its_first_fragment_at_its_place() {
         let mut seen = vec![
-            frame(1_000, "nm0", udp, "fdff:7fff::fffd", 63, 7),
-            frame(2_000, "nm0", later.clone(), "2001:db8::1", 62, 9),
-            frame(3_000, "gw0", later.clone(), "2001:db8::1", 62, 9),
-            frame(9_000_000, "nm0", later, "2001:db8::1", 62, 9),
+            fragment(1_000, ("nm0", Dir::In), UDP, "fdff:7fff::fffd", 63, 7),
+            fragment(2_000, ("nm0", Dir::In), LATER, "2001:db8::1", 62, 9),
+            fragment(3_000, ("gw0", Dir::In), LATER, "2001:db8::1", 62, 9),
+            fragment(9_000_000, ("nm0", Dir::In), LATER, "2001:db8::1", 62, 9),
         ];
         mend_fragments(&mut seen);
-        let got: Vec<(IpAddr, u8, Option<u32>)> =
-            seen.iter().map(|f| (f.s.dst, f.s.ttl, f.s.frag)).collect();
+        let v6 = ip("fdff:7fff::fffd");
+        let next = ip("2001:db8::1");
         assert_eq!(
-            got,
+            headers(&seen),
             [
-                (ip("fdff:7fff::fffd"), 63, Some(7)),
-                (ip("fdff:7fff::fffd"), 63, Some(7)),
-                (ip("2001:db8::1"), 62, Some(9)),
-                (ip("2001:db8::1"), 62, Some(9)),
+                (v6, 63, Some(7), false),
+                (v6, 63, Some(7), true),
+                (next, 62, Some(9), false),
+                (next, 62, Some(9), false),
             ]
         );
-        let mended: Vec<bool> = seen.iter().map(|f| f.mended).collect();
-        assert_eq!(mended, [false, true, false, false]);
+    }
+
+    /// On a loaded machine a later fragment may be copied long after its
+    /// first: one whose header is that of a first fragment its host sent
+    /// out is mended whatever the time between.
+    #[test]
+    fn a_later_fragment_with_a_header_its_host_sent_is_mended_however_late() {
+        let mut seen = vec![
+            fragment(1_000, ("gw0", Dir::In), UDP, "fdff:7fff::fffd", 62, 7),
+            fragment(2_000, ("pub", Dir::Out), UDP, "2001:db8::1", 61, 9),
+            fragment(9_000_000, ("gw0", Dir::In), LATER, "2001:db8::1", 61, 9),
+            fragment(9_001_000, ("pub", Dir::Out), LATER, "2001:db8::1", 61, 9),
+        ];
+        mend_fragments(&mut seen);
+        let (v6, next) = (ip("fdff:7fff::fffd"), ip("2001:db8::1"));
+        assert_eq!(
+            headers(&seen),
+            [
+                (v6, 62, Some(7), false),
+                (next, 61, Some(9), false),
+                (v6, 62, Some(7), true),
+                (next, 61, Some(9), false),
+            ]
+        );
     }
 
     /// Reasons are counted apart up to a bound, then together.
