@@ -213,10 +213,70 @@ fn datagram(h: &Seen) -> Option<Datagram> {
     Some((h.s.src, h.s.dst, proto, h.s.frag?))
 }
 
+/// A TCP or UDP packet's addresses and ports where it was seen, and its
+/// protocol.
+type Ports = (std::net::IpAddr, u16, std::net::IpAddr, u16, bool);
+
+fn ports(h: &Seen) -> Option<Ports> {
+    match h.s.l4 {
+        L4::Tcp { sport, dport, .. } => Some((h.s.src, sport, h.s.dst, dport, true)),
+        L4::Udp { sport, dport } => Some((h.s.src, sport, h.s.dst, dport, false)),
+        _ => None,
+    }
+}
+
+/// The connections of the steps' paths: each hop's addresses and ports
+/// → the step and whether the path came from the client, or `None` when
+/// paths of two steps were seen with them.
+struct Conns(HashMap<Ports, Option<(usize, bool)>>);
+
+impl Conns {
+    fn of(found: &[(Vec<&Seen>, Option<(usize, bool)>)]) -> Conns {
+        let mut m: HashMap<Ports, Option<(usize, bool)>> = HashMap::new();
+        for (hops, step) in found {
+            let Some((k, from_client)) = *step else {
+                continue;
+            };
+            for t in hops.iter().filter_map(|h| ports(h)) {
+                let e = m.entry(t).or_insert(Some((k, from_client)));
+                if e.is_some_and(|(k0, _)| k0 != k) {
+                    *e = None;
+                }
+            }
+        }
+        Conns(m)
+    }
+
+    /// The step of a path none of whose hops is on its step's client (a
+    /// reply the network dropped on its way back): the step whose path
+    /// was seen with the same addresses and ports at one of its hops,
+    /// the same way or reversed, if that is one step only.
+    fn step_of(&self, hops: &[&Seen]) -> Option<(usize, bool)> {
+        let mut found = None;
+        for (s, sp, d, dp, tcp) in hops.iter().filter_map(|h| ports(h)) {
+            let same = self.0.get(&(s, sp, d, dp, tcp)).copied();
+            let back = self.0.get(&(d, dp, s, sp, tcp)).copied();
+            for hit in [same, back.map(|o| o.map(|(k, f)| (k, !f)))]
+                .into_iter()
+                .flatten()
+            {
+                let hit = hit?;
+                if found.is_some_and(|f| f != hit) {
+                    return None;
+                }
+                found = Some(hit);
+            }
+        }
+        found
+    }
+}
+
 /// The paths of each step (in step order), and those of no step. A
 /// fragment after the first (no ports) goes with its datagram: to the
 /// step of a path that has a fragment of the same datagram (addresses,
-/// protocol, identification) on one of its hops.
+/// protocol, identification) on one of its hops. A path that never
+/// reached the step's client goes with the step whose path was seen with
+/// the same addresses and ports ([`Conns`]).
 fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
     let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
@@ -275,6 +335,12 @@ fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Ve
             .iter()
             .find_map(|&k| belongs(&lab.steps[k], &hops).map(|d| (k, d)));
         found.push((hops, step));
+    }
+    let conns = Conns::of(&found);
+    for (hops, step) in found.iter_mut() {
+        if step.is_none() {
+            *step = conns.step_of(hops);
+        }
     }
     let mut datagrams: HashMap<Datagram, (usize, bool)> = HashMap::new();
     for (hops, step) in &found {
