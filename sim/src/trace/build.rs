@@ -213,6 +213,9 @@ fn datagram(h: &Seen) -> Option<Datagram> {
     Some((h.s.src, h.s.dst, proto, h.s.frag?))
 }
 
+/// A path with its step and whether it came from the client.
+type Found<'a> = (Vec<&'a Seen>, Option<(usize, bool)>);
+
 /// A TCP or UDP packet's addresses and ports where it was seen, and its
 /// protocol.
 type Ports = (std::net::IpAddr, u16, std::net::IpAddr, u16, bool);
@@ -231,7 +234,7 @@ fn ports(h: &Seen) -> Option<Ports> {
 struct Conns(HashMap<Ports, Option<(usize, bool)>>);
 
 impl Conns {
-    fn of(found: &[(Vec<&Seen>, Option<(usize, bool)>)]) -> Conns {
+    fn of(found: &[Found]) -> Conns {
         let mut m: HashMap<Ports, Option<(usize, bool)>> = HashMap::new();
         for (hops, step) in found {
             let Some((k, from_client)) = *step else {
@@ -280,8 +283,6 @@ impl Conns {
 fn attribute<'a>(lab: &LabView, seen: &'a [Seen]) -> (Vec<Vec<Path<'a>>>, Vec<Vec<&'a Seen>>) {
     let mut per_step: Vec<Vec<Path>> = vec![Vec::new(); lab.steps.len()];
     let mut other = Vec::new();
-    // Each path with its step and whether it came from the client.
-    type Found<'a> = (Vec<&'a Seen>, Option<(usize, bool)>);
     let mut found: Vec<Found> = Vec::new();
     // Steps by (client host, protocol, port): a path is tried only
     // against the steps one of its hops could belong to, in step order.
