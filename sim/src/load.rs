@@ -187,7 +187,8 @@ pub struct LoadExpect {
     pub status: Option<u16>,
     /// The step overflows a queue on purpose: packets of it dropped by the
     /// kernel at a queue (a TUN's or veth's), and every such drop the
-    /// kernel counted on the run's TUNs and veths shown in the trace. How
+    /// kernel counted on the run's TUNs and veths, and every datagram its
+    /// UDP sockets had no room for, shown in the trace. How
     /// many, and which flows fail, differ run to run: when the bounds
     /// hold, the trace keeps that they held, not the counts.
     #[serde(default)]

@@ -7,7 +7,11 @@
 //! two agree and the step's bounds held, the counts, which differ run to
 //! run, leave the trace (the step's summary and those counters; the run's
 //! `kernel-drops.txt` keeps every one) and the step's result says what
-//! held; when they disagree, the step fails naming both counts.
+//! held; when they disagree, the step fails naming both counts. The same
+//! holds for each host's UDP sockets: the datagrams its kernel counted
+//! as dropped for a full receive buffer (`udp.RcvbufErrors` under
+//! `HOST/interfaces`) must be in the trace as its kernel's drops for that
+//! reason ([`SOCKET_REASONS`]), wherever in the host.
 //!
 //! It knows the trace and the counters' names, not how either was made.
 
@@ -17,8 +21,17 @@ use super::{End, StepResult, Trace};
 use crate::capture::kernel_drops::BY;
 use crate::load::{LoadExpect, QUEUE_REASONS};
 
-/// `HOST/IF` → drops.
+/// `HOST/IF` (or `HOST udp sockets`) → drops.
 type PerIface = BTreeMap<String, u64>;
+
+/// The kernel's reasons for dropping a datagram a UDP socket had no room
+/// for, which it counts as `RcvbufErrors`.
+pub const SOCKET_REASONS: &[&str] = &["SOCKET_RCVBUFF", "PROTO_MEM"];
+
+/// The key of a host's UDP sockets' drops.
+fn sockets(host: &str) -> String {
+    format!("{host} udp sockets")
+}
 
 /// The kernel's queue drops the trace shows, by `HOST/IF`.
 fn shown(tr: &Trace) -> PerIface {
@@ -34,6 +47,11 @@ fn shown(tr: &Trace) -> PerIface {
         {
             if by == BY && QUEUE_REASONS.contains(&why.as_str()) {
                 *out.entry(format!("{host}/{at}")).or_default() += n;
+            }
+        }
+        if let End::Dropped { host, by, why, .. } = end {
+            if by == BY && SOCKET_REASONS.contains(&why.as_str()) {
+                *out.entry(sockets(host)).or_default() += n;
             }
         }
     };
@@ -61,8 +79,12 @@ fn counted(tr: &Trace) -> PerIface {
             continue;
         };
         for (name, n) in m {
-            if let Some((i, "tx_dropped" | "rx_dropped")) = name.rsplit_once('.') {
-                *out.entry(format!("{host}/{i}")).or_default() += n;
+            match name.rsplit_once('.') {
+                Some((i, "tx_dropped" | "rx_dropped")) => {
+                    *out.entry(format!("{host}/{i}")).or_default() += n;
+                }
+                Some(("udp", "RcvbufErrors")) => *out.entry(sockets(host)).or_default() += n,
+                _ => {}
             }
         }
     }
@@ -95,8 +117,8 @@ pub fn settle(tr: &mut Trace, overflow: &[(String, LoadExpect)]) {
         let Some(sum) = &f.load else { continue };
         if !agree {
             f.result = StepResult::Failed(Some(format!(
-                "expected every drop the kernel counted on the run's TUNs and veths \
-                 shown: counted {}, shown {}",
+                "expected every drop the kernel counted on the run's TUNs, veths and UDP \
+                 sockets shown: counted {}, shown {}",
                 list(&counted),
                 list(&shown)
             )));
@@ -109,7 +131,8 @@ pub fn settle(tr: &mut Trace, overflow: &[(String, LoadExpect)]) {
         reasons.dedup();
         f.result = StepResult::Ok(Some(format!(
             "{} flows; {expect} ({}), every drop the kernel counted on the run's \
-             TUNs and veths shown (counts differ run to run: kernel-drops.txt)",
+             TUNs, veths and UDP sockets shown (counts differ run to run: \
+             kernel-drops.txt)",
             sum.flows,
             reasons.join(", ")
         )));
@@ -121,7 +144,7 @@ pub fn settle(tr: &mut Trace, overflow: &[(String, LoadExpect)]) {
                 m.retain(|name, _| {
                     !matches!(
                         name.rsplit_once('.'),
-                        Some((_, "tx_dropped" | "rx_dropped"))
+                        Some((_, "tx_dropped" | "rx_dropped") | ("udp", "RcvbufErrors"))
                     )
                 });
             }
@@ -153,7 +176,7 @@ mod tests {
         tr.flows[0].load = Some(sum);
         let c = [
             ("nm0.tx_dropped".to_string(), counted),
-            ("udp.RcvbufErrors".to_string(), 1),
+            ("udp.SndbufErrors".to_string(), 1),
         ];
         tr.counters.insert("n2/interfaces".into(), c.into());
         tr
@@ -175,12 +198,12 @@ mod tests {
         assert_eq!(
             f.result.to_string(),
             "ok: 10 flows; at least 1 flows ok, packets dropped by the kernel at a queue \
-             (FULL_RING), every drop the kernel counted on the run's TUNs and veths shown \
+             (FULL_RING), every drop the kernel counted on the run's TUNs, veths and UDP sockets shown \
              (counts differ run to run: kernel-drops.txt)"
         );
         assert_eq!(
             tr.counters["n2/interfaces"],
-            [("udp.RcvbufErrors".to_string(), 1)].into()
+            [("udp.SndbufErrors".to_string(), 1)].into()
         );
     }
 
@@ -192,13 +215,36 @@ mod tests {
         settle(&mut tr, &expect());
         assert_eq!(
             tr.flows[0].result.to_string(),
-            "FAILED: expected every drop the kernel counted on the run's TUNs and veths \
-             shown: counted n2/nm0 7, shown n2/nm0 6"
+            "FAILED: expected every drop the kernel counted on the run's TUNs, veths and UDP \
+             sockets shown: counted n2/nm0 7, shown n2/nm0 6"
         );
         assert!(tr.flows[0].load.is_some());
         assert_eq!(tr.counters["n2/interfaces"]["nm0.tx_dropped"], 7);
         let mut tr = trace(6, 7);
         settle(&mut tr, &[]);
         assert_eq!(tr.flows[0].result.to_string(), "ok: x");
+    }
+
+    /// A host's UDP sockets' buffer drops are compared too: shown as its
+    /// kernel's drops anywhere in the host, they leave the counters; one
+    /// counted and not shown fails the step.
+    #[test]
+    fn socket_buffer_drops_are_compared_per_host() {
+        let mut tr = trace(7, 7);
+        let m = tr.counters.get_mut("n2/interfaces").unwrap();
+        m.insert("udp.RcvbufErrors".into(), 3);
+        let mut shown = tr.clone();
+        let drops = &mut shown.flows[0].load.as_mut().unwrap().drops;
+        drops.insert("dropped at n2 by the kernel (SOCKET_RCVBUFF)".into(), 2);
+        drops.insert("dropped at n2/eth0 by the kernel (PROTO_MEM)".into(), 1);
+        settle(&mut shown, &expect());
+        assert!(matches!(shown.flows[0].result, StepResult::Ok(_)));
+        assert!(!shown.counters["n2/interfaces"].contains_key("udp.RcvbufErrors"));
+        settle(&mut tr, &expect());
+        assert_eq!(
+            tr.flows[0].result.to_string(),
+            "FAILED: expected every drop the kernel counted on the run's TUNs, veths and UDP \
+             sockets shown: counted n2 udp sockets 3, n2/nm0 7, shown n2/nm0 7"
+        );
     }
 }
