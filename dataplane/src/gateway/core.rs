@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
-use crate::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::fragments::{self, Discarded, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::held::Held;
 use crate::netmanager::services::is_service_ip;
 use crate::packet::{IpPacket, ParseError, Quote, QuotedKind, Transport};
 use crate::prefix::in_net;
@@ -487,6 +488,8 @@ pub struct GatewayCore {
     /// The fragments of the last datagram made whole and translated
     /// ([`Verdict::Fragments`]), until [`Self::take_out`].
     out: Vec<Vec<u8>>,
+    /// Held fragments dropped (counted), until [`Self::take_dropped`].
+    dropped: Vec<Held<DropReason>>,
 }
 
 impl GatewayCore {
@@ -500,6 +503,7 @@ impl GatewayCore {
             table: Table::new(timeouts, config.max_flows, config.napt_ports),
             frags: FragmentTable::new(config.fragments),
             out: Vec::new(),
+            dropped: Vec::new(),
             cfg: config,
             exposures: BTreeMap::new(),
             counters: Counters::default(),
@@ -641,7 +645,7 @@ impl GatewayCore {
                     Refusal::Overlap => DropReason::FragmentOverlap,
                     Refusal::Duplicate => DropReason::FragmentDuplicate,
                 };
-                *self.counters.drop_counter(d) += u64::from(refused.discarded);
+                self.drop_discarded(d, refused.discarded);
                 return self.outcome(Err(d));
             }
         };
@@ -683,6 +687,29 @@ impl GatewayCore {
     /// fragments of the translated datagram, in order); empty otherwise.
     pub fn take_out(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.out)
+    }
+
+    /// The fragments the core held and dropped since the last call (a
+    /// datagram discarded with an overlapping fragment, at
+    /// [`Verdict::Drop`], or timed out, at [`Self::expire`]), each named
+    /// by its quote (see [`crate::held`]); each is counted already, in
+    /// the drop counter of its reason. The packet handed in is never
+    /// among them. Empty (and no allocation) when there were none.
+    pub fn take_dropped(&mut self) -> Vec<Held<DropReason>> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Counts the fragments of a datagram the fragment table discarded
+    /// for `d`, keeping them for [`Self::take_dropped`].
+    #[cold]
+    fn drop_discarded(&mut self, reason: DropReason, gone: Discarded) {
+        *self.counters.drop_counter(reason) += gone.len() as u64;
+        self.dropped
+            .extend(gone.quotes.into_iter().map(|quote| Held {
+                reason,
+                from: gone.from,
+                quote,
+            }));
     }
 
     /// Datagrams in reassembly, and the bytes their buffers hold.
@@ -915,12 +942,12 @@ impl GatewayCore {
     /// Removes the entries timed out at `now` (counted in
     /// `flows_expired`); returns how many. Discards the datagrams not
     /// whole in time (each fragment held counted in
-    /// `dropped_frag_timeout`).
+    /// `dropped_frag_timeout`, and handed to [`Self::take_dropped`]).
     pub fn expire(&mut self, now: Millis) -> usize {
         let n = self.table.expire(now);
         self.counters.flows_expired += n as u64;
-        for held in self.frags.expire(now) {
-            self.counters.dropped_frag_timeout += u64::from(held);
+        for gone in self.frags.expire(now) {
+            self.drop_discarded(DropReason::FragmentTimeout, gone);
         }
         n
     }

@@ -140,9 +140,20 @@ fn incomplete_datagrams_time_out_through_expire_and_overlaps_are_counted() {
     let due = a.config().fragments.timeout.saturating_add(Millis(100));
     assert_eq!(a.next_deadline(), Some(due));
     assert!(a.expire(Millis(due.0 - 1)).is_empty());
+    // One drop per fragment held, each named by its own header.
+    let held = |reason, f: &Vec<u8>| {
+        Action::DropHeld(Held {
+            reason,
+            from: None,
+            quote: f[..28].to_vec(),
+        })
+    };
     assert_eq!(
         a.expire(due),
-        vec![Action::Drop(DropReason::FragmentTimeout); 2]
+        vec![
+            held(DropReason::FragmentTimeout, &frags[0]),
+            held(DropReason::FragmentTimeout, &frags[1])
+        ]
     );
     assert_eq!(a.counters().drop_frag_timeout, 2);
     assert_eq!(a.next_deadline(), None);
@@ -155,7 +166,10 @@ fn incomplete_datagrams_time_out_through_expire_and_overlaps_are_counted() {
     testutil::fix_ipv4_header_checksum(&mut over);
     assert_eq!(
         a.on_tun_packet(Millis(200), &mut over),
-        vec![Action::Drop(DropReason::FragmentOverlap); 2]
+        vec![
+            held(DropReason::FragmentOverlap, &frags[0]),
+            Action::Drop(DropReason::FragmentOverlap)
+        ]
     );
     assert_eq!(a.on_tun_packet(Millis(200), &mut frags[2].clone()), vec![]);
     let c = a.counters();
@@ -200,7 +214,9 @@ proptest! {
     /// never a panic; each fragment is held or a counted drop; the
     /// datagram is made whole at most once (only if every piece came and
     /// none overlapped), and then leaves cut to the MTU; what expires is
-    /// counted; the table ends empty.
+    /// counted; the table ends empty. Every drop counted is one drop
+    /// action, and every fragment dropped after it was held is named by a
+    /// quote of its own header and first 8 bytes of data.
     #[test]
     fn any_fragments_give_a_whole_datagram_or_counted_drops(
         v6 in any::<bool>(),
@@ -217,6 +233,27 @@ proptest! {
         };
         let mut now = Millis(1);
         let mut sent = Vec::new();
+        let mut fed: Vec<Vec<u8>> = Vec::new();
+        let mut drop_actions = 0u64;
+        let drops0 = a.counters().drops_total();
+        let mut check = |acts: &[Action], fed: &[Vec<u8>]| -> Result<(), TestCaseError> {
+            for x in acts {
+                match x {
+                    Action::Drop(_) => drop_actions += 1,
+                    Action::DropHeld(h) => {
+                        drop_actions += 1;
+                        if matches!(h.reason, DropReason::FragmentTimeout | DropReason::FragmentOverlap) {
+                            prop_assert!(
+                                fed.iter().any(|f| f.starts_with(&h.quote)),
+                                "{:?} quotes no fragment fed", h
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
         for (pick, what) in picks {
             let mut f = frags[pick.index(frags.len())].clone();
             if what == 7 && !v6 {
@@ -227,10 +264,16 @@ proptest! {
             }
             if what == 6 {
                 now = now.saturating_add(Millis(20_000));
-                for x in a.expire(now) {
-                    prop_assert_eq!(x, Action::Drop(DropReason::FragmentTimeout));
+                let out = a.expire(now);
+                for x in &out {
+                    prop_assert!(
+                        matches!(x, Action::DropHeld(h) if h.reason == DropReason::FragmentTimeout),
+                        "{:?}", x
+                    );
                 }
+                check(&out, &fed)?;
             }
+            fed.push(f.clone());
             let c0 = a.counters().clone();
             let mut out = a.on_tun_packet(now, &mut f);
             let c = a.counters().clone();
@@ -242,6 +285,7 @@ proptest! {
             let held = c.frag_held - c0.frag_held;
             let dropped = c.drops_total() - c0.drops_total();
             prop_assert!(held + u64::from(dropped > 0) >= 1, "{:?}", out);
+            check(&out, &fed)?;
             sent.extend(out.into_iter().filter_map(|x| match x {
                 Action::SendTunnel { datagram: p, .. } | Action::WriteTun(p) => Some(p),
                 _ => None,
@@ -255,7 +299,9 @@ proptest! {
                 prop_assert!(p.len() <= a.config().mtu);
             }
         }
-        a.expire(Millis::MAX);
+        let out = a.expire(Millis::MAX);
+        check(&out, &fed)?;
+        prop_assert_eq!(drop_actions, a.counters().drops_total() - drops0);
         prop_assert!(a.fragments().is_empty());
         prop_assert_eq!(a.fragments().bytes(), 0);
     }
