@@ -6,9 +6,16 @@
 //! nftables drops, placed at the TUN the packet was read from
 //! ([`Where::Iface`]) or on the tunnel ([`Where::Tunnel`]).
 //!
+//! A `drop` line may be of a packet the process no longer held when it
+//! dropped it (queued behind a failed query, a fragment of a datagram
+//! that timed out): its core handed back the packet's header, so it is
+//! keyed like any other; a later fragment, which has no ports, by its
+//! protocol's number, as the trace keys it.
+//!
 //! What the log cannot vouch for is listed as unavailable, never guessed:
-//! no log, drops it could not identify, drops past its bound, a log that
-//! filled and was never closed (the process was killed).
+//! no log, drops it could not identify (`unidentified`: a drop with no
+//! packet at all), drops past its bound, a log that filled and was never
+//! closed (the process was killed).
 //!
 //! It knows the drop log's text; it does not know the processes, the lab
 //! or the trace.
