@@ -12,7 +12,9 @@
 //! packet itself, or only its headers and the 8 bytes after them: the
 //! quote a core hands back when it drops a packet it held (queued behind
 //! a query, a fragment of a datagram never made whole), which the shell no
-//! longer holds; [`DropLog::unidentified`] a drop with no packet at all.
+//! longer holds; [`DropLog::unidentified`] a drop with no IP header to
+//! name the packet by (what [`DropLog::packet`] records of bytes that are
+//! not IP, or are cut short before the addresses).
 //!
 //! Each record is written at once (one `write` of one line, so a process
 //! killed by SIGKILL loses none of them), appended: a restarted process
@@ -25,7 +27,7 @@
 //! ```text
 //! start                                       a process opened the log
 //! drop VIA REASON PROTO SRC DST IDENT PORTS   PORTS: SPORT:DPORT or -
-//! unidentified REASON
+//! unidentified REASON                         no IP header to name it by
 //! full                                        later drops counted only
 //! end overflow N                              the process exited
 //! ```
