@@ -368,7 +368,9 @@ pub enum Action {
     /// for its datagram), not the one handed in, was dropped (already
     /// counted); for logging, with the packet's quote (see
     /// [`crate::held`]).
-    DropHeld(Held<DropReason>),
+    /// Boxed: drops are rare, and the action stays as small as the
+    /// others.
+    DropHeld(Box<Held<DropReason>>),
 }
 
 /// Where the packet handed to an in-place entry point
@@ -727,11 +729,11 @@ impl NetManagerCore {
         quote: Vec<u8>,
     ) {
         *self.counters.drop_counter(reason) += 1;
-        out.push(Action::DropHeld(Held {
+        out.push(Action::DropHeld(Box::new(Held {
             reason,
             from,
             quote,
-        }));
+        })));
     }
 
     /// Counts and reports the drop of each fragment of a datagram the
@@ -749,11 +751,11 @@ impl NetManagerCore {
     fn held_drops(out: &mut [Action], from: usize, p: &[u8]) {
         for a in &mut out[from..] {
             if let Action::Drop(reason) = *a {
-                *a = Action::DropHeld(Held {
+                *a = Action::DropHeld(Box::new(Held {
                     reason,
                     from: None,
                     quote: held::quote(p),
-                });
+                }));
             }
         }
     }

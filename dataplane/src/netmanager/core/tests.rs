@@ -466,11 +466,11 @@ fn failed_query_drops_and_answers_with_icmp_unreachable() {
             // named by its quote.
             assert_eq!(
                 pair[1],
-                Action::DropHeld(Held {
+                Action::DropHeld(Box::new(Held {
                     reason: DropReason::QueryFailed,
                     from: None,
                     quote: pkts[i][..if svc.is_ipv6() { 48 } else { 28 }].to_vec()
-                })
+                }))
             );
             assert!(checksums_full(&icmp));
             let v = IpPacket::new_checked(&mut icmp).unwrap();
@@ -503,11 +503,11 @@ fn query_timeout_fails_like_an_error() {
     assert_eq!(out.len(), 2);
     assert_eq!(
         out[1],
-        Action::DropHeld(Held {
+        Action::DropHeld(Box::new(Held {
             reason: DropReason::QueryFailed,
             from: None,
             quote: p[..28].to_vec()
-        })
+        }))
     );
 }
 
@@ -627,11 +627,11 @@ fn same_client_port_to_two_services_on_one_instance_collides() {
     // Released from the query's queue: a held packet, named by its quote.
     assert_eq!(
         out,
-        vec![Action::DropHeld(Held {
+        vec![Action::DropHeld(Box::new(Held {
             reason: DropReason::TupleCollision,
             from: None,
             quote: p.clone()
-        })]
+        }))]
     );
     // A different protocol with the same ports is a different flow.
     let out = send_resolved(

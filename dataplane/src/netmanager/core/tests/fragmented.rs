@@ -142,11 +142,11 @@ fn incomplete_datagrams_time_out_through_expire_and_overlaps_are_counted() {
     assert!(a.expire(Millis(due.0 - 1)).is_empty());
     // One drop per fragment held, each named by its own header.
     let held = |reason, f: &Vec<u8>| {
-        Action::DropHeld(Held {
+        Action::DropHeld(Box::new(Held {
             reason,
             from: None,
             quote: f[..28].to_vec(),
-        })
+        }))
     };
     assert_eq!(
         a.expire(due),
