@@ -368,6 +368,7 @@ pub enum Action {
     /// for its datagram), not the one handed in, was dropped (already
     /// counted); for logging, with the packet's quote (see
     /// [`crate::held`]).
+    ///
     /// Boxed: drops are rare, and the action stays as small as the
     /// others.
     DropHeld(Box<Held<DropReason>>),
@@ -745,9 +746,10 @@ impl NetManagerCore {
         }
     }
 
-    /// The packets handed back to the core (released from a query's
-    /// queue), `p`, was handled into `out` from index `from` on: its
-    /// drops there are a held packet's, named by its quote.
+    /// A packet handed back to the core (released from a query's queue),
+    /// `p`, was handled into `out` from index `from` on: its drops there
+    /// (each made before any rewrite, so `p` is as it was queued) are a
+    /// held packet's, named by its quote.
     fn held_drops(out: &mut [Action], from: usize, p: &[u8]) {
         for a in &mut out[from..] {
             if let Action::Drop(reason) = *a {
