@@ -23,11 +23,13 @@
 //! the core's `expire`, which [`FragmentTable::next_deadline`] schedules.
 //!
 //! A datagram discarded (timed out, or with an overlapping fragment) is
-//! handed back as one [`Discarded`] quote per fragment held: that
-//! fragment's IP header (the first-arrived fragment's fixed header, with
-//! this fragment's offset, more-fragments flag and length; IPv6: a
-//! fragment header after the fixed header) and its first 8 bytes of data,
-//! like an ICMP error's quote. That is enough to name each fragment as it
+//! handed back as one [`Discarded`] quote per fragment held; a datagram
+//! made whole keeps what names its fragments ([`Reassembled::pieces`]),
+//! should the core drop it whole. A fragment's quote is its IP header
+//! (the first-arrived fragment's fixed header, with this fragment's
+//! offset, more-fragments flag and length; IPv6: a fragment header after
+//! the fixed header) and its first 8 bytes of data, like an ICMP error's
+//! quote: enough to name each fragment as it
 //! arrived (addresses, identification or flow label, protocol, and the
 //! first fragment's ports) without keeping its header: the table keeps one
 //! fixed header per datagram, and builds quotes only when it discards.
@@ -139,6 +141,8 @@ pub struct Reassembled {
     pub shape: Shape,
     /// How many fragments it was made of.
     pub fragments: u32,
+    /// They, but the one that made it whole.
+    pub pieces: Pieces,
 }
 
 /// Identifies a datagram: where its fragments came from (`None`: the TUN;
@@ -291,6 +295,78 @@ impl Fragment<'_> {
     }
 }
 
+/// What the quote of each fragment of a datagram is built from: the
+/// fixed header of its first-arrived fragment, (IPv6) that fragment's
+/// next header, and the datagram's identification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    fixed: [u8; 40],
+    frag_next: u8,
+    v6: bool,
+    ident: u32,
+}
+
+impl Head {
+    /// The quote of the fragment of data bytes `s..e` (more after it if
+    /// `more`), `data` the datagram's data (as far as held): the fixed
+    /// header with the fragment's offset, flag and length, and its first
+    /// 8 bytes of data.
+    fn quote(&self, s: usize, e: usize, more: bool, data: &[u8]) -> Vec<u8> {
+        let data = data.get(s..e.min(s + 8)).unwrap_or(&[]);
+        let mut q = Vec::with_capacity(48 + data.len());
+        if self.v6 {
+            q.extend_from_slice(&self.fixed);
+            q[6] = 44;
+            let plen = u16::try_from(8 + e - s).unwrap_or(u16::MAX);
+            q[4..6].copy_from_slice(&plen.to_be_bytes());
+            let word = (u16::try_from(s).unwrap_or(0xfff8) & 0xfff8) | u16::from(more);
+            q.extend_from_slice(&[self.frag_next, 0]);
+            q.extend_from_slice(&word.to_be_bytes());
+            q.extend_from_slice(&self.ident.to_be_bytes());
+        } else {
+            q.extend_from_slice(&self.fixed[..20]);
+            q[0] = 0x45;
+            let total = u16::try_from(20 + e - s).unwrap_or(u16::MAX);
+            q[2..4].copy_from_slice(&total.to_be_bytes());
+            let word = (u16::try_from(s / 8).unwrap_or(0x1fff) & 0x1fff)
+                | if more { 0x2000 } else { 0 }
+                | (be16(&self.fixed, 6) & 0x8000);
+            q[6..8].copy_from_slice(&word.to_be_bytes());
+            set_v4_checksum(&mut q);
+        }
+        q.extend_from_slice(data);
+        q
+    }
+}
+
+/// The fragments a datagram was made whole from, to name them if the
+/// whole datagram is dropped: [`Pieces::quotes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    head: Head,
+    /// Each fragment's data bytes, by offset.
+    have: Vec<(usize, usize)>,
+    /// The fragment that made the datagram whole (the one handed in).
+    last: (usize, usize),
+}
+
+impl Pieces {
+    /// One quote per fragment of the datagram `packet` (as it was made
+    /// whole, its data unchanged) but the one that made it whole, in the
+    /// order of their offsets (see the module doc).
+    pub fn quotes(&self, packet: &[u8]) -> Vec<Vec<u8>> {
+        let end = self.have.last().map_or(0, |&(_, e)| e);
+        let data = packet
+            .get(packet.len().saturating_sub(end)..)
+            .unwrap_or(&[]);
+        self.have
+            .iter()
+            .filter(|&&r| r != self.last)
+            .map(|&(s, e)| self.head.quote(s, e, e != end, data))
+            .collect()
+    }
+}
+
 /// A datagram in reassembly.
 #[derive(Debug)]
 struct Pending {
@@ -318,39 +394,17 @@ struct Pending {
 }
 
 impl Pending {
-    /// One quote per fragment held (see the module doc): the fixed header
-    /// with the fragment's offset, flag and length, and its first 8 bytes
-    /// of data.
+    /// One quote per fragment held (see the module doc).
     fn quotes(&self, v6: bool, ident: u32) -> Vec<Vec<u8>> {
+        let head = Head {
+            fixed: self.fixed,
+            frag_next: self.frag_next,
+            v6,
+            ident,
+        };
         self.have
             .iter()
-            .map(|&(s, e)| {
-                let more = self.end != Some(e);
-                let data = &self.data[s..e.min(s + 8)];
-                let mut q = Vec::with_capacity(48 + data.len());
-                if v6 {
-                    q.extend_from_slice(&self.fixed);
-                    q[6] = 44;
-                    let plen = u16::try_from(8 + e - s).unwrap_or(u16::MAX);
-                    q[4..6].copy_from_slice(&plen.to_be_bytes());
-                    let word = (u16::try_from(s).unwrap_or(0xfff8) & 0xfff8) | u16::from(more);
-                    q.extend_from_slice(&[self.frag_next, 0]);
-                    q.extend_from_slice(&word.to_be_bytes());
-                    q.extend_from_slice(&ident.to_be_bytes());
-                } else {
-                    q.extend_from_slice(&self.fixed[..20]);
-                    q[0] = 0x45;
-                    let total = u16::try_from(20 + e - s).unwrap_or(u16::MAX);
-                    q[2..4].copy_from_slice(&total.to_be_bytes());
-                    let word = (u16::try_from(s / 8).unwrap_or(0x1fff) & 0x1fff)
-                        | if more { 0x2000 } else { 0 }
-                        | (be16(&self.fixed, 6) & 0x8000);
-                    q[6..8].copy_from_slice(&word.to_be_bytes());
-                    set_v4_checksum(&mut q);
-                }
-                q.extend_from_slice(data);
-                q
-            })
+            .map(|&(s, e)| head.quote(s, e, self.end != Some(e), &self.data))
             .collect()
     }
 
@@ -534,7 +588,7 @@ impl FragmentTable {
         let p = self.pending.remove(&key).expect("the entry just updated");
         self.order.remove(&p.due);
         self.bytes -= p.bytes;
-        Ok(build(p, f.v6, f.ident))
+        Ok(build(p, f.v6, f.ident, (start, end)))
     }
 }
 
@@ -567,7 +621,17 @@ fn conflict(p: &Pending, f: &Fragment<'_>, start: usize, end: usize) -> Option<R
 
 /// The whole datagram of a complete `p`; `None` if it would be over 65535
 /// bytes (already excluded by [`Fragment::valid`]).
-fn build(p: Pending, v6: bool, ident: u32) -> Option<Reassembled> {
+fn build(p: Pending, v6: bool, ident: u32, last: (usize, usize)) -> Option<Reassembled> {
+    let pieces = Pieces {
+        head: Head {
+            fixed: p.fixed,
+            frag_next: p.frag_next,
+            v6,
+            ident,
+        },
+        have: p.have,
+        last,
+    };
     let mut packet = p.header?;
     let hlen = packet.len();
     if v6 {
@@ -590,6 +654,7 @@ fn build(p: Pending, v6: bool, ident: u32) -> Option<Reassembled> {
             ident,
         },
         fragments: p.held,
+        pieces,
     })
 }
 

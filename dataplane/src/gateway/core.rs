@@ -652,16 +652,32 @@ impl GatewayCore {
         self.counters.frag_held += 1;
         self.counters.frag_reassembled += 1;
         let mut p = whole.packet;
-        if fragments::is_fragment(&p) {
+        let r = if fragments::is_fragment(&p) {
             // A fragment inside a fragment (IPv6 allows the header
             // twice): refused, so reassembly never nests.
-            return self.outcome(Err(DropReason::Fragment));
-        }
-        let r = self.handle(now, &mut p);
+            Err(DropReason::Fragment)
+        } else {
+            self.handle(now, &mut p)
+        };
         match self.outcome(r) {
             Verdict::Request | Verdict::Reply => {
                 self.cut(p, whole.shape);
                 Verdict::Fragments
+            }
+            Verdict::Drop(d) => {
+                // Each fragment it was made of died with it: the one
+                // handed in is the verdict's, the others were held (the
+                // buffer of a dropped packet is unchanged: `p` is as it
+                // was made whole).
+                // They are not counted again: the datagram's drop counts
+                // once.
+                let held = whole.pieces.quotes(&p).into_iter().map(|quote| Held {
+                    reason: d,
+                    from: None,
+                    quote,
+                });
+                self.dropped.extend(held);
+                Verdict::Drop(d)
             }
             v => v,
         }
@@ -690,17 +706,20 @@ impl GatewayCore {
     }
 
     /// The fragments the core held and dropped since the last call (a
-    /// datagram discarded with an overlapping fragment, at
-    /// [`Verdict::Drop`], or timed out, at [`Self::expire`]), each named
-    /// by its quote (see [`crate::held`]); each is counted already, in
-    /// the drop counter of its reason. The packet handed in is never
+    /// datagram discarded with an overlapping fragment, or made whole and
+    /// dropped, at [`Verdict::Drop`]; or timed out, at [`Self::expire`]),
+    /// each named by its quote (see [`crate::held`]). Each is counted
+    /// already, in the drop counter of its reason, but the fragments of a
+    /// datagram made whole and dropped, which count once, as the datagram
+    /// (the verdict's drop). The packet handed in is never
     /// among them. Empty (and no allocation) when there were none.
     pub fn take_dropped(&mut self) -> Vec<Held<DropReason>> {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Counts the fragments of a datagram the fragment table discarded
-    /// for `d`, keeping them for [`Self::take_dropped`].
+    /// Counts the fragments of a datagram discarded for `reason` (by the
+    /// fragment table, or with the datagram they made), keeping them for
+    /// [`Self::take_dropped`].
     #[cold]
     fn drop_discarded(&mut self, reason: DropReason, gone: Discarded) {
         *self.counters.drop_counter(reason) += gone.len() as u64;

@@ -366,7 +366,8 @@ pub enum Action {
     Drop(DropReason),
     /// A packet the core held (queued behind a query, a fragment waiting
     /// for its datagram), not the one handed in, was dropped (already
-    /// counted); for logging, with the packet's quote (see
+    /// counted; the fragments of a datagram made whole and dropped count
+    /// once, as the datagram); for logging, with the packet's quote (see
     /// [`crate::held`]).
     ///
     /// Boxed: drops are rare, and the action stays as small as the
@@ -819,17 +820,51 @@ impl NetManagerCore {
         self.counters.frag_held += 1;
         self.counters.frag_reassembled += 1;
         let mut p = whole.packet;
+        let mark = out.len();
         if fragments::is_fragment(&p) {
             // A fragment inside a fragment (IPv6 allows the header
             // twice): refused, so reassembly never nests.
-            return self.drop(out, DropReason::Fragment);
+            self.drop(out, DropReason::Fragment);
+            self.drop_pieces(out, mark, from, &whole.pieces, &p);
+            return None;
         }
         let fwd = match from {
             None => self.tun_packet(now, &mut p, out),
             Some(peer) => self.tunnel_datagram(now, peer, &mut p, out),
         };
+        self.drop_pieces(out, mark, from, &whole.pieces, &p);
         self.emit(fwd, &p, Some(whole.shape), out);
         None
+    }
+
+    /// A datagram made whole, `p`, was handled into `out` from index
+    /// `mark` on: if it was dropped there (before any rewrite, so `p` is
+    /// as it was made), each fragment it was made of died with it. The
+    /// one handed in is the drop's own packet; the others, which the core
+    /// held, are reported as held packets, by their quotes, and not
+    /// counted again: the datagram's drop counts once.
+    #[cold]
+    fn drop_pieces(
+        &mut self,
+        out: &mut Vec<Action>,
+        mark: usize,
+        from: Option<IpAddr>,
+        pieces: &fragments::Pieces,
+        p: &[u8],
+    ) {
+        let dropped = out[mark..].iter().find_map(|a| match a {
+            Action::Drop(r) => Some(*r),
+            _ => None,
+        });
+        if let Some(reason) = dropped {
+            for quote in pieces.quotes(p) {
+                out.push(Action::DropHeld(Box::new(Held {
+                    reason,
+                    from,
+                    quote,
+                })));
+            }
+        }
     }
 
     /// What the copying paths (fragments, packets released after a

@@ -224,6 +224,16 @@ fn a_datagram_to_a_port_not_exposed_is_dropped_once_whole() {
     assert_eq!(v, Verdict::Drop(DropReason::NotExposed));
     assert!(out.is_empty());
     assert_eq!(g.counters().frag_reassembled, 1);
+    // The fragment that made it whole is the verdict's; the two held
+    // before it died with it, named by their quotes; the datagram counts
+    // once.
+    let quote = |f: &Vec<u8>| Held {
+        reason: DropReason::NotExposed,
+        from: None,
+        quote: f[..28].to_vec(),
+    };
+    assert_eq!(g.take_dropped(), vec![quote(&frags[0]), quote(&frags[1])]);
+    assert_eq!(g.counters().dropped_not_exposed, 1);
 }
 
 proptest! {

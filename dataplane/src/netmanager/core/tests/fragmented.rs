@@ -205,7 +205,26 @@ fn fragments_from_unknown_peers_are_never_held() {
     for f in fragment(&outside, 1400, 0).unwrap() {
         out.extend(b.on_tunnel_datagram(Millis(0), ip(NODE_A), &mut f.clone()));
     }
-    assert_eq!(out, vec![Action::Drop(DropReason::NotServiceFlow)]);
+    // Dropped once whole: the fragment that made it whole is the drop's;
+    // the two held before it are named by their quotes, and the datagram
+    // counts once.
+    let frags = fragment(&outside, 1400, 0).unwrap();
+    let held = |f: &Vec<u8>| {
+        Action::DropHeld(Box::new(Held {
+            reason: DropReason::NotServiceFlow,
+            from: Some(ip(NODE_A)),
+            quote: f[..28].to_vec(),
+        }))
+    };
+    assert_eq!(
+        out,
+        vec![
+            Action::Drop(DropReason::NotServiceFlow),
+            held(&frags[0]),
+            held(&frags[1])
+        ]
+    );
+    assert_eq!(b.counters().drop_not_service_flow, 1);
 }
 
 proptest! {
@@ -236,13 +255,23 @@ proptest! {
         let mut fed: Vec<Vec<u8>> = Vec::new();
         let mut drop_actions = 0u64;
         let drops0 = a.counters().drops_total();
-        let mut check = |acts: &[Action], fed: &[Vec<u8>]| -> Result<(), TestCaseError> {
+        // `fragment_in`: the actions of a fragment handed in, where a held
+        // drop of another reason than an overlap is a fragment of the
+        // datagram it made whole and that was dropped, which counts once,
+        // as the datagram.
+        let mut check = |acts: &[Action], fed: &[Vec<u8>], fragment_in: bool| -> Result<(), TestCaseError> {
+            let datagram_dropped = acts.iter().any(|x| matches!(x, Action::Drop(_)));
             for x in acts {
                 match x {
                     Action::Drop(_) => drop_actions += 1,
                     Action::DropHeld(h) => {
-                        drop_actions += 1;
-                        if matches!(h.reason, DropReason::FragmentTimeout | DropReason::FragmentOverlap) {
+                        let piece = fragment_in && h.reason != DropReason::FragmentOverlap;
+                        if piece {
+                            prop_assert!(datagram_dropped, "{:?}", acts);
+                        } else {
+                            drop_actions += 1;
+                        }
+                        if piece || matches!(h.reason, DropReason::FragmentTimeout | DropReason::FragmentOverlap) {
                             prop_assert!(
                                 fed.iter().any(|f| f.starts_with(&h.quote)),
                                 "{:?} quotes no fragment fed", h
@@ -271,21 +300,23 @@ proptest! {
                         "{:?}", x
                     );
                 }
-                check(&out, &fed)?;
+                check(&out, &fed, false)?;
             }
             fed.push(f.clone());
             let c0 = a.counters().clone();
             let mut out = a.on_tun_packet(now, &mut f);
             let c = a.counters().clone();
+            check(&out, &fed, true)?;
             if let Some(&Action::Query(q)) = out.iter().find(|x| matches!(x, Action::Query(_))) {
                 // The resolution went stale meanwhile: answered at once.
-                out.extend(a.on_resolution(now, q, Ok(resolution(&q.to_string()))));
+                let res = a.on_resolution(now, q, Ok(resolution(&q.to_string())));
+                check(&res, &fed, false)?;
+                out.extend(res);
             }
             prop_assert_eq!(c.frag_in, c0.frag_in + 1);
             let held = c.frag_held - c0.frag_held;
             let dropped = c.drops_total() - c0.drops_total();
             prop_assert!(held + u64::from(dropped > 0) >= 1, "{:?}", out);
-            check(&out, &fed)?;
             sent.extend(out.into_iter().filter_map(|x| match x {
                 Action::SendTunnel { datagram: p, .. } | Action::WriteTun(p) => Some(p),
                 _ => None,
@@ -300,7 +331,7 @@ proptest! {
             }
         }
         let out = a.expire(Millis::MAX);
-        check(&out, &fed)?;
+        check(&out, &fed, false)?;
         prop_assert_eq!(drop_actions, a.counters().drops_total() - drops0);
         prop_assert!(a.fragments().is_empty());
         prop_assert_eq!(a.fragments().bytes(), 0);
