@@ -316,6 +316,11 @@ impl Paths {
 
 /// Starts the net manager in `node` as the harness does.
 fn start_netmanager(node: &Ns, tun: &str, cfg: &NodeCfg, p: &Paths) -> Proc {
+    start_netmanager_with(node, tun, cfg, p, &[])
+}
+
+/// [`start_netmanager`] with `extra` arguments.
+fn start_netmanager_with(node: &Ns, tun: &str, cfg: &NodeCfg, p: &Paths, extra: &[&str]) -> Proc {
     let mut args: Vec<String> = [
         "--tun",
         tun,
@@ -341,6 +346,7 @@ fn start_netmanager(node: &Ns, tun: &str, cfg: &NodeCfg, p: &Paths) -> Proc {
     for p in &cfg.peers {
         args.extend(["--peer".to_string(), p.to_string()]);
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let log = p.log.clone();
     let child = node.run(move || {
         let f = std::fs::File::create(&log).unwrap();
@@ -1006,4 +1012,89 @@ fn io_errors_are_counted() {
     assert!(fin["io_err_tunnel_send"] >= 3, "{text}");
     assert!(nm.log().contains("I/O errors"), "{}", nm.log());
     drop(manager);
+}
+
+/// Packets the net manager held and dropped after the shell let go of
+/// them: two of the three fragments of a datagram from a peer, never made
+/// whole (dropped at the fragment timeout), and a packet queued behind a
+/// query that fails. The drop log names each by its own header (the
+/// first fragment with its ports, the next by its protocol's number, both
+/// read from the tunnel; the queued packet as read from the TUN), none is
+/// unidentified, and the counters agree.
+#[test]
+fn held_packets_it_drops_are_logged_by_identity() {
+    let topo = topology();
+    let dir = work_dir("held-drops");
+    let paths = Paths::new(&dir, 1);
+    let _manager = FakeManager::start(&paths.manager, server_instance(SERVER_NS, "10.10.1.1"));
+    let mut nm = start_netmanager_with(
+        &topo.node,
+        "nm0",
+        &one_node(),
+        &paths,
+        &["--frag-timeout-ms", "300"],
+    );
+    wait_ready(&topo.node, &mut nm);
+
+    let server: [u8; 4] = SERVER_NS.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let b = etherparse::PacketBuilder::ipv4([10, 30, 7, 7], server, 64).udp(4000, 7);
+    let mut whole = Vec::new();
+    b.write(&mut whole, &[7u8; 3000]).unwrap();
+    // Identification 0x4242, DF cleared: it may be cut.
+    whole[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    whole[6] = 0;
+    whole[10..12].copy_from_slice(&[0, 0]);
+    let sum = hoplab_dataplane::checksum::checksum(0, &whole[..20]);
+    whole[10..12].copy_from_slice(&sum.to_be_bytes());
+    let frags = hoplab_dataplane::fragments::fragment(&whole, 1400, 0).unwrap();
+    assert_eq!(frags.len(), 3);
+    topo.node.run(move || {
+        // Loopback is a peer of this net manager (`one_node`); the last
+        // piece never comes.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for f in &frags[..2] {
+            peer.send_to(f, "127.0.0.1:50103").unwrap();
+        }
+    });
+    wait_until("the fragments to time out", || {
+        counters(&paths.control)["drop_frag_timeout"] >= 2
+    });
+    // An unknown service: the query fails, the packet queued is dropped.
+    assert_eq!(
+        udp_error(&topo.client, &format!("{UNKNOWN_SVC}:7")),
+        Some(nix::errno::Errno::EHOSTUNREACH as i32),
+        "{}",
+        nm.log()
+    );
+    let c = counters(&paths.control);
+    assert_eq!(
+        (c["drop_frag_timeout"], c["drop_query_failed"]),
+        (2, 1),
+        "{c:?}"
+    );
+
+    kill(Pid::from_raw(nm.child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = nm.wait(TIMEOUT).expect("netmanager stops on SIGTERM");
+    assert!(status.success(), "{status}:\n{}", nm.log());
+    let text = std::fs::read_to_string(paths.counters.with_extension("drops")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let id = 0x4242;
+    let frag = |tail: &str| format!("drop tunnel frag_timeout {tail}");
+    assert!(
+        lines.contains(&frag(&format!("udp 10.30.7.7 {SERVER_NS} {id} 4000:7")).as_str()),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&frag(&format!("17 10.30.7.7 {SERVER_NS} {id} -")).as_str()),
+        "{text}"
+    );
+    let queued: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("drop tun:nm0 query_failed udp 10.18.0.2 10.30.9.9 "))
+        .collect();
+    assert_eq!(queued.len(), 1, "{text}");
+    assert!(queued[0].ends_with(":7"), "{text}");
+    assert!(!text.contains("unidentified"), "{text}");
+    assert_eq!(lines.first(), Some(&"start"), "{text}");
+    assert_eq!(lines.last(), Some(&"end overflow 0"), "{text}");
 }

@@ -22,6 +22,18 @@
 //! [`FragmentConfig::timeout`] after its first fragment is discarded at
 //! the core's `expire`, which [`FragmentTable::next_deadline`] schedules.
 //!
+//! A datagram discarded (timed out, or with an overlapping fragment) is
+//! handed back as one [`Discarded`] quote per fragment held; a datagram
+//! made whole keeps what names its fragments ([`Reassembled::pieces`]),
+//! should the core drop it whole. A fragment's quote is its IP header
+//! (the first-arrived fragment's fixed header, with this fragment's
+//! offset, more-fragments flag and length; IPv6: a fragment header after
+//! the fixed header) and its first 8 bytes of data, like an ICMP error's
+//! quote: enough to name each fragment as it
+//! arrived (addresses, identification or flow label, protocol, and the
+//! first fragment's ports) without keeping its header: the table keeps one
+//! fixed header per datagram, and builds quotes only when it discards.
+//!
 //! Refused, per RFC 5722 and as Linux does: a fragment overlapping one
 //! already held (the whole datagram is discarded: overlaps are how
 //! fragments are used to slip a different header past a filter), and a
@@ -83,12 +95,31 @@ pub enum Refusal {
     Duplicate,
 }
 
-/// A fragment refused, and how many fragments held for the same datagram
+/// A fragment refused, and the fragments held for the same datagram that
 /// were discarded with it (only for [`Refusal::Overlap`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub why: Refusal,
-    pub discarded: u32,
+    pub discarded: Discarded,
+}
+
+/// The fragments of a datagram the table discarded: where they came from
+/// (`None`: the TUN; a tunnel peer) and one quote per fragment held, in
+/// the order of their offsets (see the module doc). Empty: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discarded {
+    pub from: Option<IpAddr>,
+    pub quotes: Vec<Vec<u8>>,
+}
+
+impl Discarded {
+    /// How many fragments were discarded.
+    pub fn len(&self) -> usize {
+        self.quotes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.quotes.is_empty()
+    }
 }
 
 /// How a datagram arrived fragmented, to cut it the same way again.
@@ -110,6 +141,8 @@ pub struct Reassembled {
     pub shape: Shape,
     /// How many fragments it was made of.
     pub fragments: u32,
+    /// They, but the one that made it whole.
+    pub pieces: Pieces,
 }
 
 /// Identifies a datagram: where its fragments came from (`None`: the TUN;
@@ -262,6 +295,78 @@ impl Fragment<'_> {
     }
 }
 
+/// What the quote of each fragment of a datagram is built from: the
+/// fixed header of its first-arrived fragment, (IPv6) that fragment's
+/// next header, and the datagram's identification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    fixed: [u8; 40],
+    frag_next: u8,
+    v6: bool,
+    ident: u32,
+}
+
+impl Head {
+    /// The quote of the fragment of data bytes `s..e` (more after it if
+    /// `more`), `data` the datagram's data (as far as held): the fixed
+    /// header with the fragment's offset, flag and length, and its first
+    /// 8 bytes of data.
+    fn quote(&self, s: usize, e: usize, more: bool, data: &[u8]) -> Vec<u8> {
+        let data = data.get(s..e.min(s + 8)).unwrap_or(&[]);
+        let mut q = Vec::with_capacity(48 + data.len());
+        if self.v6 {
+            q.extend_from_slice(&self.fixed);
+            q[6] = 44;
+            let plen = u16::try_from(8 + e - s).unwrap_or(u16::MAX);
+            q[4..6].copy_from_slice(&plen.to_be_bytes());
+            let word = (u16::try_from(s).unwrap_or(0xfff8) & 0xfff8) | u16::from(more);
+            q.extend_from_slice(&[self.frag_next, 0]);
+            q.extend_from_slice(&word.to_be_bytes());
+            q.extend_from_slice(&self.ident.to_be_bytes());
+        } else {
+            q.extend_from_slice(&self.fixed[..20]);
+            q[0] = 0x45;
+            let total = u16::try_from(20 + e - s).unwrap_or(u16::MAX);
+            q[2..4].copy_from_slice(&total.to_be_bytes());
+            let word = (u16::try_from(s / 8).unwrap_or(0x1fff) & 0x1fff)
+                | if more { 0x2000 } else { 0 }
+                | (be16(&self.fixed, 6) & 0x8000);
+            q[6..8].copy_from_slice(&word.to_be_bytes());
+            set_v4_checksum(&mut q);
+        }
+        q.extend_from_slice(data);
+        q
+    }
+}
+
+/// The fragments a datagram was made whole from, to name them if the
+/// whole datagram is dropped: [`Pieces::quotes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    head: Head,
+    /// Each fragment's data bytes, by offset.
+    have: Vec<(usize, usize)>,
+    /// The fragment that made the datagram whole (the one handed in).
+    last: (usize, usize),
+}
+
+impl Pieces {
+    /// One quote per fragment of the datagram `packet` (as it was made
+    /// whole, its data unchanged) but the one that made it whole, in the
+    /// order of their offsets (see the module doc).
+    pub fn quotes(&self, packet: &[u8]) -> Vec<Vec<u8>> {
+        let end = self.have.last().map_or(0, |&(_, e)| e);
+        let data = packet
+            .get(packet.len().saturating_sub(end)..)
+            .unwrap_or(&[]);
+        self.have
+            .iter()
+            .filter(|&&r| r != self.last)
+            .map(|&(s, e)| self.head.quote(s, e, e != end, data))
+            .collect()
+    }
+}
+
 /// A datagram in reassembly.
 #[derive(Debug)]
 struct Pending {
@@ -281,9 +386,28 @@ struct Pending {
     bytes: usize,
     /// When it times out, and its place in the table's order.
     due: (Millis, u64),
+    /// The fixed header (IPv4: 20 bytes; IPv6: 40) of the first fragment
+    /// that arrived, and (IPv6) its fragment header's next header: what
+    /// [`Pending::quotes`] rebuild each fragment's header from.
+    fixed: [u8; 40],
+    frag_next: u8,
 }
 
 impl Pending {
+    /// One quote per fragment held (see the module doc).
+    fn quotes(&self, v6: bool, ident: u32) -> Vec<Vec<u8>> {
+        let head = Head {
+            fixed: self.fixed,
+            frag_next: self.frag_next,
+            v6,
+            ident,
+        };
+        self.have
+            .iter()
+            .map(|&(s, e)| head.quote(s, e, self.end != Some(e), &self.data))
+            .collect()
+    }
+
     fn complete(&self) -> bool {
         match (self.header.as_ref(), self.end) {
             (Some(_), Some(end)) => {
@@ -340,9 +464,10 @@ impl FragmentTable {
         self.order.keys().next().map(|&(t, _)| t)
     }
 
-    /// Discards the datagrams whose time is up; returns how many
-    /// fragments they held.
-    pub fn expire(&mut self, now: Millis) -> Vec<u32> {
+    /// Discards the datagrams whose time is up; returns the fragments
+    /// they held, a [`Discarded`] per datagram in the order of their
+    /// deadlines.
+    pub fn expire(&mut self, now: Millis) -> Vec<Discarded> {
         let mut gone = Vec::new();
         while let Some(entry) = self.order.first_entry() {
             if entry.key().0 > now {
@@ -351,20 +476,20 @@ impl FragmentTable {
             let key = entry.remove();
             if let Some(p) = self.pending.remove(&key) {
                 self.bytes -= p.bytes;
-                gone.push(p.held);
+                gone.push(discarded(&key, &p));
             }
         }
         gone
     }
 
-    fn discard(&mut self, key: &DatagramKey) -> u32 {
+    fn discard(&mut self, key: &DatagramKey) -> Discarded {
         match self.pending.remove(key) {
             Some(p) => {
                 self.bytes -= p.bytes;
                 self.order.remove(&p.due);
-                p.held
+                discarded(key, &p)
             }
-            None => 0,
+            None => Discarded::default(),
         }
     }
 
@@ -378,7 +503,10 @@ impl FragmentTable {
         from: Option<IpAddr>,
         packet: &[u8],
     ) -> Result<Option<Reassembled>, Refused> {
-        let refuse = |why| Refused { why, discarded: 0 };
+        let refuse = |why| Refused {
+            why,
+            discarded: Discarded::default(),
+        };
         let f = parse(packet).ok_or(refuse(Refusal::Malformed))?;
         if !f.valid() {
             return Err(refuse(Refusal::Malformed));
@@ -395,7 +523,7 @@ impl FragmentTable {
             if let Some(why) = conflict(p, &f, start, end) {
                 let discarded = match why {
                     Refusal::Overlap => self.discard(&key),
-                    _ => 0,
+                    _ => Discarded::default(),
                 };
                 return Err(Refused { why, discarded });
             }
@@ -417,7 +545,12 @@ impl FragmentTable {
                 let due = (now.saturating_add(self.cfg.timeout), self.seq);
                 self.seq += 1;
                 self.order.insert(due, key);
+                let fixed_len = if f.v6 { 40 } else { 20 };
+                let mut fixed = [0u8; 40];
+                fixed[..fixed_len].copy_from_slice(&packet[..fixed_len]);
                 v.insert(Pending {
+                    fixed,
+                    frag_next: f.next,
                     header: None,
                     nh_at: 0,
                     next: 0,
@@ -455,7 +588,15 @@ impl FragmentTable {
         let p = self.pending.remove(&key).expect("the entry just updated");
         self.order.remove(&p.due);
         self.bytes -= p.bytes;
-        Ok(build(p, f.v6, f.ident))
+        Ok(build(p, f.v6, f.ident, (start, end)))
+    }
+}
+
+/// The fragments `p` (the datagram `key`) held, as quotes.
+fn discarded(key: &DatagramKey, p: &Pending) -> Discarded {
+    Discarded {
+        from: key.from,
+        quotes: p.quotes(key.src.is_ipv6(), key.ident),
     }
 }
 
@@ -480,7 +621,17 @@ fn conflict(p: &Pending, f: &Fragment<'_>, start: usize, end: usize) -> Option<R
 
 /// The whole datagram of a complete `p`; `None` if it would be over 65535
 /// bytes (already excluded by [`Fragment::valid`]).
-fn build(p: Pending, v6: bool, ident: u32) -> Option<Reassembled> {
+fn build(p: Pending, v6: bool, ident: u32, last: (usize, usize)) -> Option<Reassembled> {
+    let pieces = Pieces {
+        head: Head {
+            fixed: p.fixed,
+            frag_next: p.frag_next,
+            v6,
+            ident,
+        },
+        have: p.have,
+        last,
+    };
     let mut packet = p.header?;
     let hlen = packet.len();
     if v6 {
@@ -503,6 +654,7 @@ fn build(p: Pending, v6: bool, ident: u32) -> Option<Reassembled> {
             ident,
         },
         fragments: p.held,
+        pieces,
     })
 }
 

@@ -15,7 +15,8 @@
 //! - [`wire`]: the header summary the rest of hoplab reasons about (the
 //!   trace describes every hop of a captured packet with it);
 //! - [`fragments`]: reassembly of IP fragments into whole datagrams and
-//!   cutting them again (both cores reassemble before translating).
+//!   cutting them again (both cores reassemble before translating);
+//! - [`held`]: the drop of a packet a core held, named by its quote.
 //!
 //! The cores:
 //!
@@ -28,6 +29,7 @@ pub mod checksum;
 mod counters;
 pub mod fragments;
 pub mod gateway;
+pub mod held;
 pub mod netmanager;
 pub mod packet;
 pub mod prefix;

@@ -6,10 +6,15 @@
 //! A packet is identified by the fields no hop rewrites before the drop,
 //! as it was read: source and destination address, IPv4 identification
 //! (IPv6 flow label), protocol, and ports (ICMP echo: the identifier
-//! twice). [`DropLog::packet`] takes the packet itself;
-//! [`DropLog::quoted`] a packet the shell no longer holds (one a core had
-//! queued), named by the ICMP error the core wrote about it, whose quote
-//! is that packet's header; [`DropLog::unidentified`] a drop with neither.
+//! twice). A fragment after the first has no ports: its protocol's number
+//! stands for the protocol (IPv6: the fragment header's next header, the
+//! extension headers before it walked). [`DropLog::packet`] takes the
+//! packet itself, or only its headers and the 8 bytes after them: the
+//! quote a core hands back when it drops a packet it held (queued behind
+//! a query, a fragment of a datagram never made whole), which the shell no
+//! longer holds; [`DropLog::unidentified`] a drop with no IP header to
+//! name the packet by (what [`DropLog::packet`] records of bytes that are
+//! not IP, or are cut short before the addresses).
 //!
 //! Each record is written at once (one `write` of one line, so a process
 //! killed by SIGKILL loses none of them), appended: a restarted process
@@ -22,7 +27,7 @@
 //! ```text
 //! start                                       a process opened the log
 //! drop VIA REASON PROTO SRC DST IDENT PORTS   PORTS: SPORT:DPORT or -
-//! unidentified REASON
+//! unidentified REASON                         no IP header to name it by
 //! full                                        later drops counted only
 //! end overflow N                              the process exited
 //! ```
@@ -98,7 +103,8 @@ impl Identity {
                     let flow = u32::from_be_bytes([0, h[1] & 0x0f, h[2], h[3]]);
                     let src = Ipv6Addr::from(a(8));
                     let dst = Ipv6Addr::from(a(24));
-                    (src.into(), dst.into(), flow, h[6], 40, false)
+                    let (next, l4, later) = v6_transport(ip);
+                    (src.into(), dst.into(), flow, next, l4, later)
                 }
                 _ => return None,
             };
@@ -120,27 +126,6 @@ impl Identity {
             ports,
         })
     }
-
-    /// The identity of the packet an ICMP or ICMPv6 error quotes (IPv4
-    /// destination unreachable, time exceeded, parameter problem; ICMPv6
-    /// types 1 to 4); `None` for any other packet.
-    pub fn quoted(icmp_error: &[u8]) -> Option<Identity> {
-        let outer = Identity::of(icmp_error)?;
-        let l4 = match icmp_error.first()? >> 4 {
-            4 => usize::from(icmp_error[0] & 0x0f) * 4,
-            _ => 40,
-        };
-        let ty = *icmp_error.get(l4)?;
-        let error = match outer.proto.as_str() {
-            "icmp" => matches!(ty, 3 | 11 | 12),
-            "icmpv6" => (1..=4).contains(&ty),
-            _ => false,
-        };
-        if !error {
-            return None;
-        }
-        Identity::of(icmp_error.get(l4 + 8..)?)
-    }
 }
 
 impl Display for Identity {
@@ -155,6 +140,32 @@ impl Display for Identity {
             None => f.write_str("-"),
         }
     }
+}
+
+/// IPv6 extension headers walked to the transport, at most.
+const MAX_EXTENSIONS: usize = 8;
+
+/// An IPv6 packet's transport protocol (the next header after the
+/// hop-by-hop, routing, destination options and fragment headers), where
+/// its header starts, and whether the packet is a fragment after the
+/// first (whose data does not start with the transport header).
+fn v6_transport(ip: &[u8]) -> (u8, usize, bool) {
+    let (mut nh, mut off) = (ip[6], 40);
+    for _ in 0..MAX_EXTENSIONS {
+        match (nh, ip.get(off), ip.get(off + 1)) {
+            (0 | 43 | 60, Some(&next), Some(&len)) => {
+                (nh, off) = (next, off + (usize::from(len) + 1) * 8);
+            }
+            (44, Some(&next), Some(_)) => {
+                let later = ip
+                    .get(off + 2..off + 4)
+                    .is_some_and(|w| u16::from_be_bytes([w[0], w[1]]) & 0xfff8 != 0);
+                return (next, off + 8, later);
+            }
+            _ => break,
+        }
+    }
+    (nh, off, false)
 }
 
 /// An ICMP echo's identifier, twice, if the message type is one of `echo`.
@@ -210,16 +221,6 @@ impl DropLog {
     /// Records that `packet` (read from `via`) was dropped for `reason`.
     pub fn packet(&mut self, via: Via, packet: &[u8], reason: impl Display) {
         match Identity::of(packet) {
-            Some(id) => self.record(via, &id, reason),
-            None => self.unidentified(reason),
-        }
-    }
-
-    /// Records the drop, for `reason`, of the packet the ICMP error
-    /// `icmp_error` quotes (a packet read from `via` that the shell no
-    /// longer holds); unidentified if it quotes none.
-    pub fn quoted(&mut self, via: Via, icmp_error: &[u8], reason: impl Display) {
-        match Identity::quoted(icmp_error) {
             Some(id) => self.record(via, &id, reason),
             None => self.unidentified(reason),
         }
@@ -315,21 +316,38 @@ mod tests {
     }
 
     #[test]
-    fn an_icmp_error_names_the_packet_it_quotes() {
-        let quote = v4_tcp();
-        let mut e = vec![0u8; 28];
-        e[0] = 0x45;
-        e[9] = 1;
-        e[12..16].copy_from_slice(&[10, 30, 255, 253]);
-        e[16..20].copy_from_slice(&[203, 0, 113, 9]);
-        e[20] = 3;
-        e[21] = 1;
-        e.extend_from_slice(&quote[..28]);
-        let id = Identity::quoted(&e).unwrap();
-        assert_eq!(id, Identity::of(&v4_tcp()).unwrap());
-        // An echo request is no error: it quotes nothing.
-        e[20] = 8;
-        assert_eq!(Identity::quoted(&e), None);
+    fn fragments_are_identified_the_first_by_its_ports() {
+        // IPv4: the first fragment of a TCP datagram (MF set) has its
+        // ports; a later one (an offset) only its protocol's number.
+        let mut first = v4_tcp();
+        first[6] = 0x20;
+        assert_eq!(
+            Identity::of(&first).unwrap().to_string(),
+            "tcp 203.0.113.9 10.30.255.253 4242 40001:8080"
+        );
+        let mut later = v4_tcp();
+        later[7] = 0xb9;
+        assert_eq!(
+            Identity::of(&later).unwrap().to_string(),
+            "6 203.0.113.9 10.30.255.253 4242 -"
+        );
+        // IPv6: the fragment header (after a destination-options header)
+        // is walked to the transport; the flow label identifies.
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[3] = 9;
+        p[6] = 60;
+        p[23] = 1;
+        p[39] = 2;
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 5]);
+        p.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0]);
+        assert_eq!(
+            Identity::of(&p).unwrap().to_string(),
+            "udp ::1 ::2 9 40000:80"
+        );
+        p[50..52].copy_from_slice(&(1400u16 | 1).to_be_bytes());
+        assert_eq!(Identity::of(&p).unwrap().to_string(), "17 ::1 ::2 9 -");
     }
 
     #[test]

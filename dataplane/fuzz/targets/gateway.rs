@@ -23,12 +23,15 @@
 //! MTU, which reassemble into a packet that passes the invariants above
 //! against the datagram the fragments made (a table of the target's own,
 //! fed the same fragments, gives it). Everything expires in the end:
-//! nothing stays held.
+//! nothing stays held, and each fragment dropped by a timeout is handed
+//! back by `take_dropped`, named by a quote of its own header (its
+//! addresses those of the datagram's first fragment held), as are those
+//! discarded with an overlapping fragment or with the datagram they made.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
 use hoplab_dataplane::fragments::{is_fragment, FragmentTable};
-use hoplab_dataplane::gateway::{Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
+use hoplab_dataplane::gateway::{DropReason, Exposure, GatewayConfig, GatewayCore, Proto, Verdict};
 use hoplab_dataplane::packet::IpPacket;
 use hoplab_dataplane::Millis;
 
@@ -103,7 +106,24 @@ fn run(data: &[u8], cut: bool) {
     }
     f.core.expire(Millis::MAX);
     assert_eq!(f.core.fragments_held(), (0, 0), "fragments held forever");
+    let held = f.core.take_dropped();
     let c = f.core.counters();
+    let timeouts = held
+        .iter()
+        .filter(|h| h.reason == DropReason::FragmentTimeout)
+        .inspect(|h| assert!((28..=56).contains(&h.quote.len()), "{h:?}"))
+        .count();
+    assert_eq!(timeouts as u64, c.dropped_frag_timeout, "timeouts unnamed");
+    // The others: fragments discarded with an overlapping one (counted),
+    // or of a datagram made whole and dropped (counted once, as it).
+    let overlaps = held
+        .iter()
+        .filter(|h| h.reason == DropReason::FragmentOverlap)
+        .count();
+    assert!(
+        overlaps as u64 <= c.dropped_frag_overlap,
+        "overlaps uncounted"
+    );
     let ins = c.packets_in + c.frag_reassembled;
     let outs = c.requests + c.replies + c.drops_total() + c.frag_held;
     assert!(ins <= outs, "packets unaccounted for:\n{c}");

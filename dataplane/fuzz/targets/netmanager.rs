@@ -238,6 +238,8 @@ fn check_built(a: &Action, cfg: &Config) {
         Action::SendTunnel { node, port, .. } => {
             assert!(*node != cfg.node_addr && *port == cfg.tunnel_port);
         }
+        // A held packet dropped is named by a quote of its headers.
+        Action::DropHeld(h) => assert!(!h.quote.is_empty(), "an empty quote"),
         Action::Query(_) | Action::Drop(_) => {}
     }
 }

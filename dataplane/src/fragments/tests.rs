@@ -112,18 +112,22 @@ fn overlaps_discard_the_datagram_duplicates_only_themselves() {
         t.insert(Millis(0), None, &frags[0]),
         Err(Refused {
             why: Refusal::Duplicate,
-            discarded: 0
+            discarded: Discarded::default()
         })
     );
     // The second fragment moved 8 bytes back: overlaps the first.
     let mut overlapping = frags[1].clone();
     overlapping[6..8].copy_from_slice(&(0x2000u16 | (1000 / 8 - 1)).to_be_bytes());
     fix_ipv4_header_checksum(&mut overlapping);
+    // The first fragment held is discarded with it, named by its quote.
     assert_eq!(
         t.insert(Millis(0), None, &overlapping),
         Err(Refused {
             why: Refusal::Overlap,
-            discarded: 1
+            discarded: Discarded {
+                from: None,
+                quotes: vec![frags[0][..28].to_vec()]
+            }
         })
     );
     assert!(t.is_empty() && t.bytes() == 0);
@@ -148,7 +152,9 @@ fn missing_pieces_time_out_at_the_deadline() {
     assert_eq!(t.insert(Millis(20), None, &frags[2]), Ok(None));
     assert_eq!(t.next_deadline(), Some(Millis(30_010)));
     assert!(t.expire(Millis(30_009)).is_empty());
-    assert_eq!(t.expire(Millis(30_010)), vec![2]);
+    let gone = t.expire(Millis(30_010));
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].from, gone[0].len()), (None, 2));
     assert!(t.is_empty() && t.bytes() == 0 && t.next_deadline().is_none());
     // The same fragments from another place are another datagram.
     assert_eq!(
@@ -251,6 +257,44 @@ proptest! {
         prop_assert_eq!(&whole[0].packet, &p);
         let mut copy = whole[0].packet.clone();
         prop_assert!(IpPacket::new_checked(&mut copy).is_ok());
+    }
+
+    /// A datagram missing a fragment times out into one quote per
+    /// fragment held, each exactly that fragment's header and first 8
+    /// bytes of data, in the order of their offsets, and from where they
+    /// came.
+    #[test]
+    fn a_timed_out_datagram_quotes_each_fragment_held(
+        v6 in any::<bool>(),
+        len in 1000usize..4000,
+        size in 8usize..1000,
+        missing in any::<prop::sample::Index>(),
+        order in any::<prop::sample::Index>(),
+        tunnel in any::<bool>(),
+    ) {
+        let p = datagram(v6, len);
+        let frags = fragment(&p, size, 9).unwrap();
+        let missing = missing.index(frags.len());
+        let mut held: Vec<usize> = (0..frags.len()).filter(|&i| i != missing).collect();
+        // Any arrival order: a rotation of the offsets' order.
+        let r = order.index(held.len());
+        held.rotate_left(r);
+        let from = tunnel.then(|| ip("10.10.0.2"));
+        let mut t = table();
+        for &i in &held {
+            prop_assert_eq!(t.insert(Millis(0), from, &frags[i]), Ok(None));
+        }
+        let gone = t.expire(Millis(30_000));
+        prop_assert_eq!(gone.len(), 1);
+        prop_assert_eq!(gone[0].from, from);
+        held.sort_unstable();
+        let hdr = if v6 { 48 } else { 20 };
+        let want: Vec<Vec<u8>> = held
+            .iter()
+            .map(|&i| frags[i][..(hdr + 8).min(frags[i].len())].to_vec())
+            .collect();
+        prop_assert_eq!(&gone[0].quotes, &want);
+        prop_assert!(t.is_empty() && t.bytes() == 0);
     }
 
     /// Fragments of any offsets, lengths and flags, over one datagram's

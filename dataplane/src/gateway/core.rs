@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::proto::Proto;
 use super::table::{space, Entry, InsertError, NewFlow, RequestKey, Table, Timeouts};
-use crate::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::fragments::{self, Discarded, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::held::Held;
 use crate::netmanager::services::is_service_ip;
 use crate::packet::{IpPacket, ParseError, Quote, QuotedKind, Transport};
 use crate::prefix::in_net;
@@ -487,6 +488,8 @@ pub struct GatewayCore {
     /// The fragments of the last datagram made whole and translated
     /// ([`Verdict::Fragments`]), until [`Self::take_out`].
     out: Vec<Vec<u8>>,
+    /// Held fragments dropped (counted), until [`Self::take_dropped`].
+    dropped: Vec<Held<DropReason>>,
 }
 
 impl GatewayCore {
@@ -500,6 +503,7 @@ impl GatewayCore {
             table: Table::new(timeouts, config.max_flows, config.napt_ports),
             frags: FragmentTable::new(config.fragments),
             out: Vec::new(),
+            dropped: Vec::new(),
             cfg: config,
             exposures: BTreeMap::new(),
             counters: Counters::default(),
@@ -641,23 +645,39 @@ impl GatewayCore {
                     Refusal::Overlap => DropReason::FragmentOverlap,
                     Refusal::Duplicate => DropReason::FragmentDuplicate,
                 };
-                *self.counters.drop_counter(d) += u64::from(refused.discarded);
+                self.drop_discarded(d, refused.discarded);
                 return self.outcome(Err(d));
             }
         };
         self.counters.frag_held += 1;
         self.counters.frag_reassembled += 1;
         let mut p = whole.packet;
-        if fragments::is_fragment(&p) {
+        let r = if fragments::is_fragment(&p) {
             // A fragment inside a fragment (IPv6 allows the header
             // twice): refused, so reassembly never nests.
-            return self.outcome(Err(DropReason::Fragment));
-        }
-        let r = self.handle(now, &mut p);
+            Err(DropReason::Fragment)
+        } else {
+            self.handle(now, &mut p)
+        };
         match self.outcome(r) {
             Verdict::Request | Verdict::Reply => {
                 self.cut(p, whole.shape);
                 Verdict::Fragments
+            }
+            Verdict::Drop(d) => {
+                // Each fragment it was made of died with it: the one
+                // handed in is the verdict's, the others were held (the
+                // buffer of a dropped packet is unchanged: `p` is as it
+                // was made whole).
+                // They are not counted again: the datagram's drop counts
+                // once.
+                let held = whole.pieces.quotes(&p).into_iter().map(|quote| Held {
+                    reason: d,
+                    from: None,
+                    quote,
+                });
+                self.dropped.extend(held);
+                Verdict::Drop(d)
             }
             v => v,
         }
@@ -683,6 +703,32 @@ impl GatewayCore {
     /// fragments of the translated datagram, in order); empty otherwise.
     pub fn take_out(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.out)
+    }
+
+    /// The fragments the core held and dropped since the last call (a
+    /// datagram discarded with an overlapping fragment, or made whole and
+    /// dropped, at [`Verdict::Drop`]; or timed out, at [`Self::expire`]),
+    /// each named by its quote (see [`crate::held`]). Each is counted
+    /// already, in the drop counter of its reason, but the fragments of a
+    /// datagram made whole and dropped, which count once, as the datagram
+    /// (the verdict's drop). The packet handed in is never
+    /// among them. Empty (and no allocation) when there were none.
+    pub fn take_dropped(&mut self) -> Vec<Held<DropReason>> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Counts the fragments of a datagram discarded for `reason` (by the
+    /// fragment table, or with the datagram they made), keeping them for
+    /// [`Self::take_dropped`].
+    #[cold]
+    fn drop_discarded(&mut self, reason: DropReason, gone: Discarded) {
+        *self.counters.drop_counter(reason) += gone.len() as u64;
+        self.dropped
+            .extend(gone.quotes.into_iter().map(|quote| Held {
+                reason,
+                from: gone.from,
+                quote,
+            }));
     }
 
     /// Datagrams in reassembly, and the bytes their buffers hold.
@@ -915,12 +961,12 @@ impl GatewayCore {
     /// Removes the entries timed out at `now` (counted in
     /// `flows_expired`); returns how many. Discards the datagrams not
     /// whole in time (each fragment held counted in
-    /// `dropped_frag_timeout`).
+    /// `dropped_frag_timeout`, and handed to [`Self::take_dropped`]).
     pub fn expire(&mut self, now: Millis) -> usize {
         let n = self.table.expire(now);
         self.counters.flows_expired += n as u64;
-        for held in self.frags.expire(now) {
-            self.counters.dropped_frag_timeout += u64::from(held);
+        for gone in self.frags.expire(now) {
+            self.drop_discarded(DropReason::FragmentTimeout, gone);
         }
         n
     }

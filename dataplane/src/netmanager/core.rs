@@ -17,7 +17,8 @@ use super::conntrack::{
 use super::services::{
     in_service_range, is_service_ip, Coords, Resolution, NAMESPACE_NET_V4, NAMESPACE_NET_V6,
 };
-use crate::fragments::{self, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::fragments::{self, Discarded, FragmentConfig, FragmentTable, Refusal, Shape};
+use crate::held::{self, Held};
 use crate::packet::{icmp_unreachable, IpPacket, Malformed, ParseError, QuotedKind, Transport};
 use crate::prefix::in_net;
 use crate::time::{earliest, Millis};
@@ -358,8 +359,20 @@ pub enum Action {
     /// Ask the service manager for the instances of this service IP; answer
     /// with [`NetManagerCore::on_resolution`].
     Query(IpAddr),
-    /// A packet was dropped (already counted); for logging.
+    /// The packet handed in was dropped (already counted); for logging.
+    /// A packet handed back by [`NetManagerCore::on_resolution`] or
+    /// [`NetManagerCore::expire`] is never dropped this way: it is a
+    /// held packet's ([`Action::DropHeld`]).
     Drop(DropReason),
+    /// A packet the core held (queued behind a query, a fragment waiting
+    /// for its datagram), not the one handed in, was dropped (already
+    /// counted; the fragments of a datagram made whole and dropped count
+    /// once, as the datagram); for logging, with the packet's quote (see
+    /// [`crate::held`]).
+    ///
+    /// Boxed: drops are rare, and the action stays as small as the
+    /// others.
+    DropHeld(Box<Held<DropReason>>),
 }
 
 /// Where the packet handed to an in-place entry point
@@ -708,6 +721,48 @@ impl NetManagerCore {
         None
     }
 
+    /// Counts and reports the drop of a held packet: `from` and `quote`
+    /// as in [`Held`].
+    fn drop_held(
+        &mut self,
+        out: &mut Vec<Action>,
+        reason: DropReason,
+        from: Option<IpAddr>,
+        quote: Vec<u8>,
+    ) {
+        *self.counters.drop_counter(reason) += 1;
+        out.push(Action::DropHeld(Box::new(Held {
+            reason,
+            from,
+            quote,
+        })));
+    }
+
+    /// Counts and reports the drop of each fragment of a datagram the
+    /// fragment table discarded.
+    #[cold]
+    fn drop_discarded(&mut self, out: &mut Vec<Action>, r: DropReason, d: Discarded) {
+        for q in d.quotes {
+            self.drop_held(out, r, d.from, q);
+        }
+    }
+
+    /// A packet handed back to the core (released from a query's queue),
+    /// `p`, was handled into `out` from index `from` on: its drops there
+    /// (each made before any rewrite, so `p` is as it was queued) are a
+    /// held packet's, named by its quote.
+    fn held_drops(out: &mut [Action], from: usize, p: &[u8]) {
+        for a in &mut out[from..] {
+            if let Action::Drop(reason) = *a {
+                *a = Action::DropHeld(Box::new(Held {
+                    reason,
+                    from: None,
+                    quote: held::quote(p),
+                }));
+            }
+        }
+    }
+
     /// The packet being handled, `v`, rewritten in place, goes to `to`:
     /// counts it and returns the [`Forward`] the handlers return. Every
     /// handled packet leaves the core here; the copying entry points make
@@ -758,26 +813,58 @@ impl NetManagerCore {
                     Refusal::Overlap => DropReason::FragmentOverlap,
                     Refusal::Duplicate => DropReason::FragmentDuplicate,
                 };
-                for _ in 0..refused.discarded {
-                    self.drop(out, r);
-                }
+                self.drop_discarded(out, r, refused.discarded);
                 return self.drop(out, r);
             }
         };
         self.counters.frag_held += 1;
         self.counters.frag_reassembled += 1;
         let mut p = whole.packet;
+        let mark = out.len();
         if fragments::is_fragment(&p) {
             // A fragment inside a fragment (IPv6 allows the header
             // twice): refused, so reassembly never nests.
-            return self.drop(out, DropReason::Fragment);
+            self.drop(out, DropReason::Fragment);
+            self.drop_pieces(out, mark, from, &whole.pieces, &p);
+            return None;
         }
         let fwd = match from {
             None => self.tun_packet(now, &mut p, out),
             Some(peer) => self.tunnel_datagram(now, peer, &mut p, out),
         };
+        self.drop_pieces(out, mark, from, &whole.pieces, &p);
         self.emit(fwd, &p, Some(whole.shape), out);
         None
+    }
+
+    /// A datagram made whole, `p`, was handled into `out` from index
+    /// `mark` on: if it was dropped there (before any rewrite, so `p` is
+    /// as it was made), each fragment it was made of died with it. The
+    /// one handed in is the drop's own packet; the others, which the core
+    /// held, are reported as held packets, by their quotes, and not
+    /// counted again: the datagram's drop counts once.
+    #[cold]
+    fn drop_pieces(
+        &mut self,
+        out: &mut Vec<Action>,
+        mark: usize,
+        from: Option<IpAddr>,
+        pieces: &fragments::Pieces,
+        p: &[u8],
+    ) {
+        let dropped = out[mark..].iter().find_map(|a| match a {
+            Action::Drop(r) => Some(*r),
+            _ => None,
+        });
+        if let Some(reason) = dropped {
+            for quote in pieces.quotes(p) {
+                out.push(Action::DropHeld(Box::new(Held {
+                    reason,
+                    from,
+                    quote,
+                })));
+            }
+        }
     }
 
     /// What the copying paths (fragments, packets released after a
@@ -1148,11 +1235,13 @@ impl NetManagerCore {
         for mut p in released.packets {
             if ok {
                 self.counters.released += 1;
+                let mark = actions.len();
                 let fwd = self.tun_packet(now, &mut p, &mut actions);
+                Self::held_drops(&mut actions, mark, &p);
                 self.emit(fwd, &p, None, &mut actions);
             } else {
                 self.unreachable(&p, &mut actions);
-                self.drop(&mut actions, DropReason::QueryFailed);
+                self.drop_held(&mut actions, DropReason::QueryFailed, None, held::quote(&p));
             }
         }
         actions
@@ -1178,16 +1267,14 @@ impl NetManagerCore {
         let n = self.conntrack.expire(now);
         self.counters.flows_expired += n as u64;
         let mut actions = Vec::new();
-        for held in self.frags.expire(now) {
-            for _ in 0..held {
-                self.drop(&mut actions, DropReason::FragmentTimeout);
-            }
+        for gone in self.frags.expire(now) {
+            self.drop_discarded(&mut actions, DropReason::FragmentTimeout, gone);
         }
         for (_, released) in self.cache.expire(now) {
             self.counters.resolutions_failed += 1;
             for p in released.packets {
                 self.unreachable(&p, &mut actions);
-                self.drop(&mut actions, DropReason::QueryFailed);
+                self.drop_held(&mut actions, DropReason::QueryFailed, None, held::quote(&p));
             }
         }
         actions

@@ -6,9 +6,17 @@
 //! nftables drops, placed at the TUN the packet was read from
 //! ([`Where::Iface`]) or on the tunnel ([`Where::Tunnel`]).
 //!
+//! A `drop` line may be of a packet the process no longer held when it
+//! dropped it (queued behind a failed query, a fragment of a datagram
+//! that timed out): its core handed back the packet's header, so it is
+//! keyed like any other; a later fragment, which has no ports, by its
+//! protocol's number, as the trace keys it.
+//!
 //! What the log cannot vouch for is listed as unavailable, never guessed:
-//! no log, drops it could not identify, drops past its bound, a log that
-//! filled and was never closed (the process was killed).
+//! no log, drops it could not identify (`unidentified`: no IP header to
+//! name the packet by: bytes that are not IP, or cut short), drops past
+//! its bound, a log that filled and was never
+//! closed (the process was killed).
 //!
 //! It knows the drop log's text; it does not know the processes, the lab
 //! or the trace.
@@ -53,8 +61,8 @@ pub fn read(host: &str, who: &str, text: Option<&str>, v: &mut Verdicts) {
     }
     if unidentified > 0 {
         v.unavailable.push(format!(
-            "{host}: {unidentified} drops by {who} of packets it no longer held are not \
-             identified ({})",
+            "{host}: {unidentified} drops by {who} are not identified: no IP header to \
+             name the packet by ({})",
             reasons.join(", ")
         ));
     }
@@ -115,7 +123,7 @@ mod tests {
         let text = "start\n\
             drop tun:gw0 table_full tcp 203.0.113.9 10.30.255.253 4242 40001:8080\n\
             drop tunnel unknown_peer udp 10.30.7.7 10.18.0.1 1 8000:80\n\
-            unidentified query_failed\n\
+            unidentified malformed\n\
             full\n\
             end overflow 3\n\
             start\n\
@@ -139,7 +147,7 @@ mod tests {
         assert_eq!(
             v.unavailable,
             [
-                "gw: 1 drops by the gateway of packets it no longer held are not identified (query_failed)",
+                "gw: 1 drops by the gateway are not identified: no IP header to name the packet by (malformed)",
                 "gw: 3 drops by the gateway past its drop log's bound are not recorded",
                 "gw: the gateway ended without closing its full drop log: later drops not counted",
             ]

@@ -31,6 +31,7 @@ pub struct NetManagerArgs {
     pub coords: Coords,
     pub instances: Vec<Instance>,
     pub cache_ttl_ms: Option<u64>,
+    pub frag_timeout_ms: Option<u64>,
     /// The nodes whose tunnel datagrams it accepts from the start.
     pub peers: Vec<IpAddr>,
 }
@@ -70,6 +71,9 @@ impl NetManagerArgs {
         }
         if let Some(t) = self.cache_ttl_ms {
             v.extend(["--cache-ttl-ms".into(), t.to_string()]);
+        }
+        if let Some(t) = self.frag_timeout_ms {
+            v.extend(["--frag-timeout-ms".into(), t.to_string()]);
         }
         for p in &self.peers {
             v.extend(["--peer".into(), p.to_string()]);

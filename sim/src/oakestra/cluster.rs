@@ -129,6 +129,7 @@ fn plan_nodes(sc: &Scenario) -> Result<Plan, Invalid> {
                     subnet6: Ipv6Addr::new(0xfd18, 0, 0, k as u16, 0, 0, 0, 0),
                     v6: any_v6,
                     cache_ttl_ms: c.cache_ttl_ms,
+                    frag_timeout_ms: c.frag_timeout_ms,
                 },
             );
             k += 1;
@@ -417,6 +418,7 @@ fn node_host(name: &str, n: &NodePlan, plan: &Plan) -> Host {
                 coords: n.coords,
                 instances: locals,
                 cache_ttl_ms: n.cache_ttl_ms,
+                frag_timeout_ms: n.frag_timeout_ms,
                 // Every other worker node, of any cluster (the gateway
                 // node among them): any may have resolved an instance
                 // here and send its flows without this node knowing.

@@ -102,9 +102,19 @@ pub fn expand(sc: &Scenario) -> Result<Expanded, Vec<Invalid>> {
     Ok(Expanded { lab, plan })
 }
 
-/// Each node's `txqueuelen`, checked, given to its TUNs.
+/// Each cluster's `frag_timeout_ms` checked; each node's `txqueuelen`,
+/// checked, given to its TUNs.
 fn tun_queues(sc: &Scenario, lab: &mut Lab, found: &mut Vec<Invalid>) {
     for (c, cl) in sc.clusters.iter().enumerate() {
+        if cl
+            .frag_timeout_ms
+            .is_some_and(|t| !(1..=60_000).contains(&t))
+        {
+            found.gather(bad(
+                format!("clusters[{c}].frag_timeout_ms"),
+                "give a fragment timeout of 1 to 60000 ms",
+            ));
+        }
         for (n, node) in cl.nodes.iter().enumerate() {
             let Some(q) = node.txqueuelen else { continue };
             if !(1..=100_000).contains(&q) {

@@ -30,6 +30,7 @@ pub struct NodePlan {
     pub subnet6: Ipv6Addr,
     pub v6: bool,
     pub cache_ttl_ms: Option<u64>,
+    pub frag_timeout_ms: Option<u64>,
 }
 
 impl NodePlan {

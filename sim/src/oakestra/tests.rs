@@ -404,6 +404,33 @@ fn a_gateway_with_no_room_for_flows_is_refused() {
 }
 
 #[test]
+fn a_fragment_timeout_out_of_range_is_refused_and_one_in_range_is_passed_on() {
+    let with = |t: &str| {
+        FAULTS
+            .replace(
+                "  - name: c1\n",
+                &format!("  - name: c1\n    frag_timeout_ms: {t}\n"),
+            )
+            .replace(", STEP", "")
+    };
+    for bad in ["0", "60001"] {
+        let e = err(&with(bad));
+        assert_eq!(places(&e), [("clusters[0].frag_timeout_ms", 4)], "{e}");
+        assert!(e.errors()[0].message.contains("1 to 60000"), "{e}");
+    }
+    let x = parse(Path::new("s.yaml"), "s", &with("250")).unwrap();
+    let nm = x.lab.hosts["n1"]
+        .processes
+        .iter()
+        .find_map(|p| p.netmanager.as_ref())
+        .unwrap();
+    assert_eq!(nm.frag_timeout_ms, Some(250));
+    let argv = nm.argv("netmanager", Path::new("/c"), Path::new("/k"));
+    let at = argv.iter().position(|a| a == "--frag-timeout-ms").unwrap();
+    assert_eq!(argv[at + 1], "250");
+}
+
+#[test]
 fn link_faults_name_interfaces_of_the_lab() {
     let ok = OK.replace(
         "to: 10.0.0.2}",

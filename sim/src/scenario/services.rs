@@ -27,6 +27,11 @@ pub struct Cluster {
     /// but a service is never queried twice while a query is in flight.
     #[serde(default)]
     pub cache_ttl_ms: Option<u64>,
+    /// How long after its first fragment a datagram may take to become
+    /// whole at this cluster's net managers before its fragments are
+    /// dropped (`frag_timeout`), 1 to 60000; default 30000.
+    #[serde(default)]
+    pub frag_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,6 +57,10 @@ pub struct Cli {
     /// How long a TCP flow stays after RST, or FIN both ways.
     #[arg(long, value_name = "MS")]
     pub tcp_closing_ms: Option<u64>,
+    /// How long after its first fragment a datagram may take to become
+    /// whole before its fragments are dropped (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub frag_timeout_ms: Option<u64>,
     /// The unix stream socket to listen on (`counters`, `flows`,
     /// `exposures`, `expose`, `unexpose`).
     #[arg(long, value_name = "PATH")]
@@ -94,6 +98,9 @@ impl Cli {
         }
         if let Some(t) = self.udp_timeout_ms {
             c.udp_ms = Millis(t);
+        }
+        if let Some(t) = self.frag_timeout_ms {
+            c.fragments.timeout = Millis(t);
         }
         if let Some(t) = self.tcp_timeout_ms {
             c.tcp_established_ms = Millis(t);

@@ -11,7 +11,9 @@
 //! ([`hoplab::shell::batch`]).
 //!
 //! Each packet the core drops is written to the drop log beside the
-//! counters ([`hoplab::shell::droplog`]).
+//! counters ([`hoplab::shell::droplog`]): the packet just read, or a
+//! fragment the core held (discarded with its datagram, timed out or
+//! overlapped), named by the quote the core keeps of it.
 //!
 //! One current-thread runtime; one task owns the core. Neither the
 //! firewall's work nor the control socket's connections run on it:
@@ -215,6 +217,7 @@ async fn run(
                 if n > 0 {
                     trace!(expired = n, "flows expired");
                 }
+                log_held(core, drops);
             }
         }
     };
@@ -250,6 +253,16 @@ impl Errors {
     }
 }
 
+/// Records in the drop log the packets the core held and dropped (the
+/// fragments of a datagram it discarded), by their quotes; all were read
+/// from the TUN.
+fn log_held(core: &mut GatewayCore, drops: &mut DropLog) {
+    for h in core.take_dropped() {
+        trace!(why = %h.reason, "dropped a held fragment");
+        drops.packet(Via::Tun, &h.quote, h.reason);
+    }
+}
+
 /// One TUN read through the core: a packet or a TCP super-packet
 /// rewritten once and written back whole; a split UDP super-packet packet
 /// by packet, written back coalesced.
@@ -267,6 +280,7 @@ fn packets(
             Verdict::Drop(why) => {
                 trace!(%why, "dropped");
                 drops.packet(Via::Tun, read.packet_mut(), why);
+                log_held(core, drops);
                 Ok(())
             }
             Verdict::Held => Ok(()),
@@ -282,6 +296,7 @@ fn packets(
                     Verdict::Drop(why) => {
                         trace!(%why, "dropped");
                         drops.packet(Via::Tun, batch.packet_mut(i), why);
+                        log_held(core, drops);
                     }
                     Verdict::Held => {}
                     Verdict::Fragments => {

@@ -46,6 +46,10 @@ pub struct Cli {
     /// How long a query may stay unanswered.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub query_timeout_ms: u64,
+    /// How long after its first fragment a datagram may take to become
+    /// whole before its fragments are dropped.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub frag_timeout_ms: u64,
     /// A node whose tunnel datagrams are accepted from the start (its
     /// underlay address; repeat for each). The nodes of the instances the
     /// service manager describes are added as they come; datagrams from
@@ -86,6 +90,7 @@ impl Cli {
         cfg.peers = self.peers.clone();
         cfg.cache.ttl = Millis(self.cache_ttl_ms);
         cfg.cache.query_timeout = Millis(self.query_timeout_ms);
+        cfg.fragments.timeout = Millis(self.frag_timeout_ms);
         cfg
     }
 }

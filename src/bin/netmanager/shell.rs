@@ -658,6 +658,7 @@ impl<'a> Shell<'a> {
                     let _ = self.queries.send(Message::Resolve(ip));
                 }
                 Action::Drop(reason) => trace!(%reason, "dropped"),
+                Action::DropHeld(h) => trace!(reason = %h.reason, "dropped a held packet"),
             }
         }
     }
@@ -732,26 +733,33 @@ impl<'a> Shell<'a> {
     }
 }
 
-/// Records the drops among `actions` in the drop log: of `packet`, the
-/// packet just handled, if given; else (packets the core had queued, which
-/// the shell no longer holds) of the packet the ICMP error written just
-/// before a drop quotes, the core answering a queued packet before dropping
-/// it.
+/// Records the drops among `actions` in the drop log: an
+/// [`Action::Drop`] is of `packet`, the packet just handled (unidentified
+/// if there is none: the core never drops that way without one); an
+/// [`Action::DropHeld`] of a packet the core held, named by its quote, as
+/// read from the TUN or out of the tunnel.
 fn log_drops(log: &Mutex<DropLog>, packet: Option<(Via, &[u8])>, actions: &[Action]) {
-    if !actions.iter().any(|a| matches!(a, Action::Drop(_))) {
+    if !actions
+        .iter()
+        .any(|a| matches!(a, Action::Drop(_) | Action::DropHeld(_)))
+    {
         return;
     }
     let mut log = lock(log);
-    let mut icmp: Option<&[u8]> = None;
     for a in actions {
         match a {
-            Action::Drop(reason) => match (packet, icmp.take()) {
-                (Some((via, p)), _) => log.packet(via, p, reason),
-                (None, Some(e)) => log.quoted(Via::Tun, e, reason),
-                (None, None) => log.unidentified(reason),
+            Action::Drop(reason) => match packet {
+                Some((via, p)) => log.packet(via, p, reason),
+                None => log.unidentified(reason),
             },
-            Action::WriteTun(p) => icmp = Some(p),
-            _ => icmp = None,
+            Action::DropHeld(h) => {
+                let via = match h.from {
+                    None => Via::Tun,
+                    Some(_) => Via::Tunnel,
+                };
+                log.packet(via, &h.quote, h.reason);
+            }
+            _ => {}
         }
     }
 }

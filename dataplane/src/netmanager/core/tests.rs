@@ -462,7 +462,16 @@ fn failed_query_drops_and_answers_with_icmp_unreachable() {
         assert_eq!(out.len(), 4);
         for (i, pair) in out.chunks(2).enumerate() {
             let mut icmp = only_tun(&pair[..1]);
-            assert_eq!(pair[1], Action::Drop(DropReason::QueryFailed));
+            // The queued packet, which the shell no longer holds, is
+            // named by its quote.
+            assert_eq!(
+                pair[1],
+                Action::DropHeld(Box::new(Held {
+                    reason: DropReason::QueryFailed,
+                    from: None,
+                    quote: pkts[i][..if svc.is_ipv6() { 48 } else { 28 }].to_vec()
+                }))
+            );
             assert!(checksums_full(&icmp));
             let v = IpPacket::new_checked(&mut icmp).unwrap();
             assert_eq!(v.src(), svc);
@@ -489,9 +498,17 @@ fn query_timeout_fails_like_an_error() {
         &mut build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b""),
     );
     assert!(a.expire(Millis(4_999)).is_empty());
+    let p = build(ip(C_NS), svc, L4::Udp { sp: 1, dp: 2 }, b"");
     let out = a.expire(Millis(5_000));
     assert_eq!(out.len(), 2);
-    assert_eq!(out[1], Action::Drop(DropReason::QueryFailed));
+    assert_eq!(
+        out[1],
+        Action::DropHeld(Box::new(Held {
+            reason: DropReason::QueryFailed,
+            from: None,
+            quote: p[..28].to_vec()
+        }))
+    );
 }
 
 #[test]
@@ -605,12 +622,17 @@ fn same_client_port_to_two_services_on_one_instance_collides() {
         Millis(0),
         build(ip(C_NS), ip(RR), L4::Udp { sp: 5, dp: 53 }, b""),
     );
-    let out = send_resolved(
-        &mut a,
-        Millis(0),
-        build(ip(C_NS), i_ip(1), L4::Udp { sp: 5, dp: 53 }, b""),
+    let p = build(ip(C_NS), i_ip(1), L4::Udp { sp: 5, dp: 53 }, b"");
+    let out = send_resolved(&mut a, Millis(0), p.clone());
+    // Released from the query's queue: a held packet, named by its quote.
+    assert_eq!(
+        out,
+        vec![Action::DropHeld(Box::new(Held {
+            reason: DropReason::TupleCollision,
+            from: None,
+            quote: p.clone()
+        }))]
     );
-    assert_eq!(out, vec![Action::Drop(DropReason::TupleCollision)]);
     // A different protocol with the same ports is a different flow.
     let out = send_resolved(
         &mut a,

@@ -140,9 +140,20 @@ fn incomplete_datagrams_time_out_through_expire_and_overlaps_are_counted() {
     let due = a.config().fragments.timeout.saturating_add(Millis(100));
     assert_eq!(a.next_deadline(), Some(due));
     assert!(a.expire(Millis(due.0 - 1)).is_empty());
+    // One drop per fragment held, each named by its own header.
+    let held = |reason, f: &Vec<u8>| {
+        Action::DropHeld(Box::new(Held {
+            reason,
+            from: None,
+            quote: f[..28].to_vec(),
+        }))
+    };
     assert_eq!(
         a.expire(due),
-        vec![Action::Drop(DropReason::FragmentTimeout); 2]
+        vec![
+            held(DropReason::FragmentTimeout, &frags[0]),
+            held(DropReason::FragmentTimeout, &frags[1])
+        ]
     );
     assert_eq!(a.counters().drop_frag_timeout, 2);
     assert_eq!(a.next_deadline(), None);
@@ -155,7 +166,10 @@ fn incomplete_datagrams_time_out_through_expire_and_overlaps_are_counted() {
     testutil::fix_ipv4_header_checksum(&mut over);
     assert_eq!(
         a.on_tun_packet(Millis(200), &mut over),
-        vec![Action::Drop(DropReason::FragmentOverlap); 2]
+        vec![
+            held(DropReason::FragmentOverlap, &frags[0]),
+            Action::Drop(DropReason::FragmentOverlap)
+        ]
     );
     assert_eq!(a.on_tun_packet(Millis(200), &mut frags[2].clone()), vec![]);
     let c = a.counters();
@@ -191,7 +205,26 @@ fn fragments_from_unknown_peers_are_never_held() {
     for f in fragment(&outside, 1400, 0).unwrap() {
         out.extend(b.on_tunnel_datagram(Millis(0), ip(NODE_A), &mut f.clone()));
     }
-    assert_eq!(out, vec![Action::Drop(DropReason::NotServiceFlow)]);
+    // Dropped once whole: the fragment that made it whole is the drop's;
+    // the two held before it are named by their quotes, and the datagram
+    // counts once.
+    let frags = fragment(&outside, 1400, 0).unwrap();
+    let held = |f: &Vec<u8>| {
+        Action::DropHeld(Box::new(Held {
+            reason: DropReason::NotServiceFlow,
+            from: Some(ip(NODE_A)),
+            quote: f[..28].to_vec(),
+        }))
+    };
+    assert_eq!(
+        out,
+        vec![
+            Action::Drop(DropReason::NotServiceFlow),
+            held(&frags[0]),
+            held(&frags[1])
+        ]
+    );
+    assert_eq!(b.counters().drop_not_service_flow, 1);
 }
 
 proptest! {
@@ -200,7 +233,9 @@ proptest! {
     /// never a panic; each fragment is held or a counted drop; the
     /// datagram is made whole at most once (only if every piece came and
     /// none overlapped), and then leaves cut to the MTU; what expires is
-    /// counted; the table ends empty.
+    /// counted; the table ends empty. Every drop counted is one drop
+    /// action, and every fragment dropped after it was held is named by a
+    /// quote of its own header and first 8 bytes of data.
     #[test]
     fn any_fragments_give_a_whole_datagram_or_counted_drops(
         v6 in any::<bool>(),
@@ -217,6 +252,37 @@ proptest! {
         };
         let mut now = Millis(1);
         let mut sent = Vec::new();
+        let mut fed: Vec<Vec<u8>> = Vec::new();
+        let mut drop_actions = 0u64;
+        let drops0 = a.counters().drops_total();
+        // `fragment_in`: the actions of a fragment handed in, where a held
+        // drop of another reason than an overlap is a fragment of the
+        // datagram it made whole and that was dropped, which counts once,
+        // as the datagram.
+        let mut check = |acts: &[Action], fed: &[Vec<u8>], fragment_in: bool| -> Result<(), TestCaseError> {
+            let datagram_dropped = acts.iter().any(|x| matches!(x, Action::Drop(_)));
+            for x in acts {
+                match x {
+                    Action::Drop(_) => drop_actions += 1,
+                    Action::DropHeld(h) => {
+                        let piece = fragment_in && h.reason != DropReason::FragmentOverlap;
+                        if piece {
+                            prop_assert!(datagram_dropped, "{:?}", acts);
+                        } else {
+                            drop_actions += 1;
+                        }
+                        if piece || matches!(h.reason, DropReason::FragmentTimeout | DropReason::FragmentOverlap) {
+                            prop_assert!(
+                                fed.iter().any(|f| f.starts_with(&h.quote)),
+                                "{:?} quotes no fragment fed", h
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
         for (pick, what) in picks {
             let mut f = frags[pick.index(frags.len())].clone();
             if what == 7 && !v6 {
@@ -227,16 +293,25 @@ proptest! {
             }
             if what == 6 {
                 now = now.saturating_add(Millis(20_000));
-                for x in a.expire(now) {
-                    prop_assert_eq!(x, Action::Drop(DropReason::FragmentTimeout));
+                let out = a.expire(now);
+                for x in &out {
+                    prop_assert!(
+                        matches!(x, Action::DropHeld(h) if h.reason == DropReason::FragmentTimeout),
+                        "{:?}", x
+                    );
                 }
+                check(&out, &fed, false)?;
             }
+            fed.push(f.clone());
             let c0 = a.counters().clone();
             let mut out = a.on_tun_packet(now, &mut f);
             let c = a.counters().clone();
+            check(&out, &fed, true)?;
             if let Some(&Action::Query(q)) = out.iter().find(|x| matches!(x, Action::Query(_))) {
                 // The resolution went stale meanwhile: answered at once.
-                out.extend(a.on_resolution(now, q, Ok(resolution(&q.to_string()))));
+                let res = a.on_resolution(now, q, Ok(resolution(&q.to_string())));
+                check(&res, &fed, false)?;
+                out.extend(res);
             }
             prop_assert_eq!(c.frag_in, c0.frag_in + 1);
             let held = c.frag_held - c0.frag_held;
@@ -255,7 +330,9 @@ proptest! {
                 prop_assert!(p.len() <= a.config().mtu);
             }
         }
-        a.expire(Millis::MAX);
+        let out = a.expire(Millis::MAX);
+        check(&out, &fed, false)?;
+        prop_assert_eq!(drop_actions, a.counters().drops_total() - drops0);
         prop_assert!(a.fragments().is_empty());
         prop_assert_eq!(a.fragments().bytes(), 0);
     }
