@@ -57,7 +57,8 @@ const MAX_OPEN: usize = 16;
 
 /// What a packet keeps on every hop: the IPv4 identification (IPv6 flow
 /// label), TCP sequence and acknowledgement numbers and flags, the ICMP
-/// type, code and echo sequence, and the payload.
+/// type, code and echo sequence, and the payload (an ICMP error's: what
+/// NAT leaves of its quote, [`quote_identity`]).
 fn identity(s: &Summary) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.src.is_ipv4().hash(&mut h);
@@ -71,8 +72,42 @@ fn identity(s: &Summary) -> u64 {
         L4::Icmp { ty, code, rest, .. } => (1u8, ty, code, rest[2], rest[3]).hash(&mut h),
         L4::Other { proto } => (255u8, proto).hash(&mut h),
     }
-    s.payload.hash(&mut h);
+    match s.quoted_ports() {
+        Some((proto, _, _)) => quote_identity(s.src.is_ipv4(), proto, &s.payload, &mut h),
+        None => s.payload.hash(&mut h),
+    }
     h.finish()
+}
+
+/// What an ICMP error keeps of its quote on every hop: NAT on the way
+/// (the kernel's, the gateway's translation) rewrites the quoted packet's
+/// addresses, ports (an echo's identifier) and checksums as it rewrites
+/// the error's own header, and nothing else of it. So the quoted IP header
+/// without addresses, TTL and checksum, its transport header without
+/// ports and checksum, and the bytes after it.
+fn quote_identity(v4: bool, proto: u8, q: &[u8], h: &mut impl Hasher) {
+    let part = |a: usize, b: usize| q.get(a.min(q.len())..b.min(q.len())).unwrap_or(&[]);
+    let l4 = if v4 {
+        let ihl = usize::from(q.first().map_or(0, |b| b & 0x0f)) * 4;
+        (part(0, 8), q.get(9), part(20, ihl)).hash(h);
+        ihl
+    } else {
+        part(0, 7).hash(h);
+        40
+    };
+    // The ranges of the transport header NAT rewrites.
+    let skip: &[(usize, usize)] = match proto {
+        6 => &[(0, 4), (16, 18)],
+        17 => &[(0, 4), (6, 8)],
+        1 | 58 => &[(2, 6)],
+        _ => &[],
+    };
+    let mut at = l4;
+    for &(a, b) in skip {
+        part(at, l4 + a).hash(h);
+        at = l4 + b;
+    }
+    part(at, q.len()).hash(h);
 }
 
 /// Must frame `a` come before frame `b` on one packet's path (same TTL)?
@@ -142,4 +177,56 @@ fn path_order(lab: &LabView, seen: &[Seen], chain: &mut Vec<usize>) {
         }
     }
     *chain = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ICMP port unreachable quoting a UDP datagram, as its sender
+    /// wrote it (`quoted` addresses and ports) with quote IP ID `id`.
+    fn error(src: [u8; 4], dst: [u8; 4], quoted: ([u8; 4], u16, [u8; 4], u16), id: u16) -> Summary {
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ipv4(quoted.0, quoted.2, 63)
+            .udp(quoted.1, quoted.3)
+            .write(&mut inner, b"hello")
+            .unwrap();
+        inner[4..6].copy_from_slice(&id.to_be_bytes());
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4(src, dst, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut v, &inner)
+            .unwrap();
+        hoplab_dataplane::wire::parse_ip(&v).unwrap()
+    }
+
+    /// The same error before and after a NAT that rewrote its header and
+    /// its quote's addresses, ports and checksums is one packet; an error
+    /// about another datagram is not.
+    #[test]
+    fn an_icmp_error_keeps_its_identity_across_nat() {
+        let at_service = error(
+            [10, 30, 30, 30],
+            [10, 30, 255, 253],
+            ([10, 30, 255, 253], 40000, [10, 30, 30, 30], 53),
+            7,
+        );
+        let at_client = error(
+            [10, 30, 255, 253],
+            [93, 6, 1, 78],
+            ([93, 6, 1, 78], 40000, [24, 0, 5, 8], 5353),
+            7,
+        );
+        assert_ne!(at_service.payload, at_client.payload);
+        assert_eq!(identity(&at_service), identity(&at_client));
+        let other = error(
+            [10, 30, 30, 30],
+            [10, 30, 255, 253],
+            ([10, 30, 255, 253], 40000, [10, 30, 30, 30], 53),
+            8,
+        );
+        assert_ne!(identity(&at_service), identity(&other));
+    }
 }
