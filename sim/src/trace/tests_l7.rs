@@ -541,16 +541,10 @@ fn the_diff_names_changed_l7_summaries_and_legs() {
     );
 }
 
-/// Many requests, each through the proxy on its own two connections:
-/// every flow gets its own leg and nothing is left over. The count is
-/// `HOPLAB_L7_REQUESTS` (default 200); the time to build the trace is
-/// printed (`--nocapture`), for measuring with a large count in release.
-#[test]
-fn many_requests_through_a_proxy_each_get_their_own_leg() {
-    let n: u16 = std::env::var("HOPLAB_L7_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+/// `n` steps (`get0`, ...), each an HTTP request from the client through
+/// the proxy, whose second leg goes on the wire `leg2(i)`: the lab and the
+/// frames, in time order.
+fn proxied(n: u16, leg2: impl Fn(u16) -> Wire) -> (LabView, Vec<Captured>) {
     let mut lab = lab();
     let step = lab.steps[0].clone();
     lab.steps = (0..n)
@@ -562,27 +556,39 @@ fn many_requests_through_a_proxy_each_get_their_own_leg() {
         .collect();
     let mut frames = Vec::new();
     for i in 0..n {
-        let req =
-            format!("GET /{i} HTTP/1.1\r\nHost: app.example\r\nX-Request-Id: hoplab-0-{i}\r\n\r\n");
-        let res =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Request-Id: hoplab-0-{i}\r\n\r\n");
+        let id = format!("X-Request-Id: hoplab-0-{i}\r\n\r\n");
+        let req = format!("GET /{i} HTTP/1.1\r\nHost: app.example\r\n{id}");
+        let res = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{id}");
         let msgs = [(true, req.into_bytes()), (false, res.into_bytes())];
         let a = Wire {
             client: ([10, 0, 1, 2], 40000 + i),
             server: ([10, 0, 1, 1], 80),
             at: ("client/eth0", "lb/eth0"),
         };
-        let b = Wire {
-            client: ([10, 0, 2, 1], 20000 + i),
-            server: ([10, 0, 2, 10], 8080),
-            at: ("lb/eth1", "server/eth0"),
-        };
         let mut t1 = 1_000_000_000 + u64::from(i) * 10_000_000;
         let mut t2 = t1 + 350_000;
         frames.extend(connection(&a, &msgs, &mut t1));
-        frames.extend(connection(&b, &msgs, &mut t2));
+        frames.extend(connection(&leg2(i), &msgs, &mut t2));
     }
     frames.sort_by_key(|f| f.ts_ns);
+    (lab, frames)
+}
+
+/// Many requests, each through the proxy on its own two connections:
+/// every flow gets its own leg and nothing is left over. The count is
+/// `HOPLAB_L7_REQUESTS` (default 200); the time to build the trace is
+/// printed (`--nocapture`), for measuring with a large count in release.
+#[test]
+fn many_requests_through_a_proxy_each_get_their_own_leg() {
+    let n: u16 = std::env::var("HOPLAB_L7_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (lab, frames) = proxied(n, |i| Wire {
+        client: ([10, 0, 2, 1], 20000 + i),
+        server: ([10, 0, 2, 10], 8080),
+        at: ("lb/eth1", "server/eth0"),
+    });
     let start = std::time::Instant::now();
     let t = build(&lab, &frames, &[]);
     eprintln!(
@@ -607,38 +613,12 @@ fn many_requests_through_a_proxy_each_get_their_own_leg() {
 /// every packet of it, whatever order the trace reads them in.
 #[test]
 fn one_source_port_towards_two_servers_is_two_ephemeral_endpoints() {
-    let mut lab = lab();
-    let step = lab.steps[0].clone();
-    lab.steps = (0..2)
-        .map(|i| Step {
-            name: format!("get{i}"),
-            port: 40000 + i,
-            ..step.clone()
-        })
-        .collect();
-    let mut frames = Vec::new();
-    for i in 0..2u16 {
-        let id = format!("X-Request-Id: hoplab-0-{i}\r\n\r\n");
-        let req = format!("GET / HTTP/1.1\r\nHost: app.example\r\n{id}");
-        let res = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{id}");
-        let msgs = [(true, req.into_bytes()), (false, res.into_bytes())];
-        let a = Wire {
-            client: ([10, 0, 1, 2], 40000 + i),
-            server: ([10, 0, 1, 1], 80),
-            at: ("client/eth0", "lb/eth0"),
-        };
-        // The same source port, another server port.
-        let b = Wire {
-            client: ([10, 0, 2, 1], 43754),
-            server: ([10, 0, 2, 10], 8080 + i),
-            at: ("lb/eth1", "server/eth0"),
-        };
-        let mut t1 = 1_000_000_000 + u64::from(i) * 10_000_000;
-        let mut t2 = t1 + 350_000;
-        frames.extend(connection(&a, &msgs, &mut t1));
-        frames.extend(connection(&b, &msgs, &mut t2));
-    }
-    frames.sort_by_key(|f| f.ts_ns);
+    // The same source port, another server port.
+    let (lab, frames) = proxied(2, |i| Wire {
+        client: ([10, 0, 2, 1], 43754),
+        server: ([10, 0, 2, 10], 8080 + i),
+        at: ("lb/eth1", "server/eth0"),
+    });
     let t = build(&lab, &frames, &[]);
     assert!(t.other.is_empty(), "{} packets of no flow", t.other.len());
     for (i, f) in t.flows.iter().enumerate() {
