@@ -4,7 +4,7 @@
 //! ([`super::legs`]), rendered ([`super::render`]), and a comment per
 //! frame for the pcapng. It knows the lab only as a [`LabView`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 
 use hoplab_dataplane::wire::L4;
@@ -228,19 +228,32 @@ fn ports(h: &Seen) -> Option<Ports> {
     }
 }
 
-/// The connections of the steps' paths: each hop's addresses and ports
-/// → the step and whether the path came from the client, or `None` when
-/// paths of two steps were seen with them.
+/// The connections of the steps' paths, as far as the paths of no step
+/// ask for them: each hop's addresses and ports that a path of no step
+/// was seen with (either way) → the step and whether the path came from
+/// the client, or `None` when paths of two steps were seen with them.
+/// Its size follows the paths of no step, not the capture.
 struct Conns(HashMap<Ports, Option<(usize, bool)>>);
 
 impl Conns {
     fn of(found: &[Found]) -> Conns {
+        let wanted: HashSet<Ports> = (found.iter())
+            .filter(|(_, step)| step.is_none())
+            .flat_map(|(hops, _)| hops.iter().filter_map(|h| ports(h)))
+            .flat_map(|(s, sp, d, dp, tcp)| [(s, sp, d, dp, tcp), (d, dp, s, sp, tcp)])
+            .collect();
         let mut m: HashMap<Ports, Option<(usize, bool)>> = HashMap::new();
+        if wanted.is_empty() {
+            return Conns(m);
+        }
         for (hops, step) in found {
             let Some((k, from_client)) = *step else {
                 continue;
             };
             for t in hops.iter().filter_map(|h| ports(h)) {
+                if !wanted.contains(&t) {
+                    continue;
+                }
                 let e = m.entry(t).or_insert(Some((k, from_client)));
                 if e.is_some_and(|(k0, _)| k0 != k) {
                     *e = None;
