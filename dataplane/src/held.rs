@@ -35,29 +35,35 @@ pub struct Held<R> {
 pub fn quote(packet: &[u8]) -> Vec<u8> {
     let headers = match packet.first().map(|b| b >> 4) {
         Some(4) => usize::from(packet[0] & 0x0f) * 4,
-        Some(6) => v6_headers(packet),
+        Some(6) => v6_transport(packet).1,
         _ => 40,
     };
     packet[..packet.len().min(headers + L4_QUOTED)].to_vec()
 }
 
-/// The length of an IPv6 packet's headers: the fixed header and the
-/// extension headers up to the transport, the fragment header included.
-fn v6_headers(p: &[u8]) -> usize {
-    let (mut nh, mut off) = (p.get(6).copied().unwrap_or(59), 40);
+/// An IPv6 packet's transport protocol (the next header after the
+/// hop-by-hop, routing, destination options and fragment headers), where
+/// its header starts, and whether the packet is a fragment after the
+/// first (whose data does not start with the transport header). The one
+/// walk of extension headers for naming a packet (the drop log's identity,
+/// a quote's length); [`crate::fragments`] validates its own.
+pub fn v6_transport(ip: &[u8]) -> (u8, usize, bool) {
+    let (mut nh, mut off) = (ip.get(6).copied().unwrap_or(59), 40);
     for _ in 0..MAX_EXTENSIONS {
-        match nh {
-            0 | 43 | 60 => match (p.get(off), p.get(off + 1)) {
-                (Some(&next), Some(&len)) => {
-                    (nh, off) = (next, off + (usize::from(len) + 1) * 8);
-                }
-                _ => break,
-            },
-            44 => return off + 8,
+        match (nh, ip.get(off), ip.get(off + 1)) {
+            (0 | 43 | 60, Some(&next), Some(&len)) => {
+                (nh, off) = (next, off + (usize::from(len) + 1) * 8);
+            }
+            (44, Some(&next), Some(_)) => {
+                let later = ip
+                    .get(off + 2..off + 4)
+                    .is_some_and(|w| u16::from_be_bytes([w[0], w[1]]) & 0xfff8 != 0);
+                return (next, off + 8, later);
+            }
             _ => break,
         }
     }
-    off
+    (nh, off, false)
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use hoplab_dataplane::held::v6_transport;
 use tracing::warn;
 
 /// Records per process, at most.
@@ -140,32 +141,6 @@ impl Display for Identity {
             None => f.write_str("-"),
         }
     }
-}
-
-/// IPv6 extension headers walked to the transport, at most.
-const MAX_EXTENSIONS: usize = 8;
-
-/// An IPv6 packet's transport protocol (the next header after the
-/// hop-by-hop, routing, destination options and fragment headers), where
-/// its header starts, and whether the packet is a fragment after the
-/// first (whose data does not start with the transport header).
-fn v6_transport(ip: &[u8]) -> (u8, usize, bool) {
-    let (mut nh, mut off) = (ip[6], 40);
-    for _ in 0..MAX_EXTENSIONS {
-        match (nh, ip.get(off), ip.get(off + 1)) {
-            (0 | 43 | 60, Some(&next), Some(&len)) => {
-                (nh, off) = (next, off + (usize::from(len) + 1) * 8);
-            }
-            (44, Some(&next), Some(_)) => {
-                let later = ip
-                    .get(off + 2..off + 4)
-                    .is_some_and(|w| u16::from_be_bytes([w[0], w[1]]) & 0xfff8 != 0);
-                return (next, off + 8, later);
-            }
-            _ => break,
-        }
-    }
-    (nh, off, false)
 }
 
 /// An ICMP echo's identifier, twice, if the message type is one of `echo`.
