@@ -563,8 +563,8 @@ fn fold_annotate(
     let into = fold::fold((frames, acks), &hops, &rendered);
     let mut kept = Vec::new();
     for (n, (hops_n, reply, at, p)) in items.into_iter().enumerate() {
-        if let Some(q) = into[n] {
-            fold::comment(comments, flow, hops_n, hops[q]);
+        if let Some(f) = into[n] {
+            fold::comment(comments, (flow, f.rule), hops_n, hops[f.into]);
             continue;
         }
         let (mut p, mut note) = finish(p, at);
@@ -634,8 +634,8 @@ fn load_packets(
     let rendered: Vec<&Packet> = kept.iter().map(|(.., p)| p).collect();
     let into = fold::fold((frames, acks), &hops, &rendered);
     for (k, (n, flow, p)) in kept.into_iter().enumerate() {
-        if let Some(q) = into[k] {
-            fold::comment(comments, &flow, hops[k], hops[q]);
+        if let Some(f) = into[k] {
+            fold::comment(comments, (&flow, f.rule), hops[k], hops[f.into]);
             continue;
         }
         let (p, note) = finish(p, At::Step(i, n));

@@ -56,6 +56,14 @@
 //! 5. P and Q took the same path (the same hops, `host/ifname dir`, in
 //!    the same order) and ended alike.
 //!
+//! **E. A duplicate ACK that answers a folded pure ACK come late.** When
+//! a pure ACK P that rule B folded into Q reached its receiver after Q
+//! did (two CPUs' queues can swap them on a loaded machine), Q had
+//! already moved the receiver past P's sequence number, and the receiver
+//! answers the stale P with a duplicate ACK. The first packet it sent
+//! once P had arrived is folded, as in rules C and D (and a reset that
+//! answers it, as in D), into the packet of its direction before it.
+//!
 //! A folded packet is left out of the trace's packets (and so of the
 //! snapshot and the reports); every one of its frames stays in the
 //! capture, with a comment naming the frame it was folded into. The
@@ -70,6 +78,28 @@ use hoplab_dataplane::wire::{tcp_flags, L4};
 use super::decode::Seen;
 use super::{End, Packet};
 use crate::capture::Captured;
+
+/// Which rule folded a packet: what its frames' comments say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rule {
+    /// B: a pure ACK the next segment of its direction repeats.
+    PureAck,
+    /// A: a resend of a segment its receiver had.
+    Resend,
+    /// C: a duplicate ACK answering a folded resend.
+    DupOfResend,
+    /// E: a duplicate ACK answering a folded pure ACK that came late.
+    DupOfLateAck,
+    /// D: a reset answering such a duplicate ACK.
+    Reset,
+}
+
+/// A folded packet: the kept packet it is folded into, and by which rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Folded {
+    pub(super) into: usize,
+    pub(super) rule: Rule,
+}
 
 /// A direction of a TCP connection: the sending socket's host, source and
 /// destination (as on its first hop).
@@ -245,16 +275,21 @@ impl Acks {
 }
 
 /// For each packet (`paths[i]` rendered as `packets[i]`, in trace order),
-/// the index of the packet it is folded into, or `None` if it is kept.
-/// A folded packet always names a kept one.
+/// the packet it is folded into and by which rule, or `None` if it is
+/// kept. A folded packet always names a kept one.
 pub(super) fn fold(
     (frames, acks): (&[Captured], &Acks),
     paths: &[&[&Seen]],
     packets: &[&Packet],
-) -> Vec<Option<usize>> {
+) -> Vec<Option<Folded>> {
     let segs: Vec<Option<Seg>> = paths.iter().map(|h| seg(frames, h)).collect();
     let mut into = resends(&segs, acks, paths, packets);
-    caused_by_resends(&segs, paths, packets, &mut into);
+    let answers = Answers::of(&segs, paths);
+    // Rules C and D: what the resends drew.
+    let resent: Vec<usize> = (0..segs.len()).filter(|&i| into[i].is_some()).collect();
+    for r in resent {
+        answers.fold_duplicates(r, Rule::DupOfResend, &segs, packets, &mut into);
+    }
     // Rule B, 1 to 3: P and the segment of its direction before it.
     let mut candidate = vec![false; segs.len()];
     let mut before: HashMap<&Key, &Seg> = HashMap::new();
@@ -274,6 +309,7 @@ pub(super) fn fold(
     }
     // Rule B, 4 and 5: against the next kept segment of the direction.
     let mut next: HashMap<&Key, usize> = HashMap::new();
+    let mut late = Vec::new();
     for i in (0..segs.len()).rev() {
         let Some(p) = segs[i].as_ref().filter(|_| into[i].is_none()) else {
             continue;
@@ -283,91 +319,140 @@ pub(super) fn fold(
             let qs = segs[q].as_ref().expect("a kept segment");
             qs.seq == p.seq && at_or_after(qs.ack, p.ack) && same_path(packets[i], packets[q])
         });
-        if candidate[i] && repeated {
-            into[i] = q;
-        } else {
-            next.insert(&p.key, i);
+        match q {
+            Some(q) if candidate[i] && repeated => {
+                into[i] = Some(Folded {
+                    into: q,
+                    rule: Rule::PureAck,
+                });
+                if answers.arrived(i) > answers.arrived(q) {
+                    late.push(i);
+                }
+            }
+            _ => {
+                next.insert(&p.key, i);
+            }
         }
     }
-    // A duplicate ACK folded into a pure ACK that rule B folded further:
-    // name the kept one.
+    // Rule E: what the folded pure ACKs that came late drew, in trace
+    // order.
+    for &p in late.iter().rev() {
+        answers.fold_duplicates(p, Rule::DupOfLateAck, &segs, packets, &mut into);
+    }
+    // A packet folded into one folded further: name the kept one.
     for i in 0..into.len() {
-        let mut q = into[i];
+        let Some(mut f) = into[i] else { continue };
         let mut hops = 0;
-        while let Some(k) = q.and_then(|k| into[k]) {
-            q = Some(k);
+        while let Some(k) = into[f.into] {
+            f.into = k.into;
             hops += 1;
             if hops > into.len() {
                 break;
             }
         }
-        into[i] = q;
+        into[i] = Some(f);
     }
     into
 }
 
-/// Rules C and D: what a resend folded by rule A made its receiver send
-/// (a duplicate ACK, acknowledging nothing its direction had not), and
-/// what that duplicate made the resend's sender send when it found the
-/// connection closed (a reset), each folded into the packet of its
-/// direction before it.
-fn caused_by_resends(
-    segs: &[Option<Seg>],
-    paths: &[&[&Seen]],
-    packets: &[&Packet],
-    into: &mut [Option<usize>],
-) {
-    // Each direction's packets, in list order.
-    let mut of: HashMap<&Key, Vec<usize>> = HashMap::new();
-    for (i, s) in segs.iter().enumerate() {
-        if let Some(s) = s {
-            of.entry(&s.key).or_default().push(i);
+/// Each direction's packets in list order, and when each packet was first
+/// and last seen: who answered what.
+struct Answers<'a> {
+    of: HashMap<&'a Key, Vec<usize>>,
+    first: Vec<u64>,
+    last: Vec<u64>,
+}
+
+impl<'a> Answers<'a> {
+    fn of(segs: &'a [Option<Seg>], paths: &[&[&Seen]]) -> Answers<'a> {
+        let mut of: HashMap<&Key, Vec<usize>> = HashMap::new();
+        for (i, s) in segs.iter().enumerate() {
+            if let Some(s) = s {
+                of.entry(&s.key).or_default().push(i);
+            }
+        }
+        let ts = |f: Option<&&Seen>| f.map_or(0, |f| f.ts_ns);
+        Answers {
+            of,
+            first: paths.iter().map(|p| ts(p.first())).collect(),
+            last: paths.iter().map(|p| ts(p.last())).collect(),
         }
     }
-    let first_ts = |i: usize| paths[i].first().map_or(0, |f| f.ts_ns);
-    let arrived = |i: usize| paths[i].last().map_or(0, |f| f.ts_ns);
-    // The first packet of direction `key` sent once `i` had arrived, and
-    // the one of its direction before it.
-    let answer = |key: &Key, i: usize| -> Option<(usize, usize)> {
-        let list = of.get(key)?;
-        let n = list.iter().position(|&j| first_ts(j) >= arrived(i))?;
-        Some((list[n], *list.get(n.checked_sub(1)?)?))
-    };
-    let resent: Vec<usize> = (0..segs.len()).filter(|&i| into[i].is_some()).collect();
-    for r in resent {
-        let Some(rs) = &segs[r] else { continue };
-        if !matches!(packets[r].end, End::Delivered { .. }) {
-            continue;
+
+    /// When packet `i` reached its last hop.
+    fn arrived(&self, i: usize) -> u64 {
+        self.last[i]
+    }
+
+    /// The first packet of direction `key` sent once `i` had arrived (with
+    /// `past_segments`, the first pure ACK, past segments that carry data,
+    /// SYN or FIN), and the one of its direction before it.
+    fn answer(
+        &self,
+        (key, i): (&Key, usize),
+        segs: &[Option<Seg>],
+        past_segments: bool,
+    ) -> Option<(usize, usize)> {
+        let list = self.of.get(key)?;
+        let mut n = list.iter().position(|&j| self.first[j] >= self.last[i])?;
+        let carries = |j: usize| segs[j].as_ref().is_some_and(|s| s.end_seq != s.seq);
+        if past_segments {
+            n += list[n..].iter().take_while(|&&j| carries(j)).count();
         }
-        // C: the receiver's duplicate ACK.
-        let Some((d, prev)) = answer(&rs.peer, r) else {
-            continue;
+        Some((*list.get(n)?, *list.get(n.checked_sub(1)?)?))
+    }
+
+    /// Rules C, D and E: the duplicate ACK that packet `r` (a folded
+    /// segment its receiver had no use for) drew from its receiver,
+    /// acknowledging nothing its direction had not, folded by `rule` into
+    /// the packet of its direction before it; and the reset that
+    /// duplicate met when the connection had closed, folded by rule D.
+    fn fold_duplicates(
+        &self,
+        r: usize,
+        rule: Rule,
+        segs: &[Option<Seg>],
+        packets: &[&Packet],
+        into: &mut [Option<Folded>],
+    ) {
+        let Some(rs) = &segs[r] else { return };
+        if !matches!(packets[r].end, End::Delivered { .. }) {
+            return;
+        }
+        // The receiver's socket may be busy sending when `r` arrives (a FIN
+        // of its own) and answer it only once that is sent.
+        let late_ack = rule == Rule::DupOfLateAck;
+        let Some((d, prev)) = self.answer((&rs.peer, r), segs, late_ack) else {
+            return;
         };
         let (Some(ds), Some(ps)) = (&segs[d], &segs[prev]) else {
-            continue;
+            return;
         };
         let dup = ds.pure_ack
             && ds.ack == ps.ack
             && ds.raw.is_some_and(|r| !r.sack_above && r.window != 0)
             && into[d].is_none();
         if !dup {
-            continue;
+            return;
         }
-        into[d] = Some(prev);
+        into[d] = Some(Folded { into: prev, rule });
         // D: the reset it met, from a connection already closed.
         if !matches!(packets[d].end, End::Delivered { .. }) {
-            continue;
+            return;
         }
-        let Some((x, before)) = answer(&ds.peer, d) else {
-            continue;
+        let Some((x, before)) = self.answer((&ds.peer, d), segs, false) else {
+            return;
         };
-        let Some(xs) = &segs[x] else { continue };
+        let Some(xs) = &segs[x] else { return };
         let reset = xs.flags & !tcp_flags::ACK == tcp_flags::RST
             && xs.end_seq == xs.seq
             && xs.seq == ds.ack
             && into[x].is_none();
         if reset {
-            into[x] = Some(before);
+            into[x] = Some(Folded {
+                into: before,
+                rule: Rule::Reset,
+            });
         }
     }
 }
@@ -379,7 +464,7 @@ fn resends(
     acks: &Acks,
     paths: &[&[&Seen]],
     packets: &[&Packet],
-) -> Vec<Option<usize>> {
+) -> Vec<Option<Folded>> {
     let mut into = vec![None; segs.len()];
     // (direction, seq, flags) -> the first copy seen.
     let mut first: HashMap<(&Key, u32, u8), usize> = HashMap::new();
@@ -400,7 +485,10 @@ fn resends(
                     && paths[f][0].s.payload == paths[i][0].s.payload
                     && same_path(packets[f], packets[i])
                 {
-                    into[i] = Some(f);
+                    into[i] = Some(Folded {
+                        into: f,
+                        rule: Rule::Resend,
+                    });
                 }
             }
             None => {
@@ -417,44 +505,36 @@ fn same_path(a: &Packet, b: &Packet) -> bool {
         && a.hops.iter().zip(&b.hops).all(|(x, y)| x.at == y.at)
 }
 
-/// The comment of each frame of a folded packet: the frame (1-based, as
-/// Wireshark numbers them) of the packet it was folded into at the same
-/// hop.
+/// The comment of each frame of a packet folded by `rule`: the frame
+/// (1-based, as Wireshark numbers them) of the packet it was folded into
+/// at the same hop.
 pub(super) fn comment(
     comments: &mut [Option<String>],
-    flow: &str,
+    (flow, rule): (&str, Rule),
     folded: &[&Seen],
     into: &[&Seen],
 ) {
-    let tcp = |h: &[&Seen]| match h.first().map(|f| &f.s.l4) {
-        Some(&L4::Tcp { seq, flags, .. }) => Some((seq, flags)),
-        _ => None,
-    };
-    let (f, q) = (tcp(folded), tcp(into));
-    let later = folded.first().map(|f| f.ts_ns) > into.first().map(|f| f.ts_ns);
-    let resend = matches!((f, q), (Some((a, _)), Some((b, _))) if a == b) && later;
-    let reset = f.is_some_and(|(_, fl)| fl & tcp_flags::RST != 0);
-    let dup = f.is_some_and(|(_, fl)| fl == tcp_flags::ACK) && later;
-    let (what, why) = if reset {
-        (
+    let (what, why) = match rule {
+        Rule::Reset => (
             "reset",
-            "it answers a duplicate ACK that answered a folded resend and found the connection closed",
-        )
-    } else if dup {
-        (
+            "it answers a duplicate ACK that answered a folded packet and found the connection closed",
+        ),
+        Rule::DupOfResend => (
             "duplicate ACK",
             "it answers a folded resend and acknowledges nothing new",
-        )
-    } else if resend {
-        (
+        ),
+        Rule::DupOfLateAck => (
+            "duplicate ACK",
+            "it answers a folded pure ACK that arrived after the segment repeating it and acknowledges nothing new",
+        ),
+        Rule::Resend => (
             "resend",
             "its receiver had the first copy and had not acknowledged it yet, or its acknowledgement was on its way",
-        )
-    } else {
-        (
+        ),
+        Rule::PureAck => (
             "pure ACK",
             "the next segment of its direction repeats its sequence and acknowledgement numbers",
-        )
+        ),
     };
     for (i, (f, q)) in folded.iter().zip(into).enumerate() {
         comments[f.frame] = Some(format!(

@@ -428,3 +428,48 @@ fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
     };
     assert_eq!(run(true), run(false));
 }
+
+/// The client's pure ACK and its FIN (the same numbers) swapped on their
+/// way (two CPUs' queues on a loaded machine): the server, past the FIN,
+/// answers the stale ACK with a duplicate ACK (the soak's
+/// `ext-to-svc-gateway-cluster-v6` flake), right away or, its socket busy
+/// sending its own FIN, after that. One trace, as when they kept their
+/// order; every frame of the duplicate names the frame it joined.
+#[test]
+fn a_duplicate_ack_answering_a_pure_ack_overtaken_by_its_fin_folds_away() {
+    use super::tests_order::capture as timed;
+    let lab = lab();
+    let run = |how: &str| {
+        let mut v = super::tests_order::timed_echo();
+        // When the client's ACK arrives, when the server sends its FIN,
+        // and when the duplicate ACK.
+        let (ack_at, fin, dup_at) = match how {
+            "in order" => (64, 67, None),
+            "swapped" => (68, 67, Some(69)),
+            "swapped, socket busy" => (68, 70, Some(71)),
+            _ => unreachable!("{how}"),
+        };
+        v.push((seg(true, "A", 1006, 5006, b""), 60, ack_at));
+        v.push((seg(true, "FA", 1006, 5006, b""), 61, 66));
+        v.push((seg(false, "FA", 5006, 1007, b""), fin, fin + 5));
+        if let Some(t) = dup_at {
+            v.push((seg(false, "A", 5007, 1007, b""), t, t + 5));
+        }
+        v.push((seg(true, "A", 1007, 5007, b""), 80, 85));
+        build_annotated(&lab, &timed(&v), &[])
+    };
+    let (plain, _) = run("in order");
+    for how in ["swapped", "swapped, socket busy"] {
+        let (t, comments) = run(how);
+        assert_eq!(plain.to_yaml(), t.to_yaml(), "{how}");
+        // Frames 17, 18 (0-based 16, 17): the duplicate ACK.
+        for i in [16, 17] {
+            let c = comments[i].as_deref().unwrap_or_default();
+            assert!(
+                c.contains("duplicate ACK") && c.contains("arrived after the segment repeating it"),
+                "{how}, frame {}: {c}",
+                i + 1
+            );
+        }
+    }
+}
