@@ -28,9 +28,10 @@
 //! * `wireshark-profile [--dir DIR]`: install the hoplab Wireshark
 //!   profile (wireshark/profile/: the tunnel decoded, interface, direction
 //!   and comment columns) as the `hoplab` configuration profile.
-//! * `soak [N] [--load T] [--max-secs S] [--scenario NAME]...`: the whole suite
-//!   N times (default 100) beside T spinning threads (default: one per
-//!   core); write reports/soak.md with the flakes per scenario.
+//! * `soak [N] [--load T] [--jobs J] [--max-secs S] [--scenario NAME]...`:
+//!   the whole suite N times (default 100), J runs at once (default 1),
+//!   beside T spinning threads (default: one per core); write
+//!   reports/soak.md with the flakes per scenario.
 //! * `clean`: remove target/scenarios.
 
 use std::path::{Path, PathBuf};
@@ -146,6 +147,9 @@ enum Cmd {
         /// The load stops by itself after this many seconds.
         #[arg(long, default_value_t = 6 * 3600)]
         max_secs: u64,
+        /// Runs at once within a round, each in its own sandbox.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        jobs: u16,
         /// Only these scenarios [default: every scenario of scenarios/].
         #[arg(long = "scenario", value_name = "SCENARIO")]
         names: Vec<String>,
@@ -419,11 +423,13 @@ fn real_main() -> Result<()> {
             rounds,
             load,
             max_secs,
+            jobs,
             names,
         } => soak::run(soak::Options {
             rounds,
             load,
             max_secs,
+            jobs: usize::from(jobs),
             names,
         }),
         Cmd::Clean => {

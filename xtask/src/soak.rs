@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -31,6 +31,8 @@ pub struct Options {
     pub load: Option<usize>,
     /// The load stops by itself after this long.
     pub max_secs: u64,
+    /// Runs at once within a round (each run is its own sandbox).
+    pub jobs: usize,
     /// Only these scenarios [default: all].
     pub names: Vec<String>,
 }
@@ -122,6 +124,40 @@ fn frozen_bins(dir: &Path) -> Result<std::path::PathBuf> {
     Ok(dir.join("hoplab"))
 }
 
+/// What one run said (what differed, if anything) and how long it took.
+type Outcome = (Option<String>, f64);
+
+/// Every scenario once, `jobs` at a time: for each (in `named`'s order)
+/// what differed, if anything, and how long its run took.
+fn one_round(
+    bin: &Path,
+    named: &[snapshot::Named],
+    out_root: &Path,
+    jobs: usize,
+) -> Result<Vec<Outcome>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Outcome>>>> =
+        Mutex::new((0..named.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(n) = named.get(i) else { break };
+                let t = Instant::now();
+                let r =
+                    once(bin, n, &out_root.join(&n.name)).map(|f| (f, t.elapsed().as_secs_f64()));
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.context("a soak worker ended early")?)
+        .collect()
+}
+
 pub fn run(o: Options) -> Result<()> {
     let out_root = crate::target_dir().join("soak");
     let bin = frozen_bins(&out_root.join("bin"))?;
@@ -147,13 +183,13 @@ pub fn run(o: Options) -> Result<()> {
     let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
     let result = (|| -> Result<()> {
         for round in 1..=o.rounds {
-            for n in &named {
-                let t = Instant::now();
-                let out = out_root.join(&n.name);
-                let flake = once(&bin, n, &out)?;
+            for (n, (flake, secs)) in named
+                .iter()
+                .zip(one_round(&bin, &named, &out_root, o.jobs)?)
+            {
                 let e = tally.entry(n.name.clone()).or_default();
                 e.runs += 1;
-                e.secs += t.elapsed().as_secs_f64();
+                e.secs += secs;
                 if let Some(what) = flake {
                     eprintln!("soak round {round}: {}: FLAKE: {what}", n.name);
                     e.flakes += 1;
@@ -161,6 +197,7 @@ pub fn run(o: Options) -> Result<()> {
                         e.examples.push(format!("round {round}: {what}"));
                     }
                     // Kept for a look: the run's folder, by round.
+                    let out = out_root.join(&n.name);
                     let keep = out_root.join(format!("{}.round-{round}", n.name));
                     let _ = std::fs::remove_dir_all(&keep);
                     let _ = std::fs::rename(&out, &keep);
@@ -202,6 +239,14 @@ fn report(
         let _ = writeln!(m, "(Written after round {done} of {}.)\n", o.rounds);
     }
     let only: String = o.names.iter().map(|n| format!(" --scenario {n}")).collect();
+    let (jobs, at_once) = if o.jobs > 1 {
+        (
+            format!(" --jobs {}", o.jobs),
+            format!(", {} runs at once, each in its own sandbox", o.jobs),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let beside = if load == 0 {
         format!(
             "no thread of the soak spins (`--load 0`): the load on the {cores} core{} is \
@@ -218,10 +263,10 @@ fn report(
     };
     let _ = writeln!(
         m,
-        "Written by `cargo xtask soak {}{only}`. Each round runs every shipped scenario once \
-         (debug build) and compares its trace with the reviewed snapshot; a flake is a run \
-         whose trace differs or that did not end as the snapshot says. Beside the runs, \
-         {beside}.\n",
+        "Written by `cargo xtask soak {}{jobs}{only}`. Each round runs every shipped scenario \
+         once (debug build{at_once}) and compares its trace with the reviewed snapshot; a flake \
+         is a run whose trace differs or that did not end as the snapshot says. Beside the \
+         runs, {beside}.\n",
         o.rounds,
     );
     let _ = writeln!(
