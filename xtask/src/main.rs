@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's build system.
 //!
-//! * `scenario [NAME...] [--accept] [--junit FILE] [-q|-v]`: run scenarios,
+//! * `scenario [NAME...] [--accept] [--release] [--junit FILE] [-q|-v]`: run scenarios,
 //!   compare each trace with its reviewed snapshot hop by hop (printed, and
 //!   a diff page and a pending snapshot for `cargo insta review` on a
 //!   difference), or accept the new traces; write target/scenarios/index.html.
@@ -16,12 +16,14 @@
 //!   requests/s and p50/p99 latency through HAProxy (HTTP, TLS edge, TLS
 //!   re-encrypt) beside the same requests straight to the server, in one
 //!   run, and a last round with the lab captured; write reports/bench-l7.md.
+//! * `bench exposure [--debug] [--round-trips N] [--rounds N] [--churn-ms
+//!   MS]`: latency through the gateway with and without exposure changes;
+//!   write reports/bench-exposure.md.
 //! * `bench trace [--frames 10000,100000,1000000] [--debug]`: the trace of
 //!   synthetic captures of N frames, frames/s and peak memory; write
 //!   reports/bench-trace.md.
 //! * `fuzz [--secs N] [--merge|--cmin] [--report] [TARGET[=SECS]...]`: run
-//!   the cargo-fuzz targets (nightly and cargo-fuzz needed, not installed
-//!   here) for N seconds each; `--merge` keeps new coverage in the
+//!   the cargo-fuzz targets (nightly and cargo-fuzz needed) for N seconds each; `--merge` keeps new coverage in the
 //!   repository's corpus, minimised (`--cmin`: only that, no run);
 //!   `--report` writes reports/fuzz.md; `--seed CAPTURE...` adds seeds
 //!   from a run's capture and the shipped scenarios instead.
@@ -96,7 +98,7 @@ enum Cmd {
         #[command(subcommand)]
         what: Bench,
     },
-    /// Run the fuzz targets (dataplane/fuzz, sim/fuzz) for a bounded time
+    /// Run the fuzz targets (dataplane/fuzz, sim/fuzz, fuzz) for a bounded time
     /// each: needs a nightly toolchain and cargo-fuzz
     /// (`cargo install cargo-fuzz --locked`).
     Fuzz {
