@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod expect;
 pub mod l7;
 pub mod lab;
 pub mod load;

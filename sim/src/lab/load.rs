@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use super::traffic::{classify, l7_step, tcp, udp, Observed, Wait};
 use super::{Proto, Step};
+use crate::expect::Expect;
 use crate::l7::client::ClientCtx;
 use crate::load::{payload, Load, LoadSummary};
-use crate::values::Expect;
 
 /// One flow's outcome.
 enum Flow {

@@ -32,8 +32,9 @@ pub mod sandbox;
 pub mod topology;
 pub mod traffic;
 
+pub use crate::expect::Expect;
 pub use crate::l7::spec::{CertSpec, FileSource, HttpServer, L7Step};
-pub use crate::values::{Cidr, Echo, Expect, Expose, Mac, Proto, RouteDst, Target, Unexpose};
+pub use crate::values::{Cidr, Echo, Expose, Mac, Proto, RouteDst, Target, Unexpose};
 use dataplane::{GatewayArgs, NetManagerArgs};
 
 /// A lab: everything a run builds, starts and sends.

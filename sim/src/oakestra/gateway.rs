@@ -30,14 +30,13 @@ use hoplab_dataplane::gateway::{ExposeError, Exposure, GatewayConfig, Proto as C
 
 use super::cluster::OVERLAY_MTU;
 use super::plan::{cidr, prefix, sysctls, Plan};
+pub use super::underlay::INTERNET_HOST;
 use crate::lab::dataplane::GatewayArgs;
 pub use crate::lab::dataplane::{GW_TUN, PUBLIC_IF};
 use crate::lab::{End, Host, Lab, Link, Process, Route, RouteDst, Tun};
 use crate::scenario::{External, Gateway, Scenario};
 use crate::values::{bad, check_name_len, Expose, Invalid, Proto};
 
-/// The router between the externals and the gateway.
-pub const INTERNET_HOST: &str = "internet";
 /// The gateway's internal IPv6 address: in the service range `fdff::/16`
 /// (routed to every node's TUN), outside the three service IP kinds'.
 pub const DEFAULT_INTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfdff, 0x7fff, 0, 0, 0, 0, 0, 0xfffd);

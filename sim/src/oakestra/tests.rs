@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::parse;
+use crate::expect::Expect;
 use crate::scenario::ScenarioErrors;
-use crate::values::Expect;
 
 const OK: &str = "version: 1\nhosts:\n  a: {}\n  b: {}\nlinks:\n  - a: {host: a, ifname: eth0, addr: [10.0.0.1/24]}\n    b: {host: b, ifname: eth0, addr: [10.0.0.2/24]}\ntraffic:\n  - {name: ping, from: a, proto: icmp, to: 10.0.0.2}\n";
 

@@ -43,11 +43,14 @@ use crate::values::{bad, check_name_len, Invalid};
 
 /// The shared underlay switch host (without sites).
 pub const UNDERLAY_HOST: &str = "underlay";
+/// The router between the externals and the gateway (a name the
+/// underlay reserves too).
+pub const INTERNET_HOST: &str = "internet";
 /// The switch between the sites' routers (with sites), and each router's
 /// interface to it.
 pub const BACKBONE_HOST: &str = "backbone";
 /// Host names a site may not take.
-const RESERVED: &[&str] = &[UNDERLAY_HOST, BACKBONE_HOST, super::gateway::INTERNET_HOST];
+const RESERVED: &[&str] = &[UNDERLAY_HOST, BACKBONE_HOST, INTERNET_HOST];
 /// Sites at most (the third octet of `10.10.s.0/24`, 255 being the
 /// backbone's).
 const MAX_SITES: usize = 200;

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 pub mod guard;
 pub mod locate;
 mod marks;
+pub mod process;
 pub mod schema;
 pub mod services;
 mod suggest;
 mod validate;
 
 pub use locate::locate;
+pub use process::*;
 pub use schema::*;
 pub use services::*;
 

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 
-use super::schema::Process;
+use super::process::Process;
 use crate::l7::spec::FileSource;
 use crate::values::{Echo, Expose};
 

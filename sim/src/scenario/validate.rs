@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::schema::{Host, Process, Route, Scenario, Step};
+use super::process::Process;
+use super::schema::{Host, Route, Scenario, Step};
+use crate::expect::Expect;
 use crate::l7::spec::{check_dns, check_file_name, ClientTls, HttpServer, L7Step};
 use crate::values::{
-    bad, check_ifname, check_name, default_source_port, key, sport_overflow, Expect, Gather,
-    Invalid, Proto, RouteDst,
+    bad, check_ifname, check_name, default_source_port, key, sport_overflow, Gather, Invalid,
+    Proto, RouteDst,
 };
 
 /// Connections that span steps (`open`, `on`, `close`): fills each step
@@ -661,7 +663,7 @@ mod tests {
     use std::path::Path;
 
     use super::validate;
-    use crate::values::Expect;
+    use crate::expect::Expect;
 
     const OK: &str = "version: 1\nhosts: {a: {}}\ntraffic:\n  - {name: s0, from: a, proto: icmp, to: 10.0.0.2}\n";
 

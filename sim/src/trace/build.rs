@@ -16,7 +16,6 @@ use super::path::paths;
 use super::render::{render, RelSeq};
 use super::view::{LabView, Step};
 use super::{End, Flow, Leg, Packet, Skipped, SkippedLink, StepResult, Trace, Undecodable};
-use crate::capture::verdicts::{Key, Verdicts, Where};
 use crate::capture::Captured;
 use crate::load::{LoadExpect, LoadSummary};
 use crate::values::Proto as StepProto;
@@ -85,68 +84,6 @@ fn quoted_echo_id(s: &hoplab_dataplane::wire::Summary) -> Option<u16> {
     types
         .contains(&e[0])
         .then(|| u16::from_be_bytes([e[4], e[5]]))
-}
-
-/// The kernel's drop of the packet whose last hop is `last` (see
-/// [`crate::capture::kernel_drops`]): recorded in the host it was last seen
-/// in, by the fields it had there (a tunnel datagram: the datagram's own,
-/// the kernel knowing no inner packet), a TCP segment also by its sequence
-/// and acknowledgement numbers. Shown at the device the kernel named
-/// (`dropped at HOST/IFNAME by the kernel (REASON)`), else at the host
-/// (`dropped at HOST by the kernel (REASON)`). The caller asks only when no
-/// other mechanism recorded a drop of it.
-pub(super) fn kernel_drop(drops: &Verdicts, last: &Seen) -> Option<End> {
-    let s = last.outer.as_ref().unwrap_or(&last.s);
-    let tcp = match s.l4 {
-        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
-        _ => None,
-    };
-    let d = drops.find_kernel(&last.at.host, &Key::of(s), tcp)?;
-    let Where::Kernel { iface, .. } = &d.at else {
-        return None;
-    };
-    Some(End::Dropped {
-        host: d.host.clone(),
-        at: iface.clone().unwrap_or_default(),
-        by: d.by.clone(),
-        why: d.why.clone(),
-        iface: iface.is_some(),
-    })
-}
-
-/// The end of a packet no copy of which reached its destination's owner,
-/// whose last hop's host freed it as a copy for another host's MAC
-/// address (`OTHERHOST`: a bridge flooded it, and no port had the owner):
-/// `dropped at HOST/IFNAME by the kernel (OTHERHOST)`. While a copy
-/// reaches the owner, a flooded copy's free is no drop.
-pub(super) fn flooded_drop(
-    drops: &Verdicts,
-    hops: &[&Seen],
-    owner: Option<&String>,
-) -> Option<End> {
-    if hops.iter().any(|h| Some(&h.at.host) == owner) {
-        return None;
-    }
-    let last = hops.last()?;
-    let s = last.outer.as_ref().unwrap_or(&last.s);
-    let tcp = match s.l4 {
-        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
-        _ => None,
-    };
-    let d = drops.find_flooded(&last.at.host, &Key::of(s), tcp)?;
-    let Where::Kernel {
-        iface: Some(iface), ..
-    } = &d.at
-    else {
-        return None;
-    };
-    (*iface == last.at.ifname).then(|| End::Dropped {
-        host: d.host.clone(),
-        at: iface.clone(),
-        by: d.by.clone(),
-        why: d.why.clone(),
-        iface: true,
-    })
 }
 
 /// The summary of a DNS message (UDP to or from port 53), for its hop.

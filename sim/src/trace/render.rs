@@ -85,7 +85,7 @@ fn drop_of(drops: &Verdicts, last: &Seen) -> Option<End> {
     if drops.is_empty() {
         return None;
     }
-    recorded_drop(drops, last).or_else(|| super::build::kernel_drop(drops, last))
+    recorded_drop(drops, last).or_else(|| kernel_drop(drops, last))
 }
 
 /// A drop of [`drop_of`] recorded by nftables, an impairment or a dataplane.
@@ -154,7 +154,7 @@ pub(super) fn render(
                 host: last.at.host.clone(),
             }
         }
-        _ => super::build::flooded_drop(drops, hops, owner.get(&last.s.dst))
+        _ => flooded_drop(drops, hops, owner.get(&last.s.dst))
             .unwrap_or_else(|| End::LastSeen(last.at.clone())),
     };
     let kind = match &first.l4 {
@@ -177,4 +177,62 @@ pub(super) fn render(
         hops: out,
         end,
     }
+}
+
+/// The kernel's drop of the packet whose last hop is `last` (see
+/// [`crate::capture::kernel_drops`]): recorded in the host it was last seen
+/// in, by the fields it had there (a tunnel datagram: the datagram's own,
+/// the kernel knowing no inner packet), a TCP segment also by its sequence
+/// and acknowledgement numbers. Shown at the device the kernel named
+/// (`dropped at HOST/IFNAME by the kernel (REASON)`), else at the host
+/// (`dropped at HOST by the kernel (REASON)`). The caller asks only when no
+/// other mechanism recorded a drop of it.
+fn kernel_drop(drops: &Verdicts, last: &Seen) -> Option<End> {
+    let s = last.outer.as_ref().unwrap_or(&last.s);
+    let tcp = match s.l4 {
+        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
+        _ => None,
+    };
+    let d = drops.find_kernel(&last.at.host, &Key::of(s), tcp)?;
+    let Where::Kernel { iface, .. } = &d.at else {
+        return None;
+    };
+    Some(End::Dropped {
+        host: d.host.clone(),
+        at: iface.clone().unwrap_or_default(),
+        by: d.by.clone(),
+        why: d.why.clone(),
+        iface: iface.is_some(),
+    })
+}
+
+/// The end of a packet no copy of which reached its destination's owner,
+/// whose last hop's host freed it as a copy for another host's MAC
+/// address (`OTHERHOST`: a bridge flooded it, and no port had the owner):
+/// `dropped at HOST/IFNAME by the kernel (OTHERHOST)`. While a copy
+/// reaches the owner, a flooded copy's free is no drop.
+fn flooded_drop(drops: &Verdicts, hops: &[&Seen], owner: Option<&String>) -> Option<End> {
+    if hops.iter().any(|h| Some(&h.at.host) == owner) {
+        return None;
+    }
+    let last = hops.last()?;
+    let s = last.outer.as_ref().unwrap_or(&last.s);
+    let tcp = match s.l4 {
+        L4::Tcp { seq, ack, .. } => Some((seq, ack)),
+        _ => None,
+    };
+    let d = drops.find_flooded(&last.at.host, &Key::of(s), tcp)?;
+    let Where::Kernel {
+        iface: Some(iface), ..
+    } = &d.at
+    else {
+        return None;
+    };
+    (*iface == last.at.ifname).then(|| End::Dropped {
+        host: d.host.clone(),
+        at: iface.clone(),
+        by: d.by.clone(),
+        why: d.why.clone(),
+        iface: true,
+    })
 }

@@ -352,7 +352,7 @@ fn a_resend_after_a_loss_stays() {
 /// server's connection closed and is answered with a reset. `lost`: the
 /// client's ACK is lost instead, so the resend and its answer are real.
 fn late_ack(how: &str) -> Vec<(Seg, u64, u64)> {
-    let mut v = super::tests_order::timed_echo();
+    let mut v = timed_echo();
     v.push((seg(true, "FA", 1006, 5006, b""), 50, 55));
     v.push((seg(false, "FA", 5006, 1007, b""), 60, 65));
     let mut ack = seg(true, "A", 1007, 5007, b"");
@@ -376,7 +376,6 @@ fn late_ack(how: &str) -> Vec<(Seg, u64, u64)> {
 
 #[test]
 fn a_resend_that_crossed_its_ack_and_what_it_caused_fold_away() {
-    use super::tests_order::capture as timed;
     let lab = lab();
     let plain = build(&lab, &timed(&late_ack("plain")), &[]);
     let frames = timed(&late_ack("crossed"));
@@ -399,7 +398,6 @@ fn a_resend_that_crossed_its_ack_and_what_it_caused_fold_away() {
 
 #[test]
 fn a_resend_after_its_ack_was_lost_stays_with_its_answer() {
-    use super::tests_order::capture as timed;
     let lab = lab();
     let t = build(&lab, &timed(&late_ack("lost")), &[]);
     let plain = build(&lab, &timed(&late_ack("plain")), &[]);
@@ -413,10 +411,9 @@ fn a_resend_after_its_ack_was_lost_stays_with_its_answer() {
 /// `gateway-restart` flake): one trace, as without the resend.
 #[test]
 fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
-    use super::tests_order::capture as timed;
     let lab = lab();
     let run = |resent: bool| {
-        let mut v = super::tests_order::timed_echo();
+        let mut v = timed_echo();
         v.push((seg(true, "FA", 1006, 5006, b""), 60, 65));
         v.push((seg(false, "FA", 5006, 1007, b""), 70, 100));
         if resent {
@@ -437,10 +434,9 @@ fn a_fin_resent_while_its_ack_was_on_its_way_folds_with_its_duplicate_ack() {
 /// order; every frame of the duplicate names the frame it joined.
 #[test]
 fn a_duplicate_ack_answering_a_pure_ack_overtaken_by_its_fin_folds_away() {
-    use super::tests_order::capture as timed;
     let lab = lab();
     let run = |how: &str| {
-        let mut v = super::tests_order::timed_echo();
+        let mut v = timed_echo();
         // When the client's ACK arrives, when the server sends its FIN,
         // and when the duplicate ACK.
         let (ack_at, fin, dup_at) = match how {
@@ -472,4 +468,47 @@ fn a_duplicate_ack_answering_a_pure_ack_overtaken_by_its_fin_folds_away() {
             );
         }
     }
+}
+
+/// Each segment leaves its sender at `sent` µs and reaches its peer at
+/// `arrives` µs (never, when lost).
+pub(super) fn timed(segs: &[(Seg, u64, u64)]) -> Vec<Captured> {
+    let mut out = Vec::new();
+    for (i, (s, sent, arrives)) in segs.iter().enumerate() {
+        let (from, to) = if s.client {
+            ("client", "server")
+        } else {
+            ("server", "client")
+        };
+        let data = bytes(s, i as u16 + 1);
+        let hops = [(from, true, *sent), (to, false, *arrives)];
+        for &(host, outgoing, t) in &hops[..if s.lost { 1 } else { 2 }] {
+            out.push(Captured {
+                ts_ns: 1_000_000 + t * 1_000,
+                host: host.into(),
+                ifname: "eth0".into(),
+                outgoing,
+                data: data.clone(),
+                link: DataLink::ETHERNET,
+            });
+        }
+    }
+    out
+}
+
+/// Handshake and one echo of `hello` (client port 40000, sequence numbers
+/// from 1000 and 5000), each segment 10 µs after the one before and 5 µs
+/// on its way.
+pub(super) fn timed_echo() -> Vec<(Seg, u64, u64)> {
+    [
+        seg(true, "S", 1000, 0, b""),
+        seg(false, "SA", 5000, 1001, b""),
+        seg(true, "A", 1001, 5001, b""),
+        seg(true, "PA", 1001, 5001, b"hello"),
+        seg(false, "PA", 5001, 1006, b"hello"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
+    .collect()
 }

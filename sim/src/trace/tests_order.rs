@@ -3,60 +3,14 @@
 //! flight: whichever was sent first, the trace is the same, and a packet
 //! that answers another comes after it.
 
-use pcap_file::DataLink;
-
-use super::tests_fold::{bytes, lab, seg, shown, Seg};
+use super::tests_fold::{lab, seg, shown, timed, timed_echo, Seg};
 use super::*;
-use crate::capture::Captured;
-
-/// Each segment leaves its sender at `sent` µs and reaches its peer at
-/// `arrives` µs (never, when lost).
-pub(super) fn capture(segs: &[(Seg, u64, u64)]) -> Vec<Captured> {
-    let mut out = Vec::new();
-    for (i, (s, sent, arrives)) in segs.iter().enumerate() {
-        let (from, to) = if s.client {
-            ("client", "server")
-        } else {
-            ("server", "client")
-        };
-        let data = bytes(s, i as u16 + 1);
-        let hops = [(from, true, *sent), (to, false, *arrives)];
-        for &(host, outgoing, t) in &hops[..if s.lost { 1 } else { 2 }] {
-            out.push(Captured {
-                ts_ns: 1_000_000 + t * 1_000,
-                host: host.into(),
-                ifname: "eth0".into(),
-                outgoing,
-                data: data.clone(),
-                link: DataLink::ETHERNET,
-            });
-        }
-    }
-    out
-}
-
-/// Handshake and one echo of `hello` (client port 40000, sequence numbers
-/// from 1000 and 5000), each segment 10 µs after the one before and 5 µs
-/// on its way.
-pub(super) fn timed_echo() -> Vec<(Seg, u64, u64)> {
-    [
-        seg(true, "S", 1000, 0, b""),
-        seg(false, "SA", 5000, 1001, b""),
-        seg(true, "A", 1001, 5001, b""),
-        seg(true, "PA", 1001, 5001, b"hello"),
-        seg(false, "PA", 5001, 1006, b"hello"),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, s)| (s, 10 * i as u64, 10 * i as u64 + 5))
-    .collect()
-}
 
 /// [`timed_echo`], then `close`, timed as given.
 fn echo_then(close: &[(Seg, u64, u64)]) -> Trace {
     let mut v = timed_echo();
     v.extend_from_slice(close);
-    build(&lab(), &capture(&v), &[])
+    build(&lab(), &timed(&v), &[])
 }
 
 /// The two ACKs of a close crossing: the client's ACK of the server's FIN,
@@ -130,7 +84,7 @@ fn an_answer_goes_before_a_packet_that_crossed_it() {
             (seg(false, "A", 5001, 1003, b""), a, a + 20),
             (seg(true, "PA", 1003, 5001, b"cd"), d, d + 20),
         ];
-        build(&lab(), &capture(&v), &[])
+        build(&lab(), &timed(&v), &[])
     };
     let (a, b) = (run(true), run(false));
     assert_eq!(a.to_yaml(), b.to_yaml());
@@ -177,7 +131,7 @@ fn a_lost_ack_stays_before_the_resend_it_caused() {
         (seg(true, "PA", 1001, 5001, b"hello"), 300, 305),
         (seg(false, "A", 5001, 1006, b""), 310, 315),
     ];
-    let frames = capture(&v);
+    let frames = timed(&v);
     let mut comments = vec![None; frames.len()];
     let (seen, _) = super::decode::decode(&frames, &mut comments);
     // Each packet by its segment's number (its IP ID).

@@ -123,7 +123,7 @@ impl LabView {
                 flows: s.load.as_ref().map_or(1, |l| l.flows),
                 load: s.load.as_ref().map(|l| {
                     let e = match &s.expect {
-                        crate::values::Expect::Load(e) => e.clone(),
+                        crate::expect::Expect::Load(e) => e.clone(),
                         _ => crate::load::LoadExpect::default(),
                     };
                     (l.sample, e)
