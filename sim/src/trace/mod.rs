@@ -66,6 +66,7 @@
 //! that could not be decoded (per reason). A whole capture of decodable
 //! frames, such as every run's, has none, and its YAML no `skipped` key.
 
+mod attribute;
 mod build;
 mod decode;
 mod diff;
