@@ -98,28 +98,11 @@ pub(super) fn bytes(s: &Seg, ident: u16) -> Vec<u8> {
 /// Each segment leaves its sender and reaches its peer 1 µs later; the
 /// next segment is 10 µs after.
 fn capture(segs: &[Seg]) -> Vec<Captured> {
-    let mut out = Vec::new();
-    for (i, s) in segs.iter().enumerate() {
-        let ts = 1_000_000 + 10_000 * i as u64;
-        let (from, to) = if s.client {
-            ("client", "server")
-        } else {
-            ("server", "client")
-        };
-        let data = bytes(s, i as u16 + 1);
-        let hops = [(from, true, ts), (to, false, ts + 1_000)];
-        for &(host, outgoing, t) in &hops[..if s.lost { 1 } else { 2 }] {
-            out.push(Captured {
-                ts_ns: t,
-                host: host.into(),
-                ifname: "eth0".into(),
-                outgoing,
-                data: data.clone(),
-                link: DataLink::ETHERNET,
-            });
-        }
-    }
-    out
+    let at = |i: usize| 10 * i as u64;
+    let v: Vec<_> = (segs.iter().enumerate())
+        .map(|(i, s)| (s.clone(), at(i), at(i) + 1))
+        .collect();
+    timed(&v)
 }
 
 pub(super) fn lab() -> LabView {
