@@ -239,6 +239,7 @@ fn report(
         let _ = writeln!(m, "(Written after round {done} of {}.)\n", o.rounds);
     }
     let only: String = o.names.iter().map(|n| format!(" --scenario {n}")).collect();
+    let spin = o.load.map(|n| format!(" --load {n}")).unwrap_or_default();
     let (jobs, at_once) = if o.jobs > 1 {
         (
             format!(" --jobs {}", o.jobs),
@@ -263,7 +264,7 @@ fn report(
     };
     let _ = writeln!(
         m,
-        "Written by `cargo xtask soak {}{jobs}{only}`. Each round runs every shipped scenario \
+        "Written by `cargo xtask soak {}{spin}{jobs}{only}`. Each round runs every shipped scenario \
          once (debug build{at_once}) and compares its trace with the reviewed snapshot; a flake \
          is a run whose trace differs or that did not end as the snapshot says. Beside the \
          runs, {beside}.\n",

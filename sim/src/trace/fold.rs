@@ -60,9 +60,11 @@
 //! a pure ACK P that rule B folded into Q reached its receiver after Q
 //! did (two CPUs' queues can swap them on a loaded machine), Q had
 //! already moved the receiver past P's sequence number, and the receiver
-//! answers the stale P with a duplicate ACK. The first packet it sent
-//! once P had arrived is folded, as in rules C and D (and a reset that
-//! answers it, as in D), into the packet of its direction before it.
+//! answers the stale P with a duplicate ACK. The first pure ACK it sent
+//! once P had arrived (past segments with data, SYN or FIN its socket
+//! sent first: a socket busy sending handles P after) is folded, as in
+//! rule C, into the packet of its direction before it when it
+//! acknowledges exactly what that one did; a reset answering it, as in D.
 //!
 //! A folded packet is left out of the trace's packets (and so of the
 //! snapshot and the reports); every one of its frames stays in the
